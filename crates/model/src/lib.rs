@@ -1,0 +1,30 @@
+//! strait's cluster model.
+//!
+//! Everything here is pure: manifests are parsed into the ecosystem's own
+//! Kubernetes types (`k8s-openapi`), kept in immutable [`ClusterState`]
+//! snapshots, and run through the standalone controllers — the parts of the
+//! API server and kube-controller-manager that a cluster without them (the
+//! lab, `strait render`) still needs: Deployment → Pods, Service address
+//! allocation and EndpointSlices. No I/O apart from reading manifest files,
+//! no clock, no randomness: the same input gives the same output.
+
+mod error;
+mod hash;
+mod manifest;
+mod object;
+mod ports;
+mod selector;
+mod state;
+mod validate;
+
+pub mod controllers;
+
+pub use error::{Error, Result};
+pub use manifest::{load_paths, parse_str, Format, Loaded, Origin, Source};
+pub use object::{Kind, Object, ObjectKey};
+pub use ports::{container_port_by_name, resolve_target_port};
+pub use selector::{Requirement, Selector, SelectorError};
+pub use state::{Change, ChangeSet, ClusterState, Store};
+
+/// Re-exported so that users of the model name the same Kubernetes types.
+pub use k8s_openapi;

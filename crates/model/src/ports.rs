@@ -1,0 +1,90 @@
+//! Named ports: a Service's `targetPort: http` means whatever port the
+//! container of each selected pod calls `http`, so it can differ by pod.
+
+use k8s_openapi::api::core::v1::{Pod, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The container port named `name` with `protocol` in `pod`. Sidecars
+/// (init containers with `restartPolicy: Always`) count, as they keep running.
+pub fn container_port_by_name(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
+    let spec = pod.spec.as_ref()?;
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| {
+            p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol
+        })
+        .map(|p| p.container_port)
+}
+
+/// The port on `pod` that traffic for `port` goes to, or `None` when the pod
+/// has no port by that name (the pod is then not an endpoint for this port).
+pub fn resolve_target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
+    match &port.target_port {
+        None | Some(IntOrString::Int(0)) => Some(port.port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => {
+            container_port_by_name(pod, name, port.protocol.as_deref().unwrap_or("TCP"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec};
+
+    fn pod(ports: &[(&str, i32, &str)]) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ports: Some(
+                        ports
+                            .iter()
+                            .map(|(n, p, proto)| ContainerPort {
+                                name: Some(n.to_string()),
+                                container_port: *p,
+                                protocol: Some(proto.to_string()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn svc_port(target: IntOrString, protocol: &str) -> ServicePort {
+        ServicePort {
+            port: 80,
+            target_port: Some(target),
+            protocol: Some(protocol.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_pod_and_protocol() {
+        let a = pod(&[("http", 8080, "TCP"), ("dns", 53, "UDP")]);
+        let b = pod(&[("http", 9090, "TCP")]);
+        let http = svc_port(IntOrString::String("http".into()), "TCP");
+        assert_eq!(resolve_target_port(&a, &http), Some(8080));
+        assert_eq!(resolve_target_port(&b, &http), Some(9090));
+        let dns_tcp = svc_port(IntOrString::String("dns".into()), "TCP");
+        assert_eq!(resolve_target_port(&a, &dns_tcp), None);
+        assert_eq!(
+            resolve_target_port(&a, &svc_port(IntOrString::Int(7), "TCP")),
+            Some(7)
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! `ClusterState`: an immutable snapshot of the objects strait needs, indexed
+//! by namespace/name and by labels, and the set of what changed between two.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::Metadata;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::Serialize;
+
+use crate::manifest::Origin;
+use crate::object::{Kind, Object, ObjectKey};
+use crate::selector::Selector;
+use crate::{Error, Result};
+
+/// The objects of one kind, by (namespace, name), with a label index.
+#[derive(Clone, Debug)]
+pub struct Store<T> {
+    items: BTreeMap<(String, String), Arc<T>>,
+    /// (namespace, label key, label value) → names.
+    by_label: HashMap<(String, String, String), BTreeSet<String>>,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Store {
+            items: BTreeMap::new(),
+            by_label: HashMap::new(),
+        }
+    }
+}
+
+fn ns_name(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// `namespace` is empty for cluster-scoped kinds.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<T>> {
+        self.items.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Every object, ordered by namespace then name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.items.values()
+    }
+
+    pub fn in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        let start = (namespace.to_owned(), String::new());
+        let namespace = namespace.to_owned();
+        self.items
+            .range(start..)
+            .take_while(move |((ns, _), _)| *ns == namespace)
+            .map(|(_, v)| v)
+    }
+
+    /// Objects in `namespace` whose labels match `selector`, by name. Uses the
+    /// label index when the selector has an equality requirement.
+    pub fn select<'a>(&'a self, namespace: &str, selector: &Selector) -> Vec<&'a Arc<T>> {
+        let matches = |o: &&Arc<T>| selector.matches_opt(o.metadata().labels.as_ref());
+        match selector.equality() {
+            Some((k, v)) => {
+                let key = (namespace.to_owned(), k.to_owned(), v.to_owned());
+                self.by_label
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|name| self.get(namespace, name))
+                    .filter(matches)
+                    .collect()
+            }
+            None => self.in_namespace(namespace).filter(matches).collect(),
+        }
+    }
+
+    /// Add or replace; returns the replaced object.
+    pub fn insert(&mut self, object: impl Into<Arc<T>>) -> Option<Arc<T>> {
+        let object: Arc<T> = object.into();
+        let key = ns_name(object.metadata());
+        let old = self.remove(&key.0, &key.1);
+        for (k, v) in object.metadata().labels.iter().flatten() {
+            self.by_label
+                .entry((key.0.clone(), k.clone(), v.clone()))
+                .or_default()
+                .insert(key.1.clone());
+        }
+        self.items.insert(key, object);
+        old
+    }
+
+    pub fn remove(&mut self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        let old = self
+            .items
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
+        for (k, v) in old.metadata().labels.iter().flatten() {
+            let key = (namespace.to_owned(), k.clone(), v.clone());
+            if let Some(names) = self.by_label.get_mut(&key) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by_label.remove(&key);
+                }
+            }
+        }
+        Some(old)
+    }
+}
+
+impl<T: PartialEq> Store<T> {
+    fn diff(&self, newer: &Store<T>, kind: Kind, out: &mut Vec<Change>) {
+        let key = |(ns, name): &(String, String)| ObjectKey::new(kind, ns.clone(), name.clone());
+        for (k, old) in &self.items {
+            match newer.items.get(k) {
+                None => out.push(Change::Deleted(key(k))),
+                Some(new) if !Arc::ptr_eq(old, new) && old != new => {
+                    out.push(Change::Modified(key(k)))
+                }
+                Some(_) => {}
+            }
+        }
+        for k in newer.items.keys() {
+            if !self.items.contains_key(k) {
+                out.push(Change::Added(key(k)));
+            }
+        }
+    }
+}
+
+/// What happened to one object between two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    Added(ObjectKey),
+    Modified(ObjectKey),
+    Deleted(ObjectKey),
+}
+
+impl Change {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Change::Added(k) | Change::Modified(k) | Change::Deleted(k) => k,
+        }
+    }
+}
+
+/// The changes between two snapshots, ordered by kind, namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether any object of `kind` changed: how a planner decides it has work.
+    pub fn touches(&self, kind: Kind) -> bool {
+        self.changes.iter().any(|c| c.key().kind == kind)
+    }
+}
+
+macro_rules! cluster_state {
+    ($($kind:ident => $field:ident,)*) => {
+        /// An immutable snapshot of the cluster as strait sees it. Share it
+        /// behind an `Arc`; every change makes a new one.
+        #[derive(Clone, Debug, Default)]
+        pub struct ClusterState {
+            $(pub $field: Store<$kind>,)*
+            origins: HashMap<ObjectKey, Origin>,
+        }
+
+        impl ClusterState {
+            /// Add or replace one object; returns the replaced one.
+            pub fn insert(&mut self, object: Object) -> Option<Object> {
+                match object {
+                    $(Object::$kind(o) => self.$field.insert(o).map(Object::$kind),)*
+                }
+            }
+
+            pub fn remove(&mut self, key: &ObjectKey) -> Option<Object> {
+                self.origins.remove(key);
+                match key.kind {
+                    $(Kind::$kind => self.$field.remove(&key.namespace, &key.name).map(Object::$kind),)*
+                }
+            }
+
+            pub fn contains(&self, key: &ObjectKey) -> bool {
+                match key.kind {
+                    $(Kind::$kind => self.$field.get(&key.namespace, &key.name).is_some(),)*
+                }
+            }
+
+            /// Every object, ordered by kind, namespace and name.
+            pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
+                let mut all: Box<dyn Iterator<Item = Object>> = Box::new(std::iter::empty());
+                $(all = Box::new(all.chain(self.$field.iter().map(|o| Object::$kind(o.clone()))));)*
+                all
+            }
+
+            pub fn len(&self) -> usize {
+                0 $(+ self.$field.len())*
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// What changed from `self` to `newer`.
+            pub fn diff(&self, newer: &ClusterState) -> ChangeSet {
+                let mut changes = Vec::new();
+                $(self.$field.diff(&newer.$field, Kind::$kind, &mut changes);)*
+                changes.sort();
+                ChangeSet { changes }
+            }
+
+            fn serialize_items<S: SerializeSeq>(&self, seq: &mut S) -> Result<(), S::Error> {
+                $(for o in self.$field.iter() { seq.serialize_element(&**o)?; })*
+                Ok(())
+            }
+        }
+    };
+}
+
+// In `Kind` order, so that iteration is sorted by kind.
+cluster_state! {
+    Deployment => deployments,
+    EndpointSlice => endpoint_slices,
+    Endpoints => endpoints,
+    Ingress => ingresses,
+    IngressClass => ingress_classes,
+    Namespace => namespaces,
+    NetworkPolicy => network_policies,
+    Node => nodes,
+    Pod => pods,
+    Service => services,
+}
+
+impl ClusterState {
+    /// A snapshot of `objects`; an object given twice is an error that names
+    /// both places.
+    pub fn from_objects(
+        objects: impl IntoIterator<Item = (Object, Option<Origin>)>,
+    ) -> Result<ClusterState> {
+        let mut state = ClusterState::default();
+        for (object, origin) in objects {
+            state.add(object, origin)?;
+        }
+        Ok(state)
+    }
+
+    /// Add a new object; error if one with the same kind, namespace and name exists.
+    pub fn add(&mut self, object: Object, origin: Option<Origin>) -> Result<()> {
+        let key = ObjectKey::of(&object);
+        if self.contains(&key) {
+            let place =
+                |o: Option<&Origin>| o.map_or_else(|| "(derived)".to_owned(), |o| o.to_string());
+            return Err(Error::Duplicate {
+                first: place(self.origins.get(&key)),
+                second: place(origin.as_ref()),
+                object: key.to_string(),
+            });
+        }
+        if let Some(origin) = origin {
+            self.origins.insert(key, origin);
+        }
+        self.insert(object);
+        Ok(())
+    }
+
+    /// Where an object was read from, if it came from a manifest.
+    pub fn origin(&self, key: &ObjectKey) -> Option<&Origin> {
+        self.origins.get(key)
+    }
+
+    /// The snapshot as a `kind: List`, the way `kubectl get -o yaml` prints.
+    pub fn as_list(&self) -> impl Serialize + '_ {
+        ListView(self)
+    }
+}
+
+struct ListView<'a>(&'a ClusterState);
+
+struct Items<'a>(&'a ClusterState);
+
+impl Serialize for ListView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("apiVersion", "v1")?;
+        map.serialize_entry("kind", "List")?;
+        map.serialize_entry("items", &Items(self.0))?;
+        map.end()
+    }
+}
+
+impl Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        self.0.serialize_items(&mut seq)?;
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, labels: &[(&str, &str)]) -> Object {
+        Object::Pod(Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn select_uses_labels_within_a_namespace() {
+        let state = ClusterState::from_objects([
+            (pod("a", "p1", &[("app", "web")]), None),
+            (pod("a", "p2", &[("app", "db")]), None),
+            (pod("b", "p3", &[("app", "web")]), None),
+        ])
+        .unwrap();
+        let web = Selector::from_map(&[("app".to_string(), "web".to_string())].into()).unwrap();
+        let names: Vec<_> = state
+            .pods
+            .select("a", &web)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["p1"]);
+        assert_eq!(state.pods.select("b", &Selector::default()).len(), 1);
+        assert_eq!(state.pods.in_namespace("a").count(), 2);
+    }
+
+    #[test]
+    fn relabelling_moves_an_object_in_the_index() {
+        let mut state =
+            ClusterState::from_objects([(pod("a", "p1", &[("app", "web")]), None)]).unwrap();
+        state.insert(pod("a", "p1", &[("app", "db")]));
+        let web = Selector::from_map(&[("app".to_string(), "web".to_string())].into()).unwrap();
+        assert!(state.pods.select("a", &web).is_empty());
+    }
+
+    #[test]
+    fn diff_reports_added_modified_deleted() {
+        let old = ClusterState::from_objects([
+            (pod("a", "keep", &[]), None),
+            (pod("a", "change", &[]), None),
+            (pod("a", "gone", &[]), None),
+        ])
+        .unwrap();
+        let mut new = old.clone();
+        new.insert(pod("a", "change", &[("x", "y")]));
+        new.remove(&ObjectKey::new(Kind::Pod, "a", "gone"));
+        new.insert(pod("a", "new", &[]));
+        let key = |n: &str| ObjectKey::new(Kind::Pod, "a", n);
+        assert_eq!(
+            old.diff(&new).changes,
+            vec![
+                Change::Added(key("new")),
+                Change::Modified(key("change")),
+                Change::Deleted(key("gone"))
+            ]
+        );
+        assert!(old.diff(&old.clone()).is_empty());
+    }
+
+    #[test]
+    fn duplicates_name_both_places() {
+        let o = |i| {
+            Some(Origin {
+                file: "f.yaml".into(),
+                index: i,
+            })
+        };
+        let err =
+            ClusterState::from_objects([(pod("a", "p", &[]), o(1)), (pod("a", "p", &[]), o(3))])
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "Pod a/p is defined twice: f.yaml, document 1 and f.yaml, document 3"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The whole network of a Kubernetes node in one binary: pod networking (CNI),
+/// Service virtual IPs (nftables), cluster DNS and NetworkPolicy — in a real
+/// cluster, or in a lab of network namespaces on one machine.
+#[derive(Debug, Parser)]
+#[command(name = "strait", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the cluster state the manifests describe, after the controllers ran.
+    ///
+    /// A dry run of what the API server and controller manager would make of
+    /// the manifests: every input object plus Pods for Deployments, allocated
+    /// ClusterIPs and NodePorts, EndpointSlices and the `kubernetes` Service,
+    /// as one `kind: List` sorted by kind, namespace and name.
+    Render(RenderArgs),
+}
+
+/// Where manifests come from; shared by every command that reads state.
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// A manifest file, a directory (its *.yaml, *.yml and *.json files, in name
+    /// order) or - for standard input. Repeat for more.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<String>,
+}
+
+/// Cluster-wide settings of the API server and controller manager.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Range ClusterIPs come from (like kube-apiserver's --service-cluster-ip-range).
+    /// Give an IPv4 and an IPv6 range for dual-stack. Default 10.96.0.0/12.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    pub service_cidrs: Vec<String>,
+
+    /// Range NodePorts come from (like --service-node-port-range).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
+    pub node_port_range: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}

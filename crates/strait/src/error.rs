@@ -1,0 +1,9 @@
+/// Every way a `strait` command can fail; each message says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] strait_model::Error),
+
+    #[error("cannot write the output: {0}")]
+    Output(String),
+}
