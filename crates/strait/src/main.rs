@@ -11,6 +11,11 @@ mod render;
 use error::Error;
 
 fn main() -> ExitCode {
+    // A container runtime runs CNI plugins with CNI_COMMAND set and the
+    // configuration on stdin; then strait is a plugin, not a command line.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return cni_plugin();
+    }
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     match run(cli) {
@@ -45,4 +50,22 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+fn cni_plugin() -> ExitCode {
+    use std::io::{Read, Write};
+    // Logs go to stderr only when asked for: stdout carries the result.
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_logging(0);
+    }
+    let vars = std::env::vars().collect();
+    let env = strait_cni::Env::from_map(&vars);
+    // VERSION may come with a configuration too; read whatever is there.
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let outcome = strait_cni::run(&env, &stdin);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
+    ExitCode::from(outcome.exit_code as u8)
 }

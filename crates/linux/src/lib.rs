@@ -1,0 +1,24 @@
+//! strait's contact with the Linux kernel: network namespaces, links,
+//! addresses, routes and sysctls over rtnetlink, and nftables transactions.
+//!
+//! Network namespaces belong to threads: code that enters one does so on a
+//! thread it owns ([`NetNs::enter`] restores the old one when the guard
+//! drops), and netlink sockets are bound to the namespace they were opened in.
+
+mod error;
+mod netlink;
+mod netns;
+mod nft;
+mod sysctl;
+
+pub use error::{Error, Result};
+pub use netlink::{mac_string, Link, Netlink, RouteInfo};
+pub use netns::{NetNs, NsGuard};
+pub use nft::{nft_apply, nft_list};
+pub use sysctl::{read_sysctl, write_sysctl};
+
+/// Whether this process may create namespaces and program the network
+/// (tests that need it say they were skipped when it may not).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

@@ -1,0 +1,656 @@
+//! The CNI plugin end to end, called through the CNI protocol as a container
+//! runtime calls it, in namespaces the tests build (a node, pods, a client).
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use common::*;
+use serde_json::{json, Value};
+
+const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
+const REFERENCE_BRIDGE: &str = "/usr/lib/cni/bridge";
+
+fn conf(version: &str, subnet: &str, data_dir: &str) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": "testnet",
+        "type": "strait",
+        "bridge": "cni0",
+        "isGateway": true,
+        "ipMasq": true,
+        "hairpinMode": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": data_dir}
+    })
+}
+
+fn ip_of(result: &Value) -> IpAddr {
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {result}"));
+    address.split('/').next().unwrap().parse().unwrap()
+}
+
+fn reservations(data_dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("{data_dir}/testnet"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn two_pods_on_one_bridge_reach_each_other_and_the_gateway() {
+    if !root_or_skip("two_pods_on_one_bridge_reach_each_other_and_the_gateway") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let (p1, p2) = (TestNs::new("p1"), TestNs::new("p2"));
+    let data = TempDir::new("ipam");
+    let conf = conf("1.0.0", "10.77.0.0/24", data.path()).to_string();
+
+    let (rc, r1) = cni(STRAIT, &node, "ADD", "ctr-1", &p1.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{r1}");
+    let (rc, r2) = cni(STRAIT, &node, "ADD", "ctr-2", &p2.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{r2}");
+    let (ip1, ip2) = (ip_of(&r1), ip_of(&r2));
+    assert_ne!(ip1, ip2);
+    assert_eq!(r1["ips"][0]["gateway"], "10.77.0.1");
+
+    // Pod to pod over TCP, with the client's own address seen by the server.
+    let server = serve(&p1, SocketAddr::new(ip1, 8080), "hello from p1", 1);
+    let reply = fetch(&p2, SocketAddr::new(ip1, 8080)).expect("p2 reaches p1");
+    assert_eq!(
+        reply.trim(),
+        format!(
+            "hello from p1 {ip2}:{}",
+            reply.trim().rsplit(':').next().unwrap()
+        )
+    );
+    server.join().unwrap();
+    // Pod to the gateway (the bridge's address on the node).
+    let gw: IpAddr = "10.77.0.1".parse().unwrap();
+    let server = serve(&node, SocketAddr::new(gw, 9090), "node", 1);
+    assert!(fetch(&p1, SocketAddr::new(gw, 9090))
+        .expect("p1 reaches the gateway")
+        .starts_with("node"));
+    server.join().unwrap();
+
+    // DEL removes the veth and the reservation; a second DEL succeeds.
+    let veth = r1["interfaces"][1]["name"].as_str().unwrap().to_owned();
+    assert!(links(&node).contains(&veth));
+    assert_eq!(reservations(data.path()).len(), 2);
+    let (rc, out) = cni(STRAIT, &node, "DEL", "ctr-1", &p1.path(), &conf, &[]);
+    assert_eq!((rc, out), (0, Value::Null));
+    assert!(!links(&node).contains(&veth), "host veth removed");
+    assert!(
+        !links(&p1).contains(&"eth0".to_owned()),
+        "pod interface removed"
+    );
+    assert_eq!(reservations(data.path()), [ip2.to_string()]);
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr-1", &p1.path(), &conf, &[]).0,
+        0,
+        "second DEL"
+    );
+    // DEL when the namespace is gone already still frees everything.
+    let p2_path = p2.path();
+    drop(p2);
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr-2", &p2_path, &conf, &[]).0,
+        0
+    );
+    assert!(reservations(data.path()).is_empty());
+    assert_eq!(
+        links(&node)
+            .iter()
+            .filter(|l| l.starts_with("veth"))
+            .count(),
+        0,
+        "no veth left: {:?}",
+        links(&node)
+    );
+}
+
+#[test]
+fn check_reports_what_is_missing_and_add_refuses_an_existing_interface() {
+    if !root_or_skip("check_reports_what_is_missing_and_add_refuses_an_existing_interface") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let base = conf("1.1.0", "10.78.0.0/24", data.path());
+    let (rc, result) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        &base.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 0, "{result}");
+    let mut with_prev = base.clone();
+    with_prev["prevResult"] = result.clone();
+    assert_eq!(
+        cni(
+            STRAIT,
+            &node,
+            "CHECK",
+            "ctr",
+            &pod.path(),
+            &with_prev.to_string(),
+            &[]
+        )
+        .0,
+        0
+    );
+
+    // A second ADD of the same interface fails and changes nothing.
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr-other",
+        &pod.path(),
+        &base.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("interface eth0 already exists"),
+        "{err}"
+    );
+    assert_eq!(reservations(data.path()).len(), 1, "no address leaked");
+
+    let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    let out = pod.command("ip", &["addr", "del", &address, "dev", "eth0"]);
+    assert!(out.status.success());
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "CHECK",
+        "ctr",
+        &pod.path(),
+        &with_prev.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("address {address} is missing on eth0")),
+        "{err}"
+    );
+    assert_eq!(
+        cni(
+            STRAIT,
+            &node,
+            "DEL",
+            "ctr",
+            &pod.path(),
+            &base.to_string(),
+            &[]
+        )
+        .0,
+        0
+    );
+}
+
+#[test]
+fn a_hundred_concurrent_adds_get_distinct_addresses_and_gc_frees_the_invalid_half() {
+    if !root_or_skip(
+        "a_hundred_concurrent_adds_get_distinct_addresses_and_gc_frees_the_invalid_half",
+    ) {
+        return;
+    }
+    let node = std::sync::Arc::new(TestNs::new("node"));
+    let pods: Vec<TestNs> = (0..100).map(|i| TestNs::new(&format!("c{i}"))).collect();
+    let data = TempDir::new("ipam");
+    let conf = conf("1.1.0", "10.79.0.0/22", data.path()).to_string();
+    let handles: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let (node, conf, path) = (node.clone(), conf.clone(), pod.path());
+            std::thread::spawn(move || {
+                cni(STRAIT, &node, "ADD", &format!("ctr-{i}"), &path, &conf, &[])
+            })
+        })
+        .collect();
+    let mut ips = Vec::new();
+    for h in handles {
+        let (rc, result) = h.join().unwrap();
+        assert_eq!(rc, 0, "{result}");
+        ips.push(ip_of(&result));
+    }
+    let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+    assert_eq!(distinct.len(), 100, "every ADD got its own address");
+    assert_eq!(reservations(data.path()).len(), 100);
+
+    // GC with the even half valid frees the odd half, and only it.
+    let valid: Vec<Value> = (0..100)
+        .step_by(2)
+        .map(|i| json!({"containerID": format!("ctr-{i}"), "ifname": "eth0"}))
+        .collect();
+    let mut gc_conf: Value = serde_json::from_str(&conf).unwrap();
+    gc_conf["cni.dev/valid-attachments"] = Value::Array(valid);
+    let (rc, out) = cni(STRAIT, &node, "GC", "", "", &gc_conf.to_string(), &[]);
+    assert_eq!(rc, 0, "{out}");
+    let left = reservations(data.path());
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..100).step_by(2).map(|i| ips[i].to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(left, expected);
+    for (i, pod) in pods.iter().enumerate() {
+        assert_eq!(
+            cni(
+                STRAIT,
+                &node,
+                "DEL",
+                &format!("ctr-{i}"),
+                &pod.path(),
+                &conf,
+                &[]
+            )
+            .0,
+            0
+        );
+    }
+    assert!(reservations(data.path()).is_empty());
+}
+
+#[test]
+fn a_reference_bridge_conflist_works_with_type_changed_and_shares_the_data_dir() {
+    if !root_or_skip("a_reference_bridge_conflist_works_with_type_changed_and_shares_the_data_dir")
+    {
+        return;
+    }
+    if !std::path::Path::new(REFERENCE_BRIDGE).exists() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED reference comparison: apt-get install containernetworking-plugins\n",
+        );
+        return;
+    }
+    let node = TestNs::new("node");
+    let (a, b) = (TestNs::new("ref"), TestNs::new("strait"));
+    let data = TempDir::new("ipam");
+    let mut reference = conf("1.0.0", "10.80.0.0/24", data.path());
+    reference["type"] = json!("bridge");
+    let strait = conf("1.0.0", "10.80.0.0/24", data.path());
+
+    let (rc, ra) = cni(
+        REFERENCE_BRIDGE,
+        &node,
+        "ADD",
+        "ref-ctr",
+        &a.path(),
+        &reference.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 0, "reference ADD: {ra}");
+    let (rc, rb) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "strait-ctr",
+        &b.path(),
+        &strait.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 0, "strait ADD: {rb}");
+    let (ipa, ipb) = (ip_of(&ra), ip_of(&rb));
+    assert_ne!(
+        ipa, ipb,
+        "strait respects the reference plugin's reservation"
+    );
+    // strait's reservation is in host-local's format: the reference reads it.
+    let (rc, rc2) = cni(
+        REFERENCE_BRIDGE,
+        &node,
+        "ADD",
+        "ref-ctr-2",
+        &TestNs::new("ref2").path(),
+        &reference.to_string(),
+        &[],
+    );
+    // (the namespace above is already gone when the plugin runs: an error is fine,
+    // what matters is that no address was handed out twice)
+    if rc == 0 {
+        assert!(![ipa, ipb].contains(&ip_of(&rc2)));
+    }
+    let server = serve(&a, SocketAddr::new(ipa, 7000), "ref pod", 1);
+    assert!(fetch(&b, SocketAddr::new(ipa, 7000))
+        .expect("strait pod reaches reference pod")
+        .starts_with("ref pod"));
+    server.join().unwrap();
+    assert_eq!(
+        cni(
+            STRAIT,
+            &node,
+            "DEL",
+            "strait-ctr",
+            &b.path(),
+            &strait.to_string(),
+            &[]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        cni(
+            REFERENCE_BRIDGE,
+            &node,
+            "DEL",
+            "ref-ctr",
+            &a.path(),
+            &reference.to_string(),
+            &[]
+        )
+        .0,
+        0
+    );
+    let _ = cni(
+        REFERENCE_BRIDGE,
+        &node,
+        "DEL",
+        "ref-ctr-2",
+        "",
+        &reference.to_string(),
+        &[],
+    );
+    assert!(
+        reservations(data.path()).is_empty(),
+        "{:?}",
+        reservations(data.path())
+    );
+}
+
+#[test]
+fn a_host_port_is_reachable_through_the_node_address() {
+    if !root_or_skip("a_host_port_is_reachable_through_the_node_address") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let client = TestNs::new("client");
+    let data = TempDir::new("ipam");
+    // The client reaches the node over a veth pair: node 172.31.250.1, client .2.
+    let node_name = node.name.clone();
+    let out = client.command(
+        "ip",
+        &[
+            "link", "add", "up0", "type", "veth", "peer", "name", "down0", "netns", &node_name,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (ns, dev, addr) in [
+        (&client, "up0", "172.31.250.2/30"),
+        (&node, "down0", "172.31.250.1/30"),
+    ] {
+        assert!(ns
+            .command("ip", &["addr", "add", addr, "dev", dev])
+            .status
+            .success());
+        assert!(ns
+            .command("ip", &["link", "set", dev, "up"])
+            .status
+            .success());
+    }
+    let mut conf = conf("1.0.0", "10.81.0.0/24", data.path());
+    conf["isDefaultGateway"] = json!(true);
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]});
+    let (rc, result) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "web",
+        &pod.path(),
+        &conf.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 0, "{result}");
+    // The pod answers on its containerPort; the client only knows the node.
+    let pod_ip = ip_of(&result);
+    let server = serve(&pod, SocketAddr::new(pod_ip, 80), "pod", 1);
+    let node_ip: IpAddr = "172.31.250.1".parse().unwrap();
+    let reply = fetch(&client, SocketAddr::new(node_ip, 8081))
+        .expect("hostPort reachable via the node address");
+    assert!(
+        reply.starts_with("pod 172.31.250.2:"),
+        "the pod sees the client's address: {reply}"
+    );
+    server.join().unwrap();
+
+    // A second pod cannot take the same hostPort; the first keeps it.
+    let other = TestNs::new("other");
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "web-2",
+        &other.path(),
+        &conf.to_string(),
+        &[],
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        err["msg"].as_str().unwrap().contains("hostPort 8081/tcp"),
+        "{err}"
+    );
+    assert_eq!(
+        reservations(data.path()).len(),
+        1,
+        "the failed ADD released its address"
+    );
+
+    // DEL removes the mapping.
+    assert_eq!(
+        cni(
+            STRAIT,
+            &node,
+            "DEL",
+            "web",
+            &pod.path(),
+            &conf.to_string(),
+            &[]
+        )
+        .0,
+        0
+    );
+    let rules = node.command("nft", &["list", "map", "inet", "strait-cni", "hostports4"]);
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("8081"),
+        "mapping removed"
+    );
+}
+
+#[test]
+fn results_have_the_shape_of_the_requested_version() {
+    if !root_or_skip("results_have_the_shape_of_the_requested_version") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let data = TempDir::new("ipam");
+    for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let pod = TestNs::new("pod");
+        let conf = conf(version, "10.82.0.0/24", data.path()).to_string();
+        let (rc, r) = cni(STRAIT, &node, "ADD", "ctr", &pod.path(), &conf, &[]);
+        assert_eq!(rc, 0, "{r}");
+        assert_eq!(r["cniVersion"], version);
+        let ip = &r["ips"][0];
+        if version.starts_with("0.") {
+            assert_eq!(ip["version"], "4", "{version}: {r}");
+        } else {
+            assert!(ip.get("version").is_none(), "{version}: {r}");
+        }
+        assert_eq!(ip["interface"], 2);
+        assert_eq!(r["interfaces"][2]["name"], "eth0");
+        assert_eq!(r["interfaces"][2]["sandbox"], pod.path());
+        assert_eq!(r["interfaces"][0]["name"], "cni0");
+        assert_eq!(
+            cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]).0,
+            0
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_gets_the_spec_codes_and_creates_nothing() {
+    if !root_or_skip("bad_configuration_gets_the_spec_codes_and_creates_nothing") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        "{\"cniVersion\": \"1.0.0\", ",
+        &[],
+    );
+    assert_eq!(
+        (rc, err["code"].as_u64()),
+        (1, Some(6)),
+        "malformed JSON: {err}"
+    );
+
+    let mut wrong = conf("1.0.0", "10.83.0.0/24", data.path());
+    wrong["mtu"] = json!("big");
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        &wrong.to_string(),
+        &[],
+    );
+    assert_eq!((rc, err["code"].as_u64()), (1, Some(7)), "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("mtu"),
+        "names the field: {err}"
+    );
+
+    let mut bad_subnet = conf("1.0.0", "10.83.0.0/33", data.path());
+    bad_subnet["name"] = json!("testnet");
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        &bad_subnet.to_string(),
+        &[],
+    );
+    assert_eq!((rc, err["code"].as_u64()), (1, Some(7)), "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("ipam.ranges[0][0].subnet"),
+        "{err}"
+    );
+
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        &conf("0.2.0", "10.83.0.0/24", data.path()).to_string(),
+        &[],
+    );
+    assert_eq!((rc, err["code"].as_u64()), (1, Some(1)), "{err}");
+
+    let (rc, err) = cni(
+        STRAIT,
+        &node,
+        "ADD",
+        "ctr",
+        &pod.path(),
+        &conf("1.0.0", "10.83.0.0/24", data.path()).to_string(),
+        &[("CNI_CONTAINERID", "")],
+    );
+    assert_eq!((rc, err["code"].as_u64()), (1, Some(4)), "{err}");
+
+    // Nothing was created: no bridge, no veth, no reservation.
+    assert_eq!(links(&node), ["lo"]);
+    assert_eq!(links(&pod), ["lo"]);
+    assert!(reservations(data.path()).is_empty());
+
+    let (rc, v) = cni(
+        STRAIT,
+        &node,
+        "VERSION",
+        "",
+        "",
+        "{\"cniVersion\":\"1.1.0\"}",
+        &[],
+    );
+    assert_eq!(rc, 0);
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+}
+
+#[test]
+fn status_reports_an_exhausted_range() {
+    if !root_or_skip("status_reports_an_exhausted_range") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let data = TempDir::new("ipam");
+    let conf = conf("1.1.0", "10.84.0.0/30", data.path()).to_string();
+    assert_eq!(cni(STRAIT, &node, "STATUS", "", "", &conf, &[]).0, 0);
+    // A /30 has .1 (gateway) and .2: one pod fills it.
+    let pod = TestNs::new("pod");
+    assert_eq!(
+        cni(STRAIT, &node, "ADD", "ctr", &pod.path(), &conf, &[]).0,
+        0
+    );
+    let (rc, err) = cni(STRAIT, &node, "STATUS", "", "", &conf, &[]);
+    assert_eq!((rc, err["code"].as_u64()), (1, Some(50)), "{err}");
+    let other = TestNs::new("other");
+    let (rc, err) = cni(STRAIT, &node, "ADD", "ctr-2", &other.path(), &conf, &[]);
+    assert_eq!(rc, 1);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no IP addresses available"),
+        "{err}"
+    );
+    assert_eq!(
+        links(&other),
+        ["lo"],
+        "nothing left behind by the failed ADD"
+    );
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]).0,
+        0
+    );
+}

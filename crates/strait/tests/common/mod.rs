@@ -1,0 +1,188 @@
+//! Helpers for tests that build their own network namespaces. Nothing here
+//! touches the host's namespace: every link, address, rule and sysctl is in
+//! a namespace the test created, and the guards remove them on every path.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub use strait_linux::NetNs;
+
+/// True when the test may run; otherwise says, unmissably, that it skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    if strait_linux::is_root() {
+        return true;
+    }
+    // Written to the real stderr, past the test harness's capture.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (network namespaces)"
+    );
+    false
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace (`/run/netns/strait-test-…`), deleted on drop.
+pub struct TestNs {
+    pub name: String,
+    pub ns: NetNs,
+}
+
+impl TestNs {
+    pub fn new(role: &str) -> TestNs {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("strait-test-{}-{n}-{role}", std::process::id());
+        let ns = NetNs::create(&name).unwrap_or_else(|e| panic!("create {name}: {e}"));
+        TestNs { name, ns }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Run `f` on a thread inside this namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.ns.run(f).expect("enter namespace")
+    }
+
+    /// Run a program inside the namespace (no `ip netns exec`: its PID is ours).
+    pub fn command(&self, program: &str, args: &[&str]) -> Output {
+        let program = program.to_owned();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.run(move || Command::new(program).args(args).output().expect("run"))
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = NetNs::delete(&self.name);
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("strait-test-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP server in `ns` on `addr` answering every connection with `reply`
+/// (and the peer's address), for up to `connections` connections.
+pub fn serve(
+    ns: &TestNs,
+    addr: SocketAddr,
+    reply: &str,
+    connections: usize,
+) -> std::thread::JoinHandle<Vec<SocketAddr>> {
+    let listener = ns
+        .run(move || TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let reply = reply.to_owned();
+    std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        listener.set_nonblocking(false).unwrap();
+        for _ in 0..connections {
+            let Ok((mut stream, peer)) = listener.accept() else {
+                break;
+            };
+            peers.push(peer);
+            let _ = stream.write_all(format!("{reply} {peer}\n").as_bytes());
+        }
+        peers
+    })
+}
+
+/// Connect from `ns` to `addr` and read the reply, within two seconds.
+pub fn fetch(ns: &TestNs, addr: SocketAddr) -> std::io::Result<String> {
+    ns.run(move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })
+}
+
+/// Run `plugin` as a container runtime would: CNI variables in the
+/// environment, the configuration on stdin, inside the node's namespace.
+pub fn cni(
+    plugin: &str,
+    node: &TestNs,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    conf: &str,
+    extra_env: &[(&str, &str)],
+) -> (i32, serde_json::Value) {
+    let plugin = plugin.to_owned();
+    let mut env: Vec<(String, String)> = vec![
+        ("CNI_COMMAND".into(), command.into()),
+        ("CNI_CONTAINERID".into(), container_id.into()),
+        ("CNI_NETNS".into(), netns.into()),
+        ("CNI_IFNAME".into(), "eth0".into()),
+        ("CNI_PATH".into(), "/usr/lib/cni".into()),
+    ];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let conf = conf.to_owned();
+    let out = node.run(move || {
+        let mut child = Command::new(plugin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run plugin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = if stdout.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or_else(|_| serde_json::Value::String(stdout.clone()))
+    };
+    (out.status.code().unwrap_or(-1), value)
+}
+
+/// Names of the links in `ns`.
+pub fn links(ns: &TestNs) -> Vec<String> {
+    let out = ns.command("ip", &["-o", "link", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
