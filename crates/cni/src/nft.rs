@@ -207,8 +207,16 @@ impl Entries<'_> {
         }
     }
 
-    /// The transaction for ADD.
-    pub fn add_script(&self, subnets: &[IpNet]) -> String {
+    /// ADD when the table is in place: the pod's elements only. Fails (and
+    /// changes nothing) when the table or the network's chain is missing.
+    pub fn fast_add_script(&self) -> String {
+        let mut out = String::new();
+        self.elements(&mut out, None, "add");
+        out
+    }
+
+    /// ADD from scratch: the whole table, rewritten, plus the elements.
+    pub fn full_add_script(&self, subnets: &[IpNet]) -> String {
         let mut out = String::new();
         skeleton(&mut out);
         let chain = self
@@ -218,16 +226,23 @@ impl Entries<'_> {
         out
     }
 
-    /// The transaction for DEL: adding first makes deleting succeed whether or
-    /// not the elements were there (nft 1.0.6 has no `destroy`).
-    pub fn del_script(&self) -> String {
+    /// DEL when the elements are there.
+    pub fn fast_del_script(&self) -> String {
+        let mut out = String::new();
+        self.elements(&mut out, None, "delete");
+        out
+    }
+
+    /// DEL whatever is there: adding first makes deleting succeed whether or
+    /// not the elements existed (nft 1.0.6 has no `destroy`).
+    pub fn full_del_script(&self, subnets: &[IpNet]) -> String {
         let mut out = String::new();
         skeleton(&mut out);
-        if self.masquerade {
-            let _ = writeln!(out, "add chain {TABLE} masq-{}", chain_safe(self.network));
-        }
-        self.elements(&mut out, None, "add");
-        self.elements(&mut out, None, "delete");
+        let chain = self
+            .masquerade
+            .then(|| masq_chain(&mut out, self.network, subnets));
+        self.elements(&mut out, chain.as_deref(), "add");
+        self.elements(&mut out, chain.as_deref(), "delete");
         out
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strait_linux::{nft_apply, write_sysctl, NetNs, Netlink};
+use strait_linux::{nft_apply, nft_spawn, write_sysctl, NetNs, Netlink, NftRun};
 
 use crate::error::{code, Error, Result};
 use crate::ipam::{self, RangeSet, Store};
@@ -176,6 +176,11 @@ struct Plan {
 }
 
 impl Plan {
+    /// Every subnet of the network: traffic to them is not masqueraded.
+    fn subnets(&self) -> Vec<IpNet> {
+        self.sets.iter().flatten().map(|r| r.subnet).collect()
+    }
+
     fn from_conf(conf: &NetConf, env: &Env) -> Result<Plan> {
         if conf.name.is_empty() {
             return Err(Error::config("name", "missing: the network needs a name"));
@@ -300,6 +305,18 @@ fn state_path(plan: &Plan, network: &str, container_id: &str, ifname: &str) -> P
         .join(format!("{container_id}_{ifname}.json"))
 }
 
+impl AttachmentState {
+    fn entries<'a>(&'a self, conf: &'a NetConf, container_id: &str, ifname: &str) -> Entries<'a> {
+        Entries {
+            network: &conf.name,
+            owner: format!("{container_id}/{ifname}"),
+            ips: &self.ips,
+            masquerade: self.ip_masq,
+            port_mappings: &self.port_mappings,
+        }
+    }
+}
+
 fn load_state(path: &PathBuf) -> Option<AttachmentState> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -343,8 +360,8 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
             )
         })
         .collect();
-    let subnets: Vec<IpNet> = allocated.iter().map(|(_, r)| r.subnet).collect();
     drop(store);
+    let subnets = plan.subnets();
 
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let entries = Entries {
@@ -379,7 +396,7 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
                 let _ = host.del_link(link.index).await;
             }
             if !entries.is_empty() {
-                let _ = nft_apply(&entries.del_script());
+                let _ = nft_apply(&entries.full_del_script(&subnets));
             }
             if let Ok(store) = Store::open(&plan.data_dir, &conf.name) {
                 let _ = store.release(&env.container_id, &env.ifname);
@@ -402,6 +419,12 @@ async fn attach(
     subnets: &[IpNet],
     entries: &Entries<'_>,
 ) -> Result<CniResult> {
+    // The pod's nft elements go in while the links are made.
+    let nft = if entries.is_empty() {
+        None
+    } else {
+        Some(nft_spawn(&entries.fast_add_script())?)
+    };
     let bridge = host.ensure_bridge(&plan.bridge, conf.mtu).await?;
     if conf.promisc_mode {
         host.set_promiscuous(bridge.index, true).await?;
@@ -471,17 +494,17 @@ async fn attach(
         });
     }
 
-    if !entries.is_empty() {
-        nft_apply(&entries.add_script(subnets)).map_err(|e| {
-            match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
+    if let Some(run) = nft {
+        finish_nft(run, &entries.full_add_script(subnets)).map_err(
+            |e| match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
                 Some(pm) => Error::internal(format!(
                     "hostPort {}/{} is already mapped to another container",
                     pm.host_port,
                     pm.protocol.to_ascii_lowercase()
                 )),
-                None => Error::from(e),
-            }
-        })?;
+                None => e,
+            },
+        )?;
         if !plan.port_mappings.is_empty() {
             // Lets localhost:hostPort be DNAT'ed out of the bridge.
             let _ = write_sysctl(
@@ -558,6 +581,23 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_IFNAME", &env.ifname),
     ])?;
+    // What ADD programmed, to remove it while the links go away.
+    let path = state_path(plan, &conf.name, &env.container_id, &env.ifname);
+    let state = match load_state(&path) {
+        Some(state) => state,
+        None => {
+            let store = Store::open(&plan.data_dir, &conf.name)?;
+            let held = store.held_by(&env.container_id, &env.ifname)?;
+            fallback_state(conf, plan, &held)
+        }
+    };
+    let entries = state.entries(conf, &env.container_id, &env.ifname);
+    let nft = if entries.is_empty() || state.ips.is_empty() {
+        None
+    } else {
+        Some(nft_spawn(&entries.fast_del_script())?)
+    };
+
     let host = Netlink::connect()?;
     let mut removed = false;
     if let Ok(netns) = NetNs::open(&env.netns) {
@@ -592,12 +632,40 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
         }
     }
     let store = Store::open(&plan.data_dir, &conf.name)?;
-    let released = store.release(&env.container_id, &env.ifname)?;
+    store.release(&env.container_id, &env.ifname)?;
     drop(store);
-    forget_attachment(conf, plan, &env.container_id, &env.ifname, &released)
+    if let Some(run) = nft {
+        finish_nft(run, &entries.full_del_script(&plan.subnets()))?;
+    }
+    remove_state(&path)
 }
 
-/// Remove the nft entries and the state file of one attachment.
+/// Wait for the fast transaction; when it failed (table or elements not as
+/// expected), apply the full one, which works from any state.
+fn finish_nft(run: NftRun, full: &str) -> Result<()> {
+    match run.wait() {
+        Ok(()) => Ok(()),
+        Err(_) => nft_apply(full).map_err(Error::from),
+    }
+}
+
+fn fallback_state(conf: &NetConf, plan: &Plan, held: &[IpAddr]) -> AttachmentState {
+    AttachmentState {
+        ips: held.iter().map(|ip| IpNet::from(*ip)).collect(),
+        ip_masq: conf.ip_masq,
+        port_mappings: plan.port_mappings.clone(),
+    }
+}
+
+fn remove_state(path: &PathBuf) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("remove", path, e)),
+    }
+}
+
+/// Remove the nft entries and the state file of one attachment (GC).
 fn forget_attachment(
     conf: &NetConf,
     plan: &Plan,
@@ -606,26 +674,15 @@ fn forget_attachment(
     released: &[IpAddr],
 ) -> Result<()> {
     let path = state_path(plan, &conf.name, container_id, ifname);
-    let state = load_state(&path).unwrap_or_else(|| AttachmentState {
-        ips: released.iter().map(|ip| IpNet::from(*ip)).collect(),
-        ip_masq: conf.ip_masq,
-        port_mappings: plan.port_mappings.clone(),
-    });
-    let entries = Entries {
-        network: &conf.name,
-        owner: format!("{container_id}/{ifname}"),
-        ips: &state.ips,
-        masquerade: state.ip_masq,
-        port_mappings: &state.port_mappings,
-    };
+    let state = load_state(&path).unwrap_or_else(|| fallback_state(conf, plan, released));
+    let entries = state.entries(conf, container_id, ifname);
     if !entries.is_empty() && !state.ips.is_empty() {
-        nft_apply(&entries.del_script())?;
+        finish_nft(
+            nft_spawn(&entries.fast_del_script())?,
+            &entries.full_del_script(&plan.subnets()),
+        )?;
     }
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("remove", &path, e)),
-    }
+    remove_state(&path)
 }
 
 async fn check(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {

@@ -14,7 +14,7 @@ mod sysctl;
 pub use error::{Error, Result};
 pub use netlink::{mac_string, Link, Netlink, RouteInfo};
 pub use netns::{NetNs, NsGuard};
-pub use nft::{nft_apply, nft_list};
+pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
 pub use sysctl::{read_sysctl, write_sysctl};
 
 /// Whether this process may create namespaces and program the network

@@ -8,6 +8,34 @@ use crate::{Error, Result};
 /// Apply `script` with `nft -f -` in the calling thread's network namespace.
 /// The kernel applies all of it or none of it.
 pub fn nft_apply(script: &str) -> Result<()> {
+    nft_spawn(script)?.wait()
+}
+
+/// A running `nft -f -`: start it, do other work, then [`NftRun::wait`].
+/// Deleting set elements makes the kernel wait for an RCU grace period
+/// (10-20 ms here); overlapping it with other work hides that wait.
+pub struct NftRun {
+    child: std::process::Child,
+}
+
+impl NftRun {
+    pub fn wait(self) -> Result<()> {
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| Error::Nft(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Nft(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ))
+        }
+    }
+}
+
+/// Start `nft -f -` with `script` in the calling thread's network namespace.
+pub fn nft_spawn(script: &str) -> Result<NftRun> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -21,16 +49,7 @@ pub fn nft_apply(script: &str) -> Result<()> {
         .expect("stdin is piped")
         .write_all(script.as_bytes())
         .map_err(|e| Error::Nft(e.to_string()))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Nft(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Nft(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
-    }
+    Ok(NftRun { child })
 }
 
 /// `nft list …` output, e.g. `nft_list(&["table", "ip", "strait-cni"])`.
