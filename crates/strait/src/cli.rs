@@ -23,6 +23,16 @@ pub enum Command {
     /// ClusterIPs and NodePorts, EndpointSlices and the `kubernetes` Service,
     /// as one `kind: List` sorted by kind, namespace and name.
     Render(RenderArgs),
+
+    /// The Service proxy: Services and EndpointSlices as nftables rules.
+    ///
+    /// What kube-proxy does, on nftables: each Service's virtual IPs (ClusterIP,
+    /// externalIPs, LoadBalancer IPs) and NodePorts are DNAT'ed to a random
+    /// usable endpoint, with masquerading, session affinity and traffic policies
+    /// as Kubernetes defines them. Rules live in the table `ip strait` of the
+    /// current network namespace; they stay when strait exits (as kube-proxy's
+    /// do) until `strait proxy --cleanup`.
+    Proxy(ProxyArgs),
 }
 
 /// Where manifests come from; shared by every command that reads state.
@@ -64,4 +74,51 @@ pub struct RenderArgs {
 pub enum OutputFormat {
     Yaml,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub manifests: OptionalManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// The node this proxy runs on: decides which endpoints are local.
+    #[arg(long, value_name = "NAME", required_unless_present = "cleanup")]
+    pub node: Option<String>,
+
+    /// The node's addresses (default: the Node object's status.addresses).
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<String>,
+
+    /// The pod network. ClusterIP traffic from outside it is masqueraded.
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    pub cluster_cidrs: Vec<String>,
+
+    /// Print the ruleset in nft syntax instead of applying it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Remove strait's rules from this network namespace and exit.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub cleanup: bool,
+
+    /// How often to look for changed manifests.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
+    pub poll_ms: u64,
+}
+
+/// Manifests, optional for commands that can run without them.
+#[derive(Debug, Args)]
+pub struct OptionalManifestArgs {
+    /// A manifest file, a directory (its *.yaml, *.yml and *.json files, in name
+    /// order) or - for standard input. Repeat for more.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "cleanup"
+    )]
+    pub files: Vec<String>,
 }

@@ -6,4 +6,10 @@ pub enum Error {
 
     #[error("cannot write the output: {0}")]
     Output(String),
+
+    #[error(transparent)]
+    Proxy(#[from] strait_proxy::Error),
+
+    #[error("invalid {flag}: {message}")]
+    Flag { flag: &'static str, message: String },
 }

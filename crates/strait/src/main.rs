@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod cli;
 mod error;
+mod proxy;
 mod render;
 
 use error::Error;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
 fn run(cli: cli::Cli) -> Result<(), Error> {
     match cli.command {
         cli::Command::Render(args) => render::run(&args),
+        cli::Command::Proxy(args) => proxy::run(&args),
     }
 }
 

@@ -186,3 +186,84 @@ pub fn links(ns: &TestNs) -> Vec<String> {
         .map(|n| n.split('@').next().unwrap_or(n).to_owned())
         .collect()
 }
+
+/// A TCP server that answers every connection with `<name> <peer>` until dropped.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(ns: &TestNs, addr: SocketAddr, name: &str) -> Server {
+        let listener = ns
+            .run(move || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = name.to_owned();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, peer)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.write_all(format!("{name} {peer}\n").as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Server {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A process started by the test, ended by its PID when dropped.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `program` inside `ns` in the background (its stderr to `log`).
+pub fn spawn_in(ns: &TestNs, program: &str, args: &[&str], log: &std::path::Path) -> Background {
+    let program = program.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let log = std::fs::File::create(log).unwrap();
+    let child = ns.run(move || {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn")
+    });
+    Background(child)
+}
+
+/// Wait until `check` holds, up to `timeout`.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

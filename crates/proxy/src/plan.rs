@@ -1,0 +1,357 @@
+//! Services → a table of service ports with the endpoints each kind of
+//! traffic may use. All Kubernetes semantics live here, as in kube-proxy:
+//! usable endpoints (ready, else serving-and-terminating), traffic policies,
+//! who is masqueraded, session affinity, what is rejected or dropped.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use strait_model::k8s_openapi::api::core::v1::Service;
+use strait_model::k8s_openapi::api::discovery::v1::EndpointSlice;
+use strait_model::ClusterState;
+
+/// The mark bit that asks postrouting to masquerade (kube-proxy's 0x4000).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// Services labelled with this belong to another proxy.
+const LABEL_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// Where the proxy runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeContext {
+    pub node_name: String,
+    /// The node's own addresses (informational: NodePorts match any local
+    /// address through `fib daddr type local`).
+    pub node_ips: Vec<IpAddr>,
+    /// The pod network. Traffic to a ClusterIP from outside it is
+    /// masqueraded; without it nothing is (as kube-proxy without --cluster-cidr).
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn from_k8s(p: Option<&str>) -> Option<Protocol> {
+        match p.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// As nft spells it.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One backend address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// On this node.
+    pub local: bool,
+}
+
+/// One port of one Service, with everything the ruleset needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub namespace: String,
+    pub name: String,
+    /// The port's name, or its number when unnamed.
+    pub port_name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` (not those with `ipMode: Proxy`).
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub node_port: Option<u16>,
+    /// `loadBalancerSourceRanges`: only these clients may use the LB IPs.
+    pub source_ranges: Vec<IpNet>,
+    /// `sessionAffinity: ClientIP` timeout.
+    pub affinity_timeout: Option<u32>,
+    pub internal_local: bool,
+    pub external_local: bool,
+    /// Endpoints for traffic to the ClusterIP (and for pod/node traffic to
+    /// external addresses): after `internalTrafficPolicy`.
+    pub cluster_endpoints: Vec<Endpoint>,
+    /// This node's usable endpoints (for `externalTrafficPolicy: Local`).
+    pub local_endpoints: Vec<Endpoint>,
+    /// Every usable endpoint, whatever the policies (external traffic with
+    /// `externalTrafficPolicy: Cluster` uses these).
+    pub all_endpoints: Vec<Endpoint>,
+    /// Whether the Service has any usable endpoint anywhere.
+    pub has_endpoints: bool,
+}
+
+impl ServicePort {
+    /// `ns/name:port` — how logs and comments name it.
+    pub fn display(&self) -> String {
+        format!("{}/{}:{}", self.namespace, self.name, self.port_name)
+    }
+
+    /// Reached from outside the cluster network: NodePort, externalIPs, LB.
+    pub fn has_external(&self) -> bool {
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
+}
+
+/// Every service port this node programs, sorted by namespace, name, port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceTable {
+    pub ports: Vec<ServicePort>,
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// Plan the Services of `state` for the node `ctx`.
+pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
+    let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in state.endpoint_slices.iter() {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE_NAME))
+        else {
+            continue;
+        };
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+        slices_by_service
+            .entry((ns, service.as_str()))
+            .or_default()
+            .push(slice);
+    }
+    let mut ports = Vec::new();
+    for service in state.services.iter() {
+        let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let slices = slices_by_service
+            .get(&(ns, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        ports.extend(plan_service(service, slices, ctx));
+    }
+    ServiceTable {
+        ports,
+        cluster_cidrs: ctx
+            .cluster_cidrs
+            .iter()
+            .filter(|c| c.addr().is_ipv4())
+            .copied()
+            .collect(),
+    }
+}
+
+fn is_proxied(service: &Service) -> bool {
+    let labels = service.metadata.labels.as_ref();
+    if labels.is_some_and(|l| l.contains_key(LABEL_PROXY_NAME) || l.contains_key(LABEL_HEADLESS)) {
+        return false;
+    }
+    let Some(spec) = &service.spec else {
+        return false;
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return false;
+    }
+    !matches!(spec.cluster_ip.as_deref(), None | Some("" | "None"))
+}
+
+fn v4(text: &str) -> Option<Ipv4Addr> {
+    text.parse().ok()
+}
+
+fn plan_service(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    ctx: &NodeContext,
+) -> Vec<ServicePort> {
+    if !is_proxied(service) {
+        return Vec::new();
+    }
+    let spec = service.spec.as_ref().expect("checked by is_proxied");
+    let namespace = service.metadata.namespace.clone().unwrap_or_default();
+    let name = service.metadata.name.clone().unwrap_or_default();
+    // IPv4 only for now; an IPv6-only Service gets no rules in `ip strait`.
+    let cluster_ip = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .find_map(|ip| v4(ip));
+    let external_ips: Vec<Ipv4Addr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| v4(ip))
+        .collect();
+    let load_balancer_ips: Vec<Ipv4Addr> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|i| i.ip.as_deref().and_then(v4))
+        .collect();
+    let is_lb = spec.type_.as_deref() == Some("LoadBalancer");
+    let source_ranges: Vec<IpNet> = if is_lb {
+        spec.load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter_map(|r| r.trim().parse::<IpNet>().ok())
+            .filter(|n| n.addr().is_ipv4())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800)
+            .clamp(1, 86400) as u32
+    });
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+
+    let mut out = Vec::new();
+    for sp in spec.ports.iter().flatten() {
+        let Some(protocol) = Protocol::from_k8s(sp.protocol.as_deref()) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(sp.port) else {
+            continue;
+        };
+        let sp_name = sp.name.clone().unwrap_or_default();
+        let all = endpoints_for(
+            slices,
+            &sp_name,
+            sp.protocol.as_deref().unwrap_or("TCP"),
+            &ctx.node_name,
+        );
+        let usable_all = usable(&all);
+        let local: Vec<Candidate> = all.iter().filter(|c| c.endpoint.local).cloned().collect();
+        let usable_local = usable(&local);
+        let cluster_endpoints = if internal_local {
+            usable_local.clone()
+        } else {
+            usable_all.clone()
+        };
+        out.push(ServicePort {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            port_name: if sp_name.is_empty() {
+                port.to_string()
+            } else {
+                sp_name
+            },
+            protocol,
+            port,
+            cluster_ip,
+            external_ips: external_ips.clone(),
+            load_balancer_ips: load_balancer_ips.clone(),
+            node_port: sp
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0),
+            source_ranges: source_ranges.clone(),
+            affinity_timeout,
+            internal_local,
+            external_local,
+            cluster_endpoints,
+            local_endpoints: usable_local,
+            has_endpoints: !usable_all.is_empty(),
+            all_endpoints: usable_all,
+        });
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    endpoint: Endpoint,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+/// The endpoints of one service port from its slices, deduplicated.
+fn endpoints_for(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    protocol: &str,
+    node: &str,
+) -> Vec<Candidate> {
+    let mut found: BTreeMap<(Ipv4Addr, u16), Candidate> = BTreeMap::new();
+    for slice in slices {
+        let port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol
+        });
+        let Some(port) = port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            let Some(ip) = e.addresses.first().and_then(|a| v4(a)) else {
+                continue;
+            };
+            let c = e.conditions.as_ref();
+            // Unset conditions mean ready and serving, not terminating (the API's defaults).
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            let local = !node.is_empty() && e.node_name.as_deref() == Some(node);
+            found.entry((ip, port)).or_insert(Candidate {
+                endpoint: Endpoint { ip, port, local },
+                ready,
+                serving,
+                terminating,
+            });
+        }
+    }
+    found.into_values().collect()
+}
+
+/// kube-proxy's rule: the ready endpoints; if there are none, those that are
+/// serving while terminating (so a rolling update never drops traffic).
+fn usable(candidates: &[Candidate]) -> Vec<Endpoint> {
+    let ready: Vec<Endpoint> = candidates
+        .iter()
+        .filter(|c| c.ready)
+        .map(|c| c.endpoint.clone())
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    candidates
+        .iter()
+        .filter(|c| c.serving && c.terminating)
+        .map(|c| c.endpoint.clone())
+        .collect()
+}

@@ -1,0 +1,549 @@
+//! The service table as nftables: a fixed skeleton, one chain per service
+//! port (plus external, local and per-endpoint chains where needed), and the
+//! elements of a few large maps. [`Ruleset`] keeps them apart so that the
+//! applier can send only what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::plan::{Endpoint, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
+
+/// The table strait owns: `nft list table ip strait` shows it.
+pub const TABLE: &str = "ip strait";
+
+/// A rendered table, in parts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Per-service chains: name → rules.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// Session-affinity sets: name → timeout in seconds.
+    pub affinity_sets: BTreeMap<String, u32>,
+    /// Elements of the named sets and maps: set → key → value ("" for sets).
+    pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+}
+
+/// Named sets and maps of the skeleton, with their types.
+const SETS: &[(&str, &str)] = &[
+    ("cluster-cidrs", "type ipv4_addr; flags interval;"),
+    ("cluster-ips", "type ipv4_addr;"),
+    (
+        "service-ips",
+        "type ipv4_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "service-nodeports",
+        "type inet_proto . inet_service : verdict;",
+    ),
+    (
+        "no-endpoint-services",
+        "type ipv4_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "no-endpoint-nodeports",
+        "type inet_proto . inet_service : verdict;",
+    ),
+    ("hairpin", "type ipv4_addr . ipv4_addr;"),
+    (
+        "firewall-ips",
+        "type ipv4_addr . inet_proto . inet_service;",
+    ),
+    (
+        "firewall-allow",
+        "type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval;",
+    ),
+];
+
+fn set_kind(name: &str) -> &'static str {
+    if SETS
+        .iter()
+        .any(|(n, ty)| *n == name && ty.contains(": verdict"))
+    {
+        "map"
+    } else {
+        "set"
+    }
+}
+
+/// The fixed chains: hooks, dispatch, checks, masquerading.
+fn skeleton_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
+    let m = MASQUERADE_MARK;
+    vec![
+        ("nat-prerouting", Some("type nat hook prerouting priority dstnat; policy accept;"), vec!["jump services".into()]),
+        // nft 1.0.6 needs a numeric priority in output chains.
+        ("nat-output", Some("type nat hook output priority -100; policy accept;"), vec!["jump services".into()]),
+        ("nat-postrouting", Some("type nat hook postrouting priority srcnat; policy accept;"), vec!["jump masquerading".into()]),
+        // Before DNAT: loadBalancerSourceRanges.
+        ("filter-prerouting", Some("type filter hook prerouting priority -110; policy accept;"), vec!["ct state new jump firewall-check".into()]),
+        // After DNAT: what was not translated has no endpoint (or no such port).
+        ("filter-input", Some("type filter hook input priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
+        ("filter-forward", Some("type filter hook forward priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
+        ("filter-output", Some("type filter hook output priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
+        (
+            "firewall-check",
+            None,
+            vec!["ip daddr . meta l4proto . th dport @firewall-ips ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop".into()],
+        ),
+        (
+            "endpoints-check",
+            None,
+            vec![
+                "ip daddr . meta l4proto . th dport vmap @no-endpoint-services".into(),
+                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports".into(),
+                // A ClusterIP on a port the Service does not have.
+                "ip daddr @cluster-ips reject".into(),
+            ],
+        ),
+        (
+            "services",
+            None,
+            vec![
+                "ip daddr . meta l4proto . th dport vmap @service-ips".into(),
+                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports".into(),
+            ],
+        ),
+        (
+            "masquerading",
+            None,
+            vec![
+                // A pod that reached itself through its Service.
+                "ct status dnat ip saddr . ip daddr @hairpin masquerade".into(),
+                format!("meta mark & {m:#x} == 0 return"),
+                format!("meta mark set meta mark xor {m:#x}"),
+                "masquerade fully-random".into(),
+            ],
+        ),
+        ("mark-for-masquerade", None, vec![format!("meta mark set meta mark or {m:#x}")]),
+        ("reject-chain", None, vec!["reject".into()]),
+    ]
+}
+
+/// A short stable id for a service port, so chain names are unique even
+/// when names contain the separators.
+fn port_id(sp: &ServicePort) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!(
+        "{}/{}/{}/{}",
+        sp.namespace,
+        sp.name,
+        sp.protocol.nft(),
+        sp.port_name
+    )
+    .bytes()
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..8)
+        .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+struct Names {
+    svc: String,
+    ext: String,
+    local: String,
+    id: String,
+}
+
+impl Names {
+    fn of(sp: &ServicePort) -> Names {
+        let id = port_id(sp);
+        let suffix = format!(
+            "{}/{}/{}/{}",
+            sp.namespace,
+            sp.name,
+            sp.protocol.nft(),
+            sp.port_name
+        );
+        Names {
+            svc: format!("svc-{id}-{suffix}"),
+            ext: format!("ext-{id}-{suffix}"),
+            local: format!("local-{id}-{suffix}"),
+            id,
+        }
+    }
+
+    fn endpoint_chain(&self, e: &Endpoint) -> String {
+        format!("ep-{}-{}/{}", self.id, e.ip, e.port)
+    }
+
+    fn affinity_set(&self, e: &Endpoint) -> String {
+        format!("aff-{}-{}/{}", self.id, e.ip, e.port)
+    }
+}
+
+/// Rules that pick one of `endpoints` at random, evenly: rule i matches with
+/// probability 1/(n-i) of what reaches it, so each endpoint gets 1/n.
+fn cascade(
+    rules: &mut Vec<String>,
+    endpoints: &[Endpoint],
+    protocol: Protocol,
+    affinity: bool,
+    names: &Names,
+) {
+    let n = endpoints.len();
+    let target = |e: &Endpoint| {
+        if affinity {
+            format!("goto {}", names.endpoint_chain(e))
+        } else {
+            format!(
+                "meta l4proto {} dnat to {}:{}",
+                protocol.nft(),
+                e.ip,
+                e.port
+            )
+        }
+    };
+    if affinity {
+        for e in endpoints {
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                names.affinity_set(e),
+                names.endpoint_chain(e)
+            ));
+        }
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if i + 1 < n {
+            rules.push(format!("numgen random mod {} == 0 {}", n - i, target(e)));
+        } else {
+            rules.push(target(e));
+        }
+    }
+}
+
+/// Render the table.
+pub fn render(table: &ServiceTable) -> Ruleset {
+    let mut rs = Ruleset::default();
+    for (name, _) in SETS {
+        rs.elements.insert(name, BTreeMap::new());
+    }
+    let add = |rs: &mut Ruleset, set: &'static str, key: String, value: String| {
+        rs.elements
+            .get_mut(set)
+            .expect("declared")
+            .insert(key, value);
+    };
+    for cidr in &table.cluster_cidrs {
+        add(
+            &mut rs,
+            "cluster-cidrs",
+            cidr.trunc().to_string(),
+            String::new(),
+        );
+    }
+    let masquerade_outsiders = !table.cluster_cidrs.is_empty();
+
+    for sp in &table.ports {
+        let names = Names::of(sp);
+        let p = sp.protocol.nft();
+        let affinity = sp.affinity_timeout.is_some();
+        let mut used_endpoints: BTreeSet<Endpoint> = BTreeSet::new();
+
+        // Cluster chain: ClusterIP traffic (and pod/node traffic to external
+        // addresses of externalTrafficPolicy: Local Services).
+        if !sp.cluster_endpoints.is_empty() {
+            let mut rules = Vec::new();
+            if masquerade_outsiders {
+                rules.push("ip saddr != @cluster-cidrs jump mark-for-masquerade".to_owned());
+            }
+            cascade(
+                &mut rules,
+                &sp.cluster_endpoints,
+                sp.protocol,
+                affinity,
+                &names,
+            );
+            used_endpoints.extend(sp.cluster_endpoints.iter().cloned());
+            rs.chains.insert(names.svc.clone(), rules);
+        }
+        if let Some(cip) = sp.cluster_ip {
+            add(&mut rs, "cluster-ips", cip.to_string(), String::new());
+            let key = format!("{cip} . {p} . {}", sp.port);
+            if !sp.cluster_endpoints.is_empty() {
+                add(&mut rs, "service-ips", key, format!("goto {}", names.svc));
+            } else if sp.has_endpoints {
+                // internalTrafficPolicy: Local without a local endpoint.
+                add(&mut rs, "no-endpoint-services", key, "drop".into());
+            } else {
+                add(
+                    &mut rs,
+                    "no-endpoint-services",
+                    key,
+                    "goto reject-chain".into(),
+                );
+            }
+        }
+
+        if sp.has_external() {
+            let externals = sp.external_ips.iter().chain(&sp.load_balancer_ips);
+            if sp.has_endpoints {
+                let mut rules = Vec::new();
+                if sp.external_local {
+                    // Pods and the node itself may use any endpoint; the
+                    // world only this node's, keeping the client's address.
+                    if !sp.cluster_endpoints.is_empty() {
+                        if masquerade_outsiders {
+                            rules.push(format!("ip saddr @cluster-cidrs goto {}", names.svc));
+                        }
+                        rules.push("fib saddr type local jump mark-for-masquerade".into());
+                        rules.push(format!("fib saddr type local goto {}", names.svc));
+                    }
+                    if sp.local_endpoints.is_empty() {
+                        rules.push("drop".into());
+                    } else {
+                        rules.push(format!("goto {}", names.local));
+                        let mut local = Vec::new();
+                        cascade(
+                            &mut local,
+                            &sp.local_endpoints,
+                            sp.protocol,
+                            affinity,
+                            &names,
+                        );
+                        used_endpoints.extend(sp.local_endpoints.iter().cloned());
+                        rs.chains.insert(names.local.clone(), local);
+                    }
+                } else {
+                    rules.push("jump mark-for-masquerade".into());
+                    if sp.cluster_endpoints == sp.all_endpoints {
+                        rules.push(format!("goto {}", names.svc));
+                    } else {
+                        // internalTrafficPolicy: Local does not bind external traffic.
+                        cascade(&mut rules, &sp.all_endpoints, sp.protocol, affinity, &names);
+                        used_endpoints.extend(sp.all_endpoints.iter().cloned());
+                    }
+                }
+                rs.chains.insert(names.ext.clone(), rules);
+                for ip in externals {
+                    add(
+                        &mut rs,
+                        "service-ips",
+                        format!("{ip} . {p} . {}", sp.port),
+                        format!("goto {}", names.ext),
+                    );
+                }
+                if let Some(np) = sp.node_port {
+                    add(
+                        &mut rs,
+                        "service-nodeports",
+                        format!("{p} . {np}"),
+                        format!("goto {}", names.ext),
+                    );
+                }
+            } else {
+                for ip in externals {
+                    add(
+                        &mut rs,
+                        "no-endpoint-services",
+                        format!("{ip} . {p} . {}", sp.port),
+                        "goto reject-chain".into(),
+                    );
+                }
+                if let Some(np) = sp.node_port {
+                    add(
+                        &mut rs,
+                        "no-endpoint-nodeports",
+                        format!("{p} . {np}"),
+                        "goto reject-chain".into(),
+                    );
+                }
+            }
+            for lb in &sp.load_balancer_ips {
+                if sp.source_ranges.is_empty() {
+                    continue;
+                }
+                add(
+                    &mut rs,
+                    "firewall-ips",
+                    format!("{lb} . {p} . {}", sp.port),
+                    String::new(),
+                );
+                for range in &sp.source_ranges {
+                    add(
+                        &mut rs,
+                        "firewall-allow",
+                        format!("{lb} . {p} . {} . {}", sp.port, range.trunc()),
+                        String::new(),
+                    );
+                }
+            }
+        }
+
+        for e in &used_endpoints {
+            if affinity {
+                let set = names.affinity_set(e);
+                rs.chains.insert(
+                    names.endpoint_chain(e),
+                    vec![
+                        format!("update @{set} {{ ip saddr }}"),
+                        format!("meta l4proto {p} dnat to {}:{}", e.ip, e.port),
+                    ],
+                );
+                rs.affinity_sets
+                    .insert(set, sp.affinity_timeout.unwrap_or(10800));
+            }
+        }
+        for e in sp.all_endpoints.iter().filter(|e| e.local) {
+            add(
+                &mut rs,
+                "hairpin",
+                format!("{} . {}", e.ip, e.ip),
+                String::new(),
+            );
+        }
+    }
+    rs
+}
+
+fn element_text(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{key} : {value}")
+    }
+}
+
+/// The whole table as one transaction that replaces whatever is there:
+/// exactly what the first sync applies, and what `--dry-run` prints.
+pub fn render_full(rs: &Ruleset) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "add table {TABLE}");
+    let _ = writeln!(out, "delete table {TABLE}");
+    let _ = writeln!(out, "table {TABLE} {{");
+    for (name, ty) in SETS {
+        let _ = writeln!(out, "\t{} {name} {{ {ty} }}", set_kind(name));
+    }
+    for (name, timeout) in &rs.affinity_sets {
+        let _ = writeln!(
+            out,
+            "\tset {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+        );
+    }
+    for (name, hook, rules) in skeleton_chains() {
+        write_chain(&mut out, name, hook, &rules);
+    }
+    // Endpoint chains first: service chains jump to them.
+    for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ep-")) {
+        write_chain(&mut out, name, None, rules);
+    }
+    for (name, rules) in rs
+        .chains
+        .iter()
+        .filter(|(n, _)| !n.starts_with("ep-") && !n.starts_with("ext-"))
+    {
+        write_chain(&mut out, name, None, rules);
+    }
+    for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ext-")) {
+        write_chain(&mut out, name, None, rules);
+    }
+    let _ = writeln!(out, "}}");
+    for (set, elements) in &rs.elements {
+        if elements.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
+        let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", list.join(", "));
+    }
+    out
+}
+
+fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
+    let _ = writeln!(out, "\tchain {name} {{");
+    if let Some(hook) = hook {
+        let _ = writeln!(out, "\t\t{hook}");
+    }
+    for rule in rules {
+        let _ = writeln!(out, "\t\t{rule}");
+    }
+    let _ = writeln!(out, "\t}}");
+}
+
+/// The transaction that turns `old` into `new`, or `None` when they are equal.
+/// Order matters inside it: new chains exist before anything jumps to them;
+/// nothing refers to a chain or set when it is deleted.
+pub fn render_diff(old: &Ruleset, new: &Ruleset) -> Option<String> {
+    if old == new {
+        return None;
+    }
+    let mut out = String::new();
+    // Affinity sets and endpoint chains that are new.
+    for (name, timeout) in &new.affinity_sets {
+        if !old.affinity_sets.contains_key(name) {
+            let _ = writeln!(out, "add set {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
+        }
+    }
+    let order = |name: &str| match name.split('-').next() {
+        Some("ep") => 0,
+        Some("svc" | "local") => 1,
+        _ => 2,
+    };
+    let mut changed: Vec<(&String, &Vec<String>)> = new
+        .chains
+        .iter()
+        .filter(|(n, r)| old.chains.get(*n) != Some(r))
+        .collect();
+    changed.sort_by_key(|(n, _)| order(n));
+    for (name, rules) in &changed {
+        if old.chains.contains_key(*name) {
+            let _ = writeln!(out, "flush chain {TABLE} {name}");
+        } else {
+            let _ = writeln!(out, "add chain {TABLE} {name}");
+        }
+        for rule in rules.iter() {
+            let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+        }
+    }
+    // Elements: removed or changed ones out, then new or changed ones in.
+    for (set, elements) in &new.elements {
+        let empty = BTreeMap::new();
+        let before = old.elements.get(set).unwrap_or(&empty);
+        let gone: Vec<&String> = before
+            .iter()
+            .filter(|(k, v)| elements.get(*k) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        if !gone.is_empty() {
+            let keys: Vec<&str> = gone.iter().map(|k| k.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "delete element {TABLE} {set} {{ {} }}",
+                keys.join(", ")
+            );
+        }
+        let fresh: Vec<String> = elements
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(v))
+            .map(|(k, v)| element_text(k, v))
+            .collect();
+        if !fresh.is_empty() {
+            let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", fresh.join(", "));
+        }
+    }
+    // Chains and sets nobody uses any more: referrers first.
+    let mut removed: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|n| !new.chains.contains_key(*n))
+        .collect();
+    removed.sort_by_key(|n| std::cmp::Reverse(order(n)));
+    for name in removed.iter().filter(|n| order(n) == 2) {
+        let _ = writeln!(out, "delete chain {TABLE} {name}");
+    }
+    for name in removed.iter().filter(|n| order(n) < 2) {
+        // Flush first: a service chain may jump to an endpoint chain deleted below.
+        let _ = writeln!(out, "flush chain {TABLE} {name}");
+    }
+    for name in removed.iter().filter(|n| order(n) < 2) {
+        let _ = writeln!(out, "delete chain {TABLE} {name}");
+    }
+    for name in old
+        .affinity_sets
+        .keys()
+        .filter(|n| !new.affinity_sets.contains_key(*n))
+    {
+        let _ = writeln!(out, "delete set {TABLE} {name}");
+    }
+    Some(out)
+}

@@ -1,0 +1,201 @@
+//! `strait proxy`: plan, render and apply the Service rules for one node.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use strait_model::controllers::{self, ClusterConfig};
+use strait_model::{ClusterState, Source};
+use strait_proxy::{plan, render, render_full, Applier, NodeContext, Sync};
+
+use crate::cli::{ManifestArgs, ProxyArgs};
+use crate::error::Error;
+
+pub fn run(args: &ProxyArgs) -> Result<(), Error> {
+    if args.cleanup {
+        Applier::cleanup()?;
+        println!("removed table ip strait");
+        return Ok(());
+    }
+    let manifests = ManifestArgs {
+        files: args.manifests.files.clone(),
+    };
+    let config = ClusterConfig {
+        node_port_range: args.cluster.node_port_range.parse()?,
+        ..ClusterConfig::default()
+    }
+    .with_service_cidrs(&args.cluster.service_cidrs)?;
+    let cluster_cidrs = args
+        .cluster_cidrs
+        .iter()
+        .map(|c| {
+            c.parse::<IpNet>().map_err(|_| Error::Flag {
+                flag: "--cluster-cidr",
+                message: format!("{c:?} is not a CIDR"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let node_ips = args
+        .node_ips
+        .iter()
+        .map(|ip| {
+            ip.parse::<IpAddr>().map_err(|_| Error::Flag {
+                flag: "--node-ip",
+                message: format!("{ip:?} is not an IP address"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let node = args.node.clone().unwrap_or_default();
+
+    let state = load(&manifests, &config, None)?;
+    let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+    let table = plan(&state, &ctx);
+    let ruleset = render(&table);
+    if args.dry_run {
+        let ips: Vec<String> = ctx.node_ips.iter().map(ToString::to_string).collect();
+        let cidrs: Vec<String> = ctx.cluster_cidrs.iter().map(ToString::to_string).collect();
+        println!(
+            "# strait proxy --dry-run for node {node:?}: {} service ports",
+            table.ports.len()
+        );
+        println!(
+            "# node IPs: {}; cluster CIDR: {}",
+            or_none(&ips),
+            or_none(&cidrs)
+        );
+        print!("{}", render_full(&ruleset));
+        return Ok(());
+    }
+
+    check_bridge_netfilter();
+    let mut applier = Applier::new();
+    report(applier.sync(&ruleset)?, table.ports.len());
+    // Follow the files until stopped; the rules stay when we exit.
+    let mut last = stamp(&manifests.files);
+    let mut previous = state;
+    loop {
+        std::thread::sleep(Duration::from_millis(args.poll_ms));
+        let now = stamp(&manifests.files);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let state = match load(&manifests, &config, Some(&previous)) {
+            Ok(state) => state,
+            Err(e) => {
+                // Bad input changes nothing: keep the rules of the last good state.
+                tracing::error!("{e}; keeping the current rules");
+                continue;
+            }
+        };
+        let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+        let table = plan(&state, &ctx);
+        match applier.sync(&render(&table)) {
+            Ok(sync) => report(sync, table.ports.len()),
+            Err(e) => tracing::error!("{e}"),
+        }
+        previous = state;
+    }
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn report(sync: Sync, ports: usize) {
+    match sync {
+        Sync::Full(d) => tracing::info!(service_ports = ports, elapsed = ?d, "full sync"),
+        Sync::Partial(d) => tracing::info!(service_ports = ports, elapsed = ?d, "partial sync"),
+        Sync::Unchanged => tracing::debug!("no change"),
+    }
+}
+
+fn load(
+    manifests: &ManifestArgs,
+    config: &ClusterConfig,
+    previous: Option<&ClusterState>,
+) -> Result<ClusterState, Error> {
+    let sources: Vec<Source> = manifests
+        .files
+        .iter()
+        .map(|f| Source::from_arg(f))
+        .collect();
+    let loaded = strait_model::load_paths(&sources)?;
+    let desired = ClusterState::from_objects(
+        loaded
+            .objects
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )?;
+    Ok(controllers::reconcile(desired, previous, config)?)
+}
+
+/// The node's context; its IPs from the Node object unless given.
+fn context(
+    state: &ClusterState,
+    node: &str,
+    node_ips: &[IpAddr],
+    cluster_cidrs: &[IpNet],
+) -> NodeContext {
+    let mut ips = node_ips.to_vec();
+    if ips.is_empty() {
+        if let Some(n) = state.nodes.get("", node) {
+            for a in n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
+                    if let Ok(ip) = a.address.parse() {
+                        ips.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    NodeContext {
+        node_name: node.to_owned(),
+        node_ips: ips,
+        cluster_cidrs: cluster_cidrs.to_vec(),
+    }
+}
+
+/// Modification times of the inputs (directories: of their manifest files).
+fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    for f in files {
+        let path = std::path::Path::new(f);
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                let mut list: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+                list.sort();
+                for p in list {
+                    out.push((
+                        p.display().to_string(),
+                        p.metadata().and_then(|m| m.modified()).ok(),
+                    ));
+                }
+            }
+        } else {
+            out.push((f.clone(), path.metadata().and_then(|m| m.modified()).ok()));
+        }
+    }
+    out
+}
+
+/// Pod-to-Service traffic between pods on one bridge only meets nftables
+/// when bridged packets are passed to it (kubeadm requires this of nodes).
+fn check_bridge_netfilter() {
+    match strait_linux::read_sysctl("net.bridge.bridge-nf-call-iptables") {
+        Ok(v) if v == "1" => {}
+        _ => tracing::warn!(
+            "net.bridge.bridge-nf-call-iptables is not 1 here: replies between pods on one bridge bypass nftables and Service traffic between them breaks; run `modprobe br_netfilter; sysctl -w net.bridge.bridge-nf-call-iptables=1`"
+        ),
+    }
+}

@@ -1,0 +1,513 @@
+//! `strait proxy`: golden rulesets (`--dry-run`) and, as root, the data path
+//! in namespaces the test builds: a node with pods on a bridge (made by
+//! strait's CNI plugin), a client outside the node, real TCP servers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn dry_run(args: &[&str]) -> String {
+    let out = Command::new(STRAIT)
+        .args(["proxy", "--dry-run"])
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_example_and_feature_has_a_golden_ruleset() {
+    for example in [
+        "service-demo",
+        "maker",
+        "my-exter",
+        "mysql-svc",
+        "my-service",
+    ] {
+        let path = format!("examples/{example}.yaml");
+        insta::assert_snapshot!(
+            format!("proxy-{example}"),
+            dry_run(&[
+                "-f",
+                &path,
+                "--node",
+                "node-1",
+                "--cluster-cidr",
+                "10.244.0.0/16"
+            ])
+        );
+    }
+    insta::assert_snapshot!(
+        "proxy-features",
+        dry_run(&[
+            "-f",
+            "tests/fixtures/proxy-features.yaml",
+            "--node",
+            "node-1",
+            "--cluster-cidr",
+            "10.244.0.0/16"
+        ])
+    );
+}
+
+#[test]
+fn golden_rulesets_are_accepted_by_the_kernel() {
+    if !root_or_skip("golden_rulesets_are_accepted_by_the_kernel") {
+        return;
+    }
+    let ns = TestNs::new("nftcheck");
+    for file in [
+        "examples/service-demo.yaml",
+        "examples/my-service.yaml",
+        "tests/fixtures/proxy-features.yaml",
+    ] {
+        let ruleset = dry_run(&[
+            "-f",
+            file,
+            "--node",
+            "node-1",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+        ]);
+        let path =
+            std::env::temp_dir().join(format!("strait-test-{}-ruleset.nft", std::process::id()));
+        std::fs::write(&path, &ruleset).unwrap();
+        let out = ns.command("nft", &["-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A node namespace with pods attached by the CNI plugin, a client outside
+/// the node reaching it over a veth pair, and `strait proxy` running.
+struct Cluster {
+    node: TestNs,
+    client: TestNs,
+    pods: Vec<(TestNs, IpAddr)>,
+    data: TempDir,
+    manifests: TempDir,
+    conf: String,
+    proxy: Option<Background>,
+}
+
+const NODE_IP: &str = "172.31.251.1";
+const CLIENT_IP: &str = "172.31.251.2";
+
+impl Cluster {
+    fn new(pods: usize) -> Cluster {
+        let node = TestNs::new("node");
+        let client = TestNs::new("client");
+        let data = TempDir::new("ipam");
+        let manifests = TempDir::new("manifests");
+        let ok = |out: std::process::Output| {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        ok(client.command(
+            "ip",
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "uplink", "netns",
+                &node.name,
+            ],
+        ));
+        ok(client.command(
+            "ip",
+            &["addr", "add", &format!("{CLIENT_IP}/30"), "dev", "eth0"],
+        ));
+        ok(client.command("ip", &["link", "set", "eth0", "up"]));
+        ok(node.command(
+            "ip",
+            &["addr", "add", &format!("{NODE_IP}/30"), "dev", "uplink"],
+        ));
+        ok(node.command("ip", &["link", "set", "uplink", "up"]));
+        // Services are virtual: the node routes them like any off-node address.
+        ok(node.command("ip", &["route", "add", "default", "via", CLIENT_IP]));
+        ok(client.command("ip", &["route", "add", "10.0.0.0/8", "via", NODE_IP]));
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "podnet", "type": "strait", "bridge": "cni0",
+            "isGateway": true, "isDefaultGateway": true, "ipMasq": true, "hairpinMode": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "dataDir": data.path()}
+        })
+        .to_string();
+        let mut cluster = Cluster {
+            node,
+            client,
+            pods: Vec::new(),
+            data,
+            manifests,
+            conf,
+            proxy: None,
+        };
+        for i in 0..pods {
+            let pod = TestNs::new(&format!("pod{i}"));
+            let (rc, result) = cni(
+                STRAIT,
+                &cluster.node,
+                "ADD",
+                &format!("pod-{i}"),
+                &pod.path(),
+                &cluster.conf,
+                &[],
+            );
+            assert_eq!(rc, 0, "{result}");
+            let ip: IpAddr = result["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            cluster.pods.push((pod, ip));
+        }
+        // Pod to pod replies on one bridge must pass nftables (conntrack).
+        let sysctl = cluster
+            .node
+            .command("sysctl", &["-w", "net.bridge.bridge-nf-call-iptables=1"]);
+        assert!(
+            sysctl.status.success(),
+            "br_netfilter: {}",
+            String::from_utf8_lossy(&sysctl.stderr)
+        );
+        cluster
+    }
+
+    fn write(&self, yaml: &str) {
+        let path = self.manifests.0.join("cluster.yaml");
+        let tmp = self.manifests.0.join(".cluster.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    fn start_proxy(&mut self) {
+        let log = self.manifests.0.join("proxy.log");
+        let dir = self.manifests.path().to_owned();
+        self.proxy = Some(spawn_in(
+            &self.node,
+            STRAIT,
+            &[
+                "proxy",
+                "-f",
+                &format!("{dir}/cluster.yaml"),
+                "--node",
+                "node-1",
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--poll-ms",
+                "50",
+                "-v",
+            ],
+            &log,
+        ));
+        let node = &self.node;
+        assert!(
+            wait_for(Duration::from_secs(10), || node
+                .command("nft", &["list", "table", "ip", "strait"])
+                .status
+                .success()),
+            "proxy did not program the table: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Wait until the proxy logged `n` syncs in total.
+    fn wait_syncs(&self, n: usize) {
+        let log = self.manifests.0.join("proxy.log");
+        let ok = wait_for(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.matches("sync").count() >= n
+        });
+        assert!(
+            ok,
+            "proxy did not sync {n} times: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.proxy = None;
+        for (i, (pod, _)) in self.pods.iter().enumerate() {
+            let _ = cni(
+                STRAIT,
+                &self.node,
+                "DEL",
+                &format!("pod-{i}"),
+                &pod.path(),
+                &self.conf,
+                &[],
+            );
+        }
+        let _ = &self.data;
+    }
+}
+
+/// A selector-less Service with an EndpointSlice naming the given pods.
+fn service(
+    name: &str,
+    cluster_ip: &str,
+    spec_extra: &str,
+    endpoints: &[(IpAddr, &str)],
+    port: u16,
+) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|(ip, node)| format!("  - {{addresses: [\"{ip}\"], nodeName: {node}}}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: {cluster_ip}\n  ports: [{{name: http, port: 80, targetPort: {port}{np}}}]\n{spec_extra}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{}\n---\n",
+        if eps.is_empty() { "  []".to_string() } else { eps.join("\n") },
+        np = if spec_extra.contains("NodePort") { ", nodePort: 30080" } else { "" },
+    )
+    .replace("endpoints:\n  []", "endpoints: []")
+}
+
+fn who(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn cluster_ips_balance_hairpin_reject_and_follow_endpoint_changes() {
+    if !root_or_skip("cluster_ips_balance_hairpin_reject_and_follow_endpoint_changes") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let _s1 = Server::start(&c.pods[1].0, SocketAddr::new(p1, 8080), "pod1");
+    let web = service(
+        "web",
+        "10.96.1.1",
+        "",
+        &[(p0, "node-1"), (p1, "node-1")],
+        8080,
+    );
+    let solo = service("solo", "10.96.1.2", "", &[(p0, "node-1")], 8080);
+    let empty = service("empty", "10.96.1.3", "", &[], 8080);
+    c.write(&format!("{web}{solo}{empty}"));
+    c.start_proxy();
+
+    // Requests to the ClusterIP reach both pods.
+    let vip: SocketAddr = "10.96.1.1:80".parse().unwrap();
+    let client = &c.pods[2].0;
+    let mut seen = BTreeSet::new();
+    for _ in 0..50 {
+        seen.insert(who(&fetch(client, vip).expect("ClusterIP answers")));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["pod0".to_string(), "pod1".to_string()])
+    );
+    // Pod to pod through a Service keeps the client's address.
+    let reply = fetch(client, vip).unwrap();
+    assert!(
+        reply.contains(&format!(" {}:", c.pods[2].1)),
+        "source kept: {reply}"
+    );
+
+    // A pod reaches itself through its Service (hairpin).
+    let reply = fetch(&c.pods[0].0, "10.96.1.2:80".parse().unwrap()).expect("hairpin");
+    assert_eq!(who(&reply), "pod0");
+
+    // No endpoints: refused at once, not a timeout.
+    let started = Instant::now();
+    let err = fetch(client, "10.96.1.3:80".parse().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A ClusterIP on a port the Service does not have: refused too.
+    let err = fetch(client, "10.96.1.1:81".parse().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    // pod1 leaves the Service: no new connection goes to it.
+    let web = service("web", "10.96.1.1", "", &[(p0, "node-1")], 8080);
+    c.write(&format!("{web}{solo}{empty}"));
+    c.wait_syncs(2);
+    for _ in 0..30 {
+        assert_eq!(who(&fetch(client, vip).unwrap()), "pod0");
+    }
+}
+
+#[test]
+fn session_affinity_sticks_and_can_be_switched() {
+    if !root_or_skip("session_affinity_sticks_and_can_be_switched") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let _s1 = Server::start(&c.pods[1].0, SocketAddr::new(p1, 8080), "pod1");
+    let eps = [(p0, "node-1"), (p1, "node-1")];
+    let sticky = "  sessionAffinity: ClientIP\n";
+    c.write(&service("web", "10.96.2.1", sticky, &eps, 8080));
+    c.start_proxy();
+    let vip: SocketAddr = "10.96.2.1:80".parse().unwrap();
+    let client = &c.pods[2].0;
+    let first = who(&fetch(client, vip).unwrap());
+    for _ in 0..20 {
+        assert_eq!(
+            who(&fetch(client, vip).unwrap()),
+            first,
+            "ClientIP affinity sticks"
+        );
+    }
+    // None: both again.
+    c.write(&service("web", "10.96.2.1", "", &eps, 8080));
+    c.wait_syncs(2);
+    let mut seen = BTreeSet::new();
+    for _ in 0..50 {
+        seen.insert(who(&fetch(client, vip).unwrap()));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "affinity off spreads again");
+    // And back.
+    c.write(&service("web", "10.96.2.1", sticky, &eps, 8080));
+    c.wait_syncs(3);
+    let first = who(&fetch(client, vip).unwrap());
+    for _ in 0..20 {
+        assert_eq!(who(&fetch(client, vip).unwrap()), first);
+    }
+}
+
+#[test]
+fn node_ports_answer_on_the_node_address_and_local_policy_keeps_the_client_ip() {
+    if !root_or_skip("node_ports_answer_on_the_node_address_and_local_policy_keeps_the_client_ip") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    c.write(&service(
+        "np",
+        "10.96.3.1",
+        "  type: NodePort\n",
+        &[(p0, "node-1")],
+        8080,
+    ));
+    c.start_proxy();
+    let node_port: SocketAddr = format!("{NODE_IP}:30080").parse().unwrap();
+    let reply = fetch(&c.client, node_port).expect("NodePort answers on the node address");
+    assert_eq!(who(&reply), "pod0");
+    // externalTrafficPolicy: Cluster masquerades: the pod sees the node.
+    assert!(
+        reply.contains(" 10.244.1.1:"),
+        "masqueraded to the node's bridge address: {reply}"
+    );
+
+    c.write(&service(
+        "np",
+        "10.96.3.1",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n",
+        &[(p0, "node-1")],
+        8080,
+    ));
+    c.wait_syncs(2);
+    let reply = fetch(&c.client, node_port).unwrap();
+    assert!(
+        reply.contains(&format!(" {CLIENT_IP}:")),
+        "Local keeps the client's address: {reply}"
+    );
+
+    // Local with no endpoint on this node: external traffic is dropped.
+    c.write(&service(
+        "np",
+        "10.96.3.1",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n",
+        &[(p0, "node-2")],
+        8080,
+    ));
+    c.wait_syncs(3);
+    let err = fetch(&c.client, node_port).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+}
+
+#[test]
+fn cleanup_removes_the_table_and_bad_input_changes_nothing() {
+    if !root_or_skip("cleanup_removes_the_table_and_bad_input_changes_nothing") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    c.write(&service("web", "10.96.4.1", "", &[(p0, "node-1")], 8080));
+    c.start_proxy();
+    let before = c
+        .node
+        .command("nft", &["list", "table", "ip", "strait"])
+        .stdout;
+    // A broken manifest: the rules stay as they were.
+    c.write(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 99999}]}\n",
+    );
+    let log = c.manifests.0.join("proxy.log");
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("keeping the current rules")
+    }));
+    assert_eq!(
+        c.node
+            .command("nft", &["list", "table", "ip", "strait"])
+            .stdout,
+        before
+    );
+    c.proxy = None;
+    // Exiting leaves the rules; --cleanup removes them.
+    assert!(c
+        .node
+        .command("nft", &["list", "table", "ip", "strait"])
+        .status
+        .success());
+    let out = c.node.command(STRAIT, &["proxy", "--cleanup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!c
+        .node
+        .command("nft", &["list", "table", "ip", "strait"])
+        .status
+        .success());
+    assert!(
+        c.node
+            .command(STRAIT, &["proxy", "--cleanup"])
+            .status
+            .success(),
+        "cleanup twice is fine"
+    );
+}
