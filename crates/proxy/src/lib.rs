@@ -3,20 +3,23 @@
 //! [`plan`] turns a [`strait_model::ClusterState`] and the node's context into
 //! a [`ServiceTable`] — all the Kubernetes semantics (which endpoints are
 //! usable, traffic policies, masquerading, affinity), pure and deterministic.
-//! [`render`] writes the table as an nftables ruleset; [`Applier`] puts it in
-//! the kernel, whole at first and then as the smallest atomic change.
+//! [`render`] writes the table as an nftables ruleset; [`ServiceProxy`] puts it in
+//! the kernel, whole at first and then as the smallest atomic change; a
+//! [`ServiceProxy`] re-plans only the Services a change touches.
 //!
 //! The ruleset is shaped for scale (see the project's notes on nftables):
 //! no anonymous set per Service; one chain per Service port holding plain
 //! rules (a random cascade picks the endpoint evenly); dispatch through a few
 //! large named maps whose elements change as Services come and go.
 
-mod apply;
 mod error;
 mod plan;
 mod render;
+mod sync;
 
-pub use apply::{Applier, Sync};
 pub use error::{Error, Result};
-pub use plan::{plan, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
-pub use render::{render, render_diff, render_full, Ruleset, TABLE};
+pub use plan::{
+    plan, plan_service, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK,
+};
+pub use render::{render, render_diff, render_full, render_port, Ruleset, TABLE};
+pub use sync::{ServiceProxy, Sync};

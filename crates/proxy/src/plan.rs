@@ -181,7 +181,8 @@ fn v4(text: &str) -> Option<Ipv4Addr> {
     text.parse().ok()
 }
 
-fn plan_service(
+/// The service ports of one Service, from its EndpointSlices.
+pub fn plan_service(
     service: &Service,
     slices: &[&EndpointSlice],
     ctx: &NodeContext,
@@ -354,4 +355,33 @@ fn usable(candidates: &[Candidate]) -> Vec<Endpoint> {
         .filter(|c| c.serving && c.terminating)
         .map(|c| c.endpoint.clone())
         .collect()
+}
+
+/// The EndpointSlices of the Service `namespace/name` (IPv4 ones), found
+/// through the label index.
+pub fn slices_of<'a>(
+    state: &'a ClusterState,
+    namespace: &str,
+    name: &str,
+) -> Vec<&'a EndpointSlice> {
+    let selector = strait_model::Selector::from_map(
+        &[(LABEL_SERVICE_NAME.to_owned(), name.to_owned())].into(),
+    )
+    .expect("a valid label");
+    state
+        .endpoint_slices
+        .select(namespace, &selector)
+        .into_iter()
+        .map(|s| &**s)
+        .filter(|s| s.address_type == "IPv4")
+        .collect()
+}
+
+/// The Service an EndpointSlice belongs to.
+pub fn service_of(slice: &EndpointSlice) -> Option<(String, String)> {
+    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some((
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
 }

@@ -213,186 +213,211 @@ fn cascade(
     }
 }
 
-/// Render the table.
-pub fn render(table: &ServiceTable) -> Ruleset {
+/// An empty ruleset: every named set declared, no element.
+fn empty() -> Ruleset {
     let mut rs = Ruleset::default();
     for (name, _) in SETS {
         rs.elements.insert(name, BTreeMap::new());
     }
+    rs
+}
+
+/// The table-wide part: the pod network's CIDRs.
+pub fn render_base(table_cidrs: &[ipnet::IpNet]) -> Ruleset {
+    let mut rs = empty();
+    for cidr in table_cidrs {
+        rs.elements
+            .get_mut("cluster-cidrs")
+            .expect("declared")
+            .insert(cidr.trunc().to_string(), String::new());
+    }
+    rs
+}
+
+/// Render the table.
+pub fn render(table: &ServiceTable) -> Ruleset {
+    let mut rs = render_base(&table.cluster_cidrs);
+    let masquerade_outsiders = !table.cluster_cidrs.is_empty();
+    for sp in &table.ports {
+        merge(&mut rs, render_port(sp, masquerade_outsiders));
+    }
+    rs
+}
+
+/// Add `fragment` to `into`; elements are a union.
+pub fn merge(into: &mut Ruleset, fragment: Ruleset) {
+    into.chains.extend(fragment.chains);
+    into.affinity_sets.extend(fragment.affinity_sets);
+    for (set, elements) in fragment.elements {
+        into.elements.entry(set).or_default().extend(elements);
+    }
+}
+
+/// The chains, sets and elements of one service port.
+pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
+    let mut rs = empty();
     let add = |rs: &mut Ruleset, set: &'static str, key: String, value: String| {
         rs.elements
             .get_mut(set)
             .expect("declared")
             .insert(key, value);
     };
-    for cidr in &table.cluster_cidrs {
-        add(
-            &mut rs,
-            "cluster-cidrs",
-            cidr.trunc().to_string(),
-            String::new(),
-        );
-    }
-    let masquerade_outsiders = !table.cluster_cidrs.is_empty();
+    let names = Names::of(sp);
+    let p = sp.protocol.nft();
+    let affinity = sp.affinity_timeout.is_some();
+    let mut used_endpoints: BTreeSet<Endpoint> = BTreeSet::new();
 
-    for sp in &table.ports {
-        let names = Names::of(sp);
-        let p = sp.protocol.nft();
-        let affinity = sp.affinity_timeout.is_some();
-        let mut used_endpoints: BTreeSet<Endpoint> = BTreeSet::new();
-
-        // Cluster chain: ClusterIP traffic (and pod/node traffic to external
-        // addresses of externalTrafficPolicy: Local Services).
-        if !sp.cluster_endpoints.is_empty() {
-            let mut rules = Vec::new();
-            if masquerade_outsiders {
-                rules.push("ip saddr != @cluster-cidrs jump mark-for-masquerade".to_owned());
-            }
-            cascade(
-                &mut rules,
-                &sp.cluster_endpoints,
-                sp.protocol,
-                affinity,
-                &names,
-            );
-            used_endpoints.extend(sp.cluster_endpoints.iter().cloned());
-            rs.chains.insert(names.svc.clone(), rules);
+    // Cluster chain: ClusterIP traffic (and pod/node traffic to external
+    // addresses of externalTrafficPolicy: Local Services).
+    if !sp.cluster_endpoints.is_empty() {
+        let mut rules = Vec::new();
+        if masquerade_outsiders {
+            rules.push("ip saddr != @cluster-cidrs jump mark-for-masquerade".to_owned());
         }
-        if let Some(cip) = sp.cluster_ip {
-            add(&mut rs, "cluster-ips", cip.to_string(), String::new());
-            let key = format!("{cip} . {p} . {}", sp.port);
-            if !sp.cluster_endpoints.is_empty() {
-                add(&mut rs, "service-ips", key, format!("goto {}", names.svc));
-            } else if sp.has_endpoints {
-                // internalTrafficPolicy: Local without a local endpoint.
-                add(&mut rs, "no-endpoint-services", key, "drop".into());
+        cascade(
+            &mut rules,
+            &sp.cluster_endpoints,
+            sp.protocol,
+            affinity,
+            &names,
+        );
+        used_endpoints.extend(sp.cluster_endpoints.iter().cloned());
+        rs.chains.insert(names.svc.clone(), rules);
+    }
+    if let Some(cip) = sp.cluster_ip {
+        add(&mut rs, "cluster-ips", cip.to_string(), String::new());
+        let key = format!("{cip} . {p} . {}", sp.port);
+        if !sp.cluster_endpoints.is_empty() {
+            add(&mut rs, "service-ips", key, format!("goto {}", names.svc));
+        } else if sp.has_endpoints {
+            // internalTrafficPolicy: Local without a local endpoint.
+            add(&mut rs, "no-endpoint-services", key, "drop".into());
+        } else {
+            add(
+                &mut rs,
+                "no-endpoint-services",
+                key,
+                "goto reject-chain".into(),
+            );
+        }
+    }
+
+    if sp.has_external() {
+        let externals = sp.external_ips.iter().chain(&sp.load_balancer_ips);
+        if sp.has_endpoints {
+            let mut rules = Vec::new();
+            if sp.external_local {
+                // Pods and the node itself may use any endpoint; the
+                // world only this node's, keeping the client's address.
+                if !sp.cluster_endpoints.is_empty() {
+                    if masquerade_outsiders {
+                        rules.push(format!("ip saddr @cluster-cidrs goto {}", names.svc));
+                    }
+                    rules.push("fib saddr type local jump mark-for-masquerade".into());
+                    rules.push(format!("fib saddr type local goto {}", names.svc));
+                }
+                if sp.local_endpoints.is_empty() {
+                    rules.push("drop".into());
+                } else {
+                    rules.push(format!("goto {}", names.local));
+                    let mut local = Vec::new();
+                    cascade(
+                        &mut local,
+                        &sp.local_endpoints,
+                        sp.protocol,
+                        affinity,
+                        &names,
+                    );
+                    used_endpoints.extend(sp.local_endpoints.iter().cloned());
+                    rs.chains.insert(names.local.clone(), local);
+                }
             } else {
+                rules.push("jump mark-for-masquerade".into());
+                if sp.cluster_endpoints == sp.all_endpoints {
+                    rules.push(format!("goto {}", names.svc));
+                } else {
+                    // internalTrafficPolicy: Local does not bind external traffic.
+                    cascade(&mut rules, &sp.all_endpoints, sp.protocol, affinity, &names);
+                    used_endpoints.extend(sp.all_endpoints.iter().cloned());
+                }
+            }
+            rs.chains.insert(names.ext.clone(), rules);
+            for ip in externals {
+                add(
+                    &mut rs,
+                    "service-ips",
+                    format!("{ip} . {p} . {}", sp.port),
+                    format!("goto {}", names.ext),
+                );
+            }
+            if let Some(np) = sp.node_port {
+                add(
+                    &mut rs,
+                    "service-nodeports",
+                    format!("{p} . {np}"),
+                    format!("goto {}", names.ext),
+                );
+            }
+        } else {
+            for ip in externals {
                 add(
                     &mut rs,
                     "no-endpoint-services",
-                    key,
+                    format!("{ip} . {p} . {}", sp.port),
+                    "goto reject-chain".into(),
+                );
+            }
+            if let Some(np) = sp.node_port {
+                add(
+                    &mut rs,
+                    "no-endpoint-nodeports",
+                    format!("{p} . {np}"),
                     "goto reject-chain".into(),
                 );
             }
         }
-
-        if sp.has_external() {
-            let externals = sp.external_ips.iter().chain(&sp.load_balancer_ips);
-            if sp.has_endpoints {
-                let mut rules = Vec::new();
-                if sp.external_local {
-                    // Pods and the node itself may use any endpoint; the
-                    // world only this node's, keeping the client's address.
-                    if !sp.cluster_endpoints.is_empty() {
-                        if masquerade_outsiders {
-                            rules.push(format!("ip saddr @cluster-cidrs goto {}", names.svc));
-                        }
-                        rules.push("fib saddr type local jump mark-for-masquerade".into());
-                        rules.push(format!("fib saddr type local goto {}", names.svc));
-                    }
-                    if sp.local_endpoints.is_empty() {
-                        rules.push("drop".into());
-                    } else {
-                        rules.push(format!("goto {}", names.local));
-                        let mut local = Vec::new();
-                        cascade(
-                            &mut local,
-                            &sp.local_endpoints,
-                            sp.protocol,
-                            affinity,
-                            &names,
-                        );
-                        used_endpoints.extend(sp.local_endpoints.iter().cloned());
-                        rs.chains.insert(names.local.clone(), local);
-                    }
-                } else {
-                    rules.push("jump mark-for-masquerade".into());
-                    if sp.cluster_endpoints == sp.all_endpoints {
-                        rules.push(format!("goto {}", names.svc));
-                    } else {
-                        // internalTrafficPolicy: Local does not bind external traffic.
-                        cascade(&mut rules, &sp.all_endpoints, sp.protocol, affinity, &names);
-                        used_endpoints.extend(sp.all_endpoints.iter().cloned());
-                    }
-                }
-                rs.chains.insert(names.ext.clone(), rules);
-                for ip in externals {
-                    add(
-                        &mut rs,
-                        "service-ips",
-                        format!("{ip} . {p} . {}", sp.port),
-                        format!("goto {}", names.ext),
-                    );
-                }
-                if let Some(np) = sp.node_port {
-                    add(
-                        &mut rs,
-                        "service-nodeports",
-                        format!("{p} . {np}"),
-                        format!("goto {}", names.ext),
-                    );
-                }
-            } else {
-                for ip in externals {
-                    add(
-                        &mut rs,
-                        "no-endpoint-services",
-                        format!("{ip} . {p} . {}", sp.port),
-                        "goto reject-chain".into(),
-                    );
-                }
-                if let Some(np) = sp.node_port {
-                    add(
-                        &mut rs,
-                        "no-endpoint-nodeports",
-                        format!("{p} . {np}"),
-                        "goto reject-chain".into(),
-                    );
-                }
+        for lb in &sp.load_balancer_ips {
+            if sp.source_ranges.is_empty() {
+                continue;
             }
-            for lb in &sp.load_balancer_ips {
-                if sp.source_ranges.is_empty() {
-                    continue;
-                }
-                add(
-                    &mut rs,
-                    "firewall-ips",
-                    format!("{lb} . {p} . {}", sp.port),
-                    String::new(),
-                );
-                for range in &sp.source_ranges {
-                    add(
-                        &mut rs,
-                        "firewall-allow",
-                        format!("{lb} . {p} . {} . {}", sp.port, range.trunc()),
-                        String::new(),
-                    );
-                }
-            }
-        }
-
-        for e in &used_endpoints {
-            if affinity {
-                let set = names.affinity_set(e);
-                rs.chains.insert(
-                    names.endpoint_chain(e),
-                    vec![
-                        format!("update @{set} {{ ip saddr }}"),
-                        format!("meta l4proto {p} dnat to {}:{}", e.ip, e.port),
-                    ],
-                );
-                rs.affinity_sets
-                    .insert(set, sp.affinity_timeout.unwrap_or(10800));
-            }
-        }
-        for e in sp.all_endpoints.iter().filter(|e| e.local) {
             add(
                 &mut rs,
-                "hairpin",
-                format!("{} . {}", e.ip, e.ip),
+                "firewall-ips",
+                format!("{lb} . {p} . {}", sp.port),
                 String::new(),
             );
+            for range in &sp.source_ranges {
+                add(
+                    &mut rs,
+                    "firewall-allow",
+                    format!("{lb} . {p} . {} . {}", sp.port, range.trunc()),
+                    String::new(),
+                );
+            }
         }
+    }
+
+    for e in &used_endpoints {
+        if affinity {
+            let set = names.affinity_set(e);
+            rs.chains.insert(
+                names.endpoint_chain(e),
+                vec![
+                    format!("update @{set} {{ ip saddr }}"),
+                    format!("meta l4proto {p} dnat to {}:{}", e.ip, e.port),
+                ],
+            );
+            rs.affinity_sets
+                .insert(set, sp.affinity_timeout.unwrap_or(10800));
+        }
+    }
+    for e in sp.all_endpoints.iter().filter(|e| e.local) {
+        add(
+            &mut rs,
+            "hairpin",
+            format!("{} . {}", e.ip, e.ip),
+            String::new(),
+        );
     }
     rs
 }

@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::{ClusterState, Source};
-use strait_proxy::{plan, render, render_full, Applier, NodeContext, Sync};
+use strait_proxy::{plan, render, render_full, NodeContext, ServiceProxy, Sync};
 
 use crate::cli::{ManifestArgs, ProxyArgs};
 use crate::error::Error;
 
 pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     if args.cleanup {
-        Applier::cleanup()?;
+        ServiceProxy::cleanup()?;
         println!("removed table ip strait");
         return Ok(());
     }
@@ -68,8 +68,8 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     }
 
     check_bridge_netfilter();
-    let mut applier = Applier::new();
-    report(applier.sync(&ruleset)?, table.ports.len());
+    let mut proxy = ServiceProxy::new(ctx);
+    report(proxy.full_sync(&state)?, state.services.len());
     // Follow the files until stopped; the rules stay when we exit.
     let mut last = stamp(&manifests.files);
     let mut previous = state;
@@ -88,10 +88,8 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
                 continue;
             }
         };
-        let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
-        let table = plan(&state, &ctx);
-        match applier.sync(&render(&table)) {
-            Ok(sync) => report(sync, table.ports.len()),
+        match proxy.update(&previous, &state) {
+            Ok(sync) => report(sync, state.services.len()),
             Err(e) => tracing::error!("{e}"),
         }
         previous = state;
@@ -106,10 +104,10 @@ fn or_none(v: &[String]) -> String {
     }
 }
 
-fn report(sync: Sync, ports: usize) {
+fn report(sync: Sync, services: usize) {
     match sync {
-        Sync::Full(d) => tracing::info!(service_ports = ports, elapsed = ?d, "full sync"),
-        Sync::Partial(d) => tracing::info!(service_ports = ports, elapsed = ?d, "partial sync"),
+        Sync::Full(d) => tracing::info!(services, elapsed = ?d, "full sync"),
+        Sync::Partial(d) => tracing::info!(services, elapsed = ?d, "partial sync"),
         Sync::Unchanged => tracing::debug!("no change"),
     }
 }

@@ -1,0 +1,287 @@
+//! Keeping the kernel in step with a changing cluster: re-plan only the
+//! Services a change touches, and send only their chains and elements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use strait_linux::nft_apply;
+use strait_model::{ChangeSet, ClusterState, Kind};
+
+use crate::plan::{plan_service, service_of, slices_of, NodeContext};
+use crate::render::{merge, render_base, render_full, render_port, Ruleset, TABLE};
+use crate::Result;
+
+type ServiceKey = (String, String);
+
+/// What one sync did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    Full(Duration),
+    Partial(Duration),
+    Unchanged,
+}
+
+/// The proxy's memory of what the kernel holds, per Service.
+pub struct ServiceProxy {
+    ctx: NodeContext,
+    fragments: BTreeMap<ServiceKey, Ruleset>,
+    /// Every element with its value and how many Services want it (several
+    /// Services may share a hairpin pair or a ClusterIP).
+    elements: BTreeMap<(&'static str, String), (String, u32)>,
+    in_kernel: bool,
+}
+
+impl ServiceProxy {
+    pub fn new(ctx: NodeContext) -> ServiceProxy {
+        ServiceProxy {
+            ctx,
+            fragments: BTreeMap::new(),
+            elements: BTreeMap::new(),
+            in_kernel: false,
+        }
+    }
+
+    /// The whole ruleset this proxy wants.
+    pub fn ruleset(&self) -> Ruleset {
+        let mut rs = render_base(&self.cidrs());
+        for f in self.fragments.values() {
+            merge(&mut rs, f.clone());
+        }
+        rs
+    }
+
+    fn cidrs(&self) -> Vec<ipnet::IpNet> {
+        self.ctx
+            .cluster_cidrs
+            .iter()
+            .filter(|c| c.addr().is_ipv4())
+            .copied()
+            .collect()
+    }
+
+    fn fragment(&self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
+        let mut rs = Ruleset::default();
+        let Some(service) = state.services.get(&key.0, &key.1) else {
+            return rs;
+        };
+        let slices = slices_of(state, &key.0, &key.1);
+        let masq = !self.cidrs().is_empty();
+        for sp in plan_service(service, &slices, &self.ctx) {
+            merge(&mut rs, render_port(&sp, masq));
+        }
+        rs.elements.retain(|_, e| !e.is_empty());
+        rs
+    }
+
+    /// Plan everything and replace the whole table.
+    pub fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
+        let started = Instant::now();
+        self.fragments.clear();
+        self.elements.clear();
+        for service in state.services.iter() {
+            let key = (
+                service.metadata.namespace.clone().unwrap_or_default(),
+                service.metadata.name.clone().unwrap_or_default(),
+            );
+            let f = self.fragment(state, &key);
+            self.count(&f, 1);
+            self.fragments.insert(key, f);
+        }
+        self.in_kernel = false;
+        nft_apply(&render_full(&self.ruleset()))?;
+        self.in_kernel = true;
+        Ok(Sync::Full(started.elapsed()))
+    }
+
+    fn count(&mut self, f: &Ruleset, delta: i32) {
+        for (set, elements) in &f.elements {
+            for (k, v) in elements {
+                let entry = self
+                    .elements
+                    .entry((set, k.clone()))
+                    .or_insert((v.clone(), 0));
+                entry.1 = (entry.1 as i32 + delta).max(0) as u32;
+                if delta > 0 {
+                    entry.0 = v.clone();
+                }
+            }
+        }
+    }
+
+    /// Bring the kernel from `old` to `new`, touching only what changed.
+    /// Any failure falls back to a full sync.
+    pub fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
+        if !self.in_kernel {
+            return self.full_sync(new);
+        }
+        let started = Instant::now();
+        let changes = old.diff(new);
+        let affected = affected_services(&changes, old, new);
+        if affected.is_empty() {
+            return Ok(Sync::Unchanged);
+        }
+        let mut before = Ruleset::default();
+        let mut after = Ruleset::default();
+        let elements_before = self.elements.clone();
+        for key in &affected {
+            let old_f = self.fragments.remove(key).unwrap_or_default();
+            let new_f = self.fragment(new, key);
+            self.count(&old_f, -1);
+            self.count(&new_f, 1);
+            merge(&mut before, old_f);
+            if new.services.get(&key.0, &key.1).is_some() {
+                merge(&mut after, new_f.clone());
+                self.fragments.insert(key.clone(), new_f);
+            }
+        }
+        let script = diff_script(&before, &after, &elements_before, &mut self.elements);
+        if script.is_empty() {
+            return Ok(Sync::Unchanged);
+        }
+        match nft_apply(&script) {
+            Ok(()) => Ok(Sync::Partial(started.elapsed())),
+            Err(e) => {
+                tracing::warn!("partial sync failed, doing a full one: {e}");
+                self.full_sync(new)
+            }
+        }
+    }
+
+    /// Remove strait's table (`strait proxy --cleanup`). Missing is fine.
+    pub fn cleanup() -> Result<()> {
+        nft_apply(&format!("add table {TABLE}\ndelete table {TABLE}\n"))?;
+        Ok(())
+    }
+}
+
+/// The Services whose rules a change set may alter.
+fn affected_services(
+    changes: &ChangeSet,
+    old: &ClusterState,
+    new: &ClusterState,
+) -> BTreeSet<ServiceKey> {
+    let mut out = BTreeSet::new();
+    for change in &changes.changes {
+        let key = change.key();
+        match key.kind {
+            Kind::Service => {
+                out.insert((key.namespace.clone(), key.name.clone()));
+            }
+            Kind::EndpointSlice => {
+                for state in [old, new] {
+                    if let Some(slice) = state.endpoint_slices.get(&key.namespace, &key.name) {
+                        out.extend(service_of(slice));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The transaction from `before` to `after` (the fragments of the changed
+/// Services). Elements go by reference count: one is deleted only when no
+/// Service wants it any more, added only when the first one does.
+fn diff_script(
+    before: &Ruleset,
+    after: &Ruleset,
+    elements_before: &BTreeMap<(&'static str, String), (String, u32)>,
+    elements_now: &mut BTreeMap<(&'static str, String), (String, u32)>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (name, timeout) in &after.affinity_sets {
+        if !before.affinity_sets.contains_key(name) {
+            let _ = writeln!(out, "add set {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
+        }
+    }
+    let order = |name: &str| match name.split('-').next() {
+        Some("ep") => 0,
+        Some("svc" | "local") => 1,
+        _ => 2,
+    };
+    let mut changed: Vec<(&String, &Vec<String>)> = after
+        .chains
+        .iter()
+        .filter(|(n, r)| before.chains.get(*n) != Some(r))
+        .collect();
+    changed.sort_by_key(|(n, _)| order(n));
+    for (name, rules) in &changed {
+        let verb = if before.chains.contains_key(*name) {
+            "flush"
+        } else {
+            "add"
+        };
+        let _ = writeln!(out, "{verb} chain {TABLE} {name}");
+        for rule in rules.iter() {
+            let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+        }
+    }
+    // Elements whose presence or value changed.
+    let touched: BTreeSet<(&'static str, String)> = before
+        .elements
+        .iter()
+        .chain(after.elements.iter())
+        .flat_map(|(set, els)| els.keys().map(move |k| (*set, k.clone())))
+        .collect();
+    let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for key in touched {
+        let was = elements_before
+            .get(&key)
+            .filter(|(_, n)| *n > 0)
+            .map(|(v, _)| v.clone());
+        let is = elements_now
+            .get(&key)
+            .filter(|(_, n)| *n > 0)
+            .map(|(v, _)| v.clone());
+        if was == is {
+            continue;
+        }
+        if was.is_some() {
+            deletes.entry(key.0).or_default().push(key.1.clone());
+        }
+        if let Some(v) = is {
+            adds.entry(key.0).or_default().push(if v.is_empty() {
+                key.1.clone()
+            } else {
+                format!("{} : {v}", key.1)
+            });
+        }
+    }
+    elements_now.retain(|_, (_, n)| *n > 0);
+    for (set, keys) in &deletes {
+        let _ = writeln!(
+            out,
+            "delete element {TABLE} {set} {{ {} }}",
+            keys.join(", ")
+        );
+    }
+    for (set, els) in &adds {
+        let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", els.join(", "));
+    }
+    let mut removed: Vec<&String> = before
+        .chains
+        .keys()
+        .filter(|n| !after.chains.contains_key(*n))
+        .collect();
+    removed.sort_by_key(|n| std::cmp::Reverse(order(n)));
+    for name in removed.iter().filter(|n| order(n) == 2) {
+        let _ = writeln!(out, "delete chain {TABLE} {name}");
+    }
+    for name in removed.iter().filter(|n| order(n) < 2) {
+        let _ = writeln!(out, "flush chain {TABLE} {name}");
+    }
+    for name in removed.iter().filter(|n| order(n) < 2) {
+        let _ = writeln!(out, "delete chain {TABLE} {name}");
+    }
+    for name in before
+        .affinity_sets
+        .keys()
+        .filter(|n| !after.affinity_sets.contains_key(*n))
+    {
+        let _ = writeln!(out, "delete set {TABLE} {name}");
+    }
+    out
+}
