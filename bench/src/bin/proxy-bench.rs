@@ -5,6 +5,7 @@
 //! 2. one endpoint changed at 10k Services: change → kernel has it;
 //! 3. new-connection latency through a ClusterIP vs straight to the pod,
 //!    with 10k Services installed.
+//!
 //! Usage: proxy-bench [SIZES…]   (default 1000 10000 30000)
 
 use std::fmt::Write as _;

@@ -13,11 +13,15 @@
 //! large named maps whose elements change as Services come and go.
 
 mod error;
+mod health;
+mod http;
 mod plan;
 mod render;
 mod sync;
 
 pub use error::{Error, Result};
+pub use health::{serve_metrics, HealthCheck, HealthCheckServers, ProxyMetrics};
+pub use http::HttpServer;
 pub use plan::{
     plan, plan_service, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK,
 };

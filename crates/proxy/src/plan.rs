@@ -98,6 +98,9 @@ pub struct ServicePort {
     pub all_endpoints: Vec<Endpoint>,
     /// Whether the Service has any usable endpoint anywhere.
     pub has_endpoints: bool,
+    /// Where load balancers ask whether this node has local endpoints
+    /// (LoadBalancer with `externalTrafficPolicy: Local`).
+    pub health_check_node_port: Option<u16>,
 }
 
 impl ServicePort {
@@ -286,6 +289,11 @@ pub fn plan_service(
             local_endpoints: usable_local,
             has_endpoints: !usable_all.is_empty(),
             all_endpoints: usable_all,
+            health_check_node_port: spec
+                .health_check_node_port
+                .filter(|_| is_lb && external_local)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0),
         });
     }
     out

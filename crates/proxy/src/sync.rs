@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 
+use crate::health::HealthCheck;
 use crate::plan::{plan_service, service_of, slices_of, NodeContext};
 use crate::render::{merge, render_base, render_full, render_port, Ruleset, TABLE};
 use crate::Result;
@@ -25,6 +26,8 @@ pub enum Sync {
 pub struct ServiceProxy {
     ctx: NodeContext,
     fragments: BTreeMap<ServiceKey, Ruleset>,
+    health: BTreeMap<ServiceKey, HealthCheck>,
+    ports: BTreeMap<ServiceKey, usize>,
     /// Every element with its value and how many Services want it (several
     /// Services may share a hairpin pair or a ClusterIP).
     elements: BTreeMap<(&'static str, String), (String, u32)>,
@@ -36,6 +39,8 @@ impl ServiceProxy {
         ServiceProxy {
             ctx,
             fragments: BTreeMap::new(),
+            health: BTreeMap::new(),
+            ports: BTreeMap::new(),
             elements: BTreeMap::new(),
             in_kernel: false,
         }
@@ -59,18 +64,45 @@ impl ServiceProxy {
             .collect()
     }
 
-    fn fragment(&self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
+    /// Plan one Service: its rules, and remember its health check and size.
+    fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
         let mut rs = Ruleset::default();
+        self.health.remove(key);
+        self.ports.remove(key);
         let Some(service) = state.services.get(&key.0, &key.1) else {
             return rs;
         };
         let slices = slices_of(state, &key.0, &key.1);
         let masq = !self.cidrs().is_empty();
-        for sp in plan_service(service, &slices, &self.ctx) {
+        let ports = plan_service(service, &slices, &self.ctx);
+        self.ports.insert(key.clone(), ports.len());
+        for sp in ports {
+            if let Some(port) = sp.health_check_node_port {
+                self.health.insert(
+                    key.clone(),
+                    HealthCheck {
+                        namespace: key.0.clone(),
+                        name: key.1.clone(),
+                        port,
+                        local_endpoints: sp.local_endpoints.len(),
+                    },
+                );
+            }
             merge(&mut rs, render_port(&sp, masq));
         }
         rs.elements.retain(|_, e| !e.is_empty());
         rs
+    }
+
+    /// The health checks to serve now.
+    pub fn health_checks(&self) -> Vec<HealthCheck> {
+        self.health.values().cloned().collect()
+    }
+
+    /// Service ports, per-service chains and map elements programmed.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let chains = self.fragments.values().map(|f| f.chains.len()).sum();
+        (self.ports.values().sum(), chains, self.elements.len())
     }
 
     /// Plan everything and replace the whole table.
@@ -78,6 +110,8 @@ impl ServiceProxy {
         let started = Instant::now();
         self.fragments.clear();
         self.elements.clear();
+        self.health.clear();
+        self.ports.clear();
         for service in state.services.iter() {
             let key = (
                 service.metadata.namespace.clone().unwrap_or_default(),

@@ -104,6 +104,10 @@ pub struct ProxyArgs {
     #[arg(long, conflicts_with = "dry_run")]
     pub cleanup: bool,
 
+    /// Where to serve /metrics (Prometheus) and /healthz.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
+    pub metrics_address: String,
+
     /// How often to look for changed manifests.
     #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
     pub poll_ms: u64,

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::{ClusterState, Source};
-use strait_proxy::{plan, render, render_full, NodeContext, ServiceProxy, Sync};
+use strait_proxy::{
+    plan, render, render_full, serve_metrics, HealthCheckServers, NodeContext, ProxyMetrics,
+    ServiceProxy, Sync,
+};
 
 use crate::cli::{ManifestArgs, ProxyArgs};
 use crate::error::Error;
@@ -68,8 +71,23 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     }
 
     check_bridge_netfilter();
+    let metrics_address: std::net::SocketAddr =
+        args.metrics_address.parse().map_err(|_| Error::Flag {
+            flag: "--metrics-address",
+            message: format!("{:?} is not IP:PORT", args.metrics_address),
+        })?;
+    let metrics = std::sync::Arc::new(ProxyMetrics::default());
+    // Without metrics the rules still matter: say so and go on, as kube-proxy does.
+    let _metrics_server = serve_metrics(metrics_address, metrics.clone())
+        .map_err(|e| {
+            tracing::error!("cannot serve /metrics and /healthz on {metrics_address}: {e}")
+        })
+        .ok();
+    let mut health = HealthCheckServers::default();
     let mut proxy = ServiceProxy::new(ctx);
-    report(proxy.full_sync(&state)?, state.services.len());
+    let first = proxy.full_sync(&state);
+    record(&metrics, &proxy, &mut health, first.as_ref().ok().copied());
+    first?;
     // Follow the files until stopped; the rules stay when we exit.
     let mut last = stamp(&manifests.files);
     let mut previous = state;
@@ -89,10 +107,37 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             }
         };
         match proxy.update(&previous, &state) {
-            Ok(sync) => report(sync, state.services.len()),
-            Err(e) => tracing::error!("{e}"),
+            Ok(sync) => record(&metrics, &proxy, &mut health, Some(sync)),
+            Err(e) => {
+                tracing::error!("{e}");
+                record(&metrics, &proxy, &mut health, None);
+            }
         }
         previous = state;
+    }
+}
+
+/// Log a sync, count it, and serve the health checks it implies.
+fn record(
+    metrics: &ProxyMetrics,
+    proxy: &ServiceProxy,
+    health: &mut HealthCheckServers,
+    sync: Option<Sync>,
+) {
+    // Health checks first: once a sync is logged, everything it implies holds.
+    health.sync(&proxy.health_checks());
+    let (ports, chains, elements) = proxy.stats();
+    match sync {
+        Some(Sync::Full(d)) => {
+            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, "full sync");
+            metrics.synced("full", d, ports, chains, elements);
+        }
+        Some(Sync::Partial(d)) => {
+            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, "partial sync");
+            metrics.synced("partial", d, ports, chains, elements);
+        }
+        Some(Sync::Unchanged) => tracing::debug!("no change"),
+        None => metrics.failed(),
     }
 }
 
@@ -101,14 +146,6 @@ fn or_none(v: &[String]) -> String {
         "none".into()
     } else {
         v.join(", ")
-    }
-}
-
-fn report(sync: Sync, services: usize) {
-    match sync {
-        Sync::Full(d) => tracing::info!(services, elapsed = ?d, "full sync"),
-        Sync::Partial(d) => tracing::info!(services, elapsed = ?d, "partial sync"),
-        Sync::Unchanged => tracing::debug!("no change"),
     }
 }
 

@@ -146,6 +146,7 @@ impl Cluster {
             &["addr", "add", &format!("{NODE_IP}/30"), "dev", "uplink"],
         ));
         ok(node.command("ip", &["link", "set", "uplink", "up"]));
+        ok(node.command("ip", &["link", "set", "lo", "up"]));
         // Services are virtual: the node routes them like any off-node address.
         ok(node.command("ip", &["route", "add", "default", "via", CLIENT_IP]));
         ok(client.command("ip", &["route", "add", "10.0.0.0/8", "via", NODE_IP]));
@@ -509,5 +510,100 @@ fn cleanup_removes_the_table_and_bad_input_changes_nothing() {
             .status
             .success(),
         "cleanup twice is fine"
+    );
+}
+
+/// `GET path` from `ns`: (status, body).
+fn http_get(ns: &TestNs, addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = ns.run(move || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(request.as_bytes())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let response = response.unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn health_check_node_ports_answer_like_kube_proxy_and_metrics_are_served() {
+    if !root_or_skip("health_check_node_ports_answer_like_kube_proxy_and_metrics_are_served") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let lb = |node: &str| {
+        service(
+            "lb",
+            "10.96.5.1",
+            "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 32001\n",
+            &[(p0, node)],
+            8080,
+        )
+    };
+    c.write(&lb("node-1"));
+    c.start_proxy();
+    let hc: SocketAddr = format!("{NODE_IP}:32001").parse().unwrap();
+    let client = &c.client;
+    assert!(wait_for(Duration::from_secs(5), || client.run(move || {
+        std::net::TcpStream::connect_timeout(&hc, Duration::from_millis(200)).is_ok()
+    })));
+    let (status, body) = http_get(&c.client, hc, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        json!({"service": {"namespace": "default", "name": "lb"}, "localEndpoints": 1, "serviceProxyHealthy": true})
+    );
+
+    // The endpoint moves to another node: this node says 503.
+    c.write(&lb("node-2"));
+    c.wait_syncs(2);
+    let (status, body) = http_get(&c.client, hc, "/");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""localEndpoints":0"#), "{body}");
+
+    let metrics: SocketAddr = "127.0.0.1:10249".parse().unwrap();
+    let (status, body) = http_get(&c.node, metrics, "/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "strait_proxy_sync_duration_seconds_bucket",
+        "strait_proxy_last_successful_sync_timestamp_seconds",
+        "strait_proxy_chains",
+        "strait_proxy_service_ports",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    assert!(
+        body.contains(r#"kind="partial""#) && body.contains(r#"kind="full""#),
+        "{body}"
+    );
+    let (status, body) = http_get(&c.node, metrics, "/healthz");
+    assert_eq!(status, 200, "{body}");
+
+    // The Service goes away: its health check stops.
+    c.write(&service("other", "10.96.5.2", "", &[(p0, "node-1")], 8080));
+    c.wait_syncs(3);
+    let hc_gone = c.client.run(move || {
+        std::net::TcpStream::connect_timeout(&hc, Duration::from_millis(300)).is_err()
+    });
+    assert!(
+        hc_gone,
+        "health check server stopped: {}",
+        std::fs::read_to_string(c.manifests.0.join("proxy.log")).unwrap_or_default()
     );
 }
