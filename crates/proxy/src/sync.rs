@@ -8,7 +8,7 @@ use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 
 use crate::health::HealthCheck;
-use crate::plan::{plan_service, service_of, slices_of, NodeContext};
+use crate::plan::{plan_service, service_of, slices_of, NodeContext, Protocol, ServicePort};
 use crate::render::{merge, render_base, render_full, render_port, Ruleset, TABLE};
 use crate::Result;
 
@@ -27,7 +27,7 @@ pub struct ServiceProxy {
     ctx: NodeContext,
     fragments: BTreeMap<ServiceKey, Ruleset>,
     health: BTreeMap<ServiceKey, HealthCheck>,
-    ports: BTreeMap<ServiceKey, usize>,
+    planned: BTreeMap<ServiceKey, Vec<ServicePort>>,
     /// Every element with its value and how many Services want it (several
     /// Services may share a hairpin pair or a ClusterIP).
     elements: BTreeMap<(&'static str, String), (String, u32)>,
@@ -40,7 +40,7 @@ impl ServiceProxy {
             ctx,
             fragments: BTreeMap::new(),
             health: BTreeMap::new(),
-            ports: BTreeMap::new(),
+            planned: BTreeMap::new(),
             elements: BTreeMap::new(),
             in_kernel: false,
         }
@@ -68,14 +68,14 @@ impl ServiceProxy {
     fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
         let mut rs = Ruleset::default();
         self.health.remove(key);
-        self.ports.remove(key);
+        self.planned.remove(key);
         let Some(service) = state.services.get(&key.0, &key.1) else {
             return rs;
         };
         let slices = slices_of(state, &key.0, &key.1);
         let masq = !self.cidrs().is_empty();
         let ports = plan_service(service, &slices, &self.ctx);
-        self.ports.insert(key.clone(), ports.len());
+        self.planned.insert(key.clone(), ports.clone());
         for sp in ports {
             if let Some(port) = sp.health_check_node_port {
                 self.health.insert(
@@ -102,7 +102,11 @@ impl ServiceProxy {
     /// Service ports, per-service chains and map elements programmed.
     pub fn stats(&self) -> (usize, usize, usize) {
         let chains = self.fragments.values().map(|f| f.chains.len()).sum();
-        (self.ports.values().sum(), chains, self.elements.len())
+        (
+            self.planned.values().map(Vec::len).sum(),
+            chains,
+            self.elements.len(),
+        )
     }
 
     /// Plan everything and replace the whole table.
@@ -111,7 +115,7 @@ impl ServiceProxy {
         self.fragments.clear();
         self.elements.clear();
         self.health.clear();
-        self.ports.clear();
+        self.planned.clear();
         for service in state.services.iter() {
             let key = (
                 service.metadata.namespace.clone().unwrap_or_default(),
@@ -157,6 +161,12 @@ impl ServiceProxy {
         let mut before = Ruleset::default();
         let mut after = Ruleset::default();
         let elements_before = self.elements.clone();
+        let planned_before: Vec<ServicePort> = affected
+            .iter()
+            .filter_map(|k| self.planned.get(k))
+            .flatten()
+            .cloned()
+            .collect();
         for key in &affected {
             let old_f = self.fragments.remove(key).unwrap_or_default();
             let new_f = self.fragment(new, key);
@@ -173,7 +183,16 @@ impl ServiceProxy {
             return Ok(Sync::Unchanged);
         }
         match nft_apply(&script) {
-            Ok(()) => Ok(Sync::Partial(started.elapsed())),
+            Ok(()) => {
+                let planned_after: Vec<&ServicePort> = affected
+                    .iter()
+                    .filter_map(|k| self.planned.get(k))
+                    .flatten()
+                    .collect();
+                let elapsed = started.elapsed();
+                clear_stale_udp(&planned_before, &planned_after);
+                Ok(Sync::Partial(elapsed))
+            }
             Err(e) => {
                 tracing::warn!("partial sync failed, doing a full one: {e}");
                 self.full_sync(new)
@@ -318,4 +337,82 @@ fn diff_script(
         let _ = writeln!(out, "delete set {TABLE} {name}");
     }
     out
+}
+
+/// UDP has no connection to end: conntrack keeps sending a client's packets
+/// to the endpoint it first got. When an endpoint leaves a UDP Service, or a
+/// Service gets its first endpoint (its rejects may be cached), those entries
+/// are deleted so that the next packet is balanced afresh — as kube-proxy does.
+fn clear_stale_udp(before: &[ServicePort], after: &[&ServicePort]) {
+    let key = |sp: &ServicePort| (sp.namespace.clone(), sp.name.clone(), sp.port_name.clone());
+    let mut deletions: Vec<Vec<String>> = Vec::new();
+    for old in before.iter().filter(|sp| sp.protocol == Protocol::Udp) {
+        let new = after.iter().find(|sp| key(sp) == key(old));
+        let remaining: Vec<std::net::Ipv4Addr> = new
+            .map(|sp| sp.all_endpoints.iter().map(|e| e.ip).collect())
+            .unwrap_or_default();
+        let vips: Vec<String> = old
+            .cluster_ip
+            .iter()
+            .chain(&old.external_ips)
+            .chain(&old.load_balancer_ips)
+            .map(ToString::to_string)
+            .collect();
+        for gone in old
+            .all_endpoints
+            .iter()
+            .filter(|e| !remaining.contains(&e.ip))
+        {
+            for vip in &vips {
+                deletions.push(vec![
+                    "--orig-dst".into(),
+                    vip.clone(),
+                    "--reply-src".into(),
+                    gone.ip.to_string(),
+                ]);
+            }
+            if let Some(np) = old.node_port {
+                deletions.push(vec![
+                    "--orig-port-dst".into(),
+                    np.to_string(),
+                    "--reply-src".into(),
+                    gone.ip.to_string(),
+                ]);
+            }
+        }
+    }
+    for new in after
+        .iter()
+        .filter(|sp| sp.protocol == Protocol::Udp && sp.has_endpoints)
+    {
+        let had = before
+            .iter()
+            .any(|sp| key(sp) == key(new) && sp.has_endpoints);
+        if !had {
+            for vip in new
+                .cluster_ip
+                .iter()
+                .chain(&new.external_ips)
+                .chain(&new.load_balancer_ips)
+            {
+                deletions.push(vec!["--orig-dst".into(), vip.to_string()]);
+            }
+        }
+    }
+    for args in deletions {
+        let out = std::process::Command::new("conntrack")
+            .args(["-D", "-p", "udp"])
+            .args(&args)
+            .output();
+        match out {
+            // Exit 1 with "0 flow entries" just means there was nothing to delete.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "cannot clear stale UDP conntrack entries (apt-get install conntrack): {e}"
+                );
+                return;
+            }
+        }
+    }
 }

@@ -607,3 +607,83 @@ fn health_check_node_ports_answer_like_kube_proxy_and_metrics_are_served() {
         std::fs::read_to_string(c.manifests.0.join("proxy.log")).unwrap_or_default()
     );
 }
+
+/// A UDP server answering each datagram with its name.
+fn udp_server(ns: &TestNs, addr: SocketAddr, name: &'static str) -> std::thread::JoinHandle<()> {
+    let socket = ns.run(move || std::net::UdpSocket::bind(addr)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            if &buf[..4] == b"stop" {
+                break;
+            }
+            let _ = socket.send_to(name.as_bytes(), peer);
+        }
+    })
+}
+
+#[test]
+fn udp_clients_move_off_a_removed_endpoint() {
+    if !root_or_skip("udp_clients_move_off_a_removed_endpoint") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let s0 = udp_server(&c.pods[0].0, SocketAddr::new(p0, 5353), "pod0");
+    let s1 = udp_server(&c.pods[1].0, SocketAddr::new(p1, 5353), "pod1");
+    let udp = |eps: &[(IpAddr, &str)]| {
+        service("dns", "10.96.6.1", "", eps, 5353)
+            .replace(
+                "port: 80, targetPort: 5353",
+                "port: 53, targetPort: 5353, protocol: UDP",
+            )
+            .replace(
+                "[{name: http, port: 5353}]",
+                "[{name: http, port: 5353, protocol: UDP}]",
+            )
+    };
+    c.write(&udp(&[(p0, "node-1"), (p1, "node-1")]));
+    c.start_proxy();
+    // One client socket, one source port: conntrack pins it to one endpoint.
+    let client = c.pods[2].1;
+    let socket = c.pods[2]
+        .0
+        .run(move || std::net::UdpSocket::bind(SocketAddr::new(client, 40000)))
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let vip: SocketAddr = "10.96.6.1:53".parse().unwrap();
+    let ask = |socket: &std::net::UdpSocket| {
+        socket.send_to(b"hi", vip).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = socket.recv_from(&mut buf).expect("UDP answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = ask(&socket);
+    assert_eq!(ask(&socket), first, "the flow sticks while nothing changes");
+    // Take the chosen endpoint out; it keeps running, so a stale entry would show.
+    let remaining = if first == "pod0" {
+        (p1, "pod1")
+    } else {
+        (p0, "pod0")
+    };
+    c.write(&udp(&[(remaining.0, "node-1")]));
+    c.wait_syncs(2);
+    assert_eq!(
+        ask(&socket),
+        remaining.1,
+        "the next datagram goes to a remaining endpoint"
+    );
+    for (ns, ip) in [(&c.pods[0], p0), (&c.pods[1], p1)] {
+        let _ = ns.0.run(move || {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .unwrap()
+                .send_to(b"stop", SocketAddr::new(ip, 5353))
+        });
+    }
+    let _ = (s0.join(), s1.join());
+}
