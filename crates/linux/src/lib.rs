@@ -8,12 +8,14 @@
 mod error;
 mod netlink;
 mod netns;
+mod nf_netlink;
 mod nft;
 mod sysctl;
 
 pub use error::{Error, Result};
 pub use netlink::{mac_string, Link, Netlink, RouteInfo};
 pub use netns::{NetNs, NsGuard};
+pub use nf_netlink::{Batch, Data, Expr, NfNetlink, NlVerdict, REG_1, REG_2, REG_VERDICT};
 pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
 pub use sysctl::{read_sysctl, write_sysctl};
 

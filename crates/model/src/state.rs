@@ -122,20 +122,40 @@ impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
 }
 
 impl<T: PartialEq> Store<T> {
+    /// Walk both stores in key order at once: no lookups, and shared
+    /// objects (the same `Arc`) compare in one step.
     fn diff(&self, newer: &Store<T>, kind: Kind, out: &mut Vec<Change>) {
         let key = |(ns, name): &(String, String)| ObjectKey::new(kind, ns.clone(), name.clone());
-        for (k, old) in &self.items {
-            match newer.items.get(k) {
-                None => out.push(Change::Deleted(key(k))),
-                Some(new) if !Arc::ptr_eq(old, new) && old != new => {
-                    out.push(Change::Modified(key(k)))
+        let mut old = self.items.iter().peekable();
+        let mut new = newer.items.iter().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some((k, _)), None) => {
+                    out.push(Change::Deleted(key(k)));
+                    old.next();
                 }
-                Some(_) => {}
-            }
-        }
-        for k in newer.items.keys() {
-            if !self.items.contains_key(k) {
-                out.push(Change::Added(key(k)));
+                (None, Some((k, _))) => {
+                    out.push(Change::Added(key(k)));
+                    new.next();
+                }
+                (Some((ko, vo)), Some((kn, vn))) => match ko.cmp(kn) {
+                    std::cmp::Ordering::Less => {
+                        out.push(Change::Deleted(key(ko)));
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push(Change::Added(key(kn)));
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(vo, vn) && vo != vn {
+                            out.push(Change::Modified(key(ko)));
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
             }
         }
     }

@@ -15,6 +15,7 @@
 mod error;
 mod health;
 mod http;
+mod netlink;
 mod plan;
 mod render;
 mod sync;
@@ -26,4 +27,4 @@ pub use plan::{
     plan, plan_service, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK,
 };
 pub use render::{render, render_diff, render_full, render_port, Ruleset, TABLE};
-pub use sync::{ServiceProxy, Sync};
+pub use sync::{ops_text, Op, ServiceProxy, Sync};

@@ -32,6 +32,10 @@ pub struct ServiceProxy {
     /// Services may share a hairpin pair or a ClusterIP).
     elements: BTreeMap<(&'static str, String), (String, u32)>,
     in_kernel: bool,
+    /// The long-lived socket for partial syncs, opened on first use.
+    netlink: Option<strait_linux::NfNetlink>,
+    /// How the last partial sync went in: "netlink" or "nft".
+    last_path: &'static str,
 }
 
 impl ServiceProxy {
@@ -43,6 +47,8 @@ impl ServiceProxy {
             planned: BTreeMap::new(),
             elements: BTreeMap::new(),
             in_kernel: false,
+            netlink: None,
+            last_path: "none",
         }
     }
 
@@ -160,29 +166,55 @@ impl ServiceProxy {
         }
         let mut before = Ruleset::default();
         let mut after = Ruleset::default();
-        let elements_before = self.elements.clone();
         let planned_before: Vec<ServicePort> = affected
             .iter()
             .filter_map(|k| self.planned.get(k))
             .flatten()
             .cloned()
             .collect();
+        // The reference counts before, of the elements these Services touch.
+        let mut elements_before = BTreeMap::new();
         for key in &affected {
-            let old_f = self.fragments.remove(key).unwrap_or_default();
-            let new_f = self.fragment(new, key);
+            let old_f = self.fragments.get(key).cloned().unwrap_or_default();
+            for (set, els) in &old_f.elements {
+                for k in els.keys() {
+                    if let Some(v) = self.elements.get(&(*set, k.clone())) {
+                        elements_before.insert((*set, k.clone()), v.clone());
+                    }
+                }
+            }
+        }
+        let fresh: Vec<(ServiceKey, Ruleset)> = affected
+            .iter()
+            .map(|k| (k.clone(), self.fragment(new, k)))
+            .collect();
+        for (_, f) in &fresh {
+            for (set, els) in &f.elements {
+                for k in els.keys() {
+                    if let Some(v) = self.elements.get(&(*set, k.clone())) {
+                        elements_before
+                            .entry((*set, k.clone()))
+                            .or_insert_with(|| v.clone());
+                    }
+                }
+            }
+        }
+        for (key, new_f) in fresh {
+            let old_f = self.fragments.remove(&key).unwrap_or_default();
             self.count(&old_f, -1);
             self.count(&new_f, 1);
             merge(&mut before, old_f);
             if new.services.get(&key.0, &key.1).is_some() {
                 merge(&mut after, new_f.clone());
-                self.fragments.insert(key.clone(), new_f);
+                self.fragments.insert(key, new_f);
             }
         }
-        let script = diff_script(&before, &after, &elements_before, &mut self.elements);
-        if script.is_empty() {
+        let ops = diff_ops(&before, &after, &elements_before, &mut self.elements);
+        if ops.is_empty() {
             return Ok(Sync::Unchanged);
         }
-        match nft_apply(&script) {
+        let r = self.apply_ops(&ops);
+        match r {
             Ok(()) => {
                 let planned_after: Vec<&ServicePort> = affected
                     .iter()
@@ -198,6 +230,34 @@ impl ServiceProxy {
                 self.full_sync(new)
             }
         }
+    }
+
+    /// Over the long-lived netlink socket when every step can be encoded
+    /// there, else through `nft`.
+    fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
+        if let Some(batch) = crate::netlink::batch(ops) {
+            if self.netlink.is_none() {
+                self.netlink = Some(strait_linux::NfNetlink::open()?);
+            }
+            let socket = self.netlink.as_mut().expect("opened above");
+            match socket.apply(&batch) {
+                Ok(()) => {
+                    self.last_path = "netlink";
+                    return Ok(());
+                }
+                // The batch was refused whole: nothing changed; try nft, which
+                // reports the problem in its own words.
+                Err(e) => tracing::warn!("netlink batch refused ({e}); retrying through nft"),
+            }
+        }
+        nft_apply(&ops_text(ops))?;
+        self.last_path = "nft";
+        Ok(())
+    }
+
+    /// How the last partial sync reached the kernel ("netlink" or "nft").
+    pub fn last_path(&self) -> &'static str {
+        self.last_path
     }
 
     /// Remove strait's table (`strait proxy --cleanup`). Missing is fine.
@@ -233,20 +293,70 @@ fn affected_services(
     out
 }
 
-/// The transaction from `before` to `after` (the fragments of the changed
+/// One step of a partial sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    AddSet {
+        name: String,
+        timeout: u32,
+    },
+    AddChain(String),
+    FlushChain(String),
+    AddRule {
+        chain: String,
+        rule: String,
+    },
+    DeleteElements {
+        set: &'static str,
+        keys: Vec<String>,
+    },
+    AddElements {
+        set: &'static str,
+        elements: Vec<(String, String)>,
+    },
+    DeleteChain(String),
+    DeleteSet(String),
+}
+
+/// The ops as an nft script (the fallback, and what a human reads).
+pub fn ops_text(ops: &[Op]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for op in ops {
+        let _ = match op {
+            Op::AddSet { name, timeout } => writeln!(out, "add set {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"),
+            Op::AddChain(c) => writeln!(out, "add chain {TABLE} {c}"),
+            Op::FlushChain(c) => writeln!(out, "flush chain {TABLE} {c}"),
+            Op::AddRule { chain, rule } => writeln!(out, "add rule {TABLE} {chain} {rule}"),
+            Op::DeleteElements { set, keys } => writeln!(out, "delete element {TABLE} {set} {{ {} }}", keys.join(", ")),
+            Op::AddElements { set, elements } => {
+                let list: Vec<String> = elements.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k} : {v}") }).collect();
+                writeln!(out, "add element {TABLE} {set} {{ {} }}", list.join(", "))
+            }
+            Op::DeleteChain(c) => writeln!(out, "delete chain {TABLE} {c}"),
+            Op::DeleteSet(s) => writeln!(out, "delete set {TABLE} {s}"),
+        };
+    }
+    out
+}
+
+/// The steps from `before` to `after` (the fragments of the changed
 /// Services). Elements go by reference count: one is deleted only when no
-/// Service wants it any more, added only when the first one does.
-fn diff_script(
+/// Service wants it any more, added only when the first one does. Order
+/// matters: what is jumped to exists first; nothing is deleted while used.
+fn diff_ops(
     before: &Ruleset,
     after: &Ruleset,
     elements_before: &BTreeMap<(&'static str, String), (String, u32)>,
     elements_now: &mut BTreeMap<(&'static str, String), (String, u32)>,
-) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
+) -> Vec<Op> {
+    let mut ops = Vec::new();
     for (name, timeout) in &after.affinity_sets {
         if !before.affinity_sets.contains_key(name) {
-            let _ = writeln!(out, "add set {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
+            ops.push(Op::AddSet {
+                name: name.clone(),
+                timeout: *timeout,
+            });
         }
     }
     let order = |name: &str| match name.split('-').next() {
@@ -261,25 +371,26 @@ fn diff_script(
         .collect();
     changed.sort_by_key(|(n, _)| order(n));
     for (name, rules) in &changed {
-        let verb = if before.chains.contains_key(*name) {
-            "flush"
+        ops.push(if before.chains.contains_key(*name) {
+            Op::FlushChain((*name).clone())
         } else {
-            "add"
-        };
-        let _ = writeln!(out, "{verb} chain {TABLE} {name}");
+            Op::AddChain((*name).clone())
+        });
         for rule in rules.iter() {
-            let _ = writeln!(out, "add rule {TABLE} {name} {rule}");
+            ops.push(Op::AddRule {
+                chain: (*name).clone(),
+                rule: rule.clone(),
+            });
         }
     }
-    // Elements whose presence or value changed.
     let touched: BTreeSet<(&'static str, String)> = before
         .elements
         .iter()
         .chain(after.elements.iter())
         .flat_map(|(set, els)| els.keys().map(move |k| (*set, k.clone())))
         .collect();
-    let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut deletes: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut adds: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
     for key in touched {
         let was = elements_before
             .get(&key)
@@ -296,23 +407,15 @@ fn diff_script(
             deletes.entry(key.0).or_default().push(key.1.clone());
         }
         if let Some(v) = is {
-            adds.entry(key.0).or_default().push(if v.is_empty() {
-                key.1.clone()
-            } else {
-                format!("{} : {v}", key.1)
-            });
+            adds.entry(key.0).or_default().push((key.1.clone(), v));
         }
     }
     elements_now.retain(|_, (_, n)| *n > 0);
-    for (set, keys) in &deletes {
-        let _ = writeln!(
-            out,
-            "delete element {TABLE} {set} {{ {} }}",
-            keys.join(", ")
-        );
+    for (set, keys) in deletes {
+        ops.push(Op::DeleteElements { set, keys });
     }
-    for (set, els) in &adds {
-        let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", els.join(", "));
+    for (set, elements) in adds {
+        ops.push(Op::AddElements { set, elements });
     }
     let mut removed: Vec<&String> = before
         .chains
@@ -321,22 +424,23 @@ fn diff_script(
         .collect();
     removed.sort_by_key(|n| std::cmp::Reverse(order(n)));
     for name in removed.iter().filter(|n| order(n) == 2) {
-        let _ = writeln!(out, "delete chain {TABLE} {name}");
+        ops.push(Op::DeleteChain((*name).clone()));
     }
     for name in removed.iter().filter(|n| order(n) < 2) {
-        let _ = writeln!(out, "flush chain {TABLE} {name}");
+        // Flushed first: a service chain may jump to an endpoint chain deleted below.
+        ops.push(Op::FlushChain((*name).clone()));
     }
     for name in removed.iter().filter(|n| order(n) < 2) {
-        let _ = writeln!(out, "delete chain {TABLE} {name}");
+        ops.push(Op::DeleteChain((*name).clone()));
     }
     for name in before
         .affinity_sets
         .keys()
         .filter(|n| !after.affinity_sets.contains_key(*n))
     {
-        let _ = writeln!(out, "delete set {TABLE} {name}");
+        ops.push(Op::DeleteSet(name.clone()));
     }
-    out
+    ops
 }
 
 /// UDP has no connection to end: conntrack keeps sending a client's packets

@@ -133,7 +133,7 @@ fn record(
             metrics.synced("full", d, ports, chains, elements);
         }
         Some(Sync::Partial(d)) => {
-            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, "partial sync");
+            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, via = proxy.last_path(), "partial sync");
             metrics.synced("partial", d, ports, chains, elements);
         }
         Some(Sync::Unchanged) => tracing::debug!("no change"),

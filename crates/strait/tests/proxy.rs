@@ -252,6 +252,21 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Every partial sync so far went over netlink (none fell back to nft).
+    fn assert_partial_syncs_used_netlink(&self) {
+        let log = std::fs::read_to_string(self.manifests.0.join("proxy.log")).unwrap_or_default();
+        let partial: Vec<&str> = log.lines().filter(|l| l.contains("partial sync")).collect();
+        assert!(!partial.is_empty(), "{log}");
+        assert!(
+            partial
+                .iter()
+                .all(|l| l.contains("via=\"netlink\"") || l.contains("via=netlink")),
+            "{log}"
+        );
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.proxy = None;
@@ -357,6 +372,7 @@ fn cluster_ips_balance_hairpin_reject_and_follow_endpoint_changes() {
     let web = service("web", "10.96.1.1", "", &[(p0, "node-1")], 8080);
     c.write(&format!("{web}{solo}{empty}"));
     c.wait_syncs(2);
+    c.assert_partial_syncs_used_netlink();
     for _ in 0..30 {
         assert_eq!(who(&fetch(client, vip).unwrap()), "pod0");
     }
@@ -399,6 +415,7 @@ fn session_affinity_sticks_and_can_be_switched() {
     // And back.
     c.write(&service("web", "10.96.2.1", sticky, &eps, 8080));
     c.wait_syncs(3);
+    c.assert_partial_syncs_used_netlink();
     let first = who(&fetch(client, vip).unwrap());
     for _ in 0..20 {
         assert_eq!(who(&fetch(client, vip).unwrap()), first);
@@ -453,6 +470,7 @@ fn node_ports_answer_on_the_node_address_and_local_policy_keeps_the_client_ip() 
         8080,
     ));
     c.wait_syncs(3);
+    c.assert_partial_syncs_used_netlink();
     let err = fetch(&c.client, node_port).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
 }
