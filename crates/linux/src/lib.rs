@@ -6,6 +6,7 @@
 //! drops), and netlink sockets are bound to the namespace they were opened in.
 
 mod error;
+mod http;
 mod netlink;
 mod netns;
 mod nf_netlink;
@@ -13,6 +14,7 @@ mod nft;
 mod sysctl;
 
 pub use error::{Error, Result};
+pub use http::{HttpServer, Response};
 pub use netlink::{mac_string, Link, Netlink, RouteInfo};
 pub use netns::{NetNs, NsGuard};
 pub use nf_netlink::{Batch, Data, Expr, NfNetlink, NlVerdict, REG_1, REG_2, REG_VERDICT};

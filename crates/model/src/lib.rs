@@ -25,6 +25,7 @@ pub use object::{Kind, Object, ObjectKey};
 pub use ports::{container_port_by_name, resolve_target_port};
 pub use selector::{Requirement, Selector, SelectorError};
 pub use state::{Change, ChangeSet, ClusterState, Store};
+pub use validate::dns_subdomain as validate_dns_subdomain;
 
 /// Re-exported so that users of the model name the same Kubernetes types.
 pub use k8s_openapi;

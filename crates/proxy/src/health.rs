@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::http::{HttpServer, Response};
+use strait_linux::{HttpServer, Response};
 
 /// One Service's health check: where, and how many local endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,7 +14,6 @@
 
 mod error;
 mod health;
-mod http;
 mod netlink;
 mod plan;
 mod render;
@@ -22,7 +21,6 @@ mod sync;
 
 pub use error::{Error, Result};
 pub use health::{serve_metrics, HealthCheck, HealthCheckServers, ProxyMetrics};
-pub use http::HttpServer;
 pub use plan::{
     plan, plan_service, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK,
 };

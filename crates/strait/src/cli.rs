@@ -33,6 +33,14 @@ pub enum Command {
     /// current network namespace; they stay when strait exits (as kube-proxy's
     /// do) until `strait proxy --cleanup`.
     Proxy(ProxyArgs),
+
+    /// The cluster DNS server: Service and pod names, everything else forwarded.
+    ///
+    /// Answers for the cluster domain as the Kubernetes DNS specification 1.1.0
+    /// and CoreDNS define them (A/AAAA, SRV, PTR, headless, ExternalName, pod
+    /// names), reloads when the manifests change, and forwards other names to
+    /// upstream servers with a cache.
+    Dns(DnsArgs),
 }
 
 /// Where manifests come from; shared by every command that reads state.
@@ -125,4 +133,42 @@ pub struct OptionalManifestArgs {
         required_unless_present = "cleanup"
     )]
     pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Where to answer, over UDP and TCP.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:53")]
+    pub listen: String,
+
+    /// The cluster domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// TTL of the cluster's records, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub ttl: u32,
+
+    /// Upstream server for other names (IP or IP:PORT); repeat for more.
+    /// Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "upstream", value_name = "ADDR")]
+    pub upstreams: Vec<String>,
+
+    /// How long to wait for an upstream before SERVFAIL.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 2000)]
+    pub upstream_timeout_ms: u64,
+
+    /// Where to serve /metrics, /healthz and /ready.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9153")]
+    pub metrics_address: String,
+
+    /// How often to look for changed manifests.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
+    pub poll_ms: u64,
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod dns;
 mod error;
 mod proxy;
 mod render;
@@ -32,6 +33,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
     match cli.command {
         cli::Command::Render(args) => render::run(&args),
         cli::Command::Proxy(args) => proxy::run(&args),
+        cli::Command::Dns(args) => dns::run(&args),
     }
 }
 

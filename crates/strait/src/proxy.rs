@@ -149,7 +149,7 @@ fn or_none(v: &[String]) -> String {
     }
 }
 
-fn load(
+pub(crate) fn load(
     manifests: &ManifestArgs,
     config: &ClusterConfig,
     previous: Option<&ClusterState>,
@@ -202,7 +202,7 @@ fn context(
 }
 
 /// Modification times of the inputs (directories: of their manifest files).
-fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
+pub(crate) fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
     let mut out = Vec::new();
     for f in files {
         let path = std::path::Path::new(f);

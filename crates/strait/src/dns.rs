@@ -1,0 +1,139 @@
+//! `strait dns`: the cluster DNS server, fed from manifests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strait_dns::{resolv_conf_upstreams, DnsMetrics, DnsServer, Forwarder, SharedZone, Zone};
+use strait_linux::{HttpServer, Response};
+use strait_model::controllers::ClusterConfig;
+
+use crate::cli::DnsArgs;
+use crate::error::Error;
+use crate::proxy::{load, stamp};
+
+fn serial() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(1)
+}
+
+fn parse_upstream(text: &str) -> Result<SocketAddr, Error> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| Error::Flag {
+            flag: "--upstream",
+            message: format!("{text:?} is not IP or IP:PORT"),
+        })
+}
+
+pub fn run(args: &DnsArgs) -> Result<(), Error> {
+    let config = ClusterConfig {
+        node_port_range: args.cluster.node_port_range.parse()?,
+        ..ClusterConfig::default()
+    }
+    .with_service_cidrs(&args.cluster.service_cidrs)?;
+    let listen: SocketAddr = args.listen.parse().map_err(|_| Error::Flag {
+        flag: "--listen",
+        message: format!("{:?} is not IP:PORT", args.listen),
+    })?;
+    let metrics_address: SocketAddr = args.metrics_address.parse().map_err(|_| Error::Flag {
+        flag: "--metrics-address",
+        message: format!("{:?} is not IP:PORT", args.metrics_address),
+    })?;
+    let upstreams = if args.upstreams.is_empty() {
+        resolv_conf_upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        args.upstreams
+            .iter()
+            .map(|u| parse_upstream(u))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let domain = args.cluster_domain.trim_end_matches('.').to_owned();
+    if strait_model::validate_dns_subdomain(&domain).is_err() {
+        return Err(Error::Flag {
+            flag: "--cluster-domain",
+            message: format!("{domain:?} is not a domain name"),
+        });
+    }
+
+    let state = load(&args.manifests, &config, None)?;
+    let zone = SharedZone::new(Zone::build(&state, &domain, args.ttl, serial()));
+    let metrics = Arc::new(DnsMetrics::default());
+    let forwarder = Forwarder::new(
+        upstreams.clone(),
+        Duration::from_millis(args.upstream_timeout_ms),
+    );
+    let server =
+        DnsServer::start(listen, zone.clone(), forwarder, metrics.clone()).map_err(|e| {
+            Error::Flag {
+                flag: "--listen",
+                message: format!("cannot listen on {listen}: {e}"),
+            }
+        })?;
+    let ready = Arc::new(AtomicBool::new(true));
+    let _http = {
+        let (metrics, ready) = (metrics.clone(), ready.clone());
+        HttpServer::start(metrics_address, move |path| match path {
+            "/metrics" => Response {
+                status: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: metrics.encode(),
+                headers: Vec::new(),
+            },
+            "/healthz" => Response {
+                status: 200,
+                content_type: "text/plain",
+                body: "OK\n".into(),
+                headers: Vec::new(),
+            },
+            "/ready" if ready.load(Ordering::Relaxed) => Response {
+                status: 200,
+                content_type: "text/plain",
+                body: "OK\n".into(),
+                headers: Vec::new(),
+            },
+            "/ready" => Response {
+                status: 503,
+                content_type: "text/plain",
+                body: "loading\n".into(),
+                headers: Vec::new(),
+            },
+            _ => Response {
+                status: 404,
+                content_type: "text/plain",
+                body: "try /metrics, /healthz or /ready\n".into(),
+                headers: Vec::new(),
+            },
+        })
+        .map_err(|e| tracing::error!("cannot serve /metrics on {metrics_address}: {e}"))
+        .ok()
+    };
+    let names = zone.get().names.len();
+    tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
+
+    let mut last = stamp(&args.manifests.files);
+    let mut previous = state;
+    loop {
+        std::thread::sleep(Duration::from_millis(args.poll_ms));
+        let now = stamp(&args.manifests.files);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load(&args.manifests, &config, Some(&previous)) {
+            Ok(state) => {
+                let fresh = Zone::build(&state, &domain, args.ttl, serial());
+                tracing::info!(names = fresh.names.len(), "zone reloaded");
+                zone.swap(fresh);
+                previous = state;
+            }
+            Err(e) => tracing::error!("{e}; keeping the current zone"),
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! `strait dns` as users run it: the binary, a manifest, real questions over
+//! UDP and TCP on loopback, and stub upstream servers started by the test.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
+
+struct Dns {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    _dir: common::TempDir,
+    manifest: std::path::PathBuf,
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `strait dns` on a loopback port with the fixture (copied, so the
+/// test may change it), forwarding to `upstream`.
+fn start(upstream: Option<SocketAddr>) -> Dns {
+    let dir = common::TempDir::new("dns");
+    let manifest = dir.0.join("cluster.yaml");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/dns-cluster.yaml");
+    std::fs::copy(fixture, &manifest).unwrap();
+    let log = dir.0.join("dns.log");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args: Vec<String> = vec![
+        "dns".into(),
+        "-f".into(),
+        manifest.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-address".into(),
+        metrics.to_string(),
+        "--service-cidr".into(),
+        "10.96.0.0/12".into(),
+        "--service-cidr".into(),
+        "fd00:96::/108".into(),
+        "--upstream-timeout-ms".into(),
+        "300".into(),
+        "--poll-ms".into(),
+        "50".into(),
+        "-v".into(),
+    ];
+    match upstream {
+        Some(u) => args.extend(["--upstream".into(), u.to_string()]),
+        None => args.extend(["--upstream".into(), "127.0.0.1:9".into()]),
+    }
+    let child = Command::new(STRAIT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The log says where it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("udp=") {
+            let rest = &text[at + 4..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            break rest[..end].parse::<SocketAddr>().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strait dns did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Dns {
+        child,
+        addr,
+        metrics,
+        _dir: dir,
+        manifest,
+    }
+}
+
+fn question(name: &str, qtype: RecordType, edns: bool) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn udp(addr: SocketAddr, m: &Message) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket.send_to(&m.to_vec().unwrap(), addr).unwrap();
+    let mut buf = [0u8; 65535];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer over UDP");
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn tcp(addr: SocketAddr, m: &Message) -> Message {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let bytes = m.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Message::from_vec(&body).unwrap()
+}
+
+/// Ask over UDP and over TCP; both must say the same; return it.
+fn ask(dns: &Dns, name: &str, qtype: RecordType) -> Message {
+    let q = question(name, qtype, true);
+    let over_udp = udp(dns.addr, &q);
+    let over_tcp = tcp(dns.addr, &q);
+    assert_eq!(
+        over_udp.answers, over_tcp.answers,
+        "{name} {qtype}: UDP and TCP differ"
+    );
+    assert_eq!(
+        over_udp.metadata.response_code,
+        over_tcp.metadata.response_code
+    );
+    assert_eq!(over_udp.metadata.id, 4242);
+    over_udp
+}
+
+fn values(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn has_soa(m: &Message) -> bool {
+    m.authorities
+        .iter()
+        .any(|r| matches!(r.data, RData::SOA(_)))
+}
+
+#[test]
+fn seed_003_hostname_of_a_headless_service_resolves_to_the_pod() {
+    let dns = start(None);
+    let m = ask(
+        &dns,
+        "trouble2.maker.default.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert_eq!(values(&m), ["10.244.2.22"]);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers[0].ttl, 5, "default TTL");
+    // The headless name: every ready endpoint; the pod without hostname by its dashed IP.
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "maker.default.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.1.21", "10.244.2.22", "10.244.2.23"]
+    );
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "10-244-2-23.maker.default.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.2.23"]
+    );
+    // SRV per endpoint and named port, targets' addresses in the additional section.
+    let srv = ask(
+        &dns,
+        "_http._tcp.maker.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
+    assert_eq!(srv.answers.len(), 3);
+    assert!(
+        values(&srv).contains(&"0 33 8080 trouble2.maker.default.svc.cluster.local.".to_string()),
+        "{:?}",
+        values(&srv)
+    );
+    assert_eq!(
+        srv.additionals
+            .iter()
+            .filter(|r| matches!(r.data, RData::A(_)))
+            .count(),
+        3
+    );
+    // PTR of a ready headless endpoint.
+    assert_eq!(
+        values(&ask(&dns, "22.2.244.10.in-addr.arpa.", RecordType::PTR)),
+        ["trouble2.maker.default.svc.cluster.local."]
+    );
+}
+
+#[test]
+fn cluster_ip_services_answer_a_aaaa_srv_ptr_case_insensitively() {
+    let dns = start(None);
+    assert_eq!(
+        values(&ask(&dns, "web.default.svc.cluster.local.", RecordType::A)),
+        ["10.96.100.10"]
+    );
+    assert_eq!(
+        values(&ask(&dns, "WEB.Default.SVC.cluster.LOCAL.", RecordType::A)),
+        ["10.96.100.10"]
+    );
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "dual.default.svc.cluster.local.",
+            RecordType::AAAA
+        )),
+        ["fd00:96::11"]
+    );
+    let srv = ask(
+        &dns,
+        "_dns._udp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
+    assert_eq!(values(&srv), ["0 100 53 web.default.svc.cluster.local."]);
+    assert_eq!(srv.additionals.len(), 1);
+    assert_eq!(
+        values(&ask(&dns, "10.100.96.10.in-addr.arpa.", RecordType::PTR)),
+        ["web.default.svc.cluster.local."]
+    );
+    let v6 = "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.0.d.f.ip6.arpa.";
+    assert_eq!(
+        values(&ask(&dns, v6, RecordType::PTR)),
+        ["dual.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        values(&ask(&dns, "dns-version.cluster.local.", RecordType::TXT)),
+        ["1.1.0"]
+    );
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "10-244-7-7.default.pod.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.7.7"]
+    );
+}
+
+#[test]
+fn readiness_decides_who_is_published() {
+    let dns = start(None);
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "quiet.default.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.3.32"]
+    );
+    assert_eq!(
+        values(&ask(
+            &dns,
+            "peers.default.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.3.41"],
+        "publishNotReadyAddresses"
+    );
+}
+
+#[test]
+fn external_names_are_cnames() {
+    let dns = start(None);
+    let m = ask(&dns, "my-exter.dev.svc.cluster.local.", RecordType::A);
+    // In the cluster domain: the CNAME and its target's address.
+    assert_eq!(
+        values(&m),
+        ["10.96.100.10", "web.default.svc.cluster.local."]
+    );
+    let m = ask(&dns, "outside.dev.svc.cluster.local.", RecordType::A);
+    assert_eq!(values(&m), ["db.example.org."]);
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_an_soa() {
+    let dns = start(None);
+    let m = ask(&dns, "nope.default.svc.cluster.local.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(has_soa(&m) && m.answers.is_empty());
+    let m = ask(&dns, "web.default.svc.cluster.local.", RecordType::AAAA);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "the name exists: NODATA"
+    );
+    assert!(has_soa(&m) && m.answers.is_empty());
+    let m = ask(&dns, "default.svc.cluster.local.", RecordType::A);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "names with names below them exist"
+    );
+}
+
+#[test]
+fn a_real_server_truncates_refuses_transfers_and_survives_garbage() {
+    let dns = start(None);
+    // 60 endpoints do not fit in 512 bytes: TC over UDP, everything over TCP.
+    let q = question("many.default.svc.cluster.local.", RecordType::A, false);
+    let m = udp(dns.addr, &q);
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(tcp(dns.addr, &q).answers.len(), 60);
+    // With EDNS and 1232 bytes it fits.
+    assert_eq!(
+        udp(
+            dns.addr,
+            &question("many.default.svc.cluster.local.", RecordType::A, true)
+        )
+        .answers
+        .len(),
+        60
+    );
+    assert_eq!(
+        udp(
+            dns.addr,
+            &question("cluster.local.", RecordType::AXFR, false)
+        )
+        .metadata
+        .response_code,
+        ResponseCode::Refused
+    );
+    let any = udp(
+        dns.addr,
+        &question("web.default.svc.cluster.local.", RecordType::ANY, false),
+    );
+    assert_eq!(
+        values(&any),
+        ["10.96.100.10"],
+        "ANY is answered minimally (RFC 8482)"
+    );
+    // Garbage with a header: FORMERR; without: silence; the server lives on.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+        .send_to(
+            &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
+            dns.addr,
+        )
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = socket.recv_from(&mut buf).expect("FORMERR");
+    assert_eq!((n, buf[0], buf[1], buf[3] & 0xf), (12, 0x12, 0x34, 1));
+    socket.send_to(&[1, 2, 3], dns.addr).unwrap();
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "no answer to a fragment"
+    );
+    // Several queries in flight on one TCP connection.
+    let mut s = TcpStream::connect(dns.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for (i, name) in [
+        "web.default.svc.cluster.local.",
+        "maker.default.svc.cluster.local.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut q = question(name, RecordType::A, false);
+        q.metadata.id = 100 + i as u16;
+        let bytes = q.to_vec().unwrap();
+        s.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+        s.write_all(&bytes).unwrap();
+    }
+    for i in 0..2 {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(Message::from_vec(&body).unwrap().metadata.id, 100 + i);
+    }
+    assert_eq!(
+        values(&ask(&dns, "web.default.svc.cluster.local.", RecordType::A)),
+        ["10.96.100.10"]
+    );
+}
+
+#[test]
+fn changed_manifests_are_served_within_a_second() {
+    let dns = start(None);
+    let mut text = std::fs::read_to_string(&dns.manifest).unwrap();
+    text.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec: {clusterIP: 10.96.100.99, ports: [{port: 80}]}\n");
+    std::fs::write(&dns.manifest, text).unwrap();
+    let ok = common::wait_for(Duration::from_secs(1), || {
+        values(&udp(
+            dns.addr,
+            &question("late.default.svc.cluster.local.", RecordType::A, false),
+        )) == ["10.96.100.99"]
+    });
+    assert!(ok, "the new Service resolves within a second");
+}
+
+/// A stub upstream on loopback: answers `*.example.org` A with 192.0.2.1
+/// (TTL 60), NXDOMAIN for `missing.example.org`, truncates `big.example.org`
+/// over UDP (and answers it over TCP), never answers `slow.example.org`.
+struct Upstream {
+    addr: SocketAddr,
+    udp_queries: Arc<AtomicUsize>,
+    tcp_queries: Arc<AtomicUsize>,
+}
+
+fn stub_answer(q: &Message, over_tcp: bool) -> Option<Message> {
+    let name = q.queries[0].name().to_ascii().to_ascii_lowercase();
+    let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+    m.queries = q.queries.clone();
+    m.metadata.recursion_available = true;
+    let owner = q.queries[0].name().clone();
+    match name.as_str() {
+        "slow.example.org." => return None,
+        "missing.example.org." => {
+            m.metadata.response_code = ResponseCode::NXDomain;
+            let soa = SOA::new(
+                Name::from_ascii("ns.example.org.").unwrap(),
+                Name::from_ascii("h.example.org.").unwrap(),
+                1,
+                1,
+                1,
+                1,
+                30,
+            );
+            m.authorities.push(Record::from_rdata(
+                Name::from_ascii("example.org.").unwrap(),
+                60,
+                RData::SOA(soa),
+            ));
+        }
+        "big.example.org." if !over_tcp => m.metadata.truncation = true,
+        _ => m.answers.push(Record::from_rdata(
+            owner,
+            60,
+            RData::A(A("192.0.2.1".parse().unwrap())),
+        )),
+    }
+    Some(m)
+}
+
+fn upstream() -> Upstream {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let (udp_queries, tcp_queries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let count = udp_queries.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if let Some(m) = stub_answer(&q, false) {
+                let _ = socket.send_to(&m.to_vec().unwrap(), peer);
+            }
+        }
+    });
+    let count = tcp_queries.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+            if s.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let q = Message::from_vec(&body).unwrap();
+            let bytes = stub_answer(&q, true).unwrap().to_vec().unwrap();
+            let _ = s.write_all(&(bytes.len() as u16).to_be_bytes());
+            let _ = s.write_all(&bytes);
+        }
+    });
+    Upstream {
+        addr,
+        udp_queries,
+        tcp_queries,
+    }
+}
+
+#[test]
+fn other_names_are_forwarded_cached_retried_over_tcp_or_fail_fast() {
+    let up = upstream();
+    let dns = start(Some(up.addr));
+    let m = udp(
+        dns.addr,
+        &question("www.example.org.", RecordType::A, false),
+    );
+    assert_eq!(values(&m), ["192.0.2.1"]);
+    assert!(m.metadata.recursion_available);
+    assert_eq!(up.udp_queries.load(Ordering::SeqCst), 1);
+    // Cached: the second question does not reach the upstream; TTL counts down.
+    let again = udp(
+        dns.addr,
+        &question("WWW.example.org.", RecordType::A, false),
+    );
+    assert_eq!(values(&again), ["192.0.2.1"]);
+    assert!(again.answers[0].ttl <= 60);
+    assert_eq!(
+        up.udp_queries.load(Ordering::SeqCst),
+        1,
+        "served from the cache"
+    );
+    // Negative answers are cached too.
+    for _ in 0..2 {
+        let m = udp(
+            dns.addr,
+            &question("missing.example.org.", RecordType::A, false),
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+    assert_eq!(up.udp_queries.load(Ordering::SeqCst), 2);
+    // Truncated over UDP: asked again over TCP.
+    let m = udp(
+        dns.addr,
+        &question("big.example.org.", RecordType::A, false),
+    );
+    assert_eq!(values(&m), ["192.0.2.1"]);
+    assert_eq!(up.tcp_queries.load(Ordering::SeqCst), 1);
+    // An upstream that does not answer: SERVFAIL within the timeout, not a hang.
+    let started = Instant::now();
+    let m = udp(
+        dns.addr,
+        &question("slow.example.org.", RecordType::A, false),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Cluster names never wait for upstreams.
+    assert_eq!(
+        values(&udp(
+            dns.addr,
+            &question("web.default.svc.cluster.local.", RecordType::A, false)
+        )),
+        ["10.96.100.10"]
+    );
+
+    let metrics = http_get(dns.metrics, "/metrics");
+    for name in [
+        "strait_dns_queries_total",
+        "strait_dns_request_duration_seconds_bucket",
+        "strait_dns_cache_hits_total",
+        "strait_dns_upstream_errors_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    assert!(http_get(dns.metrics, "/ready").starts_with("HTTP/1.1 200"));
+    assert!(http_get(dns.metrics, "/healthz").starts_with("HTTP/1.1 200"));
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
