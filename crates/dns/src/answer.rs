@@ -62,7 +62,7 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let reverse = name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa");
-    if !zone.is_cluster_name(&name) && !(reverse && zone.names.contains_key(&name)) {
+    if !(zone.is_cluster_name(&name) || reverse && zone.names.contains_key(&name)) {
         return Outcome::Forward;
     }
 
