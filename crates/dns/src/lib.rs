@@ -6,6 +6,7 @@
 //! new zone without holding up a query; [`Forwarder`] asks upstream servers.
 
 mod answer;
+mod fast;
 mod forward;
 mod metrics;
 mod server;

@@ -14,6 +14,11 @@ struct QueryLabels {
     rcode: String,
 }
 
+/// Counters of the common (type, rcode) pairs, looked up without building
+/// label strings: the fast path counts every query.
+const FAST_TYPES: [(u16, &str); 8] = [(1, "A"), (28, "AAAA"), (33, "SRV"), (12, "PTR"), (16, "TXT"), (5, "CNAME"), (6, "SOA"), (255, "ANY")];
+const FAST_RCODES: [&str; 6] = ["No Error", "Form Error", "Server Failure", "Non-Existent Domain", "Not Implemented", "Query Refused"];
+
 pub struct DnsMetrics {
     registry: Registry,
     queries: Family<QueryLabels, Counter>,
@@ -21,6 +26,7 @@ pub struct DnsMetrics {
     cache_hits: Counter,
     cache_misses: Counter,
     upstream_errors: Counter,
+    fast: Vec<Counter>,
 }
 
 impl Default for DnsMetrics {
@@ -56,14 +62,13 @@ impl Default for DnsMetrics {
             "Upstream exchanges that failed or were refused",
             upstream_errors.clone(),
         );
-        DnsMetrics {
-            registry,
-            queries,
-            latency,
-            cache_hits,
-            cache_misses,
-            upstream_errors,
+        let mut fast = Vec::new();
+        for (_, t) in FAST_TYPES {
+            for r in FAST_RCODES {
+                fast.push(queries.get_or_create(&QueryLabels { qtype: t.to_owned(), rcode: r.to_owned() }).clone());
+            }
         }
+        DnsMetrics { registry, queries, latency, cache_hits, cache_misses, upstream_errors, fast }
     }
 }
 
@@ -76,6 +81,22 @@ impl DnsMetrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// Count an answer given on the fast path.
+    pub fn answered_fast(&self, qtype: u16, rcode: u8, seconds: f64) {
+        let t = FAST_TYPES.iter().position(|(n, _)| *n == qtype);
+        match t.filter(|_| usize::from(rcode) < FAST_RCODES.len()) {
+            Some(t) => {
+                self.fast[t * FAST_RCODES.len() + usize::from(rcode)].inc();
+                self.latency.observe(seconds);
+            }
+            None => {
+                let qtype = hickory_proto::rr::RecordType::from(qtype).to_string();
+                let rcode = hickory_proto::op::ResponseCode::from(0, rcode).to_string();
+                self.answered(&qtype, &rcode, seconds);
+            }
+        }
     }
 
     pub fn cache_hit(&self) {

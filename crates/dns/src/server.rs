@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, ResponseCode};
 
 use crate::answer::{answer, response, Outcome};
+use crate::fast::{parse, AnswerCache, Stored};
 use crate::forward::Forwarder;
 use crate::metrics::DnsMetrics;
 use crate::zone::Zone;
@@ -22,25 +23,27 @@ use crate::zone::Zone;
 const OUR_PAYLOAD: u16 = 1232;
 const MAX_TCP_CONNECTIONS: usize = 256;
 
-/// The zone in use; replaced whole when the cluster changes.
+/// The zone in use, with the answers already given from it; both are
+/// replaced whole when the cluster changes.
 #[derive(Clone)]
-pub struct SharedZone(Arc<RwLock<Arc<Zone>>>);
+pub struct SharedZone(Arc<RwLock<(Arc<Zone>, Arc<AnswerCache>)>>);
 
 impl SharedZone {
     pub fn new(zone: Zone) -> SharedZone {
-        SharedZone(Arc::new(RwLock::new(Arc::new(zone))))
+        SharedZone(Arc::new(RwLock::new((Arc::new(zone), Arc::new(AnswerCache::default())))))
     }
 
     pub fn get(&self) -> Arc<Zone> {
-        self.0
-            .read()
-            .map(|z| z.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.current().0
+    }
+
+    fn current(&self) -> (Arc<Zone>, Arc<AnswerCache>) {
+        self.0.read().map(|z| z.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn swap(&self, zone: Zone) {
         let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(zone);
+        *guard = (Arc::new(zone), Arc::new(AnswerCache::default()));
     }
 }
 
@@ -205,9 +208,19 @@ pub fn decide(zone: &Zone, packet: &[u8]) -> Decision {
     }
 }
 
+fn without_edns(m: &Message) -> Message {
+    let mut m = m.clone();
+    m.edns = None;
+    m
+}
+
 /// Parse and answer, or say it must be forwarded.
 fn handle(shared: &Shared, packet: &[u8]) -> Result<(Message, Option<Message>), Option<Vec<u8>>> {
-    match decide(&shared.zone.get(), packet) {
+    handle_with(&shared.zone.get(), shared, packet)
+}
+
+fn handle_with(zone: &Zone, shared: &Shared, packet: &[u8]) -> Result<(Message, Option<Message>), Option<Vec<u8>>> {
+    match decide(zone, packet) {
         Decision::Reply(q, m) => Ok((q, Some(m))),
         Decision::Forward(q) if shared.forwarder.has_no_upstreams() => {
             let m = response(&q, ResponseCode::ServFail);
@@ -227,9 +240,27 @@ fn udp_loop(socket: &UdpSocket, shared: &Shared, jobs: &SyncSender<Job>, stop: &
             Err(_) => continue,
         };
         let started = Instant::now();
-        match handle(shared, &buf[..n]) {
+        let packet = &buf[..n];
+        let quick = parse(packet);
+        let (zone, cache) = shared.zone.current();
+        if let Some(q) = &quick {
+            if let Some(bytes) = cache.get(q.question).and_then(|s| s.answer(q)) {
+                let _ = socket.send_to(&bytes, client);
+                shared.metrics.answered_fast(q.qtype, bytes[3] & 0x0f, started.elapsed().as_secs_f64());
+                continue;
+            }
+        }
+        match handle_with(&zone, shared, packet) {
             Ok((query, Some(m))) => {
                 record(shared, &query, &m, started);
+                // Keep plain answers for the next identical question.
+                if let Some(q) = &quick {
+                    if let Ok(wire) = without_edns(&m).to_vec() {
+                        if let Some(stored) = Stored::from_wire(&wire, q.question.len()) {
+                            cache.put(q.question, stored);
+                        }
+                    }
+                }
                 if let Some(bytes) = encode(&query, m, udp_limit(&query)) {
                     let _ = socket.send_to(&bytes, client);
                 }

@@ -596,3 +596,38 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut text).unwrap();
     text
 }
+
+#[test]
+fn repeated_questions_get_the_same_answers_with_their_own_ids() {
+    // The second and later identical questions are answered from stored
+    // wire bytes: ids, flags, EDNS and size limits must still be right.
+    let dns = start(None);
+    for (name, qtype) in [
+        ("web.default.svc.cluster.local.", RecordType::A),
+        ("_http._tcp.maker.default.svc.cluster.local.", RecordType::SRV),
+        ("nope.default.svc.cluster.local.", RecordType::A),
+        ("my-exter.dev.svc.cluster.local.", RecordType::A),
+    ] {
+        let reference = tcp(dns.addr, &question(name, qtype, false));
+        for round in 0..5u16 {
+            for edns in [false, true] {
+                let mut q = question(name, qtype, edns);
+                q.metadata.id = 1000 + round * 2 + u16::from(edns);
+                q.metadata.recursion_desired = round % 2 == 0;
+                let m = udp(dns.addr, &q);
+                assert_eq!(m.metadata.id, q.metadata.id);
+                assert_eq!(m.metadata.recursion_desired, q.metadata.recursion_desired);
+                assert_eq!(m.metadata.response_code, reference.metadata.response_code, "{name}");
+                assert_eq!(m.answers, reference.answers, "{name} round {round}");
+                assert_eq!(m.authorities.len(), reference.authorities.len());
+                assert_eq!(m.edns.is_some(), edns, "OPT only when asked with OPT");
+            }
+        }
+    }
+    // Stored big answers still truncate for clients without EDNS.
+    let big = question("many.default.svc.cluster.local.", RecordType::A, true);
+    assert_eq!(udp(dns.addr, &big).answers.len(), 60);
+    assert_eq!(udp(dns.addr, &big).answers.len(), 60);
+    let small = udp(dns.addr, &question("many.default.svc.cluster.local.", RecordType::A, false));
+    assert!(small.metadata.truncation);
+}
