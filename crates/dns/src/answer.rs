@@ -6,7 +6,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::zone::{Records, Zone};
+use crate::zone::{Records, Rr, Zone};
 
 /// What to do with a query.
 pub enum Outcome {
@@ -62,7 +62,7 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let reverse = name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa");
-    if !(zone.is_cluster_name(&name) || reverse && zone.names.contains_key(&name)) {
+    if !(zone.is_cluster_name(&name) || reverse && zone.names.contains_key(name.as_str())) {
         return Outcome::Forward;
     }
 
@@ -73,19 +73,13 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
 
     if let Some(ip) = zone.pod_address(&name) {
         let records = match ip {
-            IpAddr::V4(v4) => Records {
-                a: vec![v4],
-                ..Default::default()
-            },
-            IpAddr::V6(v6) => Records {
-                aaaa: vec![v6],
-                ..Default::default()
-            },
+            IpAddr::V4(v4) => Records::new(vec![Rr::A(v4)]),
+            IpAddr::V6(v6) => Records::new(vec![Rr::Aaaa(v6)]),
         };
         add_records(zone, &mut m, &owner, &records, qtype, ttl);
         return Outcome::Answer(m);
     }
-    let Some(records) = zone.names.get(&name) else {
+    let Some(records) = zone.names.get(name.as_str()) else {
         m.metadata.response_code = ResponseCode::NXDomain;
         m.authorities.extend(soa(zone));
         return Outcome::Answer(m);
@@ -111,11 +105,7 @@ fn add_records(
     let mut owner = owner.clone();
     let mut records = records;
     for _ in 0..8 {
-        let Some(target) = records
-            .cname
-            .as_ref()
-            .filter(|_| qtype != RecordType::CNAME)
-        else {
+        let Some(target) = records.cname().filter(|_| qtype != RecordType::CNAME) else {
             break;
         };
         let Some(target_name) = fqdn(target) else {
@@ -126,7 +116,7 @@ fn add_records(
             ttl,
             RData::CNAME(CNAME(target_name.clone())),
         ));
-        match zone.names.get(&target.to_ascii_lowercase()) {
+        match zone.names.get(target.to_ascii_lowercase().as_str()) {
             // The target is ours too: answer it as well.
             Some(next) => {
                 owner = target_name;
@@ -145,35 +135,31 @@ fn add_records(
     match qtype {
         RecordType::A => m.answers.extend(
             records
-                .a
-                .iter()
-                .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip)))),
+                .a()
+                .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(ip)))),
         ),
         RecordType::AAAA => m.answers.extend(
             records
-                .aaaa
-                .iter()
-                .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*ip)))),
+                .aaaa()
+                .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip)))),
         ),
-        RecordType::TXT => m.answers.extend(records.txt.iter().map(|t| {
-            Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(vec![t.clone()])))
+        RecordType::TXT => m.answers.extend(records.txt().map(|t| {
+            Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(vec![t.to_owned()])))
         })),
         RecordType::PTR => m.answers.extend(
             records
-                .ptr
-                .iter()
-                .filter_map(|t| fqdn(t))
+                .ptr()
+                .filter_map(fqdn)
                 .map(|t| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(t)))),
         ),
         RecordType::CNAME => m.answers.extend(
             records
-                .cname
-                .iter()
-                .filter_map(|t| fqdn(t))
+                .cname()
+                .and_then(fqdn)
                 .map(|t| Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(t)))),
         ),
         RecordType::SRV => {
-            for srv in &records.srv {
+            for srv in records.srv() {
                 let Some(target) = fqdn(&srv.target) else {
                     continue;
                 };
@@ -183,14 +169,14 @@ fn add_records(
                     RData::SRV(SRV::new(srv.priority, srv.weight, srv.port, target.clone())),
                 ));
                 // The target's addresses, so that no second query is needed.
-                if let Some(t) = zone.names.get(&srv.target) {
+                if let Some(t) = zone.names.get(&*srv.target) {
                     m.additionals.extend(
-                        t.a.iter()
-                            .map(|ip| Record::from_rdata(target.clone(), ttl, RData::A(A(*ip)))),
+                        t.a()
+                            .map(|ip| Record::from_rdata(target.clone(), ttl, RData::A(A(ip)))),
                     );
                     m.additionals.extend(
-                        t.aaaa.iter().map(|ip| {
-                            Record::from_rdata(target.clone(), ttl, RData::AAAA(AAAA(*ip)))
+                        t.aaaa().map(|ip| {
+                            Record::from_rdata(target.clone(), ttl, RData::AAAA(AAAA(ip)))
                         }),
                     );
                 }
@@ -213,15 +199,15 @@ fn add_records(
 
 /// RFC 8482: answer ANY with one RRset, not everything.
 fn minimal_any(records: &Records) -> RecordType {
-    if !records.a.is_empty() {
+    if records.a().next().is_some() {
         RecordType::A
-    } else if !records.aaaa.is_empty() {
+    } else if records.aaaa().next().is_some() {
         RecordType::AAAA
-    } else if !records.srv.is_empty() {
+    } else if records.srv().next().is_some() {
         RecordType::SRV
-    } else if !records.txt.is_empty() {
+    } else if records.txt().next().is_some() {
         RecordType::TXT
-    } else if !records.ptr.is_empty() {
+    } else if records.ptr().next().is_some() {
         RecordType::PTR
     } else {
         RecordType::HINFO

@@ -63,7 +63,13 @@ pub fn parse(p: &[u8]) -> Option<Quick<'_>> {
     if at != p.len() {
         return None;
     }
-    Some(Quick { id: [p[0], p[1]], recursion_desired: flags & 0x0100 != 0, question, qtype, edns })
+    Some(Quick {
+        id: [p[0], p[1]],
+        recursion_desired: flags & 0x0100 != 0,
+        question,
+        qtype,
+        edns,
+    })
 }
 
 /// A stored answer: header bits and counts, and the records after the question.
@@ -85,7 +91,11 @@ impl Stored {
         if count(10) != 0 {
             return None; // an OPT or other additional we did not expect to reuse
         }
-        Some(Stored { flags: [bytes[2] & !0x01, bytes[3]], counts: [count(6), count(8), count(10)], records: bytes[12 + question_len..].to_vec() })
+        Some(Stored {
+            flags: [bytes[2] & !0x01, bytes[3]],
+            counts: [count(6), count(8), count(10)],
+            records: bytes[12 + question_len..].to_vec(),
+        })
     }
 
     /// The answer to `q`, or `None` when it would not fit its size limit

@@ -16,7 +16,7 @@ pub use answer::{answer, Outcome};
 pub use forward::{resolv_conf_upstreams, Forwarder};
 pub use metrics::DnsMetrics;
 pub use server::{decide, encode, udp_limit, Decision, DnsServer, SharedZone};
-pub use zone::{dashed, reverse_name, Records, Srv, Zone};
+pub use zone::{dashed, reverse_name, Records, Rr, Srv, Zone};
 
 #[cfg(test)]
 mod fuzz {
@@ -33,10 +33,7 @@ mod fuzz {
         };
         zone.names.insert(
             "web.default.svc.cluster.local".into(),
-            Records {
-                a: vec!["10.96.0.20".parse().unwrap()],
-                ..Default::default()
-            },
+            Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
         );
         zone
     }

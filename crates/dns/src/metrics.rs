@@ -16,8 +16,24 @@ struct QueryLabels {
 
 /// Counters of the common (type, rcode) pairs, looked up without building
 /// label strings: the fast path counts every query.
-const FAST_TYPES: [(u16, &str); 8] = [(1, "A"), (28, "AAAA"), (33, "SRV"), (12, "PTR"), (16, "TXT"), (5, "CNAME"), (6, "SOA"), (255, "ANY")];
-const FAST_RCODES: [&str; 6] = ["No Error", "Form Error", "Server Failure", "Non-Existent Domain", "Not Implemented", "Query Refused"];
+const FAST_TYPES: [(u16, &str); 8] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (12, "PTR"),
+    (16, "TXT"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (255, "ANY"),
+];
+const FAST_RCODES: [&str; 6] = [
+    "No Error",
+    "Form Error",
+    "Server Failure",
+    "Non-Existent Domain",
+    "Not Implemented",
+    "Query Refused",
+];
 
 pub struct DnsMetrics {
     registry: Registry,
@@ -65,10 +81,25 @@ impl Default for DnsMetrics {
         let mut fast = Vec::new();
         for (_, t) in FAST_TYPES {
             for r in FAST_RCODES {
-                fast.push(queries.get_or_create(&QueryLabels { qtype: t.to_owned(), rcode: r.to_owned() }).clone());
+                fast.push(
+                    queries
+                        .get_or_create(&QueryLabels {
+                            qtype: t.to_owned(),
+                            rcode: r.to_owned(),
+                        })
+                        .clone(),
+                );
             }
         }
-        DnsMetrics { registry, queries, latency, cache_hits, cache_misses, upstream_errors, fast }
+        DnsMetrics {
+            registry,
+            queries,
+            latency,
+            cache_hits,
+            cache_misses,
+            upstream_errors,
+            fast,
+        }
     }
 }
 

@@ -30,7 +30,10 @@ pub struct SharedZone(Arc<RwLock<(Arc<Zone>, Arc<AnswerCache>)>>);
 
 impl SharedZone {
     pub fn new(zone: Zone) -> SharedZone {
-        SharedZone(Arc::new(RwLock::new((Arc::new(zone), Arc::new(AnswerCache::default())))))
+        SharedZone(Arc::new(RwLock::new((
+            Arc::new(zone),
+            Arc::new(AnswerCache::default()),
+        ))))
     }
 
     pub fn get(&self) -> Arc<Zone> {
@@ -38,7 +41,10 @@ impl SharedZone {
     }
 
     fn current(&self) -> (Arc<Zone>, Arc<AnswerCache>) {
-        self.0.read().map(|z| z.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.0
+            .read()
+            .map(|z| z.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn swap(&self, zone: Zone) {
@@ -219,7 +225,11 @@ fn handle(shared: &Shared, packet: &[u8]) -> Result<(Message, Option<Message>), 
     handle_with(&shared.zone.get(), shared, packet)
 }
 
-fn handle_with(zone: &Zone, shared: &Shared, packet: &[u8]) -> Result<(Message, Option<Message>), Option<Vec<u8>>> {
+fn handle_with(
+    zone: &Zone,
+    shared: &Shared,
+    packet: &[u8],
+) -> Result<(Message, Option<Message>), Option<Vec<u8>>> {
     match decide(zone, packet) {
         Decision::Reply(q, m) => Ok((q, Some(m))),
         Decision::Forward(q) if shared.forwarder.has_no_upstreams() => {
@@ -246,7 +256,11 @@ fn udp_loop(socket: &UdpSocket, shared: &Shared, jobs: &SyncSender<Job>, stop: &
         if let Some(q) = &quick {
             if let Some(bytes) = cache.get(q.question).and_then(|s| s.answer(q)) {
                 let _ = socket.send_to(&bytes, client);
-                shared.metrics.answered_fast(q.qtype, bytes[3] & 0x0f, started.elapsed().as_secs_f64());
+                shared.metrics.answered_fast(
+                    q.qtype,
+                    bytes[3] & 0x0f,
+                    started.elapsed().as_secs_f64(),
+                );
                 continue;
             }
         }

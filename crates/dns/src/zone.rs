@@ -17,29 +17,74 @@ pub struct Srv {
     pub weight: u16,
     pub port: u16,
     /// Lowercase, without the trailing dot.
-    pub target: String,
+    pub target: Box<str>,
 }
 
-/// The records of one name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Records {
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
-    pub srv: Vec<Srv>,
-    pub ptr: Vec<String>,
-    pub txt: Vec<String>,
+/// One record's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rr {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv(Srv),
+    Ptr(Box<str>),
+    Txt(Box<str>),
     /// ExternalName target (as written, without the trailing dot).
-    pub cname: Option<String>,
+    Cname(Box<str>),
 }
+
+/// The records of one name, packed: a zone holds hundreds of thousands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records(Box<[Rr]>);
 
 impl Records {
+    pub fn new(rrs: Vec<Rr>) -> Records {
+        Records(rrs.into_boxed_slice())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.a.is_empty()
-            && self.aaaa.is_empty()
-            && self.srv.is_empty()
-            && self.ptr.is_empty()
-            && self.txt.is_empty()
-            && self.cname.is_none()
+        self.0.is_empty()
+    }
+
+    pub fn a(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.0.iter().filter_map(|r| match r {
+            Rr::A(ip) => Some(*ip),
+            _ => None,
+        })
+    }
+
+    pub fn aaaa(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.0.iter().filter_map(|r| match r {
+            Rr::Aaaa(ip) => Some(*ip),
+            _ => None,
+        })
+    }
+
+    pub fn srv(&self) -> impl Iterator<Item = &Srv> + '_ {
+        self.0.iter().filter_map(|r| match r {
+            Rr::Srv(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    pub fn ptr(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.iter().filter_map(|r| match r {
+            Rr::Ptr(s) => Some(&**s),
+            _ => None,
+        })
+    }
+
+    pub fn txt(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.iter().filter_map(|r| match r {
+            Rr::Txt(s) => Some(&**s),
+            _ => None,
+        })
+    }
+
+    pub fn cname(&self) -> Option<&str> {
+        self.0.iter().find_map(|r| match r {
+            Rr::Cname(s) => Some(&**s),
+            _ => None,
+        })
     }
 }
 
@@ -51,9 +96,9 @@ pub struct Zone {
     pub ttl: u32,
     /// Serial for the SOA: changes with every rebuild.
     pub serial: u32,
-    /// Lowercase names without the trailing dot. A name with empty records
+    /// Lowercase names without the trailing dot. A name with no records
     /// exists (it has names below it): asked for, it is NODATA, not NXDOMAIN.
-    pub names: HashMap<String, Records>,
+    pub names: HashMap<Box<str>, Records>,
 }
 
 /// `10.244.1.2` → `10-244-1-2`; IPv6 with `-` for `:`.
@@ -82,67 +127,14 @@ pub fn reverse_name(ip: &IpAddr) -> String {
     }
 }
 
-impl Zone {
-    /// Build the zone for `domain` from `state`.
-    pub fn build(state: &ClusterState, domain: &str, ttl: u32, serial: u32) -> Zone {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut zone = Zone {
-            domain: domain.clone(),
-            ttl,
-            serial,
-            names: HashMap::new(),
-        };
-        zone.entry(&format!("dns-version.{domain}"))
-            .txt
-            .push("1.1.0".into());
-        let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-        for slice in state.endpoint_slices.iter() {
-            let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-            else {
-                continue;
-            };
-            slices
-                .entry((
-                    slice.metadata.namespace.as_deref().unwrap_or_default(),
-                    svc.as_str(),
-                ))
-                .or_default()
-                .push(slice);
-        }
-        for service in state.services.iter() {
-            let ns = service.metadata.namespace.as_deref().unwrap_or_default();
-            let name = service.metadata.name.as_deref().unwrap_or_default();
-            let svc_slices = slices
-                .get(&(ns, name))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            zone.add_service(service, svc_slices);
-        }
-        // Every ancestor of a name exists too (RFC 8020: NXDOMAIN means
-        // nothing below), up to the cluster domain.
-        let names: Vec<String> = zone.names.keys().cloned().collect();
-        for name in names {
-            let mut rest = name.as_str();
-            while let Some((_, parent)) = rest.split_once('.') {
-                if !parent.ends_with(&domain) {
-                    break;
-                }
-                zone.names.entry(parent.to_owned()).or_default();
-                if parent == domain {
-                    break;
-                }
-                rest = parent;
-            }
-        }
-        zone.names.entry(domain.clone()).or_default();
-        zone
-    }
+/// A zone being built: records still growing.
+struct Builder {
+    domain: String,
+    names: HashMap<String, Vec<Rr>>,
+}
 
-    fn entry(&mut self, name: &str) -> &mut Records {
+impl Builder {
+    fn entry(&mut self, name: &str) -> &mut Vec<Rr> {
         self.names.entry(name.to_ascii_lowercase()).or_default()
     }
 
@@ -153,33 +145,35 @@ impl Zone {
         let base = format!("{name}.{ns}.svc.{}", self.domain).to_ascii_lowercase();
         if spec.type_.as_deref() == Some("ExternalName") {
             if let Some(target) = &spec.external_name {
-                self.entry(&base).cname = Some(target.trim_end_matches('.').to_owned());
+                self.entry(&base)
+                    .push(Rr::Cname(target.trim_end_matches('.').into()));
             }
             return;
         }
         let headless = spec.cluster_ip.as_deref() == Some("None");
         let ports = spec.ports.clone().unwrap_or_default();
+        self.entry(&base);
         if !headless {
-            let ips: Vec<IpAddr> = spec
+            let mut seen: Vec<IpAddr> = Vec::new();
+            for ip in spec
                 .cluster_ips
                 .iter()
                 .flatten()
                 .chain(spec.cluster_ip.iter())
-                .filter_map(|ip| ip.parse().ok())
-                .collect();
-            let mut seen = Vec::new();
-            for ip in ips {
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            {
                 if seen.contains(&ip) {
                     continue;
                 }
                 seen.push(ip);
-                match ip {
-                    IpAddr::V4(v4) => self.entry(&base).a.push(v4),
-                    IpAddr::V6(v6) => self.entry(&base).aaaa.push(v6),
-                }
-                self.entry(&reverse_name(&ip)).ptr.push(base.clone());
+                let rr = match ip {
+                    IpAddr::V4(v4) => Rr::A(v4),
+                    IpAddr::V6(v6) => Rr::Aaaa(v6),
+                };
+                self.entry(&base).push(rr);
+                self.entry(&reverse_name(&ip))
+                    .push(Rr::Ptr(base.as_str().into()));
             }
-            self.entry(&base);
             for port in &ports {
                 let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
                     continue;
@@ -189,31 +183,30 @@ impl Zone {
                     .as_deref()
                     .unwrap_or("TCP")
                     .to_ascii_lowercase();
-                let srv_name = format!("_{port_name}._{proto}.{base}").to_ascii_lowercase();
-                self.entry(&srv_name).srv.push(Srv {
+                let srv_name = format!("_{port_name}._{proto}.{base}");
+                let srv = Srv {
                     priority: 0,
                     weight: 100,
                     port: port.port as u16,
-                    target: base.clone(),
-                });
+                    target: base.as_str().into(),
+                };
+                self.entry(&srv_name).push(Rr::Srv(srv));
             }
             return;
         }
 
-        // Headless: the ready endpoints themselves.
-        self.entry(&base);
+        // Headless: the ready endpoints themselves. EndpointSlices already
+        // mark not-ready endpoints ready when the Service publishes them.
         let mut endpoints: BTreeMap<IpAddr, String> = BTreeMap::new();
         let mut srv: BTreeMap<String, Vec<(u16, String)>> = BTreeMap::new();
         for slice in slices {
             for endpoint in &slice.endpoints {
-                // EndpointSlices already mark not-ready endpoints ready when
-                // the Service publishes them.
-                let ready = endpoint
+                if !endpoint
                     .conditions
                     .as_ref()
                     .and_then(|c| c.ready)
-                    .unwrap_or(true);
-                if !ready {
+                    .unwrap_or(true)
+                {
                     continue;
                 }
                 for address in &endpoint.addresses {
@@ -247,33 +240,99 @@ impl Zone {
             }
         }
         for (ip, host_name) in &endpoints {
-            match ip {
-                IpAddr::V4(v4) => {
-                    self.entry(&base).a.push(*v4);
-                    self.entry(host_name).a.push(*v4);
-                }
-                IpAddr::V6(v6) => {
-                    self.entry(&base).aaaa.push(*v6);
-                    self.entry(host_name).aaaa.push(*v6);
-                }
-            }
-            self.entry(&reverse_name(ip)).ptr.push(host_name.clone());
+            let rr = match ip {
+                IpAddr::V4(v4) => Rr::A(*v4),
+                IpAddr::V6(v6) => Rr::Aaaa(*v6),
+            };
+            self.entry(&base).push(rr.clone());
+            self.entry(host_name).push(rr);
+            self.entry(&reverse_name(ip))
+                .push(Rr::Ptr(host_name.as_str().into()));
         }
         for (srv_name, targets) in srv {
             // CoreDNS spreads the weight: 100 split over the targets.
             let weight = (100 / targets.len().max(1)).max(1) as u16;
-            let records = &mut self.entry(&srv_name).srv;
+            let records = self.entry(&srv_name);
             for (port, target) in targets {
-                let record = Srv {
+                let record = Rr::Srv(Srv {
                     priority: 0,
                     weight,
                     port,
-                    target,
-                };
+                    target: target.into(),
+                });
                 if !records.contains(&record) {
                     records.push(record);
                 }
             }
+        }
+    }
+}
+
+impl Zone {
+    /// Build the zone for `domain` from `state`.
+    pub fn build(state: &ClusterState, domain: &str, ttl: u32, serial: u32) -> Zone {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut b = Builder {
+            domain: domain.clone(),
+            names: HashMap::new(),
+        };
+        b.entry(&format!("dns-version.{domain}"))
+            .push(Rr::Txt("1.1.0".into()));
+        let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in state.endpoint_slices.iter() {
+            let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+            else {
+                continue;
+            };
+            slices
+                .entry((
+                    slice.metadata.namespace.as_deref().unwrap_or_default(),
+                    svc.as_str(),
+                ))
+                .or_default()
+                .push(slice);
+        }
+        for service in state.services.iter() {
+            let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+            let name = service.metadata.name.as_deref().unwrap_or_default();
+            let svc_slices = slices
+                .get(&(ns, name))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            b.add_service(service, svc_slices);
+        }
+        // Every ancestor of a name exists too (RFC 8020: NXDOMAIN means
+        // nothing below), up to the cluster domain.
+        let names: Vec<String> = b.names.keys().cloned().collect();
+        for name in names {
+            let mut rest = name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                if !parent.ends_with(&domain) {
+                    break;
+                }
+                b.names.entry(parent.to_owned()).or_default();
+                if parent == domain {
+                    break;
+                }
+                rest = parent;
+            }
+        }
+        b.names.entry(domain.clone()).or_default();
+        let mut names: HashMap<Box<str>, Records> = b
+            .names
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), Records::new(v)))
+            .collect();
+        names.shrink_to_fit();
+        Zone {
+            domain,
+            ttl,
+            serial,
+            names,
         }
     }
 

@@ -64,10 +64,7 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
     // The zone is all the server keeps: Service addresses are derived from
     // names, so reloading without the previous snapshot gives the same ones.
-    let zone = {
-        let state = load(&args.manifests, &config, None)?;
-        SharedZone::new(Zone::build(&state, &domain, args.ttl, serial()))
-    };
+    let zone = SharedZone::new(build_zone(&args.manifests, &config, &domain, args.ttl)?);
     let metrics = Arc::new(DnsMetrics::default());
     let forwarder = Forwarder::new(
         upstreams.clone(),
@@ -130,10 +127,8 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             continue;
         }
         last = now;
-        match load(&args.manifests, &config, None) {
-            Ok(state) => {
-                let fresh = Zone::build(&state, &domain, args.ttl, serial());
-                drop(state);
+        match build_zone(&args.manifests, &config, &domain, args.ttl) {
+            Ok(fresh) => {
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
                 release_freed_memory();
@@ -141,6 +136,34 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             Err(e) => tracing::error!("{e}; keeping the current zone"),
         }
     }
+}
+
+/// Read the manifests and build the zone on a thread of its own: its
+/// garbage (hundreds of megabytes for a big cluster) stays in that thread's
+/// allocator arena, and the zone is copied out compactly into ours.
+fn build_zone(
+    manifests: &crate::cli::ManifestArgs,
+    config: &ClusterConfig,
+    domain: &str,
+    ttl: u32,
+) -> Result<Zone, Error> {
+    let (manifests, config, domain) = (
+        crate::cli::ManifestArgs {
+            files: manifests.files.clone(),
+        },
+        config.clone(),
+        domain.to_owned(),
+    );
+    let built = std::thread::spawn(move || -> Result<Zone, Error> {
+        let state = load(&manifests, &config, None)?;
+        Ok(Zone::build(&state, &domain, ttl, serial()))
+    })
+    .join()
+    .map_err(|_| Error::Output("the zone builder panicked".into()))??;
+    let compact = built.clone();
+    drop(built);
+    release_freed_memory();
+    Ok(compact)
 }
 
 /// Reading manifests makes garbage by the hundred megabytes at scale; hand

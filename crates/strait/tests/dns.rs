@@ -604,7 +604,10 @@ fn repeated_questions_get_the_same_answers_with_their_own_ids() {
     let dns = start(None);
     for (name, qtype) in [
         ("web.default.svc.cluster.local.", RecordType::A),
-        ("_http._tcp.maker.default.svc.cluster.local.", RecordType::SRV),
+        (
+            "_http._tcp.maker.default.svc.cluster.local.",
+            RecordType::SRV,
+        ),
         ("nope.default.svc.cluster.local.", RecordType::A),
         ("my-exter.dev.svc.cluster.local.", RecordType::A),
     ] {
@@ -617,7 +620,10 @@ fn repeated_questions_get_the_same_answers_with_their_own_ids() {
                 let m = udp(dns.addr, &q);
                 assert_eq!(m.metadata.id, q.metadata.id);
                 assert_eq!(m.metadata.recursion_desired, q.metadata.recursion_desired);
-                assert_eq!(m.metadata.response_code, reference.metadata.response_code, "{name}");
+                assert_eq!(
+                    m.metadata.response_code, reference.metadata.response_code,
+                    "{name}"
+                );
                 assert_eq!(m.answers, reference.answers, "{name} round {round}");
                 assert_eq!(m.authorities.len(), reference.authorities.len());
                 assert_eq!(m.edns.is_some(), edns, "OPT only when asked with OPT");
@@ -628,6 +634,9 @@ fn repeated_questions_get_the_same_answers_with_their_own_ids() {
     let big = question("many.default.svc.cluster.local.", RecordType::A, true);
     assert_eq!(udp(dns.addr, &big).answers.len(), 60);
     assert_eq!(udp(dns.addr, &big).answers.len(), 60);
-    let small = udp(dns.addr, &question("many.default.svc.cluster.local.", RecordType::A, false));
+    let small = udp(
+        dns.addr,
+        &question("many.default.svc.cluster.local.", RecordType::A, false),
+    );
     assert!(small.metadata.truncation);
 }
