@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use strait_model::k8s_openapi::api::core::v1::Service;
 use strait_model::k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -16,8 +17,8 @@ pub struct Srv {
     pub priority: u16,
     pub weight: u16,
     pub port: u16,
-    /// Lowercase, without the trailing dot.
-    pub target: Box<str>,
+    /// Lowercase, without the trailing dot; shared with the name's own key.
+    pub target: Arc<str>,
 }
 
 /// One record's data.
@@ -26,7 +27,7 @@ pub enum Rr {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Srv(Srv),
-    Ptr(Box<str>),
+    Ptr(Arc<str>),
     Txt(Box<str>),
     /// ExternalName target (as written, without the trailing dot).
     Cname(Box<str>),
@@ -98,7 +99,7 @@ pub struct Zone {
     pub serial: u32,
     /// Lowercase names without the trailing dot. A name with no records
     /// exists (it has names below it): asked for, it is NODATA, not NXDOMAIN.
-    pub names: HashMap<Box<str>, Records>,
+    pub names: HashMap<Arc<str>, Records>,
 }
 
 /// `10.244.1.2` → `10-244-1-2`; IPv6 with `-` for `:`.
@@ -130,12 +131,27 @@ pub fn reverse_name(ip: &IpAddr) -> String {
 /// A zone being built: records still growing.
 struct Builder {
     domain: String,
-    names: HashMap<String, Vec<Rr>>,
+    names: HashMap<Arc<str>, Vec<Rr>>,
 }
 
 impl Builder {
+    /// The one shared copy of a (lowercase) name: keys, PTR and SRV targets
+    /// point to the same string.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        let name = name.to_ascii_lowercase();
+        match self.names.get_key_value(name.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = name.into();
+                self.names.insert(k.clone(), Vec::new());
+                k
+            }
+        }
+    }
+
     fn entry(&mut self, name: &str) -> &mut Vec<Rr> {
-        self.names.entry(name.to_ascii_lowercase()).or_default()
+        let key = self.intern(name);
+        self.names.get_mut(&key).expect("interned")
     }
 
     fn add_service(&mut self, service: &Service, slices: &[&EndpointSlice]) {
@@ -307,31 +323,61 @@ impl Zone {
         }
         // Every ancestor of a name exists too (RFC 8020: NXDOMAIN means
         // nothing below), up to the cluster domain.
-        let names: Vec<String> = b.names.keys().cloned().collect();
+        let names: Vec<Arc<str>> = b.names.keys().cloned().collect();
         for name in names {
-            let mut rest = name.as_str();
+            let mut rest = &*name;
             while let Some((_, parent)) = rest.split_once('.') {
                 if !parent.ends_with(&domain) {
                     break;
                 }
-                b.names.entry(parent.to_owned()).or_default();
+                b.intern(parent);
                 if parent == domain {
                     break;
                 }
                 rest = parent;
             }
         }
-        b.names.entry(domain.clone()).or_default();
-        let mut names: HashMap<Box<str>, Records> = b
+        b.intern(&domain.clone());
+        let mut names: HashMap<Arc<str>, Records> = b
             .names
             .into_iter()
-            .map(|(k, v)| (k.into_boxed_str(), Records::new(v)))
+            .map(|(k, v)| (k, Records::new(v)))
             .collect();
         names.shrink_to_fit();
         Zone {
             domain,
             ttl,
             serial,
+            names,
+        }
+    }
+
+    /// A deep copy made of fresh allocations (strings still shared within
+    /// it): how a zone built on another thread moves into this one's memory.
+    pub fn compact(&self) -> Zone {
+        fn own<'z>(strings: &mut HashMap<&'z str, Arc<str>>, s: &'z str) -> Arc<str> {
+            strings.entry(s).or_insert_with(|| Arc::from(s)).clone()
+        }
+        let mut strings: HashMap<&str, Arc<str>> = HashMap::with_capacity(self.names.len());
+        let mut names = HashMap::with_capacity(self.names.len());
+        for (k, v) in &self.names {
+            let rrs: Vec<Rr> =
+                v.0.iter()
+                    .map(|r| match r {
+                        Rr::Ptr(t) => Rr::Ptr(own(&mut strings, t)),
+                        Rr::Srv(srv) => Rr::Srv(Srv {
+                            target: own(&mut strings, &srv.target),
+                            ..srv.clone()
+                        }),
+                        other => other.clone(),
+                    })
+                    .collect();
+            names.insert(own(&mut strings, k), Records::new(rrs));
+        }
+        Zone {
+            domain: self.domain.clone(),
+            ttl: self.ttl,
+            serial: self.serial,
             names,
         }
     }

@@ -160,7 +160,7 @@ fn build_zone(
     })
     .join()
     .map_err(|_| Error::Output("the zone builder panicked".into()))??;
-    let compact = built.clone();
+    let compact = built.compact();
     drop(built);
     release_freed_memory();
     Ok(compact)
