@@ -6,7 +6,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::zone::{Records, Rr, Zone};
+use crate::zone::{parse_reverse, Records, Rr, Zone};
 
 /// What to do with a query.
 pub enum Outcome {
@@ -61,8 +61,8 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
         .to_ascii()
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let reverse = name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa");
-    if !(zone.is_cluster_name(&name) || reverse && zone.names.contains_key(name.as_str())) {
+    let reverse = parse_reverse(&name).and_then(|ip| zone.reverse.get(&ip));
+    if !zone.is_cluster_name(&name) && reverse.is_none() {
         return Outcome::Forward;
     }
 
@@ -71,6 +71,19 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
     let owner = q.name().clone();
     let ttl = zone.ttl;
 
+    if let Some(targets) = reverse {
+        if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            m.answers.extend(
+                targets
+                    .iter()
+                    .filter_map(|t| fqdn(t))
+                    .map(|t| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(t)))),
+            );
+        } else {
+            m.authorities.extend(soa(zone));
+        }
+        return Outcome::Answer(m);
+    }
     if let Some(ip) = zone.pod_address(&name) {
         let records = match ip {
             IpAddr::V4(v4) => Records::new(vec![Rr::A(v4)]),
@@ -146,12 +159,6 @@ fn add_records(
         RecordType::TXT => m.answers.extend(records.txt().map(|t| {
             Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(vec![t.to_owned()])))
         })),
-        RecordType::PTR => m.answers.extend(
-            records
-                .ptr()
-                .filter_map(fqdn)
-                .map(|t| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(t)))),
-        ),
         RecordType::CNAME => m.answers.extend(
             records
                 .cname()
@@ -207,8 +214,6 @@ fn minimal_any(records: &Records) -> RecordType {
         RecordType::SRV
     } else if records.txt().next().is_some() {
         RecordType::TXT
-    } else if records.ptr().next().is_some() {
-        RecordType::PTR
     } else {
         RecordType::HINFO
     }

@@ -16,7 +16,7 @@ pub use answer::{answer, Outcome};
 pub use forward::{resolv_conf_upstreams, Forwarder};
 pub use metrics::DnsMetrics;
 pub use server::{decide, encode, udp_limit, Decision, DnsServer, SharedZone};
-pub use zone::{dashed, reverse_name, Records, Rr, Srv, Zone};
+pub use zone::{dashed, parse_reverse, reverse_name, Records, Rr, Srv, Zone};
 
 #[cfg(test)]
 mod fuzz {

@@ -27,7 +27,6 @@ pub enum Rr {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Srv(Srv),
-    Ptr(Arc<str>),
     Txt(Box<str>),
     /// ExternalName target (as written, without the trailing dot).
     Cname(Box<str>),
@@ -67,13 +66,6 @@ impl Records {
         })
     }
 
-    pub fn ptr(&self) -> impl Iterator<Item = &str> + '_ {
-        self.0.iter().filter_map(|r| match r {
-            Rr::Ptr(s) => Some(&**s),
-            _ => None,
-        })
-    }
-
     pub fn txt(&self) -> impl Iterator<Item = &str> + '_ {
         self.0.iter().filter_map(|r| match r {
             Rr::Txt(s) => Some(&**s),
@@ -100,6 +92,9 @@ pub struct Zone {
     /// Lowercase names without the trailing dot. A name with no records
     /// exists (it has names below it): asked for, it is NODATA, not NXDOMAIN.
     pub names: HashMap<Arc<str>, Records>,
+    /// PTR targets by address: reverse names are derived from the address
+    /// asked for, not stored (they would double the zone's size).
+    pub reverse: HashMap<IpAddr, Box<[Arc<str>]>>,
 }
 
 /// `10.244.1.2` → `10-244-1-2`; IPv6 with `-` for `:`.
@@ -108,6 +103,30 @@ pub fn dashed(ip: &IpAddr) -> String {
         IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
         IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
     }
+}
+
+/// The address of a reverse name (`2.1.244.10.in-addr.arpa` → 10.244.1.2).
+pub fn parse_reverse(name: &str) -> Option<IpAddr> {
+    if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
+        let parts: Vec<&str> = rest.split('.').collect();
+        if parts.len() != 4 {
+            return None;
+        }
+        let octets: Option<Vec<u8>> = parts.iter().rev().map(|p| p.parse().ok()).collect();
+        let o = octets?;
+        return Some(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])));
+    }
+    let rest = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<&str> = rest.split('.').collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, n) in nibbles.iter().rev().enumerate() {
+        let v = u8::from_str_radix(n, 16).ok().filter(|_| n.len() == 1)?;
+        bytes[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(bytes)))
 }
 
 /// The reverse name of an address (`2.1.244.10.in-addr.arpa`).
@@ -132,6 +151,7 @@ pub fn reverse_name(ip: &IpAddr) -> String {
 struct Builder {
     domain: String,
     names: HashMap<Arc<str>, Vec<Rr>>,
+    reverse: HashMap<IpAddr, Vec<Arc<str>>>,
 }
 
 impl Builder {
@@ -187,8 +207,8 @@ impl Builder {
                     IpAddr::V6(v6) => Rr::Aaaa(v6),
                 };
                 self.entry(&base).push(rr);
-                self.entry(&reverse_name(&ip))
-                    .push(Rr::Ptr(base.as_str().into()));
+                let target = self.intern(&base);
+                self.reverse.entry(ip).or_default().push(target);
             }
             for port in &ports {
                 let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
@@ -262,8 +282,8 @@ impl Builder {
             };
             self.entry(&base).push(rr.clone());
             self.entry(host_name).push(rr);
-            self.entry(&reverse_name(ip))
-                .push(Rr::Ptr(host_name.as_str().into()));
+            let target = self.intern(host_name);
+            self.reverse.entry(*ip).or_default().push(target);
         }
         for (srv_name, targets) in srv {
             // CoreDNS spreads the weight: 100 split over the targets.
@@ -291,6 +311,7 @@ impl Zone {
         let mut b = Builder {
             domain: domain.clone(),
             names: HashMap::new(),
+            reverse: HashMap::new(),
         };
         b.entry(&format!("dns-version.{domain}"))
             .push(Rr::Txt("1.1.0".into()));
@@ -344,11 +365,17 @@ impl Zone {
             .map(|(k, v)| (k, Records::new(v)))
             .collect();
         names.shrink_to_fit();
+        let reverse = b
+            .reverse
+            .into_iter()
+            .map(|(ip, v)| (ip, v.into_boxed_slice()))
+            .collect();
         Zone {
             domain,
             ttl,
             serial,
             names,
+            reverse,
         }
     }
 
@@ -364,7 +391,6 @@ impl Zone {
             let rrs: Vec<Rr> =
                 v.0.iter()
                     .map(|r| match r {
-                        Rr::Ptr(t) => Rr::Ptr(own(&mut strings, t)),
                         Rr::Srv(srv) => Rr::Srv(Srv {
                             target: own(&mut strings, &srv.target),
                             ..srv.clone()
@@ -374,11 +400,17 @@ impl Zone {
                     .collect();
             names.insert(own(&mut strings, k), Records::new(rrs));
         }
+        let reverse = self
+            .reverse
+            .iter()
+            .map(|(ip, targets)| (*ip, targets.iter().map(|t| own(&mut strings, t)).collect()))
+            .collect();
         Zone {
             domain: self.domain.clone(),
             ttl: self.ttl,
             serial: self.serial,
             names,
+            reverse,
         }
     }
 
@@ -402,5 +434,28 @@ impl Zone {
             .parse::<Ipv6Addr>()
             .ok()
             .map(IpAddr::V6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn reverse_names_round_trip(v4 in any::<u32>(), v6 in any::<u128>()) {
+            for ip in [IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6))] {
+                prop_assert_eq!(parse_reverse(&reverse_name(&ip)), Some(ip));
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_reverse_names_are_not_addresses() {
+        assert_eq!(parse_reverse("1.2.3.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("256.2.3.4.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("1.ip6.arpa"), None);
+        assert_eq!(parse_reverse("example.org"), None);
     }
 }
