@@ -41,6 +41,128 @@ pub enum Command {
     /// names), reloads when the manifests change, and forwards other names to
     /// upstream servers with a cache.
     Dns(DnsArgs),
+
+    /// A whole cluster network on this machine: nodes and pods are network
+    /// namespaces, containers are host processes (images are recorded, not
+    /// pulled). Needs root.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create a lab, apply the manifests, wait until every pod is Ready.
+    Up(LabUpArgs),
+    /// Add or change objects in a running lab.
+    Apply(LabApplyArgs),
+    /// Remove objects from a running lab, by file or as KIND/NAME.
+    Delete(LabDeleteArgs),
+    /// Show nodes, pods, services or endpointslices, like kubectl get.
+    Get(LabGetArgs),
+    /// Run a command inside a pod (its network, hostname and resolv.conf).
+    Exec(LabExecArgs),
+    /// Print a pod's container output.
+    Logs(LabLogsArgs),
+    /// Remove every namespace, process and file of a lab.
+    Down(LabName),
+    /// (internal) The lab's controller process.
+    #[command(hide = true)]
+    Controller(LabName),
+}
+
+#[derive(Debug, Args)]
+pub struct LabName {
+    /// Which lab.
+    #[arg(long, default_value = "strait")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    /// How many nodes.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
+    /// How pod ranges of different nodes reach each other.
+    #[arg(long, value_enum, default_value_t = LabBackend::Vxlan)]
+    pub backend: LabBackend,
+    /// The pod network; each node gets a /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_cidr: String,
+    /// Where ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    /// How long to wait for every pod to be Ready, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Manifests to apply (file, directory or -). Repeat for more.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub files: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LabBackend {
+    Vxlan,
+    HostGw,
+}
+
+#[derive(Debug, Args)]
+pub struct LabApplyArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabDeleteArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub files: Vec<String>,
+    /// KIND/NAME, e.g. pod/web-1 or deployment/service-demo.
+    pub object: Option<String>,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabGetArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    /// Kinds, comma-separated: nodes, pods, services, endpointslices.
+    #[arg(default_value = "pods")]
+    pub kinds: String,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// wide, yaml or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabExecArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    pub pod: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabLogsArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+    pub pod: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
 }
 
 /// Where manifests come from; shared by every command that reads state.

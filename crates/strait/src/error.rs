@@ -10,6 +10,9 @@ pub enum Error {
     #[error(transparent)]
     Proxy(#[from] strait_proxy::Error),
 
+    #[error(transparent)]
+    Lab(#[from] strait_lab::Error),
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }

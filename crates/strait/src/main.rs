@@ -7,6 +7,7 @@ use clap::Parser;
 mod cli;
 mod dns;
 mod error;
+mod lab;
 mod proxy;
 mod render;
 
@@ -30,10 +31,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: cli::Cli) -> Result<(), Error> {
+    if let cli::Command::Lab(cli::LabCommand::Exec(args)) = &cli.command {
+        // The command's own exit code is ours.
+        std::process::exit(lab::exec(args)?);
+    }
     match cli.command {
         cli::Command::Render(args) => render::run(&args),
         cli::Command::Proxy(args) => proxy::run(&args),
         cli::Command::Dns(args) => dns::run(&args),
+        cli::Command::Lab(command) => lab::run(command),
     }
 }
 

@@ -1,0 +1,652 @@
+//! The lab's controller: one process per lab, running until `lab down`.
+//! Each round it reads the desired objects, runs the standalone controllers,
+//! starts and stops pods (namespace, CNI ADD/DEL, container processes),
+//! probes readiness, writes the cluster as it is, and hands it to every
+//! node's Service proxy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use strait_linux::NetNs;
+use strait_model::controllers::{self, ClusterConfig};
+use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
+use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use strait_model::{parse_str, ClusterState, Format, Object};
+use strait_proxy::{NodeContext, ServiceProxy};
+
+use crate::layout::{LabConfig, LabState, Layout, PodRecord};
+use crate::{net, Error, Result};
+
+const ROUND: Duration = Duration::from_millis(200);
+
+/// A pod the lab runs.
+struct Running {
+    record: PodRecord,
+    node: usize,
+    containers: Vec<(String, Option<Child>)>,
+    spec: Pod,
+    probe_ok: bool,
+    last_probe: Option<Instant>,
+    restart_after: Option<Instant>,
+}
+
+/// Run the controller of lab `name` until killed.
+pub fn run_controller(name: &str, strait: &Path) -> Result<()> {
+    let layout = Layout::new(name);
+    let config = layout.read_config()?;
+    let result = controller(&layout, &config, strait);
+    if let Err(e) = &result {
+        let mut state = layout.read_state();
+        state.error = Some(e.to_string());
+        let _ = Layout::write_atomic(
+            &layout.state(),
+            &serde_json::to_vec_pretty(&state).unwrap_or_default(),
+        );
+    }
+    result
+}
+
+fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> {
+    let nodes = net::build(layout, config)?;
+    tracing::info!(nodes = nodes.len(), backend = ?config.backend, "network built");
+    let cluster_config =
+        ClusterConfig::default().with_service_cidrs(&[config.service_cidr.clone()])?;
+    let proxies: Vec<Sender<Arc<ClusterState>>> = (0..config.nodes)
+        .map(|i| node_proxy(layout, config, i))
+        .collect();
+    let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
+    let mut previous: Option<ClusterState> = None;
+    let mut last_written = String::new();
+    loop {
+        let started = Instant::now();
+        let desired = desired_state(layout, config, strait)?;
+        let state0 = match controllers::reconcile(desired, previous.as_ref(), &cluster_config) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}; keeping the cluster as it is");
+                std::thread::sleep(ROUND);
+                continue;
+            }
+        };
+        // Pods that should run and do not yet; pods that run and should not.
+        let wanted: BTreeSet<(String, String)> = state0.pods.iter().map(|p| key_of(p)).collect();
+        let gone: Vec<(String, String)> = running
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(pod) = running.remove(&key) {
+                stop_pod(layout, config, strait, pod);
+            }
+        }
+        for pod in state0.pods.iter() {
+            let key = key_of(pod);
+            if running.contains_key(&key) {
+                continue;
+            }
+            match start_pod(layout, config, strait, pod, &running) {
+                Ok(r) => {
+                    tracing::info!(pod = %format!("{}/{}", key.0, key.1), node = %r.record.node, ip = %r.record.ip, "pod started");
+                    running.insert(key, r);
+                }
+                Err(e) => tracing::error!("pod {}/{}: {e}", key.0, key.1),
+            }
+        }
+        for pod in running.values_mut() {
+            supervise(layout, &nodes, pod);
+        }
+
+        // The cluster as it is: pods with their status, slices recomputed.
+        let mut actual = state0.clone();
+        for pod in running.values() {
+            actual.insert(Object::Pod(
+                with_status(&pod.spec, &pod.record, config).into(),
+            ));
+        }
+        let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
+        let list = serde_json::to_string(&actual.as_list()).unwrap_or_default();
+        if list != last_written {
+            Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
+            last_written = list;
+            let shared = Arc::new(actual.clone());
+            for p in &proxies {
+                let _ = p.send(shared.clone());
+            }
+        }
+        let state = LabState {
+            pods: running
+                .values()
+                .map(|r| {
+                    (
+                        format!("{}/{}", r.record.namespace, r.record.name),
+                        r.record.clone(),
+                    )
+                })
+                .collect(),
+            ready: running.values().all(|r| r.record.ready),
+            error: None,
+        };
+        Layout::write_atomic(
+            &layout.state(),
+            &serde_json::to_vec_pretty(&state).unwrap_or_default(),
+        )?;
+        previous = Some(actual);
+        if let Some(rest) = ROUND.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+fn key_of(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The Service proxy of node `i`: a thread inside the node's namespace,
+/// syncing whenever a new cluster state arrives.
+fn node_proxy(layout: &Layout, config: &LabConfig, i: usize) -> Sender<Arc<ClusterState>> {
+    let (tx, rx) = channel::<Arc<ClusterState>>();
+    let ns_path = format!("/run/netns/{}", layout.node_ns(i));
+    let ctx = NodeContext {
+        node_name: config.node_name(i),
+        node_ips: vec![IpAddr::V4(config.node_ip(i))],
+        cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
+    };
+    std::thread::spawn(move || {
+        let Ok(ns) = NetNs::open(&ns_path) else {
+            return;
+        };
+        let Ok(_inside) = ns.enter() else { return };
+        let mut proxy = ServiceProxy::new(ctx);
+        let mut last: Option<Arc<ClusterState>> = None;
+        while let Ok(mut state) = rx.recv() {
+            // Bursts coalesce: only the newest state matters.
+            while let Ok(newer) = rx.try_recv() {
+                state = newer;
+            }
+            let result = match &last {
+                None => proxy.full_sync(&state),
+                Some(old) => proxy.update(old, &state),
+            };
+            match result {
+                Ok(sync) => tracing::debug!(node = i + 1, ?sync, "services synced"),
+                Err(e) => tracing::error!(node = i + 1, "services: {e}"),
+            }
+            last = Some(state);
+        }
+    });
+    tx
+}
+
+/// The desired objects plus what every cluster has: the Nodes and the
+/// cluster DNS (strait's, as pods behind kube-system/kube-dns).
+fn desired_state(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<ClusterState> {
+    let text = std::fs::read_to_string(layout.desired())
+        .unwrap_or_else(|_| r#"{"apiVersion":"v1","kind":"List","items":[]}"#.into());
+    let mut loaded = parse_str("desired.json", &text, Format::Json)?;
+    let mut addons = String::new();
+    for i in 0..config.nodes {
+        addons.push_str(&format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{}","labels":{{"kubernetes.io/hostname":"{}"}}}},"spec":{{"podCIDR":"{}","podCIDRs":["{}"]}},"status":{{"addresses":[{{"type":"InternalIP","address":"{}"}},{{"type":"Hostname","address":"{}"}}]}}}}"#,
+            config.node_name(i),
+            config.node_name(i),
+            config.node_pod_cidr(i),
+            config.node_pod_cidr(i),
+            config.node_ip(i),
+            config.node_name(i),
+        ));
+        addons.push('\n');
+    }
+    let has = |kind: &str, ns: &str, name: &str| {
+        loaded.objects.iter().any(|(o, _)| {
+            o.kind().as_str() == kind
+                && o.metadata().namespace.as_deref() == Some(ns)
+                && o.metadata().name.as_deref() == Some(name)
+        })
+    };
+    if !has("Service", "kube-system", "kube-dns") {
+        addons.push_str(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}"#);
+        addons.push('\n');
+    }
+    if !has("Deployment", "kube-system", "strait-dns") {
+        let cluster = layout.cluster().display().to_string();
+        let exe = strait.display().to_string();
+        addons.push_str(&format!(
+            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"strait-dns","namespace":"kube-system"}},"spec":{{"replicas":1,"selector":{{"matchLabels":{{"k8s-app":"kube-dns"}}}},"template":{{"metadata":{{"labels":{{"k8s-app":"kube-dns"}}}},"spec":{{"containers":[{{"name":"dns","image":"strait","command":["{exe}","dns","-f","{cluster}","--listen","0.0.0.0:53","--metrics-address","127.0.0.1:9153","--upstream","127.0.0.1:9","--upstream-timeout-ms","200","--poll-ms","100"],"ports":[{{"name":"dns","containerPort":53,"protocol":"UDP"}},{{"name":"dns-tcp","containerPort":53,"protocol":"TCP"}}],"readinessProbe":{{"tcpSocket":{{"port":53}},"periodSeconds":1}}}}]}}}}}}}}"#
+        ));
+        addons.push('\n');
+    }
+    let extra = parse_str("lab addons", &addons, Format::Json)?;
+    loaded.objects.extend(extra.objects);
+    Ok(ClusterState::from_objects(
+        loaded
+            .objects
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )?)
+}
+
+fn cni_conf(layout: &Layout, config: &LabConfig, node: usize) -> String {
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "strait-lab",
+        "type": "strait",
+        "bridge": "cni0",
+        "isGateway": true,
+        "isDefaultGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": config.node_pod_cidr(node).to_string()}]],
+            "dataDir": layout.ipam().join(format!("node{}", node + 1)).display().to_string(),
+        }
+    })
+    .to_string()
+}
+
+/// Call the CNI plugin (strait itself) as a runtime would, in the node.
+fn cni(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    node: usize,
+    command: &str,
+    id: &str,
+    netns: &str,
+) -> Result<serde_json::Value> {
+    let conf = cni_conf(layout, config, node);
+    let node_ns = NetNs::open(format!("/run/netns/{}", layout.node_ns(node)))?;
+    let (exe, command, id, netns) = (
+        strait.to_owned(),
+        command.to_owned(),
+        id.to_owned(),
+        netns.to_owned(),
+    );
+    let out = node_ns.run(move || -> std::io::Result<std::process::Output> {
+        let mut child = Command::new(exe)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", &command)
+            .env("CNI_CONTAINERID", &id)
+            .env("CNI_NETNS", &netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(conf.as_bytes())?;
+        child.wait_with_output()
+    })?;
+    let out = out.map_err(crate::error::io("run the CNI plugin"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    if out.status.success() {
+        Ok(value)
+    } else {
+        Err(Error::Lab {
+            lab: layout.name.clone(),
+            message: format!(
+                "CNI {}: {}",
+                "ADD/DEL",
+                value["msg"].as_str().unwrap_or("failed")
+            ),
+        })
+    }
+}
+
+fn start_pod(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    pod: &Pod,
+    running: &BTreeMap<(String, String), Running>,
+) -> Result<Running> {
+    let (namespace, name) = key_of(pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    // Where: the node it names, else the one with the fewest pods.
+    let node = spec
+        .node_name
+        .as_deref()
+        .and_then(|n| (0..config.nodes).find(|i| config.node_name(*i) == n))
+        .unwrap_or_else(|| {
+            (0..config.nodes)
+                .min_by_key(|i| running.values().filter(|r| r.node == *i).count())
+                .unwrap_or(0)
+        });
+    let netns = layout.pod_ns(&namespace, &name);
+    let _ = NetNs::delete(&netns);
+    NetNs::create(&netns)?;
+    let netns_path = format!("/run/netns/{netns}");
+    let id = format!("{namespace}_{name}");
+    let result = match cni(layout, config, strait, node, "ADD", &id, &netns_path) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = NetNs::delete(&netns);
+            return Err(e);
+        }
+    };
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let workdir = layout.pods_dir().join(&id);
+    std::fs::create_dir_all(&workdir).map_err(crate::error::io("create the pod's directory"))?;
+    // The pod's resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst.
+    let resolv = format!("search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+    std::fs::write(workdir.join("resolv.conf"), resolv)
+        .map_err(crate::error::io("write resolv.conf"))?;
+    let mut running = Running {
+        record: PodRecord {
+            namespace,
+            name,
+            node: config.node_name(node),
+            netns,
+            ip,
+            pid: None,
+            ready: false,
+            restarts: 0,
+            phase: "Running".into(),
+            workdir: workdir.display().to_string(),
+        },
+        node,
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), None))
+            .collect(),
+        spec: pod.clone(),
+        probe_ok: false,
+        last_probe: None,
+        restart_after: None,
+    };
+    for i in 0..running.containers.len() {
+        let child = spawn_container(&running.record, &spec.containers[i], &spec);
+        match child {
+            Ok(c) => {
+                if i == 0 {
+                    running.record.pid = Some(c.id() as i32);
+                }
+                running.containers[i].1 = Some(c);
+            }
+            Err(e) => tracing::error!(
+                "pod {}/{} container {}: {e}",
+                running.record.namespace,
+                running.record.name,
+                spec.containers[i].name
+            ),
+        }
+    }
+    Ok(running)
+}
+
+/// A container: a host process in the pod's network namespace, in a UTS
+/// namespace of its own (hostname = pod name or spec.hostname) and a mount
+/// namespace where /etc/resolv.conf is the pod's. `nsenter` and `unshare`
+/// exec in place, so the PID is the container's own; its process group is
+/// what the lab signals.
+fn spawn_container(
+    pod: &PodRecord,
+    c: &Container,
+    spec: &strait_model::k8s_openapi::api::core::v1::PodSpec,
+) -> Result<Child> {
+    let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
+    argv.extend(c.args.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(Error::Lab {
+            lab: String::new(),
+            message: format!(
+                "container {}: images are not run in the lab; give a command",
+                c.name
+            ),
+        });
+    }
+    let hostname: String = spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.name.clone())
+        .chars()
+        .take(63)
+        .collect();
+    let workdir = PathBuf::from(&pod.workdir);
+    let log = std::fs::File::create(workdir.join(format!("{}.log", c.name)))
+        .map_err(crate::error::io("create the container log"))?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", pod.netns))
+        .args(["--", "unshare", "--mount", "--uts", "--", "sh", "-c", r#"mount --bind "$1" /etc/resolv.conf && hostname "$2" && cd "$3" && shift 3 && exec "$@""#, "strait-pod"])
+        .arg(workdir.join("resolv.conf"))
+        .arg(&hostname)
+        .arg(&workdir)
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", &workdir)
+        .env("HOSTNAME", &hostname)
+        .env("POD_NAME", &pod.name)
+        .env("POD_NAMESPACE", &pod.namespace)
+        .env("POD_IP", &pod.ip)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(crate::error::io("log"))?)
+        .stderr(log)
+        .process_group(0);
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            cmd.env(&e.name, v);
+        }
+    }
+    cmd.spawn()
+        .map_err(crate::error::io(format!("start container {}", c.name)))
+}
+
+/// Restart what exited (restartPolicy), probe readiness.
+fn supervise(layout: &Layout, nodes: &[NetNs], pod: &mut Running) {
+    let spec = pod.spec.spec.clone().unwrap_or_default();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let mut all_running = true;
+    for i in 0..pod.containers.len() {
+        let exited = match pod.containers[i].1.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.success()),
+            Some(Ok(None)) => None,
+            _ => Some(false),
+        };
+        let Some(success) = exited else { continue };
+        all_running = false;
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => !success,
+            _ => true,
+        };
+        if restart {
+            let due = *pod
+                .restart_after
+                .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+            if Instant::now() >= due {
+                pod.restart_after = None;
+                pod.record.restarts += 1;
+                if let Ok(c) = spawn_container(&pod.record, &spec.containers[i], &spec) {
+                    pod.containers[i].1 = Some(c);
+                }
+            }
+        } else {
+            pod.record.phase = if success {
+                "Succeeded".into()
+            } else {
+                "Failed".into()
+            };
+        }
+    }
+    let _ = layout;
+    // Readiness: the first container's probe, or running is ready.
+    let probe = spec
+        .containers
+        .first()
+        .and_then(|c| c.readiness_probe.clone());
+    let ready = match probe {
+        None => all_running,
+        Some(p) => {
+            let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
+            let due = pod.last_probe.is_none_or(|t| t.elapsed() >= period);
+            if all_running && due {
+                pod.last_probe = Some(Instant::now());
+                pod.probe_ok = probe_once(&nodes[pod.node], &pod.record, &spec, &p);
+            }
+            all_running && pod.probe_ok
+        }
+    };
+    pod.record.ready = ready;
+}
+
+fn probe_once(
+    node: &NetNs,
+    pod: &PodRecord,
+    spec: &strait_model::k8s_openapi::api::core::v1::PodSpec,
+    probe: &strait_model::k8s_openapi::api::core::v1::Probe,
+) -> bool {
+    let port_of = |p: &IntOrString| -> Option<u16> {
+        match p {
+            IntOrString::Int(n) => u16::try_from(*n).ok(),
+            IntOrString::String(name) => spec
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|cp| cp.name.as_deref() == Some(name))
+                .and_then(|cp| u16::try_from(cp.container_port).ok()),
+        }
+    };
+    let Ok(ip) = pod.ip.parse::<IpAddr>() else {
+        return false;
+    };
+    if let Some(tcp) = &probe.tcp_socket {
+        let Some(port) = port_of(&tcp.port) else {
+            return false;
+        };
+        let addr = SocketAddr::new(ip, port);
+        return node
+            .run(move || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            })
+            .unwrap_or(false);
+    }
+    if let Some(http) = &probe.http_get {
+        let Some(port) = port_of(&http.port) else {
+            return false;
+        };
+        let addr = SocketAddr::new(ip, port);
+        let path = http.path.clone().unwrap_or_else(|| "/".into());
+        return node
+            .run(move || {
+                use std::io::Read;
+                let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: strait-lab-probe\r\n\r\n").as_bytes()).is_err() {
+                    return false;
+                }
+                let mut head = [0u8; 12];
+                if s.read_exact(&mut head).is_err() {
+                    return false;
+                }
+                let code: u16 = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
+                (200..400).contains(&code)
+            })
+            .unwrap_or(false);
+    }
+    if let Some(exec) = &probe.exec {
+        let argv = exec.command.clone().unwrap_or_default();
+        if argv.is_empty() {
+            return false;
+        }
+        return Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", pod.netns))
+            .arg("--")
+            .args(&argv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    }
+    true
+}
+
+/// SIGTERM the containers, wait the grace period, SIGKILL, CNI DEL, drop
+/// the namespace. The endpoint is already gone from the Service (the pod
+/// left the desired state before this runs).
+fn stop_pod(layout: &Layout, config: &LabConfig, strait: &Path, mut pod: Running) {
+    let grace = pod
+        .spec
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .clamp(0, 30) as u64;
+    for (_, child) in pod.containers.iter_mut() {
+        if let Some(c) = child {
+            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(grace);
+    for (_, child) in pod.containers.iter_mut() {
+        if let Some(c) = child {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+    let id = format!("{}_{}", pod.record.namespace, pod.record.name);
+    let netns_path = format!("/run/netns/{}", pod.record.netns);
+    if let Err(e) = cni(layout, config, strait, pod.node, "DEL", &id, &netns_path) {
+        tracing::warn!("pod {id}: {e}");
+    }
+    let _ = NetNs::delete(&pod.record.netns);
+    let _ = std::fs::remove_dir_all(&pod.record.workdir);
+    tracing::info!(pod = %id, "pod stopped");
+}
+
+fn with_status(pod: &Pod, record: &PodRecord, config: &LabConfig) -> Pod {
+    let mut pod = pod.clone();
+    let node_ip = (0..config.nodes)
+        .find(|i| config.node_name(*i) == record.node)
+        .map(|i| config.node_ip(i).to_string());
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_name = Some(record.node.clone());
+    }
+    let ready = if record.ready { "True" } else { "False" };
+    pod.status = Some(PodStatus {
+        phase: Some(record.phase.clone()),
+        pod_ip: Some(record.ip.clone()),
+        pod_ips: Some(vec![PodIP {
+            ip: record.ip.clone(),
+        }]),
+        host_ip: node_ip,
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: ready.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    pod
+}

@@ -1,0 +1,19 @@
+//! The lab: a whole cluster network on one Linux machine. Nodes and pods
+//! are network namespaces, containers are host processes inside them, and
+//! the cluster's state comes from manifests. Everything strait does in a
+//! real cluster happens here for real: pods get their interfaces from the
+//! CNI plugin, Services are nftables rules in each node, names come from
+//! strait's DNS running as pods behind `kube-system/kube-dns`.
+//!
+//! `strait lab up` writes the lab's files under `/run/strait/<name>/` and
+//! starts a controller process that builds the network and keeps the pods,
+//! rules and names in step with the desired state.
+
+mod controller;
+mod error;
+mod layout;
+mod net;
+
+pub use controller::run_controller;
+pub use error::{Error, Result};
+pub use layout::{Backend, LabConfig, LabState, Layout, PodRecord};

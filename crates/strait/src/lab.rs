@@ -1,0 +1,630 @@
+//! `strait lab …`: the commands around a lab's controller process.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strait_lab::{Backend, LabConfig, LabState, Layout};
+use strait_model::{ClusterState, Kind, Object, ObjectKey, Source};
+
+use crate::cli::{
+    LabApplyArgs, LabBackend, LabCommand, LabDeleteArgs, LabExecArgs, LabGetArgs, LabLogsArgs,
+    LabUpArgs,
+};
+use crate::error::Error;
+
+fn lab_error(lab: &str, message: impl Into<String>) -> Error {
+    Error::Lab(strait_lab::Error::Lab {
+        lab: lab.to_owned(),
+        message: message.into(),
+    })
+}
+
+fn need_root(lab: &str) -> Result<(), Error> {
+    if strait_linux::is_root() {
+        Ok(())
+    } else {
+        Err(lab_error(
+            lab,
+            "the lab needs root: it creates network namespaces (run it with sudo)",
+        ))
+    }
+}
+
+pub fn run(command: LabCommand) -> Result<(), Error> {
+    match command {
+        LabCommand::Up(args) => up(&args),
+        LabCommand::Apply(args) => apply(&args),
+        LabCommand::Delete(args) => delete(&args),
+        LabCommand::Get(args) => get(&args),
+        LabCommand::Exec(args) => exec(&args).map(|_| ()),
+        LabCommand::Logs(args) => logs(&args),
+        LabCommand::Down(args) => down(&args.name),
+        LabCommand::Controller(args) => {
+            let exe = std::env::current_exe().map_err(|e| {
+                lab_error(&args.name, format!("cannot find strait's own path: {e}"))
+            })?;
+            Ok(strait_lab::run_controller(&args.name, &exe)?)
+        }
+    }
+}
+
+fn running(name: &str) -> Result<Layout, Error> {
+    let layout = Layout::new(name);
+    if !layout.config().exists() {
+        return Err(lab_error(
+            name,
+            "no such lab (start one with `strait lab up`)",
+        ));
+    }
+    Ok(layout)
+}
+
+/// Objects of manifests, admitted (defaults, validation) as the API server would.
+fn read_objects(files: &[String]) -> Result<Vec<Object>, Error> {
+    let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
+    let loaded = strait_model::load_paths(&sources)?;
+    for (kind, count) in &loaded.ignored {
+        tracing::warn!("ignoring {count} object(s) of kind {kind}: strait does not use it");
+    }
+    Ok(loaded.objects.into_iter().map(|(o, _)| o).collect())
+}
+
+fn read_desired(layout: &Layout) -> Result<BTreeMap<ObjectKey, Object>, Error> {
+    let text = std::fs::read_to_string(layout.desired())
+        .unwrap_or_else(|_| r#"{"apiVersion":"v1","kind":"List","items":[]}"#.into());
+    let loaded = strait_model::parse_str("desired.json", &text, strait_model::Format::Json)?;
+    Ok(loaded
+        .objects
+        .into_iter()
+        .map(|(o, _)| (ObjectKey::of(&o), o))
+        .collect())
+}
+
+fn write_desired(layout: &Layout, objects: BTreeMap<ObjectKey, Object>) -> Result<(), Error> {
+    let state = ClusterState::from_objects(objects.into_values().map(|o| (o, None)))?;
+    let json = serde_json::to_vec(&state.as_list()).map_err(|e| Error::Output(e.to_string()))?;
+    Ok(Layout::write_atomic(&layout.desired(), &json)?)
+}
+
+fn up(args: &LabUpArgs) -> Result<(), Error> {
+    let name = &args.lab.name;
+    need_root(name)?;
+    if strait_model::validate_dns_subdomain(name).is_err() || name.len() > 20 {
+        return Err(lab_error(
+            name,
+            "a lab's name is a short DNS label (at most 20 characters)",
+        ));
+    }
+    let layout = Layout::new(name);
+    if layout.controller_pid().is_some() {
+        return Err(lab_error(
+            name,
+            "already running (strait lab down first, or pick another --name)",
+        ));
+    }
+    if !(1..=50).contains(&args.nodes) {
+        return Err(lab_error(name, "--nodes must be between 1 and 50"));
+    }
+    let pod_cidr: ipnet::Ipv4Net = args.pod_cidr.parse().map_err(|_| {
+        lab_error(
+            name,
+            format!("--pod-cidr {:?} is not an IPv4 CIDR", args.pod_cidr),
+        )
+    })?;
+    if pod_cidr.prefix_len() > 16 {
+        return Err(lab_error(
+            name,
+            "--pod-cidr must be a /16 or larger: each node gets a /24",
+        ));
+    }
+    let objects = read_objects(&args.files)?;
+    // A lab that died leaves things behind: clear them first.
+    down(name)?;
+    std::fs::create_dir_all(&layout.dir)
+        .map_err(|e| lab_error(name, format!("create {}: {e}", layout.dir.display())))?;
+    let config = LabConfig {
+        name: name.clone(),
+        nodes: args.nodes,
+        backend: match args.backend {
+            LabBackend::Vxlan => Backend::Vxlan,
+            LabBackend::HostGw => Backend::HostGw,
+        },
+        pod_cidr: pod_cidr.trunc(),
+        service_cidr: args.service_cidr.clone(),
+    };
+    Layout::write_atomic(
+        &layout.config(),
+        &serde_json::to_vec_pretty(&config).unwrap_or_default(),
+    )?;
+    write_desired(
+        &layout,
+        objects
+            .into_iter()
+            .map(|o| (ObjectKey::of(&o), o))
+            .collect(),
+    )?;
+
+    let exe = std::env::current_exe()
+        .map_err(|e| lab_error(name, format!("cannot find strait's own path: {e}")))?;
+    let log = std::fs::File::create(layout.log())
+        .map_err(|e| lab_error(name, format!("create the log: {e}")))?;
+    let child = Command::new(&exe)
+        .args(["lab", "controller", "--name", name])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| lab_error(name, e.to_string()))?,
+        )
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| lab_error(name, format!("cannot start the controller: {e}")))?;
+    std::fs::write(layout.pid(), child.id().to_string())
+        .map_err(|e| lab_error(name, e.to_string()))?;
+    wait_ready(&layout, Duration::from_secs(args.timeout))?;
+    summary(&layout, &config);
+    Ok(())
+}
+
+/// Until the controller reports every pod of the cluster Ready.
+fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        let state = layout.read_state();
+        if let Some(e) = &state.error {
+            return Err(lab_error(
+                &layout.name,
+                format!(
+                    "the controller failed: {e} (log: {})",
+                    layout.log().display()
+                ),
+            ));
+        }
+        let wanted = cluster(layout).map(|c| c.pods.len()).unwrap_or(usize::MAX);
+        if state.ready && wanted != usize::MAX && state.pods.len() == wanted && wanted > 0 {
+            return Ok(());
+        }
+        if layout.controller_pid().is_none() {
+            return Err(lab_error(
+                &layout.name,
+                format!("the controller exited (log: {})", layout.log().display()),
+            ));
+        }
+        if started.elapsed() > timeout {
+            let waiting: Vec<String> = state
+                .pods
+                .iter()
+                .filter(|(_, p)| !p.ready)
+                .map(|(k, _)| k.clone())
+                .collect();
+            return Err(lab_error(
+                &layout.name,
+                format!(
+                    "pods not Ready after {}s: {} (the lab keeps running; see strait lab get -A)",
+                    timeout.as_secs(),
+                    waiting.join(", ")
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cluster(layout: &Layout) -> Option<ClusterState> {
+    let text = std::fs::read_to_string(layout.cluster()).ok()?;
+    let loaded = strait_model::parse_str("cluster.json", &text, strait_model::Format::Json).ok()?;
+    ClusterState::from_objects(loaded.objects.into_iter().map(|(o, _)| (o, None))).ok()
+}
+
+fn summary(layout: &Layout, config: &LabConfig) {
+    println!(
+        "lab {} is up ({:?}, controller PID {}, files in {})",
+        layout.name,
+        config.backend,
+        layout.controller_pid().unwrap_or(0),
+        layout.dir.display()
+    );
+    println!("\nNODE      IP            POD CIDR");
+    for i in 0..config.nodes {
+        println!(
+            "{:<9} {:<13} {}",
+            config.node_name(i),
+            config.node_ip(i),
+            config.node_pod_cidr(i)
+        );
+    }
+    let state = layout.read_state();
+    println!("\nNAMESPACE     POD                                   NODE      IP");
+    for p in state.pods.values() {
+        println!("{:<13} {:<37} {:<9} {}", p.namespace, p.name, p.node, p.ip);
+    }
+    if let Some(c) = cluster(layout) {
+        println!("\nNAMESPACE     SERVICE              CLUSTER-IP       PORTS");
+        for s in c.services.iter() {
+            let spec = s.spec.clone().unwrap_or_default();
+            println!(
+                "{:<13} {:<20} {:<16} {}",
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+                spec.cluster_ip.clone().unwrap_or_default(),
+                ports(&spec)
+            );
+        }
+    }
+}
+
+fn ports(spec: &strait_model::k8s_openapi::api::core::v1::ServiceSpec) -> String {
+    let list: Vec<String> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| match p.node_port {
+            Some(np) => format!(
+                "{}:{}/{}",
+                p.port,
+                np,
+                p.protocol.as_deref().unwrap_or("TCP")
+            ),
+            None => format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP")),
+        })
+        .collect();
+    if list.is_empty() {
+        "<none>".into()
+    } else {
+        list.join(",")
+    }
+}
+
+fn apply(args: &LabApplyArgs) -> Result<(), Error> {
+    need_root(&args.lab.name)?;
+    let layout = running(&args.lab.name)?;
+    let mut desired = read_desired(&layout)?;
+    for o in read_objects(&args.files)? {
+        let key = ObjectKey::of(&o);
+        println!(
+            "{} {}",
+            key,
+            if desired.contains_key(&key) {
+                "configured"
+            } else {
+                "created"
+            }
+        );
+        desired.insert(key, o);
+    }
+    write_desired(&layout, desired)
+}
+
+fn delete(args: &LabDeleteArgs) -> Result<(), Error> {
+    need_root(&args.lab.name)?;
+    let layout = running(&args.lab.name)?;
+    let mut desired = read_desired(&layout)?;
+    let mut keys: Vec<ObjectKey> = read_objects(&args.files)?
+        .iter()
+        .map(ObjectKey::of)
+        .collect();
+    if let Some(object) = &args.object {
+        let (kind, name) = object.split_once('/').ok_or_else(|| {
+            lab_error(
+                &args.lab.name,
+                format!("{object:?}: give KIND/NAME, e.g. pod/web"),
+            )
+        })?;
+        let kind = Kind::ALL
+            .iter()
+            .find(|k| {
+                k.as_str().eq_ignore_ascii_case(kind)
+                    || format!("{}s", k.as_str()).eq_ignore_ascii_case(kind)
+            })
+            .ok_or_else(|| lab_error(&args.lab.name, format!("unknown kind {kind:?}")))?;
+        let ns = if kind.is_namespaced() {
+            args.namespace.clone()
+        } else {
+            String::new()
+        };
+        keys.push(ObjectKey::new(*kind, ns, name));
+    }
+    for key in keys {
+        match desired.remove(&key) {
+            Some(_) => println!("{key} deleted"),
+            None => println!("{key} not found"),
+        }
+    }
+    write_desired(&layout, desired)
+}
+
+fn get(args: &LabGetArgs) -> Result<(), Error> {
+    let layout = running(&args.lab.name)?;
+    let state =
+        cluster(&layout).ok_or_else(|| lab_error(&args.lab.name, "no cluster state yet"))?;
+    let in_ns = |ns: Option<&str>| {
+        args.all_namespaces
+            || ns.unwrap_or_default() == args.namespace.as_deref().unwrap_or("default")
+    };
+    match args.output.as_deref() {
+        Some("json") | Some("yaml") => {
+            let kinds: Vec<String> = args
+                .kinds
+                .split(',')
+                .map(|k| k.trim().to_ascii_lowercase())
+                .collect();
+            let mut picked = ClusterState::default();
+            for o in state.objects() {
+                let k = o.kind().as_str().to_ascii_lowercase();
+                let wanted = kinds
+                    .iter()
+                    .any(|w| w.trim_end_matches('s') == k.trim_end_matches('s'));
+                if wanted && (!o.kind().is_namespaced() || in_ns(o.metadata().namespace.as_deref()))
+                {
+                    picked.insert(o);
+                }
+            }
+            let text = if args.output.as_deref() == Some("json") {
+                serde_json::to_string_pretty(&picked.as_list())
+                    .map_err(|e| Error::Output(e.to_string()))?
+            } else {
+                serde_saphyr::to_string(&picked.as_list())
+                    .map_err(|e| Error::Output(e.to_string()))?
+            };
+            println!("{text}");
+            return Ok(());
+        }
+        _ => {}
+    }
+    let wide = args.output.as_deref() == Some("wide");
+    let lab_state = layout.read_state();
+    for kind in args.kinds.split(',').map(|k| k.trim().to_ascii_lowercase()) {
+        match kind.as_str() {
+            "node" | "nodes" | "no" => {
+                println!("NAME      STATUS   INTERNAL-IP   POD-CIDR");
+                for n in state.nodes.iter() {
+                    let ip = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.addresses.as_ref())
+                        .and_then(|a| a.first())
+                        .map(|a| a.address.clone())
+                        .unwrap_or_default();
+                    let cidr = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.pod_cidr.clone())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<9} Ready    {:<13} {}",
+                        n.metadata.name.as_deref().unwrap_or_default(),
+                        ip,
+                        cidr
+                    );
+                }
+            }
+            "pod" | "pods" | "po" => {
+                println!("{}NAME                                  READY   STATUS    RESTARTS   IP            NODE", if args.all_namespaces { "NAMESPACE     " } else { "" });
+                for p in state
+                    .pods
+                    .iter()
+                    .filter(|p| in_ns(p.metadata.namespace.as_deref()))
+                {
+                    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = p.metadata.name.as_deref().unwrap_or_default();
+                    let rec = lab_state.pods.get(&format!("{ns}/{name}"));
+                    let ready = rec.is_some_and(|r| r.ready);
+                    let prefix = if args.all_namespaces {
+                        format!("{ns:<13} ")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{prefix}{:<37} {:<7} {:<9} {:<10} {:<13} {}",
+                        name,
+                        if ready { "1/1" } else { "0/1" },
+                        rec.map(|r| r.phase.as_str()).unwrap_or("Pending"),
+                        rec.map(|r| r.restarts).unwrap_or(0),
+                        rec.map(|r| r.ip.as_str()).unwrap_or("<none>"),
+                        rec.map(|r| r.node.as_str()).unwrap_or("<none>")
+                    );
+                }
+            }
+            "service" | "services" | "svc" => {
+                println!(
+                    "{}NAME                 TYPE           CLUSTER-IP       PORT(S)",
+                    if args.all_namespaces {
+                        "NAMESPACE     "
+                    } else {
+                        ""
+                    }
+                );
+                for s in state
+                    .services
+                    .iter()
+                    .filter(|s| in_ns(s.metadata.namespace.as_deref()))
+                {
+                    let spec = s.spec.clone().unwrap_or_default();
+                    let prefix = if args.all_namespaces {
+                        format!(
+                            "{:<13} ",
+                            s.metadata.namespace.as_deref().unwrap_or_default()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let ip = if spec.type_.as_deref() == Some("ExternalName") {
+                        spec.external_name.clone().unwrap_or_default()
+                    } else {
+                        spec.cluster_ip.clone().unwrap_or_default()
+                    };
+                    println!(
+                        "{prefix}{:<20} {:<14} {:<16} {}",
+                        s.metadata.name.as_deref().unwrap_or_default(),
+                        spec.type_.clone().unwrap_or_default(),
+                        ip,
+                        ports(&spec)
+                    );
+                }
+            }
+            "endpointslice" | "endpointslices" | "eps" => {
+                println!(
+                    "{}NAME                      ADDRESSTYPE   PORTS     ENDPOINTS",
+                    if args.all_namespaces {
+                        "NAMESPACE     "
+                    } else {
+                        ""
+                    }
+                );
+                for s in state
+                    .endpoint_slices
+                    .iter()
+                    .filter(|s| in_ns(s.metadata.namespace.as_deref()))
+                {
+                    let ports: Vec<String> = s
+                        .ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| p.port.map(|n| n.to_string()))
+                        .collect();
+                    let eps: Vec<String> =
+                        s.endpoints.iter().map(|e| e.addresses.join(",")).collect();
+                    let prefix = if args.all_namespaces {
+                        format!(
+                            "{:<13} ",
+                            s.metadata.namespace.as_deref().unwrap_or_default()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let shown = if wide || eps.len() <= 3 {
+                        eps.join(",")
+                    } else {
+                        format!("{} + {} more", eps[..3].join(","), eps.len() - 3)
+                    };
+                    println!(
+                        "{prefix}{:<25} {:<13} {:<9} {}",
+                        s.metadata.name.as_deref().unwrap_or_default(),
+                        s.address_type,
+                        if ports.is_empty() {
+                            "<unset>".into()
+                        } else {
+                            ports.join(",")
+                        },
+                        if shown.is_empty() {
+                            "<none>".into()
+                        } else {
+                            shown
+                        }
+                    );
+                }
+            }
+            other => {
+                return Err(lab_error(
+                    &args.lab.name,
+                    format!("unknown kind {other:?}: nodes, pods, services or endpointslices"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pod_record(layout: &Layout, ns: &str, pod: &str) -> Result<strait_lab::PodRecord, Error> {
+    let state: LabState = layout.read_state();
+    state
+        .pods
+        .get(&format!("{ns}/{pod}"))
+        .cloned()
+        .ok_or_else(|| {
+            lab_error(
+                &layout.name,
+                format!("no pod {ns}/{pod} (strait lab get -A)"),
+            )
+        })
+}
+
+/// Run the command in the pod; its exit code is returned.
+pub fn exec(args: &LabExecArgs) -> Result<i32, Error> {
+    need_root(&args.lab.name)?;
+    let layout = running(&args.lab.name)?;
+    let pod = pod_record(&layout, &args.namespace, &args.pod)?;
+    let status = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", pod.netns))
+        .args([
+            "--",
+            "unshare",
+            "--mount",
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            r#"mount --bind "$1" /etc/resolv.conf && hostname "$2" && shift 2 && exec "$@""#,
+            "strait-exec",
+        ])
+        .arg(format!("{}/resolv.conf", pod.workdir))
+        .arg(&pod.name)
+        .args(&args.command)
+        .status()
+        .map_err(|e| lab_error(&args.lab.name, format!("cannot run nsenter: {e}")))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn logs(args: &LabLogsArgs) -> Result<(), Error> {
+    let layout = running(&args.lab.name)?;
+    let pod = pod_record(&layout, &args.namespace, &args.pod)?;
+    let mut files: Vec<_> = std::fs::read_dir(&pod.workdir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        print!("{}", std::fs::read_to_string(f).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Stop the controller and every container, remove namespaces and files.
+/// Also for a lab whose controller died; twice is fine.
+pub fn down(name: &str) -> Result<(), Error> {
+    need_root(name)?;
+    let layout = Layout::new(name);
+    if let Some(pid) = layout.controller_pid() {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+            // Reap it if it is our child (it is not, after `lab up` returned).
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    for pod in layout.read_state().pods.values() {
+        if let Some(pid) = pod.pid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let prefix = format!("strait-{name}-");
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let ns = entry.file_name().to_string_lossy().into_owned();
+            if ns.starts_with(&prefix) {
+                let _ = strait_linux::NetNs::delete(&ns);
+            }
+        }
+    }
+    if layout.dir.exists() {
+        std::fs::remove_dir_all(&layout.dir)
+            .map_err(|e| lab_error(name, format!("remove {}: {e}", layout.dir.display())))?;
+    }
+    Ok(())
+}
