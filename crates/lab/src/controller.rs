@@ -37,6 +37,11 @@ struct Running {
     probe_ok: bool,
     last_probe: Option<Instant>,
     restart_after: Option<Instant>,
+    /// Set once the pod left the desired state: SIGTERM was sent, and by
+    /// this time it is killed.
+    terminating_until: Option<Instant>,
+    /// When it was deleted (Unix seconds), as deletionTimestamp says.
+    deleted_at: i64,
 }
 
 /// Run the controller of lab `name` until killed.
@@ -59,7 +64,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let nodes = net::build(layout, config)?;
     tracing::info!(nodes = nodes.len(), backend = ?config.backend, "network built");
     let cluster_config =
-        ClusterConfig::default().with_service_cidrs(&[config.service_cidr.clone()])?;
+        ClusterConfig::default().with_service_cidrs(std::slice::from_ref(&config.service_cidr))?;
     let proxies: Vec<Sender<Arc<ClusterState>>> = (0..config.nodes)
         .map(|i| node_proxy(layout, config, i))
         .collect();
@@ -79,12 +84,21 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         };
         // Pods that should run and do not yet; pods that run and should not.
         let wanted: BTreeSet<(String, String)> = state0.pods.iter().map(|p| key_of(p)).collect();
-        let gone: Vec<(String, String)> = running
-            .keys()
-            .filter(|k| !wanted.contains(*k))
-            .cloned()
+        // Pods that left: terminating first (SIGTERM, endpoint marked
+        // terminating), gone after their grace period or once they exit.
+        for (key, pod) in running.iter_mut() {
+            if !wanted.contains(key) && pod.terminating_until.is_none() {
+                begin_termination(pod);
+            }
+        }
+        let done: Vec<(String, String)> = running
+            .iter_mut()
+            .filter_map(|(k, p)| {
+                let until = p.terminating_until?;
+                (Instant::now() >= until || all_exited(p)).then(|| k.clone())
+            })
             .collect();
-        for key in gone {
+        for key in done {
             if let Some(pod) = running.remove(&key) {
                 stop_pod(layout, config, strait, pod);
             }
@@ -102,16 +116,28 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 Err(e) => tracing::error!("pod {}/{}: {e}", key.0, key.1),
             }
         }
-        for pod in running.values_mut() {
+        for pod in running
+            .values_mut()
+            .filter(|p| p.terminating_until.is_none())
+        {
             supervise(layout, &nodes, pod);
         }
 
         // The cluster as it is: pods with their status, slices recomputed.
         let mut actual = state0.clone();
         for pod in running.values() {
-            actual.insert(Object::Pod(
-                with_status(&pod.spec, &pod.record, config).into(),
-            ));
+            let mut p = with_status(&pod.spec, &pod.record, config);
+            if pod.terminating_until.is_some() {
+                // What the API server sets on delete: the EndpointSlice
+                // controller then marks the endpoint terminating.
+                p.metadata.deletion_timestamp = Some(
+                    strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        strait_model::k8s_openapi::jiff::Timestamp::from_second(pod.deleted_at)
+                            .unwrap_or_default(),
+                    ),
+                );
+            }
+            actual.insert(Object::Pod(p.into()));
         }
         let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
         let list = serde_json::to_string(&actual.as_list()).unwrap_or_default();
@@ -379,6 +405,8 @@ fn start_pod(
         probe_ok: false,
         last_probe: None,
         restart_after: None,
+        terminating_until: None,
+        deleted_at: 0,
     };
     for i in 0..running.containers.len() {
         let child = spawn_container(&running.record, &spec.containers[i], &spec);
@@ -589,28 +617,39 @@ fn probe_once(
     true
 }
 
-/// SIGTERM the containers, wait the grace period, SIGKILL, CNI DEL, drop
-/// the namespace. The endpoint is already gone from the Service (the pod
-/// left the desired state before this runs).
-fn stop_pod(layout: &Layout, config: &LabConfig, strait: &Path, mut pod: Running) {
+/// Every container has exited (and is reaped, so no zombie looks alive).
+fn all_exited(pod: &mut Running) -> bool {
+    pod.containers
+        .iter_mut()
+        .all(|(_, c)| c.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))))
+}
+
+/// SIGTERM the containers' process groups; the pod has its grace period.
+fn begin_termination(pod: &mut Running) {
     let grace = pod
         .spec
         .spec
         .as_ref()
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30)
-        .clamp(0, 30) as u64;
+        .clamp(0, 300) as u64;
     for (_, child) in pod.containers.iter_mut() {
         if let Some(c) = child {
             let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(grace);
+    pod.record.ready = false;
+    pod.record.phase = "Terminating".into();
+    pod.terminating_until = Some(Instant::now() + Duration::from_secs(grace));
+    pod.deleted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+}
+
+/// SIGKILL what is left, CNI DEL, drop the namespace and the files.
+fn stop_pod(layout: &Layout, config: &LabConfig, strait: &Path, mut pod: Running) {
     for (_, child) in pod.containers.iter_mut() {
         if let Some(c) = child {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
             let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
             let _ = c.wait();
         }

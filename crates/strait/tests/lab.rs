@@ -22,7 +22,11 @@ struct Lab {
 
 impl Lab {
     fn up(extra: &[&str], files: &[&str]) -> Lab {
-        let name = format!("t{}p{}", COUNTER.fetch_add(1, Ordering::SeqCst), std::process::id() % 100_000);
+        let name = format!(
+            "t{}p{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::process::id() % 100_000
+        );
         let lab = Lab { name };
         let mut args = vec!["lab", "up", "--name", &lab.name, "--timeout", "60"];
         args.extend_from_slice(extra);
@@ -30,46 +34,92 @@ impl Lab {
             args.extend(["-f", f]);
         }
         let out = lab.strait(&args);
-        assert!(out.status.success(), "lab up: {}\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), lab.log());
+        assert!(
+            out.status.success(),
+            "lab up: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            lab.log()
+        );
         lab
     }
 
     fn strait(&self, args: &[&str]) -> Output {
-        Command::new(STRAIT).args(args).current_dir(repo()).output().unwrap()
+        Command::new(STRAIT)
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(format!("/run/strait/{}/controller.log", self.name)).unwrap_or_default()
+        std::fs::read_to_string(format!("/run/strait/{}/controller.log", self.name))
+            .unwrap_or_default()
     }
 
     /// `lab exec POD -- sh -c SCRIPT`: stdout, and whether it succeeded.
     fn sh(&self, pod: &str, ns: &str, script: &str) -> (bool, String) {
-        let out = self.strait(&["lab", "exec", "--name", &self.name, pod, "-n", ns, "--", "sh", "-c", script]);
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        let out = self.strait(&[
+            "lab", "exec", "--name", &self.name, pod, "-n", ns, "--", "sh", "-c", script,
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
     }
 
     fn get_json(&self, kinds: &str) -> serde_json::Value {
-        let out = self.strait(&["lab", "get", "--name", &self.name, kinds, "-A", "-o", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = self.strait(&[
+            "lab", "get", "--name", &self.name, kinds, "-A", "-o", "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn pod_ip(&self, ns: &str, name: &str) -> String {
         let pods = self.get_json("pods");
-        pods["items"].as_array().unwrap().iter().find(|p| p["metadata"]["name"] == name && p["metadata"]["namespace"] == ns).map(|p| p["status"]["podIP"].as_str().unwrap_or_default().to_owned()).unwrap_or_default()
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["name"] == name && p["metadata"]["namespace"] == ns)
+            .map(|p| p["status"]["podIP"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
     }
 
     fn pods_named(&self, prefix: &str) -> Vec<String> {
         let pods = self.get_json("pods");
-        pods["items"].as_array().unwrap().iter().filter_map(|p| p["metadata"]["name"].as_str()).filter(|n| n.starts_with(prefix)).map(str::to_owned).collect()
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn apply(&self, yaml: &str) {
         let dir = common::TempDir::new("lab-apply");
         let file = dir.0.join("m.yaml");
         std::fs::write(&file, yaml).unwrap();
-        let out = self.strait(&["lab", "apply", "--name", &self.name, "-f", file.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = self.strait(&[
+            "lab",
+            "apply",
+            "--name",
+            &self.name,
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -103,17 +153,35 @@ fn seed_000_clients_on_both_nodes_reach_both_servers_by_name() {
     }
     let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
     lab.apply(CLIENT_ON_NODE_2);
-    assert!(common::wait_for(Duration::from_secs(20), || !lab.pod_ip("default", "client-2").is_empty()));
+    assert!(common::wait_for(Duration::from_secs(20), || !lab
+        .pod_ip("default", "client-2")
+        .is_empty()));
     for client in ["service-demo-client", "client-2"] {
         let seen = answers(&lab, client, "http://service-demo", 50, 2);
         assert_eq!(seen.len(), 2, "{client} saw {seen:?}\n{}", lab.log());
-        assert!(seen.iter().all(|s| s.starts_with("<p>Hi from service-demo-")));
+        assert!(seen
+            .iter()
+            .all(|s| s.starts_with("<p>Hi from service-demo-")));
     }
     // The pod's view: its hostname and the cluster's resolv.conf.
-    let (_, out) = lab.sh("service-demo-client", "default", "hostname; cat /etc/resolv.conf");
+    let (_, out) = lab.sh(
+        "service-demo-client",
+        "default",
+        "hostname; cat /etc/resolv.conf",
+    );
     assert!(out.starts_with("service-demo-client\nsearch default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10"), "{out}");
     // The exit code of the command is passed through.
-    let out = lab.strait(&["lab", "exec", "--name", &lab.name, "service-demo-client", "--", "sh", "-c", "exit 7"]);
+    let out = lab.strait(&[
+        "lab",
+        "exec",
+        "--name",
+        &lab.name,
+        "service-demo-client",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7));
 }
 
@@ -128,8 +196,14 @@ fn source_ip_across_nodes(backend: &str) {
     );
     std::fs::write(&file, pods).unwrap();
     let lab = Lab::up(&["--backend", backend], &[file.to_str().unwrap()]);
-    let (echo_ip, caller_ip) = (lab.pod_ip("default", "echo"), lab.pod_ip("default", "caller"));
-    assert!(echo_ip.starts_with("10.244.0.") && caller_ip.starts_with("10.244.1."), "{echo_ip} {caller_ip}");
+    let (echo_ip, caller_ip) = (
+        lab.pod_ip("default", "echo"),
+        lab.pod_ip("default", "caller"),
+    );
+    assert!(
+        echo_ip.starts_with("10.244.0.") && caller_ip.starts_with("10.244.1."),
+        "{echo_ip} {caller_ip}"
+    );
     let script = format!("python3 -c \"import socket; print(socket.create_connection(('{echo_ip}', 9000), 3).recv(64).decode())\"");
     let mut got = String::new();
     let ok = common::wait_for(Duration::from_secs(10), || {
@@ -137,8 +211,15 @@ fn source_ip_across_nodes(backend: &str) {
         got = out;
         ok
     });
-    assert!(ok, "{backend}: caller cannot reach echo: {got}\n{}", lab.log());
-    assert_eq!(got, caller_ip, "{backend}: the server sees the client's pod IP (no SNAT between pods)");
+    assert!(
+        ok,
+        "{backend}: caller cannot reach echo: {got}\n{}",
+        lab.log()
+    );
+    assert_eq!(
+        got, caller_ip,
+        "{backend}: the server sees the client's pod IP (no SNAT between pods)"
+    );
 }
 
 #[test]
@@ -150,7 +231,8 @@ fn pods_on_different_nodes_talk_by_ip_over_vxlan_keeping_their_source() {
 
 #[test]
 fn pods_on_different_nodes_talk_by_ip_over_host_gw_keeping_their_source() {
-    if common::root_or_skip("pods_on_different_nodes_talk_by_ip_over_host_gw_keeping_their_source") {
+    if common::root_or_skip("pods_on_different_nodes_talk_by_ip_over_host_gw_keeping_their_source")
+    {
         source_ip_across_nodes("host-gw");
     }
 }
@@ -160,14 +242,32 @@ fn seed_003_and_002_names_and_node_ports() {
     if !common::root_or_skip("seed_003_and_002_names_and_node_ports") {
         return;
     }
-    let lab = Lab::up(&[], &["examples/maker.yaml", "examples/my-exter.yaml", "examples/my-service.yaml"]);
+    let lab = Lab::up(
+        &[],
+        &[
+            "examples/maker.yaml",
+            "examples/my-exter.yaml",
+            "examples/my-service.yaml",
+        ],
+    );
     // Seed 003: a pod's hostname under the headless Service, from another pod.
     let py_kube2 = lab.pod_ip("default", "py-kube2");
-    let (ok, out) = lab.sh("py-kube1", "default", "getent hosts trouble2.maker.default.svc.cluster.local");
-    assert!(ok && out.starts_with(&py_kube2), "{out} (py-kube2 is {py_kube2})\n{}", lab.log());
+    let (ok, out) = lab.sh(
+        "py-kube1",
+        "default",
+        "getent hosts trouble2.maker.default.svc.cluster.local",
+    );
+    assert!(
+        ok && out.starts_with(&py_kube2),
+        "{out} (py-kube2 is {py_kube2})\n{}",
+        lab.log()
+    );
     // Seed 002: ExternalName in dev is a CNAME to my-service.
     let (ok, out) = lab.sh("test-pod5", "dev", "python3 -c \"import socket; print(socket.gethostbyname_ex('my-exter.dev.svc.cluster.local'))\"");
-    assert!(ok && out.contains("my-service.default.svc.cluster.local"), "{out}");
+    assert!(
+        ok && out.contains("my-service.default.svc.cluster.local"),
+        "{out}"
+    );
     // Seed 002: NodePort 30078 answers on every node's address, from the underlay.
     let underlay = format!("/run/netns/strait-{}-underlay", lab.name);
     for node_ip in ["172.18.0.2", "172.18.0.3"] {
@@ -190,19 +290,45 @@ fn scaling_and_deleting_move_the_traffic() {
     let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
     let deployment = std::fs::read_to_string(repo().join("examples/service-demo.yaml")).unwrap();
     lab.apply(&deployment.replace("replicas: 2", "replicas: 3"));
-    assert!(common::wait_for(Duration::from_secs(20), || lab.pods_named("service-demo-").iter().filter(|n| *n != "service-demo-client").count() == 3));
+    assert!(common::wait_for(Duration::from_secs(20), || lab
+        .pods_named("service-demo-")
+        .iter()
+        .filter(|n| *n != "service-demo-client")
+        .count()
+        == 3));
     let seen = answers(&lab, "service-demo-client", "http://service-demo", 80, 3);
     assert_eq!(seen.len(), 3, "three replicas answer: {seen:?}");
 
     lab.apply(&deployment.replace("replicas: 2", "replicas: 1"));
-    assert!(common::wait_for(Duration::from_secs(40), || lab.pods_named("service-demo-").iter().filter(|n| *n != "service-demo-client").count() == 1));
-    let left = lab.pods_named("service-demo-").into_iter().find(|n| n != "service-demo-client").unwrap();
+    assert!(common::wait_for(Duration::from_secs(40), || lab
+        .pods_named("service-demo-")
+        .iter()
+        .filter(|n| *n != "service-demo-client")
+        .count()
+        == 1));
+    let left = lab
+        .pods_named("service-demo-")
+        .into_iter()
+        .find(|n| n != "service-demo-client")
+        .unwrap();
     let seen = answers(&lab, "service-demo-client", "http://service-demo", 20, 2);
-    assert_eq!(seen, BTreeSet::from([format!("<p>Hi from {left}</p>")]), "no connection reaches a removed pod");
+    assert_eq!(
+        seen,
+        BTreeSet::from([format!("<p>Hi from {left}</p>")]),
+        "no connection reaches a removed pod"
+    );
 
-    let out = lab.strait(&["lab", "delete", "--name", &lab.name, "pod/service-demo-client"]);
+    let out = lab.strait(&[
+        "lab",
+        "delete",
+        "--name",
+        &lab.name,
+        "pod/service-demo-client",
+    ]);
     assert!(out.status.success());
-    assert!(common::wait_for(Duration::from_secs(40), || lab.pod_ip("default", "service-demo-client").is_empty()));
+    assert!(common::wait_for(Duration::from_secs(40), || lab
+        .pod_ip("default", "service-demo-client")
+        .is_empty()));
 }
 
 #[test]
@@ -211,20 +337,51 @@ fn lab_down_leaves_nothing_behind() {
         return;
     }
     let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("/run/strait/{}/state.json", lab.name)).unwrap()).unwrap();
-    let pids: Vec<i64> = state["pods"].as_object().unwrap().values().filter_map(|p| p["pid"].as_i64()).collect();
-    let controller: i32 = std::fs::read_to_string(format!("/run/strait/{}/controller.pid", lab.name)).unwrap().trim().parse().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/strait/{}/state.json", lab.name)).unwrap(),
+    )
+    .unwrap();
+    let pids: Vec<i64> = state["pods"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|p| p["pid"].as_i64())
+        .collect();
+    let controller: i32 =
+        std::fs::read_to_string(format!("/run/strait/{}/controller.pid", lab.name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
     assert!(!pids.is_empty());
     let out = lab.strait(&["lab", "down", "--name", &lab.name]);
     assert!(out.status.success());
     let prefix = format!("strait-{}-", lab.name);
-    let left: Vec<String> = std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect()).unwrap_or_default();
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(!std::path::Path::new(&format!("/run/strait/{}", lab.name)).exists());
     for pid in pids.iter().map(|p| *p as i32).chain([controller]) {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z "), "process {pid} still runs");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z "),
+            "process {pid} still runs"
+        );
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&prefix), "a mount is left");
-    assert!(lab.strait(&["lab", "down", "--name", &lab.name]).status.success(), "down twice is fine");
+    assert!(
+        lab.strait(&["lab", "down", "--name", &lab.name])
+            .status
+            .success(),
+        "down twice is fine"
+    );
 }
