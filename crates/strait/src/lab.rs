@@ -605,13 +605,29 @@ pub fn down(name: &str) -> Result<(), Error> {
         }
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
-    for pod in layout.read_state().pods.values() {
-        if let Some(pid) = pod.pid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    let pids: Vec<i32> = layout
+        .read_state()
+        .pods
+        .values()
+        .filter_map(|p| p.pid)
+        .collect();
+    for pid in &pids {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // SIGKILL is delivered asynchronously: wait until they are gone (or only
+    // zombies, which hold nothing), so that `down` returning means done.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && pids.iter().any(|p| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(10));
     }
     let prefix = format!("strait-{name}-");
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
