@@ -36,6 +36,9 @@ struct Running {
     spec: Pod,
     probe_ok: bool,
     last_probe: Option<Instant>,
+    /// Consecutive probe results, for successThreshold / failureThreshold.
+    probe_streak: (u32, u32),
+    started_at: Instant,
     restart_after: Option<Instant>,
     /// Set once the pod left the desired state: SIGTERM was sent, and by
     /// this time it is killed.
@@ -404,6 +407,8 @@ fn start_pod(
         spec: pod.clone(),
         probe_ok: false,
         last_probe: None,
+        probe_streak: (0, 0),
+        started_at: Instant::now(),
         restart_after: None,
         terminating_until: None,
         deleted_at: 0,
@@ -514,6 +519,10 @@ fn supervise(layout: &Layout, nodes: &[NetNs], pod: &mut Running) {
             if Instant::now() >= due {
                 pod.restart_after = None;
                 pod.record.restarts += 1;
+                // A restarted container starts over, readiness included.
+                pod.started_at = Instant::now();
+                pod.probe_ok = false;
+                pod.probe_streak = (0, 0);
                 if let Ok(c) = spawn_container(&pod.record, &spec.containers[i], &spec) {
                     pod.containers[i].1 = Some(c);
                 }
@@ -535,11 +544,26 @@ fn supervise(layout: &Layout, nodes: &[NetNs], pod: &mut Running) {
     let ready = match probe {
         None => all_running,
         Some(p) => {
+            // As the kubelet does: not before initialDelaySeconds, then every
+            // periodSeconds; Ready after successThreshold successes in a row,
+            // not Ready after failureThreshold failures in a row.
             let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
-            let due = pod.last_probe.is_none_or(|t| t.elapsed() >= period);
+            let delay = Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+            let due = pod.started_at.elapsed() >= delay
+                && pod.last_probe.is_none_or(|t| t.elapsed() >= period);
             if all_running && due {
                 pod.last_probe = Some(Instant::now());
-                pod.probe_ok = probe_once(&nodes[pod.node], &pod.record, &spec, &p);
+                if probe_once(&nodes[pod.node], &pod.record, &spec, &p) {
+                    pod.probe_streak = (pod.probe_streak.0 + 1, 0);
+                    if pod.probe_streak.0 >= p.success_threshold.unwrap_or(1).max(1) as u32 {
+                        pod.probe_ok = true;
+                    }
+                } else {
+                    pod.probe_streak = (0, pod.probe_streak.1 + 1);
+                    if pod.probe_streak.1 >= p.failure_threshold.unwrap_or(3).max(1) as u32 {
+                        pod.probe_ok = false;
+                    }
+                }
             }
             all_running && pod.probe_ok
         }

@@ -385,3 +385,37 @@ fn lab_down_leaves_nothing_behind() {
         "down twice is fine"
     );
 }
+
+#[test]
+fn readiness_probes_decide_who_gets_traffic() {
+    if !common::root_or_skip("readiness_probes_decide_who_gets_traffic") {
+        return;
+    }
+    let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
+    // A pod whose probe never succeeds stays 0/1 and out of the Service.
+    lab.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: never-ready, labels: {app: service_demo_pod}}\nspec:\n  containers:\n  - name: c\n    image: python\n    command: [python3, -m, http.server, '8080']\n    ports: [{name: http, containerPort: 8080}]\n    readinessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 1}\n",
+    );
+    assert!(common::wait_for(Duration::from_secs(20), || !lab
+        .pod_ip("default", "never-ready")
+        .is_empty()));
+    std::thread::sleep(Duration::from_secs(3));
+    let slices = lab.get_json("endpointslices");
+    let endpoint = slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["targetRef"]["name"] == "never-ready")
+        .expect("the pod is an endpoint");
+    assert_eq!(endpoint["conditions"]["ready"], false, "{endpoint}");
+    let seen = answers(&lab, "service-demo-client", "http://service-demo", 30, 3);
+    // Only the two ready servers answer (the unready one would list its directory).
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|s| s.starts_with("<p>Hi from service-demo-")),
+        "{seen:?}"
+    );
+}
