@@ -4,8 +4,6 @@
 //! pod namespaces and removes them.
 //! Usage: cni-bench [CYCLES] [CONCURRENT]   (strait binary: $STRAIT or target/release/strait)
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,45 +37,18 @@ fn conf(plugin_type: &str, data_dir: &str) -> String {
     .to_string()
 }
 
-fn call(node: &Ns, plugin_path: &str, cni_command: &str, id: &str, netns: &str, conf: &str) {
-    let what = format!("{plugin_path} {cni_command}");
-    let (plugin, command, id, netns, conf) = (
-        plugin_path.to_owned(),
-        cni_command.to_owned(),
-        id.to_owned(),
-        netns.to_owned(),
-        conf.to_owned(),
-    );
-    let out = node
-        .1
-        .run(move || {
-            let mut child = Command::new(&plugin)
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("CNI_COMMAND", &command)
-                .env("CNI_CONTAINERID", &id)
-                .env("CNI_NETNS", &netns)
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", "/usr/lib/cni")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run plugin");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(conf.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
-        })
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+fn call(node: &Ns, plugin: &str, command: &str, id: &str, netns: &str, conf: &str) {
+    let call = strait_cni::Call {
+        command,
+        container_id: id,
+        netns,
+        ifname: "eth0",
+        conf,
+        env: &[],
+    };
+    let reply =
+        strait_cni::invoke(std::path::Path::new(plugin), &node.1, &call).expect("run the plugin");
+    assert!(reply.code == 0, "{plugin} {command} failed: {}", reply.json);
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -129,15 +129,6 @@ fn kube_proxy_shaped(n: usize) -> String {
     out
 }
 
-fn peak_rss_mb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
@@ -205,7 +196,7 @@ fn main() {
             secs(render_t),
             secs(apply_t),
             secs(total),
-            peak_rss_mb()
+            strait_linux::peak_rss_mb()
         );
     }
 

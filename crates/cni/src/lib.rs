@@ -7,8 +7,10 @@ mod error;
 mod ipam;
 mod nft;
 mod plugin;
+mod runtime;
 mod types;
 
 pub use error::{code, Error, Result};
 pub use plugin::{run, Env, Outcome};
+pub use runtime::{invoke, Call, Reply};
 pub use types::SUPPORTED_VERSIONS;

@@ -298,44 +298,24 @@ fn cni(
 ) -> Result<serde_json::Value> {
     let conf = cni_conf(layout, config, node);
     let node_ns = NetNs::open(format!("/run/netns/{}", layout.node_ns(node)))?;
-    let (exe, command, id, netns) = (
-        strait.to_owned(),
-        command.to_owned(),
-        id.to_owned(),
-        netns.to_owned(),
-    );
-    let out = node_ns.run(move || -> std::io::Result<std::process::Output> {
-        let mut child = Command::new(exe)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", &command)
-            .env("CNI_CONTAINERID", &id)
-            .env("CNI_NETNS", &netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(conf.as_bytes())?;
-        child.wait_with_output()
-    })?;
-    let out = out.map_err(crate::error::io("run the CNI plugin"))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    if out.status.success() {
-        Ok(value)
+    let call = strait_cni::Call {
+        command,
+        container_id: id,
+        netns,
+        ifname: "eth0",
+        conf: &conf,
+        env: &[],
+    };
+    let reply = strait_cni::invoke(strait, &node_ns, &call)
+        .map_err(crate::error::io("run the CNI plugin"))?;
+    if reply.code == 0 {
+        Ok(reply.json)
     } else {
         Err(Error::Lab {
             lab: layout.name.clone(),
             message: format!(
-                "CNI {}: {}",
-                "ADD/DEL",
-                value["msg"].as_str().unwrap_or("failed")
+                "CNI {command}: {}",
+                reply.json["msg"].as_str().unwrap_or("failed")
             ),
         })
     }

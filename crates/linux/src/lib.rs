@@ -26,3 +26,13 @@ pub use sysctl::{read_sysctl, write_sysctl};
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Peak resident memory of this process so far, in MiB (0 where /proc has none).
+pub fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}

@@ -26,7 +26,7 @@ pub fn run(args: &RenderArgs) -> Result<(), Error> {
     };
     written?;
     out.flush().map_err(|e| Error::Output(e.to_string()))?;
-    tracing::info!(elapsed = ?started.elapsed(), peak_rss_mb = peak_rss_mb(), "output written");
+    tracing::info!(elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "output written");
     // The process ends here: let the kernel reclaim the snapshot at once
     // instead of freeing a hundred thousand objects one by one.
     std::mem::forget(state);
@@ -56,19 +56,9 @@ pub fn load(manifests: &ManifestArgs, cluster: &ClusterArgs) -> Result<ClusterSt
             .into_iter()
             .map(|(o, origin)| (o, Some(origin))),
     )?;
-    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = peak_rss_mb(), "manifests read");
+    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
     let started = std::time::Instant::now();
     let state = controllers::reconcile(desired, None, &config)?;
-    tracing::info!(objects = state.len(), elapsed = ?started.elapsed(), peak_rss_mb = peak_rss_mb(), "controllers ran");
+    tracing::info!(objects = state.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "controllers ran");
     Ok(state)
-}
-
-/// Peak resident memory of this process so far, from /proc (0 where there is none).
-fn peak_rss_mb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
 }

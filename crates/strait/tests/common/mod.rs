@@ -136,45 +136,17 @@ pub fn cni(
     conf: &str,
     extra_env: &[(&str, &str)],
 ) -> (i32, serde_json::Value) {
-    let plugin = plugin.to_owned();
-    let mut env: Vec<(String, String)> = vec![
-        ("CNI_COMMAND".into(), command.into()),
-        ("CNI_CONTAINERID".into(), container_id.into()),
-        ("CNI_NETNS".into(), netns.into()),
-        ("CNI_IFNAME".into(), "eth0".into()),
-        ("CNI_PATH".into(), "/usr/lib/cni".into()),
-    ];
-    env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let conf = conf.to_owned();
-    let out = node.run(move || {
-        let mut child = Command::new(plugin)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run plugin");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = if stdout.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&stdout).unwrap_or_else(|_| serde_json::Value::String(stdout.clone()))
+    let call = strait_cni::Call {
+        command,
+        container_id,
+        netns,
+        ifname: "eth0",
+        conf,
+        env: extra_env,
     };
-    (out.status.code().unwrap_or(-1), value)
+    let reply =
+        strait_cni::invoke(std::path::Path::new(plugin), &node.ns, &call).expect("run the plugin");
+    (reply.code, reply.json)
 }
 
 /// Names of the links in `ns`.
