@@ -74,6 +74,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     let mut previous: Option<ClusterState> = None;
     let mut last_written = String::new();
+    // Pods that failed to start: not retried before the instant, and why.
+    let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
     loop {
         let started = Instant::now();
         let desired = desired_state(layout, config, strait)?;
@@ -108,15 +110,26 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         }
         for pod in state0.pods.iter() {
             let key = key_of(pod);
-            if running.contains_key(&key) {
+            if running.contains_key(&key)
+                || failures
+                    .get(&key)
+                    .is_some_and(|(until, _)| Instant::now() < *until)
+            {
                 continue;
             }
             match start_pod(layout, config, strait, pod, &running) {
                 Ok(r) => {
                     tracing::info!(pod = %format!("{}/{}", key.0, key.1), node = %r.record.node, ip = %r.record.ip, "pod started");
+                    failures.remove(&key);
                     running.insert(key, r);
                 }
-                Err(e) => tracing::error!("pod {}/{}: {e}", key.0, key.1),
+                Err(e) => {
+                    tracing::error!("pod {}/{}: {e}", key.0, key.1);
+                    failures.insert(
+                        key,
+                        (Instant::now() + Duration::from_secs(2), e.to_string()),
+                    );
+                }
             }
         }
         for pod in running
@@ -164,6 +177,11 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 .collect(),
             ready: running.values().all(|r| r.record.ready),
             error: None,
+            problems: failures
+                .iter()
+                .filter(|(k, _)| wanted.contains(*k))
+                .map(|((ns, n), (_, m))| (format!("{ns}/{n}"), m.clone()))
+                .collect(),
         };
         Layout::write_atomic(
             &layout.state(),
@@ -377,6 +395,7 @@ fn start_pod(
             restarts: 0,
             phase: "Running".into(),
             workdir: workdir.display().to_string(),
+            message: None,
         },
         node,
         containers: spec
@@ -402,12 +421,15 @@ fn start_pod(
                 }
                 running.containers[i].1 = Some(c);
             }
-            Err(e) => tracing::error!(
-                "pod {}/{} container {}: {e}",
-                running.record.namespace,
-                running.record.name,
-                spec.containers[i].name
-            ),
+            Err(e) => {
+                tracing::error!(
+                    "pod {}/{} container {}: {e}",
+                    running.record.namespace,
+                    running.record.name,
+                    spec.containers[i].name
+                );
+                running.record.message = Some(e.to_string());
+            }
         }
     }
     Ok(running)
@@ -426,13 +448,10 @@ fn spawn_container(
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
     if argv.is_empty() {
-        return Err(Error::Lab {
-            lab: String::new(),
-            message: format!(
-                "container {}: images are not run in the lab; give a command",
-                c.name
-            ),
-        });
+        return Err(Error::Step(format!(
+            "container {}: images are not run in the lab; give a command",
+            c.name
+        )));
     }
     let hostname: String = spec
         .hostname

@@ -4,6 +4,10 @@ pub enum Error {
     #[error("lab {lab}: {message}")]
     Lab { lab: String, message: String },
 
+    /// A pod or node step that failed; the message names it.
+    #[error("{0}")]
+    Step(String),
+
     #[error(transparent)]
     Kernel(#[from] strait_linux::Error),
 

@@ -59,6 +59,9 @@ pub struct PodRecord {
     pub restarts: u32,
     pub phase: String,
     pub workdir: String,
+    /// Why it does not run, when it cannot (a command that is not there, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What the controller has running (`state.json`), for the other commands.
@@ -67,6 +70,9 @@ pub struct LabState {
     pub pods: BTreeMap<String, PodRecord>,
     pub ready: bool,
     pub error: Option<String>,
+    /// Pods that could not be started, and why.
+    #[serde(default)]
+    pub problems: BTreeMap<String, String>,
 }
 
 /// The paths of one lab.

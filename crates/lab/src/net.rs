@@ -18,15 +18,12 @@ pub fn run_in(ns: &NetNs, args: &[&str]) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::Lab {
-            lab: String::new(),
-            message: format!(
-                "`{}` in {}: {}",
-                args.join(" "),
-                ns.path().display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
+        Err(Error::Step(format!(
+            "`{}` in {}: {}",
+            args.join(" "),
+            ns.path().display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 

@@ -186,6 +186,27 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
                 ),
             ));
         }
+        // A pod that cannot start will not become Ready: say why at once.
+        let problems: Vec<String> = state
+            .problems
+            .iter()
+            .map(|(k, m)| format!("{k}: {m}"))
+            .chain(
+                state
+                    .pods
+                    .iter()
+                    .filter_map(|(k, p)| p.message.as_ref().map(|m| format!("{k}: {m}"))),
+            )
+            .collect();
+        if !problems.is_empty() {
+            return Err(lab_error(
+                &layout.name,
+                format!(
+                    "{} (the lab keeps running; strait lab down to remove it)",
+                    problems.join("; ")
+                ),
+            ));
+        }
         let wanted = cluster(layout).map(|c| c.pods.len()).unwrap_or(usize::MAX);
         if state.ready && wanted != usize::MAX && state.pods.len() == wanted && wanted > 0 {
             return Ok(());

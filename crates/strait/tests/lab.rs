@@ -419,3 +419,21 @@ fn readiness_probes_decide_who_gets_traffic() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_pod_that_cannot_start_is_reported_at_once() {
+    if !common::root_or_skip("a_pod_that_cannot_start_is_reported_at_once") {
+        return;
+    }
+    let dir = common::TempDir::new("lab-bad");
+    let file = dir.0.join("bad.yaml");
+    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: nginx}\nspec:\n  containers: [{name: web, image: nginx}]\n").unwrap();
+    let name = format!("bad{}", std::process::id() % 100_000);
+    let lab = Lab { name: name.clone() };
+    let started = std::time::Instant::now();
+    let out = lab.strait(&["lab", "up", "--name", &name, "--timeout", "30", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("default/nginx: container web: images are not run in the lab; give a command"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "reported at once, not after the timeout");
+}
