@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{code, Error, Result};
-use crate::types::{IpamConf, RangeConf, RouteConf};
+use crate::types::{IpamConf, RangeConf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const LINE_BREAK: &str = "\r\n";
@@ -412,11 +412,6 @@ impl Store {
             })
         })
     }
-}
-
-/// The gateway and routes for an allocated address.
-pub fn routes(ipam: &IpamConf) -> Vec<RouteConf> {
-    ipam.routes.clone()
 }
 
 #[cfg(test)]

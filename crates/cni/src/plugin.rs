@@ -268,7 +268,7 @@ impl Plan {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| ipam::DEFAULT_DATA_DIR.into()),
-            routes: ipam::routes(ipam),
+            routes: ipam.routes.clone(),
             port_mappings,
             requested,
             is_gateway: conf.is_gateway || conf.is_default_gateway,

@@ -136,7 +136,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             .values_mut()
             .filter(|p| p.terminating_until.is_none())
         {
-            supervise(layout, &nodes, pod);
+            supervise(&nodes, pod);
         }
 
         // The cluster as it is: pods with their status, slices recomputed.
@@ -491,7 +491,7 @@ fn spawn_container(
 }
 
 /// Restart what exited (restartPolicy), probe readiness.
-fn supervise(layout: &Layout, nodes: &[NetNs], pod: &mut Running) {
+fn supervise(nodes: &[NetNs], pod: &mut Running) {
     let spec = pod.spec.spec.clone().unwrap_or_default();
     let policy = spec
         .restart_policy
@@ -534,7 +534,6 @@ fn supervise(layout: &Layout, nodes: &[NetNs], pod: &mut Running) {
             };
         }
     }
-    let _ = layout;
     // Readiness: the first container's probe, or running is ready.
     let probe = spec
         .containers

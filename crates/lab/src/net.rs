@@ -208,17 +208,3 @@ pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
     }
     Ok(nodes)
 }
-
-/// Remove every namespace whose name starts with the lab's prefix.
-#[allow(dead_code)]
-pub fn teardown(layout: &Layout) {
-    let prefix = format!("strait-{}-", layout.name);
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) {
-                let _ = NetNs::delete(&name);
-            }
-        }
-    }
-}

@@ -431,9 +431,26 @@ fn a_pod_that_cannot_start_is_reported_at_once() {
     let name = format!("bad{}", std::process::id() % 100_000);
     let lab = Lab { name: name.clone() };
     let started = std::time::Instant::now();
-    let out = lab.strait(&["lab", "up", "--name", &name, "--timeout", "30", "-f", file.to_str().unwrap()]);
+    let out = lab.strait(&[
+        "lab",
+        "up",
+        "--name",
+        &name,
+        "--timeout",
+        "30",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("default/nginx: container web: images are not run in the lab; give a command"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(10), "reported at once, not after the timeout");
+    assert!(
+        stderr.contains(
+            "default/nginx: container web: images are not run in the lab; give a command"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "reported at once, not after the timeout"
+    );
 }

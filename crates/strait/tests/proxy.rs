@@ -107,7 +107,7 @@ struct Cluster {
     node: TestNs,
     client: TestNs,
     pods: Vec<(TestNs, IpAddr)>,
-    data: TempDir,
+    _data: TempDir,
     manifests: TempDir,
     conf: String,
     proxy: Option<Background>,
@@ -160,7 +160,7 @@ impl Cluster {
             node,
             client,
             pods: Vec::new(),
-            data,
+            _data: data,
             manifests,
             conf,
             proxy: None,
@@ -281,7 +281,6 @@ impl Drop for Cluster {
                 &[],
             );
         }
-        let _ = &self.data;
     }
 }
 
