@@ -1,8 +1,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The whole network of a Kubernetes node in one binary: pod networking (CNI),
-/// Service virtual IPs (nftables), cluster DNS and NetworkPolicy — in a real
-/// cluster, or in a lab of network namespaces on one machine.
+/// Service virtual IPs (nftables) and cluster DNS — in a lab of network
+/// namespaces on one machine, or for a real node. Run with CNI_COMMAND set
+/// (as /opt/cni/bin/strait), it is a CNI plugin.
 #[derive(Debug, Parser)]
 #[command(name = "strait", version, propagate_version = true)]
 pub struct Cli {
