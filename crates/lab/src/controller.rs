@@ -285,8 +285,27 @@ fn desired_state(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<C
     )?)
 }
 
-fn cni_conf(layout: &Layout, config: &LabConfig, node: usize) -> String {
+/// The node's network configuration, with the pod's `hostPort`s as
+/// runtimeConfig.portMappings (the way the kubelet passes them).
+fn cni_conf(layout: &Layout, config: &LabConfig, node: usize, pod: &Pod) -> String {
+    let mappings: Vec<serde_json::Value> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| {
+            serde_json::json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                "hostIP": p.host_ip.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
     serde_json::json!({
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": mappings},
         "cniVersion": "1.1.0",
         "name": "strait-lab",
         "type": "strait",
@@ -310,16 +329,18 @@ fn cni(
     config: &LabConfig,
     strait: &Path,
     node: usize,
+    pod: &Pod,
     command: &str,
-    id: &str,
-    netns: &str,
 ) -> Result<serde_json::Value> {
-    let conf = cni_conf(layout, config, node);
+    let (namespace, name) = key_of(pod);
+    let id = format!("{namespace}_{name}");
+    let netns = format!("/run/netns/{}", layout.pod_ns(&namespace, &name));
+    let conf = cni_conf(layout, config, node, pod);
     let node_ns = NetNs::open(format!("/run/netns/{}", layout.node_ns(node)))?;
     let call = strait_cni::Call {
         command,
-        container_id: id,
-        netns,
+        container_id: &id,
+        netns: &netns,
         ifname: "eth0",
         conf: &conf,
         env: &[],
@@ -361,9 +382,8 @@ fn start_pod(
     let netns = layout.pod_ns(&namespace, &name);
     let _ = NetNs::delete(&netns);
     NetNs::create(&netns)?;
-    let netns_path = format!("/run/netns/{netns}");
     let id = format!("{namespace}_{name}");
-    let result = match cni(layout, config, strait, node, "ADD", &id, &netns_path) {
+    let result = match cni(layout, config, strait, node, pod, "ADD") {
         Ok(r) => r,
         Err(e) => {
             let _ = NetNs::delete(&netns);
@@ -677,8 +697,7 @@ fn stop_pod(layout: &Layout, config: &LabConfig, strait: &Path, mut pod: Running
         }
     }
     let id = format!("{}_{}", pod.record.namespace, pod.record.name);
-    let netns_path = format!("/run/netns/{}", pod.record.netns);
-    if let Err(e) = cni(layout, config, strait, pod.node, "DEL", &id, &netns_path) {
+    if let Err(e) = cni(layout, config, strait, pod.node, &pod.spec, "DEL") {
         tracing::warn!("pod {id}: {e}");
     }
     let _ = NetNs::delete(&pod.record.netns);

@@ -454,3 +454,27 @@ fn a_pod_that_cannot_start_is_reported_at_once() {
         "reported at once, not after the timeout"
     );
 }
+
+#[test]
+fn host_ports_answer_on_the_node_address() {
+    if !common::root_or_skip("host_ports_answer_on_the_node_address") {
+        return;
+    }
+    let dir = common::TempDir::new("lab-hostport");
+    let file = dir.0.join("hp.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: node-2\n  containers:\n  - name: c\n    image: python\n    command: [sh, -c, 'echo hostport-ok > index.html; exec python3 -m http.server 8080']\n    ports: [{containerPort: 8080, hostPort: 8888}]\n",
+    )
+    .unwrap();
+    let lab = Lab::up(&[], &[file.to_str().unwrap()]);
+    let underlay = format!("--net=/run/netns/strait-{}-underlay", lab.name);
+    let ok = common::wait_for(Duration::from_secs(10), || {
+        let out = Command::new("nsenter")
+            .args([underlay.as_str(), "--", "python3", "-c", "import urllib.request as u; print(u.urlopen('http://172.18.0.3:8888', timeout=3).read().decode())"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "hostport-ok"
+    });
+    assert!(ok, "hostPort 8888 on node-2's address\n{}", lab.log());
+}
