@@ -244,10 +244,13 @@ fn cluster(layout: &Layout) -> Option<ClusterState> {
 }
 
 fn summary(layout: &Layout, config: &LabConfig) {
+    let backend = match config.backend {
+        Backend::Vxlan => "vxlan",
+        Backend::HostGw => "host-gw",
+    };
     println!(
-        "lab {} is up ({:?}, controller PID {}, files in {})",
+        "lab {} is up ({backend}, controller PID {}, files in {})",
         layout.name,
-        config.backend,
         layout.controller_pid().unwrap_or(0),
         layout.dir.display()
     );
