@@ -1,7 +1,5 @@
 //! Answers for the cluster's own names, from a [`Zone`].
 
-use std::net::IpAddr;
-
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -85,10 +83,7 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
         return Outcome::Answer(m);
     }
     if let Some(ip) = zone.pod_address(&name) {
-        let records = match ip {
-            IpAddr::V4(v4) => Records::new(vec![Rr::A(v4)]),
-            IpAddr::V6(v6) => Records::new(vec![Rr::Aaaa(v6)]),
-        };
+        let records = Records::new(vec![Rr::address(ip)]);
         add_records(zone, &mut m, &owner, &records, qtype, ttl);
         return Outcome::Answer(m);
     }

@@ -32,6 +32,21 @@ pub enum Rr {
     Cname(Box<str>),
 }
 
+impl Rr {
+    /// The A or AAAA record of an address.
+    pub fn address(ip: IpAddr) -> Rr {
+        match ip {
+            IpAddr::V4(v4) => Rr::A(v4),
+            IpAddr::V6(v6) => Rr::Aaaa(v6),
+        }
+    }
+}
+
+/// `_<port>._<proto>.<service name>`, lowercase.
+fn srv_name(port_name: &str, protocol: Option<&str>, base: &str) -> String {
+    format!("_{port_name}._{}.{base}", protocol.unwrap_or("TCP")).to_ascii_lowercase()
+}
+
 /// The records of one name, packed: a zone holds hundreds of thousands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Records(Box<[Rr]>);
@@ -202,10 +217,7 @@ impl Builder {
                     continue;
                 }
                 seen.push(ip);
-                let rr = match ip {
-                    IpAddr::V4(v4) => Rr::A(v4),
-                    IpAddr::V6(v6) => Rr::Aaaa(v6),
-                };
+                let rr = Rr::address(ip);
                 self.entry(&base).push(rr);
                 let target = self.intern(&base);
                 self.reverse.entry(ip).or_default().push(target);
@@ -214,12 +226,7 @@ impl Builder {
                 let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
                     continue;
                 };
-                let proto = port
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .to_ascii_lowercase();
-                let srv_name = format!("_{port_name}._{proto}.{base}");
+                let srv_name = srv_name(port_name, port.protocol.as_deref(), &base);
                 let srv = Srv {
                     priority: 0,
                     weight: 100,
@@ -262,12 +269,7 @@ impl Builder {
                         else {
                             continue;
                         };
-                        let proto = port
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase();
-                        let srv_name = format!("_{port_name}._{proto}.{base}").to_ascii_lowercase();
+                        let srv_name = srv_name(port_name, port.protocol.as_deref(), &base);
                         srv.entry(srv_name)
                             .or_default()
                             .push((number as u16, host_name.clone()));
@@ -276,10 +278,7 @@ impl Builder {
             }
         }
         for (ip, host_name) in &endpoints {
-            let rr = match ip {
-                IpAddr::V4(v4) => Rr::A(*v4),
-                IpAddr::V6(v6) => Rr::Aaaa(*v6),
-            };
+            let rr = Rr::address(*ip);
             self.entry(&base).push(rr.clone());
             self.entry(host_name).push(rr);
             let target = self.intern(host_name);

@@ -11,7 +11,7 @@ use strait_model::controllers::ClusterConfig;
 
 use crate::cli::DnsArgs;
 use crate::error::Error;
-use crate::proxy::{load, stamp};
+use crate::state::{cluster_config, follow, load};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -33,11 +33,7 @@ fn parse_upstream(text: &str) -> Result<SocketAddr, Error> {
 }
 
 pub fn run(args: &DnsArgs) -> Result<(), Error> {
-    let config = ClusterConfig {
-        node_port_range: args.cluster.node_port_range.parse()?,
-        ..ClusterConfig::default()
-    }
-    .with_service_cidrs(&args.cluster.service_cidrs)?;
+    let config = cluster_config(&args.cluster)?;
     let listen: SocketAddr = args.listen.parse().map_err(|_| Error::Flag {
         flag: "--listen",
         message: format!("{:?} is not IP:PORT", args.listen),
@@ -64,7 +60,12 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
     // The zone is all the server keeps: Service addresses are derived from
     // names, so reloading without the previous snapshot gives the same ones.
-    let zone = SharedZone::new(build_zone(&args.manifests, &config, &domain, args.ttl)?);
+    let zone = SharedZone::new(build_zone(
+        &args.manifests.files,
+        &config,
+        &domain,
+        args.ttl,
+    )?);
     let metrics = Arc::new(DnsMetrics::default());
     let forwarder = Forwarder::new(
         upstreams.clone(),
@@ -119,15 +120,8 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
-    let mut last = stamp(&args.manifests.files);
-    loop {
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
-        let now = stamp(&args.manifests.files);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match build_zone(&args.manifests, &config, &domain, args.ttl) {
+    follow(&args.manifests.files, args.poll_ms, || {
+        match build_zone(&args.manifests.files, &config, &domain, args.ttl) {
             Ok(fresh) => {
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
@@ -135,27 +129,21 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             }
             Err(e) => tracing::error!("{e}; keeping the current zone"),
         }
-    }
+    })
 }
 
 /// Read the manifests and build the zone on a thread of its own: its
 /// garbage (hundreds of megabytes for a big cluster) stays in that thread's
 /// allocator arena, and the zone is copied out compactly into ours.
 fn build_zone(
-    manifests: &crate::cli::ManifestArgs,
+    files: &[String],
     config: &ClusterConfig,
     domain: &str,
     ttl: u32,
 ) -> Result<Zone, Error> {
-    let (manifests, config, domain) = (
-        crate::cli::ManifestArgs {
-            files: manifests.files.clone(),
-        },
-        config.clone(),
-        domain.to_owned(),
-    );
+    let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
     let built = std::thread::spawn(move || -> Result<Zone, Error> {
-        let state = load(&manifests, &config, None)?;
+        let state = load(&files, &config, None)?;
         Ok(Zone::build(&state, &domain, ttl, serial()))
     })
     .join()

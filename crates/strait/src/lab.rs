@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strait_lab::{Backend, LabConfig, LabState, Layout};
-use strait_model::{ClusterState, Kind, Object, ObjectKey, Source};
+use strait_model::{ClusterState, Kind, Object, ObjectKey};
 
 use crate::cli::{
     LabApplyArgs, LabBackend, LabCommand, LabDeleteArgs, LabExecArgs, LabGetArgs, LabLogsArgs,
@@ -63,12 +63,10 @@ fn running(name: &str) -> Result<Layout, Error> {
 
 /// Objects of manifests, admitted (defaults, validation) as the API server would.
 fn read_objects(files: &[String]) -> Result<Vec<Object>, Error> {
-    let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
-    let loaded = strait_model::load_paths(&sources)?;
-    for (kind, count) in &loaded.ignored {
-        tracing::warn!("ignoring {count} object(s) of kind {kind}: strait does not use it");
-    }
-    Ok(loaded.objects.into_iter().map(|(o, _)| o).collect())
+    Ok(crate::state::read_objects(files)?
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect())
 }
 
 fn read_desired(layout: &Layout) -> Result<BTreeMap<ObjectKey, Object>, Error> {

@@ -10,6 +10,7 @@ mod error;
 mod lab;
 mod proxy;
 mod render;
+mod state;
 
 use error::Error;
 

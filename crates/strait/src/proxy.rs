@@ -1,18 +1,17 @@
 //! `strait proxy`: plan, render and apply the Service rules for one node.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use strait_model::controllers::{self, ClusterConfig};
-use strait_model::{ClusterState, Source};
+use strait_model::ClusterState;
 use strait_proxy::{
     plan, render, render_full, serve_metrics, HealthCheckServers, NodeContext, ProxyMetrics,
     ServiceProxy, Sync,
 };
 
-use crate::cli::{ManifestArgs, ProxyArgs};
+use crate::cli::ProxyArgs;
 use crate::error::Error;
+use crate::state::{cluster_config, follow, load};
 
 pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     if args.cleanup {
@@ -20,14 +19,8 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         println!("removed table ip strait");
         return Ok(());
     }
-    let manifests = ManifestArgs {
-        files: args.manifests.files.clone(),
-    };
-    let config = ClusterConfig {
-        node_port_range: args.cluster.node_port_range.parse()?,
-        ..ClusterConfig::default()
-    }
-    .with_service_cidrs(&args.cluster.service_cidrs)?;
+    let config = cluster_config(&args.cluster)?;
+    let files = &args.manifests.files;
     let cluster_cidrs = args
         .cluster_cidrs
         .iter()
@@ -50,7 +43,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let node = args.node.clone().unwrap_or_default();
 
-    let state = load(&manifests, &config, None)?;
+    let state = load(files, &config, None)?;
     let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
     let table = plan(&state, &ctx);
     let ruleset = render(&table);
@@ -89,21 +82,14 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     record(&metrics, &proxy, &mut health, first.as_ref().ok().copied());
     first?;
     // Follow the files until stopped; the rules stay when we exit.
-    let mut last = stamp(&manifests.files);
     let mut previous = state;
-    loop {
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
-        let now = stamp(&manifests.files);
-        if now == last {
-            continue;
-        }
-        last = now;
-        let state = match load(&manifests, &config, Some(&previous)) {
+    follow(files, args.poll_ms, || {
+        let state = match load(files, &config, Some(&previous)) {
             Ok(state) => state,
             Err(e) => {
                 // Bad input changes nothing: keep the rules of the last good state.
                 tracing::error!("{e}; keeping the current rules");
-                continue;
+                return;
             }
         };
         match proxy.update(&previous, &state) {
@@ -114,7 +100,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             }
         }
         previous = state;
-    }
+    })
 }
 
 /// Log a sync, count it, and serve the health checks it implies.
@@ -149,26 +135,6 @@ fn or_none(v: &[String]) -> String {
     }
 }
 
-pub(crate) fn load(
-    manifests: &ManifestArgs,
-    config: &ClusterConfig,
-    previous: Option<&ClusterState>,
-) -> Result<ClusterState, Error> {
-    let sources: Vec<Source> = manifests
-        .files
-        .iter()
-        .map(|f| Source::from_arg(f))
-        .collect();
-    let loaded = strait_model::load_paths(&sources)?;
-    let desired = ClusterState::from_objects(
-        loaded
-            .objects
-            .into_iter()
-            .map(|(o, origin)| (o, Some(origin))),
-    )?;
-    Ok(controllers::reconcile(desired, previous, config)?)
-}
-
 /// The node's context; its IPs from the Node object unless given.
 fn context(
     state: &ClusterState,
@@ -199,29 +165,6 @@ fn context(
         node_ips: ips,
         cluster_cidrs: cluster_cidrs.to_vec(),
     }
-}
-
-/// Modification times of the inputs (directories: of their manifest files).
-pub(crate) fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    for f in files {
-        let path = std::path::Path::new(f);
-        if path.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(path) {
-                let mut list: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-                list.sort();
-                for p in list {
-                    out.push((
-                        p.display().to_string(),
-                        p.metadata().and_then(|m| m.modified()).ok(),
-                    ));
-                }
-            }
-        } else {
-            out.push((f.clone(), path.metadata().and_then(|m| m.modified()).ok()));
-        }
-    }
-    out
 }
 
 /// Pod-to-Service traffic between pods on one bridge only meets nftables

@@ -11,9 +11,7 @@ use std::time::Duration;
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::repo;
 
 /// A lab for one test; `lab down` when dropped, whatever happened.
 struct Lab {

@@ -6,8 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,23 +13,10 @@ use serde_json::json;
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 
-fn repo() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn dry_run(args: &[&str]) -> String {
-    let out = Command::new(STRAIT)
-        .args(["proxy", "--dry-run"])
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut all = vec!["proxy", "--dry-run"];
+    all.extend_from_slice(args);
+    strait_ok(&all)
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! `strait render` as a user runs it: the binary, real files, real output.
 //! Golden files live in `tests/snapshots/`; review changes with `cargo insta review`.
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{repo, strait_ok as render, TempDir};
 
 fn strait(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
@@ -25,16 +24,6 @@ fn strait(args: &[&str], stdin: Option<&str>) -> Output {
         .unwrap();
     drop(input);
     child.wait_with_output().unwrap()
-}
-
-fn render(args: &[&str]) -> String {
-    let out = strait(args, None);
-    assert!(
-        out.status.success(),
-        "strait {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -107,8 +96,8 @@ fn a_directory_is_read_in_name_order_and_stdin_works() {
 
 #[test]
 fn a_malformed_manifest_stops_with_file_document_object_and_field() {
-    let dir = tempdir();
-    let file = dir.join("bad.yaml");
+    let dir = TempDir::new("render");
+    let file = dir.0.join("bad.yaml");
     std::fs::write(
         &file,
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  ports:\n  - port: \"eighty\"\n",
@@ -139,13 +128,12 @@ fn a_malformed_manifest_stops_with_file_document_object_and_field() {
     let missing = strait(&["render", "-f", "no/such/file.yaml"], None);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read no/such/file.yaml"));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn conflicting_objects_are_refused_with_both_names() {
-    let dir = tempdir();
-    let file = dir.join("conflict.yaml");
+    let dir = TempDir::new("render");
+    let file = dir.0.join("conflict.yaml");
     let svc = |name: &str| {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: NodePort, ports: [{{port: 80, nodePort: 30080}}]}}\n---\n")
     };
@@ -159,7 +147,6 @@ fn conflicting_objects_are_refused_with_both_names() {
             && stderr.contains("30080 is already allocated to Service default/a"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -170,21 +157,4 @@ fn help_speaks_kubernetes() {
             && help.contains("--filename")
             && help.contains("--service-cidr")
     );
-}
-
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "strait-render-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }

@@ -12,6 +12,28 @@ use std::time::Duration;
 
 pub use strait_linux::NetNs;
 
+/// The repository's root, where `examples/` and `tests/fixtures/` are.
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Run the strait binary with `args` from the repository's root; it must
+/// succeed, and its stdout is returned.
+pub fn strait_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("strait runs");
+    assert!(
+        out.status.success(),
+        "strait {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 /// True when the test may run; otherwise says, unmissably, that it skipped.
 pub fn root_or_skip(test: &str) -> bool {
     if strait_linux::is_root() {

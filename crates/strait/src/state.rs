@@ -1,0 +1,85 @@
+//! From manifests to a ClusterState, and following the files as they change:
+//! what `render`, `proxy`, `dns` and `lab` all start from.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use strait_model::controllers::{self, ClusterConfig};
+use strait_model::{ClusterState, Object, Origin, Source};
+
+use crate::cli::ClusterArgs;
+use crate::error::Error;
+
+/// The API server's and controller manager's settings from the flags.
+pub fn cluster_config(cluster: &ClusterArgs) -> Result<ClusterConfig, Error> {
+    Ok(ClusterConfig {
+        node_port_range: cluster.node_port_range.parse()?,
+        ..ClusterConfig::default()
+    }
+    .with_service_cidrs(&cluster.service_cidrs)?)
+}
+
+/// The objects of `files` (admitted: defaults, validation); kinds strait
+/// does not use are reported once each.
+pub fn read_objects(files: &[String]) -> Result<Vec<(Object, Origin)>, Error> {
+    let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
+    let loaded = strait_model::load_paths(&sources)?;
+    for (kind, count) in &loaded.ignored {
+        tracing::warn!("ignoring {count} object(s) of kind {kind}: strait does not use it");
+    }
+    Ok(loaded.objects)
+}
+
+/// Read the manifests and run the controllers; `previous` keeps
+/// allocations and pod status stable across reloads.
+pub fn load(
+    files: &[String],
+    config: &ClusterConfig,
+    previous: Option<&ClusterState>,
+) -> Result<ClusterState, Error> {
+    let started = Instant::now();
+    let desired = ClusterState::from_objects(
+        read_objects(files)?
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )?;
+    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
+    let started = Instant::now();
+    let state = controllers::reconcile(desired, previous, config)?;
+    tracing::info!(objects = state.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "controllers ran");
+    Ok(state)
+}
+
+/// Modification times of the inputs (directories: of their files).
+fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
+    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+    let mut out = Vec::new();
+    for f in files {
+        let path = std::path::Path::new(f);
+        if path.is_dir() {
+            let mut list: Vec<_> = std::fs::read_dir(path)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            list.sort();
+            out.extend(
+                list.into_iter()
+                    .map(|p| (p.display().to_string(), modified(&p))),
+            );
+        } else {
+            out.push((f.clone(), modified(path)));
+        }
+    }
+    out
+}
+
+/// Call `changed` whenever one of `files` changes, looking every `poll_ms`; never returns.
+pub fn follow(files: &[String], poll_ms: u64, mut changed: impl FnMut()) -> ! {
+    let mut last = stamp(files);
+    loop {
+        std::thread::sleep(Duration::from_millis(poll_ms));
+        let now = stamp(files);
+        if now != last {
+            last = now;
+            changed();
+        }
+    }
+}
