@@ -38,6 +38,11 @@ mod msg {
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
 pub const REG_2: u32 = 2;
+/// The 4-byte registers after `REG_1`'s first four bytes: concatenated keys
+/// take one per field (`REG_1` is the first).
+pub const REG32_01: u32 = 9;
+pub const REG32_02: u32 = 10;
+pub const REG32_03: u32 = 11;
 
 /// A verdict as the kernel encodes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +68,12 @@ pub enum Expr {
         len: u32,
         dreg: u32,
     },
+    /// Load `len` bytes at `offset` of the transport header into `dreg`.
+    TransportPayload {
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
     Cmp {
         sreg: u32,
         equal: bool,
@@ -72,6 +83,12 @@ pub enum Expr {
         set: String,
         sreg: u32,
         inverted: bool,
+    },
+    /// The value for the key in `sreg` from map `set`, into `dreg`.
+    MapLookup {
+        set: String,
+        sreg: u32,
+        dreg: u32,
     },
     /// `meta l4proto` into `dreg`.
     MetaL4Proto {
@@ -162,7 +179,8 @@ fn expr(b: &mut Builder, e: &Expr) {
     // NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA { … } }
     b.nested(1, |b| {
         let name = match e {
-            Expr::NetworkPayload { .. } => "payload",
+            Expr::NetworkPayload { .. } | Expr::TransportPayload { .. } => "payload",
+            Expr::MapLookup { .. } => "lookup",
             Expr::Cmp { .. } => "cmp",
             Expr::Lookup { .. } => "lookup",
             Expr::MetaL4Proto { .. } => "meta",
@@ -179,6 +197,17 @@ fn expr(b: &mut Builder, e: &Expr) {
                 b.u32(2, 1); // NFT_PAYLOAD_NETWORK_HEADER
                 b.u32(3, *offset);
                 b.u32(4, *len);
+            }
+            Expr::TransportPayload { offset, len, dreg } => {
+                b.u32(1, *dreg);
+                b.u32(2, 2); // NFT_PAYLOAD_TRANSPORT_HEADER
+                b.u32(3, *offset);
+                b.u32(4, *len);
+            }
+            Expr::MapLookup { set, sreg, dreg } => {
+                b.str(1, set);
+                b.u32(2, *sreg);
+                b.u32(3, *dreg);
             }
             Expr::Cmp {
                 sreg,
@@ -369,7 +398,7 @@ impl Batch {
                         b.nested(1, |b| {
                             data(b, 1, &Data::Value(key.clone()));
                             if let Some(v) = value {
-                                data(b, 3, v);
+                                data(b, 2, v); // NFTA_SET_ELEM_DATA
                             }
                         });
                     }

@@ -24,5 +24,5 @@ pub use health::{serve_metrics, HealthCheck, HealthCheckServers, ProxyMetrics};
 pub use plan::{
     plan, plan_service, Endpoint, NodeContext, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK,
 };
-pub use render::{render, render_diff, render_full, render_port, Ruleset, TABLE};
+pub use render::{is_shared_chain, render, render_full, render_port, Ruleset, TABLE};
 pub use sync::{ops_text, Op, ServiceProxy, Sync};

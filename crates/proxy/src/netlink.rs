@@ -5,7 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use strait_linux::{Batch, Data, Expr, NlVerdict, REG_1, REG_2, REG_VERDICT};
+use strait_linux::{
+    Batch, Data, Expr, NlVerdict, REG32_01, REG32_02, REG32_03, REG_1, REG_2, REG_VERDICT,
+};
 
 use crate::sync::Op;
 
@@ -33,6 +35,8 @@ pub fn batch(ops: &[Op]) -> Option<Batch> {
                 for (k, v) in elements {
                     let value = if v.is_empty() {
                         None
+                    } else if set.ends_with("-endpoints") {
+                        Some(Data::Value(key("endpoint", v)?))
                     } else {
                         Some(Data::Verdict(verdict(v)?))
                     };
@@ -75,6 +79,8 @@ fn key(set: &str, text: &str) -> Option<Vec<u8>> {
             .ok()
             .map(|p| [p.to_be_bytes().to_vec(), vec![0, 0]].concat())
     };
+    // numgen writes its number in host byte order.
+    let slot_field = |s: &str| s.parse::<u32>().ok().map(|n| n.to_ne_bytes().to_vec());
     let fields: Vec<Option<Vec<u8>>> = match (set, parts.as_slice()) {
         ("cluster-ips", [a]) => vec![ip(a)],
         ("service-ips" | "no-endpoint-services" | "firewall-ips", [a, p, port]) => {
@@ -84,6 +90,14 @@ fn key(set: &str, text: &str) -> Option<Vec<u8>> {
             vec![proto_field(p), port_field(port)]
         }
         ("hairpin", [a, b]) => vec![ip(a), ip(b)],
+        ("service-endpoints", [a, p, port, slot]) => {
+            vec![ip(a), proto_field(p), port_field(port), slot_field(slot)]
+        }
+        ("nodeport-endpoints", [p, port, slot]) => {
+            vec![proto_field(p), port_field(port), slot_field(slot)]
+        }
+        // The value of an endpoint slot.
+        ("endpoint", [a, port]) => vec![ip(a), port_field(port)],
         // Interval sets (cluster-cidrs, firewall-allow) need range encoding: nft does it.
         _ => return None,
     };
@@ -93,6 +107,9 @@ fn key(set: &str, text: &str) -> Option<Vec<u8>> {
 
 /// The expressions of one rule the renderer wrote.
 fn rule(text: &str) -> Option<Vec<Expr>> {
+    if let Some(r) = text.strip_prefix("dnat ip to ") {
+        return dnat_by_slot(r);
+    }
     let mut exprs = Vec::new();
     let mut rest = text;
     if let Some(r) = rest.strip_prefix("numgen random mod ") {
@@ -181,6 +198,47 @@ fn rule(text: &str) -> Option<Vec<Expr>> {
     Some(exprs)
 }
 
+/// `[ip daddr . ]meta l4proto . th dport . numgen random mod N map @M`:
+/// the key's fields in consecutive 4-byte registers, the endpoint's address
+/// and port looked up into the first two, then DNAT.
+fn dnat_by_slot(text: &str) -> Option<Vec<Expr>> {
+    let (key, set) = text.split_once(" map @")?;
+    let (fields, modulus) = key.split_once(" . numgen random mod ")?;
+    let mut registers = [REG_1, REG32_01, REG32_02, REG32_03].into_iter();
+    let mut exprs = Vec::new();
+    for field in fields.split(" . ") {
+        let dreg = registers.next()?;
+        exprs.push(match field {
+            "ip daddr" => Expr::NetworkPayload {
+                offset: 16,
+                len: 4,
+                dreg,
+            },
+            "meta l4proto" => Expr::MetaL4Proto { dreg },
+            "th dport" => Expr::TransportPayload {
+                offset: 2,
+                len: 2,
+                dreg,
+            },
+            _ => return None,
+        });
+    }
+    exprs.push(Expr::NumgenRandom {
+        dreg: registers.next()?,
+        modulus: modulus.parse().ok()?,
+    });
+    exprs.push(Expr::MapLookup {
+        set: set.to_owned(),
+        sreg: REG_1,
+        dreg: REG_1,
+    });
+    exprs.push(Expr::Dnat {
+        addr: REG_1,
+        port: REG32_01,
+    });
+    Some(exprs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +258,8 @@ mod tests {
             "goto local-X",
             "jump mark-for-masquerade",
             "drop",
+            "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints",
+            "dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-endpoints",
         ] {
             assert!(rule(text).is_some(), "{text}");
         }
@@ -223,6 +283,18 @@ mod tests {
             vec![6, 0, 0, 0, 0x75, 0x80, 0, 0]
         );
         assert_eq!(key("hairpin", "10.0.0.1 . 10.0.0.1").unwrap().len(), 8);
+        assert_eq!(
+            key("service-endpoints", "10.96.0.10 . udp . 53 . 2").unwrap(),
+            [
+                vec![10, 96, 0, 10, 17, 0, 0, 0, 0, 53, 0, 0],
+                2u32.to_ne_bytes().to_vec()
+            ]
+            .concat()
+        );
+        assert_eq!(
+            key("endpoint", "10.244.1.2 . 8080").unwrap(),
+            vec![10, 244, 1, 2, 0x1f, 0x90, 0, 0]
+        );
         assert!(key("cluster-cidrs", "10.244.0.0/16").is_none());
     }
 }

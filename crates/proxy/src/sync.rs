@@ -9,7 +9,9 @@ use strait_model::{ChangeSet, ClusterState, Kind};
 
 use crate::health::HealthCheck;
 use crate::plan::{plan_service, service_of, slices_of, NodeContext, Protocol, ServicePort};
-use crate::render::{merge, render_base, render_full, render_port, Ruleset, TABLE};
+use crate::render::{
+    is_shared_chain, merge, render_base, render_full, render_port, Ruleset, TABLE,
+};
 use crate::Result;
 
 type ServiceKey = (String, String);
@@ -36,6 +38,8 @@ pub struct ServiceProxy {
     netlink: Option<strait_linux::NfNetlink>,
     /// How the last partial sync went in: "netlink" or "nft".
     last_path: &'static str,
+    /// The shared `*-dnat-N` chains the kernel has.
+    shared_chains: BTreeSet<String>,
 }
 
 impl ServiceProxy {
@@ -49,6 +53,7 @@ impl ServiceProxy {
             in_kernel: false,
             netlink: None,
             last_path: "none",
+            shared_chains: BTreeSet::new(),
         }
     }
 
@@ -107,7 +112,13 @@ impl ServiceProxy {
 
     /// Service ports, per-service chains and map elements programmed.
     pub fn stats(&self) -> (usize, usize, usize) {
-        let chains = self.fragments.values().map(|f| f.chains.len()).sum();
+        let chains = self
+            .fragments
+            .values()
+            .flat_map(|f| f.chains.keys())
+            .filter(|n| !is_shared_chain(n))
+            .count()
+            + self.shared_chains.len();
         (
             self.planned.values().map(Vec::len).sum(),
             chains,
@@ -132,7 +143,14 @@ impl ServiceProxy {
             self.fragments.insert(key, f);
         }
         self.in_kernel = false;
-        nft_apply(&render_full(&self.ruleset()))?;
+        let ruleset = self.ruleset();
+        nft_apply(&render_full(&ruleset))?;
+        self.shared_chains = ruleset
+            .chains
+            .keys()
+            .filter(|n| is_shared_chain(n))
+            .cloned()
+            .collect();
         self.in_kernel = true;
         Ok(Sync::Full(started.elapsed()))
     }
@@ -209,7 +227,13 @@ impl ServiceProxy {
                 self.fragments.insert(key, new_f);
             }
         }
-        let ops = diff_ops(&before, &after, &elements_before, &mut self.elements);
+        let ops = diff_ops(
+            &before,
+            &after,
+            &elements_before,
+            &mut self.elements,
+            &mut self.shared_chains,
+        );
         if ops.is_empty() {
             return Ok(Sync::Unchanged);
         }
@@ -349,6 +373,7 @@ fn diff_ops(
     after: &Ruleset,
     elements_before: &BTreeMap<(&'static str, String), (String, u32)>,
     elements_now: &mut BTreeMap<(&'static str, String), (String, u32)>,
+    shared_in_kernel: &mut BTreeSet<String>,
 ) -> Vec<Op> {
     let mut ops = Vec::new();
     for (name, timeout) in &after.affinity_sets {
@@ -364,10 +389,23 @@ fn diff_ops(
         Some("svc" | "local") => 1,
         _ => 2,
     };
+    // Shared chains depend only on their name: added once, kept (a full
+    // sync drops the unused ones).
+    for (name, rules) in after.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
+        if shared_in_kernel.insert(name.clone()) {
+            ops.push(Op::AddChain(name.clone()));
+            for rule in rules {
+                ops.push(Op::AddRule {
+                    chain: name.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
     let mut changed: Vec<(&String, &Vec<String>)> = after
         .chains
         .iter()
-        .filter(|(n, r)| before.chains.get(*n) != Some(r))
+        .filter(|(n, r)| !is_shared_chain(n) && before.chains.get(*n) != Some(r))
         .collect();
     changed.sort_by_key(|(n, _)| order(n));
     for (name, rules) in &changed {
@@ -420,7 +458,7 @@ fn diff_ops(
     let mut removed: Vec<&String> = before
         .chains
         .keys()
-        .filter(|n| !after.chains.contains_key(*n))
+        .filter(|n| !is_shared_chain(n) && !after.chains.contains_key(*n))
         .collect();
     removed.sort_by_key(|n| std::cmp::Reverse(order(n)));
     for name in removed.iter().filter(|n| order(n) == 2) {
