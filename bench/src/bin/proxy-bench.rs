@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use strait_linux::{nft_apply, NetNs};
 use strait_model::{controllers, parse_str, ClusterState, Format};
-use strait_proxy::{plan, render, render_full, NodeContext, ServiceProxy, Sync};
+use strait_proxy::{plan, render, render_full, Family, NodeContext, ServiceProxy, Sync};
 
 struct Ns(String, NetNs);
 
@@ -173,7 +173,7 @@ fn main() {
         let table = plan(&state, &ctx);
         let plan_t = t.elapsed();
         let t = Instant::now();
-        let script = render_full(&render(&table));
+        let script = render_full(&render(&table, Family::V4));
         let render_t = t.elapsed();
         let ns = Ns::new("full");
         let apply_t = apply_in(&ns, script);
@@ -305,7 +305,7 @@ fn datapath(ctx: &NodeContext) {
         );
     }
     let state = state_of(&json);
-    let ruleset = render(&plan(&state, ctx));
+    let ruleset = render(&plan(&state, ctx), Family::V4);
     apply_in(&node, render_full(&ruleset));
     let listener = server
         .1

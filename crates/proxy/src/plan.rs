@@ -4,7 +4,7 @@
 //! who is masqueraded, session affinity, what is rejected or dropped.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use strait_model::k8s_openapi::api::core::v1::Service;
@@ -58,10 +58,44 @@ impl Protocol {
     }
 }
 
+/// An address family: each has its own table (`ip strait`, `ip6 strait`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// As EndpointSlice `addressType` spells it.
+    pub fn address_type(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    fn parse(self, text: &str) -> Option<IpAddr> {
+        text.trim()
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| Family::of(*ip) == self)
+    }
+}
+
 /// One backend address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     /// On this node.
     pub local: bool,
@@ -76,11 +110,12 @@ pub struct ServicePort {
     pub port_name: String,
     pub protocol: Protocol,
     pub port: u16,
-    pub cluster_ip: Option<Ipv4Addr>,
+    pub family: Family,
+    pub cluster_ip: Option<IpAddr>,
     /// `spec.externalIPs`.
-    pub external_ips: Vec<Ipv4Addr>,
+    pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip` (not those with `ipMode: Proxy`).
-    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub load_balancer_ips: Vec<IpAddr>,
     pub node_port: Option<u16>,
     /// `loadBalancerSourceRanges`: only these clients may use the LB IPs.
     pub source_ranges: Vec<IpNet>,
@@ -127,6 +162,7 @@ pub struct ServiceTable {
 /// Plan the Services of `state` for the node `ctx`.
 pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
     let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    let families = [Family::V4.address_type(), Family::V6.address_type()];
     for slice in state.endpoint_slices.iter() {
         let Some(service) = slice
             .metadata
@@ -136,7 +172,7 @@ pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
         else {
             continue;
         };
-        if slice.address_type != "IPv4" {
+        if !families.contains(&slice.address_type.as_str()) {
             continue;
         }
         let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
@@ -157,12 +193,7 @@ pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
     }
     ServiceTable {
         ports,
-        cluster_cidrs: ctx
-            .cluster_cidrs
-            .iter()
-            .filter(|c| c.addr().is_ipv4())
-            .copied()
-            .collect(),
+        cluster_cidrs: ctx.cluster_cidrs.clone(),
     }
 }
 
@@ -180,10 +211,6 @@ fn is_proxied(service: &Service) -> bool {
     !matches!(spec.cluster_ip.as_deref(), None | Some("" | "None"))
 }
 
-fn v4(text: &str) -> Option<Ipv4Addr> {
-    text.parse().ok()
-}
-
 /// The service ports of one Service, from its EndpointSlices.
 pub fn plan_service(
     service: &Service,
@@ -193,23 +220,45 @@ pub fn plan_service(
     if !is_proxied(service) {
         return Vec::new();
     }
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        out.extend(plan_family(service, slices, ctx, family));
+    }
+    out
+}
+
+/// The service ports of one Service in one address family: a dual-stack
+/// Service is programmed in both tables, a single-stack one in its own.
+fn plan_family(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    ctx: &NodeContext,
+    family: Family,
+) -> Vec<ServicePort> {
     let spec = service.spec.as_ref().expect("checked by is_proxied");
     let namespace = service.metadata.namespace.clone().unwrap_or_default();
     let name = service.metadata.name.clone().unwrap_or_default();
-    // IPv4 only for now; an IPv6-only Service gets no rules in `ip strait`.
-    let cluster_ip = spec
+    let Some(cluster_ip) = spec
         .cluster_ips
         .iter()
         .flatten()
         .chain(spec.cluster_ip.iter())
-        .find_map(|ip| v4(ip));
-    let external_ips: Vec<Ipv4Addr> = spec
+        .find_map(|ip| family.parse(ip))
+    else {
+        return Vec::new();
+    };
+    let slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|s| s.address_type == family.address_type())
+        .copied()
+        .collect();
+    let external_ips: Vec<IpAddr> = spec
         .external_ips
         .iter()
         .flatten()
-        .filter_map(|ip| v4(ip))
+        .filter_map(|ip| family.parse(ip))
         .collect();
-    let load_balancer_ips: Vec<Ipv4Addr> = service
+    let load_balancer_ips: Vec<IpAddr> = service
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
@@ -217,7 +266,7 @@ pub fn plan_service(
         .into_iter()
         .flatten()
         .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
-        .filter_map(|i| i.ip.as_deref().and_then(v4))
+        .filter_map(|i| i.ip.as_deref().and_then(|ip| family.parse(ip)))
         .collect();
     let is_lb = spec.type_.as_deref() == Some("LoadBalancer");
     let source_ranges: Vec<IpNet> = if is_lb {
@@ -225,7 +274,7 @@ pub fn plan_service(
             .iter()
             .flatten()
             .filter_map(|r| r.trim().parse::<IpNet>().ok())
-            .filter(|n| n.addr().is_ipv4())
+            .filter(|n| Family::of(n.addr()) == family)
             .collect()
     } else {
         Vec::new()
@@ -251,7 +300,7 @@ pub fn plan_service(
         };
         let sp_name = sp.name.clone().unwrap_or_default();
         let all = endpoints_for(
-            slices,
+            &slices,
             &sp_name,
             sp.protocol.as_deref().unwrap_or("TCP"),
             &ctx.node_name,
@@ -274,7 +323,8 @@ pub fn plan_service(
             },
             protocol,
             port,
-            cluster_ip,
+            family,
+            cluster_ip: Some(cluster_ip),
             external_ips: external_ips.clone(),
             load_balancer_ips: load_balancer_ips.clone(),
             node_port: sp
@@ -314,7 +364,7 @@ fn endpoints_for(
     protocol: &str,
     node: &str,
 ) -> Vec<Candidate> {
-    let mut found: BTreeMap<(Ipv4Addr, u16), Candidate> = BTreeMap::new();
+    let mut found: BTreeMap<(IpAddr, u16), Candidate> = BTreeMap::new();
     for slice in slices {
         let port = slice.ports.iter().flatten().find(|p| {
             p.name.as_deref().unwrap_or_default() == port_name
@@ -327,7 +377,7 @@ fn endpoints_for(
             continue;
         };
         for e in &slice.endpoints {
-            let Some(ip) = e.addresses.first().and_then(|a| v4(a)) else {
+            let Some(ip) = e.addresses.first().and_then(|a| a.trim().parse().ok()) else {
                 continue;
             };
             let c = e.conditions.as_ref();
@@ -365,8 +415,8 @@ fn usable(candidates: &[Candidate]) -> Vec<Endpoint> {
         .collect()
 }
 
-/// The EndpointSlices of the Service `namespace/name` (IPv4 ones), found
-/// through the label index.
+/// The EndpointSlices of the Service `namespace/name`, found through the
+/// label index.
 pub fn slices_of<'a>(
     state: &'a ClusterState,
     namespace: &str,
@@ -381,7 +431,6 @@ pub fn slices_of<'a>(
         .select(namespace, &selector)
         .into_iter()
         .map(|s| &**s)
-        .filter(|s| s.address_type == "IPv4")
         .collect()
 }
 

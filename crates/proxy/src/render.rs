@@ -6,16 +6,46 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
-use crate::plan::{Endpoint, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
+use crate::plan::{Endpoint, Family, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
 
-/// The table strait owns: `nft list table ip strait` shows it.
+/// The IPv4 table strait owns: `nft list table ip strait` shows it.
 pub const TABLE: &str = "ip strait";
+
+/// The table of a family: `ip strait` or `ip6 strait`.
+pub fn table(family: Family) -> &'static str {
+    match family {
+        Family::V4 => TABLE,
+        Family::V6 => "ip6 strait",
+    }
+}
+
+/// Fill a rule or type template: `{ip}` is the protocol keyword (`ip`,
+/// `ip6`), `{addr}` the address type, `{loopback}` the loopback network,
+/// `{reject}` a rejection the client reads as "connection refused" (for
+/// IPv6 nft's default would be "no route", which clients read otherwise).
+fn words(family: Family, template: &str) -> String {
+    let (ip, addr, loopback, reject) = match family {
+        Family::V4 => ("ip", "ipv4_addr", "127.0.0.0/8", "reject"),
+        Family::V6 => (
+            "ip6",
+            "ipv6_addr",
+            "::1",
+            "reject with icmpv6 port-unreachable",
+        ),
+    };
+    template
+        .replace("{ip}", ip)
+        .replace("{addr}", addr)
+        .replace("{loopback}", loopback)
+        .replace("{reject}", reject)
+}
 
 /// A rendered table, in parts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
+    pub family: Family,
     /// Per-service chains: name → rules.
     pub chains: BTreeMap<String, Vec<String>>,
     /// Session-affinity sets: name → timeout in seconds.
@@ -24,13 +54,13 @@ pub struct Ruleset {
     pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
 }
 
-/// Named sets and maps of the skeleton, with their types.
+/// Named sets and maps of the skeleton, with their type templates.
 const SETS: &[(&str, &str)] = &[
-    ("cluster-cidrs", "type ipv4_addr; flags interval;"),
-    ("cluster-ips", "type ipv4_addr;"),
+    ("cluster-cidrs", "type {addr}; flags interval;"),
+    ("cluster-ips", "type {addr};"),
     (
         "service-ips",
-        "type ipv4_addr . inet_proto . inet_service : verdict;",
+        "type {addr} . inet_proto . inet_service : verdict;",
     ),
     (
         "service-nodeports",
@@ -38,20 +68,20 @@ const SETS: &[(&str, &str)] = &[
     ),
     (
         "no-endpoint-services",
-        "type ipv4_addr . inet_proto . inet_service : verdict;",
+        "type {addr} . inet_proto . inet_service : verdict;",
     ),
     (
         "no-endpoint-nodeports",
         "type inet_proto . inet_service : verdict;",
     ),
-    ("hairpin", "type ipv4_addr . ipv4_addr;"),
+    ("hairpin", "type {addr} . {addr};"),
     (
         "firewall-ips",
-        "type ipv4_addr . inet_proto . inet_service;",
+        "type {addr} . inet_proto . inet_service;",
     ),
     (
         "firewall-allow",
-        "type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval;",
+        "type {addr} . inet_proto . inet_service . {addr}; flags interval;",
     ),
     // Endpoints by slot: a Service's N endpoints are slots 0..N-1 under each
     // of its addresses, and one shared rule per N picks a slot at random.
@@ -60,11 +90,11 @@ const SETS: &[(&str, &str)] = &[
     // Services here; see the README).
     (
         "service-endpoints",
-        "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;",
+        "typeof {ip} daddr . meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;",
     ),
     (
         "nodeport-endpoints",
-        "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;",
+        "typeof meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;",
     ),
 ];
 
@@ -77,7 +107,7 @@ fn set_kind(name: &str) -> &'static str {
 }
 
 /// The fixed chains: hooks, dispatch, checks, masquerading.
-fn skeleton_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
+fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
     let m = MASQUERADE_MARK;
     vec![
         ("nat-prerouting", Some("type nat hook prerouting priority dstnat; policy accept;"), vec!["jump services".into()]),
@@ -93,24 +123,24 @@ fn skeleton_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
         (
             "firewall-check",
             None,
-            vec!["ip daddr . meta l4proto . th dport @firewall-ips ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop".into()],
+            vec![words(family, "{ip} daddr . meta l4proto . th dport @firewall-ips {ip} daddr . meta l4proto . th dport . {ip} saddr != @firewall-allow drop")],
         ),
         (
             "endpoints-check",
             None,
             vec![
-                "ip daddr . meta l4proto . th dport vmap @no-endpoint-services".into(),
-                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports".into(),
+                words(family, "{ip} daddr . meta l4proto . th dport vmap @no-endpoint-services"),
+                words(family, "fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport vmap @no-endpoint-nodeports"),
                 // A ClusterIP on a port the Service does not have.
-                "ip daddr @cluster-ips reject".into(),
+                words(family, "{ip} daddr @cluster-ips goto reject-chain"),
             ],
         ),
         (
             "services",
             None,
             vec![
-                "ip daddr . meta l4proto . th dport vmap @service-ips".into(),
-                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports".into(),
+                words(family, "{ip} daddr . meta l4proto . th dport vmap @service-ips"),
+                words(family, "fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport vmap @service-nodeports"),
             ],
         ),
         (
@@ -118,14 +148,24 @@ fn skeleton_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
             None,
             vec![
                 // A pod that reached itself through its Service.
-                "ct status dnat ip saddr . ip daddr @hairpin masquerade".into(),
+                words(family, "ct status dnat {ip} saddr . {ip} daddr @hairpin masquerade"),
                 format!("meta mark & {m:#x} == 0 return"),
                 format!("meta mark set meta mark xor {m:#x}"),
                 "masquerade fully-random".into(),
             ],
         ),
         ("mark-for-masquerade", None, vec![format!("meta mark set meta mark or {m:#x}")]),
-        ("reject-chain", None, vec!["reject".into()]),
+        // A TCP reset reaches the client at once; an ICMPv6 error sent from
+        // the forward path arrives only for the retransmitted SYN (measured:
+        // 1 s), so TCP is reset in both families, the rest gets ICMP.
+        (
+            "reject-chain",
+            None,
+            vec![
+                "meta l4proto tcp reject with tcp reset".into(),
+                words(family, "{reject}"),
+            ],
+        ),
     ]
 }
 
@@ -156,6 +196,13 @@ struct Names {
     ext: String,
     local: String,
     id: String,
+    /// `ip` or `ip6`.
+    ip: &'static str,
+}
+
+/// An address as a chain or set name may contain it (no colons).
+fn name_part(ip: IpAddr) -> String {
+    ip.to_string().replace(':', ".")
 }
 
 impl Names {
@@ -173,15 +220,19 @@ impl Names {
             ext: format!("ext-{id}-{suffix}"),
             local: format!("local-{id}-{suffix}"),
             id,
+            ip: match sp.family {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            },
         }
     }
 
     fn endpoint_chain(&self, e: &Endpoint) -> String {
-        format!("ep-{}-{}/{}", self.id, e.ip, e.port)
+        format!("ep-{}-{}/{}", self.id, name_part(e.ip), e.port)
     }
 
     fn affinity_set(&self, e: &Endpoint) -> String {
-        format!("aff-{}-{}/{}", self.id, e.ip, e.port)
+        format!("aff-{}-{}/{}", self.id, name_part(e.ip), e.port)
     }
 }
 
@@ -200,17 +251,17 @@ fn cascade(
             format!("goto {}", names.endpoint_chain(e))
         } else {
             format!(
-                "meta l4proto {} dnat to {}:{}",
+                "meta l4proto {} dnat to {}",
                 protocol.nft(),
-                e.ip,
-                e.port
+                SocketAddr::new(e.ip, e.port)
             )
         }
     };
     if affinity {
         for e in endpoints {
             rules.push(format!(
-                "ip saddr @{} goto {}",
+                "{} saddr @{} goto {}",
+                names.ip,
                 names.affinity_set(e),
                 names.endpoint_chain(e)
             ));
@@ -226,18 +277,21 @@ fn cascade(
 }
 
 /// An empty ruleset: every named set declared, no element.
-fn empty() -> Ruleset {
-    let mut rs = Ruleset::default();
+fn empty(family: Family) -> Ruleset {
+    let mut rs = Ruleset {
+        family,
+        ..Ruleset::default()
+    };
     for (name, _) in SETS {
         rs.elements.insert(name, BTreeMap::new());
     }
     rs
 }
 
-/// The table-wide part: the pod network's CIDRs.
-pub fn render_base(table_cidrs: &[ipnet::IpNet]) -> Ruleset {
-    let mut rs = empty();
-    for cidr in table_cidrs {
+/// The table-wide part: the pod network's CIDRs (those of `family`).
+pub fn render_base(cidrs: &[ipnet::IpNet], family: Family) -> Ruleset {
+    let mut rs = empty(family);
+    for cidr in cidrs.iter().filter(|c| Family::of(c.addr()) == family) {
         rs.elements
             .get_mut("cluster-cidrs")
             .expect("declared")
@@ -246,14 +300,26 @@ pub fn render_base(table_cidrs: &[ipnet::IpNet]) -> Ruleset {
     rs
 }
 
-/// Render the table.
-pub fn render(table: &ServiceTable) -> Ruleset {
-    let mut rs = render_base(&table.cluster_cidrs);
-    let masquerade_outsiders = !table.cluster_cidrs.is_empty();
-    for sp in &table.ports {
+/// Render the table of one family.
+pub fn render(table: &ServiceTable, family: Family) -> Ruleset {
+    let mut rs = render_base(&table.cluster_cidrs, family);
+    let masquerade_outsiders = rs
+        .elements
+        .get("cluster-cidrs")
+        .is_some_and(|c| !c.is_empty());
+    for sp in table.ports.iter().filter(|sp| sp.family == family) {
         merge(&mut rs, render_port(sp, masquerade_outsiders));
     }
     rs
+}
+
+/// Whether `family` needs a table at all: a pod network or a Service in it.
+pub fn family_in_use(table: &ServiceTable, family: Family) -> bool {
+    table
+        .cluster_cidrs
+        .iter()
+        .any(|c| Family::of(c.addr()) == family)
+        || table.ports.iter().any(|sp| sp.family == family)
 }
 
 /// Add `fragment` to `into`; elements are a union.
@@ -285,14 +351,20 @@ pub fn is_shared_chain(name: &str) -> bool {
         .any(|p| name.starts_with(p))
 }
 
-fn slot_chain(kind: SlotChain, n: usize, masquerade_outsiders: bool) -> (String, Vec<String>) {
-    let by_address =
-        format!("dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @service-endpoints");
+fn slot_chain(
+    kind: SlotChain,
+    n: usize,
+    masquerade_outsiders: bool,
+    ip: &str,
+) -> (String, Vec<String>) {
+    let by_address = format!(
+        "dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {n} map @service-endpoints"
+    );
     match kind {
         SlotChain::Cluster => {
             let mut rules = Vec::new();
             if masquerade_outsiders {
-                rules.push("ip saddr != @cluster-cidrs jump mark-for-masquerade".to_owned());
+                rules.push(format!("{ip} saddr != @cluster-cidrs jump mark-for-masquerade"));
             }
             rules.push(by_address);
             (format!("cluster-dnat-{n}"), rules)
@@ -305,7 +377,7 @@ fn slot_chain(kind: SlotChain, n: usize, masquerade_outsiders: bool) -> (String,
             format!("nodeport-dnat-{n}"),
             vec![
                 "jump mark-for-masquerade".into(),
-                format!("dnat ip to meta l4proto . th dport . numgen random mod {n} map @nodeport-endpoints"),
+                format!("dnat {ip} to meta l4proto . th dport . numgen random mod {n} map @nodeport-endpoints"),
             ],
         ),
     }
@@ -319,7 +391,7 @@ fn slot_chain(kind: SlotChain, n: usize, masquerade_outsiders: bool) -> (String,
 /// `externalTrafficPolicy: Local` with external addresses (two endpoint
 /// lists behind one address) keep per-service chains with a random cascade.
 pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
-    let mut rs = empty();
+    let mut rs = empty(sp.family);
     let add = |rs: &mut Ruleset, set: &'static str, key: String, value: String| {
         rs.elements
             .get_mut(set)
@@ -334,12 +406,12 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 .insert(format!("{key} . {i}"), format!("{} . {}", e.ip, e.port));
         }
     };
+    let names = Names::of(sp);
     let shared = |rs: &mut Ruleset, kind: SlotChain, n: usize| -> String {
-        let (name, rules) = slot_chain(kind, n, masquerade_outsiders);
+        let (name, rules) = slot_chain(kind, n, masquerade_outsiders, names.ip);
         rs.chains.insert(name.clone(), rules);
         name
     };
-    let names = Names::of(sp);
     let p = sp.protocol.nft();
     let affinity = sp.affinity_timeout.is_some();
     let per_service_chains = affinity || (sp.external_local && sp.has_external());
@@ -351,7 +423,10 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     if !sp.cluster_endpoints.is_empty() && !by_slots {
         let mut rules = Vec::new();
         if masquerade_outsiders {
-            rules.push("ip saddr != @cluster-cidrs jump mark-for-masquerade".to_owned());
+            rules.push(format!(
+                "{} saddr != @cluster-cidrs jump mark-for-masquerade",
+                names.ip
+            ));
         }
         cascade(
             &mut rules,
@@ -388,7 +463,7 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     }
 
     if sp.has_external() {
-        let externals: Vec<Ipv4Addr> = sp
+        let externals: Vec<IpAddr> = sp
             .external_ips
             .iter()
             .chain(&sp.load_balancer_ips)
@@ -417,7 +492,10 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 // world only this node's, keeping the client's address.
                 if !sp.cluster_endpoints.is_empty() {
                     if masquerade_outsiders {
-                        rules.push(format!("ip saddr @cluster-cidrs goto {}", names.svc));
+                        rules.push(format!(
+                            "{} saddr @cluster-cidrs goto {}",
+                            names.ip, names.svc
+                        ));
                     }
                     rules.push("fib saddr type local jump mark-for-masquerade".into());
                     rules.push(format!("fib saddr type local goto {}", names.svc));
@@ -509,8 +587,8 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
             rs.chains.insert(
                 names.endpoint_chain(e),
                 vec![
-                    format!("update @{set} {{ ip saddr }}"),
-                    format!("meta l4proto {p} dnat to {}:{}", e.ip, e.port),
+                    format!("update @{set} {{ {} saddr }}", names.ip),
+                    format!("meta l4proto {p} dnat to {}", SocketAddr::new(e.ip, e.port)),
                 ],
             );
             rs.affinity_sets
@@ -540,19 +618,26 @@ fn element_text(key: &str, value: &str) -> String {
 /// exactly what the first sync applies, and what `--dry-run` prints.
 pub fn render_full(rs: &Ruleset) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "add table {TABLE}");
-    let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(out, "table {TABLE} {{");
+    let table = table(rs.family);
+    let _ = writeln!(out, "add table {table}");
+    let _ = writeln!(out, "delete table {table}");
+    let _ = writeln!(out, "table {table} {{");
     for (name, ty) in SETS {
-        let _ = writeln!(out, "\t{} {name} {{ {ty} }}", set_kind(name));
+        let _ = writeln!(
+            out,
+            "\t{} {name} {{ {} }}",
+            set_kind(name),
+            words(rs.family, ty)
+        );
     }
     for (name, timeout) in &rs.affinity_sets {
         let _ = writeln!(
             out,
-            "\tset {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+            "\tset {name} {{ {} }}",
+            affinity_set_type(rs.family, *timeout)
         );
     }
-    for (name, hook, rules) in skeleton_chains() {
+    for (name, hook, rules) in skeleton_chains(rs.family) {
         write_chain(&mut out, name, hook, &rules);
     }
     // Endpoint chains first: service chains jump to them.
@@ -575,9 +660,17 @@ pub fn render_full(rs: &Ruleset) -> String {
             continue;
         }
         let list: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
-        let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", list.join(", "));
+        let _ = writeln!(out, "add element {table} {set} {{ {} }}", list.join(", "));
     }
     out
+}
+
+/// The declaration of a session-affinity set: client addresses that expire.
+pub fn affinity_set_type(family: Family, timeout: u32) -> String {
+    words(
+        family,
+        &format!("type {{addr}}; flags dynamic,timeout; timeout {timeout}s;"),
+    )
 }
 
 fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {

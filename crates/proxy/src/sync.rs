@@ -8,9 +8,12 @@ use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 
 use crate::health::HealthCheck;
-use crate::plan::{plan_service, service_of, slices_of, NodeContext, Protocol, ServicePort};
+use crate::plan::{
+    plan_service, service_of, slices_of, Family, NodeContext, Protocol, ServicePort,
+};
 use crate::render::{
-    is_shared_chain, merge, render_base, render_full, render_port, Ruleset, TABLE,
+    affinity_set_type, is_shared_chain, merge, render_base, render_full, render_port, table,
+    Ruleset,
 };
 use crate::Result;
 
@@ -24,9 +27,109 @@ pub enum Sync {
     Unchanged,
 }
 
-/// The proxy's memory of what the kernel holds, per Service.
+/// The proxy: one table per address family, each kept in step on its own.
 pub struct ServiceProxy {
+    families: [FamilyProxy; 2],
+}
+
+impl ServiceProxy {
+    pub fn new(ctx: NodeContext) -> ServiceProxy {
+        ServiceProxy {
+            families: [
+                FamilyProxy::new(ctx.clone(), Family::V4),
+                FamilyProxy::new(ctx, Family::V6),
+            ],
+        }
+    }
+
+    /// Plan everything and replace the tables.
+    pub fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
+        let started = Instant::now();
+        for f in &mut self.families {
+            f.full_sync(state)?;
+        }
+        Ok(Sync::Full(started.elapsed()))
+    }
+
+    /// Bring the kernel from `old` to `new`, touching only what changed.
+    pub fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
+        let started = Instant::now();
+        let mut result = Sync::Unchanged;
+        for f in &mut self.families {
+            match f.update(old, new)? {
+                Sync::Unchanged => {}
+                Sync::Full(_) => result = Sync::Full(Duration::ZERO),
+                Sync::Partial(_) if matches!(result, Sync::Unchanged) => {
+                    result = Sync::Partial(Duration::ZERO)
+                }
+                Sync::Partial(_) => {}
+            }
+        }
+        Ok(match result {
+            Sync::Full(_) => Sync::Full(started.elapsed()),
+            Sync::Partial(_) => Sync::Partial(started.elapsed()),
+            Sync::Unchanged => Sync::Unchanged,
+        })
+    }
+
+    /// The health checks to serve now (one per Service, whatever its families).
+    pub fn health_checks(&self) -> Vec<HealthCheck> {
+        let mut by_service: BTreeMap<ServiceKey, HealthCheck> = BTreeMap::new();
+        for f in &self.families {
+            for (key, hc) in &f.health {
+                let entry = by_service.entry(key.clone()).or_insert_with(|| hc.clone());
+                entry.local_endpoints = entry.local_endpoints.max(hc.local_endpoints);
+            }
+        }
+        by_service.into_values().collect()
+    }
+
+    /// Service ports, chains and map elements programmed (both families).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        self.families
+            .iter()
+            .map(FamilyProxy::stats)
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    }
+
+    /// How the last partial syncs reached the kernel: "netlink", "nft",
+    /// or both ("netlink+nft") when both families changed.
+    pub fn last_path(&self) -> &'static str {
+        match (self.families[0].last_path, self.families[1].last_path) {
+            (a, "none") => a,
+            ("none", b) => b,
+            (a, b) if a == b => a,
+            _ => "netlink+nft",
+        }
+    }
+
+    /// The rulesets the proxy wants, per family in use.
+    pub fn rulesets(&self) -> Vec<Ruleset> {
+        self.families
+            .iter()
+            .filter(|f| f.in_use())
+            .map(FamilyProxy::ruleset)
+            .collect()
+    }
+
+    /// Remove strait's tables (`strait proxy --cleanup`). Missing is fine.
+    pub fn cleanup() -> Result<()> {
+        let mut script = String::new();
+        for family in Family::ALL {
+            let t = table(family);
+            script.push_str(&format!("add table {t}\ndelete table {t}\n"));
+        }
+        nft_apply(&script)?;
+        Ok(())
+    }
+}
+
+/// The proxy's memory of what the kernel holds in one family's table, per Service.
+struct FamilyProxy {
     ctx: NodeContext,
+    family: Family,
+    /// Whether the table exists (a family nothing uses gets none).
+    has_table: bool,
     fragments: BTreeMap<ServiceKey, Ruleset>,
     health: BTreeMap<ServiceKey, HealthCheck>,
     planned: BTreeMap<ServiceKey, Vec<ServicePort>>,
@@ -42,10 +145,12 @@ pub struct ServiceProxy {
     shared_chains: BTreeSet<String>,
 }
 
-impl ServiceProxy {
-    pub fn new(ctx: NodeContext) -> ServiceProxy {
-        ServiceProxy {
+impl FamilyProxy {
+    fn new(ctx: NodeContext, family: Family) -> FamilyProxy {
+        FamilyProxy {
             ctx,
+            family,
+            has_table: false,
             fragments: BTreeMap::new(),
             health: BTreeMap::new(),
             planned: BTreeMap::new(),
@@ -57,9 +162,9 @@ impl ServiceProxy {
         }
     }
 
-    /// The whole ruleset this proxy wants.
-    pub fn ruleset(&self) -> Ruleset {
-        let mut rs = render_base(&self.cidrs());
+    /// The whole ruleset this family wants.
+    fn ruleset(&self) -> Ruleset {
+        let mut rs = render_base(&self.ctx.cluster_cidrs, self.family);
         for f in self.fragments.values() {
             merge(&mut rs, f.clone());
         }
@@ -70,14 +175,25 @@ impl ServiceProxy {
         self.ctx
             .cluster_cidrs
             .iter()
-            .filter(|c| c.addr().is_ipv4())
+            .filter(|c| Family::of(c.addr()) == self.family)
             .copied()
             .collect()
     }
 
+    /// Whether this family needs its table: IPv4 always (as `--dry-run`
+    /// shows), IPv6 once a pod network or a Service is in it.
+    fn in_use(&self) -> bool {
+        self.family == Family::V4
+            || !self.cidrs().is_empty()
+            || self.planned.values().any(|p| !p.is_empty())
+    }
+
     /// Plan one Service: its rules, and remember its health check and size.
     fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
-        let mut rs = Ruleset::default();
+        let mut rs = Ruleset {
+            family: self.family,
+            ..Ruleset::default()
+        };
         self.health.remove(key);
         self.planned.remove(key);
         let Some(service) = state.services.get(&key.0, &key.1) else {
@@ -85,7 +201,8 @@ impl ServiceProxy {
         };
         let slices = slices_of(state, &key.0, &key.1);
         let masq = !self.cidrs().is_empty();
-        let ports = plan_service(service, &slices, &self.ctx);
+        let mut ports = plan_service(service, &slices, &self.ctx);
+        ports.retain(|sp| sp.family == self.family);
         self.planned.insert(key.clone(), ports.clone());
         for sp in ports {
             if let Some(port) = sp.health_check_node_port {
@@ -105,13 +222,8 @@ impl ServiceProxy {
         rs
     }
 
-    /// The health checks to serve now.
-    pub fn health_checks(&self) -> Vec<HealthCheck> {
-        self.health.values().cloned().collect()
-    }
-
     /// Service ports, per-service chains and map elements programmed.
-    pub fn stats(&self) -> (usize, usize, usize) {
+    fn stats(&self) -> (usize, usize, usize) {
         let chains = self
             .fragments
             .values()
@@ -127,7 +239,7 @@ impl ServiceProxy {
     }
 
     /// Plan everything and replace the whole table.
-    pub fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
+    fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
         self.fragments.clear();
         self.elements.clear();
@@ -144,7 +256,14 @@ impl ServiceProxy {
         }
         self.in_kernel = false;
         let ruleset = self.ruleset();
-        nft_apply(&render_full(&ruleset))?;
+        if self.in_use() {
+            nft_apply(&render_full(&ruleset))?;
+            self.has_table = true;
+        } else if self.has_table {
+            let t = table(self.family);
+            nft_apply(&format!("add table {t}\ndelete table {t}\n"))?;
+            self.has_table = false;
+        }
         self.shared_chains = ruleset
             .chains
             .keys()
@@ -172,7 +291,7 @@ impl ServiceProxy {
 
     /// Bring the kernel from `old` to `new`, touching only what changed.
     /// Any failure falls back to a full sync.
-    pub fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
+    fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
         if !self.in_kernel {
             return self.full_sync(new);
         }
@@ -227,6 +346,10 @@ impl ServiceProxy {
                 self.fragments.insert(key, new_f);
             }
         }
+        if !self.has_table && self.in_use() {
+            // The family's first Service: the table is made whole.
+            return self.full_sync(new);
+        }
         let ops = diff_ops(
             &before,
             &after,
@@ -259,7 +382,12 @@ impl ServiceProxy {
     /// Over the long-lived netlink socket when every step can be encoded
     /// there, else through `nft`.
     fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
-        if let Some(batch) = crate::netlink::batch(ops) {
+        // The netlink translator speaks IPv4; IPv6 goes through nft.
+        let batch = match self.family {
+            Family::V4 => crate::netlink::batch(ops),
+            Family::V6 => None,
+        };
+        if let Some(batch) = batch {
             if self.netlink.is_none() {
                 self.netlink = Some(strait_linux::NfNetlink::open()?);
             }
@@ -274,19 +402,8 @@ impl ServiceProxy {
                 Err(e) => tracing::warn!("netlink batch refused ({e}); retrying through nft"),
             }
         }
-        nft_apply(&ops_text(ops))?;
+        nft_apply(&ops_text(ops, self.family))?;
         self.last_path = "nft";
-        Ok(())
-    }
-
-    /// How the last partial sync reached the kernel ("netlink" or "nft").
-    pub fn last_path(&self) -> &'static str {
-        self.last_path
-    }
-
-    /// Remove strait's table (`strait proxy --cleanup`). Missing is fine.
-    pub fn cleanup() -> Result<()> {
-        nft_apply(&format!("add table {TABLE}\ndelete table {TABLE}\n"))?;
         Ok(())
     }
 }
@@ -343,22 +460,40 @@ pub enum Op {
 }
 
 /// The ops as an nft script (the fallback, and what a human reads).
-pub fn ops_text(ops: &[Op]) -> String {
+pub fn ops_text(ops: &[Op], family: Family) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let table = table(family);
     for op in ops {
         let _ = match op {
-            Op::AddSet { name, timeout } => writeln!(out, "add set {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"),
-            Op::AddChain(c) => writeln!(out, "add chain {TABLE} {c}"),
-            Op::FlushChain(c) => writeln!(out, "flush chain {TABLE} {c}"),
-            Op::AddRule { chain, rule } => writeln!(out, "add rule {TABLE} {chain} {rule}"),
-            Op::DeleteElements { set, keys } => writeln!(out, "delete element {TABLE} {set} {{ {} }}", keys.join(", ")),
+            Op::AddSet { name, timeout } => writeln!(
+                out,
+                "add set {table} {name} {{ {} }}",
+                affinity_set_type(family, *timeout)
+            ),
+            Op::AddChain(c) => writeln!(out, "add chain {table} {c}"),
+            Op::FlushChain(c) => writeln!(out, "flush chain {table} {c}"),
+            Op::AddRule { chain, rule } => writeln!(out, "add rule {table} {chain} {rule}"),
+            Op::DeleteElements { set, keys } => writeln!(
+                out,
+                "delete element {table} {set} {{ {} }}",
+                keys.join(", ")
+            ),
             Op::AddElements { set, elements } => {
-                let list: Vec<String> = elements.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k} : {v}") }).collect();
-                writeln!(out, "add element {TABLE} {set} {{ {} }}", list.join(", "))
+                let list: Vec<String> = elements
+                    .iter()
+                    .map(|(k, v)| {
+                        if v.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{k} : {v}")
+                        }
+                    })
+                    .collect();
+                writeln!(out, "add element {table} {set} {{ {} }}", list.join(", "))
             }
-            Op::DeleteChain(c) => writeln!(out, "delete chain {TABLE} {c}"),
-            Op::DeleteSet(s) => writeln!(out, "delete set {TABLE} {s}"),
+            Op::DeleteChain(c) => writeln!(out, "delete chain {table} {c}"),
+            Op::DeleteSet(s) => writeln!(out, "delete set {table} {s}"),
         };
     }
     out
@@ -490,7 +625,7 @@ fn clear_stale_udp(before: &[ServicePort], after: &[&ServicePort]) {
     let mut deletions: Vec<Vec<String>> = Vec::new();
     for old in before.iter().filter(|sp| sp.protocol == Protocol::Udp) {
         let new = after.iter().find(|sp| key(sp) == key(old));
-        let remaining: Vec<std::net::Ipv4Addr> = new
+        let remaining: Vec<std::net::IpAddr> = new
             .map(|sp| sp.all_endpoints.iter().map(|e| e.ip).collect())
             .unwrap_or_default();
         let vips: Vec<String> = old
@@ -542,8 +677,10 @@ fn clear_stale_udp(before: &[ServicePort], after: &[&ServicePort]) {
         }
     }
     for args in deletions {
+        let v6 = args.iter().any(|a| a.contains(':'));
         let out = std::process::Command::new("conntrack")
             .args(["-D", "-p", "udp"])
+            .args(if v6 { &["-f", "ipv6"][..] } else { &[] })
             .args(&args)
             .output();
         match out {

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use strait_model::ClusterState;
 use strait_proxy::{
-    plan, render, render_full, serve_metrics, HealthCheckServers, NodeContext, ProxyMetrics,
-    ServiceProxy, Sync,
+    family_in_use, plan, render, render_full, serve_metrics, Family, HealthCheckServers,
+    NodeContext, ProxyMetrics, ServiceProxy, Sync,
 };
 
 use crate::cli::ProxyArgs;
@@ -46,7 +46,6 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     let state = load(files, &config, None)?;
     let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
     let table = plan(&state, &ctx);
-    let ruleset = render(&table);
     if args.dry_run {
         let ips: Vec<String> = ctx.node_ips.iter().map(ToString::to_string).collect();
         let cidrs: Vec<String> = ctx.cluster_cidrs.iter().map(ToString::to_string).collect();
@@ -59,7 +58,12 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             or_none(&ips),
             or_none(&cidrs)
         );
-        print!("{}", render_full(&ruleset));
+        // The IPv6 table only when something needs it, as the applier does.
+        for family in Family::ALL {
+            if family == Family::V4 || family_in_use(&table, family) {
+                print!("{}", render_full(&render(&table, family)));
+            }
+        }
         return Ok(());
     }
 

@@ -52,6 +52,33 @@ fn every_example_and_feature_has_a_golden_ruleset() {
             "10.244.0.0/16"
         ])
     );
+    let file = "tests/fixtures/proxy-dualstack.yaml";
+    let mut args = vec![
+        "-f",
+        file,
+        "--node",
+        "node-1",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+    ];
+    args.extend(dual_stack_flags(file));
+    insta::assert_snapshot!("proxy-dualstack", dry_run(&args));
+}
+
+/// The dual-stack fixture needs an IPv6 pod network and service range.
+fn dual_stack_flags(file: &str) -> Vec<&'static str> {
+    if file.contains("dualstack") {
+        vec![
+            "--cluster-cidr",
+            "fd00:10:244::/56",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--service-cidr",
+            "fd00:10:96::/112",
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 #[test]
@@ -64,15 +91,18 @@ fn golden_rulesets_are_accepted_by_the_kernel() {
         "examples/service-demo.yaml",
         "examples/my-service.yaml",
         "tests/fixtures/proxy-features.yaml",
+        "tests/fixtures/proxy-dualstack.yaml",
     ] {
-        let ruleset = dry_run(&[
+        let mut args = vec![
             "-f",
             file,
             "--node",
             "node-1",
             "--cluster-cidr",
             "10.244.0.0/16",
-        ]);
+        ];
+        args.extend(dual_stack_flags(file));
+        let ruleset = dry_run(&args);
         let path =
             std::env::temp_dir().join(format!("strait-test-{}-ruleset.nft", std::process::id()));
         std::fs::write(&path, &ruleset).unwrap();
@@ -92,6 +122,9 @@ struct Cluster {
     node: TestNs,
     client: TestNs,
     pods: Vec<(TestNs, IpAddr)>,
+    /// Each pod's IPv6 address, in a dual-stack cluster.
+    pods_v6: Vec<IpAddr>,
+    dual_stack: bool,
     _data: TempDir,
     manifests: TempDir,
     conf: String,
@@ -103,6 +136,15 @@ const CLIENT_IP: &str = "172.31.251.2";
 
 impl Cluster {
     fn new(pods: usize) -> Cluster {
+        Cluster::build(pods, false)
+    }
+
+    /// Pods with an IPv4 and an IPv6 address (DAD off, so they work at once).
+    fn dual_stack(pods: usize) -> Cluster {
+        Cluster::build(pods, true)
+    }
+
+    fn build(pods: usize, dual_stack: bool) -> Cluster {
         let node = TestNs::new("node");
         let client = TestNs::new("client");
         let data = TempDir::new("ipam");
@@ -135,16 +177,45 @@ impl Cluster {
         // Services are virtual: the node routes them like any off-node address.
         ok(node.command("ip", &["route", "add", "default", "via", CLIENT_IP]));
         ok(client.command("ip", &["route", "add", "10.0.0.0/8", "via", NODE_IP]));
+        let mut ranges = vec![json!([{"subnet": "10.244.1.0/24"}])];
+        if dual_stack {
+            ranges.push(json!([{"subnet": "fd00:10:244:1::/64"}]));
+            ok(node.command("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]));
+            ok(node.command("sysctl", &["-qw", "net.bridge.bridge-nf-call-ip6tables=1"]));
+            // Like a real node, one with a default route: Service addresses
+            // without endpoints are routed, then rejected.
+            ok(client.command(
+                "ip",
+                &["addr", "add", "fd00:31:251::2/126", "dev", "eth0", "nodad"],
+            ));
+            ok(node.command(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    "fd00:31:251::1/126",
+                    "dev",
+                    "uplink",
+                    "nodad",
+                ],
+            ));
+            ok(node.command(
+                "ip",
+                &["-6", "route", "add", "default", "via", "fd00:31:251::2"],
+            ));
+        }
         let conf = json!({
             "cniVersion": "1.0.0", "name": "podnet", "type": "strait", "bridge": "cni0",
             "isGateway": true, "isDefaultGateway": true, "ipMasq": true, "hairpinMode": true,
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "dataDir": data.path()}
+            "ipam": {"type": "host-local", "ranges": ranges, "dataDir": data.path()}
         })
         .to_string();
         let mut cluster = Cluster {
             node,
             client,
             pods: Vec::new(),
+            pods_v6: Vec::new(),
+            dual_stack,
             _data: data,
             manifests,
             conf,
@@ -152,6 +223,9 @@ impl Cluster {
         };
         for i in 0..pods {
             let pod = TestNs::new(&format!("pod{i}"));
+            if dual_stack {
+                ok(pod.command("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]));
+            }
             let (rc, result) = cni(
                 STRAIT,
                 &cluster.node,
@@ -162,15 +236,20 @@ impl Cluster {
                 &[],
             );
             assert_eq!(rc, 0, "{result}");
-            let ip: IpAddr = result["ips"][0]["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            cluster.pods.push((pod, ip));
+            let address = |i: usize| -> IpAddr {
+                result["ips"][i]["address"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no address {i} in {result}"))
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            if dual_stack {
+                cluster.pods_v6.push(address(1));
+            }
+            cluster.pods.push((pod, address(0)));
         }
         // Pod to pod replies on one bridge must pass nftables (conntrack).
         let sysctl = cluster
@@ -194,23 +273,30 @@ impl Cluster {
     fn start_proxy(&mut self) {
         let log = self.manifests.0.join("proxy.log");
         let dir = self.manifests.path().to_owned();
-        self.proxy = Some(spawn_in(
-            &self.node,
-            STRAIT,
-            &[
-                "proxy",
-                "-f",
-                &format!("{dir}/cluster.yaml"),
-                "--node",
-                "node-1",
+        let file = format!("{dir}/cluster.yaml");
+        let mut args = vec![
+            "proxy",
+            "-f",
+            &file,
+            "--node",
+            "node-1",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--poll-ms",
+            "50",
+            "-v",
+        ];
+        if self.dual_stack {
+            args.extend([
                 "--cluster-cidr",
-                "10.244.0.0/16",
-                "--poll-ms",
-                "50",
-                "-v",
-            ],
-            &log,
-        ));
+                "fd00:10:244::/56",
+                "--service-cidr",
+                "10.96.0.0/12",
+                "--service-cidr",
+                "fd00:10:96::/112",
+            ]);
+        }
+        self.proxy = Some(spawn_in(&self.node, STRAIT, &args, &log));
         let node = &self.node;
         assert!(
             wait_for(Duration::from_secs(10), || node
@@ -688,4 +774,97 @@ fn udp_clients_move_off_a_removed_endpoint() {
         });
     }
     let _ = (s0.join(), s1.join());
+}
+
+/// A dual-stack Service with one EndpointSlice per family, written out.
+fn dual_stack_service(name: &str, ips: (&str, &str), v4: &[IpAddr], v6: &[IpAddr]) -> String {
+    let slice = |family: &str, eps: &[IpAddr]| {
+        let list: Vec<String> = eps
+            .iter()
+            .map(|ip| format!("{{addresses: [\"{ip}\"], nodeName: node-1}}"))
+            .collect();
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {family}\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n---\n",
+            family.to_lowercase(),
+            list.join(", ")
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIPs: [{}, \"{}\"]\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n{}{}",
+        ips.0,
+        ips.1,
+        slice("IPv4", v4),
+        slice("IPv6", v6)
+    )
+}
+
+#[test]
+fn ipv6_services_balance_hairpin_reject_and_follow_endpoint_changes() {
+    if !root_or_skip("ipv6_services_balance_hairpin_reject_and_follow_endpoint_changes") {
+        return;
+    }
+    let mut c = Cluster::dual_stack(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let (q0, q1, q2) = (c.pods_v6[0], c.pods_v6[1], c.pods_v6[2]);
+    let _servers = [
+        Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0"),
+        Server::start(&c.pods[1].0, SocketAddr::new(p1, 8080), "pod1"),
+        Server::start(&c.pods[0].0, SocketAddr::new(q0, 8080), "pod0"),
+        Server::start(&c.pods[1].0, SocketAddr::new(q1, 8080), "pod1"),
+    ];
+    let web = dual_stack_service("web", ("10.96.1.1", "fd00:10:96::11"), &[p0, p1], &[q0, q1]);
+    let solo = dual_stack_service("solo", ("10.96.1.2", "fd00:10:96::12"), &[p0], &[q0]);
+    let empty = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  ipFamilies: [IPv6]\n  clusterIP: \"fd00:10:96::13\"\n  ports: [{name: http, port: 80}]\n---\n";
+    c.write(&format!("{web}{solo}{empty}"));
+    c.start_proxy();
+    let node = &c.node;
+    assert!(
+        wait_for(Duration::from_secs(5), || node
+            .command("nft", &["list", "table", "ip6", "strait"])
+            .status
+            .success()),
+        "ip6 strait exists"
+    );
+
+    // Both families of one Service reach both pods.
+    let client = &c.pods[2].0;
+    for vip in ["[fd00:10:96::11]:80", "10.96.1.1:80"] {
+        let vip: SocketAddr = vip.parse().unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..50 {
+            seen.insert(who(&fetch(client, vip).expect("ClusterIP answers")));
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            BTreeSet::from(["pod0".to_string(), "pod1".to_string()]),
+            "{vip}"
+        );
+    }
+    // The client's IPv6 address is kept.
+    let vip6: SocketAddr = "[fd00:10:96::11]:80".parse().unwrap();
+    let reply = fetch(client, vip6).unwrap();
+    assert!(reply.contains(&format!(" [{q2}]:")), "source kept: {reply}");
+    // Hairpin over IPv6.
+    let reply = fetch(&c.pods[0].0, "[fd00:10:96::12]:80".parse().unwrap()).expect("hairpin");
+    assert_eq!(who(&reply), "pod0");
+    // No endpoints: refused at once.
+    let started = Instant::now();
+    let err = fetch(client, "[fd00:10:96::13]:80".parse().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused after {:?}",
+        started.elapsed()
+    );
+
+    // pod1 leaves the IPv6 side: no new IPv6 connection goes to it.
+    let web = dual_stack_service("web", ("10.96.1.1", "fd00:10:96::11"), &[p0, p1], &[q0]);
+    c.write(&format!("{web}{solo}{empty}"));
+    c.wait_syncs(2);
+    for _ in 0..30 {
+        assert_eq!(who(&fetch(client, vip6).unwrap()), "pod0");
+    }
 }
