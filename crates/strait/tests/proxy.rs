@@ -815,6 +815,11 @@ fn ipv6_services_balance_hairpin_reject_and_follow_endpoint_changes() {
     let web = dual_stack_service("web", ("10.96.1.1", "fd00:10:96::11"), &[p0, p1], &[q0, q1]);
     let solo = dual_stack_service("solo", ("10.96.1.2", "fd00:10:96::12"), &[p0], &[q0]);
     let empty = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  ipFamilies: [IPv6]\n  clusterIP: \"fd00:10:96::13\"\n  ports: [{name: http, port: 80}]\n---\n";
+    let np = dual_stack_service("np", ("10.96.1.4", "fd00:10:96::14"), &[p0], &[q0]).replace(
+        "  ports: [{name: http, port: 80, targetPort: 8080}]",
+        "  type: NodePort\n  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081}]",
+    );
+    let empty = format!("{empty}{np}");
     c.write(&format!("{web}{solo}{empty}"));
     c.start_proxy();
     let node = &c.node;
@@ -859,6 +864,11 @@ fn ipv6_services_balance_hairpin_reject_and_follow_endpoint_changes() {
         "refused after {:?}",
         started.elapsed()
     );
+    // A NodePort on the node's IPv6 address, from outside the node:
+    // externalTrafficPolicy Cluster masquerades the client.
+    let reply = fetch(&c.client, "[fd00:31:251::1]:30081".parse().unwrap()).expect("NodePort");
+    assert_eq!(who(&reply), "pod0");
+    assert!(!reply.contains("fd00:31:251::2"), "masqueraded: {reply}");
 
     // pod1 leaves the IPv6 side: no new IPv6 connection goes to it.
     let web = dual_stack_service("web", ("10.96.1.1", "fd00:10:96::11"), &[p0, p1], &[q0]);
