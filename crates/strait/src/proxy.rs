@@ -67,7 +67,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         return Ok(());
     }
 
-    check_bridge_netfilter();
+    check_bridge_netfilter(family_in_use(&table, Family::V6));
     let metrics_address: std::net::SocketAddr =
         args.metrics_address.parse().map_err(|_| Error::Flag {
             flag: "--metrics-address",
@@ -173,11 +173,17 @@ fn context(
 
 /// Pod-to-Service traffic between pods on one bridge only meets nftables
 /// when bridged packets are passed to it (kubeadm requires this of nodes).
-fn check_bridge_netfilter() {
-    match strait_linux::read_sysctl("net.bridge.bridge-nf-call-iptables") {
-        Ok(v) if v == "1" => {}
-        _ => tracing::warn!(
-            "net.bridge.bridge-nf-call-iptables is not 1 here: replies between pods on one bridge bypass nftables and Service traffic between them breaks; run `modprobe br_netfilter; sysctl -w net.bridge.bridge-nf-call-iptables=1`"
-        ),
+fn check_bridge_netfilter(ipv6: bool) {
+    let mut keys = vec!["net.bridge.bridge-nf-call-iptables"];
+    if ipv6 {
+        keys.push("net.bridge.bridge-nf-call-ip6tables");
+    }
+    for key in keys {
+        match strait_linux::read_sysctl(key) {
+            Ok(v) if v == "1" => {}
+            _ => tracing::warn!(
+                "{key} is not 1 here: replies between pods on one bridge bypass nftables and Service traffic between them breaks; run `modprobe br_netfilter; sysctl -w {key}=1`"
+            ),
+        }
     }
 }
