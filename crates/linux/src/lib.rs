@@ -18,8 +18,7 @@ pub use http::{HttpServer, Response};
 pub use netlink::{mac_string, Link, Netlink, RouteInfo};
 pub use netns::{NetNs, NsGuard};
 pub use nf_netlink::{
-    Batch, Data, Expr, NfNetlink, NlVerdict, REG32_01, REG32_02, REG32_03, REG_1, REG_2,
-    REG_VERDICT,
+    Batch, Data, Expr, NfNetlink, NlVerdict, REG32_00, REG_1, REG_2, REG_VERDICT,
 };
 pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
 pub use sysctl::{read_sysctl, write_sysctl};

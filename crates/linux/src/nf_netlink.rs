@@ -22,6 +22,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 
 mod msg {
     pub const NEWCHAIN: u16 = 3;
@@ -38,11 +39,9 @@ mod msg {
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
 pub const REG_2: u32 = 2;
-/// The 4-byte registers after `REG_1`'s first four bytes: concatenated keys
-/// take one per field (`REG_1` is the first).
-pub const REG32_01: u32 = 9;
-pub const REG32_02: u32 = 10;
-pub const REG32_03: u32 = 11;
+/// The 4-byte registers: concatenated keys take one per 4 bytes of each
+/// field, from `REG32_00` (the first four bytes of `REG_1`) on.
+pub const REG32_00: u32 = 8;
 
 /// A verdict as the kernel encodes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +102,10 @@ pub enum Expr {
         dreg: u32,
         modulus: u32,
     },
-    /// IPv4 DNAT to the address in `addr` and the port in `port`.
+    /// DNAT to the address in `addr` (IPv4, or IPv6 when `ipv6`) and the
+    /// port in `port`.
     Dnat {
+        ipv6: bool,
         addr: u32,
         port: u32,
     },
@@ -243,9 +244,12 @@ fn expr(b: &mut Builder, e: &Expr) {
                 b.u32(3, 1); // NFT_NG_RANDOM
                 b.u32(4, 0);
             }
-            Expr::Dnat { addr, port } => {
+            Expr::Dnat { ipv6, addr, port } => {
                 b.u32(1, 1); // NFT_NAT_DNAT
-                b.u32(2, u32::from(NFPROTO_IPV4));
+                b.u32(
+                    2,
+                    u32::from(if *ipv6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }),
+                );
                 b.u32(3, *addr);
                 b.u32(5, *port);
                 b.u32(7, 1 | 2); // NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED
@@ -269,6 +273,7 @@ fn expr(b: &mut Builder, e: &Expr) {
 pub struct Batch {
     messages: Vec<(u16, u16, Vec<u8>, String)>,
     table: String,
+    ipv6: bool,
 }
 
 impl Batch {
@@ -277,6 +282,15 @@ impl Batch {
         Batch {
             messages: Vec::new(),
             table: table.to_owned(),
+            ipv6: false,
+        }
+    }
+
+    /// A batch for table `ip6 <table>`.
+    pub fn new_ipv6(table: &str) -> Batch {
+        Batch {
+            ipv6: true,
+            ..Batch::new(table)
         }
     }
 
@@ -342,16 +356,18 @@ impl Batch {
         );
     }
 
-    /// A set of IPv4 addresses filled from rules (`update @set`), whose
+    /// A set of addresses filled from rules (`update @set`), whose
     /// elements expire after `timeout_secs`: session affinity.
     pub fn add_timeout_set(&mut self, set: &str, timeout_secs: u32, id: u32) {
         let t = self.table.clone();
+        // nft's type ids: ipv4_addr 7, ipv6_addr 8.
+        let (key_type, key_len) = if self.ipv6 { (8, 16) } else { (7, 4) };
         self.push(msg::NEWSET, NLM_F_CREATE, format!("add set {set}"), |b| {
             b.str(1, &t);
             b.str(2, set);
             b.u32(3, 0x10 | 0x20); // NFT_SET_TIMEOUT | NFT_SET_EVAL
-            b.u32(4, 7); // key type ipv4_addr
-            b.u32(5, 4); // key length
+            b.u32(4, key_type);
+            b.u32(5, key_len);
             b.u32(10, id); // NFTA_SET_ID
             b.attr(11, &(u64::from(timeout_secs) * 1000).to_be_bytes()); // NFTA_SET_TIMEOUT, ms
         });
@@ -474,7 +490,11 @@ impl NfNetlink {
                 (NFNL_SUBSYS_NFTABLES << 8) | kind,
                 NLM_F_REQUEST | NLM_F_ACK | flags,
                 seq,
-                NFPROTO_IPV4,
+                if batch.ipv6 {
+                    NFPROTO_IPV6
+                } else {
+                    NFPROTO_IPV4
+                },
                 0,
                 payload,
             );

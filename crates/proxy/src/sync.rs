@@ -382,12 +382,7 @@ impl FamilyProxy {
     /// Over the long-lived netlink socket when every step can be encoded
     /// there, else through `nft`.
     fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
-        // The netlink translator speaks IPv4; IPv6 goes through nft.
-        let batch = match self.family {
-            Family::V4 => crate::netlink::batch(ops),
-            Family::V6 => None,
-        };
-        if let Some(batch) = batch {
+        if let Some(batch) = crate::netlink::batch(ops, self.family) {
             if self.netlink.is_none() {
                 self.netlink = Some(strait_linux::NfNetlink::open()?);
             }

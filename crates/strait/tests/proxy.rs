@@ -874,7 +874,102 @@ fn ipv6_services_balance_hairpin_reject_and_follow_endpoint_changes() {
     let web = dual_stack_service("web", ("10.96.1.1", "fd00:10:96::11"), &[p0, p1], &[q0]);
     c.write(&format!("{web}{solo}{empty}"));
     c.wait_syncs(2);
+    c.assert_partial_syncs_used_netlink();
     for _ in 0..30 {
         assert_eq!(who(&fetch(client, vip6).unwrap()), "pod0");
+    }
+}
+
+/// A table as `nft list` shows it, as a sorted list of rules, declarations
+/// and elements: two tables with the same content compare equal whatever
+/// order the kernel lists set elements in.
+fn listing(ns: &TestNs, family: &str) -> Vec<String> {
+    let out = ns.command("nft", &["list", "table", family, "strait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace("elements = {", "")
+        .replace('}', "");
+    let mut items: Vec<String> = text
+        .split([',', '\n'])
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect();
+    items.sort();
+    items
+}
+
+#[test]
+fn netlink_partial_syncs_build_the_same_tables_as_nft() {
+    if !root_or_skip("netlink_partial_syncs_build_the_same_tables_as_nft") {
+        return;
+    }
+    let fixture = "tests/fixtures/proxy-dualstack.yaml";
+    let mut flags = vec!["--node", "node-1", "--cluster-cidr", "10.244.0.0/16"];
+    flags.extend(dual_stack_flags(fixture));
+
+    // Reference: the first-sync transaction, loaded by nft.
+    let by_nft = TestNs::new("bynft");
+    let mut args = vec!["-f", fixture];
+    args.extend(&flags);
+    let script = dry_run(&args);
+    let dir = TempDir::new("netlink");
+    let script_path = dir.0.join("ruleset.nft");
+    std::fs::write(&script_path, script).unwrap();
+    let out = by_nft.command("nft", &["-f", script_path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The same Services arriving as one change to a running proxy.
+    let by_netlink = TestNs::new("bynetlink");
+    let manifest = dir.0.join("cluster.yaml");
+    std::fs::write(&manifest, "").unwrap();
+    let log = dir.0.join("proxy.log");
+    let manifest_arg = manifest.to_str().unwrap().to_owned();
+    let mut args = vec!["proxy", "-f", &manifest_arg, "--poll-ms", "50", "-v"];
+    args.extend(&flags);
+    let _proxy = spawn_in(&by_netlink, STRAIT, &args, &log);
+    let synced = |n: usize| {
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("sync")
+                .count()
+                >= n
+        })
+    };
+    assert!(
+        synced(1),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let tmp = dir.0.join(".cluster.yaml.tmp");
+    std::fs::copy(repo().join(fixture), &tmp).unwrap();
+    std::fs::rename(&tmp, &manifest).unwrap();
+    assert!(
+        synced(2),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("partial sync") && l.contains("netlink")),
+        "{text}"
+    );
+    assert!(!text.contains("nft"), "nothing fell back to nft: {text}");
+
+    for family in ["ip", "ip6"] {
+        assert_eq!(
+            listing(&by_netlink, family),
+            listing(&by_nft, family),
+            "table {family} strait"
+        );
     }
 }
