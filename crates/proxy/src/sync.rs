@@ -54,9 +54,12 @@ impl ServiceProxy {
     /// Bring the kernel from `old` to `new`, touching only what changed.
     pub fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
+        // What changed is found once: it walks every object.
+        let changes = old.diff(new);
+        let affected = affected_services(&changes, old, new);
         let mut result = Sync::Unchanged;
         for f in &mut self.families {
-            match f.update(old, new)? {
+            match f.update(new, &affected)? {
                 Sync::Unchanged => {}
                 Sync::Full(_) => result = Sync::Full(Duration::ZERO),
                 Sync::Partial(_) if matches!(result, Sync::Unchanged) => {
@@ -291,13 +294,12 @@ impl FamilyProxy {
 
     /// Bring the kernel from `old` to `new`, touching only what changed.
     /// Any failure falls back to a full sync.
-    fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
+    /// Bring the kernel to `new` for the `affected` Services.
+    fn update(&mut self, new: &ClusterState, affected: &BTreeSet<ServiceKey>) -> Result<Sync> {
         if !self.in_kernel {
             return self.full_sync(new);
         }
         let started = Instant::now();
-        let changes = old.diff(new);
-        let affected = affected_services(&changes, old, new);
         if affected.is_empty() {
             return Ok(Sync::Unchanged);
         }
@@ -311,7 +313,7 @@ impl FamilyProxy {
             .collect();
         // The reference counts before, of the elements these Services touch.
         let mut elements_before = BTreeMap::new();
-        for key in &affected {
+        for key in affected {
             let old_f = self.fragments.get(key).cloned().unwrap_or_default();
             for (set, els) in &old_f.elements {
                 for k in els.keys() {
@@ -560,6 +562,10 @@ fn diff_ops(
     let mut deletes: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut adds: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
     for key in touched {
+        // Forget what no Service wants any more (only these can have dropped to 0).
+        if elements_now.get(&key).is_some_and(|(_, n)| *n == 0) {
+            elements_now.remove(&key);
+        }
         let was = elements_before
             .get(&key)
             .filter(|(_, n)| *n > 0)
@@ -578,7 +584,6 @@ fn diff_ops(
             adds.entry(key.0).or_default().push((key.1.clone(), v));
         }
     }
-    elements_now.retain(|_, (_, n)| *n > 0);
     for (set, keys) in deletes {
         ops.push(Op::DeleteElements { set, keys });
     }
