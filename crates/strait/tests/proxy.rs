@@ -19,40 +19,8 @@ fn dry_run(args: &[&str]) -> String {
     strait_ok(&all)
 }
 
-#[test]
-fn every_example_and_feature_has_a_golden_ruleset() {
-    for example in [
-        "service-demo",
-        "maker",
-        "my-exter",
-        "mysql-svc",
-        "my-service",
-    ] {
-        let path = format!("examples/{example}.yaml");
-        insta::assert_snapshot!(
-            format!("proxy-{example}"),
-            dry_run(&[
-                "-f",
-                &path,
-                "--node",
-                "node-1",
-                "--cluster-cidr",
-                "10.244.0.0/16"
-            ])
-        );
-    }
-    insta::assert_snapshot!(
-        "proxy-features",
-        dry_run(&[
-            "-f",
-            "tests/fixtures/proxy-features.yaml",
-            "--node",
-            "node-1",
-            "--cluster-cidr",
-            "10.244.0.0/16"
-        ])
-    );
-    let file = "tests/fixtures/proxy-dualstack.yaml";
+/// `strait proxy --dry-run` of `file` for node-1, with the flags it needs.
+fn golden(file: &str) -> String {
     let mut args = vec![
         "-f",
         file,
@@ -62,7 +30,25 @@ fn every_example_and_feature_has_a_golden_ruleset() {
         "10.244.0.0/16",
     ];
     args.extend(dual_stack_flags(file));
-    insta::assert_snapshot!("proxy-dualstack", dry_run(&args));
+    dry_run(&args)
+}
+
+#[test]
+fn every_example_and_feature_has_a_golden_ruleset() {
+    for example in [
+        "service-demo",
+        "maker",
+        "my-exter",
+        "mysql-svc",
+        "my-service",
+    ] {
+        let ruleset = golden(&format!("examples/{example}.yaml"));
+        insta::assert_snapshot!(format!("proxy-{example}"), ruleset);
+    }
+    for fixture in ["features", "dualstack"] {
+        let ruleset = golden(&format!("tests/fixtures/proxy-{fixture}.yaml"));
+        insta::assert_snapshot!(format!("proxy-{fixture}"), ruleset);
+    }
 }
 
 /// The dual-stack fixture needs an IPv6 pod network and service range.
@@ -93,16 +79,7 @@ fn golden_rulesets_are_accepted_by_the_kernel() {
         "tests/fixtures/proxy-features.yaml",
         "tests/fixtures/proxy-dualstack.yaml",
     ] {
-        let mut args = vec![
-            "-f",
-            file,
-            "--node",
-            "node-1",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-        ];
-        args.extend(dual_stack_flags(file));
-        let ruleset = dry_run(&args);
+        let ruleset = golden(file);
         let path =
             std::env::temp_dir().join(format!("strait-test-{}-ruleset.nft", std::process::id()));
         std::fs::write(&path, &ruleset).unwrap();
@@ -913,9 +890,7 @@ fn netlink_partial_syncs_build_the_same_tables_as_nft() {
 
     // Reference: the first-sync transaction, loaded by nft.
     let by_nft = TestNs::new("bynft");
-    let mut args = vec!["-f", fixture];
-    args.extend(&flags);
-    let script = dry_run(&args);
+    let script = golden(fixture);
     let dir = TempDir::new("netlink");
     let script_path = dir.0.join("ruleset.nft");
     std::fs::write(&script_path, script).unwrap();
