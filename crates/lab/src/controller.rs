@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
+use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, ClusterState, Format, Object};
 use strait_proxy::{NodeContext, ServiceProxy};
@@ -88,7 +89,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             }
         };
         // Pods that should run and do not yet; pods that run and should not.
-        let wanted: BTreeSet<(String, String)> = state0.pods.iter().map(|p| key_of(p)).collect();
+        let wanted: BTreeSet<(String, String)> =
+            state0.pods.iter().map(|p| key_of(&p.metadata)).collect();
         // Pods that left: terminating first (SIGTERM, endpoint marked
         // terminating), gone after their grace period or once they exit.
         for (key, pod) in running.iter_mut() {
@@ -109,7 +111,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             }
         }
         for pod in state0.pods.iter() {
-            let key = key_of(pod);
+            let key = key_of(&pod.metadata);
             if running.contains_key(&key)
                 || failures
                     .get(&key)
@@ -117,7 +119,12 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             {
                 continue;
             }
-            match start_pod(layout, config, strait, pod, &running) {
+            // Snapshots keep pods compact; starting one needs all of its spec.
+            let started = pod
+                .to_pod()
+                .map_err(Error::from)
+                .and_then(|pod| start_pod(layout, config, strait, &pod, &running));
+            match started {
                 Ok(r) => {
                     tracing::info!(pod = %format!("{}/{}", key.0, key.1), node = %r.record.node, ip = %r.record.ip, "pod started");
                     failures.remove(&key);
@@ -153,7 +160,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                     ),
                 );
             }
-            actual.insert(Object::Pod(p.into()));
+            actual.insert(Object::Pod(Arc::new(p.into())));
         }
         let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
         let list = serde_json::to_string(&actual.as_list()).unwrap_or_default();
@@ -194,10 +201,10 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     }
 }
 
-fn key_of(pod: &Pod) -> (String, String) {
+fn key_of(meta: &ObjectMeta) -> (String, String) {
     (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
     )
 }
 
@@ -332,7 +339,7 @@ fn cni(
     pod: &Pod,
     command: &str,
 ) -> Result<serde_json::Value> {
-    let (namespace, name) = key_of(pod);
+    let (namespace, name) = key_of(&pod.metadata);
     let id = format!("{namespace}_{name}");
     let netns = format!("/run/netns/{}", layout.pod_ns(&namespace, &name));
     let conf = cni_conf(layout, config, node, pod);
@@ -367,7 +374,7 @@ fn start_pod(
     pod: &Pod,
     running: &BTreeMap<(String, String), Running>,
 ) -> Result<Running> {
-    let (namespace, name) = key_of(pod);
+    let (namespace, name) = key_of(&pod.metadata);
     let spec = pod.spec.clone().unwrap_or_default();
     // Where: the node it names, else the one with the fewest pods.
     let node = spec

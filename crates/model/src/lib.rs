@@ -10,8 +10,11 @@
 
 mod error;
 mod hash;
+mod json;
 mod manifest;
 mod object;
+mod parallel;
+mod pod;
 mod ports;
 mod selector;
 mod state;
@@ -22,6 +25,7 @@ pub mod controllers;
 pub use error::{Error, Result};
 pub use manifest::{load_paths, parse_str, Format, Loaded, Origin, Source};
 pub use object::{Kind, Object, ObjectKey};
+pub use pod::CompactPod;
 pub use ports::{container_port_by_name, resolve_target_port};
 pub use selector::{Requirement, Selector, SelectorError};
 pub use state::{Change, ChangeSet, ClusterState, Store};

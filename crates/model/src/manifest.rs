@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -36,7 +37,8 @@ impl Source {
 /// Where an object was read from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every object of the file.
+    pub file: Arc<str>,
     /// 1-based index of the document in the file.
     pub index: usize,
 }
@@ -151,26 +153,27 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
         Format::Json => {
             // Objects are typed straight from the text: no intermediate tree,
             // which halves the time and memory of reading a large dump.
+            let mut docs = Vec::new();
             for raw in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
                 let raw = raw.map_err(|e| Error::Syntax {
                     file: file.to_owned(),
                     format: "JSON",
                     message: e.to_string(),
                 })?;
-                collector.document(Doc::Raw(raw));
+                docs.push(Doc::Raw(raw));
             }
+            collector.documents(docs);
         }
         Format::Yaml => {
-            // Manifests of tens of thousands of objects are normal for strait
-            // (a cluster dump); the parser's default budget is for config files.
-            let options = serde_saphyr::options! { budget: None };
-            collector =
-                serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, options)
-                    .map_err(|e| Error::Syntax {
-                        file: file.to_owned(),
-                        format: "YAML",
-                        message: e.to_string(),
-                    })?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+            collector = match read_yaml_in_parts(text, threads) {
+                Some(collector) => collector,
+                None => read_yaml(text).map_err(|e| Error::Syntax {
+                    file: file.to_owned(),
+                    format: "YAML",
+                    message: e.to_string(),
+                })?,
+            };
         }
     }
     if let Some(e) = collector.error {
@@ -183,10 +186,84 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
         });
     }
     let mut loaded = collector.loaded;
+    let file: Arc<str> = file.into();
     for (_, origin) in &mut loaded.objects {
-        origin.file = file.to_owned();
+        origin.file = file.clone();
     }
     Ok(loaded)
+}
+
+fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
+    // Manifests of tens of thousands of objects are normal for strait
+    // (a cluster dump); the parser's default budget is for config files.
+    let options = serde_saphyr::options! { budget: None };
+    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, options)
+}
+
+/// Below this size one thread reads a YAML file.
+const PARALLEL_MIN_YAML_BYTES: usize = 1 << 20;
+
+/// A large multi-document YAML file read on every core, one run of whole
+/// documents per thread, with the same result as reading it at once. `None`
+/// when that cannot be done or a part has a syntax error: the caller then
+/// reads the file at once, which reports the error with its true line.
+fn read_yaml_in_parts(text: &str, threads: usize) -> Option<Collector> {
+    if threads < 2 || text.len() < PARALLEL_MIN_YAML_BYTES {
+        return None;
+    }
+    let parts = yaml_parts(text, threads)?;
+    let read: Vec<Option<Collector>> = std::thread::scope(|scope| {
+        let running: Vec<_> = parts
+            .iter()
+            .map(|part| scope.spawn(move || read_yaml(part).ok()))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().ok().flatten())
+            .collect()
+    });
+    let mut all = Collector::default();
+    for part in read {
+        all.append(part?);
+    }
+    Some(all)
+}
+
+/// `text` cut before document start markers (`---` at the start of a line,
+/// which YAML forbids inside any content) into about `count` parts. `None`
+/// when there is only one part, or the text has directives (`%YAML`,
+/// `%TAG`), which belong to the document after them.
+fn yaml_parts(text: &str, count: usize) -> Option<Vec<&str>> {
+    let mut starts = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('%') {
+            return None;
+        }
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']));
+        if marker && line_start > 0 {
+            starts.push(line_start);
+        }
+        line_start += line.len();
+    }
+    let mut cuts = vec![0];
+    for i in 1..count {
+        let target = text.len() * i / count;
+        let next = starts
+            .iter()
+            .find(|&&s| s >= target && s > *cuts.last().unwrap_or(&0));
+        if let Some(&cut) = next {
+            cuts.push(cut);
+        }
+    }
+    cuts.dedup();
+    if cuts.len() < 2 {
+        return None;
+    }
+    cuts.push(text.len());
+    Some(cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect())
 }
 
 /// A document that did not make a valid object.
@@ -204,6 +281,9 @@ struct Collector {
     loaded: Loaded,
     index: usize,
     error: Option<DocError>,
+    /// The file is named once all documents are in (the YAML parser makes
+    /// the collector); until then objects share this empty name.
+    unnamed: Arc<str>,
 }
 
 impl Extend<Value> for Collector {
@@ -218,12 +298,56 @@ impl Extend<Value> for Collector {
 }
 
 impl Collector {
+    /// Add the documents `later` read from the text that follows.
+    fn append(&mut self, later: Collector) {
+        let offset = self.index;
+        self.index += later.index;
+        if self.error.is_none() {
+            self.error = later.error.map(|e| DocError {
+                index: e.index + offset,
+                ..e
+            });
+        }
+        for (object, mut origin) in later.loaded.objects {
+            origin.index += offset;
+            self.loaded.objects.push((object, origin));
+        }
+        for (kind, n) in later.loaded.ignored {
+            *self.loaded.ignored.entry(kind).or_default() += n;
+        }
+    }
+
+    /// Documents already split from the text (JSON): read together, so
+    /// that large files are read on every core.
+    fn documents(&mut self, docs: Vec<Doc<'_>>) {
+        let first = self.index + 1;
+        self.index += docs.len();
+        if self.error.is_some() {
+            return;
+        }
+        let unnamed = &self.unnamed;
+        let place = |i: usize| {
+            let origin = Origin {
+                file: unnamed.clone(),
+                index: first + i,
+            };
+            (origin, String::new())
+        };
+        if let Err(e) = add_documents(&mut self.loaded, docs, place) {
+            self.error = Some(e);
+        }
+    }
+
     fn document(&mut self, doc: Doc<'_>) {
         self.index += 1;
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = add_document(&mut self.loaded, doc, self.index, "") {
+        let origin = Origin {
+            file: self.unnamed.clone(),
+            index: self.index,
+        };
+        if let Err(e) = add_document(&mut self.loaded, doc, &origin, "") {
             self.error = Some(e);
         }
     }
@@ -338,12 +462,81 @@ impl Doc<'_> {
     }
 }
 
+/// Below this many documents one thread reads them all.
+const PARALLEL_MIN_DOCUMENTS: usize = 2048;
+
+/// `add_document` for each of `docs` in order; `place(i)` gives the origin
+/// and field prefix of the i-th. Large inputs are read on every core: each
+/// document is read on its own, so the outcome (objects in input order, the
+/// error of the first bad document) is the same as reading them one by one.
+fn add_documents(
+    loaded: &mut Loaded,
+    docs: Vec<Doc<'_>>,
+    place: impl Fn(usize) -> (Origin, String) + Sync,
+) -> Result<(), DocError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let read = |loaded: &mut Loaded, first: usize, docs: Vec<Doc<'_>>| {
+        for (i, doc) in docs.into_iter().enumerate() {
+            let (origin, prefix) = place(first + i);
+            add_document(loaded, doc, &origin, &prefix)?;
+        }
+        Ok(())
+    };
+    if threads < 2 || docs.len() < PARALLEL_MIN_DOCUMENTS {
+        return read(loaded, 0, docs);
+    }
+    let per_thread = docs.len().div_ceil(threads);
+    let mut chunks = Vec::new();
+    let mut rest = docs;
+    let mut first = 0;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_thread.min(rest.len()));
+        let len = rest.len();
+        chunks.push((first, rest));
+        first += len;
+        rest = tail;
+    }
+    let read = &read;
+    let results: Vec<(Loaded, Result<(), DocError>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|(first, docs)| {
+                scope.spawn(move || {
+                    let mut part = Loaded::default();
+                    let result = read(&mut part, first, docs);
+                    (part, result)
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    let failed = DocError {
+                        index: 0,
+                        object: String::new(),
+                        field: "(document)".into(),
+                        message: "reading failed unexpectedly".into(),
+                    };
+                    (Loaded::default(), Err(failed))
+                })
+            })
+            .collect()
+    });
+    for (part, result) in results {
+        loaded.merge(part);
+        result?;
+    }
+    Ok(())
+}
+
 fn add_document(
     loaded: &mut Loaded,
     doc: Doc<'_>,
-    index: usize,
+    origin: &Origin,
     prefix: &str,
 ) -> Result<(), DocError> {
+    let index = origin.index;
     let fail = |object: String, field: &str, message: String| DocError {
         index,
         object,
@@ -400,10 +593,9 @@ fn add_document(
                 .map_err(|message| fail(String::new(), "items", message))?,
         };
         if let Some(items) = items {
-            for (j, item) in items.into_iter().enumerate() {
-                add_document(loaded, item, index, &format!("{prefix}items[{j}]."))?;
-            }
-            return Ok(());
+            return add_documents(loaded, items, |j| {
+                (origin.clone(), format!("{prefix}items[{j}]."))
+            });
         }
         return Err(fail(
             String::new(),
@@ -470,13 +662,7 @@ fn add_document(
         );
         fail(described, &field, message)
     })?;
-    loaded.objects.push((
-        object,
-        Origin {
-            file: String::new(),
-            index,
-        },
-    ));
+    loaded.objects.push((object, origin.clone()));
     Ok(())
 }
 
@@ -538,6 +724,83 @@ mod tests {
             err.contains("document 1 (Pod default/p): items[0].spec.containers: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn large_inputs_read_in_parallel_keep_order_and_the_first_error() {
+        let pod = |i: usize| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p{i}"}},"spec":{{"containers":[{{"name":"c"}}]}}}}"#
+            )
+        };
+        let count = 3 * PARALLEL_MIN_DOCUMENTS;
+        let docs: Vec<String> = (0..count).map(pod).collect();
+        let loaded = parse(&docs.join("\n")).unwrap();
+        let names: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|(o, origin)| (o.metadata().name.clone().unwrap(), origin.index))
+            .collect();
+        let expected: Vec<_> = (0..count).map(|i| (format!("p{i}"), i + 1)).collect();
+        assert_eq!(names, expected);
+
+        let mut bad = docs.clone();
+        bad[count - 10] = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"late"}}"#.into();
+        bad[2500] = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"early"}}"#.into();
+        let err = parse(&bad.join("\n")).unwrap_err().to_string();
+        assert!(
+            err.contains("document 2501 (Pod default/early): spec: missing"),
+            "{err}"
+        );
+        let list = format!(
+            r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+            bad.join(",")
+        );
+        let err = parse(&list).unwrap_err().to_string();
+        assert!(
+            err.contains("document 1 (Pod default/early): items[2500].spec: missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn large_yaml_read_in_parts_is_read_as_a_whole() {
+        let mut text = String::from("# a comment\n");
+        for i in 0..20_000 {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+            ));
+            if i % 1000 == 0 {
+                text.push_str(
+                    "---\n# empty\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+                );
+            }
+        }
+        assert!(text.len() > PARALLEL_MIN_YAML_BYTES);
+        assert!(yaml_parts(&text, 4).unwrap().len() == 4);
+        let whole = read_yaml(&text).unwrap();
+        let parts = read_yaml_in_parts(&text, 4).unwrap();
+        let summary = |c: &Collector| {
+            let objects: Vec<_> = c
+                .loaded
+                .objects
+                .iter()
+                .map(|(o, origin)| (o.metadata().name.clone(), origin.index))
+                .collect();
+            (objects, c.index, c.loaded.ignored.clone())
+        };
+        assert_eq!(summary(&parts), summary(&whole));
+
+        let bad = text.replacen("metadata: {name: s15000}", "metadata: {name: S}", 1);
+        let bad = bad.replacen("metadata: {name: s19000}", "metadata: {name: T}", 1);
+        let whole = read_yaml(&bad).unwrap().error.unwrap();
+        let parts = read_yaml_in_parts(&bad, 4).unwrap().error.unwrap();
+        assert_eq!((parts.index, parts.object), (whole.index, whole.object));
+
+        // A syntax error is left to the reading at once, for its line number.
+        let broken = text.replacen("kind: Service\n", "kind: [Service\n", 1);
+        assert!(read_yaml_in_parts(&broken, 4).is_none());
+        assert!(yaml_parts("%YAML 1.2\n---\na: 1\n---\nb: 2\n", 2).is_none());
     }
 
     #[test]

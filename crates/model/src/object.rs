@@ -11,8 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
 use serde::Serialize;
 
+use crate::pod::CompactPod;
+
 macro_rules! kinds {
-    ($($kind:ident => $api:literal, namespaced: $ns:literal;)*) => {
+    ($($kind:ident($stored:ty) => $api:literal, namespaced: $ns:literal;)*) => {
         /// A kind of object strait reads. Order here is the order of
         /// `strait render` output (alphabetical, like `kubectl get`).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,10 +43,11 @@ macro_rules! kinds {
         }
 
         /// One Kubernetes object of a kind strait understands. Shared, not
-        /// copied: a Pod is over 2 KB before its strings, and snapshots hold
-        /// the same object for as long as it does not change.
+        /// copied: a Service is close to 1 KB before its strings, and
+        /// snapshots hold the same object for as long as it does not change.
+        /// Pods are kept compact (see [`CompactPod`]).
         #[derive(Clone, Debug, PartialEq)]
-        pub enum Object { $($kind(Arc<$kind>),)* }
+        pub enum Object { $($kind(Arc<$stored>),)* }
 
         impl Object {
             pub fn kind(&self) -> Kind {
@@ -63,7 +66,10 @@ macro_rules! kinds {
             /// failing field as a path (`spec.ports[0].port`).
             pub(crate) fn from_doc(kind: Kind, doc: &crate::manifest::Doc<'_>) -> Result<Object, (String, String)> {
                 match kind {
-                    $(Kind::$kind => doc.typed::<$kind>().map(|o| Object::$kind(Arc::new(o))),)*
+                    $(Kind::$kind => doc
+                        .typed::<$kind>()
+                        .and_then(<$stored as Stored<$kind>>::from_typed)
+                        .map(|o| Object::$kind(Arc::new(o))),)*
                 }
             }
         }
@@ -76,17 +82,38 @@ macro_rules! kinds {
     };
 }
 
+/// How a kind is kept in a snapshot, made from the typed object a manifest
+/// gives. Most kinds are kept as they are.
+trait Stored<T>: Sized {
+    fn from_typed(typed: T) -> Result<Self, (String, String)>;
+}
+
+impl<T> Stored<T> for T {
+    fn from_typed(typed: T) -> Result<T, (String, String)> {
+        Ok(typed)
+    }
+}
+
+/// A Pod's spec is admitted (defaulted, validated) while it is still typed:
+/// once compact it is only read.
+impl Stored<Pod> for CompactPod {
+    fn from_typed(mut pod: Pod) -> Result<CompactPod, (String, String)> {
+        crate::validate::pod(&mut pod)?;
+        Ok(CompactPod::new(pod))
+    }
+}
+
 kinds! {
-    Deployment => "apps/v1", namespaced: true;
-    EndpointSlice => "discovery.k8s.io/v1", namespaced: true;
-    Endpoints => "v1", namespaced: true;
-    Ingress => "networking.k8s.io/v1", namespaced: true;
-    IngressClass => "networking.k8s.io/v1", namespaced: false;
-    Namespace => "v1", namespaced: false;
-    NetworkPolicy => "networking.k8s.io/v1", namespaced: true;
-    Node => "v1", namespaced: false;
-    Pod => "v1", namespaced: true;
-    Service => "v1", namespaced: true;
+    Deployment(Deployment) => "apps/v1", namespaced: true;
+    EndpointSlice(EndpointSlice) => "discovery.k8s.io/v1", namespaced: true;
+    Endpoints(Endpoints) => "v1", namespaced: true;
+    Ingress(Ingress) => "networking.k8s.io/v1", namespaced: true;
+    IngressClass(IngressClass) => "networking.k8s.io/v1", namespaced: false;
+    Namespace(Namespace) => "v1", namespaced: false;
+    NetworkPolicy(NetworkPolicy) => "networking.k8s.io/v1", namespaced: true;
+    Node(Node) => "v1", namespaced: false;
+    Pod(CompactPod) => "v1", namespaced: true;
+    Service(Service) => "v1", namespaced: true;
 }
 
 impl fmt::Display for Kind {

@@ -1,31 +1,20 @@
 //! Named ports: a Service's `targetPort: http` means whatever port the
 //! container of each selected pod calls `http`, so it can differ by pod.
 
-use k8s_openapi::api::core::v1::{Pod, ServicePort};
+use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::pod::CompactPod;
 
 /// The container port named `name` with `protocol` in `pod`. Sidecars
 /// (init containers with `restartPolicy: Always`) count, as they keep running.
-pub fn container_port_by_name(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
-    let spec = pod.spec.as_ref()?;
-    let sidecars = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-    spec.containers
-        .iter()
-        .chain(sidecars)
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| {
-            p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol
-        })
-        .map(|p| p.container_port)
+pub fn container_port_by_name(pod: &CompactPod, name: &str, protocol: &str) -> Option<i32> {
+    pod.container_port_by_name(name, protocol)
 }
 
 /// The port on `pod` that traffic for `port` goes to, or `None` when the pod
 /// has no port by that name (the pod is then not an endpoint for this port).
-pub fn resolve_target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
+pub fn resolve_target_port(pod: &CompactPod, port: &ServicePort) -> Option<i32> {
     match &port.target_port {
         None | Some(IntOrString::Int(0)) => Some(port.port),
         Some(IntOrString::Int(n)) => Some(*n),
@@ -38,10 +27,10 @@ pub fn resolve_target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec};
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
 
-    fn pod(ports: &[(&str, i32, &str)]) -> Pod {
-        Pod {
+    fn pod(ports: &[(&str, i32, &str)]) -> CompactPod {
+        CompactPod::new(Pod {
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "c".into(),
@@ -61,7 +50,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
     fn svc_port(target: IntOrString, protocol: &str) -> ServicePort {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -15,13 +15,17 @@ use serde::Serialize;
 
 use crate::manifest::Origin;
 use crate::object::{Kind, Object, ObjectKey};
+use crate::pod::CompactPod;
 use crate::selector::Selector;
 use crate::{Error, Result};
 
-/// The objects of one kind, by (namespace, name), with a label index.
+/// The objects of one kind, by namespace then name, with a label index.
+/// Nested maps so that a lookup by `&str` allocates nothing: controllers
+/// look up every selected pod and every pod's node.
 #[derive(Clone, Debug)]
 pub struct Store<T> {
-    items: BTreeMap<(String, String), Arc<T>>,
+    items: BTreeMap<String, BTreeMap<String, Arc<T>>>,
+    len: usize,
     /// (namespace, label key, label value) → names.
     by_label: HashMap<(String, String, String), BTreeSet<String>>,
 }
@@ -30,44 +34,47 @@ impl<T> Default for Store<T> {
     fn default() -> Self {
         Store {
             items: BTreeMap::new(),
+            len: 0,
             by_label: HashMap::new(),
         }
     }
 }
 
-fn ns_name(meta: &ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+impl<T> Store<T> {
+    /// Every object with its namespace and name, in that order.
+    fn entries(&self) -> impl Iterator<Item = ((&str, &str), &Arc<T>)> {
+        self.items.iter().flat_map(|(ns, names)| {
+            names
+                .iter()
+                .map(move |(name, o)| ((ns.as_str(), name.as_str()), o))
+        })
+    }
 }
 
 impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len == 0
     }
 
     /// `namespace` is empty for cluster-scoped kinds.
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<T>> {
-        self.items.get(&(namespace.to_owned(), name.to_owned()))
+        self.items.get(namespace)?.get(name)
     }
 
     /// Every object, ordered by namespace then name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
-        self.items.values()
+        self.items.values().flat_map(BTreeMap::values)
     }
 
     pub fn in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
-        let start = (namespace.to_owned(), String::new());
-        let namespace = namespace.to_owned();
         self.items
-            .range(start..)
-            .take_while(move |((ns, _), _)| *ns == namespace)
-            .map(|(_, v)| v)
+            .get(namespace)
+            .into_iter()
+            .flat_map(BTreeMap::values)
     }
 
     /// Objects in `namespace` whose labels match `selector`, by name. Uses the
@@ -92,22 +99,37 @@ impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
     /// Add or replace; returns the replaced object.
     pub fn insert(&mut self, object: impl Into<Arc<T>>) -> Option<Arc<T>> {
         let object: Arc<T> = object.into();
-        let key = ns_name(object.metadata());
-        let old = self.remove(&key.0, &key.1);
-        for (k, v) in object.metadata().labels.iter().flatten() {
+        let meta = object.metadata();
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let old = self.remove(&namespace, &name);
+        for (k, v) in meta.labels.iter().flatten() {
             self.by_label
-                .entry((key.0.clone(), k.clone(), v.clone()))
+                .entry((namespace.clone(), k.clone(), v.clone()))
                 .or_default()
-                .insert(key.1.clone());
+                .insert(name.clone());
         }
-        self.items.insert(key, object);
+        // Look up first: the namespace is nearly always there already.
+        match self.items.get_mut(&namespace) {
+            Some(names) => {
+                names.insert(name, object);
+            }
+            None => {
+                self.items
+                    .insert(namespace, BTreeMap::from([(name, object)]));
+            }
+        }
+        self.len += 1;
         old
     }
 
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<Arc<T>> {
-        let old = self
-            .items
-            .remove(&(namespace.to_owned(), name.to_owned()))?;
+        let names = self.items.get_mut(namespace)?;
+        let old = names.remove(name)?;
+        if names.is_empty() {
+            self.items.remove(namespace);
+        }
+        self.len -= 1;
         for (k, v) in old.metadata().labels.iter().flatten() {
             let key = (namespace.to_owned(), k.clone(), v.clone());
             if let Some(names) = self.by_label.get_mut(&key) {
@@ -125,32 +147,32 @@ impl<T: PartialEq> Store<T> {
     /// Walk both stores in key order at once: no lookups, and shared
     /// objects (the same `Arc`) compare in one step.
     fn diff(&self, newer: &Store<T>, kind: Kind, out: &mut Vec<Change>) {
-        let key = |(ns, name): &(String, String)| ObjectKey::new(kind, ns.clone(), name.clone());
-        let mut old = self.items.iter().peekable();
-        let mut new = newer.items.iter().peekable();
+        let key = |(ns, name): (&str, &str)| ObjectKey::new(kind, ns, name);
+        let mut old = self.entries().peekable();
+        let mut new = newer.entries().peekable();
         loop {
             match (old.peek(), new.peek()) {
                 (None, None) => break,
                 (Some((k, _)), None) => {
-                    out.push(Change::Deleted(key(k)));
+                    out.push(Change::Deleted(key(*k)));
                     old.next();
                 }
                 (None, Some((k, _))) => {
-                    out.push(Change::Added(key(k)));
+                    out.push(Change::Added(key(*k)));
                     new.next();
                 }
                 (Some((ko, vo)), Some((kn, vn))) => match ko.cmp(kn) {
                     std::cmp::Ordering::Less => {
-                        out.push(Change::Deleted(key(ko)));
+                        out.push(Change::Deleted(key(*ko)));
                         old.next();
                     }
                     std::cmp::Ordering::Greater => {
-                        out.push(Change::Added(key(kn)));
+                        out.push(Change::Added(key(*kn)));
                         new.next();
                     }
                     std::cmp::Ordering::Equal => {
                         if !Arc::ptr_eq(vo, vn) && vo != vn {
-                            out.push(Change::Modified(key(ko)));
+                            out.push(Change::Modified(key(*ko)));
                         }
                         old.next();
                         new.next();
@@ -195,12 +217,12 @@ impl ChangeSet {
 }
 
 macro_rules! cluster_state {
-    ($($kind:ident => $field:ident,)*) => {
+    ($($kind:ident($stored:ty) => $field:ident,)*) => {
         /// An immutable snapshot of the cluster as strait sees it. Share it
         /// behind an `Arc`; every change makes a new one.
         #[derive(Clone, Debug, Default)]
         pub struct ClusterState {
-            $(pub $field: Store<$kind>,)*
+            $(pub $field: Store<$stored>,)*
             origins: HashMap<ObjectKey, Origin>,
         }
 
@@ -258,16 +280,16 @@ macro_rules! cluster_state {
 
 // In `Kind` order, so that iteration is sorted by kind.
 cluster_state! {
-    Deployment => deployments,
-    EndpointSlice => endpoint_slices,
-    Endpoints => endpoints,
-    Ingress => ingresses,
-    IngressClass => ingress_classes,
-    Namespace => namespaces,
-    NetworkPolicy => network_policies,
-    Node => nodes,
-    Pod => pods,
-    Service => services,
+    Deployment(Deployment) => deployments,
+    EndpointSlice(EndpointSlice) => endpoint_slices,
+    Endpoints(Endpoints) => endpoints,
+    Ingress(Ingress) => ingresses,
+    IngressClass(IngressClass) => ingress_classes,
+    Namespace(Namespace) => namespaces,
+    NetworkPolicy(NetworkPolicy) => network_policies,
+    Node(Node) => nodes,
+    Pod(CompactPod) => pods,
+    Service(Service) => services,
 }
 
 impl ClusterState {
@@ -338,9 +360,10 @@ impl Serialize for Items<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     fn pod(ns: &str, name: &str, labels: &[(&str, &str)]) -> Object {
-        Object::Pod(Arc::new(Pod {
+        Object::Pod(Arc::new(CompactPod::new(Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some(ns.into()),
@@ -353,7 +376,7 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        }))
+        })))
     }
 
     #[test]

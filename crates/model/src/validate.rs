@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, Container, Endpoints, PodSpec, Service, SessionAffinityConfig,
+    ClientIPConfig, Container, Endpoints, Pod, PodSpec, Service, SessionAffinityConfig,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,18 +25,7 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> Check {
 pub fn object(object: &mut Object) -> Check {
     let kind = object.kind();
     let name = object.metadata().name.clone().unwrap_or_default();
-    if name.is_empty() {
-        return bad("metadata.name", "missing: every object needs a name");
-    }
-    // Services and Namespaces become DNS labels; most other names are subdomains.
-    let label_only = matches!(kind, crate::Kind::Service | crate::Kind::Namespace);
-    if let Err(why) = if label_only {
-        dns_label(&name)
-    } else {
-        dns_subdomain(&name)
-    } {
-        return bad("metadata.name", format!("{name:?} {why}"));
-    }
+    object_name(kind, &name)?;
     // The API server gives every object a UID on create; strait derives it
     // from what the object is, so that it is the same on every run.
     let meta = object.metadata_mut();
@@ -46,10 +35,8 @@ pub fn object(object: &mut Object) -> Check {
     }
     match object {
         Object::Service(svc) => service(Arc::make_mut(svc)),
-        Object::Pod(pod) => match Arc::make_mut(pod).spec.as_mut() {
-            Some(spec) => pod_spec(spec, "spec"),
-            None => bad("spec", "missing: a Pod needs spec.containers"),
-        },
+        // Checked by `pod` while still typed.
+        Object::Pod(_) => Ok(()),
         Object::Deployment(d) => deployment(Arc::make_mut(d)),
         Object::Endpoints(e) => endpoints(Arc::make_mut(e)),
         Object::EndpointSlice(s) => endpoint_slice(Arc::make_mut(s)),
@@ -60,6 +47,35 @@ pub fn object(object: &mut Object) -> Check {
             None => Ok(()),
         },
         _ => Ok(()),
+    }
+}
+
+fn object_name(kind: crate::Kind, name: &str) -> Check {
+    if name.is_empty() {
+        return bad("metadata.name", "missing: every object needs a name");
+    }
+    // Services and Namespaces become DNS labels; most other names are subdomains.
+    let label_only = matches!(kind, crate::Kind::Service | crate::Kind::Namespace);
+    if let Err(why) = if label_only {
+        dns_label(name)
+    } else {
+        dns_subdomain(name)
+    } {
+        return bad("metadata.name", format!("{name:?} {why}"));
+    }
+    Ok(())
+}
+
+/// Default and validate a Pod's spec before it is stored compact; its name
+/// is checked first, as `object` would.
+pub(crate) fn pod(pod: &mut Pod) -> Check {
+    object_name(
+        crate::Kind::Pod,
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    )?;
+    match pod.spec.as_mut() {
+        Some(spec) => pod_spec(spec, "spec"),
+        None => bad("spec", "missing: a Pod needs spec.containers"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! leave them after a rollout: `replicas` pods from the current template.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -89,12 +90,13 @@ pub fn expand(state: &mut ClusterState, previous: Option<&ClusterState>) -> Resu
             // Where the pod runs and what address it got are the runtime's
             // business (the lab's); keep what the previous snapshot knew.
             if let Some(old) = previous.and_then(|p| p.pods.get(&namespace, &pod_name)) {
-                pod.status = old.status.clone();
-                if let (Some(spec), Some(old_spec)) = (pod.spec.as_mut(), old.spec.as_ref()) {
-                    spec.node_name = old_spec.node_name.clone();
+                let old = old.to_pod()?;
+                pod.status = old.status;
+                if let (Some(spec), Some(old_spec)) = (pod.spec.as_mut(), old.spec) {
+                    spec.node_name = old_spec.node_name;
                 }
             }
-            state.add(Object::Pod(pod.into()), None)?;
+            state.add(Object::Pod(Arc::new(pod.into())), None)?;
         }
     }
     Ok(())

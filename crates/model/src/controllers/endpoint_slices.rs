@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::hash::{fnv1a, generated_name};
 use crate::object::{Kind, Object, ObjectKey};
+use crate::pod::CompactPod;
 use crate::ports::resolve_target_port;
 use crate::selector::Selector;
 use crate::state::ClusterState;
@@ -53,12 +54,11 @@ pub fn derive(state: &mut ClusterState) -> Result<()> {
         state.remove(&key);
     }
 
+    // Each Service's slices depend only on the snapshot: computed on every
+    // core for clusters with many Services.
     let services: Vec<_> = state.services.iter().cloned().collect();
-    let mut slices = Vec::new();
-    for service in services {
-        slices.extend(slices_for(state, &service));
-    }
-    for slice in slices {
+    let slices = crate::parallel::map(&services, 256, |service| slices_for(state, service));
+    for slice in slices.into_iter().flatten() {
         state.add(Object::EndpointSlice(slice.into()), None)?;
     }
     Ok(())
@@ -66,32 +66,24 @@ pub fn derive(state: &mut ClusterState) -> Result<()> {
 
 /// Whether the pod can be an endpoint at all: it has an address and has not
 /// finished. Terminating pods stay (with `terminating: true`).
-fn is_endpoint_candidate(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else {
+fn is_endpoint_candidate(pod: &CompactPod) -> bool {
+    if !pod.has_status() {
         return false;
-    };
-    let has_ip = status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
-        || status.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty());
-    let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    }
+    let has_ip = pod.pod_ip().is_some_and(|ip| !ip.is_empty()) || pod.pod_ips().next().is_some();
+    let finished = matches!(pod.phase(), Some("Succeeded" | "Failed"));
     has_ip && !finished
 }
 
 /// The pod's address of `family`, from `status.podIPs` (or `status.podIP`).
-fn pod_address(pod: &Pod, family: &str) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    let from_list = status.pod_ips.iter().flatten().map(|p| p.ip.clone());
-    from_list.chain(status.pod_ip.clone()).find(|ip| {
-        ip.parse::<IpAddr>()
-            .is_ok_and(|ip| family_of(&ip) == family)
-    })
-}
-
-/// The pod's `Ready` condition is `True`.
-pub fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+fn pod_address(pod: &CompactPod, family: &str) -> Option<String> {
+    pod.pod_ips()
+        .chain(pod.pod_ip())
+        .find(|ip| {
+            ip.parse::<IpAddr>()
+                .is_ok_and(|ip| family_of(&ip) == family)
+        })
+        .map(str::to_owned)
 }
 
 fn slices_for(state: &ClusterState, service: &Service) -> Vec<EndpointSlice> {
@@ -150,14 +142,12 @@ fn slices_for(state: &ClusterState, service: &Service) -> Vec<EndpointSlice> {
         }
         for (ports, endpoints) in groups {
             let port_key = serde_json::to_vec(&ports).unwrap_or_default();
-            let chunks: Vec<Vec<Endpoint>> = if endpoints.is_empty() {
-                vec![Vec::new()]
-            } else {
-                endpoints
-                    .chunks(MAX_ENDPOINTS_PER_SLICE)
-                    .map(<[Endpoint]>::to_vec)
-                    .collect()
-            };
+            // Moved, not copied, into slices of at most the limit.
+            let mut chunks: Vec<Vec<Endpoint>> = Vec::new();
+            let mut rest = endpoints.into_iter().peekable();
+            while rest.peek().is_some() || chunks.is_empty() {
+                chunks.push(rest.by_ref().take(MAX_ENDPOINTS_PER_SLICE).collect());
+            }
             for (index, chunk) in chunks.into_iter().enumerate() {
                 let hash = fnv1a(&[
                     namespace.as_bytes(),
@@ -195,19 +185,20 @@ fn slices_for(state: &ClusterState, service: &Service) -> Vec<EndpointSlice> {
 fn endpoint_for(
     state: &ClusterState,
     service: &Service,
-    pod: &Pod,
+    pod: &CompactPod,
     address: String,
     publish_not_ready: bool,
 ) -> Endpoint {
-    let serving = is_pod_ready(pod);
+    let serving = pod.is_ready();
     let terminating = pod.metadata.deletion_timestamp.is_some();
-    let spec = pod.spec.as_ref();
-    let node_name = spec.and_then(|s| s.node_name.clone());
+    let node_name = pod.node_name().map(str::to_owned);
     // `hostname.subdomain.namespace.svc` names exist only when the pod's
     // subdomain is this Service.
-    let hostname = spec
-        .filter(|s| s.subdomain.is_some() && s.subdomain == service.metadata.name)
-        .and_then(|s| s.hostname.clone());
+    let hostname = pod
+        .subdomain()
+        .filter(|s| Some(*s) == service.metadata.name.as_deref())
+        .and_then(|_| pod.hostname())
+        .map(str::to_owned);
     let zone = node_name
         .as_deref()
         .and_then(|n| state.nodes.get("", n))

@@ -446,12 +446,12 @@ fn pod_status_from_the_previous_snapshot_is_kept() {
     let first = run(&yaml).unwrap();
     let mut with_status = first.clone();
     let name = pod_names(&first)[0].clone();
-    let mut pod = (**first.pods.get("shop", &name).unwrap()).clone();
+    let mut pod = first.pods.get("shop", &name).unwrap().to_pod().unwrap();
     pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
         pod_ip: Some("10.244.1.7".into()),
         ..Default::default()
     });
-    with_status.insert(Object::Pod(pod.into()));
+    with_status.insert(Object::Pod(std::sync::Arc::new(pod.into())));
     let next = reconcile(
         desired(&yaml),
         Some(&with_status),
@@ -462,11 +462,8 @@ fn pod_status_from_the_previous_snapshot_is_kept() {
         .pods
         .get("shop", &name)
         .unwrap()
-        .status
-        .as_ref()
-        .unwrap()
-        .pod_ip
-        .clone();
+        .pod_ip()
+        .map(str::to_owned);
     assert_eq!(ip.as_deref(), Some("10.244.1.7"));
 }
 
