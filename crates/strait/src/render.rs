@@ -10,17 +10,15 @@ pub fn run(args: &RenderArgs) -> Result<(), Error> {
     let state = load(&args.manifests.files, &cluster_config(&args.cluster)?, None)?;
     let started = std::time::Instant::now();
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Large writes: the output of a big cluster is hundreds of megabytes.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let written = match args.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &state.as_list())
             .map_err(|e| Error::Output(e.to_string()))
             .and_then(|()| writeln!(out).map_err(|e| Error::Output(e.to_string()))),
-        OutputFormat::Yaml => serde_saphyr::to_string(&state.as_list())
-            .map_err(|e| Error::Output(e.to_string()))
-            .and_then(|text| {
-                out.write_all(text.as_bytes())
-                    .map_err(|e| Error::Output(e.to_string()))
-            }),
+        // Streamed: the YAML of a large cluster is as big as the cluster.
+        OutputFormat::Yaml => serde_saphyr::to_io_writer(&mut out, &state.as_list())
+            .map_err(|e| Error::Output(e.to_string())),
     };
     written?;
     out.flush().map_err(|e| Error::Output(e.to_string()))?;
