@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `strait render` at scale: 10,000 Services × 10 pods (110k objects in, 130k out).
+# `strait render` at scale: 10,000 Services × 10 pods (110k objects in, 120k out).
 # Prints wall time and peak RSS for JSON and YAML input and output.
 # Targets (issue 2): under 2 s and under 500 MB on a 2-core machine.
 # Usage: bench/render-scale.sh [SERVICES] [PODS_PER_SERVICE]
