@@ -26,7 +26,7 @@ pub use error::{Error, Result};
 pub use manifest::{load_paths, parse_str, Format, Loaded, Origin, Source};
 pub use object::{Kind, Object, ObjectKey};
 pub use pod::CompactPod;
-pub use ports::{container_port_by_name, resolve_target_port};
+pub use ports::resolve_target_port;
 pub use selector::{Requirement, Selector, SelectorError};
 pub use state::{Change, ChangeSet, ClusterState, Store};
 pub use validate::dns_subdomain as validate_dns_subdomain;

@@ -165,8 +165,7 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
             collector.documents(docs);
         }
         Format::Yaml => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-            collector = match read_yaml_in_parts(text, threads) {
+            collector = match read_yaml_in_parts(text, crate::parallel::threads()) {
                 Some(collector) => collector,
                 None => read_yaml(text).map_err(|e| Error::Syntax {
                     file: file.to_owned(),
@@ -212,16 +211,7 @@ fn read_yaml_in_parts(text: &str, threads: usize) -> Option<Collector> {
         return None;
     }
     let parts = yaml_parts(text, threads)?;
-    let read: Vec<Option<Collector>> = std::thread::scope(|scope| {
-        let running: Vec<_> = parts
-            .iter()
-            .map(|part| scope.spawn(move || read_yaml(part).ok()))
-            .collect();
-        running
-            .into_iter()
-            .map(|t| t.join().ok().flatten())
-            .collect()
-    });
+    let read = crate::parallel::map(parts, 2, |part| read_yaml(part).ok());
     let mut all = Collector::default();
     for part in read {
         all.append(part?);
@@ -250,15 +240,12 @@ fn yaml_parts(text: &str, count: usize) -> Option<Vec<&str>> {
     }
     let mut cuts = vec![0];
     for i in 1..count {
-        let target = text.len() * i / count;
-        let next = starts
-            .iter()
-            .find(|&&s| s >= target && s > *cuts.last().unwrap_or(&0));
-        if let Some(&cut) = next {
+        let target = text.len() / count * i;
+        let last = cuts[cuts.len() - 1];
+        if let Some(&cut) = starts.iter().find(|&&s| s >= target && s > last) {
             cuts.push(cut);
         }
     }
-    cuts.dedup();
     if cuts.len() < 2 {
         return None;
     }
@@ -474,7 +461,6 @@ fn add_documents(
     docs: Vec<Doc<'_>>,
     place: impl Fn(usize) -> (Origin, String) + Sync,
 ) -> Result<(), DocError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let read = |loaded: &mut Loaded, first: usize, docs: Vec<Doc<'_>>| {
         for (i, doc) in docs.into_iter().enumerate() {
             let (origin, prefix) = place(first + i);
@@ -482,46 +468,26 @@ fn add_documents(
         }
         Ok(())
     };
+    let threads = crate::parallel::threads();
     if threads < 2 || docs.len() < PARALLEL_MIN_DOCUMENTS {
         return read(loaded, 0, docs);
     }
+    // Runs of documents, each read into its own part, merged in order.
     let per_thread = docs.len().div_ceil(threads);
-    let mut chunks = Vec::new();
+    let mut runs = Vec::new();
     let mut rest = docs;
     let mut first = 0;
     while !rest.is_empty() {
         let tail = rest.split_off(per_thread.min(rest.len()));
         let len = rest.len();
-        chunks.push((first, rest));
+        runs.push((first, rest));
         first += len;
         rest = tail;
     }
-    let read = &read;
-    let results: Vec<(Loaded, Result<(), DocError>)> = std::thread::scope(|scope| {
-        let running: Vec<_> = chunks
-            .into_iter()
-            .map(|(first, docs)| {
-                scope.spawn(move || {
-                    let mut part = Loaded::default();
-                    let result = read(&mut part, first, docs);
-                    (part, result)
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|t| {
-                t.join().unwrap_or_else(|_| {
-                    let failed = DocError {
-                        index: 0,
-                        object: String::new(),
-                        field: "(document)".into(),
-                        message: "reading failed unexpectedly".into(),
-                    };
-                    (Loaded::default(), Err(failed))
-                })
-            })
-            .collect()
+    let results = crate::parallel::map(runs, 2, |(first, docs)| {
+        let mut part = Loaded::default();
+        let result = read(&mut part, first, docs);
+        (part, result)
     });
     for (part, result) in results {
         loaded.merge(part);

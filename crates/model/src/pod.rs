@@ -125,6 +125,11 @@ impl CompactPod {
         self.status.as_ref().map(JsonText::decode).transpose()
     }
 
+    /// The typed `status` alone (what the runtime reported).
+    pub fn to_status(&self) -> Result<Option<PodStatus>, Error> {
+        self.status().map_err(|m| self.decode_error("status", m))
+    }
+
     fn decode_error(&self, field: &str, e: serde_json::Error) -> Error {
         let key = ObjectKey::new(
             Kind::Pod,
@@ -137,10 +142,6 @@ impl CompactPod {
             field: field.to_owned(),
             message: format!("stored form does not read back: {e}"),
         }
-    }
-
-    pub fn has_spec(&self) -> bool {
-        self.spec.is_some()
     }
 
     pub fn has_status(&self) -> bool {

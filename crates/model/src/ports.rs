@@ -6,12 +6,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::pod::CompactPod;
 
-/// The container port named `name` with `protocol` in `pod`. Sidecars
-/// (init containers with `restartPolicy: Always`) count, as they keep running.
-pub fn container_port_by_name(pod: &CompactPod, name: &str, protocol: &str) -> Option<i32> {
-    pod.container_port_by_name(name, protocol)
-}
-
 /// The port on `pod` that traffic for `port` goes to, or `None` when the pod
 /// has no port by that name (the pod is then not an endpoint for this port).
 pub fn resolve_target_port(pod: &CompactPod, port: &ServicePort) -> Option<i32> {
@@ -19,7 +13,7 @@ pub fn resolve_target_port(pod: &CompactPod, port: &ServicePort) -> Option<i32> 
         None | Some(IntOrString::Int(0)) => Some(port.port),
         Some(IntOrString::Int(n)) => Some(*n),
         Some(IntOrString::String(name)) => {
-            container_port_by_name(pod, name, port.protocol.as_deref().unwrap_or("TCP"))
+            pod.container_port_by_name(name, port.protocol.as_deref().unwrap_or("TCP"))
         }
     }
 }

@@ -90,10 +90,9 @@ pub fn expand(state: &mut ClusterState, previous: Option<&ClusterState>) -> Resu
             // Where the pod runs and what address it got are the runtime's
             // business (the lab's); keep what the previous snapshot knew.
             if let Some(old) = previous.and_then(|p| p.pods.get(&namespace, &pod_name)) {
-                let old = old.to_pod()?;
-                pod.status = old.status;
-                if let (Some(spec), Some(old_spec)) = (pod.spec.as_mut(), old.spec) {
-                    spec.node_name = old_spec.node_name;
+                pod.status = old.to_status()?;
+                if let Some(spec) = pod.spec.as_mut() {
+                    spec.node_name = old.node_name().map(str::to_owned);
                 }
             }
             state.add(Object::Pod(Arc::new(pod.into())), None)?;

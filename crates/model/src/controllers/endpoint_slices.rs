@@ -57,7 +57,7 @@ pub fn derive(state: &mut ClusterState) -> Result<()> {
     // Each Service's slices depend only on the snapshot: computed on every
     // core for clusters with many Services.
     let services: Vec<_> = state.services.iter().cloned().collect();
-    let slices = crate::parallel::map(&services, 256, |service| slices_for(state, service));
+    let slices = crate::parallel::map(services, 256, |service| slices_for(state, &service));
     for slice in slices.into_iter().flatten() {
         state.add(Object::EndpointSlice(slice.into()), None)?;
     }
