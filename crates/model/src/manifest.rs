@@ -770,6 +770,30 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_documents_read_in_parts_as_on_the_main_thread() {
+        // 200 levels: within the parser's limit, but more than a thread with
+        // Rust's default 2 MiB stack survives in a debug build.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {{x: {deep}}}\n"
+        ));
+        // Read from a thread with the main thread's stack, as strait does.
+        let read = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || read_yaml_in_parts(&text, 4).map(|c| c.loaded.objects.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(read, Some(20_000));
+    }
+
+    #[test]
     fn wrong_api_version_is_explained() {
         let err = parse("apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: d}\n")
             .unwrap_err()
