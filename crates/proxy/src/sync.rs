@@ -131,7 +131,7 @@ impl ServiceProxy {
 struct FamilyProxy {
     ctx: NodeContext,
     family: Family,
-    /// Whether the table exists (a family nothing uses gets none).
+    /// Whether the table may exist (a family nothing uses gets none).
     has_table: bool,
     fragments: BTreeMap<ServiceKey, Ruleset>,
     health: BTreeMap<ServiceKey, HealthCheck>,
@@ -153,7 +153,9 @@ impl FamilyProxy {
         FamilyProxy {
             ctx,
             family,
-            has_table: false,
+            // Unknown until the first sync: a table left by an earlier run
+            // that this cluster no longer needs is removed then.
+            has_table: true,
             fragments: BTreeMap::new(),
             health: BTreeMap::new(),
             planned: BTreeMap::new(),

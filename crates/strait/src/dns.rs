@@ -11,7 +11,7 @@ use strait_model::controllers::ClusterConfig;
 
 use crate::cli::DnsArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load};
+use crate::state::{cluster_config, follow, load, Seen};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -60,6 +60,7 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
     // The zone is all the server keeps: Service addresses are derived from
     // names, so reloading without the previous snapshot gives the same ones.
+    let seen = Seen::now(&args.manifests.files);
     let zone = SharedZone::new(build_zone(
         &args.manifests.files,
         &config,
@@ -120,16 +121,19 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
-    follow(&args.manifests.files, args.poll_ms, || {
-        match build_zone(&args.manifests.files, &config, &domain, args.ttl) {
+    follow(
+        &args.manifests.files,
+        args.poll_ms,
+        seen,
+        || match build_zone(&args.manifests.files, &config, &domain, args.ttl) {
             Ok(fresh) => {
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
                 release_freed_memory();
             }
             Err(e) => tracing::error!("{e}; keeping the current zone"),
-        }
-    })
+        },
+    )
 }
 
 /// Read the manifests and build the zone on a thread of its own: its

@@ -11,7 +11,7 @@ use strait_proxy::{
 
 use crate::cli::ProxyArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load};
+use crate::state::{cluster_config, follow, load, Seen};
 
 pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     if args.cleanup {
@@ -43,6 +43,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let node = args.node.clone().unwrap_or_default();
 
+    let seen = Seen::now(files);
     let state = load(files, &config, None)?;
     let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
     let table = plan(&state, &ctx);
@@ -87,7 +88,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     first?;
     // Follow the files until stopped; the rules stay when we exit.
     let mut previous = state;
-    follow(files, args.poll_ms, || {
+    follow(files, args.poll_ms, seen, || {
         let state = match load(files, &config, Some(&previous)) {
             Ok(state) => state,
             Err(e) => {

@@ -71,9 +71,20 @@ fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
     out
 }
 
-/// Call `changed` whenever one of `files` changes, looking every `poll_ms`; never returns.
-pub fn follow(files: &[String], poll_ms: u64, mut changed: impl FnMut()) -> ! {
-    let mut last = stamp(files);
+/// What the files looked like: taken before they are first read, so that a
+/// change made while they are read and applied is not missed.
+pub struct Seen(Vec<(String, Option<SystemTime>)>);
+
+impl Seen {
+    pub fn now(files: &[String]) -> Seen {
+        Seen(stamp(files))
+    }
+}
+
+/// Call `changed` whenever one of `files` differs from what was `seen`,
+/// looking every `poll_ms`; never returns.
+pub fn follow(files: &[String], poll_ms: u64, seen: Seen, mut changed: impl FnMut()) -> ! {
+    let mut last = seen.0;
     loop {
         std::thread::sleep(Duration::from_millis(poll_ms));
         let now = stamp(files);
