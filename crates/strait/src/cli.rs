@@ -30,9 +30,9 @@ pub enum Command {
     /// What kube-proxy does, on nftables: each Service's virtual IPs (ClusterIP,
     /// externalIPs, LoadBalancer IPs) and NodePorts are DNAT'ed to a random
     /// usable endpoint, with masquerading, session affinity and traffic policies
-    /// as Kubernetes defines them. Rules live in the table `ip strait` of the
-    /// current network namespace; they stay when strait exits (as kube-proxy's
-    /// do) until `strait proxy --cleanup`.
+    /// as Kubernetes defines them. Rules live in the tables `ip strait` and (for
+    /// IPv6 Services) `ip6 strait` of the current network namespace; they stay
+    /// when strait exits (as kube-proxy's do) until `strait proxy --cleanup`.
     Proxy(ProxyArgs),
 
     /// The cluster DNS server: Service and pod names, everything else forwarded.
@@ -224,6 +224,7 @@ pub struct ProxyArgs {
     pub node_ips: Vec<String>,
 
     /// The pod network. ClusterIP traffic from outside it is masqueraded.
+    /// Give an IPv4 and an IPv6 network for dual-stack.
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     pub cluster_cidrs: Vec<String>,
 
