@@ -120,8 +120,16 @@ fn up(args: &LabUpArgs) -> Result<(), Error> {
     let objects = read_objects(&args.files)?;
     // A lab that died leaves things behind: clear them first.
     down(name)?;
-    std::fs::create_dir_all(&layout.dir)
-        .map_err(|e| lab_error(name, format!("create {}: {e}", layout.dir.display())))?;
+    // Another lab going down may remove the empty /run/strait between the
+    // two steps of creating ours: try again then.
+    let mut created = std::fs::create_dir_all(&layout.dir);
+    for _ in 0..3 {
+        if created.is_ok() {
+            break;
+        }
+        created = std::fs::create_dir_all(&layout.dir);
+    }
+    created.map_err(|e| lab_error(name, format!("create {}: {e}", layout.dir.display())))?;
     let config = LabConfig {
         name: name.clone(),
         nodes: args.nodes,
@@ -663,6 +671,11 @@ pub fn down(name: &str) -> Result<(), Error> {
     if layout.dir.exists() {
         std::fs::remove_dir_all(&layout.dir)
             .map_err(|e| lab_error(name, format!("remove {}: {e}", layout.dir.display())))?;
+    }
+    // The last lab down leaves no /run/strait behind (fails harmlessly
+    // while other labs still have their directories there).
+    if let Some(parent) = layout.dir.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
     Ok(())
 }
