@@ -210,39 +210,41 @@ impl Entries<'_> {
     /// ADD when the table is in place: the pod's elements only. Fails (and
     /// changes nothing) when the table or the network's chain is missing.
     pub fn fast_add_script(&self) -> String {
-        let mut out = String::new();
-        self.elements(&mut out, None, "add");
-        out
+        self.fast_script("add")
     }
 
     /// ADD from scratch: the whole table, rewritten, plus the elements.
     pub fn full_add_script(&self, subnets: &[IpNet]) -> String {
-        let mut out = String::new();
-        skeleton(&mut out);
-        let chain = self
-            .masquerade
-            .then(|| masq_chain(&mut out, self.network, subnets));
-        self.elements(&mut out, chain.as_deref(), "add");
-        out
+        self.full_script(subnets, &["add"])
     }
 
     /// DEL when the elements are there.
     pub fn fast_del_script(&self) -> String {
-        let mut out = String::new();
-        self.elements(&mut out, None, "delete");
-        out
+        self.fast_script("delete")
     }
 
     /// DEL whatever is there: adding first makes deleting succeed whether or
     /// not the elements existed (nft 1.0.6 has no `destroy`).
     pub fn full_del_script(&self, subnets: &[IpNet]) -> String {
+        self.full_script(subnets, &["add", "delete"])
+    }
+
+    fn fast_script(&self, verb: &str) -> String {
+        let mut out = String::new();
+        self.elements(&mut out, None, verb);
+        out
+    }
+
+    /// The table rewritten, then the pod's elements under each verb in turn.
+    fn full_script(&self, subnets: &[IpNet], verbs: &[&str]) -> String {
         let mut out = String::new();
         skeleton(&mut out);
         let chain = self
             .masquerade
             .then(|| masq_chain(&mut out, self.network, subnets));
-        self.elements(&mut out, chain.as_deref(), "add");
-        self.elements(&mut out, chain.as_deref(), "delete");
+        for verb in verbs {
+            self.elements(&mut out, chain.as_deref(), verb);
+        }
         out
     }
 

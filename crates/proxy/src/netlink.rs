@@ -94,6 +94,16 @@ impl Translator {
         }
     }
 
+    /// The source address into `REG_1`.
+    fn load_saddr(&self) -> Expr {
+        let (offset, len) = self.saddr();
+        Expr::NetworkPayload {
+            offset,
+            len,
+            dreg: REG_1,
+        }
+    }
+
     fn daddr(&self) -> (u32, u32) {
         match self.family {
             Family::V4 => (16, 4),
@@ -175,12 +185,7 @@ impl Translator {
                 None => (false, r),
             };
             let (set, r) = r.strip_prefix('@')?.split_once(' ')?;
-            let (offset, len) = self.saddr();
-            exprs.push(Expr::NetworkPayload {
-                offset,
-                len,
-                dreg: REG_1,
-            });
+            exprs.push(self.load_saddr());
             exprs.push(Expr::Lookup {
                 set: set.to_owned(),
                 sreg: REG_1,
@@ -200,12 +205,7 @@ impl Translator {
         }
         if let Some(r) = rest.strip_prefix("update @") {
             let set = r.strip_suffix(&format!(" {{ {}saddr }}", self.ip()))?;
-            let (offset, len) = self.saddr();
-            exprs.push(Expr::NetworkPayload {
-                offset,
-                len,
-                dreg: REG_1,
-            });
+            exprs.push(self.load_saddr());
             exprs.push(Expr::DynsetUpdate {
                 set: set.to_owned(),
                 sreg_key: REG_1,

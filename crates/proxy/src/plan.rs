@@ -217,24 +217,23 @@ pub fn plan_service(
     slices: &[&EndpointSlice],
     ctx: &NodeContext,
 ) -> Vec<ServicePort> {
-    if !is_proxied(service) {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for family in Family::ALL {
-        out.extend(plan_family(service, slices, ctx, family));
-    }
-    out
+    Family::ALL
+        .into_iter()
+        .flat_map(|family| plan_family(service, slices, ctx, family))
+        .collect()
 }
 
 /// The service ports of one Service in one address family: a dual-stack
 /// Service is programmed in both tables, a single-stack one in its own.
-fn plan_family(
+pub fn plan_family(
     service: &Service,
     slices: &[&EndpointSlice],
     ctx: &NodeContext,
     family: Family,
 ) -> Vec<ServicePort> {
+    if !is_proxied(service) {
+        return Vec::new();
+    }
     let spec = service.spec.as_ref().expect("checked by is_proxied");
     let namespace = service.metadata.namespace.clone().unwrap_or_default();
     let name = service.metadata.name.clone().unwrap_or_default();

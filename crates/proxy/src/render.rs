@@ -351,6 +351,11 @@ pub fn is_shared_chain(name: &str) -> bool {
         .any(|p| name.starts_with(p))
 }
 
+/// ClusterIP traffic from outside the pod network is masqueraded.
+fn masquerade_outsiders_rule(ip: &str) -> String {
+    format!("{ip} saddr != @cluster-cidrs jump mark-for-masquerade")
+}
+
 fn slot_chain(
     kind: SlotChain,
     n: usize,
@@ -364,7 +369,7 @@ fn slot_chain(
         SlotChain::Cluster => {
             let mut rules = Vec::new();
             if masquerade_outsiders {
-                rules.push(format!("{ip} saddr != @cluster-cidrs jump mark-for-masquerade"));
+                rules.push(masquerade_outsiders_rule(ip));
             }
             rules.push(by_address);
             (format!("cluster-dnat-{n}"), rules)
@@ -423,10 +428,7 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     if !sp.cluster_endpoints.is_empty() && !by_slots {
         let mut rules = Vec::new();
         if masquerade_outsiders {
-            rules.push(format!(
-                "{} saddr != @cluster-cidrs jump mark-for-masquerade",
-                names.ip
-            ));
+            rules.push(masquerade_outsiders_rule(names.ip));
         }
         cascade(
             &mut rules,

@@ -8,9 +8,7 @@ use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 
 use crate::health::HealthCheck;
-use crate::plan::{
-    plan_service, service_of, slices_of, Family, NodeContext, Protocol, ServicePort,
-};
+use crate::plan::{plan_family, service_of, slices_of, Family, NodeContext, Protocol, ServicePort};
 use crate::render::{
     affinity_set_type, is_shared_chain, merge, render_base, render_full, render_port, table,
     Ruleset,
@@ -57,21 +55,21 @@ impl ServiceProxy {
         // What changed is found once: it walks every object.
         let changes = old.diff(new);
         let affected = affected_services(&changes, old, new);
-        let mut result = Sync::Unchanged;
+        // The sync is as big as the biggest of the families'.
+        let (mut full, mut partial) = (false, false);
         for f in &mut self.families {
             match f.update(new, &affected)? {
+                Sync::Full(_) => full = true,
+                Sync::Partial(_) => partial = true,
                 Sync::Unchanged => {}
-                Sync::Full(_) => result = Sync::Full(Duration::ZERO),
-                Sync::Partial(_) if matches!(result, Sync::Unchanged) => {
-                    result = Sync::Partial(Duration::ZERO)
-                }
-                Sync::Partial(_) => {}
             }
         }
-        Ok(match result {
-            Sync::Full(_) => Sync::Full(started.elapsed()),
-            Sync::Partial(_) => Sync::Partial(started.elapsed()),
-            Sync::Unchanged => Sync::Unchanged,
+        Ok(if full {
+            Sync::Full(started.elapsed())
+        } else if partial {
+            Sync::Partial(started.elapsed())
+        } else {
+            Sync::Unchanged
         })
     }
 
@@ -104,15 +102,6 @@ impl ServiceProxy {
             (a, b) if a == b => a,
             _ => "netlink+nft",
         }
-    }
-
-    /// The rulesets the proxy wants, per family in use.
-    pub fn rulesets(&self) -> Vec<Ruleset> {
-        self.families
-            .iter()
-            .filter(|f| f.in_use())
-            .map(FamilyProxy::ruleset)
-            .collect()
     }
 
     /// Remove strait's tables (`strait proxy --cleanup`). Missing is fine.
@@ -176,20 +165,20 @@ impl FamilyProxy {
         rs
     }
 
-    fn cidrs(&self) -> Vec<ipnet::IpNet> {
+    /// Whether a pod network of this family is known (outsiders are then
+    /// masqueraded).
+    fn has_pod_network(&self) -> bool {
         self.ctx
             .cluster_cidrs
             .iter()
-            .filter(|c| Family::of(c.addr()) == self.family)
-            .copied()
-            .collect()
+            .any(|c| Family::of(c.addr()) == self.family)
     }
 
     /// Whether this family needs its table: IPv4 always (as `--dry-run`
     /// shows), IPv6 once a pod network or a Service is in it.
     fn in_use(&self) -> bool {
         self.family == Family::V4
-            || !self.cidrs().is_empty()
+            || self.has_pod_network()
             || self.planned.values().any(|p| !p.is_empty())
     }
 
@@ -205,9 +194,8 @@ impl FamilyProxy {
             return rs;
         };
         let slices = slices_of(state, &key.0, &key.1);
-        let masq = !self.cidrs().is_empty();
-        let mut ports = plan_service(service, &slices, &self.ctx);
-        ports.retain(|sp| sp.family == self.family);
+        let masq = self.has_pod_network();
+        let ports = plan_family(service, &slices, &self.ctx, self.family);
         self.planned.insert(key.clone(), ports.clone());
         for sp in ports {
             if let Some(port) = sp.health_check_node_port {

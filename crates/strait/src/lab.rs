@@ -409,6 +409,19 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
     }
     let wide = args.output.as_deref() == Some("wide");
     let lab_state = layout.read_state();
+    // kubectl's -A: a NAMESPACE column first.
+    let ns_header = if args.all_namespaces {
+        "NAMESPACE     "
+    } else {
+        ""
+    };
+    let ns_column = |ns: &str| {
+        if args.all_namespaces {
+            format!("{ns:<13} ")
+        } else {
+            String::new()
+        }
+    };
     for kind in args.kinds.split(',').map(|k| k.trim().to_ascii_lowercase()) {
         match kind.as_str() {
             "node" | "nodes" | "no" => {
@@ -435,7 +448,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                 }
             }
             "pod" | "pods" | "po" => {
-                println!("{}NAME                                  READY   STATUS    RESTARTS   IP            NODE", if args.all_namespaces { "NAMESPACE     " } else { "" });
+                println!("{ns_header}NAME                                  READY   STATUS    RESTARTS   IP            NODE");
                 for p in state
                     .pods
                     .iter()
@@ -445,11 +458,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                     let name = p.metadata.name.as_deref().unwrap_or_default();
                     let rec = lab_state.pods.get(&format!("{ns}/{name}"));
                     let ready = rec.is_some_and(|r| r.ready);
-                    let prefix = if args.all_namespaces {
-                        format!("{ns:<13} ")
-                    } else {
-                        String::new()
-                    };
+                    let prefix = ns_column(ns);
                     println!(
                         "{prefix}{:<37} {:<7} {:<9} {:<10} {:<13} {}",
                         name,
@@ -462,28 +471,14 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                 }
             }
             "service" | "services" | "svc" => {
-                println!(
-                    "{}NAME                 TYPE           CLUSTER-IP       PORT(S)",
-                    if args.all_namespaces {
-                        "NAMESPACE     "
-                    } else {
-                        ""
-                    }
-                );
+                println!("{ns_header}NAME                 TYPE           CLUSTER-IP       PORT(S)");
                 for s in state
                     .services
                     .iter()
                     .filter(|s| in_ns(s.metadata.namespace.as_deref()))
                 {
                     let spec = s.spec.clone().unwrap_or_default();
-                    let prefix = if args.all_namespaces {
-                        format!(
-                            "{:<13} ",
-                            s.metadata.namespace.as_deref().unwrap_or_default()
-                        )
-                    } else {
-                        String::new()
-                    };
+                    let prefix = ns_column(s.metadata.namespace.as_deref().unwrap_or_default());
                     let ip = if spec.type_.as_deref() == Some("ExternalName") {
                         spec.external_name.clone().unwrap_or_default()
                     } else {
@@ -499,14 +494,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                 }
             }
             "endpointslice" | "endpointslices" | "eps" => {
-                println!(
-                    "{}NAME                      ADDRESSTYPE   PORTS     ENDPOINTS",
-                    if args.all_namespaces {
-                        "NAMESPACE     "
-                    } else {
-                        ""
-                    }
-                );
+                println!("{ns_header}NAME                      ADDRESSTYPE   PORTS     ENDPOINTS");
                 for s in state
                     .endpoint_slices
                     .iter()
@@ -520,14 +508,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                         .collect();
                     let eps: Vec<String> =
                         s.endpoints.iter().map(|e| e.addresses.join(",")).collect();
-                    let prefix = if args.all_namespaces {
-                        format!(
-                            "{:<13} ",
-                            s.metadata.namespace.as_deref().unwrap_or_default()
-                        )
-                    } else {
-                        String::new()
-                    };
+                    let prefix = ns_column(s.metadata.namespace.as_deref().unwrap_or_default());
                     let shown = if wide || eps.len() <= 3 {
                         eps.join(",")
                     } else {

@@ -522,15 +522,9 @@ fn bad_configuration_gets_the_spec_codes_and_creates_nothing() {
     let node = TestNs::new("node");
     let pod = TestNs::new("pod");
     let data = TempDir::new("ipam");
-    let (rc, err) = cni(
-        STRAIT,
-        &node,
-        "ADD",
-        "ctr",
-        &pod.path(),
-        "{\"cniVersion\": \"1.0.0\", ",
-        &[],
-    );
+    let add =
+        |conf: &str, env: &[(&str, &str)]| cni(STRAIT, &node, "ADD", "ctr", &pod.path(), conf, env);
+    let (rc, err) = add("{\"cniVersion\": \"1.0.0\", ", &[]);
     assert_eq!(
         (rc, err["code"].as_u64()),
         (1, Some(6)),
@@ -539,15 +533,7 @@ fn bad_configuration_gets_the_spec_codes_and_creates_nothing() {
 
     let mut wrong = conf("1.0.0", "10.83.0.0/24", data.path());
     wrong["mtu"] = json!("big");
-    let (rc, err) = cni(
-        STRAIT,
-        &node,
-        "ADD",
-        "ctr",
-        &pod.path(),
-        &wrong.to_string(),
-        &[],
-    );
+    let (rc, err) = add(&wrong.to_string(), &[]);
     assert_eq!((rc, err["code"].as_u64()), (1, Some(7)), "{err}");
     assert!(
         err["msg"].as_str().unwrap().contains("mtu"),
@@ -556,15 +542,7 @@ fn bad_configuration_gets_the_spec_codes_and_creates_nothing() {
 
     let mut bad_subnet = conf("1.0.0", "10.83.0.0/33", data.path());
     bad_subnet["name"] = json!("testnet");
-    let (rc, err) = cni(
-        STRAIT,
-        &node,
-        "ADD",
-        "ctr",
-        &pod.path(),
-        &bad_subnet.to_string(),
-        &[],
-    );
+    let (rc, err) = add(&bad_subnet.to_string(), &[]);
     assert_eq!((rc, err["code"].as_u64()), (1, Some(7)), "{err}");
     assert!(
         err["msg"]
@@ -574,23 +552,10 @@ fn bad_configuration_gets_the_spec_codes_and_creates_nothing() {
         "{err}"
     );
 
-    let (rc, err) = cni(
-        STRAIT,
-        &node,
-        "ADD",
-        "ctr",
-        &pod.path(),
-        &conf("0.2.0", "10.83.0.0/24", data.path()).to_string(),
-        &[],
-    );
+    let (rc, err) = add(&conf("0.2.0", "10.83.0.0/24", data.path()).to_string(), &[]);
     assert_eq!((rc, err["code"].as_u64()), (1, Some(1)), "{err}");
 
-    let (rc, err) = cni(
-        STRAIT,
-        &node,
-        "ADD",
-        "ctr",
-        &pod.path(),
+    let (rc, err) = add(
         &conf("1.0.0", "10.83.0.0/24", data.path()).to_string(),
         &[("CNI_CONTAINERID", "")],
     );

@@ -35,13 +35,7 @@ fn golden(file: &str) -> String {
 
 #[test]
 fn every_example_and_feature_has_a_golden_ruleset() {
-    for example in [
-        "service-demo",
-        "maker",
-        "my-exter",
-        "mysql-svc",
-        "my-service",
-    ] {
+    for example in EXAMPLES {
         let ruleset = golden(&format!("examples/{example}.yaml"));
         insta::assert_snapshot!(format!("proxy-{example}"), ruleset);
     }

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{repo, strait_ok as render, TempDir};
+use common::{repo, strait_ok as render, TempDir, EXAMPLES};
 
 fn strait(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
@@ -28,13 +28,7 @@ fn strait(args: &[&str], stdin: Option<&str>) -> Output {
 
 #[test]
 fn every_example_renders_to_its_golden_file() {
-    for example in [
-        "service-demo",
-        "maker",
-        "my-exter",
-        "mysql-svc",
-        "my-service",
-    ] {
+    for example in EXAMPLES {
         let path = format!("examples/{example}.yaml");
         insta::assert_snapshot!(
             format!("example-{example}"),

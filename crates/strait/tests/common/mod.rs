@@ -13,6 +13,15 @@ use std::time::Duration;
 pub use strait_linux::NetNs;
 
 /// The repository's root, where `examples/` and `tests/fixtures/` are.
+/// The seed scenarios in `examples/`, each with golden files per command.
+pub const EXAMPLES: [&str; 5] = [
+    "service-demo",
+    "maker",
+    "my-exter",
+    "mysql-svc",
+    "my-service",
+];
+
 pub fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
