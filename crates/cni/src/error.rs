@@ -68,7 +68,19 @@ impl Error {
             msg: &self.msg,
             details: &self.details,
         })
-        .unwrap_or_default()
+        // Strings always serialise; were it ever not so, the runtime must
+        // still read an error, not an empty stdout it would take for success.
+        .unwrap_or_else(|_| {
+            format!(
+                r#"{{"cniVersion":"{}","code":{},"msg":"the error could not be encoded"}}"#,
+                if crate::types::SUPPORTED_VERSIONS.contains(&cni_version) {
+                    cni_version
+                } else {
+                    "1.1.0"
+                },
+                self.code
+            )
+        })
     }
 }
 

@@ -243,10 +243,19 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io("create", &path, e)),
         };
-        file.write_all(format!("{container_id}{LINE_BREAK}{ifname}").as_bytes())
-            .map_err(|e| io("write", &path, e))?;
-        let last = self.dir.join(format!("last_reserved_ip.{set}"));
-        std::fs::write(&last, ip.to_string()).map_err(|e| io("write", &last, e))?;
+        // A reservation half written would hold the address for no one:
+        // on any failure it goes again, and the caller sees the error.
+        let written = file
+            .write_all(format!("{container_id}{LINE_BREAK}{ifname}").as_bytes())
+            .map_err(|e| io("write", &path, e))
+            .and_then(|()| {
+                let last = self.dir.join(format!("last_reserved_ip.{set}"));
+                std::fs::write(&last, ip.to_string()).map_err(|e| io("write", &last, e))
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(true)
     }
 

@@ -4,6 +4,7 @@
 //! mappings as nftables DNAT. See `plugin::run` for the protocol.
 
 mod error;
+mod ident;
 mod ipam;
 mod nft;
 mod plugin;

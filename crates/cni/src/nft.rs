@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::ident;
 use crate::types::PortMapping;
 
 const TABLE: &str = "inet strait-cni";
@@ -79,7 +80,7 @@ fn skeleton(out: &mut String) {
 /// The masquerade chain of one network: everything leaving the pod network
 /// except to the network itself and to multicast, as the bridge plugin does.
 fn masq_chain(out: &mut String, network: &str, subnets: &[IpNet]) -> String {
-    let chain = format!("masq-{}", chain_safe(network));
+    let chain = masq_chain_name(network);
     let _ = writeln!(out, "add chain {TABLE} {chain}");
     let _ = writeln!(out, "flush chain {TABLE} {chain}");
     for net in subnets {
@@ -98,16 +99,10 @@ fn masq_chain(out: &mut String, network: &str, subnets: &[IpNet]) -> String {
     chain
 }
 
-fn chain_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// The network's masquerade chain: named from a digest of the network name,
+/// never from the name itself (input stays out of nft text).
+fn masq_chain_name(network: &str) -> String {
+    format!("masq-{}", ident::network_key(network))
 }
 
 fn proto(p: &str) -> &'static str {
@@ -121,7 +116,10 @@ fn proto(p: &str) -> &'static str {
 /// What one attachment has in the table.
 pub struct Entries<'a> {
     pub network: &'a str,
-    pub owner: String,
+    /// The attachment's derived key ([`ident::attachment_key`]), hex only:
+    /// what the elements' comments say, so that an element can be traced to
+    /// its state file without any input reaching nft text.
+    pub key: String,
     pub ips: &'a [IpNet],
     pub masquerade: bool,
     pub port_mappings: &'a [PortMapping],
@@ -129,10 +127,16 @@ pub struct Entries<'a> {
 
 impl Entries<'_> {
     fn elements(&self, out: &mut String, chain: Option<&str>, verb: &str) {
-        let owner = &self.owner;
+        // The key is ours (hex digits); anything else would be a bug that
+        // could open the nft grammar to input: refuse to write it.
+        let key = if self.key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.key.as_str()
+        } else {
+            ""
+        };
         let comment = |verb: &str| {
-            if verb == "add" {
-                format!(" comment \"{owner}\"")
+            if verb == "add" && !key.is_empty() {
+                format!(" comment \"{key}\"")
             } else {
                 String::new()
             }
@@ -140,7 +144,7 @@ impl Entries<'_> {
         if self.masquerade {
             let chain = chain
                 .map(str::to_owned)
-                .unwrap_or_else(|| format!("masq-{}", chain_safe(self.network)));
+                .unwrap_or_else(|| masq_chain_name(self.network));
             for ip in self.ips {
                 let map = if ip.addr().is_ipv4() {
                     "masq4"
@@ -175,10 +179,13 @@ impl Entries<'_> {
             } else {
                 String::new()
             };
+            // The parsed address, not the text it came in: only nft's own
+            // rendering of an address reaches the script.
             match pm
                 .host_ip
                 .as_deref()
-                .filter(|h| !h.is_empty() && *h != "0.0.0.0")
+                .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+                .filter(|h| !h.is_unspecified())
             {
                 Some(host_ip) => {
                     let _ = writeln!(
@@ -296,4 +303,76 @@ pub fn check_mapping(pm: &PortMapping, index: usize) -> crate::error::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ident::attachment_key;
+
+    /// The scripts of a valid but odd attachment: nothing of the container
+    /// ID, the interface name or the network name is in them, and every
+    /// comment is a key of hex digits.
+    #[test]
+    fn no_input_reaches_the_nft_text() {
+        let network = "Net.with_odd-chars.0";
+        let container_id = format!("0.._--X{}", "z".repeat(200));
+        let ifname = "e.t-h_0";
+        let ips: Vec<IpNet> = vec!["10.9.0.5/24".parse().unwrap()];
+        let mappings = vec![PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "TCP".into(),
+            host_ip: Some("192.0.2.7".into()),
+        }];
+        let entries = Entries {
+            network,
+            key: attachment_key(network, &container_id, ifname),
+            ips: &ips,
+            masquerade: true,
+            port_mappings: &mappings,
+        };
+        let subnets: Vec<IpNet> = vec!["10.9.0.0/24".parse().unwrap()];
+        for script in [
+            entries.fast_add_script(),
+            entries.full_add_script(&subnets),
+            entries.fast_del_script(),
+            entries.full_del_script(&subnets),
+        ] {
+            for input in [network, container_id.as_str(), ifname, "zzzz", "Net", "e.t"] {
+                assert!(!script.contains(input), "{input:?} in:\n{script}");
+            }
+            for (i, part) in script.split("comment \"").enumerate().skip(1) {
+                let comment = part.split('"').next().unwrap();
+                assert_eq!(comment.len(), 32, "comment {i} in:\n{script}");
+                assert!(comment.bytes().all(|b| b.is_ascii_hexdigit()), "{comment}");
+            }
+            // Every byte is of nft's own vocabulary, addresses and our keys.
+            assert!(
+                script
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\n'),
+                "{script}"
+            );
+        }
+        assert!(entries.fast_add_script().contains("comment \""));
+    }
+
+    /// A key that is not hex (a bug elsewhere) is left out, not written.
+    #[test]
+    fn a_key_that_is_not_hex_is_not_written() {
+        let ips: Vec<IpNet> = vec!["10.9.0.5/24".parse().unwrap()];
+        let entries = Entries {
+            network: "n",
+            key: "x\" ; flush ruleset ; \"".into(),
+            ips: &ips,
+            masquerade: true,
+            port_mappings: &[],
+        };
+        let script = entries.fast_add_script();
+        assert!(
+            !script.contains("flush") && !script.contains("comment"),
+            "{script}"
+        );
+    }
 }

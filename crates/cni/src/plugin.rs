@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use strait_linux::{nft_apply, nft_spawn, write_sysctl, NetNs, Netlink, NftRun};
 
 use crate::error::{code, Error, Result};
+use crate::ident::{self, attachment_key};
 use crate::ipam::{self, RangeSet, Store};
 use crate::nft::{check_mapping, Entries};
 use crate::types::{
@@ -112,6 +113,12 @@ async fn dispatch(env: &Env, stdin: &[u8]) -> Result<String> {
     }
     let conf = parse_conf(stdin)?;
     check_version(&conf, &env.command)?;
+    if matches!(env.command.as_str(), "ADD" | "DEL" | "CHECK") {
+        // As the skel does before any plugin code runs: these reach IPAM
+        // files, link names and (as digests) nft elements and state files.
+        ident::check_container_id(&env.container_id)?;
+        ident::check_interface_name(&env.ifname, "CNI_IFNAME", code::INVALID_ENVIRONMENT)?;
+    }
     let plan = Plan::from_conf(&conf, env)?;
     match env.command.as_str() {
         "ADD" => add(&conf, &plan, env).await,
@@ -182,22 +189,10 @@ impl Plan {
     }
 
     fn from_conf(conf: &NetConf, env: &Env) -> Result<Plan> {
-        if conf.name.is_empty() {
-            return Err(Error::config("name", "missing: the network needs a name"));
-        }
-        if conf.name.contains('/') || conf.name.starts_with('.') {
-            return Err(Error::config(
-                "name",
-                format!("{:?} cannot be a directory name", conf.name),
-            ));
-        }
+        ident::check_network_name(&conf.name)?;
         let bridge = conf.bridge.clone().unwrap_or_else(|| "cni0".into());
-        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
-            return Err(Error::config(
-                "bridge",
-                format!("{bridge:?} is not an interface name (1-15 characters)"),
-            ));
-        }
+        // It also names a sysctl (`net.ipv4.conf.<bridge>.route_localnet`).
+        ident::check_interface_name(&bridge, "bridge", code::INVALID_CONFIG)?;
         if let Some(mtu) = conf.mtu {
             if !(68..=65535).contains(&mtu) {
                 return Err(Error::config(
@@ -288,28 +283,41 @@ fn host_veth_name(container_id: &str, ifname: &str) -> String {
 }
 
 /// What ADD did, kept for DEL, CHECK and GC (runtimes may not pass it back).
+/// The identifiers are kept too: the file's name is only their digest.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AttachmentState {
+    #[serde(default, rename = "containerID")]
+    container_id: String,
+    #[serde(default)]
+    ifname: String,
     ips: Vec<IpNet>,
     ip_masq: bool,
     port_mappings: Vec<PortMapping>,
 }
 
+/// `<dataDir>/.strait/<network>/<key>.json`, the key a digest of the
+/// attachment: fixed length, hex only, so no container ID (of any length
+/// the spec allows) can leave the directory or overflow a file name.
+/// The network name is checked ([`ident::check_network_name`]) and is a
+/// directory name already for host-local.
 fn state_path(plan: &Plan, network: &str, container_id: &str, ifname: &str) -> PathBuf {
     // Beside host-local's directory, not in it: the reference plugin reads
     // every file there as a reservation.
     PathBuf::from(&plan.data_dir)
         .join(".strait")
         .join(network)
-        .join(format!("{container_id}_{ifname}.json"))
+        .join(format!(
+            "{}.json",
+            attachment_key(network, container_id, ifname)
+        ))
 }
 
 impl AttachmentState {
     fn entries<'a>(&'a self, conf: &'a NetConf, container_id: &str, ifname: &str) -> Entries<'a> {
         Entries {
             network: &conf.name,
-            owner: format!("{container_id}/{ifname}"),
+            key: attachment_key(&conf.name, container_id, ifname),
             ips: &self.ips,
             masquerade: self.ip_masq,
             port_mappings: &self.port_mappings,
@@ -317,8 +325,86 @@ impl AttachmentState {
     }
 }
 
+/// The state ADD left, if any. A file that cannot be read or parsed is
+/// reported (DEL then works from the IPAM reservations instead).
 fn load_state(path: &PathBuf) -> Option<AttachmentState> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if is_absent(&e) => return None,
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!("cannot parse {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The file (or a directory on its way) is not there.
+fn is_absent(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENOTDIR)
+}
+
+/// Write the state of an attachment whole or not at all: serialised first
+/// (an error is reported, never an empty file), written to a temporary file
+/// beside it, synced, then renamed over the old one.
+fn save_state(path: &std::path::Path, state: &AttachmentState) -> Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(|e| {
+        Error::internal(format!(
+            "cannot serialise the state of {}: {e}",
+            path.display()
+        ))
+    })?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::internal(format!("{} has no directory", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    let written = (|| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_error("write", path, e)
+    })
+}
+
+/// Open CNI_NETNS for ADD and CHECK. A path that does not exist is a
+/// container that does not exist (code 3: the runtime need not clean up);
+/// a path that exists but is not a network namespace (a file, a directory,
+/// another kind of namespace) is a bad CNI_NETNS (code 4, which the spec
+/// gives to invalid environment variables, naming the variable).
+fn open_netns(path: &str) -> Result<NetNs> {
+    let netns = NetNs::open(path).map_err(|e| match &e {
+        strait_linux::Error::Netns { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Error::new(
+                code::UNKNOWN_CONTAINER,
+                format!("CNI_NETNS {path:?} does not exist: the container is gone"),
+            )
+        }
+        _ => Error::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_NETNS {path:?} cannot be opened: {e}"),
+        ),
+    })?;
+    if !netns.is_network() {
+        return Err(Error::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_NETNS {path:?} is not a network namespace"),
+        ));
+    }
+    Ok(netns)
 }
 
 fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
@@ -331,12 +417,7 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
         ("CNI_NETNS", &env.netns),
         ("CNI_IFNAME", &env.ifname),
     ])?;
-    let netns = NetNs::open(&env.netns).map_err(|e| {
-        Error::new(
-            code::UNKNOWN_CONTAINER,
-            format!("cannot open the container's network namespace: {e}"),
-        )
-    })?;
+    let netns = open_netns(&env.netns)?;
     let host = Netlink::connect()?;
     let container = {
         let _inside = netns.enter()?;
@@ -346,6 +427,16 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
         return Err(Error::internal(format!(
             "interface {} already exists in {}",
             env.ifname, env.netns
+        )));
+    }
+
+    // The host end's name is derived: if it is taken, it belongs to someone
+    // else, and the rollback below must not remove it.
+    let host_name = host_veth_name(&env.container_id, &env.ifname);
+    if host.link_by_name(&host_name).await?.is_some() {
+        return Err(Error::internal(format!(
+            "host interface {host_name} for container {} interface {} already exists",
+            env.container_id, env.ifname
         )));
     }
 
@@ -363,33 +454,36 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
     drop(store);
     let subnets = plan.subnets();
 
-    let host_name = host_veth_name(&env.container_id, &env.ifname);
     let entries = Entries {
         network: &conf.name,
-        owner: format!("{}/{}", env.container_id, env.ifname),
+        key: attachment_key(&conf.name, &env.container_id, &env.ifname),
         ips: &ips.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         masquerade: conf.ip_masq,
         port_mappings: &plan.port_mappings,
     };
-    let result = attach(
+    let path = state_path(plan, &conf.name, &env.container_id, &env.ifname);
+    // The state is part of the attachment: when it cannot be saved, DEL
+    // would not know what to remove, so ADD fails and undoes the rest.
+    let result = match attach(
         conf, plan, env, &netns, &host, &container, &host_name, &ips, &subnets, &entries,
     )
-    .await;
-    match result {
-        Ok(result) => {
-            let path = state_path(plan, &conf.name, &env.container_id, &env.ifname);
-            let state = AttachmentState {
+    .await
+    {
+        Ok(result) => save_state(
+            &path,
+            &AttachmentState {
+                container_id: env.container_id.clone(),
+                ifname: env.ifname.clone(),
                 ips: ips.iter().map(|(n, _)| *n).collect(),
                 ip_masq: conf.ip_masq,
                 port_mappings: plan.port_mappings.clone(),
-            };
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-            }
-            std::fs::write(&path, serde_json::to_vec(&state).unwrap_or_default())
-                .map_err(|e| io_error("write", &path, e))?;
-            Ok(result.to_json(&conf.cni_version).to_string())
-        }
+            },
+        )
+        .map(|()| result),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(result) => Ok(result.to_json(&conf.cni_version).to_string()),
         Err(e) => {
             // Undo everything: no veth, no address, no rule may be left.
             if let Ok(Some(link)) = host.link_by_name(&host_name).await {
@@ -600,7 +694,12 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
 
     let host = Netlink::connect()?;
     let mut removed = false;
-    if let Ok(netns) = NetNs::open(&env.netns) {
+    // A namespace that is gone, or a path that is no namespace any more
+    // (after `umount` a bind-mounted netns leaves a plain file behind), is
+    // tolerated as the reference plugins tolerate a gone one: DEL removes
+    // what is left on the node's side and succeeds.
+    let netns = NetNs::open(&env.netns).ok().filter(NetNs::is_network);
+    if let Some(netns) = netns {
         let container = {
             let _inside = netns.enter()?;
             Netlink::connect()?
@@ -637,6 +736,11 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     if let Some(run) = nft {
         finish_nft(run, &entries.full_del_script(&plan.subnets()))?;
     }
+    // Earlier versions named the file after the identifiers themselves
+    // (checked above, so this cannot leave the directory); clean it up.
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_file(dir.join(format!("{}_{}.json", env.container_id, env.ifname)));
+    }
     remove_state(&path)
 }
 
@@ -654,13 +758,14 @@ fn fallback_state(conf: &NetConf, plan: &Plan, held: &[IpAddr]) -> AttachmentSta
         ips: held.iter().map(|ip| IpNet::from(*ip)).collect(),
         ip_masq: conf.ip_masq,
         port_mappings: plan.port_mappings.clone(),
+        ..AttachmentState::default()
     }
 }
 
 fn remove_state(path: &PathBuf) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
         Err(e) => Err(io_error("remove", path, e)),
     }
 }
@@ -696,12 +801,7 @@ async fn check(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
         .as_ref()
         .ok_or_else(|| Error::config("prevResult", "missing: CHECK needs the result of ADD"))?;
     let prev = CniResult::from_value(prev)?;
-    let netns = NetNs::open(&env.netns).map_err(|e| {
-        Error::new(
-            code::UNKNOWN_CONTAINER,
-            format!("cannot open the container's network namespace: {e}"),
-        )
-    })?;
+    let netns = open_netns(&env.netns)?;
     let container = {
         let _inside = netns.enter()?;
         Netlink::connect()?

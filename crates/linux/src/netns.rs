@@ -36,6 +36,18 @@ impl NetNs {
         })
     }
 
+    /// Whether what was opened is a network namespace (not a plain file, a
+    /// directory or another kind of namespace): asks the kernel with
+    /// `NS_GET_NSTYPE`, which only namespace files answer.
+    pub fn is_network(&self) -> bool {
+        // _IO(NSIO = 0xb7, 0x3), from <linux/nsfs.h>.
+        const NS_GET_NSTYPE: nix::libc::Ioctl = 0xb703;
+        // SAFETY: the ioctl takes no argument and only reads the fd, which
+        // this value owns and keeps open for the call.
+        let kind = unsafe { nix::libc::ioctl(self.file.as_raw_fd(), NS_GET_NSTYPE) };
+        kind == nix::libc::CLONE_NEWNET
+    }
+
     /// The namespace of the calling thread.
     pub fn current() -> Result<NetNs> {
         NetNs::open("/proc/thread-self/ns/net")

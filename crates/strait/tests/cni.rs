@@ -619,3 +619,297 @@ fn status_reports_an_exhausted_range() {
         0
     );
 }
+
+/// Names of the files under `<data_dir>/.strait/testnet` (strait's state).
+fn state_files(data_dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("{data_dir}/.strait/testnet"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn nft_text(ns: &TestNs, args: &[&str]) -> (bool, String) {
+    let out = ns.command("nft", args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn veths(ns: &TestNs) -> Vec<String> {
+    links(ns)
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect()
+}
+
+#[test]
+fn container_ids_and_interface_names_that_are_not_identifiers_are_refused_and_change_nothing() {
+    if !root_or_skip(
+        "container_ids_and_interface_names_that_are_not_identifiers_are_refused_and_change_nothing",
+    ) {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    // Something of the node's own that a pasted `flush ruleset` would remove.
+    let (ok, _) = nft_text(&node, &["add", "table", "inet", "sentinel"]);
+    assert!(ok);
+    let (ok, _) = nft_text(&node, &["add", "chain", "inet", "sentinel", "keep"]);
+    assert!(ok);
+    let mut conf = conf("1.0.0", "10.85.0.0/24", data.path());
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8085, "containerPort": 80, "protocol": "tcp"}]});
+    let conf = conf.to_string();
+    let escape = format!("{}/escaped", data.path());
+    for (id, ifname) in [
+        ("x\" ; flush ruleset ; \"", "eth0"),
+        (
+            "x\" }\nflush ruleset\nadd element inet strait-cni masq4 { 10.85.0.99 comment \"y",
+            "eth0",
+        ),
+        ("../escaped", "eth0"),
+        ("-leading-dash", "eth0"),
+        ("ctr", "../../x"),
+        ("ctr", "eth0\" ; flush ruleset ; \""),
+        ("ctr", "a-name-of-16-byt"),
+        ("ctr", ".."),
+    ] {
+        for command in ["ADD", "DEL", "CHECK"] {
+            let call = strait_cni::Call {
+                command,
+                container_id: id,
+                netns: &pod.path(),
+                ifname,
+                conf: &conf,
+                env: &[],
+            };
+            let reply = strait_cni::invoke(std::path::Path::new(STRAIT), &node.ns, &call)
+                .expect("run the plugin");
+            assert_eq!(reply.code, 1, "{command} {id:?} {ifname:?}: {}", reply.json);
+            assert_eq!(
+                reply.json["code"].as_u64(),
+                Some(4),
+                "{command} {id:?} {ifname:?}: {}",
+                reply.json
+            );
+            let msg = reply.json["msg"].as_str().unwrap();
+            let variable = if ifname == "eth0" {
+                "CNI_CONTAINERID"
+            } else {
+                "CNI_IFNAME"
+            };
+            assert!(msg.contains(variable), "names {variable}: {msg}");
+        }
+    }
+    let (ok, sentinel) = nft_text(&node, &["list", "table", "inet", "sentinel"]);
+    assert!(ok && sentinel.contains("chain keep"), "{sentinel}");
+    let (exists, _) = nft_text(&node, &["list", "table", "inet", "strait-cni"]);
+    assert!(!exists, "no strait-cni table was made");
+    assert_eq!(links(&node), ["lo"]);
+    assert_eq!(links(&pod), ["lo"]);
+    assert!(reservations(data.path()).is_empty());
+    assert!(!std::path::Path::new(&escape).exists());
+    assert!(!std::path::Path::new(&format!("{}/.strait", data.path())).exists());
+}
+
+#[test]
+fn no_container_id_reaches_the_ruleset_or_a_file_name() {
+    if !root_or_skip("no_container_id_reaches_the_ruleset_or_a_file_name") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let mut conf = conf("1.0.0", "10.86.0.0/24", data.path());
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8086, "containerPort": 80, "protocol": "tcp"}]});
+    let conf = conf.to_string();
+    // Valid, but odd: dots, dashes, underscores, mixed case.
+    let id = "Odd.ID_with--chars..9";
+    let (rc, result) = cni(STRAIT, &node, "ADD", id, &pod.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{result}");
+    let (ok, table) = nft_text(&node, &["list", "table", "inet", "strait-cni"]);
+    assert!(ok, "{table}");
+    assert!(table.contains("8086"), "the mapping is there: {table}");
+    for input in [id, "Odd", "testnet", "eth0"] {
+        assert!(!table.contains(input), "{input:?} in the ruleset:\n{table}");
+    }
+    let files = state_files(data.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(!files[0].contains("Odd"), "{files:?}");
+    assert_eq!(cni(STRAIT, &node, "DEL", id, &pod.path(), &conf, &[]).0, 0);
+    let (_, hostports) = nft_text(&node, &["list", "map", "inet", "strait-cni", "hostports4"]);
+    assert!(!hostports.contains("8086"), "{hostports}");
+    assert!(state_files(data.path()).is_empty());
+}
+
+#[test]
+fn a_300_character_container_id_adds_and_deletes() {
+    if !root_or_skip("a_300_character_container_id_adds_and_deletes") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let conf = conf("1.0.0", "10.87.0.0/24", data.path()).to_string();
+    let id = format!("c{}", "0123456789".repeat(30));
+    assert_eq!(id.len(), 301);
+    let (rc, result) = cni(STRAIT, &node, "ADD", &id, &pod.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{result}");
+    assert_eq!(reservations(data.path()).len(), 1);
+    assert_eq!(veths(&node).len(), 1);
+    let files = state_files(data.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].len() < 64, "a short file name: {files:?}");
+    // The reservation keeps host-local's format: the whole ID, then ifname.
+    let ip = ip_of(&result);
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/testnet/{ip}", data.path())).unwrap(),
+        format!("{id}\r\neth0")
+    );
+    let (rc, out) = cni(STRAIT, &node, "DEL", &id, &pod.path(), &conf, &[]);
+    assert_eq!((rc, out), (0, Value::Null));
+    assert!(reservations(data.path()).is_empty());
+    assert!(veths(&node).is_empty());
+    assert!(state_files(data.path()).is_empty());
+}
+
+#[test]
+fn an_add_whose_state_cannot_be_saved_undoes_everything_and_del_succeeds() {
+    if !root_or_skip("an_add_whose_state_cannot_be_saved_undoes_everything_and_del_succeeds") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let mut conf = conf("1.0.0", "10.88.0.0/24", data.path());
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp"}]});
+    let conf = conf.to_string();
+    // The state directory cannot be made: a plain file is in its way (root
+    // ignores permissions, so a read-only directory would not stop it).
+    let blocker = format!("{}/.strait", data.path());
+    std::fs::write(&blocker, "in the way").unwrap();
+    let (rc, err) = cni(STRAIT, &node, "ADD", "ctr", &pod.path(), &conf, &[]);
+    assert_eq!(rc, 1, "{err}");
+    assert_eq!(err["code"].as_u64(), Some(5), "an I/O failure: {err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains(".strait"),
+        "names the path: {err}"
+    );
+    assert!(reservations(data.path()).is_empty(), "the address is free");
+    assert!(veths(&node).is_empty(), "no veth left: {:?}", links(&node));
+    assert_eq!(links(&pod), ["lo"]);
+    for map in ["masq4", "hostports4"] {
+        let (_, elements) = nft_text(&node, &["list", "map", "inet", "strait-cni", map]);
+        assert!(
+            !elements.contains("10.88.0.") && !elements.contains("8088"),
+            "{map}: {elements}"
+        );
+    }
+    // DEL succeeds while the file is still in the way, and again after.
+    let (rc, out) = cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]);
+    assert_eq!((rc, &out), (0, &Value::Null), "{out}");
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]).0,
+        0
+    );
+    // And the same attachment can be made now.
+    let (rc, result) = cni(STRAIT, &node, "ADD", "ctr", &pod.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{result}");
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]).0,
+        0
+    );
+    assert!(reservations(data.path()).is_empty());
+}
+
+#[test]
+fn a_netns_that_is_not_a_network_namespace_gets_a_spec_code() {
+    if !root_or_skip("a_netns_that_is_not_a_network_namespace_gets_a_spec_code") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let data = TempDir::new("ipam");
+    let conf = conf("1.0.0", "10.89.0.0/24", data.path());
+    let scratch = TempDir::new("netns");
+    let file = format!("{}/plain-file", scratch.path());
+    std::fs::write(&file, "").unwrap();
+    let dir = format!("{}/a-directory", scratch.path());
+    std::fs::create_dir(&dir).unwrap();
+    let missing = format!("/run/netns/{}-never-made", node.name);
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = json!({"cniVersion": "1.0.0", "ips": [], "interfaces": []});
+    // A namespace, but not a network one: the plugin's own mount namespace.
+    for (netns, expected) in [
+        (file.as_str(), 4),
+        (dir.as_str(), 4),
+        ("/proc/self/ns/mnt", 4),
+        (missing.as_str(), 3),
+    ] {
+        for (command, conf) in [("ADD", &conf), ("CHECK", &with_prev)] {
+            let (rc, err) = cni(STRAIT, &node, command, "ctr", netns, &conf.to_string(), &[]);
+            assert_eq!(rc, 1, "{command} {netns}: {err}");
+            assert_eq!(
+                err["code"].as_u64(),
+                Some(expected),
+                "{command} {netns}: {err}"
+            );
+            assert!(
+                err["msg"].as_str().unwrap().contains("CNI_NETNS"),
+                "names the variable: {err}"
+            );
+        }
+        // DEL does what it can (nothing here) and succeeds.
+        let (rc, out) = cni(STRAIT, &node, "DEL", "ctr", netns, &conf.to_string(), &[]);
+        assert_eq!((rc, &out), (0, &Value::Null), "DEL {netns}: {out}");
+    }
+    assert_eq!(links(&node), ["lo"], "nothing made");
+    assert!(reservations(data.path()).is_empty());
+}
+
+/// The MTU of link `name` in `ns`.
+fn mtu(ns: &TestNs, name: &str) -> u32 {
+    let out = ns.command("ip", &["-o", "link", "show", "dev", name]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no mtu for {name}: {text}"))
+}
+
+#[test]
+fn the_configured_mtu_is_on_the_bridge_and_both_veth_ends() {
+    if !root_or_skip("the_configured_mtu_is_on_the_bridge_and_both_veth_ends") {
+        return;
+    }
+    let node = TestNs::new("node");
+    let pod = TestNs::new("pod");
+    let data = TempDir::new("ipam");
+    let mut conf = conf("1.0.0", "10.90.0.0/24", data.path());
+    // What flannel gives pods on a VXLAN overlay over a 1500-byte underlay.
+    conf["mtu"] = json!(1450);
+    let conf = conf.to_string();
+    let (rc, result) = cni(STRAIT, &node, "ADD", "ctr", &pod.path(), &conf, &[]);
+    assert_eq!(rc, 0, "{result}");
+    let veth = result["interfaces"][1]["name"].as_str().unwrap().to_owned();
+    assert_eq!(mtu(&node, "cni0"), 1450);
+    assert_eq!(mtu(&node, &veth), 1450);
+    assert_eq!(mtu(&pod, "eth0"), 1450);
+    assert_eq!(
+        cni(STRAIT, &node, "DEL", "ctr", &pod.path(), &conf, &[]).0,
+        0
+    );
+}
