@@ -935,3 +935,65 @@ fn hostport_in_conflict<'a>(message: &str, mappings: &'a [PortMapping]) -> Optio
         .iter()
         .find(|pm| message.contains(&format!(". {} comment", pm.host_port)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("strait-cni-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn state(ip: &str) -> AttachmentState {
+        AttachmentState {
+            container_id: "ctr".into(),
+            ifname: "eth0".into(),
+            ips: vec![ip.parse().unwrap()],
+            ..AttachmentState::default()
+        }
+    }
+
+    /// A write that fails half way leaves the previous state as it was,
+    /// never an empty or partial file, and no temporary file behind.
+    #[test]
+    fn state_is_written_whole_or_not_at_all() {
+        let dir = tempdir("state");
+        let path = dir.join("net").join("key.json");
+        save_state(&path, &state("10.0.0.2/24")).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        assert!(!first.is_empty());
+        // The temporary file cannot be made: a directory is in its way.
+        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+        std::fs::create_dir(&tmp).unwrap();
+        let err = save_state(&path, &state("10.0.0.3/24")).unwrap_err();
+        assert_eq!(err.code, code::IO_FAILURE);
+        assert!(err.msg.contains("key.json"), "{}", err.msg);
+        assert_eq!(std::fs::read(&path).unwrap(), first, "old state kept");
+        let loaded = load_state(&path).unwrap();
+        assert_eq!(loaded.ips, state("10.0.0.2/24").ips);
+        std::fs::remove_dir(&tmp).unwrap();
+        save_state(&path, &state("10.0.0.3/24")).unwrap();
+        assert_eq!(load_state(&path).unwrap().ips, state("10.0.0.3/24").ips);
+        let names: Vec<_> = std::fs::read_dir(dir.join("net"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["key.json"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file in the way of the state directory is "no state", for DEL.
+    #[test]
+    fn a_state_path_through_a_file_counts_as_absent() {
+        let dir = tempdir("absent");
+        std::fs::write(dir.join(".strait"), "x").unwrap();
+        let path = dir.join(".strait").join("net").join("key.json");
+        assert!(load_state(&path).is_none());
+        assert!(remove_state(&path).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
