@@ -177,3 +177,16 @@ impl Drop for NsGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_namespaces_are_network_namespaces() {
+        assert!(NetNs::open("/proc/self/ns/net").unwrap().is_network());
+        assert!(!NetNs::open("/proc/self/ns/mnt").unwrap().is_network());
+        assert!(!NetNs::open("/proc/self/status").unwrap().is_network());
+        assert!(!NetNs::open("/proc/self").unwrap().is_network());
+    }
+}
