@@ -85,6 +85,9 @@ fn in_netns(pid: i32, inodes: &BTreeSet<u64>) -> bool {
 
 /// Every process (but this one) with a thread in one of the namespaces.
 pub fn processes_in(inodes: &BTreeSet<u64>) -> Vec<i32> {
+    if inodes.is_empty() {
+        return Vec::new();
+    }
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
