@@ -378,10 +378,13 @@ fn lab_down_leaves_nothing_behind() {
         .values()
         .filter_map(|p| p["pid"].as_i64())
         .collect();
+    // controller.pid: "PID START" (start time, so a reused PID is not ours).
     let controller: i32 =
         std::fs::read_to_string(format!("/run/strait/{}/controller.pid", lab.name))
             .unwrap()
-            .trim()
+            .split_whitespace()
+            .next()
+            .unwrap()
             .parse()
             .unwrap();
     assert!(!pids.is_empty());
