@@ -24,7 +24,7 @@ use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, ClusterState, Format, Object};
 use strait_proxy::{NodeContext, ServiceProxy};
 
-use crate::layout::{LabConfig, LabState, Layout, PodRecord};
+use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
 use crate::procs::{self, ProcessId};
 use crate::{net, Error, Result};
 
@@ -67,7 +67,7 @@ pub fn run_controller(name: &str, strait: &Path) -> Result<()> {
 
 /// Nodes whose Service proxy is not working, and why; shared between the
 /// proxy threads and the controller's state.
-type NodeProblems = Arc<Mutex<BTreeMap<String, String>>>;
+type NodeProblems = Arc<Mutex<BTreeMap<String, NodeProblem>>>;
 
 /// The DNS Service's ClusterIP, as pods are told in their resolv.conf:
 /// kube-system/kube-dns as allocated, else the 10th address of the first
@@ -267,7 +267,7 @@ fn node_proxy(
         node_ips: vec![IpAddr::V4(config.node_ip(i))],
         cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
     };
-    let report = move |problem: Option<String>| {
+    let report = move |problem: Option<NodeProblem>| {
         if let Ok(mut p) = problems.lock() {
             match problem {
                 Some(m) => p.insert(node.clone(), m),
@@ -284,7 +284,10 @@ fn node_proxy(
             Err(e) => {
                 let message = format!("no Service proxy: cannot enter {ns_path}: {e}");
                 tracing::error!(node = i + 1, "{message}");
-                report(Some(message));
+                report(Some(NodeProblem {
+                    message,
+                    no_proxy: true,
+                }));
                 return;
             }
         };
@@ -306,7 +309,10 @@ fn node_proxy(
                 }
                 Err(e) => {
                     tracing::error!(node = i + 1, "services: {e}");
-                    report(Some(format!("Service proxy: {e}")));
+                    report(Some(NodeProblem {
+                        message: format!("Service proxy: {e}"),
+                        no_proxy: false,
+                    }));
                 }
             }
             last = Some(state);
@@ -886,7 +892,9 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let message = seen.expect("the failure is reported for node-1");
+        let problem = seen.expect("the failure is reported for node-1");
+        assert!(problem.no_proxy);
+        let message = problem.message;
         assert!(
             message.contains("no Service proxy") && message.contains(&layout.node_ns(0)),
             "{message}"

@@ -96,7 +96,17 @@ pub struct LabState {
     pub problems: BTreeMap<String, String>,
     /// Nodes whose Service proxy does not run or fails to sync, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_problems: BTreeMap<String, String>,
+    pub node_problems: BTreeMap<String, NodeProblem>,
+}
+
+/// Why a node's Services do not work.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeProblem {
+    pub message: String,
+    /// No Service proxy runs on the node at all (it could not enter the
+    /// node's namespace), as opposed to a sync that failed and is retried.
+    #[serde(default)]
+    pub no_proxy: bool,
 }
 
 /// The longest lab name: namespace names (`strait-NAME-pod-…`) and

@@ -18,6 +18,7 @@ mod procs;
 pub use controller::run_controller;
 pub use error::{Error, Result};
 pub use layout::{
-    pod_key, validate_lab_name, Backend, LabConfig, LabState, Layout, PodRecord, MAX_LAB_NAME,
+    pod_key, validate_lab_name, Backend, LabConfig, LabState, Layout, NodeProblem, PodRecord,
+    MAX_LAB_NAME,
 };
 pub use procs::{kill_in_netns, netns_inode, ProcessId};

@@ -184,11 +184,19 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
                 ),
             ));
         }
-        // A pod that cannot start will not become Ready: say why at once.
+        // A pod that cannot start will not become Ready, a node without a
+        // Service proxy will not get one: say why at once.
         let problems: Vec<String> = state
             .problems
             .iter()
             .map(|(k, m)| format!("{k}: {m}"))
+            .chain(
+                state
+                    .node_problems
+                    .iter()
+                    .filter(|(_, p)| p.no_proxy)
+                    .map(|(node, p)| format!("{node}: {}", p.message)),
+            )
             .chain(
                 state
                     .pods
@@ -436,7 +444,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                     match lab_state.node_problems.get(name) {
                         None => println!("{name:<9} Ready      {ip:<13} {cidr}"),
                         Some(why) => {
-                            println!("{name:<9} NotReady   {ip:<13} {cidr}   ({why})")
+                            println!("{name:<9} NotReady   {ip:<13} {cidr}   ({})", why.message)
                         }
                     }
                 }
