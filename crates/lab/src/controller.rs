@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -24,7 +24,8 @@ use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, ClusterState, Format, Object};
 use strait_proxy::{NodeContext, ServiceProxy};
 
-use crate::layout::{LabConfig, LabState, Layout, PodRecord};
+use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
+use crate::procs::{self, ProcessId};
 use crate::{net, Error, Result};
 
 const ROUND: Duration = Duration::from_millis(200);
@@ -33,7 +34,8 @@ const ROUND: Duration = Duration::from_millis(200);
 struct Running {
     record: PodRecord,
     node: usize,
-    containers: Vec<(String, Option<Child>)>,
+    /// Each container's process, with its PID and start time.
+    containers: Vec<Option<(Child, ProcessId)>>,
     spec: Pod,
     probe_ok: bool,
     last_probe: Option<Instant>,
@@ -50,18 +52,42 @@ struct Running {
 
 /// Run the controller of lab `name` until killed.
 pub fn run_controller(name: &str, strait: &Path) -> Result<()> {
-    let layout = Layout::new(name);
+    let layout = Layout::new(name)?;
     let config = layout.read_config()?;
     let result = controller(&layout, &config, strait);
     if let Err(e) = &result {
         let mut state = layout.read_state();
         state.error = Some(e.to_string());
-        let _ = Layout::write_atomic(
-            &layout.state(),
-            &serde_json::to_vec_pretty(&state).unwrap_or_default(),
-        );
+        if let Err(w) = Layout::write_json(&layout.state(), &state) {
+            tracing::error!("cannot record the failure ({e}): {w}");
+        }
     }
     result
+}
+
+/// Nodes whose Service proxy is not working, and why; shared between the
+/// proxy threads and the controller's state.
+type NodeProblems = Arc<Mutex<BTreeMap<String, NodeProblem>>>;
+
+/// The DNS Service's ClusterIP, as pods are told in their resolv.conf:
+/// kube-system/kube-dns as allocated, else the 10th address of the first
+/// service CIDR (what allocation reserves for it).
+fn cluster_dns_ip(state: &ClusterState, config: &LabConfig) -> String {
+    state
+        .services
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some("kube-system")
+                && s.metadata.name.as_deref() == Some("kube-dns")
+        })
+        .and_then(|s| s.spec.as_ref()?.cluster_ip.clone())
+        .filter(|ip| ip.parse::<IpAddr>().is_ok())
+        .or_else(|| {
+            let first = config.service_cidr.split(',').next()?.trim();
+            let net: ipnet::IpNet = first.parse().ok()?;
+            net.hosts().nth(9).map(|ip| ip.to_string())
+        })
+        .unwrap_or_else(|| "10.96.0.10".into())
 }
 
 fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> {
@@ -69,8 +95,9 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     tracing::info!(nodes = nodes.len(), backend = ?config.backend, "network built");
     let cluster_config =
         ClusterConfig::default().with_service_cidrs(std::slice::from_ref(&config.service_cidr))?;
+    let node_problems: NodeProblems = Arc::default();
     let proxies: Vec<Sender<Arc<ClusterState>>> = (0..config.nodes)
-        .map(|i| node_proxy(layout, config, i))
+        .map(|i| node_proxy(layout, config, i, node_problems.clone()))
         .collect();
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     let mut previous: Option<ClusterState> = None;
@@ -88,6 +115,18 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 continue;
             }
         };
+        // The cluster's objects are on file before the first pod starts:
+        // the DNS pod reads them at start and exits if there are none.
+        if last_written.is_empty() {
+            match serde_json::to_string(&state0.as_list()) {
+                Ok(list) => {
+                    Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
+                    last_written = list;
+                }
+                Err(e) => tracing::error!("cannot serialise the cluster: {e}"),
+            }
+        }
+        let dns_ip = cluster_dns_ip(&state0, config);
         // Pods that should run and do not yet; pods that run and should not.
         let wanted: BTreeSet<(String, String)> =
             state0.pods.iter().map(|p| key_of(&p.metadata)).collect();
@@ -123,7 +162,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             let started = pod
                 .to_pod()
                 .map_err(Error::from)
-                .and_then(|pod| start_pod(layout, config, strait, &pod, &running));
+                .and_then(|pod| start_pod(layout, config, strait, &pod, &running, &dns_ip));
             match started {
                 Ok(r) => {
                     tracing::info!(pod = %format!("{}/{}", key.0, key.1), node = %r.record.node, ip = %r.record.ip, "pod started");
@@ -163,14 +202,18 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             actual.insert(Object::Pod(Arc::new(p.into())));
         }
         let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
-        let list = serde_json::to_string(&actual.as_list()).unwrap_or_default();
-        if list != last_written {
-            Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
-            last_written = list;
-            let shared = Arc::new(actual.clone());
-            for p in &proxies {
-                let _ = p.send(shared.clone());
+        match serde_json::to_string(&actual.as_list()) {
+            Ok(list) if list != last_written => {
+                Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
+                last_written = list;
+                let shared = Arc::new(actual.clone());
+                for p in &proxies {
+                    let _ = p.send(shared.clone());
+                }
             }
+            Ok(_) => {}
+            // The file keeps the last good cluster; never an empty one.
+            Err(e) => tracing::error!("cannot serialise the cluster: {e}"),
         }
         let state = LabState {
             pods: running
@@ -189,11 +232,11 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 .filter(|(k, _)| wanted.contains(*k))
                 .map(|((ns, n), (_, m))| (format!("{ns}/{n}"), m.clone()))
                 .collect(),
+            node_problems: node_problems.lock().map(|p| p.clone()).unwrap_or_default(),
         };
-        Layout::write_atomic(
-            &layout.state(),
-            &serde_json::to_vec_pretty(&state).unwrap_or_default(),
-        )?;
+        if let Err(e) = Layout::write_json(&layout.state(), &state) {
+            tracing::error!("{e}; state.json keeps the previous round");
+        }
         previous = Some(actual);
         if let Some(rest) = ROUND.checked_sub(started.elapsed()) {
             std::thread::sleep(rest);
@@ -210,19 +253,44 @@ fn key_of(meta: &ObjectMeta) -> (String, String) {
 
 /// The Service proxy of node `i`: a thread inside the node's namespace,
 /// syncing whenever a new cluster state arrives.
-fn node_proxy(layout: &Layout, config: &LabConfig, i: usize) -> Sender<Arc<ClusterState>> {
+fn node_proxy(
+    layout: &Layout,
+    config: &LabConfig,
+    i: usize,
+    problems: NodeProblems,
+) -> Sender<Arc<ClusterState>> {
     let (tx, rx) = channel::<Arc<ClusterState>>();
     let ns_path = format!("/run/netns/{}", layout.node_ns(i));
+    let node = config.node_name(i);
     let ctx = NodeContext {
-        node_name: config.node_name(i),
+        node_name: node.clone(),
         node_ips: vec![IpAddr::V4(config.node_ip(i))],
         cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
     };
+    let report = move |problem: Option<NodeProblem>| {
+        if let Ok(mut p) = problems.lock() {
+            match problem {
+                Some(m) => p.insert(node.clone(), m),
+                None => p.remove(&node),
+            };
+        }
+    };
     std::thread::spawn(move || {
-        let Ok(ns) = NetNs::open(&ns_path) else {
-            return;
+        // Without its namespace the node has no Service proxy at all: say
+        // so (log and `lab get nodes`) rather than run without one.
+        let entered = NetNs::open(&ns_path).and_then(|ns| ns.enter());
+        let _inside = match entered {
+            Ok(inside) => inside,
+            Err(e) => {
+                let message = format!("no Service proxy: cannot enter {ns_path}: {e}");
+                tracing::error!(node = i + 1, "{message}");
+                report(Some(NodeProblem {
+                    message,
+                    no_proxy: true,
+                }));
+                return;
+            }
         };
-        let Ok(_inside) = ns.enter() else { return };
         let mut proxy = ServiceProxy::new(ctx);
         let mut last: Option<Arc<ClusterState>> = None;
         while let Ok(mut state) = rx.recv() {
@@ -235,8 +303,17 @@ fn node_proxy(layout: &Layout, config: &LabConfig, i: usize) -> Sender<Arc<Clust
                 Some(old) => proxy.update(old, &state),
             };
             match result {
-                Ok(sync) => tracing::debug!(node = i + 1, ?sync, "services synced"),
-                Err(e) => tracing::error!(node = i + 1, "services: {e}"),
+                Ok(sync) => {
+                    tracing::debug!(node = i + 1, ?sync, "services synced");
+                    report(None);
+                }
+                Err(e) => {
+                    tracing::error!(node = i + 1, "services: {e}");
+                    report(Some(NodeProblem {
+                        message: format!("Service proxy: {e}"),
+                        no_proxy: false,
+                    }));
+                }
             }
             last = Some(state);
         }
@@ -321,6 +398,9 @@ fn cni_conf(layout: &Layout, config: &LabConfig, node: usize, pod: &Pod) -> Stri
         "isDefaultGateway": true,
         "ipMasq": false,
         "hairpinMode": true,
+        // Pods get the overlay's MTU, as flannel's CNI config says: a full
+        // 1500-byte packet would not fit in flannel.1 (1450) with DF set.
+        "mtu": config.pod_mtu(),
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": config.node_pod_cidr(node).to_string()}]],
@@ -340,7 +420,9 @@ fn cni(
     command: &str,
 ) -> Result<serde_json::Value> {
     let (namespace, name) = key_of(&pod.metadata);
-    let id = format!("{namespace}_{name}");
+    // The container ID is the pod's key: nothing from the manifest is
+    // handed to the plugin as an identifier.
+    let id = crate::layout::pod_key(&namespace, &name);
     let netns = format!("/run/netns/{}", layout.pod_ns(&namespace, &name));
     let conf = cni_conf(layout, config, node, pod);
     let node_ns = NetNs::open(format!("/run/netns/{}", layout.node_ns(node)))?;
@@ -373,6 +455,7 @@ fn start_pod(
     strait: &Path,
     pod: &Pod,
     running: &BTreeMap<(String, String), Running>,
+    dns_ip: &str,
 ) -> Result<Running> {
     let (namespace, name) = key_of(&pod.metadata);
     let spec = pod.spec.clone().unwrap_or_default();
@@ -389,7 +472,6 @@ fn start_pod(
     let netns = layout.pod_ns(&namespace, &name);
     let _ = NetNs::delete(&netns);
     NetNs::create(&netns)?;
-    let id = format!("{namespace}_{name}");
     let result = match cni(layout, config, strait, node, pod, "ADD") {
         Ok(r) => r,
         Err(e) => {
@@ -404,10 +486,11 @@ fn start_pod(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let workdir = layout.pods_dir().join(&id);
+    let workdir = layout.pod_dir(&namespace, &name);
     std::fs::create_dir_all(&workdir).map_err(crate::error::io("create the pod's directory"))?;
-    // The pod's resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst.
-    let resolv = format!("search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+    // The pod's resolv.conf, as the kubelet writes it for dnsPolicy
+    // ClusterFirst: the DNS Service's ClusterIP, whatever the service CIDR.
+    let resolv = format!("search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {dns_ip}\noptions ndots:5\n");
     std::fs::write(workdir.join("resolv.conf"), resolv)
         .map_err(crate::error::io("write resolv.conf"))?;
     let mut running = Running {
@@ -422,14 +505,11 @@ fn start_pod(
             restarts: 0,
             phase: "Running".into(),
             workdir: workdir.display().to_string(),
+            processes: Vec::new(),
             message: None,
         },
         node,
-        containers: spec
-            .containers
-            .iter()
-            .map(|c| (c.name.clone(), None))
-            .collect(),
+        containers: spec.containers.iter().map(|_| None).collect(),
         spec: pod.clone(),
         probe_ok: false,
         last_probe: None,
@@ -444,9 +524,9 @@ fn start_pod(
         match child {
             Ok(c) => {
                 if i == 0 {
-                    running.record.pid = Some(c.id() as i32);
+                    running.record.pid = Some(c.1.pid);
                 }
-                running.containers[i].1 = Some(c);
+                running.containers[i] = Some(c);
             }
             Err(e) => {
                 tracing::error!(
@@ -459,6 +539,7 @@ fn start_pod(
             }
         }
     }
+    record_processes(&mut running);
     Ok(running)
 }
 
@@ -466,12 +547,12 @@ fn start_pod(
 /// namespace of its own (hostname = pod name or spec.hostname) and a mount
 /// namespace where /etc/resolv.conf is the pod's. `nsenter` and `unshare`
 /// exec in place, so the PID is the container's own; its process group is
-/// what the lab signals.
+/// what the lab signals, and it is recorded with its start time.
 fn spawn_container(
     pod: &PodRecord,
     c: &Container,
     spec: &strait_model::k8s_openapi::api::core::v1::PodSpec,
-) -> Result<Child> {
+) -> Result<(Child, ProcessId)> {
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
     if argv.is_empty() {
@@ -488,8 +569,13 @@ fn spawn_container(
         .take(63)
         .collect();
     let workdir = PathBuf::from(&pod.workdir);
-    let log = std::fs::File::create(workdir.join(format!("{}.log", c.name)))
-        .map_err(crate::error::io("create the container log"))?;
+    // Appended, not truncated: a container that exits and is restarted
+    // keeps what it said before (kubectl logs --previous).
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(workdir.join(format!("{}.log", c.name)))
+        .map_err(crate::error::io("open the container log"))?;
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{}", pod.netns))
         .args(["--", "unshare", "--mount", "--uts", "--", "sh", "-c", r#"mount --bind "$1" /etc/resolv.conf && hostname "$2" && cd "$3" && shift 3 && exec "$@""#, "strait-pod"])
@@ -513,8 +599,26 @@ fn spawn_container(
             cmd.env(&e.name, v);
         }
     }
-    cmd.spawn()
-        .map_err(crate::error::io(format!("start container {}", c.name)))
+    let mut child = cmd
+        .spawn()
+        .map_err(crate::error::io(format!("start container {}", c.name)))?;
+    // Not reaped yet, so its /proc entry is there even if it already exited.
+    match ProcessId::of(child.id() as i32) {
+        Some(id) => Ok((child, id)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::Step(format!(
+                "container {}: its process vanished at start",
+                c.name
+            )))
+        }
+    }
+}
+
+/// What `lab down` reads: every container process running now.
+fn record_processes(pod: &mut Running) {
+    pod.record.processes = pod.containers.iter().flatten().map(|(_, id)| *id).collect();
 }
 
 /// Restart what exited (restartPolicy), probe readiness.
@@ -526,7 +630,7 @@ fn supervise(nodes: &[NetNs], pod: &mut Running) {
         .unwrap_or_else(|| "Always".into());
     let mut all_running = true;
     for i in 0..pod.containers.len() {
-        let exited = match pod.containers[i].1.as_mut().map(|c| c.try_wait()) {
+        let exited = match pod.containers[i].as_mut().map(|(c, _)| c.try_wait()) {
             Some(Ok(Some(status))) => Some(status.success()),
             Some(Ok(None)) => None,
             _ => Some(false),
@@ -549,9 +653,23 @@ fn supervise(nodes: &[NetNs], pod: &mut Running) {
                 pod.started_at = Instant::now();
                 pod.probe_ok = false;
                 pod.probe_streak = (0, 0);
-                if let Ok(c) = spawn_container(&pod.record, &spec.containers[i], &spec) {
-                    pod.containers[i].1 = Some(c);
+                match spawn_container(&pod.record, &spec.containers[i], &spec) {
+                    Ok(c) => {
+                        if i == 0 {
+                            pod.record.pid = Some(c.1.pid);
+                        }
+                        pod.containers[i] = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "pod {}/{} container {}: restart: {e}",
+                            pod.record.namespace,
+                            pod.record.name,
+                            spec.containers[i].name
+                        );
+                    }
                 }
+                record_processes(pod);
             }
         } else {
             pod.record.phase = if success {
@@ -668,9 +786,10 @@ fn probe_once(
 
 /// Every container has exited (and is reaped, so no zombie looks alive).
 fn all_exited(pod: &mut Running) -> bool {
-    pod.containers
-        .iter_mut()
-        .all(|(_, c)| c.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))))
+    pod.containers.iter_mut().all(|c| {
+        c.as_mut()
+            .is_none_or(|(c, _)| !matches!(c.try_wait(), Ok(None)))
+    })
 }
 
 /// SIGTERM the containers' process groups; the pod has its grace period.
@@ -682,10 +801,8 @@ fn begin_termination(pod: &mut Running) {
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30)
         .clamp(0, 300) as u64;
-    for (_, child) in pod.containers.iter_mut() {
-        if let Some(c) = child {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-        }
+    for (c, _) in pod.containers.iter_mut().flatten() {
+        let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
     }
     pod.record.ready = false;
     pod.record.phase = "Terminating".into();
@@ -697,13 +814,19 @@ fn begin_termination(pod: &mut Running) {
 
 /// SIGKILL what is left, CNI DEL, drop the namespace and the files.
 fn stop_pod(layout: &Layout, config: &LabConfig, strait: &Path, mut pod: Running) {
-    for (_, child) in pod.containers.iter_mut() {
-        if let Some(c) = child {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
+    for (c, _) in pod.containers.iter_mut().flatten() {
+        let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+        let _ = c.wait();
+    }
+    // What left the containers' process groups still lives in the pod's
+    // namespace (and would keep it alive): end it too.
+    if let Some(ino) = procs::netns_inode(Path::new(&format!("/run/netns/{}", pod.record.netns))) {
+        let left = procs::kill_in_netns(&BTreeSet::from([ino]), Duration::from_secs(2));
+        if !left.is_empty() {
+            tracing::warn!(pod = %format!("{}/{}", pod.record.namespace, pod.record.name), ?left, "processes survive in the pod's namespace");
         }
     }
-    let id = format!("{}_{}", pod.record.namespace, pod.record.name);
+    let id = format!("{}/{}", pod.record.namespace, pod.record.name);
     if let Err(e) = cni(layout, config, strait, pod.node, &pod.spec, "DEL") {
         tracing::warn!("pod {id}: {e}");
     }
@@ -736,4 +859,74 @@ fn with_status(pod: &Pod, record: &PodRecord, config: &LabConfig) -> Pod {
         ..Default::default()
     });
     pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Backend;
+
+    fn config(name: &str) -> LabConfig {
+        LabConfig {
+            name: name.into(),
+            nodes: 1,
+            backend: Backend::Vxlan,
+            pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.100.0.0/16".into(),
+        }
+    }
+
+    #[test]
+    fn a_node_proxy_that_cannot_enter_its_namespace_says_so() {
+        // A lab whose node namespace does not exist.
+        let name = format!("nons{}", std::process::id() % 100_000);
+        let layout = Layout::new(&name).unwrap();
+        let problems = NodeProblems::default();
+        let _tx = node_proxy(&layout, &config(&name), 0, problems.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            seen = problems.lock().unwrap().get("node-1").cloned();
+            if seen.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let problem = seen.expect("the failure is reported for node-1");
+        assert!(problem.no_proxy);
+        let message = problem.message;
+        assert!(
+            message.contains("no Service proxy") && message.contains(&layout.node_ns(0)),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn pods_are_told_the_dns_service_of_the_service_cidr() {
+        let config = config("dnsip");
+        // No kube-dns in the state: the address allocation keeps for it.
+        assert_eq!(
+            cluster_dns_ip(&ClusterState::default(), &config),
+            "10.100.0.10"
+        );
+        let mut c2 = config.clone();
+        c2.service_cidr = "10.96.0.0/12,fd00::/108".into();
+        assert_eq!(cluster_dns_ip(&ClusterState::default(), &c2), "10.96.0.10");
+    }
+
+    #[test]
+    fn pod_mtu_is_the_overlays() {
+        let mut c = config("mtu");
+        assert_eq!(c.pod_mtu(), 1450);
+        let conf: serde_json::Value = serde_json::from_str(&cni_conf(
+            &Layout::new("mtu").unwrap(),
+            &c,
+            0,
+            &Pod::default(),
+        ))
+        .unwrap();
+        assert_eq!(conf["mtu"], 1450);
+        c.backend = Backend::HostGw;
+        assert_eq!(c.pod_mtu(), 1500);
+    }
 }

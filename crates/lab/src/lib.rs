@@ -13,7 +13,12 @@ mod controller;
 mod error;
 mod layout;
 mod net;
+mod procs;
 
 pub use controller::run_controller;
 pub use error::{Error, Result};
-pub use layout::{Backend, LabConfig, LabState, Layout, PodRecord};
+pub use layout::{
+    pod_key, validate_lab_name, Backend, LabConfig, LabState, Layout, NodeProblem, PodRecord,
+    MAX_LAB_NAME,
+};
+pub use procs::{kill_in_netns, netns_inode, ProcessId};

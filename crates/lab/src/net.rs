@@ -132,7 +132,7 @@ pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
                     "address",
                     &vtep_mac(i),
                     "mtu",
-                    "1450",
+                    &config.pod_mtu().to_string(),
                     "up",
                 ],
             )?;

@@ -73,9 +73,17 @@ pub enum LabCommand {
 
 #[derive(Debug, Args)]
 pub struct LabName {
-    /// Which lab.
-    #[arg(long, default_value = "strait")]
+    /// Which lab: a DNS label of at most 20 characters.
+    #[arg(long, default_value = "strait", value_parser = lab_name)]
     pub name: String,
+}
+
+/// Refuse a lab name before anything is done with it: it becomes a path
+/// under /run/strait and part of namespace names.
+fn lab_name(name: &str) -> Result<String, String> {
+    strait_lab::validate_lab_name(name)
+        .map(|()| name.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -51,7 +51,7 @@ pub fn run(command: LabCommand) -> Result<(), Error> {
 }
 
 fn running(name: &str) -> Result<Layout, Error> {
-    let layout = Layout::new(name);
+    let layout = Layout::new(name)?;
     if !layout.config().exists() {
         return Err(lab_error(
             name,
@@ -88,14 +88,8 @@ fn write_desired(layout: &Layout, objects: BTreeMap<ObjectKey, Object>) -> Resul
 
 fn up(args: &LabUpArgs) -> Result<(), Error> {
     let name = &args.lab.name;
+    let layout = Layout::new(name)?;
     need_root(name)?;
-    if strait_model::validate_dns_subdomain(name).is_err() || name.len() > 20 {
-        return Err(lab_error(
-            name,
-            "a lab's name is a short DNS label (at most 20 characters)",
-        ));
-    }
-    let layout = Layout::new(name);
     if layout.controller_pid().is_some() {
         return Err(lab_error(
             name,
@@ -140,10 +134,7 @@ fn up(args: &LabUpArgs) -> Result<(), Error> {
         pod_cidr: pod_cidr.trunc(),
         service_cidr: args.service_cidr.clone(),
     };
-    Layout::write_atomic(
-        &layout.config(),
-        &serde_json::to_vec_pretty(&config).unwrap_or_default(),
-    )?;
+    Layout::write_json(&layout.config(), &config)?;
     write_desired(
         &layout,
         objects
@@ -171,8 +162,9 @@ fn up(args: &LabUpArgs) -> Result<(), Error> {
         .process_group(0)
         .spawn()
         .map_err(|e| lab_error(name, format!("cannot start the controller: {e}")))?;
-    std::fs::write(layout.pid(), child.id().to_string())
-        .map_err(|e| lab_error(name, e.to_string()))?;
+    let controller = strait_lab::ProcessId::of(child.id() as i32)
+        .ok_or_else(|| lab_error(name, "the controller exited at once"))?;
+    layout.write_controller(controller)?;
     wait_ready(&layout, Duration::from_secs(args.timeout))?;
     summary(&layout, &config);
     Ok(())
@@ -192,11 +184,19 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
                 ),
             ));
         }
-        // A pod that cannot start will not become Ready: say why at once.
+        // A pod that cannot start will not become Ready, a node without a
+        // Service proxy will not get one: say why at once.
         let problems: Vec<String> = state
             .problems
             .iter()
             .map(|(k, m)| format!("{k}: {m}"))
+            .chain(
+                state
+                    .node_problems
+                    .iter()
+                    .filter(|(_, p)| p.no_proxy)
+                    .map(|(node, p)| format!("{node}: {}", p.message)),
+            )
             .chain(
                 state
                     .pods
@@ -425,7 +425,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
     for kind in args.kinds.split(',').map(|k| k.trim().to_ascii_lowercase()) {
         match kind.as_str() {
             "node" | "nodes" | "no" => {
-                println!("NAME      STATUS   INTERNAL-IP   POD-CIDR");
+                println!("NAME      STATUS     INTERNAL-IP   POD-CIDR");
                 for n in state.nodes.iter() {
                     let ip = n
                         .status
@@ -439,12 +439,14 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                         .as_ref()
                         .and_then(|s| s.pod_cidr.clone())
                         .unwrap_or_default();
-                    println!(
-                        "{:<9} Ready    {:<13} {}",
-                        n.metadata.name.as_deref().unwrap_or_default(),
-                        ip,
-                        cidr
-                    );
+                    let name = n.metadata.name.as_deref().unwrap_or_default();
+                    // A node whose Service proxy does not work is not Ready.
+                    match lab_state.node_problems.get(name) {
+                        None => println!("{name:<9} Ready      {ip:<13} {cidr}"),
+                        Some(why) => {
+                            println!("{name:<9} NotReady   {ip:<13} {cidr}   ({})", why.message)
+                        }
+                    }
                 }
             }
             "pod" | "pods" | "po" => {
@@ -600,54 +602,69 @@ fn logs(args: &LabLogsArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stop the controller and every container, remove namespaces and files.
-/// Also for a lab whose controller died; twice is fine.
+/// Stop the controller and every process of the lab, remove namespaces
+/// and files. Also for a lab whose controller died; twice is fine. Only
+/// what is provably the lab's is touched: the controller and containers
+/// recorded with their start times, every process inside one of the lab's
+/// network namespaces, and the namespaces named exactly as the lab names them.
 pub fn down(name: &str) -> Result<(), Error> {
+    let layout = Layout::new(name)?;
     need_root(name)?;
-    let layout = Layout::new(name);
-    if let Some(pid) = layout.controller_pid() {
-        let pid = nix::unistd::Pid::from_raw(pid);
+    // The controller first, so that it restarts nothing while we clean up.
+    if let Some(controller) = layout.controller() {
+        let pid = nix::unistd::Pid::from_raw(controller.pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+        while Instant::now() < deadline && controller.is_running() {
             std::thread::sleep(Duration::from_millis(20));
             // Reap it if it is our child (it is not, after `lab up` returned).
             let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        if controller.is_running() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
-    let pids: Vec<i32> = layout
+    // Every container's process group, if its leader is still the process
+    // the controller started (a PID alone may have been reused since).
+    let recorded: Vec<strait_lab::ProcessId> = layout
         .read_state()
         .pods
         .values()
-        .filter_map(|p| p.pid)
+        .flat_map(|p| p.processes.iter().copied())
         .collect();
-    for pid in &pids {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    for p in &recorded {
+        p.kill_group();
     }
-    // SIGKILL is delivered asynchronously: wait until they are gone (or only
-    // zombies, which hold nothing), so that `down` returning means done.
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    // Then whatever runs in the lab's namespaces, in a container's process
+    // group or not (a daemon that left it, a probe or CNI call cut short).
+    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|ns| layout.owns_netns(ns))
+                .collect()
         })
-    };
+        .unwrap_or_default();
+    let inodes: std::collections::BTreeSet<u64> = namespaces
+        .iter()
+        .filter_map(|ns| strait_lab::netns_inode(&std::path::Path::new("/run/netns").join(ns)))
+        .collect();
+    let left = strait_lab::kill_in_netns(&inodes, Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(lab_error(
+            name,
+            format!("processes {left:?} survive SIGKILL in the lab's namespaces; try again"),
+        ));
+    }
+    // SIGKILL is delivered asynchronously: wait until the recorded ones are
+    // gone (or only zombies, which hold nothing), so that `down` returning
+    // means done.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && pids.iter().any(|p| alive(*p)) {
+    while Instant::now() < deadline && recorded.iter().any(|p| p.is_running()) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let prefix = format!("strait-{name}-");
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            let ns = entry.file_name().to_string_lossy().into_owned();
-            if ns.starts_with(&prefix) {
-                let _ = strait_linux::NetNs::delete(&ns);
-            }
-        }
+    for ns in &namespaces {
+        let _ = strait_linux::NetNs::delete(ns);
     }
     if layout.dir.exists() {
         std::fs::remove_dir_all(&layout.dir)

@@ -189,8 +189,8 @@ fn source_ip_across_nodes(backend: &str) {
     let dir = common::TempDir::new("lab-echo");
     let file = dir.0.join("echo.yaml");
     let pods = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: echo}}\nspec:\n  nodeName: node-1\n  containers: [{{name: c, image: python, command: [python3, -c, {:?}]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: caller}}\nspec:\n  nodeName: node-2\n  containers: [{{name: c, image: alpine, command: [sleep, '36000']}}]\n",
-        ECHO_SOURCE
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: echo}}\nspec:\n  nodeName: node-1\n  containers: [{{name: c, image: python, command: [python3, -c, {:?}]}}, {{name: u, image: python, command: [python3, -c, {:?}]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: caller}}\nspec:\n  nodeName: node-2\n  containers: [{{name: c, image: alpine, command: [sleep, '36000']}}]\n",
+        ECHO_SOURCE, UDP_ECHO_SOURCE
     );
     std::fs::write(&file, pods).unwrap();
     let lab = Lab::up(&["--backend", backend], &[file.to_str().unwrap()]);
@@ -218,7 +218,40 @@ fn source_ip_across_nodes(backend: &str) {
         got, caller_ip,
         "{backend}: the server sees the client's pod IP (no SNAT between pods)"
     );
+    // The pod MTU is the overlay's (flannel: underlay - 50 for VXLAN), and a
+    // datagram of the largest size it allows, with DF set, crosses nodes.
+    let want_mtu = if backend == "vxlan" { 1450 } else { 1500 };
+    // (/sys shows the host's interfaces: sysfs belongs to who mounted it.)
+    let (_, link) = lab.sh("caller", "default", "ip -o link show dev eth0");
+    assert!(
+        link.contains(&format!(" mtu {want_mtu} ")),
+        "{backend}: pod eth0 MTU is not {want_mtu}: {link}"
+    );
+    let script = format!(
+        "python3 -c \"{}\"",
+        DF_PROBE
+            .replace("ECHO_IP", &echo_ip)
+            .replace("SIZE", &(want_mtu - 28).to_string())
+    );
+    let ok = common::wait_for(Duration::from_secs(10), || {
+        let (ok, out) = lab.sh("caller", "default", &script);
+        got = out;
+        ok
+    });
+    assert!(
+        ok && got == format!("{} {}", want_mtu - 28, want_mtu - 28),
+        "{backend}: a DF datagram of {} bytes does not cross nodes: {got}",
+        want_mtu - 28
+    );
 }
+
+/// A UDP echo on port 9001.
+const UDP_ECHO_SOURCE: &str = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('', 9001))\nwhile True:\n    d, a = s.recvfrom(65535)\n    s.sendto(d, a)\n";
+
+/// Send a datagram of SIZE bytes (the largest the pod MTU allows) with DF
+/// set (IP_MTU_DISCOVER = 10, IP_PMTUDISC_DO = 2) to the UDP echo; print
+/// the size sent and the size echoed, or fail.
+const DF_PROBE: &str = "import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.setsockopt(socket.IPPROTO_IP,10,2); s.settimeout(1); n=SIZE; s.sendto(b'x'*n,('ECHO_IP',9001)); print(n,len(s.recv(65535)))";
 
 #[test]
 fn pods_on_different_nodes_talk_by_ip_over_vxlan_keeping_their_source() {
@@ -345,10 +378,13 @@ fn lab_down_leaves_nothing_behind() {
         .values()
         .filter_map(|p| p["pid"].as_i64())
         .collect();
+    // controller.pid: "PID START" (start time, so a reused PID is not ours).
     let controller: i32 =
         std::fs::read_to_string(format!("/run/strait/{}/controller.pid", lab.name))
             .unwrap()
-            .trim()
+            .split_whitespace()
+            .next()
+            .unwrap()
             .parse()
             .unwrap();
     assert!(!pids.is_empty());
@@ -475,4 +511,218 @@ fn host_ports_answer_on_the_node_address() {
         String::from_utf8_lossy(&out.stdout).trim() == "hostport-ok"
     });
     assert!(ok, "hostPort 8888 on node-2's address\n{}", lab.log());
+}
+
+/// Processes with a thread in one of the network namespaces (by inode).
+fn processes_in(inodes: &BTreeSet<u64>) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        let inside = tasks.flatten().any(|t| {
+            std::fs::read_link(t.path().join("ns/net"))
+                .ok()
+                .and_then(|l| {
+                    l.to_string_lossy()
+                        .trim_start_matches("net:[")
+                        .trim_end_matches(']')
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|i| inodes.contains(&i))
+        });
+        if inside {
+            let cmd = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default();
+            found.push(format!("{name}: {}", cmd.replace('\0', " ")));
+        }
+    }
+    found
+}
+
+fn lab_netns(lab: &str) -> Vec<String> {
+    let prefix = format!("strait-{lab}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn nothing_of_a_lab_survives_down_even_after_a_restart() {
+    if !common::root_or_skip("nothing_of_a_lab_survives_down_even_after_a_restart") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    // A container that fails once and is restarted, then runs a process in
+    // its group and one that left it (setsid); the manifests hold a
+    // Namespace, as those that made the DNS pod restart.
+    let dir = common::TempDir::new("lab-restart");
+    let file = dir.0.join("restart.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: flaky, namespace: dev}\nspec:\n  containers:\n  - name: c\n    image: alpine\n    command: [sh, -c, 'if [ -e once ]; then setsid sleep 36001 & exec sleep 36000; fi; touch once; exit 1']\n",
+    )
+    .unwrap();
+    let lab = Lab::up(&[], &[file.to_str().unwrap()]);
+    let state = || -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(format!("/run/strait/{}/state.json", lab.name)).unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    let restarted = common::wait_for(Duration::from_secs(20), || {
+        let s = state();
+        s["pods"]["dev/flaky"]["restarts"].as_u64() >= Some(1)
+            && s["pods"]["dev/flaky"]["ready"] == true
+    });
+    assert!(
+        restarted,
+        "the container restarts: {}\n{}",
+        state(),
+        lab.log()
+    );
+    let s = state();
+    let dns = s["pods"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("kube-system/strait-dns-"))
+        .map(|(_, p)| p["restarts"].as_u64())
+        .unwrap();
+    assert_eq!(dns, Some(0), "the DNS pod never restarts\n{}", lab.log());
+    let names = lab_netns(&lab.name);
+    let inodes: BTreeSet<u64> = names
+        .iter()
+        .filter_map(|n| std::fs::metadata(format!("/run/netns/{n}")).ok())
+        .map(|m| m.ino())
+        .collect();
+    assert!(inodes.len() >= 5, "underlay, 2 nodes, 2 pods: {names:?}");
+    // Both sleeps run before `down`, so their absence after it means something.
+    let ok = common::wait_for(Duration::from_secs(10), || {
+        let found = processes_in(&inodes);
+        ["sleep 36000", "sleep 36001"]
+            .iter()
+            .all(|p| found.iter().any(|f| f.ends_with(&format!("{p} "))))
+    });
+    assert!(ok, "{:?}", processes_in(&inodes));
+
+    let out = lab.strait(&["lab", "down", "--name", &lab.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = processes_in(&inodes);
+    assert!(left.is_empty(), "processes of the lab survive: {left:?}");
+    assert!(lab_netns(&lab.name).is_empty());
+    assert!(!std::path::Path::new(&format!("/run/strait/{}", lab.name)).exists());
+}
+
+#[test]
+fn pods_use_the_dns_service_of_their_service_cidr() {
+    if !common::root_or_skip("pods_use_the_dns_service_of_their_service_cidr") {
+        return;
+    }
+    let lab = Lab::up(
+        &["--service-cidr", "10.100.0.0/16"],
+        &["examples/service-demo.yaml"],
+    );
+    let (_, resolv) = lab.sh("service-demo-client", "default", "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.100.0.10\n"), "{resolv}");
+    let (ok, out) = lab.sh(
+        "service-demo-client",
+        "default",
+        "getent hosts service-demo.default.svc.cluster.local",
+    );
+    assert!(ok && out.starts_with("10.100."), "{out}\n{}", lab.log());
+}
+
+/// `lab` with a name that could leave /run/strait, in every subcommand.
+#[test]
+fn lab_names_that_could_leave_run_strait_are_refused() {
+    if !common::root_or_skip("lab_names_that_could_leave_run_strait_are_refused") {
+        return;
+    }
+    // Something outside /run/strait that `../NAME` would name.
+    let outside = format!("strait-sentinel-{}", std::process::id());
+    let sentinel = std::path::PathBuf::from("/run").join(&outside);
+    std::fs::create_dir_all(&sentinel).unwrap();
+    std::fs::write(sentinel.join("lab.json"), "{}").unwrap();
+    let evil = format!("../{outside}");
+    for args in [
+        vec!["lab", "down", "--name", &evil],
+        vec!["lab", "up", "--name", &evil],
+        vec!["lab", "get", "--name", &evil],
+        vec![
+            "lab",
+            "apply",
+            "--name",
+            &evil,
+            "-f",
+            "examples/service-demo.yaml",
+        ],
+        vec!["lab", "delete", "--name", &evil, "pod/x"],
+        vec!["lab", "logs", "--name", &evil, "x"],
+        vec!["lab", "exec", "--name", &evil, "x", "--", "true"],
+        vec!["lab", "down", "--name", "a.b"],
+        vec!["lab", "down", "--name", "Upper"],
+    ] {
+        let out = Command::new(STRAIT)
+            .args(&args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--name") && stderr.contains("DNS label"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let survived = sentinel.join("lab.json").exists();
+    let _ = std::fs::remove_dir_all(&sentinel);
+    assert!(survived, "lab down removed {}", sentinel.display());
+}
+
+/// `lab down --name x` removes lab x's namespaces, not lab x-b's.
+#[test]
+fn lab_down_removes_only_its_own_namespaces() {
+    if !common::root_or_skip("lab_down_removes_only_its_own_namespaces") {
+        return;
+    }
+    let lab = format!("x{}", std::process::id() % 100_000);
+    let ours = format!("strait-{lab}-node1");
+    let other = format!("strait-{lab}-b-node1");
+    for ns in [&ours, &other] {
+        assert!(Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let out = Command::new(STRAIT)
+        .args(["lab", "down", "--name", &lab])
+        .output()
+        .unwrap();
+    let other_left = std::path::Path::new(&format!("/run/netns/{other}")).exists();
+    let ours_left = std::path::Path::new(&format!("/run/netns/{ours}")).exists();
+    for ns in [&ours, &other] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(other_left, "lab {lab}-b's namespace {other} was removed");
+    assert!(!ours_left, "lab {lab}'s own {ours} stays");
 }
