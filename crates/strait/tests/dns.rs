@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 
@@ -42,11 +42,21 @@ fn free_port() -> u16 {
 /// Start `strait dns` on a loopback port with the fixture (copied, so the
 /// test may change it), forwarding to `upstream`.
 fn start(upstream: Option<SocketAddr>) -> Dns {
+    start_with(upstream, None)
+}
+
+/// [`start`] with these manifests instead of the fixture.
+fn start_with(upstream: Option<SocketAddr>, manifests: Option<&str>) -> Dns {
     let dir = common::TempDir::new("dns");
     let manifest = dir.0.join("cluster.yaml");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/dns-cluster.yaml");
-    std::fs::copy(fixture, &manifest).unwrap();
+    match manifests {
+        Some(text) => std::fs::write(&manifest, text).unwrap(),
+        None => {
+            let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/dns-cluster.yaml");
+            std::fs::copy(fixture, &manifest).unwrap();
+        }
+    }
     let log = dir.0.join("dns.log");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut args: Vec<String> = vec![
@@ -639,4 +649,144 @@ fn repeated_questions_get_the_same_answers_with_their_own_ids() {
         &question("many.default.svc.cluster.local.", RecordType::A, false),
     );
     assert!(small.metadata.truncation);
+}
+
+/// A connection that sends one byte of a message and no more.
+fn slow_loris(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0]).unwrap();
+    s
+}
+
+#[test]
+fn slow_loris_clients_cannot_lock_out_dns_over_tcp() {
+    let dns = start(None);
+    // More trickling clients than the server keeps connections (256).
+    let lorises: Vec<TcpStream> = (0..266).map(|_| slow_loris(dns.addr)).collect();
+    // A real client is still answered, promptly.
+    let started = Instant::now();
+    let q = question("web.default.svc.cluster.local.", RecordType::A, false);
+    assert_eq!(values(&tcp(dns.addr, &q)), ["10.96.100.10"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(lorises);
+
+    // A client trickling a byte every 300 ms never completes its message:
+    // the connection closes at the message deadline, whatever it sends.
+    let mut s = slow_loris(dns.addr);
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickling client keeps its connection"
+        );
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => break true,
+            Ok(_) => panic!("an answer to half a message"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break true,
+        }
+        if s.write_all(&[40]).is_err() {
+            break true;
+        }
+    };
+    assert!(closed);
+}
+
+#[test]
+fn classes_other_than_in_are_refused() {
+    let up = upstream();
+    let dns = start(Some(up.addr));
+    for (name, class) in [
+        ("web.default.svc.cluster.local.", DNSClass::CH),
+        ("web.default.svc.cluster.local.", DNSClass::ANY),
+        ("version.bind.", DNSClass::CH),
+        ("www.example.org.", DNSClass::HS),
+        ("dns-version.cluster.local.", DNSClass::NONE),
+    ] {
+        let mut q = question(name, RecordType::A, false);
+        q.queries[0].set_query_class(class);
+        for m in [udp(dns.addr, &q), tcp(dns.addr, &q)] {
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{name} class {class}"
+            );
+            assert!(m.answers.is_empty(), "{name} class {class}");
+        }
+    }
+    assert_eq!(
+        up.udp_queries.load(Ordering::SeqCst),
+        0,
+        "nothing forwarded"
+    );
+}
+
+#[test]
+fn listen_on_port_zero_finds_a_port_free_over_both_udp_and_tcp() {
+    if !common::root_or_skip("listen_on_port_zero_finds_a_port_free_over_both_udp_and_tcp") {
+        return;
+    }
+    // In a namespace of our own, ephemeral ports are 20; TCP holds 19 of
+    // them, so the port UDP gets is almost surely taken over TCP.
+    let ns = common::TestNs::new("dnsport");
+    let up = ns.command("ip", &["link", "set", "lo", "up"]);
+    assert!(up.status.success());
+    let range = ns.command(
+        "sysctl",
+        &["-w", "net.ipv4.ip_local_port_range=40000 40019"],
+    );
+    assert!(range.status.success(), "{range:?}");
+    let held: Vec<std::net::TcpListener> = ns.run(|| {
+        (40000..40019)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap())
+            .collect()
+    });
+    let dir = common::TempDir::new("dnsport");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/dns-cluster.yaml");
+    let log = dir.0.join("dns.log");
+    let _dns = common::spawn_in(
+        &ns,
+        STRAIT,
+        &[
+            "dns",
+            "-f",
+            fixture.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--service-cidr",
+            "fd00:96::/108",
+            "-v",
+        ],
+        &log,
+    );
+    let mut text = String::new();
+    let ok = common::wait_for(Duration::from_secs(10), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("udp=") || text.contains("rror")
+    });
+    assert!(ok && text.contains("udp=127.0.0.1:40019"), "{text}");
+    assert!(text.contains("tcp=127.0.0.1:40019"), "{text}");
+    // And it answers there, over both (the client needs a free port).
+    drop(held);
+    let m = ns.run(|| {
+        let at: SocketAddr = "127.0.0.1:40019".parse().unwrap();
+        let q = question("web.default.svc.cluster.local.", RecordType::A, false);
+        [udp(at, &q), tcp(at, &q)]
+    });
+    assert_eq!(values(&m[0]), ["10.96.100.10"]);
+    assert_eq!(values(&m[1]), ["10.96.100.10"]);
 }
