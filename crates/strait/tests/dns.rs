@@ -790,3 +790,288 @@ fn listen_on_port_zero_finds_a_port_free_over_both_udp_and_tcp() {
     assert_eq!(values(&m[0]), ["10.96.100.10"]);
     assert_eq!(values(&m[1]), ["10.96.100.10"]);
 }
+
+/// CoreDNS's own test cluster (plugin/kubernetes/handler_test.go), in this
+/// cluster's address ranges: svc1, svcempty (no endpoints), svc6 (IPv6),
+/// svc-dual-stack, headless hdls1 (four IPv4 and two IPv6 endpoints, two
+/// of them named dup-name), portless headless hdlsprtls, ExternalNames out
+/// of and into the cluster, plus a headless Service with no ready endpoint
+/// and the pod namespace podns.
+const COREDNS_CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: testns}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: podns}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc1, namespace: testns}
+spec: {clusterIP: 10.96.1.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svcempty, namespace: testns}
+spec: {clusterIP: 10.96.1.2, selector: {app: nobody}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc6, namespace: testns}
+spec: {clusterIP: 'fd00:96::6', clusterIPs: ['fd00:96::6'], ipFamilies: [IPv6], ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-dual-stack, namespace: testns}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  clusterIP: 10.96.1.3
+  clusterIPs: [10.96.1.3, 'fd00:96::3']
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdls1, namespace: testns}
+spec:
+  clusterIP: None
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: {app: hdls1}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdlsprtls, namespace: testns}
+spec: {clusterIP: None, selector: {app: hdlsprtls}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdlsnone, namespace: testns}
+spec: {clusterIP: None, selector: {app: nobody}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external, namespace: testns}
+spec: {type: ExternalName, externalName: ext.interwebs.test, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external-to-service, namespace: testns}
+spec: {type: ExternalName, externalName: svc1.testns.svc.cluster.local., ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h2, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.2, podIPs: [{ip: 10.244.0.2}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h3, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.3, podIPs: [{ip: 10.244.0.3}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h4, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}], hostname: dup-name, subdomain: hdls1}
+status: {phase: Running, podIP: 10.244.0.4, podIPs: [{ip: 10.244.0.4}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h5, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}], hostname: dup-name, subdomain: hdls1}
+status: {phase: Running, podIP: 10.244.0.5, podIPs: [{ip: 10.244.0.5}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h6, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 'fd00:244::1', podIPs: [{ip: 'fd00:244::1'}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h7, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 'fd00:244::2', podIPs: [{ip: 'fd00:244::2'}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p20, namespace: testns, labels: {app: hdlsprtls}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.20, podIPs: [{ip: 10.244.0.20}], conditions: [{type: Ready, status: "True"}]}
+"#;
+
+/// One record as `owner ttl TYPE data`; an SOA without its serial.
+fn rr(r: &Record) -> String {
+    let data = match &r.data {
+        RData::SOA(soa) => format!(
+            "{} {} {} {} {} {}",
+            soa.mname, soa.rname, soa.refresh, soa.retry, soa.expire, soa.minimum
+        ),
+        other => other.to_string(),
+    };
+    format!("{} {} {} {}", r.name, r.ttl, r.record_type(), data)
+}
+
+fn rrs(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(rr).collect();
+    v.sort();
+    v
+}
+
+const ZONE_SOA: &str =
+    "cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local. 7200 1800 86400 5";
+
+/// name, type, rcode, answer, additional, authority (sorted; SOA = the
+/// zone's SOA).
+type Case = (
+    &'static str,
+    RecordType,
+    ResponseCode,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+#[test]
+fn answers_match_coredns_kubernetes_handler_cases() {
+    use RecordType::*;
+    use ResponseCode::{NXDomain, NoError};
+    let up = upstream();
+    let dns = start_with(Some(up.addr), Some(COREDNS_CLUSTER));
+    let cases: &[Case] = &[
+        // handler_test.go, commonDnsTestCases and dnsTestCases.
+        ("svc1.testns.svc.cluster.local.", A, NoError, &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[], &[]),
+        ("svcempty.testns.svc.cluster.local.", A, NoError, &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", SRV, NoError, &["svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local."], &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[]),
+        ("svcempty.testns.svc.cluster.local.", SRV, NoError, &["svcempty.testns.svc.cluster.local. 5 SRV 0 100 80 svcempty.testns.svc.cluster.local."], &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[]),
+        ("svc6.testns.svc.cluster.local.", SRV, NoError, &["svc6.testns.svc.cluster.local. 5 SRV 0 100 80 svc6.testns.svc.cluster.local."], &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[]),
+        ("_http._tcp.svc1.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local."], &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[]),
+        ("_http._tcp.svcempty.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svcempty.testns.svc.cluster.local. 5 SRV 0 100 80 svcempty.testns.svc.cluster.local."], &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[]),
+        ("hdls1.testns.svc.cluster.local.", A, NoError, &["hdls1.testns.svc.cluster.local. 5 A 10.244.0.2", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.3", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.4", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.5"], &[], &[]),
+        ("hdlsprtls.testns.svc.cluster.local.", A, NoError, &["hdlsprtls.testns.svc.cluster.local. 5 A 10.244.0.20"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", AAAA, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc0.testns.svc.cluster.local.", AAAA, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc0.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc0.svc-nons.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("dns-version.cluster.local.", TXT, NoError, &["dns-version.cluster.local. 28800 TXT 1.1.0"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", TXT, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc0.svc-nons.svc.cluster.local.", TXT, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("bogusendpoint.hdls1.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("bogusendpoint.svc0.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc6.testns.svc.cluster.local.", AAAA, NoError, &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[], &[]),
+        ("_http._tcp.svc6.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svc6.testns.svc.cluster.local. 5 SRV 0 100 80 svc6.testns.svc.cluster.local."], &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[]),
+        ("hdls1.testns.svc.cluster.local.", AAAA, NoError, &["hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1", "hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[], &[]),
+        ("svc.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("testns.svc.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc.cluster.local.", NS, NoError, &[], &[], &[ZONE_SOA]),
+        ("testns.svc.cluster.local.", NS, NoError, &[], &[], &[ZONE_SOA]),
+        ("foo.cluster.local.", NS, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("foo.svc.cluster.local.", NS, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc-dual-stack.testns.svc.cluster.local.", A, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.96.1.3"], &[], &[]),
+        ("svc-dual-stack.testns.svc.cluster.local.", AAAA, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 AAAA fd00:96::3"], &[], &[]),
+        ("svc-dual-stack.testns.svc.cluster.local.", SRV, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local."], &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.96.1.3", "svc-dual-stack.testns.svc.cluster.local. 5 AAAA fd00:96::3"], &[]),
+        ("svc1.testns.svc.cluster.local.", RecordType::SOA, NoError, &[], &[], &[ZONE_SOA]),
+        ("endpoint.external.testns.svc.cluster.local.", CNAME, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("subdomain.subdomain.external.testns.svc.cluster.local.", CNAME, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("_http._tcp.hdls1.testns.svc.cluster.local.", SRV, NoError,
+            &["_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-2.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-3.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--1.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--2.hdls1.testns.svc.cluster.local."],
+            &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2",
+              "10-244-0-3.hdls1.testns.svc.cluster.local. 5 A 10.244.0.3",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5",
+              "fd00-244--1.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1",
+              "fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[]),
+        ("fd00-244--2.hdls1.testns.svc.cluster.local.", AAAA, NoError, &["fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[], &[]),
+        ("10-244-0-20.hdlsprtls.testns.svc.cluster.local.", A, NoError, &["10-244-0-20.hdlsprtls.testns.svc.cluster.local. 5 A 10.244.0.20"], &[], &[]),
+        ("10-244-0-2.hdls1.testns.svc.cluster.local.", A, NoError, &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2"], &[], &[]),
+        ("dup-name.hdls1.testns.svc.cluster.local.", A, NoError, &["dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4", "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5"], &[], &[]),
+        ("external.testns.svc.cluster.local.", CNAME, NoError, &["external.testns.svc.cluster.local. 5 CNAME ext.interwebs.test."], &[], &[]),
+        // Out of the cluster: chased through the upstream (RD is set).
+        ("external.testns.svc.cluster.local.", A, NoError, &["ext.interwebs.test. 60 A 192.0.2.1", "external.testns.svc.cluster.local. 5 CNAME ext.interwebs.test."], &[], &[]),
+        ("external-to-service.testns.svc.cluster.local.", A, NoError, &["external-to-service.testns.svc.cluster.local. 5 CNAME svc1.testns.svc.cluster.local.", "svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[], &[]),
+        // The bare headless name: every (endpoint, port).
+        ("hdls1.testns.svc.cluster.local.", SRV, NoError,
+            &["hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-2.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-3.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--1.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--2.hdls1.testns.svc.cluster.local."],
+            &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2",
+              "10-244-0-3.hdls1.testns.svc.cluster.local. 5 A 10.244.0.3",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5",
+              "fd00-244--1.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1",
+              "fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[]),
+        // A headless Service with no ready endpoint does not exist.
+        ("hdlsnone.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("_http._tcp.hdlsnone.testns.svc.cluster.local.", SRV, NXDomain, &[], &[], &[ZONE_SOA]),
+        // handler_pod_insecure_test.go (podns exists, pod-nons does not).
+        ("10-240-0-1.podns.pod.cluster.local.", A, NoError, &["10-240-0-1.podns.pod.cluster.local. 5 A 10.240.0.1"], &[], &[]),
+        ("172-0-0-2.podns.pod.cluster.local.", A, NoError, &["172-0-0-2.podns.pod.cluster.local. 5 A 172.0.0.2"], &[], &[]),
+        ("blah.podns.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.podns.pod.cluster.local.", AAAA, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.podns.pod.cluster.local.", HINFO, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.pod-nons.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("10-240-0-1.pod-nons.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("podns.pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("default.pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        // handler_case_test.go: the zone part keeps the query's case.
+        ("not-a-service.testns.svc.ClUsTeR.lOcAl.", A, NXDomain, &[], &[], &["ClUsTeR.lOcAl. 5 SOA ns.dns.ClUsTeR.lOcAl. hostmaster.ClUsTeR.lOcAl. 7200 1800 86400 5"]),
+        ("SvC1.TeStNs.SvC.cLuStEr.LoCaL.", A, NoError, &["SvC1.TeStNs.SvC.cLuStEr.LoCaL. 5 A 10.96.1.1"], &[], &[]),
+        ("_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL.", SRV, NoError, &["_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL. 5 SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL."], &["svc1.testns.svc.cLuStEr.LoCaL. 5 A 10.96.1.1"], &[]),
+        ("Cluster.local.", RecordType::SOA, NoError, &["Cluster.local. 5 SOA ns.dns.Cluster.local. hostmaster.Cluster.local. 7200 1800 86400 5"], &[], &[]),
+        // The apex's NS, and its address (the DNS Service's, in each family).
+        ("cluster.local.", NS, NoError, &["cluster.local. 5 NS ns.dns.cluster.local."], &["ns.dns.cluster.local. 5 A 10.96.0.10", "ns.dns.cluster.local. 5 AAAA fd00:96::a"], &[]),
+        ("ns.dns.cluster.local.", A, NoError, &["ns.dns.cluster.local. 5 A 10.96.0.10"], &[], &[]),
+        // HINFO is the RFC 8482 answer to ANY only.
+        ("svc1.testns.svc.cluster.local.", HINFO, NoError, &[], &[], &[ZONE_SOA]),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, qtype, rcode, answer, additional, authority) in cases {
+        let m = ask(&dns, name, qtype);
+        let got = (
+            m.metadata.response_code,
+            rrs(&m.answers),
+            rrs(&m.additionals),
+            rrs(&m.authorities),
+        );
+        let want = (
+            rcode,
+            answer.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            additional.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            authority.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        if got != want {
+            wrong.push(format!("{name} {qtype}:\n  got  {got:?}\n  want {want:?}"));
+        }
+        // A CNAME comes before the records of its target.
+        if let Some(at) = m
+            .answers
+            .iter()
+            .position(|r| r.record_type() == RecordType::CNAME)
+        {
+            assert!(
+                m.answers[..at]
+                    .iter()
+                    .all(|r| r.record_type() == RecordType::CNAME),
+                "{name} {qtype}: CNAME after its target: {:?}",
+                rrs(&m.answers)
+            );
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases differ from CoreDNS:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
