@@ -673,3 +673,102 @@ fn tcp_connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{Records, Rr};
+    use hickory_proto::rr::Name;
+
+    fn server(limits: TcpLimits) -> DnsServer {
+        let mut zone = Zone {
+            domain: "cluster.local".into(),
+            ttl: 5,
+            serial: 1,
+            ..Default::default()
+        };
+        zone.names.insert(
+            "web.default.svc.cluster.local".into(),
+            Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
+        );
+        DnsServer::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            SharedZone::new(zone),
+            Forwarder::new(Vec::new(), Duration::from_millis(100)),
+            Arc::new(DnsMetrics::default()),
+            limits,
+        )
+        .unwrap()
+    }
+
+    /// Ask for web's address over `s`; the answer's A record count.
+    fn ask(s: &mut TcpStream) -> usize {
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let bytes = q.to_vec().unwrap();
+        s.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        Message::from_vec(&body).unwrap().answers.len()
+    }
+
+    /// Whether the server closed `s` (EOF or reset) within `wait`.
+    fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        !matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    #[test]
+    fn idle_connections_close_and_a_full_server_evicts_the_idle_first() {
+        let dns = server(TcpLimits {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(30),
+        });
+        // Connected first, says nothing; then three clients stuck mid-message.
+        let mut idle = TcpStream::connect(dns.tcp_address).unwrap();
+        let mut stuck: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = TcpStream::connect(dns.tcp_address).unwrap();
+                s.write_all(&[0]).unwrap();
+                s
+            })
+            .collect();
+        // Full: a real client takes the idle one's place and is answered.
+        let mut real = TcpStream::connect(dns.tcp_address).unwrap();
+        real.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ask(&mut real), 1);
+        assert!(closed_within(&mut idle, Duration::from_secs(5)));
+        for s in &mut stuck {
+            assert!(!closed_within(s, Duration::from_millis(50)));
+        }
+    }
+
+    #[test]
+    fn a_message_must_arrive_whole_before_its_deadline() {
+        let dns = server(TcpLimits {
+            max_connections: 4,
+            idle_timeout: Duration::from_millis(300),
+            message_timeout: Duration::from_millis(300),
+        });
+        // Silent: closed at the idle timeout.
+        let mut silent = TcpStream::connect(dns.tcp_address).unwrap();
+        assert!(closed_within(&mut silent, Duration::from_secs(5)));
+        // Half a message: closed at the message deadline.
+        let mut half = TcpStream::connect(dns.tcp_address).unwrap();
+        half.write_all(&[0, 40, 1, 2]).unwrap();
+        assert!(closed_within(&mut half, Duration::from_secs(5)));
+        // A prompt client is answered, twice on one connection.
+        let mut real = TcpStream::connect(dns.tcp_address).unwrap();
+        real.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ask(&mut real), 1);
+        assert_eq!(ask(&mut real), 1);
+    }
+}
