@@ -8,6 +8,7 @@
 mod answer;
 mod fast;
 mod forward;
+pub mod junk;
 mod metrics;
 mod server;
 mod zone;

@@ -1075,3 +1075,53 @@ fn answers_match_coredns_kubernetes_handler_cases() {
         wrong.join("\n")
     );
 }
+
+#[test]
+fn junk_over_udp_and_tcp_leaves_the_server_answering_in_bounded_memory() {
+    use strait_dns::junk::{flood_tcp, flood_udp, probe_tcp, probe_udp, rss_kib};
+    let mut dns = start(None);
+    let (addr, pid) = (dns.addr, dns.child.id());
+    let web = "web.default.svc.cluster.local";
+    assert!(probe_udp(addr, web, 1, Duration::from_secs(3)).is_some());
+    let before = rss_kib(pid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let udp = std::thread::spawn(move || flood_udp(addr, 1, 18_000, deadline).unwrap());
+    let tcp = std::thread::spawn(move || flood_tcp(addr, 2, 2_000, deadline).unwrap());
+    // During: valid questions are answered (UDP may drop one under the
+    // flood, so a few tries; TCP must answer every time).
+    let mut probes = 0u16;
+    while !(udp.is_finished() && tcp.is_finished()) {
+        probes += 1;
+        let over_udp =
+            (0..10).any(|_| probe_udp(addr, web, probes, Duration::from_millis(500)).is_some());
+        assert!(over_udp, "no UDP answer during the flood (probe {probes})");
+        assert!(
+            probe_tcp(addr, web, probes, Duration::from_secs(3)).is_some(),
+            "no TCP answer during the flood (probe {probes})"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // pacing, not synchronisation
+    }
+    let (udp, tcp) = (udp.join().unwrap(), tcp.join().unwrap());
+    assert_eq!(
+        (udp.sent, tcp.sent),
+        (18_000, 2_000),
+        "the floods ran to the end"
+    );
+    assert!(udp.answered > 0 && tcp.answered > 0);
+    // After: alive, answering, memory bounded.
+    let exited = dns.child.try_wait().unwrap();
+    assert!(exited.is_none(), "strait dns exited: {exited:?}");
+    assert!(probe_udp(addr, web, 1, Duration::from_secs(3)).is_some());
+    assert!(probe_tcp(addr, web, 2, Duration::from_secs(3)).is_some());
+    let after = rss_kib(pid).unwrap();
+    let log = std::fs::read_to_string(dns._dir.0.join("dns.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    eprintln!(
+        "junk: UDP {} sent, {} answered in {:?}; TCP {} sent, {} answered in {:?}; {probes} probes; RSS {before} KiB -> {after} KiB",
+        udp.sent, udp.answered, udp.elapsed, tcp.sent, tcp.answered, tcp.elapsed
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
