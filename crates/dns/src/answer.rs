@@ -1,16 +1,24 @@
-//! Answers for the cluster's own names, from a [`Zone`].
+//! Answers for the cluster's own names, from a [`Zone`], as CoreDNS's
+//! `kubernetes` plugin gives them with the default Corefile.
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::zone::{parse_reverse, Records, Rr, Zone};
+
+/// TTL of `dns-version.<domain>` TXT, as CoreDNS gives it.
+const DNS_VERSION_TTL: u32 = 28800;
 
 /// What to do with a query.
 pub enum Outcome {
     Answer(Message),
     /// Not ours: ask the upstream servers.
     Forward,
+    /// Our answer so far ends in a CNAME to a name outside the cluster and
+    /// the client wants recursion: ask upstream for the target (this type)
+    /// and add its records, as CoreDNS does for ExternalName Services.
+    Chase(Message, Name),
 }
 
 fn fqdn(name: &str) -> Option<Name> {
@@ -27,18 +35,56 @@ pub fn response(query: &Message, code: ResponseCode) -> Message {
     m
 }
 
-fn soa(zone: &Zone) -> Option<Record> {
-    let apex = fqdn(&zone.domain)?;
-    let rdata = SOA::new(
-        fqdn(&format!("ns.dns.{}", zone.domain))?,
-        fqdn(&format!("hostmaster.{}", zone.domain))?,
-        zone.serial,
-        7200,
-        1800,
-        86400,
-        zone.ttl,
-    );
-    Some(Record::from_rdata(apex, zone.ttl, RData::SOA(rdata)))
+/// The apex a question falls under, spelled as the question spells it:
+/// CoreDNS keeps the query's letter case in the zone part of every name it
+/// makes (SOA owner and fields, SRV targets, NS).
+struct Apex {
+    /// Lowercase (`cluster.local`, `in-addr.arpa`).
+    zone: String,
+    /// As asked (`Cluster.LOCAL`).
+    asked: String,
+}
+
+impl Apex {
+    fn of(asked_name: &str, zone: &str) -> Apex {
+        let asked = asked_name
+            .len()
+            .checked_sub(zone.len())
+            .and_then(|at| asked_name.get(at..))
+            .filter(|tail| tail.eq_ignore_ascii_case(zone))
+            .unwrap_or(zone);
+        Apex {
+            zone: zone.to_owned(),
+            asked: asked.to_owned(),
+        }
+    }
+
+    /// `name` (lowercase, inside the zone) with the zone part as asked.
+    fn spell(&self, name: &str) -> Option<Name> {
+        match name.strip_suffix(self.zone.as_str()) {
+            Some(head) if head.is_empty() || head.ends_with('.') => {
+                fqdn(&format!("{head}{}", self.asked))
+            }
+            _ => fqdn(name),
+        }
+    }
+
+    fn soa(&self, zone: &Zone) -> Option<Record> {
+        let rdata = SOA::new(
+            fqdn(&format!("ns.dns.{}", self.asked))?,
+            fqdn(&format!("hostmaster.{}", self.asked))?,
+            zone.serial,
+            7200,
+            1800,
+            86400,
+            zone.ttl,
+        );
+        Some(Record::from_rdata(
+            fqdn(&self.asked)?,
+            zone.ttl,
+            RData::SOA(rdata),
+        ))
+    }
 }
 
 /// Answer `query` from `zone` if the name is the cluster's.
@@ -50,15 +96,17 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
         return Outcome::Answer(response(query, ResponseCode::FormErr));
     }
     let q = &query.queries[0];
+    // CoreDNS refuses every class but IN (CH, ANY, …), whatever the name.
+    if q.query_class() != DNSClass::IN {
+        return Outcome::Answer(response(query, ResponseCode::Refused));
+    }
     let qtype = q.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return Outcome::Answer(response(query, ResponseCode::Refused));
     }
-    let name = q
-        .name()
-        .to_ascii()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let asked = q.name().to_ascii();
+    let asked = asked.trim_end_matches('.');
+    let name = asked.to_ascii_lowercase();
     let reverse = parse_reverse(&name).and_then(|ip| zone.reverse.get(&ip));
     if !zone.is_cluster_name(&name) && reverse.is_none() {
         return Outcome::Forward;
@@ -70,6 +118,11 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
     let ttl = zone.ttl;
 
     if let Some(targets) = reverse {
+        let apex = if name.ends_with(".ip6.arpa") {
+            "ip6.arpa"
+        } else {
+            "in-addr.arpa"
+        };
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             m.answers.extend(
                 targets
@@ -78,68 +131,117 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
                     .map(|t| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(t)))),
             );
         } else {
-            m.authorities.extend(soa(zone));
+            m.authorities.extend(Apex::of(asked, apex).soa(zone));
         }
         return Outcome::Answer(m);
     }
+    let apex = Apex::of(asked, &zone.domain);
     if let Some(ip) = zone.pod_address(&name) {
         let records = Records::new(vec![Rr::address(ip)]);
-        add_records(zone, &mut m, &owner, &records, qtype, ttl);
+        add_records(zone, &apex, &mut m, &owner, &records, qtype, ttl);
         return Outcome::Answer(m);
     }
     let Some(records) = zone.names.get(name.as_str()) else {
         m.metadata.response_code = ResponseCode::NXDomain;
-        m.authorities.extend(soa(zone));
+        m.authorities.extend(apex.soa(zone));
         return Outcome::Answer(m);
     };
-    if name == zone.domain && qtype == RecordType::SOA {
-        m.answers.extend(soa(zone));
-        return Outcome::Answer(m);
+    if name == zone.domain {
+        match qtype {
+            RecordType::SOA => {
+                m.answers.extend(apex.soa(zone));
+                return Outcome::Answer(m);
+            }
+            RecordType::NS => {
+                // `ns.dns.<domain>`, the SOA's primary, with its addresses.
+                let server = format!("ns.dns.{}", zone.domain);
+                if let Some(target) = apex.spell(&server) {
+                    m.answers.push(Record::from_rdata(
+                        owner,
+                        ttl,
+                        RData::NS(NS(target.clone())),
+                    ));
+                    if let Some(addresses) = zone.names.get(server.as_str()) {
+                        add_addresses(&mut m, &target, addresses, ttl);
+                    }
+                }
+                if m.answers.is_empty() {
+                    m.authorities.extend(apex.soa(zone));
+                }
+                return Outcome::Answer(m);
+            }
+            _ => {}
+        }
     }
-    add_records(zone, &mut m, &owner, records, qtype, ttl);
-    Outcome::Answer(m)
+    let ttl = match name.strip_prefix("dns-version.") {
+        Some(rest) if rest == zone.domain => DNS_VERSION_TTL,
+        _ => ttl,
+    };
+    let outside = add_records(zone, &apex, &mut m, &owner, records, qtype, ttl);
+    match outside {
+        Some(target)
+            if query.metadata.recursion_desired
+                && matches!(qtype, RecordType::A | RecordType::AAAA) =>
+        {
+            Outcome::Chase(m, target)
+        }
+        _ => Outcome::Answer(m),
+    }
+}
+
+/// The A and AAAA records of `records` as additionals owned by `owner`.
+fn add_addresses(m: &mut Message, owner: &Name, records: &Records, ttl: u32) {
+    m.additionals.extend(
+        records
+            .a()
+            .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(ip)))),
+    );
+    m.additionals.extend(
+        records
+            .aaaa()
+            .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip)))),
+    );
 }
 
 /// Put the records of `qtype` in the answer (following an in-zone CNAME),
 /// or an SOA in the authority section when there are none (NODATA).
+/// Returns the target of a CNAME that leads out of the cluster.
 fn add_records(
     zone: &Zone,
+    apex: &Apex,
     m: &mut Message,
     owner: &Name,
     records: &Records,
     qtype: RecordType,
     ttl: u32,
-) {
+) -> Option<Name> {
     let mut owner = owner.clone();
     let mut records = records;
     for _ in 0..8 {
         let Some(target) = records.cname().filter(|_| qtype != RecordType::CNAME) else {
             break;
         };
-        let Some(target_name) = fqdn(target) else {
-            break;
-        };
+        let target_name = fqdn(target)?;
         m.answers.push(Record::from_rdata(
             owner.clone(),
             ttl,
             RData::CNAME(CNAME(target_name.clone())),
         ));
-        match zone.names.get(target.to_ascii_lowercase().as_str()) {
+        let lower = target.to_ascii_lowercase();
+        match zone.names.get(lower.as_str()) {
             // The target is ours too: answer it as well.
             Some(next) => {
                 owner = target_name;
                 records = next;
             }
-            // The client's resolver follows it.
-            None => return,
+            // Ours but absent: the CNAME alone.
+            None if zone.is_cluster_name(&lower) => return None,
+            // Not ours: the upstream completes it when recursion is wanted.
+            None => return Some(target_name),
         }
     }
-    let before = m.answers.len();
-    let qtype = if qtype == RecordType::ANY {
-        minimal_any(records)
-    } else {
-        qtype
-    };
+    let any = qtype == RecordType::ANY;
+    let qtype = if any { minimal_any(records) } else { qtype };
     match qtype {
         RecordType::A => m.answers.extend(
             records
@@ -161,8 +263,9 @@ fn add_records(
                 .map(|t| Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(t)))),
         ),
         RecordType::SRV => {
+            let mut seen: Vec<&str> = Vec::new();
             for srv in records.srv() {
-                let Some(target) = fqdn(&srv.target) else {
+                let Some(target) = apex.spell(&srv.target) else {
                     continue;
                 };
                 m.answers.push(Record::from_rdata(
@@ -170,22 +273,18 @@ fn add_records(
                     ttl,
                     RData::SRV(SRV::new(srv.priority, srv.weight, srv.port, target.clone())),
                 ));
-                // The target's addresses, so that no second query is needed.
+                // The target's addresses (once), so that no second query is needed.
+                if seen.contains(&&*srv.target) {
+                    continue;
+                }
+                seen.push(&srv.target);
                 if let Some(t) = zone.names.get(&*srv.target) {
-                    m.additionals.extend(
-                        t.a()
-                            .map(|ip| Record::from_rdata(target.clone(), ttl, RData::A(A(ip)))),
-                    );
-                    m.additionals.extend(
-                        t.aaaa().map(|ip| {
-                            Record::from_rdata(target.clone(), ttl, RData::AAAA(AAAA(ip)))
-                        }),
-                    );
+                    add_addresses(m, &target, t, ttl);
                 }
             }
         }
-        RecordType::HINFO => {
-            // RFC 8482: a minimal answer to ANY.
+        // RFC 8482: the minimal answer to ANY, never to a HINFO question.
+        RecordType::HINFO if any => {
             m.answers.push(Record::from_rdata(
                 owner.clone(),
                 ttl,
@@ -194,9 +293,10 @@ fn add_records(
         }
         _ => {}
     }
-    if m.answers.len() == before && m.answers.is_empty() {
-        m.authorities.extend(soa(zone));
+    if m.answers.is_empty() {
+        m.authorities.extend(apex.soa(zone));
     }
+    None
 }
 
 /// RFC 8482: answer ANY with one RRset, not everything.

@@ -8,6 +8,7 @@
 mod answer;
 mod fast;
 mod forward;
+pub mod junk;
 mod metrics;
 mod server;
 mod zone;
@@ -15,7 +16,7 @@ mod zone;
 pub use answer::{answer, Outcome};
 pub use forward::{resolv_conf_upstreams, Forwarder};
 pub use metrics::DnsMetrics;
-pub use server::{decide, encode, udp_limit, Decision, DnsServer, SharedZone};
+pub use server::{decide, encode, udp_limit, Decision, DnsServer, SharedZone, TcpLimits};
 pub use zone::{dashed, parse_reverse, reverse_name, Records, Rr, Srv, Zone};
 
 #[cfg(test)]
@@ -48,7 +49,7 @@ mod fuzz {
             match decide(&zone, &bytes) {
                 Decision::Reply(q, m) => { let _ = encode(&q, m, udp_limit(&q)); }
                 Decision::Raw(raw) => prop_assert_eq!(raw.len(), 12),
-                Decision::Forward(_) | Decision::Drop => {}
+                Decision::Forward(_) | Decision::Chase(..) | Decision::Drop => {}
             }
         }
 

@@ -42,6 +42,11 @@ impl Rr {
     }
 }
 
+/// CoreDNS's SRV weight when `count` records share priority 0.
+fn weight(count: usize) -> u16 {
+    (100 / count.max(1)).max(1) as u16
+}
+
 /// `_<port>._<proto>.<service name>`, lowercase.
 fn srv_name(port_name: &str, protocol: Option<&str>, base: &str) -> String {
     format!("_{port_name}._{}.{base}", protocol.unwrap_or("TCP")).to_ascii_lowercase()
@@ -203,8 +208,8 @@ impl Builder {
         }
         let headless = spec.cluster_ip.as_deref() == Some("None");
         let ports = spec.ports.clone().unwrap_or_default();
-        self.entry(&base);
         if !headless {
+            self.entry(&base);
             let mut seen: Vec<IpAddr> = Vec::new();
             for ip in spec
                 .cluster_ips
@@ -222,16 +227,32 @@ impl Builder {
                 let target = self.intern(&base);
                 self.reverse.entry(ip).or_default().push(target);
             }
+            // CoreDNS makes one SRV per (address, port) and splits the
+            // weight 100 over them, then drops duplicates: a dual-stack
+            // Service's SRV records weigh 50.
+            let families = seen.len().max(1);
+            let target: Arc<str> = self.intern(&base);
+            let bare_weight = weight(families * ports.len());
             for port in &ports {
+                let srv = Srv {
+                    priority: 0,
+                    weight: bare_weight,
+                    port: port.port as u16,
+                    target: target.clone(),
+                };
+                let records = self.entry(&base);
+                if !records.contains(&Rr::Srv(srv.clone())) {
+                    records.push(Rr::Srv(srv));
+                }
                 let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
                     continue;
                 };
                 let srv_name = srv_name(port_name, port.protocol.as_deref(), &base);
                 let srv = Srv {
                     priority: 0,
-                    weight: 100,
+                    weight: weight(families),
                     port: port.port as u16,
-                    target: base.as_str().into(),
+                    target: target.clone(),
                 };
                 self.entry(&srv_name).push(Rr::Srv(srv));
             }
@@ -242,6 +263,9 @@ impl Builder {
         // mark not-ready endpoints ready when the Service publishes them.
         let mut endpoints: BTreeMap<IpAddr, String> = BTreeMap::new();
         let mut srv: BTreeMap<String, Vec<(u16, String)>> = BTreeMap::new();
+        // The bare name's SRV: every (address, port), named or not; an
+        // address without ports counts towards the split (CoreDNS's port -1).
+        let mut bare: Vec<Option<(u16, String)>> = Vec::new();
         for slice in slices {
             for endpoint in &slice.endpoints {
                 if !endpoint
@@ -263,7 +287,12 @@ impl Builder {
                         .to_ascii_lowercase();
                     let host_name = format!("{host}.{base}");
                     endpoints.insert(ip, host_name.clone());
+                    let mut any_port = false;
                     for port in slice.ports.iter().flatten() {
+                        if let Some(number) = port.port {
+                            any_port = true;
+                            bare.push(Some((number as u16, host_name.clone())));
+                        }
                         let (Some(port_name), Some(number)) =
                             (port.name.as_deref().filter(|n| !n.is_empty()), port.port)
                         else {
@@ -273,6 +302,9 @@ impl Builder {
                         srv.entry(srv_name)
                             .or_default()
                             .push((number as u16, host_name.clone()));
+                    }
+                    if !any_port {
+                        bare.push(None);
                     }
                 }
             }
@@ -284,9 +316,22 @@ impl Builder {
             let target = self.intern(host_name);
             self.reverse.entry(*ip).or_default().push(target);
         }
-        for (srv_name, targets) in srv {
+        // A headless Service without ready endpoints has no name at all
+        // (CoreDNS: NXDOMAIN, not NODATA).
+        if endpoints.is_empty() {
+            return;
+        }
+        let named = srv
+            .into_iter()
+            .map(|(name, targets)| (name, targets.len(), targets));
+        let bare = (
+            base.clone(),
+            bare.len(),
+            bare.into_iter().flatten().collect(),
+        );
+        for (srv_name, count, targets) in named.chain(std::iter::once(bare)) {
             // CoreDNS spreads the weight: 100 split over the targets.
-            let weight = (100 / targets.len().max(1)).max(1) as u16;
+            let weight = weight(count);
             let records = self.entry(&srv_name);
             for (port, target) in targets {
                 let record = Rr::Srv(Srv {
@@ -304,8 +349,16 @@ impl Builder {
 }
 
 impl Zone {
-    /// Build the zone for `domain` from `state`.
-    pub fn build(state: &ClusterState, domain: &str, ttl: u32, serial: u32) -> Zone {
+    /// Build the zone for `domain` from `state`; `nameservers` are the
+    /// cluster DNS Service's addresses (`ns.dns.<domain>`, the SOA's primary
+    /// and the apex's NS).
+    pub fn build(
+        state: &ClusterState,
+        domain: &str,
+        ttl: u32,
+        serial: u32,
+        nameservers: &[IpAddr],
+    ) -> Zone {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let mut b = Builder {
             domain: domain.clone(),
@@ -314,6 +367,48 @@ impl Zone {
         };
         b.entry(&format!("dns-version.{domain}"))
             .push(Rr::Txt("1.1.0".into()));
+        let ns_dns = b.entry(&format!("ns.dns.{domain}"));
+        for ip in nameservers {
+            let rr = Rr::address(*ip);
+            if !ns_dns.contains(&rr) {
+                ns_dns.push(rr);
+            }
+        }
+        // Every namespace exists under svc and pod (names below them
+        // answer), even with nothing in it: NODATA, not NXDOMAIN. Those the
+        // API server always has, those declared, those objects live in.
+        let always = ["default", "kube-system", "kube-public", "kube-node-lease"];
+        let namespaces: std::collections::BTreeSet<&str> = always
+            .into_iter()
+            .chain(
+                state
+                    .namespaces
+                    .iter()
+                    .filter_map(|n| n.metadata.name.as_deref()),
+            )
+            .chain(
+                state
+                    .services
+                    .iter()
+                    .filter_map(|o| o.metadata.namespace.as_deref()),
+            )
+            .chain(
+                state
+                    .pods
+                    .iter()
+                    .filter_map(|o| o.metadata.namespace.as_deref()),
+            )
+            .chain(
+                state
+                    .endpoint_slices
+                    .iter()
+                    .filter_map(|o| o.metadata.namespace.as_deref()),
+            )
+            .collect();
+        for ns in namespaces {
+            b.intern(&format!("{ns}.svc.{domain}"));
+            b.intern(&format!("{ns}.pod.{domain}"));
+        }
         let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in state.endpoint_slices.iter() {
             let Some(svc) = slice
@@ -419,11 +514,14 @@ impl Zone {
     }
 
     /// `a-b-c-d.<ns>.pod.<domain>`: CoreDNS's `pods insecure` answers any
-    /// well-formed dashed address.
+    /// well-formed dashed address in a namespace that exists.
     pub fn pod_address(&self, name: &str) -> Option<IpAddr> {
         let rest = name.strip_suffix(&format!(".pod.{}", self.domain))?;
         let (host, ns) = rest.split_once('.')?;
         if ns.is_empty() || ns.contains('.') {
+            return None;
+        }
+        if !self.names.contains_key(&name[host.len() + 1..]) {
             return None;
         }
         if let Ok(v4) = host.replace('-', ".").parse::<Ipv4Addr>() {

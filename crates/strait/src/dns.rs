@@ -148,7 +148,10 @@ fn build_zone(
     let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
     let built = std::thread::spawn(move || -> Result<Zone, Error> {
         let state = load(&files, &config, None)?;
-        Ok(Zone::build(&state, &domain, ttl, serial()))
+        // `ns.dns.<domain>`: the DNS Service's address in each family.
+        let nameservers: Vec<std::net::IpAddr> =
+            config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
+        Ok(Zone::build(&state, &domain, ttl, serial(), &nameservers))
     })
     .join()
     .map_err(|_| Error::Output("the zone builder panicked".into()))??;

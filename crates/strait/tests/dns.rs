@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 
@@ -42,11 +42,21 @@ fn free_port() -> u16 {
 /// Start `strait dns` on a loopback port with the fixture (copied, so the
 /// test may change it), forwarding to `upstream`.
 fn start(upstream: Option<SocketAddr>) -> Dns {
+    start_with(upstream, None)
+}
+
+/// [`start`] with these manifests instead of the fixture.
+fn start_with(upstream: Option<SocketAddr>, manifests: Option<&str>) -> Dns {
     let dir = common::TempDir::new("dns");
     let manifest = dir.0.join("cluster.yaml");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/dns-cluster.yaml");
-    std::fs::copy(fixture, &manifest).unwrap();
+    match manifests {
+        Some(text) => std::fs::write(&manifest, text).unwrap(),
+        None => {
+            let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/dns-cluster.yaml");
+            std::fs::copy(fixture, &manifest).unwrap();
+        }
+    }
     let log = dir.0.join("dns.log");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut args: Vec<String> = vec![
@@ -639,4 +649,480 @@ fn repeated_questions_get_the_same_answers_with_their_own_ids() {
         &question("many.default.svc.cluster.local.", RecordType::A, false),
     );
     assert!(small.metadata.truncation);
+}
+
+/// A connection that sends one byte of a message and no more.
+fn slow_loris(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0]).unwrap();
+    s
+}
+
+#[test]
+fn slow_loris_clients_cannot_lock_out_dns_over_tcp() {
+    let dns = start(None);
+    // More trickling clients than the server keeps connections (256).
+    let lorises: Vec<TcpStream> = (0..266).map(|_| slow_loris(dns.addr)).collect();
+    // A real client is still answered, promptly (well before the 2 s a
+    // message may take: it is not waiting for a loris to time out).
+    let started = Instant::now();
+    let q = question("web.default.svc.cluster.local.", RecordType::A, false);
+    assert_eq!(values(&tcp(dns.addr, &q)), ["10.96.100.10"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(lorises);
+
+    // A client trickling a byte every 300 ms never completes its message:
+    // the connection closes at the message deadline, whatever it sends.
+    let mut s = slow_loris(dns.addr);
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickling client keeps its connection"
+        );
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => break true,
+            Ok(_) => panic!("an answer to half a message"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break true,
+        }
+        if s.write_all(&[40]).is_err() {
+            break true;
+        }
+    };
+    assert!(closed);
+}
+
+#[test]
+fn classes_other_than_in_are_refused() {
+    let up = upstream();
+    let dns = start(Some(up.addr));
+    for (name, class) in [
+        ("web.default.svc.cluster.local.", DNSClass::CH),
+        ("web.default.svc.cluster.local.", DNSClass::ANY),
+        ("version.bind.", DNSClass::CH),
+        ("www.example.org.", DNSClass::HS),
+        ("dns-version.cluster.local.", DNSClass::NONE),
+    ] {
+        let mut q = question(name, RecordType::A, false);
+        q.queries[0].set_query_class(class);
+        for m in [udp(dns.addr, &q), tcp(dns.addr, &q)] {
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{name} class {class}"
+            );
+            assert!(m.answers.is_empty(), "{name} class {class}");
+        }
+    }
+    assert_eq!(
+        up.udp_queries.load(Ordering::SeqCst),
+        0,
+        "nothing forwarded"
+    );
+}
+
+#[test]
+fn listen_on_port_zero_finds_a_port_free_over_both_udp_and_tcp() {
+    if !common::root_or_skip("listen_on_port_zero_finds_a_port_free_over_both_udp_and_tcp") {
+        return;
+    }
+    // In a namespace of our own, ephemeral ports are 20; TCP holds 19 of
+    // them, so the port UDP gets is almost surely taken over TCP.
+    let ns = common::TestNs::new("dnsport");
+    let up = ns.command("ip", &["link", "set", "lo", "up"]);
+    assert!(up.status.success());
+    let range = ns.command(
+        "sysctl",
+        &["-w", "net.ipv4.ip_local_port_range=40000 40019"],
+    );
+    assert!(range.status.success(), "{range:?}");
+    let held: Vec<std::net::TcpListener> = ns.run(|| {
+        (40000..40019)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap())
+            .collect()
+    });
+    let dir = common::TempDir::new("dnsport");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/dns-cluster.yaml");
+    let log = dir.0.join("dns.log");
+    let _dns = common::spawn_in(
+        &ns,
+        STRAIT,
+        &[
+            "dns",
+            "-f",
+            fixture.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--service-cidr",
+            "fd00:96::/108",
+            "-v",
+        ],
+        &log,
+    );
+    let mut text = String::new();
+    let ok = common::wait_for(Duration::from_secs(10), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("udp=") || text.contains("rror")
+    });
+    assert!(ok && text.contains("udp=127.0.0.1:40019"), "{text}");
+    assert!(text.contains("tcp=127.0.0.1:40019"), "{text}");
+    // And it answers there, over both (the client needs a free port).
+    drop(held);
+    let m = ns.run(|| {
+        let at: SocketAddr = "127.0.0.1:40019".parse().unwrap();
+        let q = question("web.default.svc.cluster.local.", RecordType::A, false);
+        [udp(at, &q), tcp(at, &q)]
+    });
+    assert_eq!(values(&m[0]), ["10.96.100.10"]);
+    assert_eq!(values(&m[1]), ["10.96.100.10"]);
+}
+
+/// CoreDNS's own test cluster (plugin/kubernetes/handler_test.go), in this
+/// cluster's address ranges: svc1, svcempty (no endpoints), svc6 (IPv6),
+/// svc-dual-stack, headless hdls1 (four IPv4 and two IPv6 endpoints, two
+/// of them named dup-name), portless headless hdlsprtls, ExternalNames out
+/// of and into the cluster, plus a headless Service with no ready endpoint
+/// and the pod namespace podns.
+const COREDNS_CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: testns}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: podns}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc1, namespace: testns}
+spec: {clusterIP: 10.96.1.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svcempty, namespace: testns}
+spec: {clusterIP: 10.96.1.2, selector: {app: nobody}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc6, namespace: testns}
+spec: {clusterIP: 'fd00:96::6', clusterIPs: ['fd00:96::6'], ipFamilies: [IPv6], ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-dual-stack, namespace: testns}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  clusterIP: 10.96.1.3
+  clusterIPs: [10.96.1.3, 'fd00:96::3']
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdls1, namespace: testns}
+spec:
+  clusterIP: None
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  selector: {app: hdls1}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdlsprtls, namespace: testns}
+spec: {clusterIP: None, selector: {app: hdlsprtls}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hdlsnone, namespace: testns}
+spec: {clusterIP: None, selector: {app: nobody}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external, namespace: testns}
+spec: {type: ExternalName, externalName: ext.interwebs.test, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external-to-service, namespace: testns}
+spec: {type: ExternalName, externalName: svc1.testns.svc.cluster.local., ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h2, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.2, podIPs: [{ip: 10.244.0.2}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h3, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.3, podIPs: [{ip: 10.244.0.3}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h4, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}], hostname: dup-name, subdomain: hdls1}
+status: {phase: Running, podIP: 10.244.0.4, podIPs: [{ip: 10.244.0.4}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h5, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}], hostname: dup-name, subdomain: hdls1}
+status: {phase: Running, podIP: 10.244.0.5, podIPs: [{ip: 10.244.0.5}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h6, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 'fd00:244::1', podIPs: [{ip: 'fd00:244::1'}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h7, namespace: testns, labels: {app: hdls1}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 'fd00:244::2', podIPs: [{ip: 'fd00:244::2'}], conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p20, namespace: testns, labels: {app: hdlsprtls}}
+spec: {containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.0.20, podIPs: [{ip: 10.244.0.20}], conditions: [{type: Ready, status: "True"}]}
+"#;
+
+/// One record as `owner ttl TYPE data`; an SOA without its serial.
+fn rr(r: &Record) -> String {
+    let data = match &r.data {
+        RData::SOA(soa) => format!(
+            "{} {} {} {} {} {}",
+            soa.mname, soa.rname, soa.refresh, soa.retry, soa.expire, soa.minimum
+        ),
+        other => other.to_string(),
+    };
+    format!("{} {} {} {}", r.name, r.ttl, r.record_type(), data)
+}
+
+fn rrs(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(rr).collect();
+    v.sort();
+    v
+}
+
+const ZONE_SOA: &str =
+    "cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local. 7200 1800 86400 5";
+
+/// name, type, rcode, answer, additional, authority (sorted; SOA = the
+/// zone's SOA).
+type Case = (
+    &'static str,
+    RecordType,
+    ResponseCode,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+#[test]
+fn answers_match_coredns_kubernetes_handler_cases() {
+    use RecordType::*;
+    use ResponseCode::{NXDomain, NoError};
+    let up = upstream();
+    let dns = start_with(Some(up.addr), Some(COREDNS_CLUSTER));
+    let cases: &[Case] = &[
+        // handler_test.go, commonDnsTestCases and dnsTestCases.
+        ("svc1.testns.svc.cluster.local.", A, NoError, &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[], &[]),
+        ("svcempty.testns.svc.cluster.local.", A, NoError, &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", SRV, NoError, &["svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local."], &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[]),
+        ("svcempty.testns.svc.cluster.local.", SRV, NoError, &["svcempty.testns.svc.cluster.local. 5 SRV 0 100 80 svcempty.testns.svc.cluster.local."], &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[]),
+        ("svc6.testns.svc.cluster.local.", SRV, NoError, &["svc6.testns.svc.cluster.local. 5 SRV 0 100 80 svc6.testns.svc.cluster.local."], &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[]),
+        ("_http._tcp.svc1.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svc1.testns.svc.cluster.local. 5 SRV 0 100 80 svc1.testns.svc.cluster.local."], &["svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[]),
+        ("_http._tcp.svcempty.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svcempty.testns.svc.cluster.local. 5 SRV 0 100 80 svcempty.testns.svc.cluster.local."], &["svcempty.testns.svc.cluster.local. 5 A 10.96.1.2"], &[]),
+        ("hdls1.testns.svc.cluster.local.", A, NoError, &["hdls1.testns.svc.cluster.local. 5 A 10.244.0.2", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.3", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.4", "hdls1.testns.svc.cluster.local. 5 A 10.244.0.5"], &[], &[]),
+        ("hdlsprtls.testns.svc.cluster.local.", A, NoError, &["hdlsprtls.testns.svc.cluster.local. 5 A 10.244.0.20"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", AAAA, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc0.testns.svc.cluster.local.", AAAA, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc0.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc0.svc-nons.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("dns-version.cluster.local.", TXT, NoError, &["dns-version.cluster.local. 28800 TXT 1.1.0"], &[], &[]),
+        ("svc1.testns.svc.cluster.local.", TXT, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc0.svc-nons.svc.cluster.local.", TXT, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("bogusendpoint.hdls1.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("bogusendpoint.svc0.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc6.testns.svc.cluster.local.", AAAA, NoError, &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[], &[]),
+        ("_http._tcp.svc6.testns.svc.cluster.local.", SRV, NoError, &["_http._tcp.svc6.testns.svc.cluster.local. 5 SRV 0 100 80 svc6.testns.svc.cluster.local."], &["svc6.testns.svc.cluster.local. 5 AAAA fd00:96::6"], &[]),
+        ("hdls1.testns.svc.cluster.local.", AAAA, NoError, &["hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1", "hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[], &[]),
+        ("svc.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("testns.svc.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("svc.cluster.local.", NS, NoError, &[], &[], &[ZONE_SOA]),
+        ("testns.svc.cluster.local.", NS, NoError, &[], &[], &[ZONE_SOA]),
+        ("foo.cluster.local.", NS, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("foo.svc.cluster.local.", NS, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("svc-dual-stack.testns.svc.cluster.local.", A, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.96.1.3"], &[], &[]),
+        ("svc-dual-stack.testns.svc.cluster.local.", AAAA, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 AAAA fd00:96::3"], &[], &[]),
+        ("svc-dual-stack.testns.svc.cluster.local.", SRV, NoError, &["svc-dual-stack.testns.svc.cluster.local. 5 SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local."], &["svc-dual-stack.testns.svc.cluster.local. 5 A 10.96.1.3", "svc-dual-stack.testns.svc.cluster.local. 5 AAAA fd00:96::3"], &[]),
+        ("svc1.testns.svc.cluster.local.", RecordType::SOA, NoError, &[], &[], &[ZONE_SOA]),
+        ("endpoint.external.testns.svc.cluster.local.", CNAME, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("subdomain.subdomain.external.testns.svc.cluster.local.", CNAME, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("_http._tcp.hdls1.testns.svc.cluster.local.", SRV, NoError,
+            &["_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-2.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-3.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--1.hdls1.testns.svc.cluster.local.",
+              "_http._tcp.hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--2.hdls1.testns.svc.cluster.local."],
+            &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2",
+              "10-244-0-3.hdls1.testns.svc.cluster.local. 5 A 10.244.0.3",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5",
+              "fd00-244--1.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1",
+              "fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[]),
+        ("fd00-244--2.hdls1.testns.svc.cluster.local.", AAAA, NoError, &["fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[], &[]),
+        ("10-244-0-20.hdlsprtls.testns.svc.cluster.local.", A, NoError, &["10-244-0-20.hdlsprtls.testns.svc.cluster.local. 5 A 10.244.0.20"], &[], &[]),
+        ("10-244-0-2.hdls1.testns.svc.cluster.local.", A, NoError, &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2"], &[], &[]),
+        ("dup-name.hdls1.testns.svc.cluster.local.", A, NoError, &["dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4", "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5"], &[], &[]),
+        ("external.testns.svc.cluster.local.", CNAME, NoError, &["external.testns.svc.cluster.local. 5 CNAME ext.interwebs.test."], &[], &[]),
+        // Out of the cluster: chased through the upstream (RD is set).
+        ("external.testns.svc.cluster.local.", A, NoError, &["ext.interwebs.test. 60 A 192.0.2.1", "external.testns.svc.cluster.local. 5 CNAME ext.interwebs.test."], &[], &[]),
+        ("external-to-service.testns.svc.cluster.local.", A, NoError, &["external-to-service.testns.svc.cluster.local. 5 CNAME svc1.testns.svc.cluster.local.", "svc1.testns.svc.cluster.local. 5 A 10.96.1.1"], &[], &[]),
+        // The bare headless name: every (endpoint, port).
+        ("hdls1.testns.svc.cluster.local.", SRV, NoError,
+            &["hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-2.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 10-244-0-3.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--1.hdls1.testns.svc.cluster.local.",
+              "hdls1.testns.svc.cluster.local. 5 SRV 0 16 80 fd00-244--2.hdls1.testns.svc.cluster.local."],
+            &["10-244-0-2.hdls1.testns.svc.cluster.local. 5 A 10.244.0.2",
+              "10-244-0-3.hdls1.testns.svc.cluster.local. 5 A 10.244.0.3",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.4",
+              "dup-name.hdls1.testns.svc.cluster.local. 5 A 10.244.0.5",
+              "fd00-244--1.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::1",
+              "fd00-244--2.hdls1.testns.svc.cluster.local. 5 AAAA fd00:244::2"], &[]),
+        // A headless Service with no ready endpoint does not exist.
+        ("hdlsnone.testns.svc.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("_http._tcp.hdlsnone.testns.svc.cluster.local.", SRV, NXDomain, &[], &[], &[ZONE_SOA]),
+        // handler_pod_insecure_test.go (podns exists, pod-nons does not).
+        ("10-240-0-1.podns.pod.cluster.local.", A, NoError, &["10-240-0-1.podns.pod.cluster.local. 5 A 10.240.0.1"], &[], &[]),
+        ("172-0-0-2.podns.pod.cluster.local.", A, NoError, &["172-0-0-2.podns.pod.cluster.local. 5 A 172.0.0.2"], &[], &[]),
+        ("blah.podns.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.podns.pod.cluster.local.", AAAA, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.podns.pod.cluster.local.", HINFO, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("blah.pod-nons.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("10-240-0-1.pod-nons.pod.cluster.local.", A, NXDomain, &[], &[], &[ZONE_SOA]),
+        ("podns.pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        ("default.pod.cluster.local.", A, NoError, &[], &[], &[ZONE_SOA]),
+        // handler_case_test.go: the zone part keeps the query's case.
+        ("not-a-service.testns.svc.ClUsTeR.lOcAl.", A, NXDomain, &[], &[], &["ClUsTeR.lOcAl. 5 SOA ns.dns.ClUsTeR.lOcAl. hostmaster.ClUsTeR.lOcAl. 7200 1800 86400 5"]),
+        ("SvC1.TeStNs.SvC.cLuStEr.LoCaL.", A, NoError, &["SvC1.TeStNs.SvC.cLuStEr.LoCaL. 5 A 10.96.1.1"], &[], &[]),
+        ("_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL.", SRV, NoError, &["_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL. 5 SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL."], &["svc1.testns.svc.cLuStEr.LoCaL. 5 A 10.96.1.1"], &[]),
+        ("Cluster.local.", RecordType::SOA, NoError, &["Cluster.local. 5 SOA ns.dns.Cluster.local. hostmaster.Cluster.local. 7200 1800 86400 5"], &[], &[]),
+        // The apex's NS, and its address (the DNS Service's, in each family).
+        ("cluster.local.", NS, NoError, &["cluster.local. 5 NS ns.dns.cluster.local."], &["ns.dns.cluster.local. 5 A 10.96.0.10", "ns.dns.cluster.local. 5 AAAA fd00:96::a"], &[]),
+        ("ns.dns.cluster.local.", A, NoError, &["ns.dns.cluster.local. 5 A 10.96.0.10"], &[], &[]),
+        // HINFO is the RFC 8482 answer to ANY only.
+        ("svc1.testns.svc.cluster.local.", HINFO, NoError, &[], &[], &[ZONE_SOA]),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, qtype, rcode, answer, additional, authority) in cases {
+        let m = ask(&dns, name, qtype);
+        let got = (
+            m.metadata.response_code,
+            rrs(&m.answers),
+            rrs(&m.additionals),
+            rrs(&m.authorities),
+        );
+        let want = (
+            rcode,
+            answer.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            additional.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            authority.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        if got != want {
+            wrong.push(format!("{name} {qtype}:\n  got  {got:?}\n  want {want:?}"));
+        }
+        // A CNAME comes before the records of its target.
+        if let Some(at) = m
+            .answers
+            .iter()
+            .position(|r| r.record_type() == RecordType::CNAME)
+        {
+            assert!(
+                m.answers[..at]
+                    .iter()
+                    .all(|r| r.record_type() == RecordType::CNAME),
+                "{name} {qtype}: CNAME after its target: {:?}",
+                rrs(&m.answers)
+            );
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases differ from CoreDNS:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn junk_over_udp_and_tcp_leaves_the_server_answering_in_bounded_memory() {
+    use strait_dns::junk::{flood_tcp, flood_udp, probe_tcp, probe_udp, rss_kib};
+    let mut dns = start(None);
+    let (addr, pid) = (dns.addr, dns.child.id());
+    let web = "web.default.svc.cluster.local";
+    assert!(probe_udp(addr, web, 1, Duration::from_secs(3)).is_some());
+    let before = rss_kib(pid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let udp = std::thread::spawn(move || flood_udp(addr, 1, 18_000, deadline).unwrap());
+    let tcp = std::thread::spawn(move || flood_tcp(addr, 2, 2_000, deadline).unwrap());
+    // During: valid questions are answered (UDP may drop one under the
+    // flood, so a few tries; TCP must answer every time).
+    let mut probes = 0u16;
+    while !(udp.is_finished() && tcp.is_finished()) {
+        probes += 1;
+        let over_udp =
+            (0..10).any(|_| probe_udp(addr, web, probes, Duration::from_millis(500)).is_some());
+        assert!(over_udp, "no UDP answer during the flood (probe {probes})");
+        assert!(
+            probe_tcp(addr, web, probes, Duration::from_secs(3)).is_some(),
+            "no TCP answer during the flood (probe {probes})"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // pacing, not synchronisation
+    }
+    let (udp, tcp) = (udp.join().unwrap(), tcp.join().unwrap());
+    assert_eq!(
+        (udp.sent, tcp.sent),
+        (18_000, 2_000),
+        "the floods ran to the end"
+    );
+    assert!(udp.answered > 0 && tcp.answered > 0);
+    // After: alive, answering, memory bounded.
+    let exited = dns.child.try_wait().unwrap();
+    assert!(exited.is_none(), "strait dns exited: {exited:?}");
+    assert!(probe_udp(addr, web, 1, Duration::from_secs(3)).is_some());
+    assert!(probe_tcp(addr, web, 2, Duration::from_secs(3)).is_some());
+    let after = rss_kib(pid).unwrap();
+    let log = std::fs::read_to_string(dns._dir.0.join("dns.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    eprintln!(
+        "junk: UDP {} sent, {} answered in {:?}; TCP {} sent, {} answered in {:?}; {probes} probes; RSS {before} KiB -> {after} KiB",
+        udp.sent, udp.answered, udp.elapsed, tcp.sent, tcp.answered, tcp.elapsed
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
 }
