@@ -217,6 +217,10 @@ fn node_proxy(layout: &Layout, config: &LabConfig, i: usize) -> Sender<Arc<Clust
         node_name: config.node_name(i),
         node_ips: vec![IpAddr::V4(config.node_ip(i))],
         cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
+        // Unused Service addresses are dropped; NodePorts answer on the
+        // node's underlay address (its primary IP), as kube-proxy's default.
+        service_cidrs: config.service_cidr.parse().into_iter().collect(),
+        nodeport_addresses: Vec::new(),
     };
     std::thread::spawn(move || {
         let Ok(ns) = NetNs::open(&ns_path) else {

@@ -100,6 +100,8 @@ struct Cluster {
     manifests: TempDir,
     conf: String,
     proxy: Option<Background>,
+    /// More flags for `strait proxy`.
+    extra_args: Vec<String>,
 }
 
 const NODE_IP: &str = "172.31.251.1";
@@ -191,6 +193,7 @@ impl Cluster {
             manifests,
             conf,
             proxy: None,
+            extra_args: Vec::new(),
         };
         for i in 0..pods {
             let pod = TestNs::new(&format!("pod{i}"));
@@ -256,9 +259,15 @@ impl Cluster {
             "--poll-ms",
             "50",
             "-v",
+            // The node's primary IP: where NodePorts answer by default.
+            "--node-ip",
+            NODE_IP,
         ];
+        args.extend(self.extra_args.iter().map(String::as_str));
         if self.dual_stack {
             args.extend([
+                "--node-ip",
+                "fd00:31:251::1",
                 "--cluster-cidr",
                 "fd00:10:244::/56",
                 "--service-cidr",
