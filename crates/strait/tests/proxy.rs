@@ -102,6 +102,8 @@ struct Cluster {
     proxy: Option<Background>,
     /// More flags for `strait proxy`.
     extra_args: Vec<String>,
+    /// The proxy's PATH, when not the test's.
+    path: Option<String>,
 }
 
 const NODE_IP: &str = "172.31.251.1";
@@ -194,6 +196,7 @@ impl Cluster {
             conf,
             proxy: None,
             extra_args: Vec::new(),
+            path: None,
         };
         for i in 0..pods {
             let pod = TestNs::new(&format!("pod{i}"));
@@ -276,7 +279,16 @@ impl Cluster {
                 "fd00:10:96::/112",
             ]);
         }
-        self.proxy = Some(spawn_in(&self.node, STRAIT, &args, &log));
+        self.proxy = Some(match &self.path {
+            // Through env(1): the proxy finds its helper programs in `path` only.
+            Some(path) => {
+                let path = format!("PATH={path}");
+                let mut all = vec![path.as_str(), STRAIT];
+                all.extend(args.iter().copied());
+                spawn_in(&self.node, "/usr/bin/env", &all, &log)
+            }
+            None => spawn_in(&self.node, STRAIT, &args, &log),
+        });
         let node = &self.node;
         assert!(
             wait_for(Duration::from_secs(10), || node
@@ -1241,4 +1253,100 @@ fn source_ranges_hold_for_the_node_and_accept_lb_ips_holding_a_node_ip() {
         !allow.contains("203.0.113.11 . tcp . 80 . 203.0.113.11"),
         "{allow}"
     );
+}
+
+#[test]
+fn conntrack_failures_are_reported_and_retried() {
+    if !root_or_skip("conntrack_failures_are_reported_and_retried") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let s0 = udp_server(&c.pods[0].0, SocketAddr::new(p0, 5353), "pod0");
+    let s1 = udp_server(&c.pods[1].0, SocketAddr::new(p1, 5353), "pod1");
+    let udp = |eps: &[(IpAddr, &str)]| {
+        service("dns", "10.96.12.1", "", eps, 5353)
+            .replace(
+                "port: 80, targetPort: 5353",
+                "port: 53, targetPort: 5353, protocol: UDP",
+            )
+            .replace(
+                "[{name: http, port: 5353}]",
+                "[{name: http, port: 5353, protocol: UDP}]",
+            )
+    };
+    // The proxy's PATH has nft but no conntrack (yet).
+    let bin = TempDir::new("bin");
+    let which = |program: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    std::os::unix::fs::symlink(which("nft"), bin.0.join("nft")).unwrap();
+    c.path = Some(bin.path().to_owned());
+    c.write(&udp(&[(p0, "node-1"), (p1, "node-1")]));
+    c.start_proxy();
+    let client = c.pods[2].1;
+    let socket = c.pods[2]
+        .0
+        .run(move || std::net::UdpSocket::bind(SocketAddr::new(client, 0)))
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let vip: SocketAddr = "10.96.12.1:53".parse().unwrap();
+    let ask = |socket: &std::net::UdpSocket| {
+        socket.send_to(b"hi", vip).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = socket.recv_from(&mut buf).expect("UDP answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = ask(&socket);
+    let remaining = if first == "pod0" {
+        (p1, "pod1")
+    } else {
+        (p0, "pod0")
+    };
+    c.write(&udp(&[(remaining.0, "node-1")]));
+    let node = &c.node;
+    let failures = || {
+        let (_, body) = http_get(node, "127.0.0.1:10249".parse().unwrap(), "/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix("strait_proxy_conntrack_failures_total ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || failures() >= 1.0),
+        "{}",
+        c.log()
+    );
+    assert!(c.log().contains("conntrack"), "{}", c.log());
+    // The stale flow is still there: the deletion was not done...
+    assert_eq!(ask(&socket), first);
+    // ...and not forgotten: once conntrack works, the next sync does it.
+    std::os::unix::fs::symlink(which("conntrack"), bin.0.join("conntrack")).unwrap();
+    let before = failures();
+    c.write(&format!(
+        "{}{}",
+        udp(&[(remaining.0, "node-1")]),
+        service("other", "10.96.12.2", "", &[(p0, "node-1")], 8080)
+    ));
+    let ok = wait_for(Duration::from_secs(10), || ask(&socket) == remaining.1);
+    assert!(ok, "the stale flow was never deleted:\n{}", c.log());
+    assert_eq!(failures(), before, "{}", c.log());
+    for (ns, ip) in [(&c.pods[0], p0), (&c.pods[1], p1)] {
+        let _ = ns.0.run(move || {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .unwrap()
+                .send_to(b"stop", SocketAddr::new(ip, 5353))
+        });
+    }
+    let _ = (s0.join(), s1.join());
 }
