@@ -702,9 +702,11 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 .insert(set, sp.affinity_timeout.unwrap_or(10800));
         }
     }
-    let text = label(sp);
-    for chain in rs.chains.keys().filter(|c| !is_shared_chain(c)) {
-        rs.labels.insert(chain.clone(), text.clone());
+    if rs.chains.keys().any(|c| !is_shared_chain(c)) {
+        let text = label(sp);
+        for chain in rs.chains.keys().filter(|c| !is_shared_chain(c)) {
+            rs.labels.insert(chain.clone(), text.clone());
+        }
     }
     for e in sp.all_endpoints.iter().filter(|e| e.local) {
         add(

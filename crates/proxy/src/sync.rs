@@ -350,7 +350,6 @@ impl FamilyProxy {
         self.refused.clear();
         self.id_owner.clear();
         self.ids_of.clear();
-        let mut fresh: Vec<Change> = Vec::new();
         for service in state.services.iter() {
             let key = (
                 service.metadata.namespace.clone().unwrap_or_default(),
@@ -358,8 +357,7 @@ impl FamilyProxy {
             );
             if let Some(f) = self.fragment(state, &key) {
                 self.count(&f, 1);
-                self.fragments.insert(key.clone(), f.clone());
-                fresh.push((key, Some(f)));
+                self.fragments.insert(key, f);
             }
         }
         self.in_kernel = false;
@@ -372,7 +370,10 @@ impl FamilyProxy {
                 );
                 // The table without Services first: if even that fails the
                 // problem is not a Service's.
-                self.fragments.clear();
+                let fresh: Vec<Change> = std::mem::take(&mut self.fragments)
+                    .into_iter()
+                    .map(|(k, f)| (k, Some(f)))
+                    .collect();
                 self.elements.clear();
                 nft_apply(&render_full(&self.base()))?;
                 self.shared_chains.clear();

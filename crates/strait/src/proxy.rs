@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use strait_model::ClusterState;
 use strait_proxy::{
-    family_in_use, plan, render, render_full, serve_metrics, Family, HealthCheckServers,
-    NodeContext, ProxyMetrics, ServiceProxy, Sync,
+    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family,
+    HealthCheckServers, NodeContext, ProxyMetrics, ServiceProxy, Sync,
 };
 
 use crate::cli::ProxyArgs;
@@ -84,6 +84,9 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         );
         for problem in &table.problems {
             tracing::warn!("{problem}");
+        }
+        for id in colliding_ports(&table) {
+            tracing::error!("service ports share the chain id {id}: left out of the ruleset");
         }
         // The IPv6 table only when something needs it, as the applier does.
         for family in Family::ALL {
