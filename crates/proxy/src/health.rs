@@ -287,3 +287,26 @@ pub fn serve_metrics(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_check_bodies_escape_names() {
+        let check = HealthCheck {
+            namespace: "a\"},\"x\":{\"".into(),
+            name: "new\nline\\<".into(),
+            port: 1,
+            local_endpoints: 0,
+        };
+        let text = body(&check);
+        assert_eq!(
+            text,
+            r#"{"service":{"namespace":"a\"},\"x\":{\"","name":"new\u000aline\\\u003c"},"localEndpoints":0,"serviceProxyHealthy":true}"#
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["service"]["namespace"], check.namespace.as_str());
+        assert_eq!(json["service"]["name"], check.name.as_str());
+    }
+}
