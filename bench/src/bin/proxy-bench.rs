@@ -160,6 +160,8 @@ fn main() {
         node_name: "node-0".into(),
         node_ips: Vec::new(),
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        nodeport_addresses: vec!["0.0.0.0/0".parse().unwrap()],
     };
 
     println!("1. Full sync, Services x 5 endpoints (seconds)");

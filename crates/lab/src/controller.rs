@@ -266,6 +266,10 @@ fn node_proxy(
         node_name: node.clone(),
         node_ips: vec![IpAddr::V4(config.node_ip(i))],
         cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
+        // Unused Service addresses are dropped; NodePorts answer on the
+        // node's underlay address (its primary IP), as kube-proxy's default.
+        service_cidrs: config.service_cidr.parse().into_iter().collect(),
+        nodeport_addresses: Vec::new(),
     };
     let report = move |problem: Option<NodeProblem>| {
         if let Ok(mut p) = problems.lock() {

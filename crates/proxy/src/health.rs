@@ -31,9 +31,28 @@ pub struct HealthCheck {
 
 fn body(check: &HealthCheck) -> String {
     format!(
-        r#"{{"service":{{"namespace":"{}","name":"{}"}},"localEndpoints":{},"serviceProxyHealthy":true}}"#,
-        check.namespace, check.name, check.local_endpoints
+        r#"{{"service":{{"namespace":{},"name":{}}},"localEndpoints":{},"serviceProxyHealthy":true}}"#,
+        json_string(&check.namespace),
+        json_string(&check.name),
+        check.local_endpoints
     )
+}
+
+/// `text` as a JSON string: names are input, and must not end the string.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '<' || c == '>' || c == '&' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The running health-check servers, one per port.
@@ -102,6 +121,8 @@ pub struct ProxyMetrics {
     service_ports: Gauge,
     chains: Gauge,
     elements: Gauge,
+    service_errors: Gauge,
+    conntrack_failures: Counter,
     last_success: Mutex<Option<SystemTime>>,
     failing: Mutex<bool>,
 }
@@ -147,8 +168,22 @@ impl Default for ProxyMetrics {
             "Elements in the dispatch maps and sets",
             elements.clone(),
         );
+        let service_errors = Gauge::default();
+        registry.register(
+            "service_errors",
+            "Services not programmed (the kernel refused them) or whose load balancer is kept closed (unreadable ranges or ingress); the log says why",
+            service_errors.clone(),
+        );
+        let conntrack_failures = Counter::default();
+        registry.register(
+            "conntrack_failures",
+            "conntrack deletions of stale UDP flows that failed (each is retried at the next sync)",
+            conntrack_failures.clone(),
+        );
         ProxyMetrics {
             registry,
+            service_errors,
+            conntrack_failures,
             sync_duration,
             sync_failures,
             last_sync,
@@ -184,6 +219,14 @@ impl ProxyMetrics {
         self.elements.set(elements as i64);
         *self.last_success.lock().expect("not poisoned") = Some(now);
         *self.failing.lock().expect("not poisoned") = false;
+    }
+
+    pub fn service_errors(&self, services: usize) {
+        self.service_errors.set(services as i64);
+    }
+
+    pub fn conntrack_failed(&self, new_failures: u64) {
+        self.conntrack_failures.inc_by(new_failures);
     }
 
     pub fn failed(&self) {
@@ -243,4 +286,27 @@ pub fn serve_metrics(
             headers: Vec::new(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_check_bodies_escape_names() {
+        let check = HealthCheck {
+            namespace: "a\"},\"x\":{\"".into(),
+            name: "new\nline\\<".into(),
+            port: 1,
+            local_endpoints: 0,
+        };
+        let text = body(&check);
+        assert_eq!(
+            text,
+            r#"{"service":{"namespace":"a\"},\"x\":{\"","name":"new\u000aline\\\u003c"},"localEndpoints":0,"serviceProxyHealthy":true}"#
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["service"]["namespace"], check.namespace.as_str());
+        assert_eq!(json["service"]["name"], check.name.as_str());
+    }
 }

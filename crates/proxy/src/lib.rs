@@ -22,10 +22,11 @@ mod sync;
 pub use error::{Error, Result};
 pub use health::{serve_metrics, HealthCheck, HealthCheckServers, ProxyMetrics};
 pub use plan::{
-    plan, plan_service, Endpoint, Family, NodeContext, Protocol, ServicePort, ServiceTable,
-    MASQUERADE_MARK,
+    plan, plan_service, service_problems, Endpoint, Family, NodeContext, Protocol, ServicePort,
+    ServiceTable, MASQUERADE_MARK,
 };
 pub use render::{
-    family_in_use, is_shared_chain, render, render_full, render_port, table, Ruleset, TABLE,
+    colliding_ports, family_in_use, is_shared_chain, label, port_id, render, render_full,
+    render_port, table, Ruleset, TABLE,
 };
 pub use sync::{ops_text, Op, ServiceProxy, Sync};

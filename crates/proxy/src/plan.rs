@@ -23,12 +23,31 @@ const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeContext {
     pub node_name: String,
-    /// The node's own addresses (informational: NodePorts match any local
-    /// address through `fib daddr type local`).
+    /// The node's primary addresses: where NodePorts answer unless
+    /// `nodeport_addresses` says otherwise, and which loadBalancerSourceRanges
+    /// count as holding the node.
     pub node_ips: Vec<IpAddr>,
     /// The pod network. Traffic to a ClusterIP from outside it is
     /// masqueraded; without it nothing is (as kube-proxy without --cluster-cidr).
     pub cluster_cidrs: Vec<IpNet>,
+    /// The Service network (`--service-cidr`): new connections to an
+    /// address in it that no Service holds are dropped, as kube-proxy does,
+    /// instead of leaving by the default route.
+    pub service_cidrs: Vec<IpNet>,
+    /// `--nodeport-addresses`: NodePorts answer on the local addresses in
+    /// these networks. Empty means kube-proxy's default `primary`: the node's
+    /// primary IPs (`node_ips`) only.
+    pub nodeport_addresses: Vec<IpNet>,
+}
+
+impl NodeContext {
+    /// The networks whose local addresses answer NodePorts.
+    pub fn nodeport_networks(&self) -> Vec<IpNet> {
+        if !self.nodeport_addresses.is_empty() {
+            return self.nodeport_addresses.clone();
+        }
+        self.node_ips.iter().map(|ip| IpNet::from(*ip)).collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,8 +136,17 @@ pub struct ServicePort {
     /// `status.loadBalancer.ingress[].ip` (not those with `ipMode: Proxy`).
     pub load_balancer_ips: Vec<IpAddr>,
     pub node_port: Option<u16>,
-    /// `loadBalancerSourceRanges`: only these clients may use the LB IPs.
+    /// `loadBalancerSourceRanges` of this family, merged: with `firewall`,
+    /// only these clients may use the LB IPs.
     pub source_ranges: Vec<IpNet>,
+    /// The LB IPs accept only `source_ranges` (empty: nobody). Set when the
+    /// Service has source ranges, and also when its ranges or LB ingress
+    /// cannot be read: such a load balancer stays closed, never open.
+    pub firewall: bool,
+    /// A source range holds a node IP: the LB IPs themselves are accepted as
+    /// sources too (a cloud LB that hairpins keeps its own address), as in
+    /// kube-proxy.
+    pub lb_ips_as_sources: bool,
     /// `sessionAffinity: ClientIP` timeout.
     pub affinity_timeout: Option<u32>,
     pub internal_local: bool,
@@ -157,6 +185,11 @@ impl ServicePort {
 pub struct ServiceTable {
     pub ports: Vec<ServicePort>,
     pub cluster_cidrs: Vec<IpNet>,
+    pub service_cidrs: Vec<IpNet>,
+    /// Where NodePorts answer (see [`NodeContext::nodeport_networks`]).
+    pub nodeport_networks: Vec<IpNet>,
+    /// What was wrong with Services, one line each (`Service ns/name: field: why`).
+    pub problems: Vec<String>,
 }
 
 /// Plan the Services of `state` for the node `ctx`.
@@ -182,9 +215,13 @@ pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
             .push(slice);
     }
     let mut ports = Vec::new();
+    let mut problems = Vec::new();
     for service in state.services.iter() {
         let ns = service.metadata.namespace.as_deref().unwrap_or_default();
         let name = service.metadata.name.as_deref().unwrap_or_default();
+        for p in service_problems(service) {
+            problems.push(format!("Service {ns:?}/{name:?}: {p}"));
+        }
         let slices = slices_by_service
             .get(&(ns, name))
             .map(Vec::as_slice)
@@ -194,7 +231,51 @@ pub fn plan(state: &ClusterState, ctx: &NodeContext) -> ServiceTable {
     ServiceTable {
         ports,
         cluster_cidrs: ctx.cluster_cidrs.clone(),
+        service_cidrs: ctx.service_cidrs.clone(),
+        nodeport_networks: ctx.nodeport_networks(),
+        problems,
     }
+}
+
+/// What the proxy cannot read in a Service it programs, as `field: why`.
+/// kube-apiserver refuses such Services; the proxy does not trust that it
+/// did: a load balancer with an unreadable source range or ingress address
+/// is kept closed (see [`ServicePort::firewall`]) and the problem reported.
+pub fn service_problems(service: &Service) -> Vec<String> {
+    let mut out = Vec::new();
+    if !is_proxied(service) {
+        return out;
+    }
+    let spec = service.spec.as_ref().expect("checked by is_proxied");
+    if spec.type_.as_deref() == Some("LoadBalancer") {
+        for (i, r) in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            if r.trim().parse::<IpNet>().is_err() {
+                out.push(format!(
+                    "spec.loadBalancerSourceRanges[{i}]: {r:?} is not a CIDR; its load balancer stays closed"
+                ));
+            }
+        }
+    }
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for (i, ing) in ingress.into_iter().flatten().enumerate() {
+        if let Some(ip) = &ing.ip {
+            if ip.trim().parse::<IpAddr>().is_err() {
+                out.push(format!(
+                    "status.loadBalancer.ingress[{i}].ip: {ip:?} is not an IP address; its load balancer stays closed"
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn is_proxied(service: &Service) -> bool {
@@ -257,6 +338,18 @@ pub fn plan_family(
         .flatten()
         .filter_map(|ip| family.parse(ip))
         .collect();
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    // An address that cannot be read may be one the ranges should guard:
+    // the whole load balancer stays closed rather than half open.
+    let unreadable_ingress = ingress
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref())
+        .any(|ip| ip.trim().parse::<IpAddr>().is_err());
     let load_balancer_ips: Vec<IpAddr> = service
         .status
         .as_ref()
@@ -268,16 +361,37 @@ pub fn plan_family(
         .filter_map(|i| i.ip.as_deref().and_then(|ip| family.parse(ip)))
         .collect();
     let is_lb = spec.type_.as_deref() == Some("LoadBalancer");
-    let source_ranges: Vec<IpNet> = if is_lb {
+    let ranges: &[String] = if is_lb {
         spec.load_balancer_source_ranges
+            .as_deref()
+            .unwrap_or_default()
+    } else {
+        &[]
+    };
+    let parsed: Vec<Option<IpNet>> = ranges
+        .iter()
+        .map(|r| r.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
+        .collect();
+    // Overlapping ranges are valid (10.0.0.0/8 and 10.1.0.0/16) but an
+    // interval set refuses them: merged here, once.
+    let source_ranges: Vec<IpNet> = IpNet::aggregate(
+        &parsed
             .iter()
             .flatten()
-            .filter_map(|r| r.trim().parse::<IpNet>().ok())
             .filter(|n| Family::of(n.addr()) == family)
-            .collect()
-    } else {
+            .copied()
+            .collect(),
+    );
+    // Ranges only of the other family still restrict this one: closed.
+    let firewall = !ranges.is_empty() || unreadable_ingress;
+    let source_ranges = if parsed.iter().any(Option::is_none) || unreadable_ingress {
         Vec::new()
+    } else {
+        source_ranges
     };
+    let lb_ips_as_sources = source_ranges
+        .iter()
+        .any(|r| ctx.node_ips.iter().any(|ip| r.contains(ip)));
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         spec.session_affinity_config
             .as_ref()
@@ -331,6 +445,8 @@ pub fn plan_family(
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| *p != 0),
             source_ranges: source_ranges.clone(),
+            firewall,
+            lb_ips_as_sources,
             affinity_timeout,
             internal_local,
             external_local,
@@ -423,14 +539,23 @@ pub fn slices_of<'a>(
 ) -> Vec<&'a EndpointSlice> {
     let selector = strait_model::Selector::from_map(
         &[(LABEL_SERVICE_NAME.to_owned(), name.to_owned())].into(),
-    )
-    .expect("a valid label");
-    state
-        .endpoint_slices
-        .select(namespace, &selector)
-        .into_iter()
-        .map(|s| &**s)
-        .collect()
+    );
+    match selector {
+        Ok(selector) => state
+            .endpoint_slices
+            .select(namespace, &selector)
+            .into_iter()
+            .map(|s| &**s)
+            .collect(),
+        // A name no label value can hold (kube-apiserver refuses such a
+        // Service; the proxy does not count on it): found without the index.
+        Err(_) => state
+            .endpoint_slices
+            .in_namespace(namespace)
+            .filter(|s| service_of(s).is_some_and(|(_, n)| n == name))
+            .map(|s| &**s)
+            .collect(),
+    }
 }
 
 /// The Service an EndpointSlice belongs to.

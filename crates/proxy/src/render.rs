@@ -8,6 +8,8 @@ use std::fmt::Write;
 
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::IpNet;
+
 use crate::plan::{Endpoint, Family, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
 
 /// The IPv4 table strait owns: `nft list table ip strait` shows it.
@@ -48,6 +50,9 @@ pub struct Ruleset {
     pub family: Family,
     /// Per-service chains: name → rules.
     pub chains: BTreeMap<String, Vec<String>>,
+    /// Which Service a chain is for, sanitised (see [`label`]): an nft
+    /// comment line in `--dry-run` and full syncs, for people only.
+    pub labels: BTreeMap<String, String>,
     /// Session-affinity sets: name → timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
     /// Elements of the named sets and maps: set → key → value ("" for sets).
@@ -57,6 +62,8 @@ pub struct Ruleset {
 /// Named sets and maps of the skeleton, with their type templates.
 const SETS: &[(&str, &str)] = &[
     ("cluster-cidrs", "type {addr}; flags interval;"),
+    ("service-cidrs", "type {addr}; flags interval;"),
+    ("nodeport-addresses", "type {addr}; flags interval;"),
     ("cluster-ips", "type {addr};"),
     (
         "service-ips",
@@ -120,6 +127,9 @@ fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, V
         ("filter-input", Some("type filter hook input priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
         ("filter-forward", Some("type filter hook forward priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
         ("filter-output", Some("type filter hook output priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
+        // Before DNAT too: the node's own connections to an LB IP obey
+        // loadBalancerSourceRanges, as in kube-proxy.
+        ("filter-output-pre-dnat", Some("type filter hook output priority -110; policy accept;"), vec!["ct state new jump firewall-check".into()]),
         (
             "firewall-check",
             None,
@@ -130,9 +140,12 @@ fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, V
             None,
             vec![
                 words(family, "{ip} daddr . meta l4proto . th dport vmap @no-endpoint-services"),
-                words(family, "fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport vmap @no-endpoint-nodeports"),
+                words(family, "fib daddr type local {ip} daddr != {loopback} {ip} daddr @nodeport-addresses meta l4proto . th dport vmap @no-endpoint-nodeports"),
                 // A ClusterIP on a port the Service does not have.
                 words(family, "{ip} daddr @cluster-ips goto reject-chain"),
+                // An address of the Service network no Service holds: not
+                // sent out by the default route (kube-proxy drops it too).
+                words(family, "{ip} daddr @service-cidrs drop"),
             ],
         ),
         (
@@ -140,7 +153,8 @@ fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, V
             None,
             vec![
                 words(family, "{ip} daddr . meta l4proto . th dport vmap @service-ips"),
-                words(family, "fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport vmap @service-nodeports"),
+                // NodePorts only on --nodeport-addresses (default: the node's primary IPs).
+                words(family, "fib daddr type local {ip} daddr != {loopback} {ip} daddr @nodeport-addresses meta l4proto . th dport vmap @service-nodeports"),
             ],
         ),
         (
@@ -169,26 +183,62 @@ fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, V
     ]
 }
 
-/// A short stable id for a service port, so chain names are unique even
-/// when names contain the separators.
-fn port_id(sp: &ServicePort) -> String {
+/// A short stable id for a service port. Chain and set names are made of
+/// ids and parsed addresses only: a Service's namespace, name and port name
+/// are input and never reach nft text (a quote, a space or 300 characters
+/// there once broke or escaped the ruleset). 64 bits of FNV-1a over the
+/// length-prefixed fields; the applier checks that ids do not collide.
+pub fn port_id(sp: &ServicePort) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!(
-        "{}/{}/{}/{}",
-        sp.namespace,
-        sp.name,
+    for field in [
+        sp.namespace.as_str(),
+        sp.name.as_str(),
         sp.protocol.nft(),
-        sp.port_name
-    )
-    .bytes()
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        sp.port_name.as_str(),
+    ] {
+        for b in (field.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(field.as_bytes())
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..8)
+    (0..13)
         .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
         .collect()
+}
+
+/// `ns/name:port/protocol` of a service port for an nft comment line: only
+/// characters Kubernetes names may hold, everything else `_`, at most 63
+/// of each part. For people reading `--dry-run`; never parsed.
+pub fn label(sp: &ServicePort) -> String {
+    fn clean(text: &str) -> String {
+        let mut out: String = text
+            .chars()
+            .take(63)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if text.chars().count() > 63 {
+            out.push_str("...");
+        }
+        out
+    }
+    format!(
+        "{}/{}:{}/{}",
+        clean(&sp.namespace),
+        clean(&sp.name),
+        clean(&sp.port_name),
+        sp.protocol.nft()
+    )
 }
 
 struct Names {
@@ -208,17 +258,10 @@ fn name_part(ip: IpAddr) -> String {
 impl Names {
     fn of(sp: &ServicePort) -> Names {
         let id = port_id(sp);
-        let suffix = format!(
-            "{}/{}/{}/{}",
-            sp.namespace,
-            sp.name,
-            sp.protocol.nft(),
-            sp.port_name
-        );
         Names {
-            svc: format!("svc-{id}-{suffix}"),
-            ext: format!("ext-{id}-{suffix}"),
-            local: format!("local-{id}-{suffix}"),
+            svc: format!("svc-{id}"),
+            ext: format!("ext-{id}"),
+            local: format!("local-{id}"),
             id,
             ip: match sp.family {
                 Family::V4 => "ip",
@@ -288,29 +331,86 @@ fn empty(family: Family) -> Ruleset {
     rs
 }
 
-/// The table-wide part: the pod network's CIDRs (those of `family`).
-pub fn render_base(cidrs: &[ipnet::IpNet], family: Family) -> Ruleset {
+/// The networks of an interval set, those of `family`, merged: an
+/// interval set refuses overlapping elements (`File exists`).
+fn intervals(networks: &[IpNet], family: Family) -> Vec<IpNet> {
+    IpNet::aggregate(
+        &networks
+            .iter()
+            .filter(|c| Family::of(c.addr()) == family)
+            .map(IpNet::trunc)
+            .collect(),
+    )
+}
+
+/// The table-wide part (those of `family`): the pod network, the Service
+/// network, and where NodePorts answer.
+pub fn render_base(
+    cluster_cidrs: &[IpNet],
+    service_cidrs: &[IpNet],
+    nodeport_networks: &[IpNet],
+    family: Family,
+) -> Ruleset {
     let mut rs = empty(family);
-    for cidr in cidrs.iter().filter(|c| Family::of(c.addr()) == family) {
-        rs.elements
-            .get_mut("cluster-cidrs")
-            .expect("declared")
-            .insert(cidr.trunc().to_string(), String::new());
+    for (set, networks) in [
+        ("cluster-cidrs", cluster_cidrs),
+        ("service-cidrs", service_cidrs),
+        ("nodeport-addresses", nodeport_networks),
+    ] {
+        let elements = rs.elements.get_mut(set).expect("declared");
+        for net in intervals(networks, family) {
+            elements.insert(net.to_string(), String::new());
+        }
     }
     rs
 }
 
-/// Render the table of one family.
+/// Render the table of one family. Service ports whose chain names would
+/// collide with another's are left out (see [`colliding_ports`]).
 pub fn render(table: &ServiceTable, family: Family) -> Ruleset {
-    let mut rs = render_base(&table.cluster_cidrs, family);
+    let mut rs = render_base(
+        &table.cluster_cidrs,
+        &table.service_cidrs,
+        &table.nodeport_networks,
+        family,
+    );
     let masquerade_outsiders = rs
         .elements
         .get("cluster-cidrs")
         .is_some_and(|c| !c.is_empty());
-    for sp in table.ports.iter().filter(|sp| sp.family == family) {
+    let colliding = colliding_ports(table);
+    for sp in table
+        .ports
+        .iter()
+        .filter(|sp| sp.family == family && !colliding.contains(&port_id(sp)))
+    {
         merge(&mut rs, render_port(sp, masquerade_outsiders));
     }
     rs
+}
+
+/// Ids that two different service ports share (never seen: 64-bit hashes;
+/// checked all the same, since a shared chain would mix two Services).
+pub fn colliding_ports(table: &ServiceTable) -> BTreeSet<String> {
+    let mut owners: BTreeMap<String, (&str, &str, Protocol, &str)> = BTreeMap::new();
+    let mut colliding = BTreeSet::new();
+    for sp in &table.ports {
+        let who = (
+            sp.namespace.as_str(),
+            sp.name.as_str(),
+            sp.protocol,
+            sp.port_name.as_str(),
+        );
+        let id = port_id(sp);
+        if let Some(owner) = owners.get(&id) {
+            if *owner != who {
+                colliding.insert(id);
+            }
+        } else {
+            owners.insert(id, who);
+        }
+    }
+    colliding
 }
 
 /// Whether `family` needs a table at all: a pod network or a Service in it.
@@ -325,6 +425,7 @@ pub fn family_in_use(table: &ServiceTable, family: Family) -> bool {
 /// Add `fragment` to `into`; elements are a union.
 pub fn merge(into: &mut Ruleset, fragment: Ruleset) {
     into.chains.extend(fragment.chains);
+    into.labels.extend(fragment.labels);
     into.affinity_sets.extend(fragment.affinity_sets);
     for (set, elements) in fragment.elements {
         into.elements.entry(set).or_default().extend(elements);
@@ -562,21 +663,25 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 );
             }
         }
-        for lb in &sp.load_balancer_ips {
-            if sp.source_ranges.is_empty() {
-                continue;
-            }
+        // loadBalancerSourceRanges: the LB IPs take only these sources
+        // (none when the ranges could not be read: closed, never open).
+        let mut allowed = sp.source_ranges.clone();
+        if sp.lb_ips_as_sources {
+            allowed.extend(sp.load_balancer_ips.iter().map(|ip| IpNet::from(*ip)));
+        }
+        let allowed = intervals(&allowed, sp.family);
+        for lb in sp.load_balancer_ips.iter().filter(|_| sp.firewall) {
             add(
                 &mut rs,
                 "firewall-ips",
                 format!("{lb} . {p} . {}", sp.port),
                 String::new(),
             );
-            for range in &sp.source_ranges {
+            for range in &allowed {
                 add(
                     &mut rs,
                     "firewall-allow",
-                    format!("{lb} . {p} . {} . {}", sp.port, range.trunc()),
+                    format!("{lb} . {p} . {} . {range}", sp.port),
                     String::new(),
                 );
             }
@@ -595,6 +700,12 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
             );
             rs.affinity_sets
                 .insert(set, sp.affinity_timeout.unwrap_or(10800));
+        }
+    }
+    if rs.chains.keys().any(|c| !is_shared_chain(c)) {
+        let text = label(sp);
+        for chain in rs.chains.keys().filter(|c| !is_shared_chain(c)) {
+            rs.labels.insert(chain.clone(), text.clone());
         }
     }
     for e in sp.all_endpoints.iter().filter(|e| e.local) {
@@ -640,21 +751,21 @@ pub fn render_full(rs: &Ruleset) -> String {
         );
     }
     for (name, hook, rules) in skeleton_chains(rs.family) {
-        write_chain(&mut out, name, hook, &rules);
+        write_chain(&mut out, name, hook, &rules, None);
     }
     // Endpoint chains first: service chains jump to them.
     for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ep-")) {
-        write_chain(&mut out, name, None, rules);
+        write_chain(&mut out, name, None, rules, rs.labels.get(name));
     }
     for (name, rules) in rs
         .chains
         .iter()
         .filter(|(n, _)| !n.starts_with("ep-") && !n.starts_with("ext-"))
     {
-        write_chain(&mut out, name, None, rules);
+        write_chain(&mut out, name, None, rules, rs.labels.get(name));
     }
     for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ext-")) {
-        write_chain(&mut out, name, None, rules);
+        write_chain(&mut out, name, None, rules, rs.labels.get(name));
     }
     let _ = writeln!(out, "}}");
     for (set, elements) in &rs.elements {
@@ -675,8 +786,17 @@ pub fn affinity_set_type(family: Family, timeout: u32) -> String {
     )
 }
 
-fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
+fn write_chain(
+    out: &mut String,
+    name: &str,
+    hook: Option<&str>,
+    rules: &[String],
+    label: Option<&String>,
+) {
     let _ = writeln!(out, "\tchain {name} {{");
+    if let Some(label) = label {
+        let _ = writeln!(out, "\t\t# {label}");
+    }
     if let Some(hook) = hook {
         let _ = writeln!(out, "\t\t{hook}");
     }

@@ -1,17 +1,20 @@
 //! Keeping the kernel in step with a changing cluster: re-plan only the
 //! Services a change touches, and send only their chains and elements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 
 use crate::health::HealthCheck;
-use crate::plan::{plan_family, service_of, slices_of, Family, NodeContext, Protocol, ServicePort};
+use crate::plan::{
+    plan_family, service_of, service_problems, slices_of, Family, NodeContext, Protocol,
+    ServicePort,
+};
 use crate::render::{
-    affinity_set_type, is_shared_chain, merge, render_base, render_full, render_port, table,
-    Ruleset,
+    affinity_set_type, is_shared_chain, merge, port_id, render_base, render_full, render_port,
+    table, Ruleset,
 };
 use crate::Result;
 
@@ -104,6 +107,36 @@ impl ServiceProxy {
         }
     }
 
+    /// The Services that are not programmed, or programmed with their load
+    /// balancer kept closed, and why (`field: why` lines), both families.
+    pub fn service_errors(&self) -> BTreeMap<ServiceKey, Vec<String>> {
+        let mut out: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
+        for f in &self.families {
+            let refused = f.refused.iter().map(|(k, why)| {
+                (
+                    k,
+                    format!("not programmed in table {}: {why}", table(f.family)),
+                )
+            });
+            let problems = f
+                .problems
+                .iter()
+                .flat_map(|(k, ps)| ps.iter().map(move |p| (k, p.clone())));
+            for (key, why) in refused.chain(problems) {
+                let list = out.entry(key.clone()).or_default();
+                if !list.contains(&why) {
+                    list.push(why);
+                }
+            }
+        }
+        out
+    }
+
+    /// conntrack deletions that failed so far (each is retried).
+    pub fn conntrack_failures(&self) -> u64 {
+        self.families.iter().map(|f| f.conntrack_failures).sum()
+    }
+
     /// Remove strait's tables (`strait proxy --cleanup`). Missing is fine.
     pub fn cleanup() -> Result<()> {
         let mut script = String::new();
@@ -135,7 +168,22 @@ struct FamilyProxy {
     last_path: &'static str,
     /// The shared `*-dnat-N` chains the kernel has.
     shared_chains: BTreeSet<String>,
+    /// Services not programmed, and why: the kernel refused their rules, or
+    /// their chain ids collide. Retried whenever anything changes.
+    refused: BTreeMap<ServiceKey, String>,
+    /// What could not be read in programmed Services (their LB kept closed).
+    problems: BTreeMap<ServiceKey, Vec<String>>,
+    /// Which Service owns each chain id, to catch collisions.
+    id_owner: HashMap<String, ServiceKey>,
+    ids_of: BTreeMap<ServiceKey, Vec<String>>,
+    /// conntrack deletions not done yet (conntrack failed): retried on the
+    /// next sync, so no stale UDP flow is forgotten.
+    conntrack_pending: Vec<Vec<String>>,
+    conntrack_failures: u64,
 }
+
+/// A Service's new rules (`None`: it has none any more).
+type Change = (ServiceKey, Option<Ruleset>);
 
 impl FamilyProxy {
     fn new(ctx: NodeContext, family: Family) -> FamilyProxy {
@@ -153,12 +201,27 @@ impl FamilyProxy {
             netlink: None,
             last_path: "none",
             shared_chains: BTreeSet::new(),
+            refused: BTreeMap::new(),
+            problems: BTreeMap::new(),
+            id_owner: HashMap::new(),
+            ids_of: BTreeMap::new(),
+            conntrack_pending: Vec::new(),
+            conntrack_failures: 0,
         }
+    }
+
+    fn base(&self) -> Ruleset {
+        render_base(
+            &self.ctx.cluster_cidrs,
+            &self.ctx.service_cidrs,
+            &self.ctx.nodeport_networks(),
+            self.family,
+        )
     }
 
     /// The whole ruleset this family wants.
     fn ruleset(&self) -> Ruleset {
-        let mut rs = render_base(&self.ctx.cluster_cidrs, self.family);
+        let mut rs = self.base();
         for f in self.fragments.values() {
             merge(&mut rs, f.clone());
         }
@@ -182,20 +245,51 @@ impl FamilyProxy {
             || self.planned.values().any(|p| !p.is_empty())
     }
 
+    /// Forget what was planned for a Service that is not programmed.
+    fn forget(&mut self, key: &ServiceKey) {
+        self.health.remove(key);
+        self.planned.remove(key);
+        self.problems.remove(key);
+        for id in self.ids_of.remove(key).unwrap_or_default() {
+            if self.id_owner.get(&id) == Some(key) {
+                self.id_owner.remove(&id);
+            }
+        }
+    }
+
     /// Plan one Service: its rules, and remember its health check and size.
-    fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Ruleset {
+    /// `None` when it has no rules (gone) or cannot have any (refused).
+    fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Option<Ruleset> {
+        self.forget(key);
+        self.refused.remove(key);
+        let service = state.services.get(&key.0, &key.1)?;
+        let slices = slices_of(state, &key.0, &key.1);
+        let masq = self.has_pod_network();
+        let ports = plan_family(service, &slices, &self.ctx, self.family);
+        let ids: BTreeSet<String> = ports.iter().map(port_id).collect();
+        if let Some((id, other)) = ids
+            .iter()
+            .find_map(|id| self.id_owner.get(id).map(|o| (id, o)))
+        {
+            let why = format!(
+                "its chain id {id} collides with Service {:?}/{:?}",
+                other.0, other.1
+            );
+            self.refuse(key, why);
+            return None;
+        }
+        for id in &ids {
+            self.id_owner.insert(id.clone(), key.clone());
+        }
+        self.ids_of.insert(key.clone(), ids.into_iter().collect());
+        let problems = service_problems(service);
+        if !problems.is_empty() && !ports.is_empty() {
+            self.problems.insert(key.clone(), problems);
+        }
         let mut rs = Ruleset {
             family: self.family,
             ..Ruleset::default()
         };
-        self.health.remove(key);
-        self.planned.remove(key);
-        let Some(service) = state.services.get(&key.0, &key.1) else {
-            return rs;
-        };
-        let slices = slices_of(state, &key.0, &key.1);
-        let masq = self.has_pod_network();
-        let ports = plan_family(service, &slices, &self.ctx, self.family);
         self.planned.insert(key.clone(), ports.clone());
         for sp in ports {
             if let Some(port) = sp.health_check_node_port {
@@ -212,7 +306,19 @@ impl FamilyProxy {
             merge(&mut rs, render_port(&sp, masq));
         }
         rs.elements.retain(|_, e| !e.is_empty());
-        rs
+        Some(rs)
+    }
+
+    /// Report a Service that is not programmed.
+    fn refuse(&mut self, key: &ServiceKey, why: String) {
+        tracing::error!(
+            "Service {:?}/{:?} is not programmed ({} table): {why}",
+            key.0,
+            key.1,
+            table(self.family)
+        );
+        self.forget(key);
+        self.refused.insert(key.clone(), why);
     }
 
     /// Service ports, per-service chains and map elements programmed.
@@ -231,26 +337,51 @@ impl FamilyProxy {
         )
     }
 
-    /// Plan everything and replace the whole table.
+    /// Plan everything and replace the whole table. When the kernel refuses
+    /// the whole, the Services go in group by group, halving the groups
+    /// it refuses, so that only the Services it refuses alone are left out.
     fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
         self.fragments.clear();
         self.elements.clear();
         self.health.clear();
         self.planned.clear();
+        self.problems.clear();
+        self.refused.clear();
+        self.id_owner.clear();
+        self.ids_of.clear();
         for service in state.services.iter() {
             let key = (
                 service.metadata.namespace.clone().unwrap_or_default(),
                 service.metadata.name.clone().unwrap_or_default(),
             );
-            let f = self.fragment(state, &key);
-            self.count(&f, 1);
-            self.fragments.insert(key, f);
+            if let Some(f) = self.fragment(state, &key) {
+                self.count(&f, 1);
+                self.fragments.insert(key, f);
+            }
         }
         self.in_kernel = false;
         let ruleset = self.ruleset();
         if self.in_use() {
-            nft_apply(&render_full(&ruleset))?;
+            if let Err(e) = nft_apply(&render_full(&ruleset)) {
+                tracing::warn!(
+                    "the kernel refused the whole {} table ({e}); programming Services in groups to find which",
+                    table(self.family)
+                );
+                // The table without Services first: if even that fails the
+                // problem is not a Service's.
+                let fresh: Vec<Change> = std::mem::take(&mut self.fragments)
+                    .into_iter()
+                    .map(|(k, f)| (k, Some(f)))
+                    .collect();
+                self.elements.clear();
+                nft_apply(&render_full(&self.base()))?;
+                self.shared_chains.clear();
+                self.has_table = true;
+                self.in_kernel = true;
+                self.program(fresh);
+                return Ok(Sync::Full(started.elapsed()));
+            }
             self.has_table = true;
         } else if self.has_table {
             let t = table(self.family);
@@ -282,9 +413,9 @@ impl FamilyProxy {
         }
     }
 
-    /// Bring the kernel from `old` to `new`, touching only what changed.
-    /// Any failure falls back to a full sync.
-    /// Bring the kernel to `new` for the `affected` Services.
+    /// Bring the kernel to `new` for the `affected` Services (and retry
+    /// those refused before). A Service the kernel refuses is left out and
+    /// reported; the others are programmed.
     fn update(&mut self, new: &ClusterState, affected: &BTreeSet<ServiceKey>) -> Result<Sync> {
         if !self.in_kernel {
             return self.full_sync(new);
@@ -293,55 +424,110 @@ impl FamilyProxy {
         if affected.is_empty() {
             return Ok(Sync::Unchanged);
         }
-        let mut before = Ruleset::default();
-        let mut after = Ruleset::default();
+        let mut affected = affected.clone();
+        affected.extend(self.refused.keys().cloned());
         let planned_before: Vec<ServicePort> = affected
             .iter()
             .filter_map(|k| self.planned.get(k))
             .flatten()
             .cloned()
             .collect();
-        // The reference counts before, of the elements these Services touch.
-        let mut elements_before = BTreeMap::new();
-        for key in affected {
-            let old_f = self.fragments.get(key).cloned().unwrap_or_default();
-            for (set, els) in &old_f.elements {
-                for k in els.keys() {
-                    if let Some(v) = self.elements.get(&(*set, k.clone())) {
-                        elements_before.insert((*set, k.clone()), v.clone());
-                    }
-                }
-            }
-        }
-        let fresh: Vec<(ServiceKey, Ruleset)> = affected
+        let fresh: Vec<Change> = affected
             .iter()
             .map(|k| (k.clone(), self.fragment(new, k)))
             .collect();
-        for (_, f) in &fresh {
-            for (set, els) in &f.elements {
-                for k in els.keys() {
-                    if let Some(v) = self.elements.get(&(*set, k.clone())) {
-                        elements_before
-                            .entry((*set, k.clone()))
-                            .or_insert_with(|| v.clone());
-                    }
-                }
-            }
-        }
-        for (key, new_f) in fresh {
-            let old_f = self.fragments.remove(&key).unwrap_or_default();
-            self.count(&old_f, -1);
-            self.count(&new_f, 1);
-            merge(&mut before, old_f);
-            if new.services.get(&key.0, &key.1).is_some() {
-                merge(&mut after, new_f.clone());
-                self.fragments.insert(key, new_f);
-            }
-        }
         if !self.has_table && self.in_use() {
             // The family's first Service: the table is made whole.
             return self.full_sync(new);
         }
+        let changed = match self.try_apply(&fresh) {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(
+                    "the kernel refused a partial sync of {} Service(s) ({e}); applying them in groups to find which",
+                    fresh.len()
+                );
+                self.program(fresh);
+                true
+            }
+        };
+        let planned_after: Vec<&ServicePort> = affected
+            .iter()
+            .filter_map(|k| self.planned.get(k))
+            .flatten()
+            .collect();
+        let elapsed = started.elapsed();
+        let mut deletions = std::mem::take(&mut self.conntrack_pending);
+        deletions.extend(stale_udp_flows(&planned_before, &planned_after));
+        self.clear_conntrack(deletions);
+        if !changed {
+            return Ok(Sync::Unchanged);
+        }
+        Ok(Sync::Partial(elapsed))
+    }
+
+    /// Apply `changes` in groups: a group the kernel refuses is halved until
+    /// each Service it refuses alone is reported and left out.
+    fn program(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let Err(e) = self.try_apply(&changes) else {
+            return;
+        };
+        if changes.len() > 1 {
+            let mut first = changes;
+            let second = first.split_off(first.len() / 2);
+            self.program(first);
+            self.program(second);
+            return;
+        }
+        let (key, _) = changes.into_iter().next().expect("one change");
+        self.refuse(&key, format!("the kernel refused its rules: {e}"));
+        // Its old rules go too, so that what runs matches what is reported.
+        if self.fragments.contains_key(&key) {
+            if let Err(e) = self.try_apply(&[(key.clone(), None)]) {
+                tracing::warn!(
+                    "cannot remove the old rules of Service {:?}/{:?}: {e}",
+                    key.0,
+                    key.1
+                );
+            }
+        }
+    }
+
+    /// Apply `changes` as one transaction, or nothing: on failure the
+    /// proxy's memory is as before. Whether anything was sent.
+    fn try_apply(&mut self, changes: &[Change]) -> Result<bool> {
+        let mut before = Ruleset::default();
+        let mut after = Ruleset::default();
+        let mut touched: BTreeSet<(&'static str, String)> = BTreeSet::new();
+        for (key, new_f) in changes {
+            let old_f = self.fragments.get(key).cloned().unwrap_or_default();
+            for f in [Some(&old_f), new_f.as_ref()].into_iter().flatten() {
+                for (set, els) in &f.elements {
+                    touched.extend(els.keys().map(|k| (*set, k.clone())));
+                }
+            }
+            merge(&mut before, old_f);
+            if let Some(f) = new_f {
+                merge(&mut after, f.clone());
+            }
+        }
+        // The reference counts before, of the elements these Services touch.
+        let elements_before: BTreeMap<(&'static str, String), (String, u32)> = touched
+            .iter()
+            .filter_map(|k| self.elements.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        for (key, new_f) in changes {
+            if let Some(old_f) = self.fragments.get(key).cloned() {
+                self.count(&old_f, -1);
+            }
+            if let Some(f) = new_f {
+                self.count(f, 1);
+            }
+        }
+        let mut shared_before = self.shared_chains.clone();
         let ops = diff_ops(
             &before,
             &after,
@@ -349,26 +535,49 @@ impl FamilyProxy {
             &mut self.elements,
             &mut self.shared_chains,
         );
-        if ops.is_empty() {
-            return Ok(Sync::Unchanged);
-        }
-        let r = self.apply_ops(&ops);
-        match r {
-            Ok(()) => {
-                let planned_after: Vec<&ServicePort> = affected
-                    .iter()
-                    .filter_map(|k| self.planned.get(k))
-                    .flatten()
-                    .collect();
-                let elapsed = started.elapsed();
-                clear_stale_udp(&planned_before, &planned_after);
-                Ok(Sync::Partial(elapsed))
-            }
-            Err(e) => {
-                tracing::warn!("partial sync failed, doing a full one: {e}");
-                self.full_sync(new)
+        // New shared chains go first, on their own: nft cannot add their
+        // rules to a table it reads back (`conflicting protocols specified:
+        // ip vs. th`), so they must never ride in an nft script, and
+        // unused they are harmless.
+        let (shared_ops, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| match op {
+            Op::AddChain(c) | Op::AddRule { chain: c, .. } => is_shared_chain(c),
+            _ => false,
+        });
+        let mut result = Ok(());
+        if !shared_ops.is_empty() {
+            result = self.apply_ops(&shared_ops);
+            if result.is_ok() {
+                shared_before = self.shared_chains.clone();
             }
         }
+        if result.is_ok() && !ops.is_empty() {
+            result = self.apply_ops(&ops);
+        }
+        if let Err(e) = result {
+            for k in touched {
+                match elements_before.get(&k) {
+                    Some(v) => {
+                        self.elements.insert(k, v.clone());
+                    }
+                    None => {
+                        self.elements.remove(&k);
+                    }
+                }
+            }
+            self.shared_chains = shared_before;
+            return Err(e);
+        }
+        for (key, new_f) in changes {
+            match new_f {
+                Some(f) => {
+                    self.fragments.insert(key.clone(), f.clone());
+                }
+                None => {
+                    self.fragments.remove(key);
+                }
+            }
+        }
+        Ok(!shared_ops.is_empty() || !ops.is_empty())
     }
 
     /// Over the long-lived netlink socket when every step can be encoded
@@ -393,7 +602,30 @@ impl FamilyProxy {
         self.last_path = "nft";
         Ok(())
     }
+
+    /// Delete conntrack entries; what fails is reported, counted and kept
+    /// for the next sync (at most [`CONNTRACK_PENDING_MAX`]).
+    fn clear_conntrack(&mut self, deletions: Vec<Vec<String>>) {
+        for args in deletions {
+            if let Err(e) = run_conntrack(&args) {
+                self.conntrack_failures += 1;
+                tracing::warn!(
+                    "conntrack -D -p udp {} failed, retried at the next sync: {e}",
+                    args.join(" ")
+                );
+                self.conntrack_pending.push(args);
+            }
+        }
+        if self.conntrack_pending.len() > CONNTRACK_PENDING_MAX {
+            let dropped = self.conntrack_pending.len() - CONNTRACK_PENDING_MAX;
+            tracing::error!("{dropped} conntrack deletion(s) given up: conntrack keeps failing");
+            self.conntrack_pending.drain(..dropped);
+        }
+    }
 }
+
+/// How many failed conntrack deletions wait for a retry.
+const CONNTRACK_PENDING_MAX: usize = 4096;
 
 /// The Services whose rules a change set may alter.
 fn affected_services(
@@ -610,7 +842,8 @@ fn diff_ops(
 /// to the endpoint it first got. When an endpoint leaves a UDP Service, or a
 /// Service gets its first endpoint (its rejects may be cached), those entries
 /// are deleted so that the next packet is balanced afresh — as kube-proxy does.
-fn clear_stale_udp(before: &[ServicePort], after: &[&ServicePort]) {
+/// The `conntrack -D -p udp` arguments for that.
+fn stale_udp_flows(before: &[ServicePort], after: &[&ServicePort]) -> Vec<Vec<String>> {
     let key = |sp: &ServicePort| (sp.namespace.clone(), sp.name.clone(), sp.port_name.clone());
     let mut deletions: Vec<Vec<String>> = Vec::new();
     for old in before.iter().filter(|sp| sp.protocol == Protocol::Udp) {
@@ -666,22 +899,23 @@ fn clear_stale_udp(before: &[ServicePort], after: &[&ServicePort]) {
             }
         }
     }
-    for args in deletions {
-        let v6 = args.iter().any(|a| a.contains(':'));
-        let out = std::process::Command::new("conntrack")
-            .args(["-D", "-p", "udp"])
-            .args(if v6 { &["-f", "ipv6"][..] } else { &[] })
-            .args(&args)
-            .output();
-        match out {
-            // Exit 1 with "0 flow entries" just means there was nothing to delete.
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(
-                    "cannot clear stale UDP conntrack entries (apt-get install conntrack): {e}"
-                );
-                return;
-            }
-        }
+    deletions
+}
+
+/// One `conntrack -D -p udp ARGS`. Exit 1 with "0 flow entries" just means
+/// there was nothing to delete; anything else is a failure.
+fn run_conntrack(args: &[String]) -> std::result::Result<(), String> {
+    let v6 = args.iter().any(|a| a.contains(':'));
+    let out = std::process::Command::new("conntrack")
+        .args(["-D", "-p", "udp"])
+        .args(if v6 { &["-f", "ipv6"][..] } else { &[] })
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run conntrack (apt-get install conntrack): {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || stderr.contains(" 0 flow entries") {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", out.status, stderr.trim()))
     }
 }

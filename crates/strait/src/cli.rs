@@ -236,6 +236,12 @@ pub struct ProxyArgs {
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     pub cluster_cidrs: Vec<String>,
 
+    /// Where NodePorts answer: `primary` (the node's IPs, from --node-ip or
+    /// the Node object) or comma-separated CIDRs; local addresses in them
+    /// answer (0.0.0.0/0,::/0 for every address), as kube-proxy's flag.
+    #[arg(long, value_name = "primary|CIDR,...", default_value = "primary")]
+    pub nodeport_addresses: String,
+
     /// Print the ruleset in nft syntax instead of applying it.
     #[arg(long)]
     pub dry_run: bool,

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use strait_model::ClusterState;
 use strait_proxy::{
-    family_in_use, plan, render, render_full, serve_metrics, Family, HealthCheckServers,
-    NodeContext, ProxyMetrics, ServiceProxy, Sync,
+    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family,
+    HealthCheckServers, NodeContext, ProxyMetrics, ServiceProxy, Sync,
 };
 
 use crate::cli::ProxyArgs;
@@ -41,11 +41,34 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let nodeport_addresses = if args.nodeport_addresses.trim() == "primary" {
+        Vec::new()
+    } else {
+        args.nodeport_addresses
+            .split(',')
+            .map(|c| {
+                c.trim().parse::<IpNet>().map_err(|_| Error::Flag {
+                    flag: "--nodeport-addresses",
+                    message: format!(
+                        "{c:?} is not a CIDR (give CIDRs, comma-separated, or primary)"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let service_cidrs: Vec<IpNet> = config.service_cidrs.iter().map(|c| c.net()).collect();
     let node = args.node.clone().unwrap_or_default();
 
     let seen = Seen::now(files);
     let state = load(files, &config, None)?;
-    let ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+    let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+    ctx.service_cidrs = service_cidrs;
+    ctx.nodeport_addresses = nodeport_addresses;
+    if ctx.nodeport_networks().is_empty() {
+        tracing::warn!(
+            "no IP known for node {node:?} (no --node-ip, no Node object with addresses): NodePorts answer nowhere; give --node-ip or --nodeport-addresses"
+        );
+    }
     let table = plan(&state, &ctx);
     if args.dry_run {
         let ips: Vec<String> = ctx.node_ips.iter().map(ToString::to_string).collect();
@@ -59,6 +82,12 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             or_none(&ips),
             or_none(&cidrs)
         );
+        for problem in &table.problems {
+            tracing::warn!("{problem}");
+        }
+        for id in colliding_ports(&table) {
+            tracing::error!("service ports share the chain id {id}: left out of the ruleset");
+        }
         // The IPv6 table only when something needs it, as the applier does.
         for family in Family::ALL {
             if family == Family::V4 || family_in_use(&table, family) {
@@ -82,9 +111,16 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         })
         .ok();
     let mut health = HealthCheckServers::default();
+    let mut reported = Reported::default();
     let mut proxy = ServiceProxy::new(ctx);
     let first = proxy.full_sync(&state);
-    record(&metrics, &proxy, &mut health, first.as_ref().ok().copied());
+    record(
+        &metrics,
+        &proxy,
+        &mut health,
+        &mut reported,
+        first.as_ref().ok().copied(),
+    );
     first?;
     // Follow the files until stopped; the rules stay when we exit.
     let mut previous = state;
@@ -98,14 +134,22 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             }
         };
         match proxy.update(&previous, &state) {
-            Ok(sync) => record(&metrics, &proxy, &mut health, Some(sync)),
+            Ok(sync) => record(&metrics, &proxy, &mut health, &mut reported, Some(sync)),
             Err(e) => {
                 tracing::error!("{e}");
-                record(&metrics, &proxy, &mut health, None);
+                record(&metrics, &proxy, &mut health, &mut reported, None);
             }
         }
         previous = state;
     })
+}
+
+/// What was last said about Services with errors and conntrack failures,
+/// so that each is said once.
+#[derive(Default)]
+struct Reported {
+    errors: std::collections::BTreeMap<(String, String), Vec<String>>,
+    conntrack_failures: u64,
 }
 
 /// Log a sync, count it, and serve the health checks it implies.
@@ -113,10 +157,24 @@ fn record(
     metrics: &ProxyMetrics,
     proxy: &ServiceProxy,
     health: &mut HealthCheckServers,
+    reported: &mut Reported,
     sync: Option<Sync>,
 ) {
     // Health checks first: once a sync is logged, everything it implies holds.
     health.sync(&proxy.health_checks());
+    let errors = proxy.service_errors();
+    for ((ns, name), list) in &errors {
+        if reported.errors.get(&(ns.clone(), name.clone())) != Some(list) {
+            for why in list {
+                tracing::error!("Service {ns:?}/{name:?}: {why}");
+            }
+        }
+    }
+    metrics.service_errors(errors.len());
+    reported.errors = errors;
+    let failures = proxy.conntrack_failures();
+    metrics.conntrack_failed(failures.saturating_sub(reported.conntrack_failures));
+    reported.conntrack_failures = failures;
     let (ports, chains, elements) = proxy.stats();
     match sync {
         Some(Sync::Full(d)) => {
@@ -169,6 +227,7 @@ fn context(
         node_name: node.to_owned(),
         node_ips: ips,
         cluster_cidrs: cluster_cidrs.to_vec(),
+        ..NodeContext::default()
     }
 }
 

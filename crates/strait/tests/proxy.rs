@@ -100,6 +100,10 @@ struct Cluster {
     manifests: TempDir,
     conf: String,
     proxy: Option<Background>,
+    /// More flags for `strait proxy`.
+    extra_args: Vec<String>,
+    /// The proxy's PATH, when not the test's.
+    path: Option<String>,
 }
 
 const NODE_IP: &str = "172.31.251.1";
@@ -191,6 +195,8 @@ impl Cluster {
             manifests,
             conf,
             proxy: None,
+            extra_args: Vec::new(),
+            path: None,
         };
         for i in 0..pods {
             let pod = TestNs::new(&format!("pod{i}"));
@@ -256,9 +262,15 @@ impl Cluster {
             "--poll-ms",
             "50",
             "-v",
+            // The node's primary IP: where NodePorts answer by default.
+            "--node-ip",
+            NODE_IP,
         ];
+        args.extend(self.extra_args.iter().map(String::as_str));
         if self.dual_stack {
             args.extend([
+                "--node-ip",
+                "fd00:31:251::1",
                 "--cluster-cidr",
                 "fd00:10:244::/56",
                 "--service-cidr",
@@ -267,7 +279,16 @@ impl Cluster {
                 "fd00:10:96::/112",
             ]);
         }
-        self.proxy = Some(spawn_in(&self.node, STRAIT, &args, &log));
+        self.proxy = Some(match &self.path {
+            // Through env(1): the proxy finds its helper programs in `path` only.
+            Some(path) => {
+                let path = format!("PATH={path}");
+                let mut all = vec![path.as_str(), STRAIT];
+                all.extend(args.iter().copied());
+                spawn_in(&self.node, "/usr/bin/env", &all, &log)
+            }
+            None => spawn_in(&self.node, STRAIT, &args, &log),
+        });
         let node = &self.node;
         assert!(
             wait_for(Duration::from_secs(10), || node
@@ -941,4 +962,391 @@ fn netlink_partial_syncs_build_the_same_tables_as_nft() {
             "table {family} strait"
         );
     }
+}
+
+/// A LoadBalancer Service on `lb_ip` with `ranges` (YAML list text) as
+/// loadBalancerSourceRanges, in front of `endpoints`.
+fn lb_service(
+    name: &str,
+    cluster_ip: &str,
+    lb_ip: &str,
+    ranges: &str,
+    endpoints: &[(IpAddr, &str)],
+) -> String {
+    service(
+        name,
+        cluster_ip,
+        &format!(
+            "  type: LoadBalancer\n  loadBalancerSourceRanges: {ranges}\nstatus: {{loadBalancer: {{ingress: [{{ip: {lb_ip}}}]}}}}\n"
+        ),
+        endpoints,
+        8080,
+    )
+}
+
+impl Cluster {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.manifests.0.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// The value of a metric on the proxy's /metrics (0 when absent).
+    fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(&self.node, "127.0.0.1:10249".parse().unwrap(), "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Wait until `from` gets an answer of `pod` at `addr`.
+    fn wait_answer(&self, from: &TestNs, addr: SocketAddr, pod: &str) {
+        let ok = wait_for(Duration::from_secs(10), || {
+            fetch(from, addr).is_ok_and(|r| who(&r) == pod)
+        });
+        assert!(ok, "{addr} does not answer {pod}:\n{}", self.log());
+    }
+}
+
+/// Whether a TCP connection from `ns` to `addr` is accepted within `wait`.
+fn connects(ns: &TestNs, addr: SocketAddr, wait: Duration) -> bool {
+    ns.run(move || std::net::TcpStream::connect_timeout(&addr, wait).is_ok())
+}
+
+#[test]
+fn overlapping_ranges_and_a_refused_service_never_block_the_others() {
+    if !root_or_skip("overlapping_ranges_and_a_refused_service_never_block_the_others") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let ok = c
+        .client
+        .command("ip", &["route", "add", "203.0.113.0/24", "via", NODE_IP]);
+    assert!(ok.status.success());
+    let eps = [(p0, "node-1")];
+    // Overlapping ranges are valid Kubernetes: merged, not refused.
+    let lb = lb_service(
+        "lb",
+        "10.96.7.1",
+        "203.0.113.7",
+        "[10.0.0.0/8, 10.1.0.0/16, 172.31.0.0/16, 172.31.251.0/24]",
+        &eps,
+    );
+    // Another Service claims the same LB IP and port with a range inside
+    // the first one's: the kernel refuses the overlapping intervals.
+    let clash = lb_service("clash", "10.96.7.2", "203.0.113.7", "[10.2.0.0/16]", &eps);
+    let web = service("web", "10.96.7.3", "", &eps, 8080);
+    c.write(&format!("{lb}{clash}{web}"));
+    c.start_proxy();
+    // The kernel refused the whole table (the two Services' ranges overlap
+    // in one transaction); in groups, every Service went in.
+    c.wait_answer(&c.client, "10.96.7.3:80".parse().unwrap(), "pod0");
+    c.wait_answer(&c.client, "203.0.113.7:80".parse().unwrap(), "pod0");
+    let log = c.log();
+    assert!(log.contains("programming Services in groups"), "{log}");
+    assert!(!log.contains("is not programmed"), "{log}");
+    assert_eq!(c.metric("strait_proxy_service_errors"), 0.0, "{log}");
+
+    // Something else put an element in the dispatch map: the kernel now
+    // refuses a Service arriving on that address. It alone is left out and
+    // reported; the good one arriving with it, and later changes, work.
+    let drift = c.node.command(
+        "nft",
+        &["add element ip strait service-ips { 10.96.7.9 . tcp . 80 : drop }"],
+    );
+    assert!(drift.status.success());
+    let stuck = service("stuck", "10.96.7.9", "", &eps, 8080);
+    let web2 = service("web2", "10.96.7.5", "", &eps, 8080);
+    c.write(&format!("{lb}{clash}{web}{stuck}{web2}"));
+    c.wait_answer(&c.client, "10.96.7.5:80".parse().unwrap(), "pod0");
+    let web3 = service("web3", "10.96.7.6", "", &eps, 8080);
+    c.write(&format!("{lb}{clash}{web}{stuck}{web2}{web3}"));
+    c.wait_answer(&c.client, "10.96.7.6:80".parse().unwrap(), "pod0");
+    let log = c.log();
+    assert!(
+        log.contains("Service \"default\"/\"stuck\" is not programmed"),
+        "{log}"
+    );
+    assert!(!log.contains("doing a full one"), "{log}");
+    let node = &c.node;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let (_, body) = http_get(node, "127.0.0.1:10249".parse().unwrap(), "/metrics");
+            body.contains("strait_proxy_service_errors 1")
+        }),
+        "{log}"
+    );
+    for vip in ["10.96.7.3:80", "203.0.113.7:80"] {
+        assert!(connects(
+            &c.client,
+            vip.parse().unwrap(),
+            Duration::from_secs(2)
+        ));
+    }
+}
+
+#[test]
+fn a_partial_sync_touching_firewall_elements_needs_no_fallback() {
+    if !root_or_skip("a_partial_sync_touching_firewall_elements_needs_no_fallback") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let ok = c
+        .client
+        .command("ip", &["route", "add", "203.0.113.0/24", "via", NODE_IP]);
+    assert!(ok.status.success());
+    let eps = [(p0, "node-1")];
+    let web = service("web", "10.96.8.1", "", &eps, 8080);
+    c.write(&web);
+    c.start_proxy();
+    c.wait_answer(&c.client, "10.96.8.1:80".parse().unwrap(), "pod0");
+    // A LoadBalancer with source ranges arrives: firewall elements (sent
+    // through nft) and a shared chain the table does not have yet.
+    let lb = |ranges: &str| lb_service("lb", "10.96.8.2", "203.0.113.8", ranges, &eps);
+    c.write(&format!("{web}{}", lb("[172.31.251.0/24]")));
+    c.wait_answer(&c.client, "203.0.113.8:80".parse().unwrap(), "pod0");
+    // Its ranges change: the client is no longer allowed.
+    c.write(&format!("{web}{}", lb("[198.51.100.0/24]")));
+    let client = &c.client;
+    let closed = wait_for(Duration::from_secs(10), || {
+        !connects(
+            client,
+            "203.0.113.8:80".parse().unwrap(),
+            Duration::from_millis(300),
+        )
+    });
+    assert!(closed, "{}", c.log());
+    let log = c.log();
+    let partial = log.lines().filter(|l| l.contains("partial sync")).count();
+    assert!(partial >= 2, "{log}");
+    assert_eq!(log.matches("full sync").count(), 1, "{log}");
+    assert!(!log.contains("failed") && !log.contains("refused"), "{log}");
+}
+
+#[test]
+fn unallocated_service_addresses_are_dropped_not_routed() {
+    if !root_or_skip("unallocated_service_addresses_are_dropped_not_routed") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    c.write(&service("web", "10.96.9.1", "", &[(p0, "node-1")], 8080));
+    // Someone beyond the default route holds an address of the Service
+    // network that no Service has, and one outside it.
+    for addr in ["10.96.99.99/32", "10.200.0.1/32"] {
+        let ok = c.client.command("ip", &["addr", "add", addr, "dev", "lo"]);
+        assert!(ok.status.success());
+    }
+    c.client.command("ip", &["link", "set", "lo", "up"]);
+    let listen = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        c.client
+            .run(move || std::net::TcpListener::bind(SocketAddr::new(ip, 0)))
+            .unwrap()
+    };
+    let (inside, outside) = (listen("10.96.99.99"), listen("10.200.0.1"));
+    let (inside, outside) = (inside.local_addr().unwrap(), outside.local_addr().unwrap());
+    c.start_proxy();
+    let wait = Duration::from_secs(1);
+    for from in [&c.pods[0].0, &c.node] {
+        assert!(connects(from, outside, wait), "the route works");
+        assert!(
+            !connects(from, inside, wait),
+            "an unallocated Service address left by the default route"
+        );
+    }
+}
+
+#[test]
+fn node_ports_answer_only_on_nodeport_addresses() {
+    if !root_or_skip("node_ports_answer_only_on_nodeport_addresses") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    c.write(&service(
+        "np",
+        "10.96.10.1",
+        "  type: NodePort\n",
+        &[(p0, "node-1")],
+        8080,
+    ));
+    c.start_proxy();
+    // The node's bridge address is local too, but not its primary IP.
+    let primary: SocketAddr = format!("{NODE_IP}:30080").parse().unwrap();
+    let bridge: SocketAddr = "10.244.1.1:30080".parse().unwrap();
+    c.wait_answer(&c.client, primary, "pod0");
+    let err = fetch(&c.client, bridge).expect_err("not a NodePort address");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    // --nodeport-addresses 0.0.0.0/0: every local address answers.
+    c.proxy = None;
+    c.extra_args = vec!["--nodeport-addresses".into(), "0.0.0.0/0".into()];
+    c.start_proxy();
+    c.wait_answer(&c.client, bridge, "pod0");
+    // A bad value is refused with the flag's name.
+    let out = c.node.command(
+        STRAIT,
+        &[
+            "proxy",
+            "--dry-run",
+            "-f",
+            "-",
+            "--node",
+            "n",
+            "--nodeport-addresses",
+            "10.0.0.0/8,junk",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nodeport-addresses"));
+}
+
+#[test]
+fn source_ranges_hold_for_the_node_and_accept_lb_ips_holding_a_node_ip() {
+    if !root_or_skip("source_ranges_hold_for_the_node_and_accept_lb_ips_holding_a_node_ip") {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let eps = [(p0, "node-1")];
+    let closed = lb_service(
+        "closed",
+        "10.96.11.1",
+        "203.0.113.11",
+        "[198.51.100.0/24]",
+        &eps,
+    );
+    let open = lb_service(
+        "open",
+        "10.96.11.2",
+        "203.0.113.12",
+        "[172.31.251.0/30]",
+        &eps,
+    );
+    c.write(&format!("{closed}{open}"));
+    c.start_proxy();
+    // The node's own connection (source: its primary IP) obeys the ranges.
+    c.wait_answer(&c.node, "203.0.113.12:80".parse().unwrap(), "pod0");
+    assert!(
+        !connects(
+            &c.node,
+            "203.0.113.11:80".parse().unwrap(),
+            Duration::from_secs(1)
+        ),
+        "the node reached an LB its ranges exclude"
+    );
+    // The range holding the node IP also admits the LB IP as a source.
+    let allow = c
+        .node
+        .command("nft", &["list", "set", "ip", "strait", "firewall-allow"]);
+    let allow = String::from_utf8_lossy(&allow.stdout);
+    assert!(
+        allow.contains("203.0.113.12 . tcp . 80 . 203.0.113.12"),
+        "{allow}"
+    );
+    assert!(
+        !allow.contains("203.0.113.11 . tcp . 80 . 203.0.113.11"),
+        "{allow}"
+    );
+}
+
+#[test]
+fn conntrack_failures_are_reported_and_retried() {
+    if !root_or_skip("conntrack_failures_are_reported_and_retried") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let (p0, p1) = (c.pods[0].1, c.pods[1].1);
+    let s0 = udp_server(&c.pods[0].0, SocketAddr::new(p0, 5353), "pod0");
+    let s1 = udp_server(&c.pods[1].0, SocketAddr::new(p1, 5353), "pod1");
+    let udp = |eps: &[(IpAddr, &str)]| {
+        service("dns", "10.96.12.1", "", eps, 5353)
+            .replace(
+                "port: 80, targetPort: 5353",
+                "port: 53, targetPort: 5353, protocol: UDP",
+            )
+            .replace(
+                "[{name: http, port: 5353}]",
+                "[{name: http, port: 5353, protocol: UDP}]",
+            )
+    };
+    // The proxy's PATH has nft but no conntrack (yet).
+    let bin = TempDir::new("bin");
+    let which = |program: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    std::os::unix::fs::symlink(which("nft"), bin.0.join("nft")).unwrap();
+    c.path = Some(bin.path().to_owned());
+    c.write(&udp(&[(p0, "node-1"), (p1, "node-1")]));
+    c.start_proxy();
+    let client = c.pods[2].1;
+    let socket = c.pods[2]
+        .0
+        .run(move || std::net::UdpSocket::bind(SocketAddr::new(client, 0)))
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let vip: SocketAddr = "10.96.12.1:53".parse().unwrap();
+    let ask = |socket: &std::net::UdpSocket| {
+        socket.send_to(b"hi", vip).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = socket.recv_from(&mut buf).expect("UDP answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = ask(&socket);
+    let remaining = if first == "pod0" {
+        (p1, "pod1")
+    } else {
+        (p0, "pod0")
+    };
+    c.write(&udp(&[(remaining.0, "node-1")]));
+    let node = &c.node;
+    let failures = || {
+        let (_, body) = http_get(node, "127.0.0.1:10249".parse().unwrap(), "/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix("strait_proxy_conntrack_failures_total ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || failures() >= 1.0),
+        "{}",
+        c.log()
+    );
+    assert!(c.log().contains("conntrack"), "{}", c.log());
+    // The stale flow is still there: the deletion was not done...
+    assert_eq!(ask(&socket), first);
+    // ...and not forgotten: once conntrack works, the next sync does it.
+    std::os::unix::fs::symlink(which("conntrack"), bin.0.join("conntrack")).unwrap();
+    let before = failures();
+    c.write(&format!(
+        "{}{}",
+        udp(&[(remaining.0, "node-1")]),
+        service("other", "10.96.12.2", "", &[(p0, "node-1")], 8080)
+    ));
+    let ok = wait_for(Duration::from_secs(10), || ask(&socket) == remaining.1);
+    assert!(ok, "the stale flow was never deleted:\n{}", c.log());
+    assert_eq!(failures(), before, "{}", c.log());
+    for (ns, ip) in [(&c.pods[0], p0), (&c.pods[1], p1)] {
+        let _ = ns.0.run(move || {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .unwrap()
+                .send_to(b"stop", SocketAddr::new(ip, 5353))
+        });
+    }
+    let _ = (s0.join(), s1.join());
 }
