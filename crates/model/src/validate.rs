@@ -26,6 +26,14 @@ pub fn object(object: &mut Object) -> Check {
     let kind = object.kind();
     let name = object.metadata().name.clone().unwrap_or_default();
     object_name(kind, &name)?;
+    if kind.is_namespaced() {
+        // The namespace reaches chain names, DNS names and file names
+        // downstream; kube-apiserver only stores namespaces that are labels.
+        let namespace = object.metadata().namespace.as_deref().unwrap_or_default();
+        if let Err(why) = dns_label(namespace) {
+            return bad("metadata.namespace", format!("{namespace:?} {why}"));
+        }
+    }
     // The API server gives every object a UID on create; strait derives it
     // from what the object is, so that it is the same on every run.
     let meta = object.metadata_mut();
@@ -38,6 +46,10 @@ pub fn object(object: &mut Object) -> Check {
         // Checked by `pod` while still typed.
         Object::Pod(_) => Ok(()),
         Object::Deployment(d) => deployment(Arc::make_mut(d)),
+        Object::Namespace(ns) => {
+            namespace(Arc::make_mut(ns), &name);
+            Ok(())
+        }
         Object::Endpoints(e) => endpoints(Arc::make_mut(e)),
         Object::EndpointSlice(s) => endpoint_slice(Arc::make_mut(s)),
         Object::NetworkPolicy(np) => match np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
@@ -50,17 +62,40 @@ pub fn object(object: &mut Object) -> Check {
     }
 }
 
+/// The label the control plane sets on every Namespace, so that policies and
+/// tools can select a namespace by its name.
+pub const LABEL_METADATA_NAME: &str = "kubernetes.io/metadata.name";
+
+/// Namespace defaulting: the name label always holds the name, whatever the
+/// manifest says (the API server overwrites it the same way).
+fn namespace(ns: &mut k8s_openapi::api::core::v1::Namespace, name: &str) {
+    ns.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_METADATA_NAME.to_owned(), name.to_owned());
+}
+
+/// `metadata.name` by the rule kube-apiserver applies to the kind.
 fn object_name(kind: crate::Kind, name: &str) -> Check {
+    use crate::Kind;
     if name.is_empty() {
         return bad("metadata.name", "missing: every object needs a name");
     }
-    // Services and Namespaces become DNS labels; most other names are subdomains.
-    let label_only = matches!(kind, crate::Kind::Service | crate::Kind::Namespace);
-    if let Err(why) = if label_only {
-        dns_label(name)
-    } else {
-        dns_subdomain(name)
-    } {
+    let valid = match kind {
+        // A Service name is a DNS label that starts with a letter (RFC 1035):
+        // it becomes environment variable names as well as DNS names.
+        Kind::Service => dns1035_label(name),
+        Kind::Namespace => dns_label(name),
+        Kind::Deployment
+        | Kind::EndpointSlice
+        | Kind::Endpoints
+        | Kind::Ingress
+        | Kind::IngressClass
+        | Kind::NetworkPolicy
+        | Kind::Node
+        | Kind::Pod => dns_subdomain(name),
+    };
+    if let Err(why) = valid {
         return bad("metadata.name", format!("{name:?} {why}"));
     }
     Ok(())
@@ -94,6 +129,16 @@ pub fn dns_label(s: &str) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character")
+    }
+}
+
+/// RFC 1035 label: an RFC 1123 label that starts with a letter.
+pub fn dns1035_label(s: &str) -> Result<(), &'static str> {
+    dns_label(s)?;
+    if s.as_bytes()[0].is_ascii_lowercase() {
+        Ok(())
+    } else {
+        Err("must start with a lower case letter, and consist of lower case alphanumeric characters or '-' ending with an alphanumeric character")
     }
 }
 
@@ -510,4 +555,105 @@ fn endpoint_slice(s: &mut EndpointSlice) -> Check {
         protocol(format!("ports[{p}].protocol"), &mut port.protocol)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::{parse_str, Format};
+    use crate::{Loaded, Object};
+
+    fn parse(yaml: &str) -> crate::Result<Loaded> {
+        parse_str("test.yaml", yaml, Format::Yaml)
+    }
+
+    fn refused(yaml: &str) -> String {
+        match parse(yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn service_in(namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {namespace}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        )
+    }
+
+    // ---- names and namespaces ----
+
+    #[test]
+    fn namespaces_must_be_dns_labels_for_every_namespaced_kind() {
+        let long = "a".repeat(300);
+        for bad in [
+            "'a\"b'",
+            "'a b'",
+            "'UPPER'",
+            "'-a'",
+            long.as_str(),
+            "'x;flush ruleset'",
+        ] {
+            let err = refused(&service_in(bad));
+            assert!(
+                err.contains("document 1 (Service ") && err.contains("): metadata.namespace: "),
+                "{err}"
+            );
+        }
+        let err = refused(&service_in(&long));
+        assert!(err.contains("is longer than 63 characters"), "{err}");
+        let err = refused(&service_in("'a b'"));
+        assert!(
+            err.ends_with("metadata.namespace: \"a b\" must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character"),
+            "{err}"
+        );
+        // Every namespaced kind, not only Services.
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: 'a/b'}\nspec: {containers: [{name: c}]}\n";
+        assert!(refused(pod).contains("(Pod a/b/p): metadata.namespace: "));
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, namespace: '../x'}\naddressType: IPv4\nendpoints: []\n";
+        assert!(refused(slice).contains("metadata.namespace: \"../x\""));
+        // 63 characters is a label still.
+        parse(&service_in(&"a".repeat(63))).unwrap();
+    }
+
+    #[test]
+    fn names_follow_the_rule_of_their_kind() {
+        // Services: RFC 1035 labels (a leading digit is refused).
+        let svc = |name: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: '{name}'}}\nspec: {{ports: [{{port: 80}}]}}\n")
+        };
+        let err = refused(&svc("1web"));
+        assert!(
+            err.contains("metadata.name: \"1web\" must start with a lower case letter"),
+            "{err}"
+        );
+        assert!(refused(&svc("a.b")).contains("metadata.name: \"a.b\""));
+        parse(&svc("web-1")).unwrap();
+        // Pods and Deployments: subdomains (dots and leading digits are fine).
+        let pod = |name: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: '{name}'}}\nspec: {{containers: [{{name: c}}]}}\n")
+        };
+        parse(&pod("1.web")).unwrap();
+        assert!(refused(&pod("a_b")).contains("(Pod default/a_b): metadata.name: "));
+        // Namespaces: labels.
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a.b}\n";
+        assert!(refused(ns).contains("(Namespace a.b): metadata.name: "));
+    }
+
+    #[test]
+    fn namespaces_carry_their_name_label() {
+        let loaded = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: dev\n  labels: {kubernetes.io/metadata.name: other, team: a}\n",
+        )
+        .unwrap();
+        let labels: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|(o, _)| match o {
+                Object::Namespace(ns) => ns.metadata.labels.clone().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(labels[0].get(super::LABEL_METADATA_NAME).unwrap(), "shop");
+        assert_eq!(labels[1].get(super::LABEL_METADATA_NAME).unwrap(), "dev");
+        assert_eq!(labels[1].get("team").unwrap(), "a");
+    }
 }
