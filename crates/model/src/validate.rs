@@ -108,8 +108,17 @@ pub(crate) fn pod(pod: &mut Pod) -> Check {
         crate::Kind::Pod,
         pod.metadata.name.as_deref().unwrap_or_default(),
     )?;
+    let key = crate::ObjectKey::new(
+        crate::Kind::Pod,
+        pod.metadata
+            .namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    );
     match pod.spec.as_mut() {
-        Some(spec) => pod_spec(spec, "spec"),
+        Some(spec) => pod_spec(spec, "spec", &key),
         None => bad("spec", "missing: a Pod needs spec.containers"),
     }
 }
@@ -210,6 +219,160 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Check {
 }
 
 fn service(svc: &mut Service) -> Check {
+    service_spec(svc)?;
+    load_balancer_status(svc)
+}
+
+/// `status.loadBalancer.ingress` as kube-apiserver checks it: the proxy sends
+/// traffic for these addresses, so junk is refused rather than skipped.
+fn load_balancer_status(svc: &Service) -> Check {
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for (i, ingress) in ingress.into_iter().flatten().enumerate() {
+        let at = |f: &str| format!("status.loadBalancer.ingress[{i}].{f}");
+        let ip = ingress.ip.as_deref().filter(|ip| !ip.is_empty());
+        if let Some(ip) = ip {
+            if ip.parse::<IpAddr>().is_err() {
+                return bad(at("ip"), format!("{ip:?} must be an IP address"));
+            }
+        }
+        if let Some(host) = ingress.hostname.as_deref().filter(|h| !h.is_empty()) {
+            if host.parse::<IpAddr>().is_ok() {
+                return bad(
+                    at("hostname"),
+                    format!("{host:?} must be a DNS name, not an IP address"),
+                );
+            }
+            if let Err(why) = dns_subdomain(host) {
+                return bad(at("hostname"), format!("{host:?} {why}"));
+            }
+        }
+        if let Some(mode) = ingress.ip_mode.as_deref() {
+            if ip.is_none() {
+                return bad(at("ipMode"), "may only be set when ip is set");
+            }
+            one_of(&at("ipMode"), mode, &["VIP", "Proxy"])?;
+        }
+    }
+    Ok(())
+}
+
+/// The legacy annotation that `spec.loadBalancerSourceRanges` replaced; the
+/// API server still validates it.
+pub const ANNOTATION_LB_SOURCE_RANGES: &str =
+    "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// `spec.loadBalancerSourceRanges` (or, when that is empty, the annotation)
+/// must be CIDRs, and only on load balancers, as kube-apiserver requires. A
+/// range the proxy could not read would otherwise leave the LB open.
+fn source_ranges(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    ty: &str,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> Check {
+    let ranges = spec
+        .load_balancer_source_ranges
+        .as_deref()
+        .unwrap_or_default();
+    let annotation = annotations
+        .and_then(|a| a.get(ANNOTATION_LB_SOURCE_RANGES))
+        .filter(|v| !v.trim().is_empty());
+    let (field, list): (String, Vec<&str>) = if !ranges.is_empty() {
+        (
+            "spec.loadBalancerSourceRanges".into(),
+            ranges.iter().map(String::as_str).collect(),
+        )
+    } else if let Some(value) = annotation {
+        (
+            format!("metadata.annotations[{ANNOTATION_LB_SOURCE_RANGES}]"),
+            value.split(',').collect(),
+        )
+    } else {
+        return Ok(());
+    };
+    if ty != "LoadBalancer" {
+        return bad(
+            field,
+            format!("may only be used when type is LoadBalancer, not {ty}"),
+        );
+    }
+    for (i, range) in list.iter().enumerate() {
+        if range.trim().parse::<ipnet::IpNet>().is_err() {
+            let at = if ranges.is_empty() {
+                field.clone()
+            } else {
+                format!("{field}[{i}]")
+            };
+            return bad(
+                at,
+                format!("{range:?} is not an IP range such as 10.240.0.0/24"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `spec.ipFamilies` and `spec.ipFamilyPolicy` spelled as the API allows;
+/// which families a Service gets is the allocator's business.
+fn ip_families(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Check {
+    let families = spec.ip_families.as_deref().unwrap_or_default();
+    for (i, family) in families.iter().enumerate() {
+        one_of(&format!("spec.ipFamilies[{i}]"), family, &["IPv4", "IPv6"])?;
+    }
+    if families.len() > 2 || (families.len() == 2 && families[0] == families[1]) {
+        return bad(
+            "spec.ipFamilies",
+            "at most one of each family, IPv4 and IPv6",
+        );
+    }
+    if spec.cluster_ips.as_ref().is_some_and(|ips| ips.len() > 2) {
+        return bad("spec.clusterIPs", "at most two addresses, one per family");
+    }
+    if let Some(policy) = spec.ip_family_policy.as_deref() {
+        one_of(
+            "spec.ipFamilyPolicy",
+            policy,
+            &["SingleStack", "PreferDualStack", "RequireDualStack"],
+        )?;
+        if policy == "SingleStack" && families.len() == 2 {
+            return bad(
+                "spec.ipFamilyPolicy",
+                "SingleStack allows one family, but spec.ipFamilies lists two",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An address that traffic is sent to (an endpoint or an external IP), as
+/// kube-apiserver's ValidateEndpointIP has it: not unspecified, loopback or
+/// link-local — 169.254.169.254 is the cloud metadata service, and 127.0.0.1
+/// would capture the node's own loopback traffic — and, stricter than the
+/// API server (which refuses link-local multicast only), not multicast.
+fn endpoint_ip(field: String, text: &str) -> Check {
+    let Ok(ip) = text.parse::<IpAddr>() else {
+        return bad(field, format!("{text:?} must be an IP address"));
+    };
+    // An IPv4-mapped IPv6 address is the IPv4 address to the kernel.
+    let why = match ip.to_canonical() {
+        ip if ip.is_unspecified() => "may not be unspecified (0.0.0.0, ::)",
+        ip if ip.is_loopback() => "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+        IpAddr::V4(v4) if v4.is_link_local() => {
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+        }
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+        }
+        ip if ip.is_multicast() => "may not be a multicast address (224.0.0.0/4, ff00::/8)",
+        _ => return Ok(()),
+    };
+    bad(field, format!("{text:?} {why}"))
+}
+
+fn service_spec(svc: &mut Service) -> Check {
     let Some(spec) = svc.spec.as_mut() else {
         return bad(
             "spec",
@@ -256,13 +419,26 @@ fn service(svc: &mut Service) -> Check {
         );
     }
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+        endpoint_ip(format!("spec.externalIPs[{i}]"), ip)?;
+    }
+    for (i, ip) in spec.cluster_ips.iter().flatten().enumerate() {
+        if ip != "None" && ip.parse::<IpAddr>().is_err() {
+            return bad(
+                format!("spec.clusterIPs[{i}]"),
+                format!("{ip:?} must be an IP address or \"None\""),
+            );
+        }
+    }
+    if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|ip| !ip.is_empty()) {
         if ip.parse::<IpAddr>().is_err() {
             return bad(
-                format!("spec.externalIPs[{i}]"),
+                "spec.loadBalancerIP",
                 format!("{ip:?} must be an IP address"),
             );
         }
     }
+    ip_families(spec)?;
+    source_ranges(spec, &ty, svc.metadata.annotations.as_ref())?;
 
     let affinity = spec
         .session_affinity
@@ -314,6 +490,9 @@ fn service(svc: &mut Service) -> Check {
             "spec.healthCheckNodePort",
             "may only be set for type LoadBalancer with externalTrafficPolicy Local",
         );
+    }
+    if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0) {
+        port_number("spec.healthCheckNodePort".into(), port)?;
     }
     if let Some(selector) = &spec.selector {
         if let Err(e) = Selector::from_map(selector) {
@@ -383,7 +562,8 @@ fn service(svc: &mut Service) -> Check {
     Ok(())
 }
 
-pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str) -> Check {
+/// `who` names the Pod or Deployment in warnings.
+pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str, who: &crate::ObjectKey) -> Check {
     if spec.containers.is_empty() {
         return bad(
             format!("{at}.containers"),
@@ -410,7 +590,10 @@ pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str) -> Check {
             return bad(format!("{at}.subdomain"), format!("{s:?} {why}"));
         }
     }
-    let mut names = std::collections::BTreeSet::new();
+    // Port names are unique per container (kube-apiserver); across the
+    // containers of a pod the API server only warns, and a named port then
+    // means the first one found (see `CompactPod::container_port_by_name`).
+    let mut pod_names = std::collections::BTreeMap::new();
     let groups: [(&str, &mut Vec<Container>); 2] = [
         ("containers", &mut spec.containers),
         (
@@ -420,6 +603,7 @@ pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str) -> Check {
     ];
     for (group, containers) in groups {
         for (c, container) in containers.iter_mut().enumerate() {
+            let mut names = std::collections::BTreeSet::new();
             for (p, port) in container.ports.iter_mut().flatten().enumerate() {
                 let field = |f: &str| format!("{at}.{group}[{c}].ports[{p}].{f}");
                 port_number(field("containerPort"), port.container_port)?;
@@ -434,8 +618,18 @@ pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str) -> Check {
                     if !names.insert(name.clone()) {
                         return bad(
                             field("name"),
-                            format!("{name:?} is used by another port of this Pod"),
+                            format!("{name:?} is used by another port of this container"),
                         );
+                    }
+                    let here = format!("{at}.{group}[{c}].ports[{p}]");
+                    match pod_names.get(name) {
+                        Some(first) => tracing::warn!(
+                            "{who}: {here}: port name {name:?} is also used by {first}; \
+                             Services and probes that select the port by name use the first"
+                        ),
+                        None => {
+                            pod_names.insert(name.clone(), here);
+                        }
                     }
                 }
             }
@@ -447,7 +641,82 @@ pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str) -> Check {
     Ok(())
 }
 
+/// Families of a headless Service without a selector, as kube-apiserver's
+/// allocator gives them: such a Service gets no address and its endpoints
+/// are whatever someone writes, so it is not bound to the families of the
+/// cluster's service CIDRs (prometheus-operator's `kubelet` Service asks for
+/// RequireDualStack on single-stack clusters). `primary` is the cluster's
+/// first family. Defaults in place; the enums were checked at admission.
+pub(crate) fn selectorless_headless_families(
+    spec: &mut k8s_openapi::api::core::v1::ServiceSpec,
+    primary: &str,
+) {
+    let families = spec.ip_families.get_or_insert_with(Vec::new);
+    if families.is_empty() {
+        families.push(primary.to_owned());
+    }
+    let policy = spec.ip_family_policy.get_or_insert_with(|| {
+        if families.len() == 2 {
+            "RequireDualStack".to_owned()
+        } else {
+            "SingleStack".to_owned()
+        }
+    });
+    if policy != "SingleStack" && families.len() == 1 {
+        let other = if families[0] == "IPv4" {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        families.push(other.to_owned());
+    }
+}
+
+/// The most pods strait's Deployment controller creates for one Deployment.
+/// kube-apiserver takes any int32, but a real cluster is bounded by its nodes
+/// (Kubernetes supports 150,000 pods per cluster); strait materialises every
+/// pod in memory, so `replicas: 2000000000` must be refused, not attempted.
+pub const MAX_REPLICAS: i32 = 10_000;
+
+/// The most pods the standalone controllers create for all Deployments
+/// together, so that many Deployments cannot do what one may not. A pod
+/// takes a few KB: this keeps `render` and the lab well under a gigabyte.
+pub const MAX_CONTROLLER_PODS: u64 = 100_000;
+
+/// Counts the pods the Deployment controller is about to create against
+/// [`MAX_CONTROLLER_PODS`], before it creates them.
+#[derive(Debug, Default)]
+pub(crate) struct PodBudget {
+    taken: u64,
+}
+
+impl PodBudget {
+    /// Take `replicas` pods from the budget, or say why not (the message for
+    /// the Deployment's `spec.replicas`).
+    pub(crate) fn take(&mut self, replicas: i32) -> Result<(), String> {
+        let wanted = u64::try_from(replicas).unwrap_or(0);
+        if wanted > MAX_REPLICAS as u64 {
+            return Err(format!(
+                "{replicas} is more than the {MAX_REPLICAS} pods strait creates for one Deployment"
+            ));
+        }
+        if self.taken + wanted > MAX_CONTROLLER_PODS {
+            return Err(format!(
+                "{replicas} more pods would make {} for all Deployments together, more than strait creates ({MAX_CONTROLLER_PODS})",
+                self.taken + wanted
+            ));
+        }
+        self.taken += wanted;
+        Ok(())
+    }
+}
+
 fn deployment(d: &mut Deployment) -> Check {
+    let key = crate::ObjectKey::new(
+        crate::Kind::Deployment,
+        d.metadata.namespace.as_deref().unwrap_or_default(),
+        d.metadata.name.as_deref().unwrap_or_default(),
+    );
     let Some(spec) = d.spec.as_mut() else {
         return bad(
             "spec",
@@ -457,6 +726,14 @@ fn deployment(d: &mut Deployment) -> Check {
     let replicas = *spec.replicas.get_or_insert(1);
     if replicas < 0 {
         return bad("spec.replicas", format!("{replicas} must not be negative"));
+    }
+    if replicas > MAX_REPLICAS {
+        return bad(
+            "spec.replicas",
+            format!(
+                "{replicas} is more than the {MAX_REPLICAS} pods strait creates for one Deployment"
+            ),
+        );
     }
     let selector = match Selector::from_label_selector(&spec.selector) {
         Ok(selector) => selector,
@@ -481,7 +758,7 @@ fn deployment(d: &mut Deployment) -> Check {
         );
     }
     match spec.template.spec.as_mut() {
-        Some(pod) => pod_spec(pod, "spec.template.spec"),
+        Some(pod) => pod_spec(pod, "spec.template.spec", &key),
         None => bad(
             "spec.template.spec",
             "missing: the pod template needs containers",
@@ -500,16 +777,27 @@ fn endpoints(e: &mut Endpoints) -> Check {
         ];
         for (list, addresses) in lists {
             for (a, address) in addresses.enumerate() {
-                if address.ip.parse::<IpAddr>().is_err() {
-                    return bad(
-                        format!("subsets[{s}].{list}[{a}].ip"),
-                        format!("{:?} must be an IP address", address.ip),
-                    );
+                endpoint_ip(format!("subsets[{s}].{list}[{a}].ip"), &address.ip)?;
+                if let Some(h) = address.hostname.as_deref().filter(|h| !h.is_empty()) {
+                    if let Err(why) = dns_label(h) {
+                        return bad(
+                            format!("subsets[{s}].{list}[{a}].hostname"),
+                            format!("{h:?} {why}"),
+                        );
+                    }
                 }
             }
         }
         for (p, port) in subset.ports.iter_mut().flatten().enumerate() {
             port_number(format!("subsets[{s}].ports[{p}].port"), port.port)?;
+            if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                if let Err(why) = dns_label(name) {
+                    return bad(
+                        format!("subsets[{s}].ports[{p}].name"),
+                        format!("{name:?} {why}"),
+                    );
+                }
+            }
             protocol(
                 format!("subsets[{s}].ports[{p}].protocol"),
                 &mut port.protocol,
@@ -535,22 +823,50 @@ fn endpoint_slice(s: &mut EndpointSlice) -> Check {
             );
         }
         for (a, address) in endpoint.addresses.iter().enumerate() {
+            let field = format!("endpoints[{i}].addresses[{a}]");
             let ok = match s.address_type.as_str() {
                 "IPv4" => address.parse::<std::net::Ipv4Addr>().is_ok(),
-                "IPv6" => address.parse::<std::net::Ipv6Addr>().is_ok(),
+                // An IPv4-mapped address is IPv4, not IPv6.
+                "IPv6" => address
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.to_ipv4_mapped().is_none()),
                 _ => dns_subdomain(address).is_ok(),
             };
             if !ok {
                 return bad(
-                    format!("endpoints[{i}].addresses[{a}]"),
+                    field,
                     format!("{address:?} is not a valid {} address", s.address_type),
+                );
+            }
+            if s.address_type != "FQDN" {
+                endpoint_ip(field, address)?;
+            }
+        }
+        if let Some(h) = endpoint.hostname.as_deref() {
+            if let Err(why) = dns_label(h) {
+                return bad(format!("endpoints[{i}].hostname"), format!("{h:?} {why}"));
+            }
+        }
+        if let Some(node) = endpoint.node_name.as_deref() {
+            if let Err(why) = dns_subdomain(node) {
+                return bad(
+                    format!("endpoints[{i}].nodeName"),
+                    format!("{node:?} {why}"),
                 );
             }
         }
     }
+    if s.ports.as_ref().is_some_and(|p| p.len() > 20000) {
+        return bad("ports", "at most 20000 ports are allowed");
+    }
     for (p, port) in s.ports.iter_mut().flatten().enumerate() {
         if let Some(n) = port.port {
             port_number(format!("ports[{p}].port"), n)?;
+        }
+        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+            if let Err(why) = dns_label(name) {
+                return bad(format!("ports[{p}].name"), format!("{name:?} {why}"));
+            }
         }
         protocol(format!("ports[{p}].protocol"), &mut port.protocol)?;
     }
@@ -655,5 +971,297 @@ mod tests {
         assert_eq!(labels[0].get(super::LABEL_METADATA_NAME).unwrap(), "shop");
         assert_eq!(labels[1].get(super::LABEL_METADATA_NAME).unwrap(), "dev");
         assert_eq!(labels[1].get("team").unwrap(), "a");
+    }
+
+    // ---- addresses ----
+
+    fn lb(spec: &str, status: &str) -> String {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: lb}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}], {spec}}}\n{status}")
+    }
+
+    #[test]
+    fn external_ips_on_special_addresses_are_refused() {
+        for (ip, why) in [
+            ("127.0.0.1", "loopback"),
+            ("127.3.2.1", "loopback"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("fe80::1", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.251", "multicast"),
+            ("ff02::fb", "multicast"),
+        ] {
+            let err = refused(&lb(&format!("externalIPs: ['{ip}']"), ""));
+            assert!(
+                err.contains("(Service default/lb): spec.externalIPs[0]: ") && err.contains(why),
+                "{ip}: {err}"
+            );
+        }
+        parse(&lb("externalIPs: ['192.0.2.7', '2001:db8::7']", "")).unwrap();
+    }
+
+    #[test]
+    fn endpoint_addresses_on_special_addresses_are_refused() {
+        let slice = |ty: &str, ip: &str| {
+            format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s}}\naddressType: {ty}\nendpoints: [{{addresses: ['{ip}']}}]\n")
+        };
+        for (ty, ip) in [
+            ("IPv4", "127.0.0.1"),
+            ("IPv4", "169.254.169.254"),
+            ("IPv6", "fe80::1"),
+            ("IPv6", "::1"),
+            ("IPv4", "0.0.0.0"),
+        ] {
+            let err = refused(&slice(ty, ip));
+            assert!(
+                err.contains("(EndpointSlice default/s): endpoints[0].addresses[0]: "),
+                "{err}"
+            );
+        }
+        // An IPv4-mapped address is not an IPv6 address.
+        assert!(refused(&slice("IPv6", "::ffff:10.0.0.1")).contains("is not a valid IPv6 address"));
+        parse(&slice("IPv4", "10.244.1.5")).unwrap();
+
+        let endpoints = |list: &str, ip: &str| {
+            format!("apiVersion: v1\nkind: Endpoints\nmetadata: {{name: e}}\nsubsets: [{{{list}: [{{ip: '{ip}'}}], ports: [{{port: 80}}]}}]\n")
+        };
+        let err = refused(&endpoints("addresses", "169.254.169.254"));
+        assert!(err.contains("(Endpoints default/e): subsets[0].addresses[0].ip: \"169.254.169.254\" may not be in the link-local range"), "{err}");
+        let err = refused(&endpoints("notReadyAddresses", "127.0.0.1"));
+        assert!(
+            err.contains("subsets[0].notReadyAddresses[0].ip: "),
+            "{err}"
+        );
+        parse(&endpoints("addresses", "10.1.2.3")).unwrap();
+    }
+
+    #[test]
+    fn load_balancer_ips_must_be_ips() {
+        let err = refused(&lb("loadBalancerIP: 'not-an-ip'", ""));
+        assert!(
+            err.contains(
+                "(Service default/lb): spec.loadBalancerIP: \"not-an-ip\" must be an IP address"
+            ),
+            "{err}"
+        );
+        let status = |ip: &str| {
+            lb(
+                "",
+                &format!(
+                    "status: {{loadBalancer: {{ingress: [{{ip: 192.0.2.1}}, {{ip: '{ip}'}}]}}}}\n"
+                ),
+            )
+        };
+        let err = refused(&status("192.0.2.300"));
+        assert!(err.contains("(Service default/lb): status.loadBalancer.ingress[1].ip: \"192.0.2.300\" must be an IP address"), "{err}");
+        parse(&status("2001:db8::1")).unwrap();
+        let host = lb(
+            "",
+            "status: {loadBalancer: {ingress: [{hostname: 'a b'}]}}\n",
+        );
+        assert!(refused(&host).contains("status.loadBalancer.ingress[0].hostname: "));
+        let mode = lb(
+            "",
+            "status: {loadBalancer: {ingress: [{ip: 192.0.2.1, ipMode: Bridge}]}}\n",
+        );
+        assert!(refused(&mode).contains("status.loadBalancer.ingress[0].ipMode: "));
+    }
+
+    #[test]
+    fn source_ranges_must_be_cidrs_on_load_balancers() {
+        let err = refused(&lb(
+            "loadBalancerSourceRanges: [10.0.0.0/8, '10.1.0.0/33']",
+            "",
+        ));
+        assert!(err.contains("(Service default/lb): spec.loadBalancerSourceRanges[1]: \"10.1.0.0/33\" is not an IP range"), "{err}");
+        assert!(refused(&lb("loadBalancerSourceRanges: [everyone]", ""))
+            .contains("spec.loadBalancerSourceRanges[0]: "));
+        // Overlapping ranges are valid in Kubernetes.
+        parse(&lb(
+            "loadBalancerSourceRanges: [10.0.0.0/8, ' 10.1.0.0/16 ', 'fd00::/8']",
+            "",
+        ))
+        .unwrap();
+
+        let annotated = |value: &str, ty: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  annotations: {{service.beta.kubernetes.io/load-balancer-source-ranges: '{value}'}}\nspec: {{type: {ty}, ports: [{{port: 80}}]}}\n")
+        };
+        let err = refused(&annotated("10.0.0.0/8, junk", "LoadBalancer"));
+        assert!(err.contains("metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: \" junk\" is not an IP range"), "{err}");
+        parse(&annotated("10.0.0.0/8, 192.168.0.0/16", "LoadBalancer")).unwrap();
+        let err = refused(&annotated("10.0.0.0/8", "ClusterIP"));
+        assert!(
+            err.contains("may only be used when type is LoadBalancer"),
+            "{err}"
+        );
+        let err = refused("apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {ports: [{port: 80}], loadBalancerSourceRanges: [10.0.0.0/8]}\n");
+        assert!(
+            err.contains(
+                "spec.loadBalancerSourceRanges: may only be used when type is LoadBalancer"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn enums_and_bounds_that_reach_the_data_path() {
+        let svc = |spec: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec: {{ports: [{{port: 80}}], {spec}}}\n")
+        };
+        assert!(refused(&svc("ipFamilies: [IPv5]"))
+            .contains("spec.ipFamilies[0]: unsupported value \"IPv5\""));
+        assert!(refused(&svc("ipFamilies: [IPv4, IPv4]")).contains("spec.ipFamilies: "));
+        assert!(refused(&svc("ipFamilyPolicy: Both")).contains("spec.ipFamilyPolicy: "));
+        assert!(refused(&svc("clusterIPs: ['10.96.0.5', 'x']")).contains("spec.clusterIPs[1]: "));
+        assert!(refused(&svc(
+            "sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 86401}}"
+        ))
+        .contains("timeoutSeconds: 86401"));
+        let lb = "type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 70000";
+        assert!(refused(&svc(lb)).contains("spec.healthCheckNodePort: 70000 is not a port number"));
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1], hostname: 'a.b'}]\n";
+        assert!(refused(slice).contains("endpoints[0].hostname: "));
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: []\nports: [{name: 'a b', port: 80}]\n";
+        assert!(refused(slice).contains("ports[0].name: "));
+    }
+
+    // ---- bounds ----
+
+    fn reconcile(loaded: Loaded) -> crate::Result<crate::ClusterState> {
+        let state = crate::ClusterState::from_objects(
+            loaded
+                .objects
+                .into_iter()
+                .map(|(o, origin)| (o, Some(origin))),
+        )?;
+        crate::controllers::reconcile(state, None, &Default::default())
+    }
+
+    fn deployment(name: &str, replicas: &str) -> String {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: a}}}}\n  template:\n    metadata: {{labels: {{app: a}}}}\n    spec: {{containers: [{{name: c}}]}}\n")
+    }
+
+    #[test]
+    fn replicas_are_bounded_before_any_pod_is_made() {
+        let err = refused(&deployment("big", "2000000000"));
+        assert!(
+            err.contains(
+                "(Deployment shop/big): spec.replicas: 2000000000 is more than the 10000 pods"
+            ),
+            "{err}"
+        );
+        let at_limit = deployment("ok", &super::MAX_REPLICAS.to_string());
+        let state = reconcile(parse(&at_limit).unwrap()).unwrap();
+        assert_eq!(state.pods.iter().count(), super::MAX_REPLICAS as usize);
+
+        // An object that reached the controllers some other way is bounded
+        // there too, before its pods are made.
+        let mut loaded = parse(&deployment("big", "1")).unwrap();
+        if let Object::Deployment(d) = &mut loaded.objects[0].0 {
+            std::sync::Arc::make_mut(d).spec.as_mut().unwrap().replicas = Some(2_000_000_000);
+        }
+        let err = reconcile(loaded).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Deployment shop/big (test.yaml, document 1): spec.replicas: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pods_of_all_deployments_together_are_bounded() {
+        let mut budget = super::PodBudget::default();
+        for _ in 0..super::MAX_CONTROLLER_PODS / super::MAX_REPLICAS as u64 {
+            budget.take(super::MAX_REPLICAS).unwrap();
+        }
+        let err = budget.take(1).unwrap_err();
+        assert!(err.contains("for all Deployments together"), "{err}");
+        budget.take(0).unwrap();
+    }
+
+    // ---- what real clusters send ----
+
+    #[test]
+    fn a_port_name_may_repeat_across_containers_but_not_within_one() {
+        // prometheus-operator: `reloader-web` in an init container and a
+        // sidecar (an init container with restartPolicy Always).
+        let pod = |init_policy: &str, second: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: prom}}\nspec:\n  initContainers:\n  - name: init\n    {init_policy}\n    ports: [{{name: reloader-web, containerPort: 8081}}]\n  containers:\n  - name: main\n    ports: [{{name: web, containerPort: 9090}}, {second}]\n  - name: reloader\n    ports: [{{name: reloader-web, containerPort: 8080}}]\n"
+            )
+        };
+        let loaded = parse(&pod(
+            "restartPolicy: Always",
+            "{name: grpc, containerPort: 10901}",
+        ))
+        .unwrap();
+        let Object::Pod(p) = &loaded.objects[0].0 else {
+            panic!()
+        };
+        // Like kube's FindPort: containers first, then sidecars; first wins.
+        assert_eq!(p.container_port_by_name("reloader-web", "TCP"), Some(8080));
+        assert_eq!(p.container_port_by_name("web", "TCP"), Some(9090));
+
+        let err = refused(&pod("", "{name: web, containerPort: 9091}"));
+        assert!(
+            err.contains("(Pod default/prom): spec.containers[0].ports[1].name: \"web\" is used by another port of this container"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn selectorless_headless_services_may_be_dual_stack_on_a_single_stack_cluster() {
+        // prometheus-operator's `kubelet` Service.
+        let kubelet = "apiVersion: v1\nkind: Service\nmetadata: {name: kubelet, namespace: kube-system}\nspec:\n  clusterIP: None\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{name: https-metrics, port: 10250}]\n";
+        let state = reconcile(parse(kubelet).unwrap()).unwrap();
+        let spec = state
+            .services
+            .get("kube-system", "kubelet")
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap();
+        assert_eq!(spec.ip_families.unwrap(), ["IPv4", "IPv6"]);
+        assert_eq!(spec.cluster_ips.unwrap(), ["None"]);
+
+        // The policy alone asks for both families, the primary one first.
+        let policy_only = kubelet.replace("  ipFamilies: [IPv4, IPv6]\n", "");
+        let state = reconcile(parse(&policy_only).unwrap()).unwrap();
+        let spec = state
+            .services
+            .get("kube-system", "kubelet")
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap();
+        assert_eq!(spec.ip_families.unwrap(), ["IPv4", "IPv6"]);
+        // Nothing asked: the primary family, single-stack.
+        let plain = policy_only.replace("  ipFamilyPolicy: RequireDualStack\n", "");
+        let state = reconcile(parse(&plain).unwrap()).unwrap();
+        let spec = state
+            .services
+            .get("kube-system", "kubelet")
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (spec.ip_families.unwrap(), spec.ip_family_policy.unwrap()),
+            (vec!["IPv4".to_owned()], "SingleStack".to_owned())
+        );
+
+        // With a selector, the endpoints are the cluster's pods: refused as before.
+        let selected = kubelet.replace(
+            "  clusterIP: None\n",
+            "  clusterIP: None\n  selector: {app: a}\n",
+        );
+        let err = reconcile(parse(&selected).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.ipFamil"), "{err}");
+        // SingleStack with two families is refused at admission.
+        let single = kubelet.replace("RequireDualStack", "SingleStack");
+        assert!(refused(&single).contains("spec.ipFamilyPolicy: SingleStack allows one family"));
     }
 }
