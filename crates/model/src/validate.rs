@@ -118,9 +118,30 @@ pub(crate) fn pod(pod: &mut Pod) -> Check {
         pod.metadata.name.as_deref().unwrap_or_default(),
     );
     match pod.spec.as_mut() {
-        Some(spec) => pod_spec(spec, "spec", &key),
-        None => bad("spec", "missing: a Pod needs spec.containers"),
+        Some(spec) => pod_spec(spec, "spec", &key)?,
+        None => return bad("spec", "missing: a Pod needs spec.containers"),
     }
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        if let Err(why) = dns_subdomain(node) {
+            return bad("spec.nodeName", format!("{node:?} {why}"));
+        }
+    }
+    // The pod's addresses become endpoints of the Services that select it:
+    // the same rule as for endpoints written by hand.
+    let status = pod.status.as_ref();
+    if let Some(ip) = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .filter(|ip| !ip.is_empty())
+    {
+        endpoint_ip("status.podIP".into(), ip)?;
+    }
+    let pod_ips = status
+        .and_then(|s| s.pod_ips.as_deref())
+        .unwrap_or_default();
+    for (i, ip) in pod_ips.iter().enumerate() {
+        endpoint_ip(format!("status.podIPs[{i}].ip"), &ip.ip)?;
+    }
+    Ok(())
 }
 
 /// RFC 1123 label: what Service and Namespace names must be.
@@ -601,8 +622,23 @@ pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str, who: &crate::ObjectKey) -> 
             spec.init_containers.get_or_insert_with(Vec::new),
         ),
     ];
+    // Container names become file names in the lab: labels, one per pod.
+    let mut containers_seen = std::collections::BTreeSet::new();
     for (group, containers) in groups {
         for (c, container) in containers.iter_mut().enumerate() {
+            let field = format!("{at}.{group}[{c}].name");
+            if let Err(why) = dns_label(&container.name) {
+                return bad(field, format!("{:?} {why}", container.name));
+            }
+            if !containers_seen.insert(container.name.clone()) {
+                return bad(
+                    field,
+                    format!(
+                        "{:?} is the name of another container of this pod",
+                        container.name
+                    ),
+                );
+            }
             let mut names = std::collections::BTreeSet::new();
             for (p, port) in container.ports.iter_mut().flatten().enumerate() {
                 let field = |f: &str| format!("{at}.{group}[{c}].ports[{p}].{f}");
@@ -1263,5 +1299,48 @@ mod tests {
         // SingleStack with two families is refused at admission.
         let single = kubelet.replace("RequireDualStack", "SingleStack");
         assert!(refused(&single).contains("spec.ipFamilyPolicy: SingleStack allows one family"));
+    }
+
+    #[test]
+    fn pod_fields_that_reach_paths_and_endpoints_are_checked() {
+        let pod = |spec: &str, status: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n{status}")
+        };
+        let err = refused(&pod("{containers: [{name: '../../etc/x'}]}", ""));
+        assert!(
+            err.contains("(Pod default/p): spec.containers[0].name: \"../../etc/x\""),
+            "{err}"
+        );
+        let err = refused(&pod(
+            "{containers: [{name: a}], initContainers: [{name: a}]}",
+            "",
+        ));
+        assert!(
+            err.contains("spec.initContainers[0].name: \"a\" is the name of another container"),
+            "{err}"
+        );
+        let err = refused(&pod("{containers: [{name: a}], nodeName: 'a b'}", ""));
+        assert!(err.contains("spec.nodeName: "), "{err}");
+        let err = refused(&pod(
+            "{containers: [{name: a}]}",
+            "status: {podIP: 127.0.0.1}\n",
+        ));
+        assert!(
+            err.contains("status.podIP: \"127.0.0.1\" may not be in the loopback range"),
+            "{err}"
+        );
+        let err = refused(&pod(
+            "{containers: [{name: a}]}",
+            "status: {podIPs: [{ip: 10.0.0.1}, {ip: 'x'}]}\n",
+        ));
+        assert!(
+            err.contains("status.podIPs[1].ip: \"x\" must be an IP address"),
+            "{err}"
+        );
+        parse(&pod(
+            "{containers: [{name: a}], nodeName: node-1}",
+            "status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}]}\n",
+        ))
+        .unwrap();
     }
 }
