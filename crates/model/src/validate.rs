@@ -852,10 +852,13 @@ fn endpoint_slice(s: &mut EndpointSlice) -> Check {
         );
     }
     for (i, endpoint) in s.endpoints.iter().enumerate() {
-        if endpoint.addresses.is_empty() {
+        if endpoint.addresses.is_empty() || endpoint.addresses.len() > 100 {
             return bad(
                 format!("endpoints[{i}].addresses"),
-                "required: at least one address",
+                format!(
+                    "{} addresses: at least one and at most 100 are allowed",
+                    endpoint.addresses.len()
+                ),
             );
         }
         for (a, address) in endpoint.addresses.iter().enumerate() {
@@ -1161,6 +1164,12 @@ mod tests {
         assert!(refused(slice).contains("endpoints[0].hostname: "));
         let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: []\nports: [{name: 'a b', port: 80}]\n";
         assert!(refused(slice).contains("ports[0].name: "));
+        let many: Vec<String> = (0..101)
+            .map(|i| format!("10.0.{}.{}", i / 200, i % 200 + 1))
+            .collect();
+        let slice = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s}}\naddressType: IPv4\nendpoints: [{{addresses: [{}]}}]\n", many.join(", "));
+        assert!(refused(&slice)
+            .contains("endpoints[0].addresses: 101 addresses: at least one and at most 100"));
     }
 
     // ---- bounds ----
