@@ -34,6 +34,13 @@ pub fn object(object: &mut Object) -> Check {
             return bad("metadata.namespace", format!("{namespace:?} {why}"));
         }
     }
+    // Labels are what selectors, policies and tools match on: spelled as
+    // kube-apiserver requires (the rule of selector keys and values).
+    if let Some(labels) = &object.metadata().labels {
+        if let Err(e) = Selector::from_map(labels) {
+            return bad("metadata.labels", e.to_string());
+        }
+    }
     // The API server gives every object a UID on create; strait derives it
     // from what the object is, so that it is the same on every run.
     let meta = object.metadata_mut();
@@ -787,6 +794,9 @@ fn deployment(d: &mut Deployment) -> Check {
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
+    if let Err(e) = Selector::from_map(&labels) {
+        return bad("spec.template.metadata.labels", e.to_string());
+    }
     if !selector.matches(&labels) {
         return bad(
             "spec.template.metadata.labels",
@@ -1349,6 +1359,25 @@ mod tests {
         parse(&pod(
             "{containers: [{name: a}], nodeName: node-1}",
             "status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}]}\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn labels_are_spelled_as_the_api_server_requires() {
+        let svc = |labels: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s, labels: {{{labels}}}}}\nspec: {{ports: [{{port: 80}}]}}\n")
+        };
+        let err = refused(&svc("'a b': x"));
+        assert!(
+            err.contains("(Service default/s): metadata.labels: "),
+            "{err}"
+        );
+        let err = refused(&svc("app: 'x\"; flush ruleset'"));
+        assert!(err.contains("metadata.labels: "), "{err}");
+        assert!(refused(&svc(&format!("app: {}", "v".repeat(64)))).contains("metadata.labels: "));
+        parse(&svc(
+            "app.kubernetes.io/name: web, tier: '', k8s-app: kube-dns",
         ))
         .unwrap();
     }
