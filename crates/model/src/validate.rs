@@ -59,14 +59,106 @@ pub fn object(object: &mut Object) -> Check {
         }
         Object::Endpoints(e) => endpoints(Arc::make_mut(e)),
         Object::EndpointSlice(s) => endpoint_slice(Arc::make_mut(s)),
-        Object::NetworkPolicy(np) => match np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
-            Some(sel) => Selector::from_label_selector(sel)
-                .map(|_| ())
-                .or_else(|e| bad("spec.podSelector", e.to_string())),
-            None => Ok(()),
-        },
+        Object::NetworkPolicy(np) => {
+            if let Some(sel) = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
+                if let Err(e) = Selector::from_label_selector(sel) {
+                    return bad("spec.podSelector", e.to_string());
+                }
+            }
+            network_policy_blocks(np)
+        }
+        Object::Node(node) => node_pod_cidrs(node),
         _ => Ok(()),
     }
+}
+
+/// `ipBlock`s of a NetworkPolicy: a CIDR, and exceptions inside it, as
+/// kube-apiserver requires.
+fn network_policy_blocks(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> Check {
+    let Some(spec) = np.spec.as_ref() else {
+        return Ok(());
+    };
+    let ingress = spec
+        .ingress
+        .iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(r, rule)| {
+            rule.from
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(move |(p, peer)| (format!("spec.ingress[{r}].from[{p}]"), peer))
+        });
+    let egress = spec
+        .egress
+        .iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(r, rule)| {
+            rule.to
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(move |(p, peer)| (format!("spec.egress[{r}].to[{p}]"), peer))
+        });
+    for (at, peer) in ingress.chain(egress) {
+        let Some(block) = &peer.ip_block else {
+            continue;
+        };
+        let Ok(cidr) = block.cidr.parse::<ipnet::IpNet>() else {
+            return bad(
+                format!("{at}.ipBlock.cidr"),
+                format!("{:?} is not an IP range such as 10.0.0.0/8", block.cidr),
+            );
+        };
+        for (e, except) in block.except.iter().flatten().enumerate() {
+            let inside = except.parse::<ipnet::IpNet>().is_ok_and(|ex| {
+                cidr.trunc().contains(&ex.trunc()) && ex.prefix_len() > cidr.prefix_len()
+            });
+            if !inside {
+                return bad(
+                    format!("{at}.ipBlock.except[{e}]"),
+                    format!(
+                        "{except:?} must be an IP range strictly inside {}",
+                        block.cidr
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `spec.podCIDR(s)` of a Node: CIDRs, at most one per family.
+fn node_pod_cidrs(node: &k8s_openapi::api::core::v1::Node) -> Check {
+    let Some(spec) = node.spec.as_ref() else {
+        return Ok(());
+    };
+    if let Some(cidr) = spec.pod_cidr.as_deref().filter(|c| !c.is_empty()) {
+        if cidr.parse::<ipnet::IpNet>().is_err() {
+            return bad(
+                "spec.podCIDR",
+                format!("{cidr:?} is not an IP range such as 10.244.0.0/24"),
+            );
+        }
+    }
+    let cidrs = spec.pod_cidrs.as_deref().unwrap_or_default();
+    let mut families = Vec::new();
+    for (i, cidr) in cidrs.iter().enumerate() {
+        let Ok(net) = cidr.parse::<ipnet::IpNet>() else {
+            return bad(
+                format!("spec.podCIDRs[{i}]"),
+                format!("{cidr:?} is not an IP range such as 10.244.0.0/24"),
+            );
+        };
+        let v4 = matches!(net, ipnet::IpNet::V4(_));
+        if families.contains(&v4) {
+            return bad("spec.podCIDRs", "at most one range per family");
+        }
+        families.push(v4);
+    }
+    Ok(())
 }
 
 /// The label the control plane sets on every Namespace, so that policies and
@@ -1380,5 +1472,33 @@ mod tests {
             "app.kubernetes.io/name: web, tier: '', k8s-app: kube-dns",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn node_and_policy_ranges_must_be_cidrs() {
+        let node = |spec: &str| {
+            format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\nspec: {{{spec}}}\n")
+        };
+        assert!(refused(&node("podCIDR: 10.244.0.0/33")).contains("(Node n1): spec.podCIDR: "));
+        assert!(refused(&node("podCIDRs: [10.244.0.0/24, 10.245.0.0/24]"))
+            .contains("spec.podCIDRs: at most one range per family"));
+        parse(&node(
+            "podCIDR: 10.244.0.0/24, podCIDRs: [10.244.0.0/24, 'fd00:10:244::/64']",
+        ))
+        .unwrap();
+        let policy = |block: &str| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p}}\nspec:\n  podSelector: {{}}\n  egress: [{{to: [{{ipBlock: {block}}}]}}]\n")
+        };
+        let err = refused(&policy("{cidr: everyone}"));
+        assert!(
+            err.contains("(NetworkPolicy default/p): spec.egress[0].to[0].ipBlock.cidr: "),
+            "{err}"
+        );
+        let err = refused(&policy("{cidr: 10.0.0.0/8, except: [192.168.0.0/16]}"));
+        assert!(
+            err.contains("spec.egress[0].to[0].ipBlock.except[0]: "),
+            "{err}"
+        );
+        parse(&policy("{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}")).unwrap();
     }
 }
