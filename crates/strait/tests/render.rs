@@ -152,3 +152,112 @@ fn help_speaks_kubernetes() {
             && help.contains("--service-cidr")
     );
 }
+
+/// `strait render` of `text` (read from stdin): exit code, stdout, stderr.
+fn render_stdin(text: &str) -> (Option<i32>, String, String) {
+    let out = strait(&["render", "-f", "-"], Some(text));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Refused with exit code 1, nothing on stdout, and `expected` in the error.
+fn assert_refused(text: &str, expected: &str) {
+    let (code, stdout, stderr) = render_stdin(text);
+    assert_eq!(code, Some(1), "accepted:\n{text}\n{stdout}");
+    assert!(
+        stdout.is_empty(),
+        "nothing is printed when the input is bad"
+    );
+    assert!(
+        stderr.contains(expected),
+        "wanted {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
+fn hostile_namespaces_are_refused_naming_the_object_and_field() {
+    let svc = |ns: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\nspec: {{ports: [{{port: 80}}]}}\n")
+    };
+    let long = "a".repeat(300);
+    for (ns, why) in [
+        (
+            r#"'x" } flush ruleset'"#,
+            "must consist of lower case alphanumeric",
+        ),
+        ("'a b'", "must consist of lower case alphanumeric"),
+        (long.as_str(), "is longer than 63 characters"),
+    ] {
+        assert_refused(&svc(ns), "error: <stdin>: document 1 (Service ");
+        assert_refused(&svc(ns), "): metadata.namespace: ");
+        assert_refused(&svc(ns), why);
+    }
+    // A good Service beside a bad one does not get through either: nothing
+    // half-rendered.
+    let both = format!("{}---\n{}", svc("shop"), svc("'a b'"));
+    assert_refused(
+        &both,
+        "document 2 (Service a b/web): metadata.namespace: \"a b\"",
+    );
+}
+
+#[test]
+fn special_addresses_and_unbounded_replicas_are_refused() {
+    let lb = |spec: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: lb}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}], {spec}}}\n")
+    };
+    assert_refused(
+        &lb("externalIPs: [127.0.0.1]"),
+        "(Service default/lb): spec.externalIPs[0]: \"127.0.0.1\" may not be in the loopback range",
+    );
+    assert_refused(
+        &lb("loadBalancerSourceRanges: [10.0.0.0/8, junk]"),
+        "spec.loadBalancerSourceRanges[1]: \"junk\" is not an IP range",
+    );
+    assert_refused(
+        &format!(
+            "{}status: {{loadBalancer: {{ingress: [{{ip: junk}}]}}}}\n",
+            lb("")
+        ),
+        "status.loadBalancer.ingress[0].ip: \"junk\" must be an IP address",
+    );
+    assert_refused(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: [{addresses: [169.254.169.254]}]\n",
+        "(EndpointSlice default/s): endpoints[0].addresses[0]: \"169.254.169.254\" may not be in the link-local range",
+    );
+    // Refused before a single pod is made (this once ran out of memory).
+    assert_refused(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: big}\nspec:\n  replicas: 2000000000\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c}]}\n",
+        "(Deployment default/big): spec.replicas: 2000000000 is more than the 10000 pods",
+    );
+}
+
+#[test]
+fn prometheus_operator_objects_render_as_the_api_server_takes_them() {
+    // `reloader-web` in an init (sidecar) and a main container; the
+    // selector-less headless `kubelet` Service asking for both families on a
+    // single-stack cluster.
+    let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: prometheus-k8s-0, namespace: monitoring}\nspec:\n  initContainers:\n  - name: init-config-reloader\n    ports: [{name: reloader-web, containerPort: 8081}]\n  containers:\n  - name: prometheus\n    ports: [{name: web, containerPort: 9090}]\n  - name: config-reloader\n    ports: [{name: reloader-web, containerPort: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: kubelet, namespace: kube-system}\nspec:\n  clusterIP: None\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{name: https-metrics, port: 10250}]\n";
+    let (code, stdout, stderr) = render_stdin(text);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Pod monitoring/prometheus-k8s-0")
+            && stderr.contains("port name \"reloader-web\" is also used by"),
+        "a warning, as kube-apiserver gives: {stderr}"
+    );
+    let list: serde_json::Value = serde_saphyr::from_str(&stdout).unwrap();
+    let kubelet = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "kubelet")
+        .expect("the kubelet Service is rendered");
+    assert_eq!(
+        kubelet["spec"]["ipFamilies"],
+        serde_json::json!(["IPv4", "IPv6"])
+    );
+    assert_eq!(kubelet["spec"]["clusterIPs"], serde_json::json!(["None"]));
+}

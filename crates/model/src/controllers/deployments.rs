@@ -16,6 +16,7 @@ use crate::Result;
 
 pub fn expand(state: &mut ClusterState, previous: Option<&ClusterState>) -> Result<()> {
     let deployments: Vec<_> = state.deployments.iter().cloned().collect();
+    let mut budget = crate::validate::PodBudget::default();
     for deployment in deployments {
         let meta = &deployment.metadata;
         let namespace = meta.namespace.clone().unwrap_or_default();
@@ -41,6 +42,12 @@ pub fn expand(state: &mut ClusterState, previous: Option<&ClusterState>) -> Resu
         if already_running {
             continue;
         }
+        // Bounded before anything is allocated (admission bounds each
+        // Deployment; this bounds them together).
+        let key = crate::ObjectKey::new(crate::Kind::Deployment, &namespace, &name);
+        budget
+            .take(spec.replicas.unwrap_or(1))
+            .map_err(|message| super::object_error(state, &key, "spec.replicas", message))?;
 
         let template_hash = template_hash(&spec.template, spec_collision_count(&deployment));
         let replica_set = format!("{name}-{template_hash}");

@@ -285,6 +285,11 @@ fn allocate_cluster_ips<'p>(
         } else {
             "spec.clusterIP"
         };
+        if is_headless(spec) && spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+            crate::validate::selectorless_headless_families(spec, primary.family());
+            spec.cluster_ips = Some(vec!["None".into()]);
+            continue;
+        }
         if is_headless(spec) {
             let families = families_for(state, key, spec, config)?;
             spec.cluster_ips = Some(vec!["None".into()]);
