@@ -171,6 +171,8 @@ fn alias_bomb() -> String {
 
 /// `strait args…` run to its end: exit status, stderr, and the child's peak
 /// RSS in KiB (from wait4, so nothing else's memory counts).
+// Reaped with wait4, not Child::wait, to get the child's own rusage.
+#[allow(clippy::zombie_processes)]
 fn strait_measured(args: &[&str]) -> (bool, String, i64) {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
