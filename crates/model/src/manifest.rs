@@ -284,6 +284,11 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
                     message: e.to_string(),
                 })?;
                 docs.push(Doc::Raw(raw));
+                // In runs: a file of a billion `{}` never has a billion
+                // documents in memory at once.
+                if docs.len() == JSON_DOCUMENTS_PER_RUN {
+                    collector.documents(std::mem::take(&mut docs));
+                }
             }
             collector.documents(docs);
         }
@@ -430,6 +435,14 @@ fn is_document_start(line: &str) -> bool {
     line.strip_prefix("---")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
+
+/// JSON documents are read in runs of this many (many times the size
+/// that is split among threads).
+const JSON_DOCUMENTS_PER_RUN: usize = 1 << 16;
+
+/// The most items a List may have: a hundred times a large cluster's
+/// objects, and a bound on the memory their list takes before any is read.
+const MAX_LIST_ITEMS: usize = 10_000_000;
 
 /// Below this size one thread reads a YAML file.
 const PARALLEL_MIN_YAML_BYTES: usize = 1 << 20;
@@ -596,8 +609,39 @@ struct HeadMeta {
 #[derive(Deserialize)]
 struct RawList<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
-    items: Option<Option<Vec<&'a RawValue>>>,
+    items: Option<Option<Items<'a>>>,
 }
+
+/// The items of a List, at most [`MAX_LIST_ITEMS`] of them.
+struct Items<'a>(Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Items<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Items<'a>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == MAX_LIST_ITEMS {
+                        return Err(serde::de::Error::custom(TOO_MANY_ITEMS));
+                    }
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+        }
+        de.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
+}
+
+const TOO_MANY_ITEMS: &str = "more items than strait reads in a List";
 
 fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
 where
@@ -661,6 +705,9 @@ impl Doc<'_> {
             Doc::Value(Value::Object(mut map)) => match map.remove("items") {
                 None => Ok(None),
                 Some(Value::Null) => Ok(Some(Vec::new())),
+                Some(Value::Array(items)) if items.len() > MAX_LIST_ITEMS => Err(format!(
+                    "more than {MAX_LIST_ITEMS}, the most strait reads in a List"
+                )),
                 Some(Value::Array(items)) => Ok(Some(items.into_iter().map(Doc::Value).collect())),
                 Some(_) => Err("must be a list".to_owned()),
             },
@@ -847,10 +894,18 @@ fn add_document(
     if let Some(item_kind) = kind_name.strip_suffix("List") {
         let items: Option<Vec<Doc<'_>>> = match &doc {
             Doc::Raw(raw) => serde_json::from_str::<RawList<'_>>(raw.get())
-                .map_err(|_| fail(String::new(), "items", "must be a list".into()))?
+                .map_err(|e| {
+                    let message = if e.to_string().starts_with(TOO_MANY_ITEMS) {
+                        format!("more than {MAX_LIST_ITEMS}, the most strait reads in a List")
+                    } else {
+                        "must be a list".into()
+                    };
+                    fail(String::new(), "items", message)
+                })?
                 .items
                 .map(|items| {
                     items
+                        .map(|i| i.0)
                         .unwrap_or_default()
                         .into_iter()
                         .map(Doc::Raw)
@@ -1371,5 +1426,57 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nesting_past_the_parsers_limits_is_an_error_not_a_crash() {
+        // With the main thread's stack, as strait reads.
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(nesting_past_the_limits)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn nesting_past_the_limits() {
+        let deep = 100_000;
+        // JSON: in a kind strait reads, in one it skips, and as a List item.
+        let nested = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+        for text in [
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"a","x":{nested}}}}}"#
+            ),
+            format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"a"}},"data":{nested}}}"#
+            ),
+            format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[{{"apiVersion":"v1","kind":"Namespace","x":{nested}}}]}}"#
+            ),
+        ] {
+            let _ = parse(&text);
+        }
+        // YAML: flow and block nesting.
+        assert!(parse(&format!("a: {nested}\n")).is_err());
+        let mut block = String::new();
+        for i in 0..1000 {
+            block.push_str(&" ".repeat(i));
+            block.push_str("a:\n");
+        }
+        let err = parse(&block).unwrap_err();
+        assert!(
+            matches!(err, Error::Limit { .. } | Error::Syntax { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn many_empty_json_documents_fail_at_the_first() {
+        let text = "{}".repeat(200_000);
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("test.yaml: document 1: kind: missing"),
+            "{err}"
+        );
     }
 }
