@@ -51,6 +51,11 @@ pub enum Error {
         second: String,
     },
 
+    /// Input past one of strait's limits: more bytes than strait reads at
+    /// once, or a YAML file that expands far beyond its size (an alias bomb).
+    #[error("{file}: {message}")]
+    Limit { file: String, message: String },
+
     #[error("invalid setting {setting}: {message}")]
     Config { setting: String, message: String },
 }

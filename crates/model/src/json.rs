@@ -177,6 +177,131 @@ fn string(quoted: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The first key that an object of the JSON text `text` (valid JSON, as
+/// the parser has already read it) repeats, as the field path to it
+/// (`metadata.labels.app`) and the key. JSON parsers keep the last value of a
+/// repeated key, so two values of one field would pass unseen; the API server
+/// refuses them. One scan of the bytes, allocating only for large objects
+/// and escaped keys.
+pub(crate) fn duplicate_key(text: &str) -> Option<(String, String)> {
+    enum Frame {
+        /// Keys of this object are `keys[from..]`; `current` is the index in
+        /// `keys` of the key whose value is being read.
+        Object {
+            from: usize,
+            current: usize,
+        },
+        Array {
+            index: usize,
+        },
+    }
+    let bytes = text.as_bytes();
+    let mut stack: Vec<Frame> = Vec::new();
+    // (start, end) of each key's text between its quotes, for open objects.
+    let mut keys: Vec<(usize, usize)> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                if expect_key {
+                    keys.push((i + 1, end - 1));
+                    if let Some(Frame::Object { current, .. }) = stack.last_mut() {
+                        *current = keys.len() - 1;
+                    }
+                    expect_key = false;
+                }
+                i = end;
+                continue;
+            }
+            b'{' => {
+                stack.push(Frame::Object {
+                    from: keys.len(),
+                    current: usize::MAX,
+                });
+                expect_key = true;
+            }
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b',' => match stack.last_mut() {
+                Some(Frame::Object { .. }) => expect_key = true,
+                Some(Frame::Array { index }) => *index += 1,
+                None => {}
+            },
+            b'}' => {
+                let Some(Frame::Object { from, .. }) = stack.pop() else {
+                    return None;
+                };
+                if let Some(key) = repeated(text, &keys[from..]) {
+                    let mut path = String::new();
+                    for frame in &stack {
+                        match frame {
+                            Frame::Object { current, .. } => {
+                                let (s, e) = keys[*current];
+                                if !path.is_empty() {
+                                    path.push('.');
+                                }
+                                path.push_str(&key_text(text, s, e));
+                            }
+                            Frame::Array { index } => path.push_str(&format!("[{index}]")),
+                        }
+                    }
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&key);
+                    return Some((path, key));
+                }
+                keys.truncate(from);
+                expect_key = false;
+            }
+            b']' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A key's text, unescaped.
+fn key_text(text: &str, start: usize, end: usize) -> Cow<'_, str> {
+    let raw = &text[start..end];
+    if raw.contains('\\') {
+        serde_json::from_str::<String>(&text[start - 1..end + 1])
+            .map_or(Cow::Borrowed(raw), Cow::Owned)
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// The first of `keys` (spans of `text`) that an earlier one repeats.
+fn repeated(text: &str, keys: &[(usize, usize)]) -> Option<String> {
+    let plain = |&(s, e): &(usize, usize)| !text[s..e].contains('\\');
+    if keys.len() <= 16 && keys.iter().all(plain) {
+        // Most objects: a few keys, compared as they are.
+        for (i, &(s, e)) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|&(s2, e2)| text[s2..e2] == text[s..e]) {
+                return Some(text[s..e].to_owned());
+            }
+        }
+        return None;
+    }
+    let mut sorted: Vec<(Cow<'_, str>, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, e))| (key_text(text, s, e), i))
+        .collect();
+    sorted.sort_unstable();
+    // Of the repeated keys, the one whose second appearance comes first.
+    sorted
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .min_by_key(|w| w[1].1)
+        .map(|w| w[1].0.clone().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +370,32 @@ mod tests {
             serde_saphyr::to_string(&text).unwrap(),
             serde_saphyr::to_string(&value).unwrap()
         );
+    }
+
+    #[test]
+    fn repeated_keys_are_found_with_their_path() {
+        let found = |t: &str| duplicate_key(t);
+        assert_eq!(found(r#"{"a":1,"b":{"c":[1,{"d":2}]}}"#), None);
+        assert_eq!(found(r#"[{"a":1},{"a":2}]"#), None);
+        assert_eq!(
+            found(r#"{"metadata":{"labels":{"app":"x", "tier":"y","app":"z"}}}"#),
+            Some(("metadata.labels.app".into(), "app".into()))
+        );
+        assert_eq!(
+            found(r#"{"spec":{"ports":[{"port":80},{"port":81,"name":"a","port":82}]}}"#),
+            Some(("spec.ports[1].port".into(), "port".into()))
+        );
+        // Spelled differently, the same key.
+        assert_eq!(
+            found(r#" { "k" : 1 , "\u006b" : 2 } "#),
+            Some(("k".into(), "k".into()))
+        );
+        // Large objects are sorted, not compared pairwise.
+        let many: Vec<String> = (0..100).map(|i| format!(r#""k{}":{i}"#, i % 60)).collect();
+        let text = format!("{{{}}}", many.join(","));
+        assert_eq!(found(&text), Some(("k0".into(), "k0".into())));
+        // Keys inside strings are text, not keys.
+        assert_eq!(found(r#"{"a":"{\"a\":1,\"a\":2}","b":"}"}"#), None);
     }
 
     #[test]

@@ -23,7 +23,10 @@ mod validate;
 pub mod controllers;
 
 pub use error::{Error, Result};
-pub use manifest::{load_paths, parse_str, Format, Loaded, Origin, Source};
+pub use manifest::{
+    load_paths, load_paths_with, parse_str, Format, Loaded, Origin, ReadOptions, SkipReason,
+    Skipped, Source, MAX_INPUT_BYTES,
+};
 pub use object::{Kind, Object, ObjectKey};
 pub use pod::CompactPod;
 pub use ports::resolve_target_port;

@@ -61,6 +61,23 @@ pub struct Loaded {
     pub objects: Vec<(Object, Origin)>,
     /// Kinds strait does not use, with how many objects of each were skipped.
     pub ignored: BTreeMap<String, usize>,
+    /// What a directory held that was not read, for the user to be told.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry of a directory that was not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A subdirectory, without `recursive` (kubectl's `-R`).
+    Directory,
+    /// A file whose name does not end in `.yaml`, `.yml` or `.json`.
+    NotAManifest,
 }
 
 impl Loaded {
@@ -69,6 +86,30 @@ impl Loaded {
         for (kind, n) in other.ignored {
             *self.ignored.entry(kind).or_default() += n;
         }
+        self.skipped.extend(other.skipped);
+    }
+}
+
+/// How much strait reads at most, over all sources of one command: far more
+/// than the dump of a large cluster (110k objects are about 150 MB of JSON),
+/// far less than what would run a node out of memory once parsed.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+/// How manifests are read.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// Read the subdirectories of a directory too, as kubectl's `-R` does.
+    pub recursive: bool,
+    /// At most this many bytes over every source.
+    pub max_bytes: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            recursive: false,
+            max_bytes: MAX_INPUT_BYTES,
+        }
     }
 }
 
@@ -76,25 +117,33 @@ impl Loaded {
 /// and `*.json` files in name order. Nothing is returned unless every
 /// document of every file is valid.
 pub fn load_paths(sources: &[Source]) -> Result<Loaded> {
+    load_paths_with(sources, &ReadOptions::default())
+}
+
+/// [`load_paths`] with options: subdirectories, a smaller size limit.
+pub fn load_paths_with(sources: &[Source], options: &ReadOptions) -> Result<Loaded> {
     let mut loaded = Loaded::default();
+    let mut left = options.max_bytes;
     for source in sources {
         match source {
             Source::Stdin => {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(|source| Error::Read {
-                        path: PathBuf::from("<stdin>"),
-                        source,
-                    })?;
+                let name = Path::new("<stdin>");
+                let text = read_at_most(name, std::io::stdin().lock(), &mut left, options)?;
                 loaded.merge(parse_str("<stdin>", &text, sniff(&text))?);
             }
             Source::Path(path) => {
-                for file in files_of(path)? {
-                    let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
+                for file in files_of(path, options.recursive, &mut loaded.skipped)? {
+                    let read_error = |source| Error::Read {
                         path: file.clone(),
                         source,
-                    })?;
+                    };
+                    let handle = std::fs::File::open(&file).map_err(read_error)?;
+                    // Refused before reading when the size is known.
+                    let size = handle.metadata().map_err(read_error)?.len();
+                    if size > left {
+                        return Err(too_much(&file, options));
+                    }
+                    let text = read_at_most(&file, handle, &mut left, options)?;
                     let format = match file.extension().and_then(|e| e.to_str()) {
                         Some("json") => Format::Json,
                         _ => sniff(&text),
@@ -107,35 +156,109 @@ pub fn load_paths(sources: &[Source]) -> Result<Loaded> {
     Ok(loaded)
 }
 
-fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+fn too_much(file: &Path, options: &ReadOptions) -> Error {
+    Error::Limit {
+        file: file.display().to_string(),
+        message: format!(
+            "the input is larger than {} bytes in all, the most strait reads at once",
+            options.max_bytes
+        ),
+    }
+}
+
+/// The text of `reader`, refused once the sources so far pass the limit
+/// (`left` is what remains of it): never more than the limit in memory,
+/// whatever a pipe or a special file would give.
+fn read_at_most(
+    name: &Path,
+    reader: impl Read,
+    left: &mut u64,
+    options: &ReadOptions,
+) -> Result<String> {
+    let mut text = String::new();
+    reader
+        .take(left.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|source| Error::Read {
+            path: name.to_owned(),
+            source,
+        })?;
+    let len = text.len() as u64;
+    if len > *left {
+        return Err(too_much(name, options));
+    }
+    *left -= len;
+    Ok(text)
+}
+
+/// The manifest files of `path`: itself if it is a file; a directory's
+/// `*.yaml`, `*.yml` and `*.json` files in name order (and, `recursive`,
+/// those of its subdirectories, depth first in name order, as kubectl -R
+/// walks). What is left out is added to `skipped`.
+fn files_of(path: &Path, recursive: bool, skipped: &mut Vec<Skipped>) -> Result<Vec<PathBuf>> {
+    let read_error = |path: &Path, source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let mut files = Vec::new();
+    let mut walked = std::collections::HashSet::new();
+    walk(path, recursive, &mut walked, &mut files, skipped)?;
+    Ok(files)
+}
+
+/// The entries of `dir` in name order, descending into subdirectories
+/// where they come when `recursive` (as Go's `filepath.Walk`, which kubectl
+/// uses). `walked` holds the real paths of the directories seen: a symbolic
+/// link back up the tree is walked once, not forever.
+fn walk(
+    dir: &Path,
+    recursive: bool,
+    walked: &mut std::collections::HashSet<PathBuf>,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<()> {
+    let read_error = |source| Error::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    if !walked.insert(std::fs::canonicalize(dir).map_err(read_error)?) {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        entries.push(entry.map_err(read_error)?.path());
+    }
+    entries.sort();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let file = entry.path();
+        if entry.is_dir() {
+            if recursive {
+                walk(&entry, recursive, walked, files, skipped)?;
+            } else {
+                skipped.push(Skipped {
+                    path: entry,
+                    reason: SkipReason::Directory,
+                });
+            }
+            continue;
+        }
         let wanted = matches!(
-            file.extension().and_then(|e| e.to_str()),
+            entry.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
         );
-        if wanted && file.is_file() {
-            files.push(file);
+        if wanted && entry.is_file() {
+            files.push(entry);
+        } else {
+            skipped.push(Skipped {
+                path: entry,
+                reason: SkipReason::NotAManifest,
+            });
         }
     }
-    files.sort();
-    Ok(files)
+    Ok(())
 }
 
 /// JSON if the text starts like JSON; YAML otherwise.
@@ -161,17 +284,18 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
                     message: e.to_string(),
                 })?;
                 docs.push(Doc::Raw(raw));
+                // In runs: a file of a billion `{}` never has a billion
+                // documents in memory at once.
+                if docs.len() == JSON_DOCUMENTS_PER_RUN {
+                    collector.documents(std::mem::take(&mut docs));
+                }
             }
             collector.documents(docs);
         }
         Format::Yaml => {
             collector = match read_yaml_in_parts(text, crate::parallel::threads()) {
                 Some(collector) => collector,
-                None => read_yaml(text).map_err(|e| Error::Syntax {
-                    file: file.to_owned(),
-                    format: "YAML",
-                    message: e.to_string(),
-                })?,
+                None => read_yaml(text).map_err(|e| yaml_error(file, text, &e))?,
             };
         }
     }
@@ -192,12 +316,133 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
     Ok(loaded)
 }
 
+/// How many events YAML aliases may repeat in all, in one file. Manifests
+/// use anchors to share a few labels or a container; an alias bomb (each
+/// anchor a list of aliases of the one before) wants billions.
+const MAX_ALIAS_REPLAYED_EVENTS: usize = 100_000;
+/// How many bytes of text aliases may repeat in all, in one file: a short
+/// anchored string repeated a hundred thousand times is still small.
+const MAX_ALIAS_REPLAYED_BYTES: usize = 16 << 20;
+/// Nesting of a YAML document: as deep as the parser lets flow collections
+/// go. Kubernetes objects go about twenty deep.
+const MAX_YAML_DEPTH: usize = 255;
+
 fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
-    // Manifests of tens of thousands of objects are normal for strait
-    // (a cluster dump); the parser's default budget is for config files.
-    let options = serde_saphyr::options! { budget: None };
-    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, options)
+    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, yaml_options(text.len()))
 }
+
+/// The parser's budget, measured by the text: without aliases no document
+/// holds more events, nodes or scalar bytes than the text has bytes (every
+/// event takes at least one), so a budget of the text's size plus what
+/// aliases may add lets a dump of any size through and stops what only
+/// aliases can make. (The parser's default budget is for config files: 1024
+/// documents, 250,000 nodes — a cluster dump has far more.)
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let events = len
+        .saturating_mul(2)
+        .saturating_add(2 * MAX_ALIAS_REPLAYED_EVENTS)
+        .saturating_add(64);
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: None,
+            max_events: events,
+            max_nodes: events,
+            max_documents: usize::MAX,
+            max_depth: MAX_YAML_DEPTH,
+            max_total_scalar_bytes: len.saturating_add(MAX_ALIAS_REPLAYED_BYTES),
+            max_recorded_anchor_bytes: MAX_ALIAS_REPLAYED_BYTES,
+            // The replay limits below bound what aliases make; the ratio
+            // heuristic would refuse a label anchor used a hundred times.
+            enforce_alias_anchor_ratio: false,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_REPLAYED_EVENTS,
+        },
+    }
+}
+
+/// A YAML file that could not be read: past a limit (named with the
+/// document it is in) or not valid YAML.
+fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Error {
+    use serde_saphyr::Error as E;
+    // The error itself, without the snippets and alias locations around it.
+    let mut inner = e;
+    while let E::WithSnippet { error, .. } | E::AliasError { error, .. } = inner {
+        inner = error;
+    }
+    let over_limit = matches!(
+        inner,
+        E::Budget { .. }
+            | E::AliasReplayLimitExceeded { .. }
+            | E::AliasExpansionLimitExceeded { .. }
+            | E::AliasReplayStackDepthExceeded { .. }
+            | E::AliasReplayCounterOverflow { .. }
+    );
+    if !over_limit {
+        return Error::Syntax {
+            file: file.to_owned(),
+            format: "YAML",
+            message: e.to_string(),
+        };
+    }
+    let place = match e.location() {
+        Some(at) if at.line() > 0 => format!(
+            "document {}: line {}: ",
+            document_at_line(text, at.line()),
+            at.line()
+        ),
+        _ => String::new(),
+    };
+    Error::Limit {
+        file: file.to_owned(),
+        message: format!(
+            "{place}refused: the YAML expands past what strait reads ({}); \
+             YAML aliases may repeat at most {MAX_ALIAS_REPLAYED_EVENTS} nodes \
+             and {MAX_ALIAS_REPLAYED_BYTES} bytes in a file, and documents nest \
+             at most {MAX_YAML_DEPTH} deep",
+            inner
+        ),
+    }
+}
+
+/// The document that line `line` (1-based) of `text` is in, counted as
+/// the reader counts them: 1-based, empty documents left out.
+fn document_at_line(text: &str, line: u64) -> usize {
+    let mut before = 0;
+    let mut has_content = false;
+    for text_line in text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1) as usize)
+    {
+        let rest = if is_document_start(text_line) {
+            if has_content {
+                before += 1;
+            }
+            has_content = false;
+            &text_line[3..]
+        } else {
+            text_line
+        };
+        let rest = rest.trim();
+        if !rest.is_empty() && !rest.starts_with('#') {
+            has_content = true;
+        }
+    }
+    before + 1
+}
+
+fn is_document_start(line: &str) -> bool {
+    line.strip_prefix("---")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+}
+
+/// JSON documents are read in runs of this many (many times the size
+/// that is split among threads).
+const JSON_DOCUMENTS_PER_RUN: usize = 1 << 16;
+
+/// The most items a List may have: a hundred times a large cluster's
+/// objects, and a bound on the memory their list takes before any is read.
+const MAX_LIST_ITEMS: usize = 10_000_000;
 
 /// Below this size one thread reads a YAML file.
 const PARALLEL_MIN_YAML_BYTES: usize = 1 << 20;
@@ -230,10 +475,7 @@ fn yaml_parts(text: &str, count: usize) -> Option<Vec<&str>> {
         if line.starts_with('%') {
             return None;
         }
-        let marker = line
-            .strip_prefix("---")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']));
-        if marker && line_start > 0 {
+        if is_document_start(line) && line_start > 0 {
             starts.push(line_start);
         }
         line_start += line.len();
@@ -320,7 +562,7 @@ impl Collector {
             };
             (origin, String::new())
         };
-        if let Err(e) = add_documents(&mut self.loaded, docs, place) {
+        if let Err(e) = add_documents(&mut self.loaded, docs, None, place) {
             self.error = Some(e);
         }
     }
@@ -334,7 +576,7 @@ impl Collector {
             file: self.unnamed.clone(),
             index: self.index,
         };
-        if let Err(e) = add_document(&mut self.loaded, doc, &origin, "") {
+        if let Err(e) = add_document(&mut self.loaded, doc, &origin, "", None) {
             self.error = Some(e);
         }
     }
@@ -362,10 +604,51 @@ struct HeadMeta {
     namespace: Option<Value>,
 }
 
+/// `items` of a List: `None` when absent, `Some(None)` when null (recent
+/// kubectl writes empty lists so).
 #[derive(Deserialize)]
 struct RawList<'a> {
-    #[serde(borrow)]
-    items: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    items: Option<Option<Items<'a>>>,
+}
+
+/// The items of a List, at most [`MAX_LIST_ITEMS`] of them.
+struct Items<'a>(Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Items<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Items<'a>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == MAX_LIST_ITEMS {
+                        return Err(serde::de::Error::custom(TOO_MANY_ITEMS));
+                    }
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+        }
+        de.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
+}
+
+const TOO_MANY_ITEMS: &str = "more items than strait reads in a List";
+
+fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(de).map(Some)
 }
 
 /// `apiVersion` and `kind` only, borrowed from the text: read for every
@@ -415,11 +698,16 @@ impl Doc<'_> {
         (text(meta.name), text(meta.namespace))
     }
 
-    /// `items` of a List (`None` when absent), or why they are unusable.
+    /// `items` of a List (`None` when absent; null is empty), or why they
+    /// are unusable.
     fn items(self) -> Result<Option<Vec<Doc<'static>>>, String> {
         match self {
             Doc::Value(Value::Object(mut map)) => match map.remove("items") {
                 None => Ok(None),
+                Some(Value::Null) => Ok(Some(Vec::new())),
+                Some(Value::Array(items)) if items.len() > MAX_LIST_ITEMS => Err(format!(
+                    "more than {MAX_LIST_ITEMS}, the most strait reads in a List"
+                )),
                 Some(Value::Array(items)) => Ok(Some(items.into_iter().map(Doc::Value).collect())),
                 Some(_) => Err("must be a list".to_owned()),
             },
@@ -435,17 +723,58 @@ impl Doc<'_> {
         if let Some(t) = fast {
             return Ok(t);
         }
+        // Integral numbers spelled as floats (`sizeBytes: 1.194914199e+09`,
+        // `priority: 2e+09`, as Rancher's support bundles have them) are
+        // integers to kubectl, whose YAML to JSON conversion writes them so:
+        // read again with them as integers. 1.5 stays a float, refused
+        // where an integer is wanted. Only documents that failed pay.
+        let integral = match self {
+            Doc::Raw(raw) => serde_json::from_str::<Value>(raw.get()).ok(),
+            Doc::Value(v) => Some(v.clone()),
+        }
+        .and_then(|mut v| integral_floats_as_integers(&mut v).then_some(v));
+        if let Some(t) = integral.as_ref().and_then(|v| T::deserialize(v).ok()) {
+            return Ok(t);
+        }
         // Only failures pay for tracking the path to the bad field.
-        let result = match self {
-            Doc::Raw(raw) => {
+        let at_path = |e: serde_path_to_error::Error<serde_json::Error>| {
+            (e.path().to_string(), e.into_inner().to_string())
+        };
+        let result = match (self, &integral) {
+            (_, Some(v)) => serde_path_to_error::deserialize::<_, T>(v).map_err(at_path),
+            (Doc::Raw(raw), None) => {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
-                serde_path_to_error::deserialize::<_, T>(&mut de)
-                    .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))
+                serde_path_to_error::deserialize::<_, T>(&mut de).map_err(at_path)
             }
-            Doc::Value(v) => serde_path_to_error::deserialize::<_, T>(v)
-                .map_err(|e| (e.path().to_string(), e.into_inner().to_string())),
+            (Doc::Value(v), None) => serde_path_to_error::deserialize::<_, T>(v).map_err(at_path),
         };
         result.map_err(|(path, message)| (if path == "." { String::new() } else { path }, message))
+    }
+}
+
+/// Replace every float of `value` that is a whole number within the range
+/// of i64 with that integer; whether any was.
+fn integral_floats_as_integers(value: &mut Value) -> bool {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            // -2^63 ..< 2^63: exactly the floats that convert without loss.
+            Some(f)
+                if n.is_f64()
+                    && f.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) =>
+            {
+                *n = serde_json::Number::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_floats_as_integers(v) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_floats_as_integers(v) | any),
+        _ => false,
     }
 }
 
@@ -459,12 +788,13 @@ const PARALLEL_MIN_DOCUMENTS: usize = 2048;
 fn add_documents(
     loaded: &mut Loaded,
     docs: Vec<Doc<'_>>,
+    implied: Option<&Implied>,
     place: impl Fn(usize) -> (Origin, String) + Sync,
 ) -> Result<(), DocError> {
     let read = |loaded: &mut Loaded, first: usize, docs: Vec<Doc<'_>>| {
         for (i, doc) in docs.into_iter().enumerate() {
             let (origin, prefix) = place(first + i);
-            add_document(loaded, doc, &origin, &prefix)?;
+            add_document(loaded, doc, &origin, &prefix, implied)?;
         }
         Ok(())
     };
@@ -496,11 +826,20 @@ fn add_documents(
     Ok(())
 }
 
+/// The type of the items of a typed List (`ServiceList` → `v1`, `Service`):
+/// apimachinery gives it to items that leave out `kind` and `apiVersion`, as
+/// `kubectl cluster-info dump` writes them.
+struct Implied {
+    api_version: String,
+    kind: String,
+}
+
 fn add_document(
     loaded: &mut Loaded,
     doc: Doc<'_>,
     origin: &Origin,
     prefix: &str,
+    implied: Option<&Implied>,
 ) -> Result<(), DocError> {
     let index = origin.index;
     let fail = |object: String, field: &str, message: String| DocError {
@@ -524,8 +863,10 @@ fn add_document(
             "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
         ));
     };
+    let kind_missing = head.kind.is_none();
     let kind_name = match head.kind {
         Some(Value::String(k)) if !k.is_empty() => k,
+        None if implied.is_some() => implied.map(|t| t.kind.clone()).unwrap_or_default(),
         Some(_) => {
             return Err(fail(
                 String::new(),
@@ -535,31 +876,52 @@ fn add_document(
         }
         None => return Err(fail(String::new(), "kind", "missing".into())),
     };
-    let api_version = match head.api_version {
-        Some(Value::String(v)) if !v.is_empty() => v,
-        Some(_) => {
+    let api_version = match (head.api_version, implied) {
+        (Some(Value::String(v)), _) if !v.is_empty() => v,
+        // The List's own apiVersion, for items of its kind only.
+        (None, Some(t)) if kind_missing || kind_name == t.kind => t.api_version.clone(),
+        (Some(_), _) => {
             return Err(fail(
                 String::new(),
                 "apiVersion",
                 "must be a non-empty string".into(),
             ))
         }
-        None => return Err(fail(String::new(), "apiVersion", "missing".into())),
+        (None, _) => return Err(fail(String::new(), "apiVersion", "missing".into())),
     };
 
     // `kind: List` and typed lists (`ServiceList`, …) as `kubectl get -o yaml` writes them.
-    if kind_name.ends_with("List") {
+    if let Some(item_kind) = kind_name.strip_suffix("List") {
         let items: Option<Vec<Doc<'_>>> = match &doc {
             Doc::Raw(raw) => serde_json::from_str::<RawList<'_>>(raw.get())
-                .map_err(|_| fail(String::new(), "items", "must be a list".into()))?
+                .map_err(|e| {
+                    let message = if e.to_string().starts_with(TOO_MANY_ITEMS) {
+                        format!("more than {MAX_LIST_ITEMS}, the most strait reads in a List")
+                    } else {
+                        "must be a list".into()
+                    };
+                    fail(String::new(), "items", message)
+                })?
                 .items
-                .map(|items| items.into_iter().map(Doc::Raw).collect()),
+                .map(|items| {
+                    items
+                        .map(|i| i.0)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Doc::Raw)
+                        .collect()
+                }),
             Doc::Value(_) => doc
                 .items()
                 .map_err(|message| fail(String::new(), "items", message))?,
         };
+        // `kind: List` holds any kinds, each item naming its own.
+        let implied = (!item_kind.is_empty()).then(|| Implied {
+            api_version: api_version.clone(),
+            kind: item_kind.to_owned(),
+        });
         if let Some(items) = items {
-            return add_documents(loaded, items, |j| {
+            return add_documents(loaded, items, implied.as_ref(), |j| {
                 (origin.clone(), format!("{prefix}items[{j}]."))
             });
         }
@@ -605,6 +967,16 @@ fn add_document(
 
     let mut object = Object::from_doc(kind, &doc)
         .map_err(|(field, message)| fail(described_doc(), &field, message))?;
+    // YAML's parser refuses repeated keys itself; JSON's keeps the last.
+    if let Doc::Raw(raw) = &doc {
+        if let Some((field, key)) = crate::json::duplicate_key(raw.get()) {
+            return Err(fail(
+                described_doc(),
+                &field,
+                format!("the key {key:?} is given twice; each key may appear once"),
+            ));
+        }
+    }
     // Defaulting, as the API server does on create.
     let meta = object.metadata();
     let wanted = if kind.is_namespaced() {
@@ -822,5 +1194,289 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expected a Kubernetes object"));
+    }
+
+    /// Nine levels of nine aliases of a 4 KB string: 1.6 GB once expanded.
+    fn alias_bomb() -> String {
+        let mut text = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: a}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n  a0: &a0 \"{}\"\n",
+            "x".repeat(4096)
+        );
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!("  a{i}: &a{i} [{}]\n", vec![prev; 9].join(",")));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_naming_file_and_document() {
+        let text = alias_bomb();
+        assert!(text.len() < 5000);
+        let started = std::time::Instant::now();
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(err.starts_with("test.yaml: document 2: line "), "{err}");
+        assert!(err.contains("YAML aliases may repeat at most"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn anchors_and_aliases_within_reason_still_work() {
+        let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        text.push_str("- &svc {apiVersion: v1, kind: Service, metadata: {name: s0, labels: &l {app: web, tier: front}}, spec: {selector: *l, ports: [{port: 80}]}}\n");
+        for i in 1..300 {
+            text.push_str(&format!(
+                "- {{apiVersion: v1, kind: Service, metadata: {{name: s{i}, labels: *l}}, spec: {{selector: *l, ports: [{{port: 80}}]}}}}\n"
+            ));
+        }
+        assert_eq!(parse(&text).unwrap().objects.len(), 300);
+    }
+
+    #[test]
+    fn document_numbers_of_lines_leave_out_empty_documents() {
+        let text = "# c\n---\n---\na: 1\n---\n\nb: 2\nc: 3\n";
+        assert_eq!(document_at_line(text, 4), 1);
+        assert_eq!(document_at_line(text, 8), 2);
+    }
+
+    #[test]
+    fn json_repeated_keys_are_refused_with_key_and_path() {
+        let err = parse(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","labels":{"app":"a","app":"b"}},"spec":{"ports":[{"port":80}]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 1 (Service default/web): metadata.labels.app: the key \"app\" is given twice"),
+            "{err}"
+        );
+        let err = parse(r#"{"apiVersion":"v1","kind":"ServiceList","items":[{"metadata":{"name":"web"},"spec":{"ports":[{"port":80,"port":81}]}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(Service default/web): items[0].spec.ports[0].port: the key \"port\" is given twice"),
+            "{err}"
+        );
+        // YAML refuses them too, in the parser.
+        assert!(parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\nmetadata: {name: b}\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn typed_list_items_take_their_kind_from_the_list() {
+        // As `kubectl cluster-info dump` writes them.
+        let text = r#"{"kind":"ServiceList","apiVersion":"v1","metadata":{},"items":[
+              {"metadata":{"name":"web","namespace":"shop"},"spec":{"ports":[{"port":80}]}}]}
+            {"kind":"DeploymentList","apiVersion":"apps/v1","items":[
+              {"metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c"}]}}}}]}
+            {"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","items":[
+              {"metadata":{"name":"web-abc","namespace":"shop"},"addressType":"IPv4","endpoints":[]}]}
+            {"kind":"PodList","apiVersion":"v1","items":null}
+            {"kind":"List","apiVersion":"v1","items":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}]}"#;
+        let loaded = parse(text).unwrap();
+        let kinds: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|(o, _)| (o.kind(), o.metadata().name.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::Service, "web".to_owned()),
+                (Kind::Deployment, "d".to_owned()),
+                (Kind::EndpointSlice, "web-abc".to_owned()),
+                (Kind::Namespace, "shop".to_owned()),
+            ]
+        );
+        // The same in YAML, and `items: null` there too.
+        let yaml = "apiVersion: v1\nkind: ServiceList\nitems:\n- metadata: {name: web}\n  spec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: PodList\nitems: null\n";
+        assert_eq!(parse(yaml).unwrap().objects.len(), 1);
+        // `kind: List` implies nothing: its items name their kind.
+        let err = parse(r#"{"kind":"List","apiVersion":"v1","items":[{"metadata":{"name":"x"}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("items[0].kind: missing"), "{err}");
+        // An item of another kind keeps its own, and needs its apiVersion.
+        let err = parse(r#"{"kind":"ServiceList","apiVersion":"v1","items":[{"kind":"Deployment","metadata":{"name":"x"}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("items[0].apiVersion: missing"), "{err}");
+    }
+
+    #[test]
+    fn integral_numbers_in_exponent_notation_are_integers() {
+        let pod = |priority: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p"}},"spec":{{"priority":{priority},"containers":[{{"name":"c"}}]}}}}"#
+            )
+        };
+        let priority = |loaded: Loaded| match &loaded.objects[0].0 {
+            Object::Pod(p) => p.to_pod().unwrap().spec.and_then(|s| s.priority),
+            _ => None,
+        };
+        assert_eq!(priority(parse(&pod("2e+09")).unwrap()), Some(2_000_000_000));
+        assert_eq!(priority(parse(&pod("1.0")).unwrap()), Some(1));
+        let err = parse(&pod("1.5")).unwrap_err().to_string();
+        assert!(err.contains("spec.priority: "), "{err}");
+        assert!(parse(&pod("1e300")).is_err());
+        let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus:\n  images:\n  - names: [a]\n    sizeBytes: 1.194914199e+09\n";
+        match &parse(yaml).unwrap().objects[0].0 {
+            Object::Node(n) => assert_eq!(
+                n.status.as_ref().unwrap().images.as_ref().unwrap()[0].size_bytes,
+                Some(1_194_914_199)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let yaml =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 8.0e+1}]}\n";
+        assert!(parse(yaml).unwrap().objects.len() == 1);
+        let yaml =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80.5}]}\n";
+        assert!(parse(yaml)
+            .unwrap_err()
+            .to_string()
+            .contains("spec.ports[0].port"));
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("strait-model-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn directories_report_what_they_skip_and_recurse_on_request() {
+        let dir = temp_dir("walk");
+        let ns = |n: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n");
+        std::fs::write(dir.join("b.yaml"), ns("b")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+        std::fs::create_dir_all(dir.join("a/deeper")).unwrap();
+        std::fs::write(
+            dir.join("a/x.json"),
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ax"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("a/deeper/y.yml"), ns("ay")).unwrap();
+        std::fs::write(dir.join("c.yaml"), ns("c")).unwrap();
+        // A link back up the tree is walked once.
+        std::os::unix::fs::symlink(&dir, dir.join("a/deeper/loop")).unwrap();
+        let sources = [Source::Path(dir.clone())];
+        let names = |l: &Loaded| -> Vec<String> {
+            l.objects
+                .iter()
+                .map(|(o, _)| o.metadata().name.clone().unwrap())
+                .collect()
+        };
+        let flat = load_paths(&sources).unwrap();
+        assert_eq!(names(&flat), ["b", "c"]);
+        assert_eq!(
+            flat.skipped,
+            [
+                Skipped {
+                    path: dir.join("a"),
+                    reason: SkipReason::Directory
+                },
+                Skipped {
+                    path: dir.join("notes.txt"),
+                    reason: SkipReason::NotAManifest
+                },
+            ]
+        );
+        let options = ReadOptions {
+            recursive: true,
+            ..ReadOptions::default()
+        };
+        let deep = load_paths_with(&sources, &options).unwrap();
+        assert_eq!(names(&deep), ["ay", "ax", "b", "c"]);
+        assert_eq!(deep.skipped.len(), 1, "{:?}", deep.skipped);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn input_past_the_size_limit_is_refused_before_it_is_read() {
+        let dir = temp_dir("size");
+        let ns = |n: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n");
+        std::fs::write(dir.join("a.yaml"), ns("a")).unwrap();
+        std::fs::write(dir.join("b.yaml"), ns("b")).unwrap();
+        let one = ns("a").len() as u64;
+        let sources = [Source::Path(dir.clone())];
+        let fits = ReadOptions {
+            max_bytes: 2 * one,
+            ..ReadOptions::default()
+        };
+        assert_eq!(load_paths_with(&sources, &fits).unwrap().objects.len(), 2);
+        let tight = ReadOptions {
+            max_bytes: 2 * one - 1,
+            ..ReadOptions::default()
+        };
+        let err = load_paths_with(&sources, &tight).unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("b.yaml: the input is larger than"),
+            "{err}"
+        );
+        // A file that never ends is read no further than the limit.
+        let endless = [Source::Path("/dev/zero".into())];
+        let err = load_paths_with(&endless, &tight).unwrap_err().to_string();
+        assert!(
+            err.starts_with("/dev/zero: the input is larger than"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nesting_past_the_parsers_limits_is_an_error_not_a_crash() {
+        // With the main thread's stack, as strait reads.
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(nesting_past_the_limits)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn nesting_past_the_limits() {
+        let deep = 100_000;
+        // JSON: in a kind strait reads, in one it skips, and as a List item.
+        let nested = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+        for text in [
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"a","x":{nested}}}}}"#
+            ),
+            format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"a"}},"data":{nested}}}"#
+            ),
+            format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[{{"apiVersion":"v1","kind":"Namespace","x":{nested}}}]}}"#
+            ),
+        ] {
+            let _ = parse(&text);
+        }
+        // YAML: flow and block nesting.
+        assert!(parse(&format!("a: {nested}\n")).is_err());
+        let mut block = String::new();
+        for i in 0..1000 {
+            block.push_str(&" ".repeat(i));
+            block.push_str("a:\n");
+        }
+        let err = parse(&block).unwrap_err();
+        assert!(
+            matches!(err, Error::Limit { .. } | Error::Syntax { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn many_empty_json_documents_fail_at_the_first() {
+        let text = "{}".repeat(200_000);
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("test.yaml: document 1: kind: missing"),
+            "{err}"
+        );
     }
 }

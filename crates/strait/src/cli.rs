@@ -201,6 +201,11 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub manifests: ManifestArgs,
 
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 

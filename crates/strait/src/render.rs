@@ -4,10 +4,15 @@ use std::io::Write;
 
 use crate::cli::{OutputFormat, RenderArgs};
 use crate::error::Error;
-use crate::state::{cluster_config, load};
+use crate::state::{cluster_config, load_with};
 
 pub fn run(args: &RenderArgs) -> Result<(), Error> {
-    let state = load(&args.manifests.files, &cluster_config(&args.cluster)?, None)?;
+    let state = load_with(
+        &args.manifests.files,
+        args.recursive,
+        &cluster_config(&args.cluster)?,
+        None,
+    )?;
     let started = std::time::Instant::now();
     let stdout = std::io::stdout();
     // Large writes: the output of a big cluster is hundreds of megabytes.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use strait_model::controllers::{self, ClusterConfig};
-use strait_model::{ClusterState, Object, Origin, Source};
+use strait_model::{ClusterState, Object, Origin, ReadOptions, SkipReason, Source};
 
 use crate::cli::ClusterArgs;
 use crate::error::Error;
@@ -21,12 +21,64 @@ pub fn cluster_config(cluster: &ClusterArgs) -> Result<ClusterConfig, Error> {
 /// The objects of `files` (admitted: defaults, validation); kinds strait
 /// does not use are reported once each.
 pub fn read_objects(files: &[String]) -> Result<Vec<(Object, Origin)>, Error> {
+    read_objects_with(files, false)
+}
+
+/// [`read_objects`], with the subdirectories of directories when
+/// `recursive` (`-R`). What was not read is said on stderr: subdirectories,
+/// files of other types, and an input that holds no object at all.
+pub fn read_objects_with(
+    files: &[String],
+    recursive: bool,
+) -> Result<Vec<(Object, Origin)>, Error> {
     let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
-    let loaded = strait_model::load_paths(&sources)?;
+    let options = ReadOptions {
+        recursive,
+        ..ReadOptions::default()
+    };
+    let loaded = strait_model::load_paths_with(&sources, &options)?;
     for (kind, count) in &loaded.ignored {
         tracing::warn!("ignoring {count} object(s) of kind {kind}: strait does not use it");
     }
+    let skipped = |reason: SkipReason| -> Vec<String> {
+        loaded
+            .skipped
+            .iter()
+            .filter(|s| s.reason == reason)
+            .map(|s| s.path.display().to_string())
+            .collect()
+    };
+    let dirs = skipped(SkipReason::Directory);
+    if !dirs.is_empty() {
+        tracing::warn!(
+            "not reading {} subdirector{} ({}): a directory is read without its subdirectories; strait render -R reads them too",
+            dirs.len(),
+            if dirs.len() == 1 { "y" } else { "ies" },
+            some_of(&dirs)
+        );
+    }
+    let others = skipped(SkipReason::NotAManifest);
+    if !others.is_empty() {
+        tracing::warn!(
+            "not reading {} file(s) whose name does not end in .yaml, .yml or .json ({})",
+            others.len(),
+            some_of(&others)
+        );
+    }
+    if loaded.objects.is_empty() {
+        tracing::warn!("the input holds no object that strait reads");
+    }
     Ok(loaded.objects)
+}
+
+/// The first few of a long list of names, for a message.
+fn some_of(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// Read the manifests and run the controllers; `previous` keeps
@@ -36,9 +88,19 @@ pub fn load(
     config: &ClusterConfig,
     previous: Option<&ClusterState>,
 ) -> Result<ClusterState, Error> {
+    load_with(files, false, config, previous)
+}
+
+/// [`load`], with the subdirectories of directories when `recursive`.
+pub fn load_with(
+    files: &[String],
+    recursive: bool,
+    config: &ClusterConfig,
+    previous: Option<&ClusterState>,
+) -> Result<ClusterState, Error> {
     let started = Instant::now();
     let desired = ClusterState::from_objects(
-        read_objects(files)?
+        read_objects_with(files, recursive)?
             .into_iter()
             .map(|(o, origin)| (o, Some(origin))),
     )?;

@@ -261,3 +261,166 @@ fn prometheus_operator_objects_render_as_the_api_server_takes_them() {
     );
     assert_eq!(kubelet["spec"]["clusterIPs"], serde_json::json!(["None"]));
 }
+
+// ---- issue 10: hostile and real-world input (manifest reading) ----
+
+/// Nine levels of nine aliases of a 4 KB string: 4.6 KB that expand to
+/// 1.6 GB.
+fn alias_bomb() -> String {
+    let mut text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: a}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n  a0: &a0 \"{}\"\n",
+        "x".repeat(4096)
+    );
+    for i in 1..10 {
+        let prev = format!("*a{}", i - 1);
+        text.push_str(&format!("  a{i}: &a{i} [{}]\n", vec![prev; 9].join(",")));
+    }
+    text
+}
+
+/// `strait args…` run to its end: exit status, stderr, and the child's peak
+/// RSS in KiB (from wait4, so nothing else's memory counts).
+// Reaped with wait4, not Child::wait, to get the child's own rusage.
+#[allow(clippy::zombie_processes)]
+fn strait_measured(args: &[&str]) -> (bool, String, i64) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strait runs");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled in by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: waits for our own child, which std has not reaped.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    let success = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (success, stderr, usage.ru_maxrss)
+}
+
+#[test]
+fn a_yaml_alias_bomb_fails_fast_in_bounded_memory_naming_file_and_document() {
+    let dir = TempDir::new("bomb");
+    let path = format!("{}/bomb.yaml", dir.path());
+    let bomb = alias_bomb();
+    assert!(bomb.len() < 5000, "{}", bomb.len());
+    std::fs::write(&path, &bomb).unwrap();
+    let started = std::time::Instant::now();
+    let (success, stderr, peak_kib) = strait_measured(&["render", "-f", &path]);
+    let elapsed = started.elapsed();
+    assert!(!success, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}: document 2: line ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("YAML aliases may repeat at most"),
+        "{stderr}"
+    );
+    // It grew past 1.9 GB before; the budget stops it within megabytes.
+    assert!(peak_kib < 256 * 1024, "peak RSS {peak_kib} KiB");
+    assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
+}
+
+#[test]
+fn a_nested_directory_says_what_it_skips_and_minus_r_reads_it() {
+    let dir = TempDir::new("nested");
+    let root = dir.path();
+    let ns = |n: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n");
+    // A must-gather: everything below the top directory.
+    std::fs::create_dir_all(format!("{root}/namespaces/shop/core")).unwrap();
+    std::fs::write(format!("{root}/namespaces/shop/shop.yaml"), ns("shop")).unwrap();
+    std::fs::write(
+        format!("{root}/namespaces/shop/core/services.yaml"),
+        "apiVersion: v1\nkind: ServiceList\nitems:\n- metadata: {name: web, namespace: shop}\n  spec: {ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    std::fs::write(format!("{root}/timestamp"), "2026-11-30").unwrap();
+
+    let out = strait(&["render", "-f", root], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("not reading 1 subdirectory ({root}/namespaces)"))
+            && stderr.contains("-R reads them too"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not reading 1 file(s) whose name does not end in .yaml, .yml or .json")
+            && stderr.contains(&format!("{root}/timestamp")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the input holds no object that strait reads"),
+        "{stderr}"
+    );
+
+    let out = strait(&["render", "-R", "-f", root, "-o", "json"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("subdirector"), "{stderr}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(names.contains(&"Namespace/shop".to_owned()), "{names:?}");
+    assert!(names.contains(&"Service/web".to_owned()), "{names:?}");
+}
+
+#[test]
+fn a_dump_of_services_and_slices_without_pods_keeps_its_slices_and_says_so() {
+    // `kubectl get svc,endpointslices -o json` of an RKE2 cluster: its DNS
+    // Service holds the tenth address, one endpoint is serving while
+    // terminating, items carry no kind (as cluster-info dump writes them).
+    let dump = r#"{"apiVersion":"v1","kind":"ServiceList","items":[
+      {"metadata":{"name":"rke2-coredns-rke2-coredns","namespace":"kube-system"},
+       "spec":{"clusterIP":"10.96.0.10","selector":{"app":"coredns"},"ports":[{"name":"udp-53","port":53,"protocol":"UDP"}]}},
+      {"metadata":{"name":"web","namespace":"shop"},
+       "spec":{"selector":{"app":"web"},"ports":[{"port":80}]}}]}
+    {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList","items":[
+      {"metadata":{"name":"web-8fz2q","namespace":"shop","labels":{"kubernetes.io/service-name":"web","endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io"}},
+       "addressType":"IPv4","ports":[{"name":"","port":80,"protocol":"TCP"}],
+       "endpoints":[{"addresses":["10.244.1.7"],"conditions":{"ready":false,"serving":true,"terminating":true}}]}]}
+    {"apiVersion":"v1","kind":"PodList","items":null}"#;
+    let out = strait(&["render", "-f", "-", "-o", "json"], Some(dump));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeping 1 controller-managed EndpointSlice(s) of the input as they are: the input holds no Pods"),
+        "{stderr}"
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let slice = items
+        .iter()
+        .find(|o| o["metadata"]["name"] == "web-8fz2q")
+        .expect("the dump's slice is kept");
+    assert_eq!(slice["endpoints"][0]["conditions"]["serving"], true);
+    let dns = items
+        .iter()
+        .find(|o| o["metadata"]["name"] == "rke2-coredns-rke2-coredns")
+        .unwrap();
+    assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10");
+}

@@ -3,7 +3,7 @@
 //! distinct port mapping (a named targetPort may resolve differently per pod),
 //! at most 100 endpoints each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -25,38 +25,76 @@ use crate::Result;
 /// The controller's limit per slice (`--max-endpoints-per-slice`).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
-pub fn derive(state: &mut ClusterState) -> Result<()> {
-    // Slices the controllers own are recomputed, never taken from input
-    // (a cluster dump carries the real controller's slices).
-    let owned: Vec<ObjectKey> = state
-        .endpoint_slices
-        .iter()
-        .filter(|s| {
-            let managed_by = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_MANAGED_BY));
-            matches!(
-                managed_by.map(String::as_str),
-                Some(MANAGED_BY_CONTROLLER | MANAGED_BY_MIRRORING)
-            )
-        })
-        .map(|s| {
-            ObjectKey::new(
-                Kind::EndpointSlice,
-                s.metadata.namespace.clone().unwrap_or_default(),
-                s.metadata.name.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    for key in owned {
+/// Recompute the slices the controllers own. A controller with nothing to
+/// compute from keeps what the input says instead of replacing it with
+/// empty slices: with no Pods in the input (`kubectl get
+/// svc,endpointslices`), the EndpointSlice controller's slices of the input
+/// stay as they are, and Services without one get the usual empty slice;
+/// with no Endpoints, the mirroring controller's slices stay. Either is
+/// reported, once.
+pub fn derive(
+    state: &mut ClusterState,
+    input_has_pods: bool,
+    input_has_endpoints: bool,
+) -> Result<()> {
+    let mut recomputed = Vec::new();
+    let mut kept: Vec<ObjectKey> = Vec::new();
+    // Services whose slices the input gives and that are kept.
+    let mut kept_services: HashSet<(String, String)> = HashSet::new();
+    for slice in state.endpoint_slices.iter() {
+        let labels = slice.metadata.labels.as_ref();
+        let managed_by = labels.and_then(|l| l.get(LABEL_MANAGED_BY));
+        let key = ObjectKey::new(
+            Kind::EndpointSlice,
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            slice.metadata.name.clone().unwrap_or_default(),
+        );
+        match managed_by.map(String::as_str) {
+            Some(MANAGED_BY_CONTROLLER) if !input_has_pods => {
+                if let Some(service) = labels.and_then(|l| l.get(LABEL_SERVICE_NAME)) {
+                    kept_services.insert((key.namespace.clone(), service.clone()));
+                }
+                kept.push(key);
+            }
+            Some(MANAGED_BY_MIRRORING) if !input_has_endpoints => kept.push(key),
+            // Slices the controllers own are recomputed, never taken from
+            // input (a cluster dump carries the real controller's slices).
+            Some(MANAGED_BY_CONTROLLER | MANAGED_BY_MIRRORING) => recomputed.push(key),
+            _ => {}
+        }
+    }
+    for key in recomputed {
         state.remove(&key);
+    }
+    if !kept.is_empty() {
+        tracing::warn!(
+            "keeping {} controller-managed EndpointSlice(s) of the input as they are: the input holds no {} to compute them from",
+            kept.len(),
+            match (input_has_pods, input_has_endpoints) {
+                (false, false) => "Pods or Endpoints",
+                (false, true) => "Pods",
+                _ => "Endpoints",
+            }
+        );
     }
 
     // Each Service's slices depend only on the snapshot: computed on every
     // core for clusters with many Services.
-    let services: Vec<_> = state.services.iter().cloned().collect();
+    let services: Vec<_> = state
+        .services
+        .iter()
+        .filter(|s| {
+            if kept_services.is_empty() {
+                return true;
+            }
+            let key = (
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            );
+            !kept_services.contains(&key)
+        })
+        .cloned()
+        .collect();
     let slices = crate::parallel::map(services, 256, |service| slices_for(state, &service));
     for slice in slices.into_iter().flatten() {
         state.add(Object::EndpointSlice(slice.into()), None)?;

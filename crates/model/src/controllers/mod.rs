@@ -84,10 +84,14 @@ pub fn reconcile(
     config: &ClusterConfig,
 ) -> Result<ClusterState> {
     let mut state = desired;
+    // Pods made for Deployments have no address: what the input gives is
+    // all the EndpointSlice controller could compute from.
+    let input_has_pods = !state.pods.is_empty();
+    let input_has_endpoints = !state.endpoints.is_empty();
     add_kubernetes_service(&mut state)?;
     deployments::expand(&mut state, previous)?;
     services::allocate(&mut state, previous, config)?;
-    endpoint_slices::derive(&mut state)?;
+    endpoint_slices::derive(&mut state, input_has_pods, input_has_endpoints)?;
     mirroring::mirror(&mut state)?;
     Ok(state)
 }

@@ -269,6 +269,7 @@ fn allocate_cluster_ips<'p>(
     let dns = ObjectKey::new(Kind::Service, "kube-system", "kube-dns");
     let primary = &config.service_cidrs[0];
     let mut pending = Vec::new();
+    let mut dns_default = false;
 
     // First every address that is asked for, so that dynamic choices never
     // take an address that a later Service names explicitly.
@@ -303,7 +304,10 @@ fn allocate_cluster_ips<'p>(
             wanted.push(primary.kubernetes_ip().to_string());
         }
         if wanted.is_empty() && *key == dns {
-            wanted.push(primary.dns_ip().to_string());
+            // After every address asked for: another cluster DNS Service
+            // (RKE2's, OpenShift's) may hold the tenth address itself.
+            dns_default = true;
+            continue;
         }
         if wanted.is_empty() {
             pending.push(key.clone());
@@ -349,12 +353,6 @@ fn allocate_cluster_ips<'p>(
                     ),
                 ));
             }
-            if offset == 10 && *key != dns && pool.cidr.family() == primary.family() {
-                return Err(err(
-                    field,
-                    format!("{ip} is reserved for the cluster DNS Service kube-system/kube-dns"),
-                ));
-            }
             if let Some(owner) = pool.used.get(&offset) {
                 return Err(err(field, format!("{ip} is already allocated to {owner}")));
             }
@@ -381,6 +379,30 @@ fn allocate_cluster_ips<'p>(
         spec.ip_families = Some(families);
         spec.ip_family_policy
             .get_or_insert_with(|| "SingleStack".into());
+    }
+
+    // kube-dns without an address of its own: the tenth, unless a Service
+    // asked for it, then one as for any other Service.
+    if dns_default {
+        let pool = pools
+            .iter_mut()
+            .find(|p| p.cidr.family() == primary.family())
+            .expect("the primary family has a pool");
+        if let std::collections::hash_map::Entry::Vacant(e) = pool.used.entry(10) {
+            e.insert(dns.clone());
+            let spec = services
+                .get_mut(&dns)
+                .and_then(|s| s.spec.as_mut())
+                .expect("kube-dns was seen with a spec");
+            let ip = primary.dns_ip().to_string();
+            spec.cluster_ip = Some(ip.clone());
+            spec.cluster_ips = Some(vec![ip]);
+            spec.ip_families = Some(vec![primary.family().to_owned()]);
+            spec.ip_family_policy
+                .get_or_insert_with(|| "SingleStack".into());
+        } else {
+            pending.insert(0, dns.clone());
+        }
     }
 
     for key in pending {

@@ -90,16 +90,39 @@ fn kubernetes_service_always_exists_at_the_first_address() {
 }
 
 #[test]
-fn kube_dns_gets_the_tenth_address_and_nobody_else_may() {
+fn kube_dns_gets_the_tenth_address_unless_another_dns_service_holds_it() {
     let dns = "apiVersion: v1\nkind: Service\nmetadata: {name: kube-dns, namespace: kube-system}\nspec: {ports: [{port: 53, protocol: UDP}]}\n";
     assert_eq!(
         cluster_ip(&run(dns).unwrap(), "kube-system", "kube-dns"),
         "10.96.0.10"
     );
-    let err = run(&service("web", "  clusterIP: 10.96.0.10\n"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("Service default/web (test.yaml, document 1): spec.clusterIP: 10.96.0.10 is reserved for the cluster DNS Service kube-system/kube-dns"), "{err}");
+    // RKE2's DNS Service holds the tenth address in a dump: kube-apiserver
+    // reserves nothing there, so neither does strait.
+    let rke2 = "apiVersion: v1\nkind: Service\nmetadata: {name: rke2-coredns-rke2-coredns, namespace: kube-system}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 53, protocol: UDP}]}\n";
+    let state = run(rke2).unwrap();
+    assert_eq!(
+        cluster_ip(&state, "kube-system", "rke2-coredns-rke2-coredns"),
+        "10.96.0.10"
+    );
+    // With a kube-dns that asks for nothing, kube-dns makes way.
+    let state = run(&format!("{dns}---\n{rke2}")).unwrap();
+    assert_eq!(
+        cluster_ip(&state, "kube-system", "rke2-coredns-rke2-coredns"),
+        "10.96.0.10"
+    );
+    let other = cluster_ip(&state, "kube-system", "kube-dns");
+    assert!(other.starts_with("10.") && other != "10.96.0.10", "{other}");
+    // Two Services that both ask for it: the second is told who has it.
+    let err = run(&format!(
+        "{rke2}---\n{}",
+        service("web", "  clusterIP: 10.96.0.10\n")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.clusterIP: 10.96.0.10 is already allocated to Service"),
+        "{err}"
+    );
 }
 
 // ---- cluster IPs ----
@@ -756,4 +779,29 @@ fn every_object_gets_a_stable_uid() {
     let slice = slices_of(&state, "default", "web")[0];
     let pod_uid = state.pods.get("default", "a").unwrap().metadata.uid.clone();
     assert_eq!(slice.endpoints[0].target_ref.as_ref().unwrap().uid, pod_uid);
+}
+
+// ---- input without Pods ----
+
+#[test]
+fn a_dump_without_pods_keeps_its_endpoint_slices() {
+    // `kubectl get svc,endpointslices -o yaml`: one endpoint serving while
+    // terminating, with a hostname; no Pods to compute anything from.
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{port: 5432}]\n";
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-x7k2p\n  namespace: shop\n  labels: {kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.1.9]\n  hostname: db-0\n  conditions: {ready: false, serving: true, terminating: true}\nports: [{port: 5432, protocol: TCP, name: ''}]\n";
+    let state = run(&format!("{svc}---\n{slice}")).unwrap();
+    let slices = slices_of(&state, "shop", "db");
+    assert_eq!(slices.len(), 1);
+    assert_eq!(slices[0].metadata.name.as_deref(), Some("db-x7k2p"));
+    let endpoint = &slices[0].endpoints[0];
+    assert_eq!(endpoint.hostname.as_deref(), Some("db-0"));
+    assert_eq!(endpoint.conditions.as_ref().unwrap().serving, Some(true));
+
+    // With Pods in the input, the controller computes them as always.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: shop}\nspec: {containers: [{name: c}]}\n";
+    let state = run(&format!("{svc}---\n{slice}---\n{pod}")).unwrap();
+    let slices = slices_of(&state, "shop", "db");
+    assert_eq!(slices.len(), 1);
+    assert_ne!(slices[0].metadata.name.as_deref(), Some("db-x7k2p"));
+    assert!(slices[0].endpoints.is_empty());
 }
