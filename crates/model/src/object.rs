@@ -151,12 +151,48 @@ impl ObjectKey {
 }
 
 /// `Service default/web`, `Node node-1` — the way errors and logs name objects.
+/// Names that admission would refuse are printed quoted and escaped: the
+/// error that refuses them must not carry a terminal escape or a newline.
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        write!(f, "{} ", self.kind)?;
+        if !self.namespace.is_empty() {
+            write!(f, "{}/", Printable(&self.namespace))?;
         }
+        write!(f, "{}", Printable(&self.name))
+    }
+}
+
+/// A name as it is when it is one (letters, digits, `-`, `.`, `_`),
+/// otherwise quoted with Rust's escapes.
+struct Printable<'a>(&'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = !self.0.is_empty()
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if plain {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn names_that_are_not_names_are_printed_escaped() {
+        let plain = ObjectKey::new(Kind::Service, "default", "web-1");
+        assert_eq!(plain.to_string(), "Service default/web-1");
+        let hostile = ObjectKey::new(Kind::Service, "a\x1b[2Jb", "x\ny");
+        let shown = hostile.to_string();
+        assert!(!shown.contains('\x1b') && !shown.contains('\n'), "{shown}");
+        assert_eq!(shown, "Service \"a\\u{1b}[2Jb\"/\"x\\ny\"");
     }
 }

@@ -108,6 +108,10 @@ pub struct LabUpArgs {
     /// Manifests to apply (file, directory or -). Repeat for more.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub files: Vec<String>,
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,6 +126,11 @@ pub struct LabApplyArgs {
     pub lab: LabName,
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub files: Vec<String>,
+
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +139,10 @@ pub struct LabDeleteArgs {
     pub lab: LabName,
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub files: Vec<String>,
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
     /// KIND/NAME, e.g. pod/web-1 or deployment/service-demo.
     pub object: Option<String>,
     #[arg(short, long, default_value = "default")]
@@ -181,6 +194,11 @@ pub struct ManifestArgs {
     /// order) or - for standard input. Repeat for more.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub files: Vec<String>,
+
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 /// Cluster-wide settings of the API server and controller manager.
@@ -200,11 +218,6 @@ pub struct ClusterArgs {
 pub struct RenderArgs {
     #[command(flatten)]
     pub manifests: ManifestArgs,
-
-    /// Read the subdirectories of -f directories too (a must-gather or
-    /// cluster-info dump tree), as kubectl -R does.
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -276,6 +289,11 @@ pub struct OptionalManifestArgs {
         required_unless_present = "cleanup"
     )]
     pub files: Vec<String>,
+
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 #[derive(Debug, Args)]

@@ -60,13 +60,9 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
     // The zone is all the server keeps: Service addresses are derived from
     // names, so reloading without the previous snapshot gives the same ones.
-    let seen = Seen::now(&args.manifests.files);
-    let zone = SharedZone::new(build_zone(
-        &args.manifests.files,
-        &config,
-        &domain,
-        args.ttl,
-    )?);
+    let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
+    let seen = Seen::now(files, recursive);
+    let zone = SharedZone::new(build_zone(files, recursive, &config, &domain, args.ttl)?);
     let metrics = Arc::new(DnsMetrics::default());
     let forwarder = Forwarder::new(
         upstreams.clone(),
@@ -121,19 +117,16 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
-    follow(
-        &args.manifests.files,
-        args.poll_ms,
-        seen,
-        || match build_zone(&args.manifests.files, &config, &domain, args.ttl) {
+    follow(files, recursive, args.poll_ms, seen, || {
+        match build_zone(files, recursive, &config, &domain, args.ttl) {
             Ok(fresh) => {
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
                 release_freed_memory();
             }
             Err(e) => tracing::error!("{e}; keeping the current zone"),
-        },
-    )
+        }
+    })
 }
 
 /// Read the manifests and build the zone on a thread of its own: its
@@ -141,13 +134,14 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 /// allocator arena, and the zone is copied out compactly into ours.
 fn build_zone(
     files: &[String],
+    recursive: bool,
     config: &ClusterConfig,
     domain: &str,
     ttl: u32,
 ) -> Result<Zone, Error> {
     let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
     let built = std::thread::spawn(move || -> Result<Zone, Error> {
-        let state = load(&files, &config, None)?;
+        let state = load(&files, recursive, &config, None)?;
         // `ns.dns.<domain>`: the DNS Service's address in each family.
         let nameservers: Vec<std::net::IpAddr> =
             config.service_cidrs.iter().map(|c| c.dns_ip()).collect();

@@ -62,8 +62,8 @@ fn running(name: &str) -> Result<Layout, Error> {
 }
 
 /// Objects of manifests, admitted (defaults, validation) as the API server would.
-fn read_objects(files: &[String]) -> Result<Vec<Object>, Error> {
-    Ok(crate::state::read_objects(files)?
+fn read_objects(files: &[String], recursive: bool) -> Result<Vec<Object>, Error> {
+    Ok(crate::state::read_objects(files, recursive)?
         .into_iter()
         .map(|(o, _)| o)
         .collect())
@@ -111,7 +111,7 @@ fn up(args: &LabUpArgs) -> Result<(), Error> {
             "--pod-cidr must be a /16 or larger: each node gets a /24",
         ));
     }
-    let objects = read_objects(&args.files)?;
+    let objects = read_objects(&args.files, args.recursive)?;
     // A lab that died leaves things behind: clear them first.
     down(name)?;
     // Another lab going down may remove the empty /run/strait between the
@@ -315,7 +315,7 @@ fn apply(args: &LabApplyArgs) -> Result<(), Error> {
     need_root(&args.lab.name)?;
     let layout = running(&args.lab.name)?;
     let mut desired = read_desired(&layout)?;
-    for o in read_objects(&args.files)? {
+    for o in read_objects(&args.files, args.recursive)? {
         let key = ObjectKey::of(&o);
         println!(
             "{} {}",
@@ -335,7 +335,7 @@ fn delete(args: &LabDeleteArgs) -> Result<(), Error> {
     need_root(&args.lab.name)?;
     let layout = running(&args.lab.name)?;
     let mut desired = read_desired(&layout)?;
-    let mut keys: Vec<ObjectKey> = read_objects(&args.files)?
+    let mut keys: Vec<ObjectKey> = read_objects(&args.files, args.recursive)?
         .iter()
         .map(ObjectKey::of)
         .collect();

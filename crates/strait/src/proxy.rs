@@ -59,8 +59,9 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     let service_cidrs: Vec<IpNet> = config.service_cidrs.iter().map(|c| c.net()).collect();
     let node = args.node.clone().unwrap_or_default();
 
-    let seen = Seen::now(files);
-    let state = load(files, &config, None)?;
+    let recursive = args.manifests.recursive;
+    let seen = Seen::now(files, recursive);
+    let state = load(files, recursive, &config, None)?;
     let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
     ctx.service_cidrs = service_cidrs;
     ctx.nodeport_addresses = nodeport_addresses;
@@ -124,8 +125,8 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     first?;
     // Follow the files until stopped; the rules stay when we exit.
     let mut previous = state;
-    follow(files, args.poll_ms, seen, || {
-        let state = match load(files, &config, Some(&previous)) {
+    follow(files, recursive, args.poll_ms, seen, || {
+        let state = match load(files, recursive, &config, Some(&previous)) {
             Ok(state) => state,
             Err(e) => {
                 // Bad input changes nothing: keep the rules of the last good state.

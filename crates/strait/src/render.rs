@@ -4,12 +4,12 @@ use std::io::Write;
 
 use crate::cli::{OutputFormat, RenderArgs};
 use crate::error::Error;
-use crate::state::{cluster_config, load_with};
+use crate::state::{cluster_config, load};
 
 pub fn run(args: &RenderArgs) -> Result<(), Error> {
-    let state = load_with(
+    let state = load(
         &args.manifests.files,
-        args.recursive,
+        args.manifests.recursive,
         &cluster_config(&args.cluster)?,
         None,
     )?;

@@ -18,19 +18,11 @@ pub fn cluster_config(cluster: &ClusterArgs) -> Result<ClusterConfig, Error> {
     .with_service_cidrs(&cluster.service_cidrs)?)
 }
 
-/// The objects of `files` (admitted: defaults, validation); kinds strait
-/// does not use are reported once each.
-pub fn read_objects(files: &[String]) -> Result<Vec<(Object, Origin)>, Error> {
-    read_objects_with(files, false)
-}
-
-/// [`read_objects`], with the subdirectories of directories when
-/// `recursive` (`-R`). What was not read is said on stderr: subdirectories,
-/// files of other types, and an input that holds no object at all.
-pub fn read_objects_with(
-    files: &[String],
-    recursive: bool,
-) -> Result<Vec<(Object, Origin)>, Error> {
+/// The objects of `files` (admitted: defaults, validation), with the
+/// subdirectories of directories when `recursive` (`-R`); kinds strait does
+/// not use are reported once each. What was not read is said on stderr:
+/// subdirectories, files of other types, and an input that holds no object.
+pub fn read_objects(files: &[String], recursive: bool) -> Result<Vec<(Object, Origin)>, Error> {
     let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
     let options = ReadOptions {
         recursive,
@@ -51,7 +43,7 @@ pub fn read_objects_with(
     let dirs = skipped(SkipReason::Directory);
     if !dirs.is_empty() {
         tracing::warn!(
-            "not reading {} subdirector{} ({}): a directory is read without its subdirectories; strait render -R reads them too",
+            "not reading {} subdirector{} ({}): a directory is read without its subdirectories; -R reads them too",
             dirs.len(),
             if dirs.len() == 1 { "y" } else { "ies" },
             some_of(&dirs)
@@ -81,18 +73,10 @@ fn some_of(names: &[String]) -> String {
     text
 }
 
-/// Read the manifests and run the controllers; `previous` keeps
-/// allocations and pod status stable across reloads.
+/// Read the manifests (subdirectories too when `recursive`) and run the
+/// controllers; `previous` keeps allocations and pod status stable across
+/// reloads.
 pub fn load(
-    files: &[String],
-    config: &ClusterConfig,
-    previous: Option<&ClusterState>,
-) -> Result<ClusterState, Error> {
-    load_with(files, false, config, previous)
-}
-
-/// [`load`], with the subdirectories of directories when `recursive`.
-pub fn load_with(
     files: &[String],
     recursive: bool,
     config: &ClusterConfig,
@@ -100,7 +84,7 @@ pub fn load_with(
 ) -> Result<ClusterState, Error> {
     let started = Instant::now();
     let desired = ClusterState::from_objects(
-        read_objects_with(files, recursive)?
+        read_objects(files, recursive)?
             .into_iter()
             .map(|(o, origin)| (o, Some(origin))),
     )?;
@@ -111,26 +95,42 @@ pub fn load_with(
     Ok(state)
 }
 
-/// Modification times of the inputs (directories: of their files).
-fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
-    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+/// Modification times of the inputs (directories: of their files, and with
+/// `recursive` of their subdirectories' files too).
+fn stamp(files: &[String], recursive: bool) -> Vec<(String, Option<SystemTime>)> {
     let mut out = Vec::new();
     for f in files {
-        let path = std::path::Path::new(f);
-        if path.is_dir() {
-            let mut list: Vec<_> = std::fs::read_dir(path)
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            list.sort();
-            out.extend(
-                list.into_iter()
-                    .map(|p| (p.display().to_string(), modified(&p))),
-            );
-        } else {
-            out.push((f.clone(), modified(path)));
-        }
+        stamp_path(std::path::Path::new(f), recursive, 0, &mut out);
     }
     out
+}
+
+/// How deep `-R` directories are followed for change detection; the reader
+/// itself refuses symlink loops, this only bounds the walk.
+const MAX_STAMP_DEPTH: usize = 32;
+
+fn stamp_path(
+    path: &std::path::Path,
+    recursive: bool,
+    depth: usize,
+    out: &mut Vec<(String, Option<SystemTime>)>,
+) {
+    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+    if !path.is_dir() {
+        out.push((path.display().to_string(), modified(path)));
+        return;
+    }
+    let mut list: Vec<_> = std::fs::read_dir(path)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    list.sort();
+    for p in list {
+        if p.is_dir() && recursive && depth < MAX_STAMP_DEPTH {
+            stamp_path(&p, recursive, depth + 1, out);
+        } else {
+            out.push((p.display().to_string(), modified(&p)));
+        }
+    }
 }
 
 /// What the files looked like: taken before they are first read, so that a
@@ -138,18 +138,24 @@ fn stamp(files: &[String]) -> Vec<(String, Option<SystemTime>)> {
 pub struct Seen(Vec<(String, Option<SystemTime>)>);
 
 impl Seen {
-    pub fn now(files: &[String]) -> Seen {
-        Seen(stamp(files))
+    pub fn now(files: &[String], recursive: bool) -> Seen {
+        Seen(stamp(files, recursive))
     }
 }
 
 /// Call `changed` whenever one of `files` differs from what was `seen`,
 /// looking every `poll_ms`; never returns.
-pub fn follow(files: &[String], poll_ms: u64, seen: Seen, mut changed: impl FnMut()) -> ! {
+pub fn follow(
+    files: &[String],
+    recursive: bool,
+    poll_ms: u64,
+    seen: Seen,
+    mut changed: impl FnMut(),
+) -> ! {
     let mut last = seen.0;
     loop {
         std::thread::sleep(Duration::from_millis(poll_ms));
-        let now = stamp(files);
+        let now = stamp(files, recursive);
         if now != last {
             last = now;
             changed();

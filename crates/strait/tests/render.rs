@@ -200,7 +200,7 @@ fn hostile_namespaces_are_refused_naming_the_object_and_field() {
     let both = format!("{}---\n{}", svc("shop"), svc("'a b'"));
     assert_refused(
         &both,
-        "document 2 (Service a b/web): metadata.namespace: \"a b\"",
+        "document 2 (Service \"a b\"/web): metadata.namespace: \"a b\"",
     );
 }
 
@@ -387,6 +387,30 @@ fn a_nested_directory_says_what_it_skips_and_minus_r_reads_it() {
         .collect();
     assert!(names.contains(&"Namespace/shop".to_owned()), "{names:?}");
     assert!(names.contains(&"Service/web".to_owned()), "{names:?}");
+
+    // The proxy reads the same tree with -R, and only with it.
+    let web = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "web")
+        .unwrap();
+    let cluster_ip = web["spec"]["clusterIP"].as_str().unwrap();
+    let dry_run = |recursive: bool| {
+        let mut args = vec!["proxy", "--dry-run", "--node", "node-1", "-f", root];
+        if recursive {
+            args.push("-R");
+        }
+        let out = strait(&args, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(dry_run(true).contains(cluster_ip), "{cluster_ip}");
+    assert!(!dry_run(false).contains(cluster_ip), "{cluster_ip}");
 }
 
 #[test]
