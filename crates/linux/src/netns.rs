@@ -39,6 +39,8 @@ impl NetNs {
     /// Whether what was opened is a network namespace (not a plain file, a
     /// directory or another kind of namespace): asks the kernel with
     /// `NS_GET_NSTYPE`, which only namespace files answer.
+    // NS_GET_NSTYPE has no safe wrapper; see the SAFETY note below.
+    #[allow(unsafe_code)]
     pub fn is_network(&self) -> bool {
         // _IO(NSIO = 0xb7, 0x3), from <linux/nsfs.h>.
         const NS_GET_NSTYPE: nix::libc::Ioctl = 0xb703;

@@ -157,6 +157,8 @@ fn build_zone(
 
 /// Reading manifests makes garbage by the hundred megabytes at scale; hand
 /// what was freed back to the kernel so the server's footprint is its zone.
+// malloc_trim is glibc-only and has no safe wrapper.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists.
     unsafe {

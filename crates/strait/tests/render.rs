@@ -282,6 +282,8 @@ fn alias_bomb() -> String {
 /// RSS in KiB (from wait4, so nothing else's memory counts).
 // Reaped with wait4, not Child::wait, to get the child's own rusage.
 #[allow(clippy::zombie_processes)]
+// wait4 is the only call that returns a child's own peak RSS.
+#[allow(unsafe_code)]
 fn strait_measured(args: &[&str]) -> (bool, String, i64) {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
