@@ -352,7 +352,11 @@ fn is_absent(e: &std::io::Error) -> bool {
 
 /// Write the state of an attachment whole or not at all: serialised first
 /// (an error is reported, never an empty file), written to a temporary file
-/// beside it, synced, then renamed over the old one.
+/// beside it, then renamed over the old one. Not fsynced: the rename is
+/// what makes a crashed plugin leave the old file or the new, never half of
+/// one, and after a crash of the machine the runtime adds its pods again
+/// (host-local's reservations are not synced either). An fsync per ADD
+/// cost ~10 ms of a 30 ms ADD+DEL cycle here.
 fn save_state(path: &std::path::Path, state: &AttachmentState) -> Result<()> {
     let bytes = serde_json::to_vec(state).map_err(|e| {
         Error::internal(format!(
@@ -369,7 +373,6 @@ fn save_state(path: &std::path::Path, state: &AttachmentState) -> Result<()> {
         use std::io::Write;
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&bytes)?;
-        file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     written.map_err(|e| {
