@@ -65,7 +65,7 @@ pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
         let lo = index_of(&nl, "lo").await?;
         nl.set_up(lo).await?;
         let br0 = nl.ensure_bridge("br0", None).await?.index;
-        nl.add_address(br0, "172.18.0.1/16".parse().expect("an address"))
+        nl.add_address_without_broadcast(br0, "172.18.0.1/16".parse().expect("an address"))
             .await?;
         for (i, fd) in node_fds.into_iter().enumerate() {
             let uplink = format!("u-node{}", i + 1);
@@ -93,7 +93,7 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
     let lo = index_of(nl, "lo").await?;
     nl.set_up(lo).await?;
     let eth0 = index_of(nl, "eth0").await?;
-    nl.add_address(eth0, Ipv4Net::new(node_ip, 16).expect("a /16").into())
+    nl.add_address_without_broadcast(eth0, Ipv4Net::new(node_ip, 16).expect("a /16").into())
         .await?;
     nl.set_up(eth0).await?;
     let any = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0");
@@ -125,7 +125,7 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
                 })
                 .await?;
             let own = Ipv4Net::new(config.node_pod_cidr(i).network(), 32).expect("a /32");
-            nl.add_address(index, own.into()).await?;
+            nl.add_address_without_broadcast(index, own.into()).await?;
             Some(index)
         }
         Backend::HostGw => None,

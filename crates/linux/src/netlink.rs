@@ -467,13 +467,27 @@ impl Netlink {
 
     /// Add `addr` (address with prefix) to link `index`; already there is fine.
     pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<()> {
-        match self
+        self.add_address_with(index, addr, true).await
+    }
+
+    /// [`Netlink::add_address`] without the broadcast address netlink
+    /// requests otherwise carry: what `ip addr add ADDR dev LINK` gives.
+    pub async fn add_address_without_broadcast(&self, index: u32, addr: IpNet) -> Result<()> {
+        self.add_address_with(index, addr, false).await
+    }
+
+    async fn add_address_with(&self, index: u32, addr: IpNet, broadcast: bool) -> Result<()> {
+        let mut request = self
             .handle
             .address()
-            .add(index, addr.addr(), addr.prefix_len())
-            .execute()
-            .await
-        {
+            .add(index, addr.addr(), addr.prefix_len());
+        if !broadcast {
+            request
+                .message_mut()
+                .attributes
+                .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+        }
+        match request.execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let e = nl_error(format!("add address {addr} to link {index}"), e);
