@@ -2,34 +2,40 @@
 //! namespace per node attached to it, and the pod ranges of the nodes joined
 //! by VXLAN (as flannel does) or by plain routes (host-gw).
 
-use std::process::Command;
+use std::future::Future;
+use std::net::Ipv4Addr;
 
-use strait_linux::NetNs;
+use ipnet::Ipv4Net;
+use strait_linux::{NetNs, Netlink, Vxlan};
 
 use crate::layout::{Backend, LabConfig, Layout};
 use crate::{Error, Result};
 
-/// Run `ip …` (or another tool) inside `ns`; an error names the command.
-pub fn run_in(ns: &NetNs, args: &[&str]) -> Result<()> {
-    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out = ns
-        .run(move || Command::new(&owned[0]).args(&owned[1..]).output())?
-        .map_err(crate::error::io(format!("run {}", args[0])))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Step(format!(
-            "`{}` in {}: {}",
-            args.join(" "),
-            ns.path().display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+/// Run `f` with a netlink connection inside `ns`: on a thread of its own that
+/// entered the namespace, so the socket belongs to it, with a runtime of its
+/// own for the connection. An error names the namespace.
+fn netlink_in<T, F, Fut>(ns: &NetNs, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Netlink) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let path = ns.path().display().to_string();
+    let out = ns.run(move || -> Result<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(crate::error::io("start a netlink runtime"))?;
+        runtime.block_on(async move { f(Netlink::connect()?).await })
+    })?;
+    out.map_err(|e| Error::Step(format!("in {path}: {e}")))
 }
 
-fn write_sysctl_in(ns: &NetNs, key: &'static str, value: &'static str) -> Result<()> {
-    ns.run(move || strait_linux::write_sysctl(key, value))??;
-    Ok(())
+async fn index_of(nl: &Netlink, name: &str) -> Result<u32> {
+    nl.link_by_name(name)
+        .await?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::Step(format!("link {name} is missing")))
 }
 
 fn open_or_create(name: &str) -> Result<NetNs> {
@@ -40,171 +46,105 @@ fn open_or_create(name: &str) -> Result<NetNs> {
 }
 
 /// A VTEP MAC for node `i`: stable, locally administered.
-fn vtep_mac(i: usize) -> String {
-    format!("0a:58:ac:12:00:{:02x}", i + 2)
+fn vtep_mac(i: usize) -> [u8; 6] {
+    [0x0a, 0x58, 0xac, 0x12, 0x00, (i + 2) as u8]
 }
 
-/// Build the underlay and every node.
+/// Build the underlay and every node, all over netlink: no `ip` or `bridge`
+/// process, one thread per namespace.
 pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
     let underlay = open_or_create(&layout.underlay_ns())?;
-    run_in(&underlay, &["ip", "link", "set", "lo", "up"])?;
-    run_in(&underlay, &["ip", "link", "add", "br0", "type", "bridge"])?;
-    run_in(
-        &underlay,
-        &["ip", "addr", "add", "172.18.0.1/16", "dev", "br0"],
-    )?;
-    run_in(&underlay, &["ip", "link", "set", "br0", "up"])?;
     let mut nodes = Vec::new();
     for i in 0..config.nodes {
-        let ns = open_or_create(&layout.node_ns(i))?;
-        let node_ip = config.node_ip(i);
-        let uplink = format!("u-node{}", i + 1);
-        run_in(
-            &underlay,
-            &[
-                "ip",
-                "link",
-                "add",
-                &uplink,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &layout.node_ns(i),
-            ],
-        )?;
-        run_in(
-            &underlay,
-            &["ip", "link", "set", &uplink, "master", "br0", "up"],
-        )?;
-        run_in(&ns, &["ip", "link", "set", "lo", "up"])?;
-        run_in(
-            &ns,
-            &["ip", "addr", "add", &format!("{node_ip}/16"), "dev", "eth0"],
-        )?;
-        run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
-        run_in(&ns, &["ip", "route", "add", "default", "via", "172.18.0.1"])?;
-        // What kubeadm requires of a node, set here explicitly: new
-        // namespaces inherit some of the host's values and not others.
-        write_sysctl_in(&ns, "net.ipv4.ip_forward", "1")?;
-        write_sysctl_in(&ns, "net.bridge.bridge-nf-call-iptables", "1")?;
-        // Traffic leaving the pod network for the underlay is masqueraded;
-        // pod to pod, across nodes too, keeps its source.
-        let cidr = config.pod_cidr.to_string();
-        let script = format!(
-            "table ip strait-lab {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {cidr} ip daddr != {cidr} oifname \"eth0\" masquerade\n }}\n}}\n"
-        );
-        ns.run(move || strait_linux::nft_apply(&script))??;
-        nodes.push(ns);
+        nodes.push(open_or_create(&layout.node_ns(i))?);
     }
+    // The underlay: a bridge with the gateway address, and one veth per
+    // node whose other end is created directly in the node as `eth0`.
+    let node_fds: Vec<i32> = nodes.iter().map(|ns| ns.fd()).collect();
+    netlink_in(&underlay, move |nl| async move {
+        let lo = index_of(&nl, "lo").await?;
+        nl.set_up(lo).await?;
+        let br0 = nl.ensure_bridge("br0", None).await?.index;
+        nl.add_address_without_broadcast(br0, "172.18.0.1/16".parse().expect("an address"))
+            .await?;
+        for (i, fd) in node_fds.into_iter().enumerate() {
+            let uplink = format!("u-node{}", i + 1);
+            nl.add_veth(&uplink, "eth0", fd, None).await?;
+            let index = index_of(&nl, &uplink).await?;
+            nl.set_up_in(index, Some(br0)).await?;
+        }
+        Ok(())
+    })?;
     for (i, ns) in nodes.iter().enumerate() {
-        let local = config.node_ip(i).to_string();
-        if config.backend == Backend::Vxlan {
-            run_in(
-                ns,
-                &[
-                    "ip",
-                    "link",
-                    "add",
-                    "flannel.1",
-                    "type",
-                    "vxlan",
-                    "id",
-                    "1",
-                    "dstport",
-                    "8472",
-                    "dev",
-                    "eth0",
-                    "local",
-                    &local,
-                    "nolearning",
-                ],
-            )?;
-            run_in(
-                ns,
-                &[
-                    "ip",
-                    "link",
-                    "set",
-                    "flannel.1",
-                    "address",
-                    &vtep_mac(i),
-                    "mtu",
-                    &config.pod_mtu().to_string(),
-                    "up",
-                ],
-            )?;
-            run_in(
-                ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{}/32", config.node_pod_cidr(i).network()),
-                    "dev",
-                    "flannel.1",
-                ],
-            )?;
-        }
-        for j in 0..config.nodes {
-            if j == i {
-                continue;
-            }
-            let remote_cidr = config.node_pod_cidr(j).to_string();
-            let remote_ip = config.node_ip(j).to_string();
-            match config.backend {
-                Backend::HostGw => {
-                    run_in(ns, &["ip", "route", "add", &remote_cidr, "via", &remote_ip])?
-                }
-                Backend::Vxlan => {
-                    let gw = config.node_pod_cidr(j).network().to_string();
-                    run_in(
-                        ns,
-                        &[
-                            "ip",
-                            "route",
-                            "add",
-                            &remote_cidr,
-                            "via",
-                            &gw,
-                            "dev",
-                            "flannel.1",
-                            "onlink",
-                        ],
-                    )?;
-                    run_in(
-                        ns,
-                        &[
-                            "ip",
-                            "neigh",
-                            "replace",
-                            &gw,
-                            "lladdr",
-                            &vtep_mac(j),
-                            "dev",
-                            "flannel.1",
-                            "nud",
-                            "permanent",
-                        ],
-                    )?;
-                    run_in(
-                        ns,
-                        &[
-                            "bridge",
-                            "fdb",
-                            "append",
-                            &vtep_mac(j),
-                            "dev",
-                            "flannel.1",
-                            "dst",
-                            &remote_ip,
-                        ],
-                    )?;
-                }
-            }
-        }
+        let config = config.clone();
+        netlink_in(
+            ns,
+            move |nl| async move { wire_node(&nl, &config, i).await },
+        )?;
     }
     Ok(nodes)
+}
+
+/// Node `i`, from inside its namespace: its underlay address and default
+/// route, what kubeadm asks of a node, the masquerade out of the pod network,
+/// and the way to the other nodes' pod ranges.
+async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
+    let node_ip = config.node_ip(i);
+    let lo = index_of(nl, "lo").await?;
+    nl.set_up(lo).await?;
+    let eth0 = index_of(nl, "eth0").await?;
+    nl.add_address_without_broadcast(eth0, Ipv4Net::new(node_ip, 16).expect("a /16").into())
+        .await?;
+    nl.set_up(eth0).await?;
+    let any = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0");
+    nl.add_route_v4(any, Ipv4Addr::new(172, 18, 0, 1), eth0, false)
+        .await?;
+    // What kubeadm requires of a node, set here explicitly: new namespaces
+    // inherit some of the host's values and not others. This thread is in
+    // the node's namespace, so /proc/sys/net is the node's.
+    strait_linux::write_sysctl("net.ipv4.ip_forward", "1")?;
+    strait_linux::write_sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
+    // Traffic leaving the pod network for the underlay is masqueraded; pod
+    // to pod, across nodes too, keeps its source.
+    let cidr = config.pod_cidr.to_string();
+    strait_linux::nft_apply(&format!(
+        "table ip strait-lab {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {cidr} ip daddr != {cidr} oifname \"eth0\" masquerade\n }}\n}}\n"
+    ))?;
+    let flannel = match config.backend {
+        Backend::Vxlan => {
+            let index = nl
+                .add_vxlan(&Vxlan {
+                    name: "flannel.1".into(),
+                    vni: 1,
+                    dstport: 8472,
+                    dev: eth0,
+                    local: node_ip,
+                    learning: false,
+                    mac: vtep_mac(i),
+                    mtu: config.pod_mtu(),
+                })
+                .await?;
+            let own = Ipv4Net::new(config.node_pod_cidr(i).network(), 32).expect("a /32");
+            nl.add_address_without_broadcast(index, own.into()).await?;
+            Some(index)
+        }
+        Backend::HostGw => None,
+    };
+    for j in (0..config.nodes).filter(|&j| j != i) {
+        let remote_cidr = config.node_pod_cidr(j);
+        let remote_ip = config.node_ip(j);
+        match flannel {
+            None => nl.add_route_v4(remote_cidr, remote_ip, eth0, false).await?,
+            Some(index) => {
+                // As flannel does: the remote range via the remote VTEP's
+                // address, which ARP never resolves (a permanent entry) and
+                // whose MAC the VXLAN device sends to the remote node.
+                let gw = remote_cidr.network();
+                nl.add_route_v4(remote_cidr, gw, index, true).await?;
+                nl.replace_neighbour(index, gw, vtep_mac(j)).await?;
+                nl.append_fdb(index, vtep_mac(j), remote_ip).await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ mod sysctl;
 
 pub use error::{Error, Result};
 pub use http::{HttpServer, Response};
-pub use netlink::{mac_string, Link, Netlink, RouteInfo};
+pub use netlink::{mac_string, parse_mac, Link, Netlink, RouteInfo, Vxlan};
 pub use netns::{NetNs, NsGuard};
 pub use nf_netlink::{
     Batch, Data, Expr, NfNetlink, NlVerdict, REG32_00, REG_1, REG_2, REG_VERDICT,

@@ -1,7 +1,7 @@
 //! Links, addresses and routes over rtnetlink, for one network namespace:
 //! the one the calling thread was in when [`Netlink::connect`] ran.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
@@ -9,9 +9,19 @@ use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
 };
 
@@ -67,6 +77,100 @@ pub fn mac_string(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// A VXLAN device as flannel's vxlan backend makes it (`ip link add NAME
+/// type vxlan id VNI dstport PORT dev DEV local LOCAL nolearning`), with its
+/// MAC and MTU set and up, in one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vxlan {
+    pub name: String,
+    pub vni: u32,
+    pub dstport: u16,
+    /// Index of the underlay link the tunnel leaves by.
+    pub dev: u32,
+    pub local: Ipv4Addr,
+    /// Whether the device learns remote MACs from traffic; flannel sets
+    /// them itself, so it does not.
+    pub learning: bool,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
+pub(crate) fn vxlan_message(v: &Vxlan) -> LinkMessage {
+    LinkVxlan::new(&v.name, v.vni)
+        .port(v.dstport)
+        .dev(v.dev)
+        .local(v.local)
+        .learning(v.learning)
+        .address(v.mac.to_vec())
+        .mtu(v.mtu)
+        .up()
+        .build()
+}
+
+/// A permanent neighbour (ARP) entry: `ip neigh replace IP lladdr MAC dev
+/// LINK nud permanent`.
+pub(crate) fn neighbour_message(index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.kind = RouteType::Unspec;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    msg
+}
+
+/// A forwarding entry of the device itself (not of a bridge it is a port
+/// of): `bridge fdb append MAC dev LINK dst IP`, which for a VXLAN device
+/// says which remote VTEP frames for MAC are sent to.
+pub(crate) fn fdb_message(index: u32, mac: [u8; 6], dst: Ipv4Addr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    msg
+}
+
+/// `ip route add DEST via GW dev LINK [onlink]`: protocol `boot` as `ip`
+/// gives it, so the table reads the same.
+pub(crate) fn route_v4_message(
+    destination: ipnet::Ipv4Net,
+    gateway: Ipv4Addr,
+    index: u32,
+    onlink: bool,
+) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(destination.network(), destination.prefix_len())
+        .gateway(gateway)
+        .output_interface(index)
+        .protocol(RouteProtocol::Boot);
+    if onlink {
+        builder = builder.onlink();
+    }
+    builder.build()
+}
+
+/// `aa:bb:cc:dd:ee:ff` to bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn link_of(msg: &LinkMessage) -> Link {
@@ -224,6 +328,93 @@ impl Netlink {
             .map_err(|e| nl_error(format!("create veth pair {host_name} / {peer_name}"), e))
     }
 
+    /// Send one request that only wants an acknowledgement.
+    async fn ack(&self, what: String, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut response = handle.request(req).map_err(|e| nl_error(what.clone(), e))?;
+        while let Some(reply) = futures_util::StreamExt::next(&mut response).await {
+            if let NetlinkPayload::Error(err) = reply.payload {
+                return Err(nl_error(what, rtnetlink::Error::NetlinkError(err)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the VXLAN device `v` (up); its index.
+    pub async fn add_vxlan(&self, v: &Vxlan) -> Result<u32> {
+        let what = format!("create vxlan device {}", v.name);
+        self.handle
+            .link()
+            .add(vxlan_message(v))
+            .execute()
+            .await
+            .map_err(|e| nl_error(what.clone(), e))?;
+        self.link_by_name(&v.name)
+            .await?
+            .map(|l| l.index)
+            .ok_or_else(|| Error::Netlink {
+                what,
+                message: "it vanished right after creation".into(),
+                errno: None,
+            })
+    }
+
+    /// Set (or replace) the permanent neighbour entry `ip` → `mac` on link `index`.
+    pub async fn replace_neighbour(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        self.ack(
+            format!("set neighbour {ip} on link {index}"),
+            RouteNetlinkMessage::NewNeighbour(neighbour_message(index, ip, mac)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Append a forwarding entry `mac` → remote `dst` to the VXLAN link `index`.
+    pub async fn append_fdb(&self, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()> {
+        self.ack(
+            format!(
+                "add fdb entry {} dst {dst} on link {index}",
+                mac_string(&mac)
+            ),
+            RouteNetlinkMessage::NewNeighbour(fdb_message(index, mac, dst)),
+            NLM_F_CREATE | NLM_F_APPEND,
+        )
+        .await
+    }
+
+    /// An IPv4 route via `gateway` out of link `index`, `onlink` when the
+    /// gateway is on no subnet of that link (flannel's vxlan routes).
+    pub async fn add_route_v4(
+        &self,
+        destination: ipnet::Ipv4Net,
+        gateway: Ipv4Addr,
+        index: u32,
+        onlink: bool,
+    ) -> Result<()> {
+        self.handle
+            .route()
+            .add(route_v4_message(destination, gateway, index, onlink))
+            .execute()
+            .await
+            .map_err(|e| nl_error(format!("add route to {destination} via {gateway}"), e))
+    }
+
+    /// Set link `index` up, attached to `controller` when given, in one message.
+    pub async fn set_up_in(&self, index: u32, controller: Option<u32>) -> Result<()> {
+        let mut builder = LinkUnspec::new_with_index(index).up();
+        if let Some(c) = controller {
+            builder = builder.controller(c);
+        }
+        self.handle
+            .link()
+            .set(builder.build())
+            .execute()
+            .await
+            .map_err(|e| nl_error(format!("set link {index} up"), e))
+    }
+
     pub async fn set_up(&self, index: u32) -> Result<()> {
         self.handle
             .link()
@@ -276,13 +467,27 @@ impl Netlink {
 
     /// Add `addr` (address with prefix) to link `index`; already there is fine.
     pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<()> {
-        match self
+        self.add_address_with(index, addr, true).await
+    }
+
+    /// [`Netlink::add_address`] without the broadcast address netlink
+    /// requests otherwise carry: what `ip addr add ADDR dev LINK` gives.
+    pub async fn add_address_without_broadcast(&self, index: u32, addr: IpNet) -> Result<()> {
+        self.add_address_with(index, addr, false).await
+    }
+
+    async fn add_address_with(&self, index: u32, addr: IpNet, broadcast: bool) -> Result<()> {
+        let mut request = self
             .handle
             .address()
-            .add(index, addr.addr(), addr.prefix_len())
-            .execute()
-            .await
-        {
+            .add(index, addr.addr(), addr.prefix_len());
+        if !broadcast {
+            request
+                .message_mut()
+                .attributes
+                .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+        }
+        match request.execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let e = nl_error(format!("add address {addr} to link {index}"), e);
@@ -410,5 +615,112 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
         RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::InfoVxlan;
+    use netlink_packet_route::route::RouteFlags;
+
+    #[test]
+    fn macs_parse_and_print_back() {
+        let mac = parse_mac("0a:58:ac:12:00:02").unwrap();
+        assert_eq!(mac, [0x0a, 0x58, 0xac, 0x12, 0, 2]);
+        assert_eq!(mac_string(&mac), "0a:58:ac:12:00:02");
+        for bad in [
+            "",
+            "0a:58:ac:12:00",
+            "0a:58:ac:12:00:02:03",
+            "0a:58:ac:12:00:2",
+            "zz:58:ac:12:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn vxlan_message_says_what_ip_link_add_says() {
+        let msg = vxlan_message(&Vxlan {
+            name: "flannel.1".into(),
+            vni: 1,
+            dstport: 8472,
+            dev: 7,
+            local: Ipv4Addr::new(172, 18, 0, 2),
+            learning: false,
+            mac: [0x0a, 0x58, 0xac, 0x12, 0, 2],
+            mtu: 1450,
+        });
+        assert!(msg.header.flags.contains(LinkFlags::Up));
+        let attrs = &msg.attributes;
+        assert!(attrs.contains(&LinkAttribute::IfName("flannel.1".into())));
+        assert!(attrs.contains(&LinkAttribute::Mtu(1450)));
+        assert!(attrs.contains(&LinkAttribute::Address(vec![0x0a, 0x58, 0xac, 0x12, 0, 2])));
+        let data = attrs
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Vxlan(d)) => Some(d.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("vxlan info data");
+        for want in [
+            InfoVxlan::Id(1),
+            InfoVxlan::Port(8472),
+            InfoVxlan::Link(7),
+            InfoVxlan::Local(Ipv4Addr::new(172, 18, 0, 2)),
+            InfoVxlan::Learning(false),
+        ] {
+            assert!(data.contains(&want), "{want:?} missing from {data:?}");
+        }
+    }
+
+    #[test]
+    fn fdb_entries_belong_to_the_device_and_name_the_remote() {
+        let msg = fdb_message(5, [1, 2, 3, 4, 5, 6], Ipv4Addr::new(172, 18, 0, 3));
+        assert_eq!(msg.header.family, AddressFamily::Bridge);
+        assert_eq!(msg.header.ifindex, 5);
+        // NTF_SELF: the VXLAN device's own table, as `bridge fdb` defaults to.
+        assert!(msg.header.flags.contains(NeighbourFlags::Own));
+        assert!(msg
+            .attributes
+            .contains(&NeighbourAttribute::LinkLayerAddress(vec![
+                1, 2, 3, 4, 5, 6
+            ])));
+        assert!(msg
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(172, 18, 0, 3)
+            ))));
+    }
+
+    #[test]
+    fn neighbours_are_permanent_arp_entries() {
+        let msg = neighbour_message(5, Ipv4Addr::new(10, 244, 1, 0), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(msg.header.family, AddressFamily::Inet);
+        assert_eq!(msg.header.state, NeighbourState::Permanent);
+        assert!(msg
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(10, 244, 1, 0)
+            ))));
+    }
+
+    #[test]
+    fn onlink_routes_carry_the_flag_and_others_do_not() {
+        let dest: ipnet::Ipv4Net = "10.244.1.0/24".parse().unwrap();
+        let gw = Ipv4Addr::new(10, 244, 1, 0);
+        let on = route_v4_message(dest, gw, 4, true);
+        assert!(on.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(on.header.destination_prefix_length, 24);
+        assert!(on.attributes.contains(&RouteAttribute::Oif(4)));
+        assert!(on
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet(gw))));
+        let off = route_v4_message(dest, gw, 4, false);
+        assert!(!off.header.flags.contains(RouteFlags::Onlink));
     }
 }

@@ -20,6 +20,12 @@ struct Lab {
 
 impl Lab {
     fn up(extra: &[&str], files: &[&str]) -> Lab {
+        Lab::up_with_env(extra, files, &[])
+    }
+
+    /// `up`, with `env` added to the environment of `lab up` (and so of the
+    /// controller it starts).
+    fn up_with_env(extra: &[&str], files: &[&str], env: &[(&str, String)]) -> Lab {
         let name = format!(
             "t{}p{}",
             COUNTER.fetch_add(1, Ordering::SeqCst),
@@ -31,7 +37,12 @@ impl Lab {
         for f in files {
             args.extend(["-f", f]);
         }
-        let out = lab.strait(&args);
+        let out = Command::new(STRAIT)
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(repo())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "lab up: {}\n{}\n{}",
@@ -725,4 +736,44 @@ fn lab_down_removes_only_its_own_namespaces() {
     );
     assert!(other_left, "lab {lab}-b's namespace {other} was removed");
     assert!(!ours_left, "lab {lab}'s own {ours} stays");
+}
+
+/// The lab's network is programmed over netlink: `lab up` runs no `ip` or
+/// `bridge` process, for either backend. An `ip` and a `bridge` first on
+/// PATH record every call (and then do the real thing, so that a lab still
+/// built with them comes up and the record is what fails the test).
+#[test]
+fn lab_up_runs_no_ip_or_bridge_process() {
+    if !common::root_or_skip("lab_up_runs_no_ip_or_bridge_process") {
+        return;
+    }
+    let dir = common::TempDir::new("lab-path");
+    let record = dir.0.join("calls");
+    for (tool, real) in [("ip", "/usr/sbin/ip"), ("bridge", "/usr/sbin/bridge")] {
+        let script = dir.0.join(tool);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec {real} \"$@\"\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.path(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+    for backend in ["vxlan", "host-gw"] {
+        let lab = Lab::up_with_env(&["--backend", backend], &[], &[("PATH", path.clone())]);
+        let calls = std::fs::read_to_string(&record).unwrap_or_default();
+        assert!(
+            calls.is_empty(),
+            "lab up --backend {backend} ran:\n{calls}\n{}",
+            lab.log()
+        );
+    }
 }
