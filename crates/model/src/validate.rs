@@ -1064,7 +1064,8 @@ mod tests {
         );
         // Every namespaced kind, not only Services.
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: 'a/b'}\nspec: {containers: [{name: c}]}\n";
-        assert!(refused(pod).contains("(Pod a/b/p): metadata.namespace: "));
+        // Printed quoted: `a/b/p` would not say where the namespace ends.
+        assert!(refused(pod).contains("(Pod \"a/b\"/p): metadata.namespace: "));
         let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, namespace: '../x'}\naddressType: IPv4\nendpoints: []\n";
         assert!(refused(slice).contains("metadata.namespace: \"../x\""));
         // 63 characters is a label still.
