@@ -382,22 +382,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::server::{decide, encode, udp_limit, Decision};
-    use crate::zone::{Records, Rr, Zone};
 
     /// Every kind of junk, decided and encoded without a panic; junk that
     /// is answered gets no more than its question back plus our records.
     #[test]
     fn junk_is_decided_without_panicking() {
-        let mut zone = Zone {
-            domain: "cluster.local".into(),
-            ttl: 5,
-            serial: 1,
-            ..Default::default()
-        };
-        zone.names.insert(
-            "web.default.svc.cluster.local".into(),
-            Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
-        );
+        let zone = crate::zone::test_zone();
         let mut junk = Junk::new(7);
         let mut packet = Vec::new();
         for _ in 0..20_000 {

@@ -26,17 +26,7 @@ mod fuzz {
     use super::*;
 
     fn zone() -> Zone {
-        let mut zone = Zone {
-            domain: "cluster.local".into(),
-            ttl: 5,
-            serial: 1,
-            ..Default::default()
-        };
-        zone.names.insert(
-            "web.default.svc.cluster.local".into(),
-            Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
-        );
-        zone
+        crate::zone::test_zone()
     }
 
     proptest! {

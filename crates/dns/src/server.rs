@@ -677,20 +677,10 @@ fn tcp_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone::{Records, Rr};
     use hickory_proto::rr::Name;
 
     fn server(limits: TcpLimits) -> DnsServer {
-        let mut zone = Zone {
-            domain: "cluster.local".into(),
-            ttl: 5,
-            serial: 1,
-            ..Default::default()
-        };
-        zone.names.insert(
-            "web.default.svc.cluster.local".into(),
-            Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
-        );
+        let zone = crate::zone::test_zone();
         DnsServer::start_with(
             "127.0.0.1:0".parse().unwrap(),
             SharedZone::new(zone),

@@ -534,6 +534,22 @@ impl Zone {
     }
 }
 
+/// The one-name zone the crate's unit tests answer from.
+#[cfg(test)]
+pub(crate) fn test_zone() -> Zone {
+    let mut zone = Zone {
+        domain: "cluster.local".into(),
+        ttl: 5,
+        serial: 1,
+        ..Default::default()
+    };
+    zone.names.insert(
+        "web.default.svc.cluster.local".into(),
+        Records::new(vec![Rr::A("10.96.0.20".parse().unwrap())]),
+    );
+    zone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

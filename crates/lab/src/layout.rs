@@ -118,14 +118,7 @@ pub const MAX_LAB_NAME: usize = 20;
 /// leave that directory (`..`, `/`) or look like another lab's prefix (`.`)
 /// is accepted.
 pub fn validate_lab_name(name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= MAX_LAB_NAME
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-';
-    if ok {
+    if name.len() <= MAX_LAB_NAME && strait_model::validate_dns_label(name).is_ok() {
         Ok(())
     } else {
         Err(crate::Error::Lab {

@@ -32,6 +32,7 @@ pub use pod::CompactPod;
 pub use ports::resolve_target_port;
 pub use selector::{Requirement, Selector, SelectorError};
 pub use state::{Change, ChangeSet, ClusterState, Store};
+pub use validate::dns_label as validate_dns_label;
 pub use validate::dns_subdomain as validate_dns_subdomain;
 
 /// Re-exported so that users of the model name the same Kubernetes types.
