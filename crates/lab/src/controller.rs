@@ -572,6 +572,15 @@ fn spawn_container(
         .chars()
         .take(63)
         .collect();
+    // The log's file name comes from the container's name: admission
+    // makes it a DNS label, and the lab checks again rather than trust
+    // that a `/` or `..` never reaches a path.
+    if strait_model::validate_dns_label(&c.name).is_err() {
+        return Err(Error::Step(format!(
+            "container {:?}: the name is not a DNS label",
+            c.name
+        )));
+    }
     let workdir = PathBuf::from(&pod.workdir);
     // Appended, not truncated: a container that exits and is restarted
     // keeps what it said before (kubectl logs --previous).
