@@ -225,7 +225,7 @@ impl Fate {
 }
 
 /// One rule (or a base chain's policy) the packet met.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Step {
     pub hook: Hook,
     pub family: Family,
@@ -279,6 +279,25 @@ impl Outcome {
             && self.path == other.path
     }
 
+    fn way_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.fate,
+            self.daddr,
+            self.dport,
+            self.dnat,
+            self.masquerade,
+            self.snat,
+            self.mark,
+            &self.oif,
+            &self.updates,
+            &self.path,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
     /// The rule that dropped or rejected the packet, if one did.
     pub fn stopped_by(&self) -> Option<&Step> {
         if self.fate.passes() {
@@ -326,7 +345,10 @@ pub fn trace(tables: &[&Table], node: &Node, packet: &Packet) -> Result<Vec<Outc
         }
     }
     if L3::of(packet.saddr) != L3::of(packet.daddr) {
-        return Err(fail("packet", "source and destination of different families"));
+        return Err(fail(
+            "packet",
+            "source and destination of different families",
+        ));
     }
     if let Some((to, _)) = packet.ct.dnat {
         if L3::of(to) != L3::of(packet.daddr) {
@@ -334,23 +356,26 @@ pub fn trace(tables: &[&Table], node: &Node, packet: &Packet) -> Result<Vec<Outc
         }
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
+    // Outcomes by a hash of their way, to merge identical ones quickly.
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
     let mut pending: Vec<Vec<usize>> = vec![Vec::new()];
     let mut runs = 0;
     while let Some(choices) = pending.pop() {
         runs += 1;
         if runs > MAX_RUNS {
-            return Err(fail(
-                "trace",
-                &format!("more than {MAX_RUNS} random paths"),
-            ));
+            return Err(fail("trace", &format!("more than {MAX_RUNS} random paths")));
         }
         let mut run = Run::new(tables, node, packet, &choices);
         match run.walk() {
             Ok(fate) => {
                 let o = run.outcome(fate);
-                match outcomes.iter_mut().find(|x| x.same_way(&o)) {
-                    Some(x) => x.probability += o.probability,
-                    None => outcomes.push(o),
+                let bucket = seen.entry(o.way_hash()).or_default();
+                match bucket.iter().find(|i| outcomes[**i].same_way(&o)) {
+                    Some(i) => outcomes[*i].probability += o.probability,
+                    None => {
+                        bucket.push(outcomes.len());
+                        outcomes.push(o);
+                    }
                 }
             }
             Err(Halt::Branch(n)) => {
@@ -736,11 +761,7 @@ impl<'a> Run<'a> {
         };
         loop {
             let Some(c) = table.chains.get(chain) else {
-                return Err(fail(
-                    self.at(table, chain, None),
-                    "no such chain in the table",
-                )
-                .into());
+                return Err(fail(self.at(table, chain, None), "no such chain in the table").into());
             };
             let Some(rule) = c.rules.get(index) else {
                 // End of a chain: back to the caller, or the policy.
@@ -770,7 +791,13 @@ impl<'a> Run<'a> {
                 text: text::rule(rule, table.family),
                 matched: false,
             });
-            let end = self.rule(table, h.base, chain, index, rule)?;
+            let end = match self.rule(table, h.base, rule) {
+                Ok(end) => end,
+                Err(Halt::Fail(Error::Trace { at, why })) if at.is_empty() => {
+                    return Err(fail(self.at(table, chain, Some(index)), &why).into())
+                }
+                Err(other) => return Err(other),
+            };
             if !matches!(end, RuleEnd::NoMatch) {
                 self.path[step_at].matched = true;
             }
@@ -870,7 +897,11 @@ impl<'a> Run<'a> {
     /// make it hold against those that do not, by their share.
     fn random(&mut self, modulus: u32, holds: impl Fn(u32) -> bool, at: &str) -> Walk<bool> {
         if modulus == 0 || modulus > MAX_MODULUS {
-            return Err(fail(at, &format!("numgen modulus {modulus} out of 1..={MAX_MODULUS}")).into());
+            return Err(fail(
+                at,
+                &format!("numgen modulus {modulus} out of 1..={MAX_MODULUS}"),
+            )
+            .into());
         }
         let yes = (0..modulus).filter(|r| holds(*r)).count() as f64;
         let n = f64::from(modulus);
@@ -878,21 +909,20 @@ impl<'a> Run<'a> {
     }
 
     /// Run one rule.
-    fn rule(
-        &mut self,
-        table: &'a Table,
-        base: BaseChain,
-        chain: &str,
-        index: usize,
-        rule: &Rule,
-    ) -> Walk<RuleEnd> {
-        let at = self.at(table, chain, Some(index));
+    fn rule(&mut self, table: &'a Table, base: BaseChain, rule: &Rule) -> Walk<RuleEnd> {
+        // Errors name the rule: filled in by the caller (formatting it
+        // for every rule evaluated would cost more than the walk).
+        let at = String::new();
         for e in &rule.exprs {
             match e {
                 Expr::Cmp { field, op, value } => {
                     let ok = if let Field::NumgenRandom { modulus } = field {
                         let Value::Number(v) = value else {
-                            return Err(fail(&at, "numgen compared with a value that is not a number").into());
+                            return Err(fail(
+                                &at,
+                                "numgen compared with a value that is not a number",
+                            )
+                            .into());
                         };
                         let eq = *op == CmpOp::Eq;
                         self.random(*modulus, |r| (r == *v) == eq, &at)?
@@ -921,7 +951,10 @@ impl<'a> Run<'a> {
                             return Ok(RuleEnd::NoMatch);
                         };
                         let x = Self::number(&pv).ok_or_else(|| {
-                            fail(&at, &format!("{} is not a number to mask", text::field(*field)))
+                            fail(
+                                &at,
+                                &format!("{} is not a number to mask", text::field(*field)),
+                            )
                         })?;
                         test(x)
                     };
@@ -934,7 +967,11 @@ impl<'a> Run<'a> {
                         let mut numbers = Vec::with_capacity(values.len());
                         for v in values {
                             let Value::Number(n) = v else {
-                                return Err(fail(&at, "numgen compared with a value that is not a number").into());
+                                return Err(fail(
+                                    &at,
+                                    "numgen compared with a value that is not a number",
+                                )
+                                .into());
                             };
                             numbers.push(*n);
                         }
@@ -991,15 +1028,12 @@ impl<'a> Run<'a> {
                 Expr::Masquerade { .. } => {
                     self.nat_allowed(base, &[Hook::Postrouting], "masquerade", &at)?;
                     self.masquerade = true;
-                    self.snat = self
-                        .oif
-                        .as_deref()
-                        .and_then(|oif| {
-                            self.node
-                                .route(self.daddr)
-                                .filter(|r| r.oif == oif)
-                                .and_then(|r| r.src)
-                        });
+                    self.snat = self.oif.as_deref().and_then(|oif| {
+                        self.node
+                            .route(self.daddr)
+                            .filter(|r| r.oif == oif)
+                            .and_then(|r| r.src)
+                    });
                     self.ct_status |= ct_status::SNAT;
                     self.snat_done = true;
                     return Ok(RuleEnd::Nat);
@@ -1119,7 +1153,11 @@ impl<'a> Run<'a> {
         if key.len() != s.key.len() {
             return Err(fail(
                 at,
-                &format!("a key of {} fields for @{set} of {}", key.len(), s.key.len()),
+                &format!(
+                    "a key of {} fields for @{set} of {}",
+                    key.len(),
+                    s.key.len()
+                ),
             )
             .into());
         }

@@ -67,7 +67,10 @@ fn proxy() -> Table {
         "service-nodeports",
         Set::map(&[InetProto, InetService], MapData::Verdict),
     )
-    .insert(vec![Value::TCP, Value::Port(30080)], goto("nodeport-dnat-2"));
+    .insert(
+        vec![Value::TCP, Value::Port(30080)],
+        goto("nodeport-dnat-2"),
+    );
     let none = t.set(
         "no-endpoint-services",
         Set::map(&[Ipv4Addr, InetProto, InetService], MapData::Verdict),
@@ -113,7 +116,10 @@ fn proxy() -> Table {
             MapData::Value(vec![Ipv4Addr, InetService]),
         ),
     );
-    for (i, a) in ["10.244.1.2", "10.244.1.3", "10.244.2.2"].iter().enumerate() {
+    for (i, a) in ["10.244.1.2", "10.244.1.3", "10.244.2.2"]
+        .iter()
+        .enumerate()
+    {
         eps.insert(
             vec![
                 addr("10.96.1.1"),
@@ -195,7 +201,12 @@ fn proxy() -> Table {
     t.chain("firewall-check", Chain::regular()).rule(vec![
         Expr::lookup(&SVC_KEY, "firewall-ips"),
         Expr::not_in(
-            &[Field::IpDaddr, Field::L4Proto, Field::ThDport, Field::IpSaddr],
+            &[
+                Field::IpDaddr,
+                Field::L4Proto,
+                Field::ThDport,
+                Field::IpSaddr,
+            ],
             "firewall-allow",
         ),
         Expr::drop(),
@@ -441,14 +452,20 @@ fn traffic_from_outside_the_cluster_is_masqueraded() {
 fn node_port_answers_on_the_node_address_only() {
     let t = proxy();
     let n = node();
-    let out = run(&[&t], &n, &tcp("eth0", "192.168.1.50", "192.168.1.10", 30080));
+    let out = run(
+        &[&t],
+        &n,
+        &tcp("eth0", "192.168.1.50", "192.168.1.10", 30080),
+    );
     let d = dests(&out);
     assert_eq!(
         d.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
         ["10.244.1.5:80", "10.244.2.5:80"]
     );
     assert!(d.iter().all(|(_, p)| close(*p, 0.5)));
-    assert!(out.iter().all(|o| o.masquerade && o.fate == Fate::Forwarded));
+    assert!(out
+        .iter()
+        .all(|o| o.masquerade && o.fate == Fate::Forwarded));
     // Another address of the node is not a NodePort address: delivered to
     // the node itself, untranslated.
     let out = run(&[&t], &n, &tcp("cni0", "10.244.1.9", "10.244.1.1", 30080));
@@ -456,7 +473,11 @@ fn node_port_answers_on_the_node_address_only() {
     assert_eq!(out[0].fate, Fate::Local);
     assert!(!out[0].dnat);
     // Not a local address at all: forwarded as it is.
-    let out = run(&[&t], &n, &tcp("eth0", "192.168.1.50", "192.168.1.11", 30080));
+    let out = run(
+        &[&t],
+        &n,
+        &tcp("eth0", "192.168.1.50", "192.168.1.11", 30080),
+    );
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].fate.clone(), out[0].dnat), (Fate::Forwarded, false));
     // Loopback never: the node's own connection to 127.0.0.1 stays local.
@@ -481,7 +502,14 @@ fn a_service_without_endpoints_rejects_and_a_local_only_one_drops() {
     assert_eq!((by.chain.as_str(), by.rule), ("reject-chain", Some(0)));
     assert_eq!(by.hook, Hook::Forward);
     // UDP to a ClusterIP on a port it does not serve: ICMP.
-    let udp = Packet::new("veth9", protocol::UDP, ip("10.244.1.9"), 5353, ip("10.96.1.1"), 53);
+    let udp = Packet::new(
+        "veth9",
+        protocol::UDP,
+        ip("10.244.1.9"),
+        5353,
+        ip("10.96.1.1"),
+        53,
+    );
     let out = run(&[&t], &n, &udp);
     assert_eq!(out[0].fate, Fate::Rejected(Reject::Default));
     assert_eq!(out[0].stopped_by().unwrap().rule, Some(1));
@@ -517,12 +545,17 @@ fn load_balancer_source_ranges_drop_before_nat() {
     let n = node();
     let out = run(&[&t], &n, &tcp("eth0", "198.51.100.7", "203.0.113.5", 80));
     assert_eq!(dests(&out).len(), 2);
-    assert!(out.iter().all(|o| o.fate == Fate::Forwarded && o.masquerade));
+    assert!(out
+        .iter()
+        .all(|o| o.fate == Fate::Forwarded && o.masquerade));
     let out = run(&[&t], &n, &tcp("eth0", "192.0.2.99", "203.0.113.5", 80));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].fate, Fate::Dropped);
     let by = out[0].stopped_by().unwrap();
-    assert_eq!((by.hook, by.chain.as_str()), (Hook::Prerouting, "firewall-check"));
+    assert_eq!(
+        (by.hook, by.chain.as_str()),
+        (Hook::Prerouting, "firewall-check")
+    );
     // NAT never ran: the filter chain at -110 comes before it.
     assert!(!out[0].path.iter().any(|s| s.chain == "nat-prerouting"));
     // The firewall is for that address and port only.
@@ -541,10 +574,7 @@ fn established_packets_skip_nat_and_keep_their_translation() {
     assert_eq!((out[0].daddr, out[0].dport), (ip("10.244.1.3"), Some(8080)));
     assert!(out[0].path.iter().all(|s| !s.chain.starts_with("nat-")));
     // `ct state new` rules do not match.
-    assert!(out[0]
-        .path
-        .iter()
-        .all(|s| !s.matched || s.rule.is_none()));
+    assert!(out[0].path.iter().all(|s| !s.matched || s.rule.is_none()));
     // Even an established packet to a Service without endpoints passes:
     // the reject is for new connections.
     let p = tcp("veth9", "10.244.1.9", "10.96.1.3", 80).established(None);
@@ -623,7 +653,14 @@ fn set_mark(m: u32) -> Expr {
 }
 
 fn forward(tables: &[&Table]) -> Vec<Outcome> {
-    let p = Packet::new("eth0", protocol::UDP, ip("192.0.2.1"), 1000, ip("10.0.0.1"), 53);
+    let p = Packet::new(
+        "eth0",
+        protocol::UDP,
+        ip("192.0.2.1"),
+        1000,
+        ip("10.0.0.1"),
+        53,
+    );
     run(tables, &Node::default(), &p)
 }
 
@@ -665,7 +702,10 @@ fn jump_comes_back_goto_does_not_return_goes_back() {
         Family::Ip,
         "t",
         fwd(vec![vec![Expr::jump("a")], vec![set_mark(9)]]),
-        vec![("a", vec![vec![Expr::jump("b")]]), ("b", vec![vec![Expr::accept()]])],
+        vec![
+            ("a", vec![vec![Expr::jump("b")]]),
+            ("b", vec![vec![Expr::accept()]]),
+        ],
     );
     assert_eq!(forward(&[&t])[0].mark, 0);
 }
@@ -736,7 +776,10 @@ fn base_chains_run_by_priority_across_tables() {
     let (a, b) = (seen("a", -150), seen("b", -90));
     let out = forward(&[&nat, &a, &b]);
     assert_eq!(out[0].daddr, ip("10.0.0.2"));
-    assert_eq!(out[0].mark, 2, "only the chain after NAT saw the new address");
+    assert_eq!(
+        out[0].mark, 2,
+        "only the chain after NAT saw the new address"
+    );
     let order: Vec<&str> = out[0].path.iter().map(|s| s.table.as_str()).collect();
     assert_eq!(order, ["a", "a", "nat", "b", "b"]);
 }
@@ -880,7 +923,14 @@ fn masks_bits_ranges_and_interfaces_match_as_nft_does() {
         }],
         ..Node::default()
     };
-    let mut p = Packet::new("veth0abc", protocol::UDP, ip("192.0.2.1"), 1000, ip("10.0.0.1"), 8443);
+    let mut p = Packet::new(
+        "veth0abc",
+        protocol::UDP,
+        ip("192.0.2.1"),
+        1000,
+        ip("10.0.0.1"),
+        8443,
+    );
     p.mark = 0x4001;
     p.ct.status = ct_status::DNAT | 0x8;
     let masked = |mask, op, value| Expr::Masked {
@@ -900,13 +950,37 @@ fn masks_bits_ranges_and_interfaces_match_as_nft_does() {
     assert!(hit(status(CmpOp::Eq, ct_status::DNAT), &p, &n));
     assert!(!hit(status(CmpOp::Eq, ct_status::SNAT), &p, &n));
     assert!(hit(status(CmpOp::Ne, ct_status::SNAT), &p, &n));
-    assert!(hit(Expr::eq(Field::ThDport, Value::PortRange(8000, 9000)), &p, &n));
-    assert!(!hit(Expr::eq(Field::ThDport, Value::PortRange(80, 443)), &p, &n));
+    assert!(hit(
+        Expr::eq(Field::ThDport, Value::PortRange(8000, 9000)),
+        &p,
+        &n
+    ));
+    assert!(!hit(
+        Expr::eq(Field::ThDport, Value::PortRange(80, 443)),
+        &p,
+        &n
+    ));
     assert!(hit(Expr::eq(Field::IpSaddr, net("192.0.2.0/24")), &p, &n));
-    assert!(hit(Expr::ne(Field::IpSaddr, net("198.51.100.0/24")), &p, &n));
-    assert!(hit(Expr::eq(Field::Iifname, Value::Ifname("veth*".into())), &p, &n));
-    assert!(!hit(Expr::eq(Field::Iifname, Value::Ifname("veth0".into())), &p, &n));
-    assert!(hit(Expr::eq(Field::Oifname, Value::Ifname("eth1".into())), &p, &n));
+    assert!(hit(
+        Expr::ne(Field::IpSaddr, net("198.51.100.0/24")),
+        &p,
+        &n
+    ));
+    assert!(hit(
+        Expr::eq(Field::Iifname, Value::Ifname("veth*".into())),
+        &p,
+        &n
+    ));
+    assert!(!hit(
+        Expr::eq(Field::Iifname, Value::Ifname("veth0".into())),
+        &p,
+        &n
+    ));
+    assert!(hit(
+        Expr::eq(Field::Oifname, Value::Ifname("eth1".into())),
+        &p,
+        &n
+    ));
     assert!(hit(
         Expr::OneOf {
             field: Field::ThDport,
@@ -915,12 +989,31 @@ fn masks_bits_ranges_and_interfaces_match_as_nft_does() {
         &p,
         &n
     ));
-    assert!(hit(Expr::eq(Field::NfProto, Value::NfProto(L3::V4)), &p, &n));
+    assert!(hit(
+        Expr::eq(Field::NfProto, Value::NfProto(L3::V4)),
+        &p,
+        &n
+    ));
     // An IPv6 packet has no `ip saddr`: the rule breaks whatever the
     // operator, as the kernel's payload expression does.
-    let p6 = Packet::new("eth0", protocol::UDP, ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
-    assert!(!hit(Expr::ne(Field::IpSaddr, net("10.0.0.0/8")), &p6, &Node::default()));
-    assert!(hit(Expr::ne(Field::Ip6Saddr, net("fd00::/8")), &p6, &Node::default()));
+    let p6 = Packet::new(
+        "eth0",
+        protocol::UDP,
+        ip("2001:db8::1"),
+        1,
+        ip("2001:db8::2"),
+        2,
+    );
+    assert!(!hit(
+        Expr::ne(Field::IpSaddr, net("10.0.0.0/8")),
+        &p6,
+        &Node::default()
+    ));
+    assert!(hit(
+        Expr::ne(Field::Ip6Saddr, net("fd00::/8")),
+        &p6,
+        &Node::default()
+    ));
     // No output interface at prerouting: `oifname` never matches there.
     let t = table(
         Family::Ip,
@@ -957,7 +1050,14 @@ fn loops_missing_chains_and_misplaced_nat_are_errors() {
             ("b", vec![vec![Expr::goto("a")]]),
         ],
     );
-    let p = Packet::new("eth0", protocol::UDP, ip("192.0.2.1"), 1000, ip("10.0.0.1"), 53);
+    let p = Packet::new(
+        "eth0",
+        protocol::UDP,
+        ip("192.0.2.1"),
+        1000,
+        ip("10.0.0.1"),
+        53,
+    );
     let e = trace(&[&t], &Node::default(), &p).unwrap_err();
     assert!(e.to_string().contains("deeper than 16"), "{e}");
     let t = table(
@@ -980,7 +1080,10 @@ fn loops_missing_chains_and_misplaced_nat_are_errors() {
         vec![],
     );
     let e = trace(&[&t], &Node::default(), &p).unwrap_err();
-    assert!(e.to_string().contains("table ip t chain base rule 0"), "{e}");
+    assert!(
+        e.to_string().contains("table ip t chain base rule 0"),
+        "{e}"
+    );
     let t = table(
         Family::Ip,
         "t",
@@ -1034,7 +1137,14 @@ fn random_paths_are_bounded() {
         (ChainType::Filter, Hook::Forward, Priority::Filter, rules),
         vec![],
     );
-    let p = Packet::new("eth0", protocol::UDP, ip("192.0.2.1"), 1000, ip("10.0.0.1"), 53);
+    let p = Packet::new(
+        "eth0",
+        protocol::UDP,
+        ip("192.0.2.1"),
+        1000,
+        ip("10.0.0.1"),
+        53,
+    );
     let e = trace(&[&t], &Node::default(), &p).unwrap_err();
     assert!(e.to_string().contains("random paths"), "{e}");
 }
