@@ -4,98 +4,170 @@
 //! change elements only, each in one atomic transaction, and concurrent ADDs
 //! never fight over rules.
 
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use strait_nft::{
+    addr_type, ct_status, text, Chain, ChainType, DataType, Element, ElementValue, Expr, Family,
+    Field, Hook, MapData, Op, Priority, Rule, Set, Transaction, Value, Verdict, L3,
+};
 
 use crate::ident;
 use crate::types::PortMapping;
 
-const TABLE: &str = "inet strait-cni";
+const TABLE: &str = "strait-cni";
+
+fn rule(chain: &str, exprs: Vec<Expr>) -> Op {
+    Op::AddRule {
+        chain: chain.to_owned(),
+        rule: Rule::new(exprs),
+    }
+}
 
 /// Declarations every transaction starts with; `add` of what exists is a
 /// no-op, and the base chains' rules are rewritten whole (flush + add) so
 /// they are the same however many times this runs.
-fn skeleton(out: &mut String) {
-    let t = TABLE;
-    let _ = writeln!(out, "add table {t}");
-    for (map, ty) in [
-        ("masq4", "ipv4_addr : verdict"),
-        ("masq6", "ipv6_addr : verdict"),
+fn skeleton(tx: &mut Transaction) {
+    use DataType::{InetProto, InetService, Ipv4Addr, Ipv6Addr};
+    tx.ops.push(Op::AddTable);
+    for (name, set) in [
+        ("masq4", Set::map(&[Ipv4Addr], MapData::Verdict)),
+        ("masq6", Set::map(&[Ipv6Addr], MapData::Verdict)),
         (
             "hostports4",
-            "inet_proto . inet_service : ipv4_addr . inet_service",
+            Set::map(
+                &[InetProto, InetService],
+                MapData::Value(vec![Ipv4Addr, InetService]),
+            ),
         ),
         (
             "hostip_ports4",
-            "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+            Set::map(
+                &[Ipv4Addr, InetProto, InetService],
+                MapData::Value(vec![Ipv4Addr, InetService]),
+            ),
         ),
+        ("hairpin4", Set::new(&[Ipv4Addr, Ipv4Addr])),
     ] {
-        let _ = writeln!(out, "add map {t} {map} {{ type {ty}; }}");
+        tx.ops.push(Op::AddSet {
+            name: name.into(),
+            set,
+        });
     }
-    let _ = writeln!(
-        out,
-        "add set {t} hairpin4 {{ type ipv4_addr . ipv4_addr; }}"
-    );
-    let _ = writeln!(
-        out,
-        "add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
-    );
-    let _ = writeln!(
-        out,
-        "add chain {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
-    );
-    // nft 1.0.6 wants a numeric priority in output chains.
-    let _ = writeln!(
-        out,
-        "add chain {t} output {{ type nat hook output priority -100; policy accept; }}"
-    );
-    let _ = writeln!(out, "add chain {t} hostports");
-    let _ = writeln!(out, "flush chain {t} postrouting");
+    for (name, hook, priority) in [
+        ("postrouting", Hook::Postrouting, Priority::Srcnat),
+        ("prerouting", Hook::Prerouting, Priority::Dstnat),
+        // nft 1.0.6 wants a numeric priority in output chains.
+        ("output", Hook::Output, Priority::Value(-100)),
+    ] {
+        tx.ops.push(Op::AddChain {
+            name: name.into(),
+            base: Chain::base(ChainType::Nat, hook, priority).base,
+        });
+    }
+    tx.ops.push(Op::AddChain {
+        name: "hostports".into(),
+        base: None,
+    });
+    tx.ops.push(Op::FlushChain("postrouting".into()));
     // A pod reaching its own hostPort, and localhost reaching a hostPort,
     // must come back through the node: masquerade them.
-    let _ = writeln!(
-        out,
-        "add rule {t} postrouting ct status dnat ip saddr . ip daddr @hairpin4 masquerade"
-    );
-    let _ = writeln!(
-        out,
-        "add rule {t} postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade"
-    );
-    let _ = writeln!(out, "add rule {t} postrouting ip saddr vmap @masq4");
-    let _ = writeln!(out, "add rule {t} postrouting ip6 saddr vmap @masq6");
+    let dnat = || Expr::eq(Field::CtStatus, Value::CtStatus(ct_status::DNAT));
+    tx.ops.push(rule(
+        "postrouting",
+        vec![
+            dnat(),
+            Expr::lookup(&[Field::IpSaddr, Field::IpDaddr], "hairpin4"),
+            Expr::Masquerade {
+                fully_random: false,
+            },
+        ],
+    ));
+    tx.ops.push(rule(
+        "postrouting",
+        vec![
+            dnat(),
+            Expr::eq(
+                Field::IpSaddr,
+                Value::Net("127.0.0.0/8".parse().expect("a network")),
+            ),
+            Expr::Masquerade {
+                fully_random: false,
+            },
+        ],
+    ));
+    tx.ops.push(rule(
+        "postrouting",
+        vec![Expr::vmap(&[Field::IpSaddr], "masq4")],
+    ));
+    tx.ops.push(rule(
+        "postrouting",
+        vec![Expr::vmap(&[Field::Ip6Saddr], "masq6")],
+    ));
     for hook in ["prerouting", "output"] {
-        let _ = writeln!(out, "flush chain {t} {hook}");
-        let _ = writeln!(
-            out,
-            "add rule {t} {hook} fib daddr type local jump hostports"
-        );
+        tx.ops.push(Op::FlushChain(hook.into()));
+        tx.ops.push(rule(
+            hook,
+            vec![
+                Expr::eq(Field::FibDaddrType, Value::AddrType(addr_type::LOCAL)),
+                Expr::jump("hostports"),
+            ],
+        ));
     }
-    let _ = writeln!(out, "flush chain {t} hostports");
-    let _ = writeln!(out, "add rule {t} hostports meta nfproto ipv4 meta l4proto {{ tcp, udp, sctp }} dnat ip to ip daddr . meta l4proto . th dport map @hostip_ports4");
-    let _ = writeln!(out, "add rule {t} hostports meta nfproto ipv4 meta l4proto {{ tcp, udp, sctp }} dnat ip to meta l4proto . th dport map @hostports4");
+    tx.ops.push(Op::FlushChain("hostports".into()));
+    for (key, map) in [
+        (
+            vec![Field::IpDaddr, Field::L4Proto, Field::ThDport],
+            "hostip_ports4",
+        ),
+        (vec![Field::L4Proto, Field::ThDport], "hostports4"),
+    ] {
+        tx.ops.push(rule(
+            "hostports",
+            vec![
+                Expr::eq(Field::NfProto, Value::NfProto(L3::V4)),
+                Expr::OneOf {
+                    field: Field::L4Proto,
+                    values: vec![Value::TCP, Value::UDP, Value::SCTP],
+                },
+                Expr::DnatMap {
+                    l3: L3::V4,
+                    key,
+                    map: map.into(),
+                },
+            ],
+        ));
+    }
 }
 
 /// The masquerade chain of one network: everything leaving the pod network
 /// except to the network itself and to multicast, as the bridge plugin does.
-fn masq_chain(out: &mut String, network: &str, subnets: &[IpNet]) -> String {
+fn masq_chain(tx: &mut Transaction, network: &str, subnets: &[IpNet]) -> String {
     let chain = masq_chain_name(network);
-    let _ = writeln!(out, "add chain {TABLE} {chain}");
-    let _ = writeln!(out, "flush chain {TABLE} {chain}");
+    tx.ops.push(Op::AddChain {
+        name: chain.clone(),
+        base: None,
+    });
+    tx.ops.push(Op::FlushChain(chain.clone()));
     for net in subnets {
-        let (family, mcast) = if net.addr().is_ipv4() {
-            ("ip", "224.0.0.0/4")
+        let (l3, mcast) = if net.addr().is_ipv4() {
+            (L3::V4, "224.0.0.0/4")
         } else {
-            ("ip6", "ff00::/8")
+            (L3::V6, "ff00::/8")
         };
-        let _ = writeln!(out, "add rule {TABLE} {chain} {family} daddr {net} return");
-        let _ = writeln!(
-            out,
-            "add rule {TABLE} {chain} {family} daddr {mcast} return"
-        );
+        for to in [*net, mcast.parse().expect("a network")] {
+            tx.ops.push(rule(
+                &chain,
+                vec![Expr::eq(Field::daddr(l3), Value::Net(to)), Expr::ret()],
+            ));
+        }
     }
-    let _ = writeln!(out, "add rule {TABLE} {chain} masquerade");
+    tx.ops.push(rule(
+        &chain,
+        vec![Expr::Masquerade {
+            fully_random: false,
+        }],
+    ));
     chain
 }
 
@@ -105,12 +177,19 @@ fn masq_chain_name(network: &str) -> String {
     format!("masq-{}", ident::network_key(network))
 }
 
-fn proto(p: &str) -> &'static str {
+fn proto(p: &str) -> Value {
     match p.to_ascii_lowercase().as_str() {
-        "udp" => "udp",
-        "sctp" => "sctp",
-        _ => "tcp",
+        "udp" => Value::UDP,
+        "sctp" => Value::SCTP,
+        _ => Value::TCP,
     }
+}
+
+/// Adding or deleting the elements of an attachment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Add,
+    Delete,
 }
 
 /// What one attachment has in the table.
@@ -126,20 +205,28 @@ pub struct Entries<'a> {
 }
 
 impl Entries<'_> {
-    fn elements(&self, out: &mut String, chain: Option<&str>, verb: &str) {
-        // The key is ours (hex digits); anything else would be a bug that
-        // could open the nft grammar to input: refuse to write it.
-        let key = if self.key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.key.as_str()
-        } else {
-            ""
-        };
-        let comment = |verb: &str| {
-            if verb == "add" && !key.is_empty() {
-                format!(" comment \"{key}\"")
-            } else {
-                String::new()
-            }
+    fn elements(&self, tx: &mut Transaction, chain: Option<&str>, verb: Verb) {
+        // The key is ours (hex digits); anything else would be a bug: leave
+        // the comment out rather than write it.
+        let comment = (verb == Verb::Add
+            && !self.key.is_empty()
+            && self.key.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| self.key.clone());
+        let mut push = |set: &str, key: Vec<Value>, value: Option<ElementValue>| match verb {
+            Verb::Add => tx.ops.push(Op::AddElements {
+                set: set.into(),
+                elements: vec![(
+                    key,
+                    Element {
+                        value,
+                        comment: comment.clone(),
+                    },
+                )],
+            }),
+            Verb::Delete => tx.ops.push(Op::DeleteElements {
+                set: set.into(),
+                keys: vec![key],
+            }),
         };
         if self.masquerade {
             let chain = chain
@@ -151,16 +238,10 @@ impl Entries<'_> {
                 } else {
                     "masq6"
                 };
-                let value = if verb == "add" {
-                    format!(" : jump {chain}")
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    out,
-                    "{verb} element {TABLE} {map} {{ {}{}{value} }}",
-                    ip.addr(),
-                    comment(verb)
+                push(
+                    map,
+                    vec![Value::Addr(ip.addr())],
+                    Some(ElementValue::Verdict(Verdict::Jump(chain.clone()))),
                 );
             }
         }
@@ -174,85 +255,89 @@ impl Entries<'_> {
         };
         for pm in self.port_mappings {
             let p = proto(&pm.protocol);
-            let value = if verb == "add" {
-                format!(" : {v4} . {}", pm.container_port)
-            } else {
-                String::new()
-            };
-            // The parsed address, not the text it came in: only nft's own
-            // rendering of an address reaches the script.
+            let value = Some(ElementValue::Data(vec![
+                Value::Addr(v4),
+                Value::Port(pm.container_port),
+            ]));
+            // The parsed address, not the text it came in.
             match pm
                 .host_ip
                 .as_deref()
                 .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
                 .filter(|h| !h.is_unspecified())
             {
-                Some(host_ip) => {
-                    let _ = writeln!(
-                        out,
-                        "{verb} element {TABLE} hostip_ports4 {{ {host_ip} . {p} . {}{}{value} }}",
-                        pm.host_port,
-                        comment(verb)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "{verb} element {TABLE} hostports4 {{ {p} . {}{}{value} }}",
-                        pm.host_port,
-                        comment(verb)
-                    );
-                }
+                Some(host_ip) => push(
+                    "hostip_ports4",
+                    vec![
+                        Value::Addr(IpAddr::V4(host_ip)),
+                        p,
+                        Value::Port(pm.host_port),
+                    ],
+                    value,
+                ),
+                None => push("hostports4", vec![p, Value::Port(pm.host_port)], value),
             }
         }
         if !self.port_mappings.is_empty() {
-            let _ = writeln!(
-                out,
-                "{verb} element {TABLE} hairpin4 {{ {v4} . {v4}{} }}",
-                comment(verb)
-            );
+            push("hairpin4", vec![Value::Addr(v4), Value::Addr(v4)], None);
         }
     }
 
     /// ADD when the table is in place: the pod's elements only. Fails (and
     /// changes nothing) when the table or the network's chain is missing.
-    pub fn fast_add_script(&self) -> String {
-        self.fast_script("add")
+    pub fn fast_add(&self) -> Transaction {
+        self.fast(Verb::Add)
     }
 
     /// ADD from scratch: the whole table, rewritten, plus the elements.
-    pub fn full_add_script(&self, subnets: &[IpNet]) -> String {
-        self.full_script(subnets, &["add"])
+    pub fn full_add(&self, subnets: &[IpNet]) -> Transaction {
+        self.full(subnets, &[Verb::Add])
     }
 
     /// DEL when the elements are there.
-    pub fn fast_del_script(&self) -> String {
-        self.fast_script("delete")
+    pub fn fast_del(&self) -> Transaction {
+        self.fast(Verb::Delete)
     }
 
     /// DEL whatever is there: adding first makes deleting succeed whether or
     /// not the elements existed (nft 1.0.6 has no `destroy`).
-    pub fn full_del_script(&self, subnets: &[IpNet]) -> String {
-        self.full_script(subnets, &["add", "delete"])
+    pub fn full_del(&self, subnets: &[IpNet]) -> Transaction {
+        self.full(subnets, &[Verb::Add, Verb::Delete])
     }
 
-    fn fast_script(&self, verb: &str) -> String {
-        let mut out = String::new();
-        self.elements(&mut out, None, verb);
-        out
+    pub fn fast_add_script(&self) -> String {
+        text::transaction_script(&self.fast_add())
+    }
+
+    pub fn full_add_script(&self, subnets: &[IpNet]) -> String {
+        text::transaction_script(&self.full_add(subnets))
+    }
+
+    pub fn fast_del_script(&self) -> String {
+        text::transaction_script(&self.fast_del())
+    }
+
+    pub fn full_del_script(&self, subnets: &[IpNet]) -> String {
+        text::transaction_script(&self.full_del(subnets))
+    }
+
+    fn fast(&self, verb: Verb) -> Transaction {
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        self.elements(&mut tx, None, verb);
+        tx
     }
 
     /// The table rewritten, then the pod's elements under each verb in turn.
-    fn full_script(&self, subnets: &[IpNet], verbs: &[&str]) -> String {
-        let mut out = String::new();
-        skeleton(&mut out);
+    fn full(&self, subnets: &[IpNet], verbs: &[Verb]) -> Transaction {
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        skeleton(&mut tx);
         let chain = self
             .masquerade
-            .then(|| masq_chain(&mut out, self.network, subnets));
+            .then(|| masq_chain(&mut tx, self.network, subnets));
         for verb in verbs {
-            self.elements(&mut out, chain.as_deref(), verb);
+            self.elements(&mut tx, chain.as_deref(), *verb);
         }
-        out
+        tx
     }
 
     pub fn is_empty(&self) -> bool {

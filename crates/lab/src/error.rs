@@ -12,6 +12,9 @@ pub enum Error {
     Kernel(#[from] strait_linux::Error),
 
     #[error(transparent)]
+    Nft(#[from] strait_nft::Error),
+
+    #[error(transparent)]
     Model(#[from] strait_model::Error),
 
     #[error("{what}: {source}")]

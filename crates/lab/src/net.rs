@@ -7,9 +7,32 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use strait_linux::{NetNs, Netlink, Vxlan};
+use strait_nft::{Chain, ChainType, Expr, Family, Field, Hook, Priority, Table, Value};
 
 use crate::layout::{Backend, LabConfig, Layout};
 use crate::{Error, Result};
+
+/// The node's own table: traffic leaving the pod network for the underlay
+/// is masqueraded; pod to pod, across nodes too, keeps its source.
+fn masquerade_table(pod_cidr: Ipv4Net) -> Result<Table> {
+    let mut table = Table::new(Family::Ip, "strait-lab");
+    let pods = Value::Net(pod_cidr.into());
+    table
+        .chain(
+            "postrouting",
+            Chain::base(ChainType::Nat, Hook::Postrouting, Priority::Srcnat),
+        )
+        .rule(vec![
+            Expr::eq(Field::IpSaddr, pods.clone()),
+            Expr::ne(Field::IpDaddr, pods),
+            Expr::eq(Field::Oifname, Value::ifname("eth0")?),
+            Expr::Masquerade {
+                fully_random: false,
+            },
+        ]);
+    table.validate()?;
+    Ok(table)
+}
 
 /// Run `f` with a netlink connection inside `ns`: on a thread of its own that
 /// entered the namespace, so the socket belongs to it, with a runtime of its
@@ -104,12 +127,9 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
     // the node's namespace, so /proc/sys/net is the node's.
     strait_linux::write_sysctl("net.ipv4.ip_forward", "1")?;
     strait_linux::write_sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
-    // Traffic leaving the pod network for the underlay is masqueraded; pod
-    // to pod, across nodes too, keeps its source.
-    let cidr = config.pod_cidr.to_string();
-    strait_linux::nft_apply(&format!(
-        "table ip strait-lab {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {cidr} ip daddr != {cidr} oifname \"eth0\" masquerade\n }}\n}}\n"
-    ))?;
+    strait_linux::nft_apply(&strait_nft::text::table_script(&masquerade_table(
+        config.pod_cidr,
+    )?))?;
     let flannel = match config.backend {
         Backend::Vxlan => {
             let index = nl
@@ -147,4 +167,22 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_masquerades_only_what_leaves_the_pod_network() {
+        let table = masquerade_table("10.244.0.0/16".parse().unwrap()).unwrap();
+        let text = strait_nft::text::table_script(&table);
+        assert!(
+            text.contains(
+                "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname \"eth0\" masquerade\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("type nat hook postrouting priority srcnat; policy accept;"));
+    }
 }
