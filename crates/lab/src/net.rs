@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 /// The node's own table: traffic leaving the pod network for the underlay
 /// is masqueraded; pod to pod, across nodes too, keeps its source.
-fn masquerade_table(pod_cidr: Ipv4Net) -> Result<Table> {
+pub fn masquerade_table(pod_cidr: Ipv4Net) -> Result<Table> {
     let mut table = Table::new(Family::Ip, "strait-lab");
     let pods = Value::Net(pod_cidr.into());
     table

@@ -43,6 +43,16 @@ pub enum Command {
     /// upstream servers with a cache.
     Dns(DnsArgs),
 
+    /// Explain a packet's way through the cluster, from the rules the kernel runs.
+    ///
+    /// Resolves the name as the cluster DNS would, then walks the Service
+    /// proxy's nftables rules of the node the packet enters (as `strait
+    /// proxy` would program them) hook by hook: the VIP, each endpoint with
+    /// its probability, the node it lives on and the overlay hop to it,
+    /// DNAT/masquerade, the reply's way back, and for a dropped or rejected
+    /// packet the rule that did it.
+    Trace(TraceArgs),
+
     /// A whole cluster network on this machine: nodes and pods are network
     /// namespaces, containers are host processes (images are recorded, not
     /// pulled). Needs root.
@@ -64,6 +74,8 @@ pub enum LabCommand {
     Exec(LabExecArgs),
     /// Print a pod's container output.
     Logs(LabLogsArgs),
+    /// Explain a packet's way through the lab, from the rules its nodes run.
+    Trace(LabTraceArgs),
     /// Remove every namespace, process and file of a lab.
     Down(LabName),
     /// (internal) The lab's controller process.
@@ -332,4 +344,76 @@ pub struct DnsArgs {
     /// How often to look for changed manifests.
     #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
     pub poll_ms: u64,
+}
+
+/// What `strait trace` and `strait lab trace` print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceOutput {
+    Text,
+    Json,
+}
+
+/// The packet of a trace.
+#[derive(Debug, Args)]
+pub struct PacketArgs {
+    /// Where the packet starts: NAMESPACE/POD, or an IP address (a pod's, a
+    /// node's, or a client outside the cluster entering --node).
+    #[arg(long, value_name = "NS/POD|IP")]
+    pub from: String,
+
+    /// Where it goes: NAME:PORT (resolved as the pod's DNS lookup would be:
+    /// `web:80`, `web.default:80`, `web.default.svc.cluster.local:80`) or
+    /// IP:PORT.
+    #[arg(long, value_name = "NAME:PORT|IP:PORT")]
+    pub to: String,
+
+    /// tcp, udp or sctp.
+    #[arg(long, default_value = "tcp")]
+    pub protocol: String,
+
+    /// text, or json for tools.
+    #[arg(short, long, value_enum, default_value_t = TraceOutput::Text)]
+    pub output: TraceOutput,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub packet: PacketArgs,
+
+    /// The node the packet enters (default: the node of the --from pod).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// The pod network (as `strait proxy --cluster-cidr`). Default: the
+    /// Nodes' podCIDRs.
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    pub cluster_cidrs: Vec<String>,
+
+    /// How pod ranges of different nodes reach each other.
+    #[arg(long, value_enum, default_value_t = LabBackend::Vxlan)]
+    pub backend: LabBackend,
+
+    /// The cluster domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabTraceArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+
+    #[command(flatten)]
+    pub packet: PacketArgs,
+
+    /// The node a packet from outside enters (default: the first node).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }

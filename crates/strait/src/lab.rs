@@ -40,6 +40,7 @@ pub fn run(command: LabCommand) -> Result<(), Error> {
         LabCommand::Get(args) => get(&args),
         LabCommand::Exec(args) => exec(&args).map(|_| ()),
         LabCommand::Logs(args) => logs(&args),
+        LabCommand::Trace(args) => trace(&args),
         LabCommand::Down(args) => down(&args.name),
         LabCommand::Controller(args) => {
             let exe = std::env::current_exe().map_err(|e| {
@@ -241,6 +242,32 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `lab trace`: the lab's current state, nodes, backend and tables.
+fn trace(args: &crate::cli::LabTraceArgs) -> Result<(), Error> {
+    let layout = running(&args.lab.name)?;
+    let config = layout.read_config()?;
+    let state =
+        cluster(&layout).ok_or_else(|| lab_error(&args.lab.name, "no cluster state yet"))?;
+    let topology = crate::trace::Topology {
+        nodes: crate::trace::Topology::from_state(&state),
+        cluster_cidrs: vec![config.pod_cidr.into()],
+        service_cidrs: config.service_cidr.parse().into_iter().collect(),
+        backend: match config.backend {
+            Backend::Vxlan => crate::trace::Backend::Vxlan,
+            Backend::HostGw => crate::trace::Backend::HostGw,
+        },
+        extra_tables: vec![strait_lab::masquerade_table(config.pod_cidr)?],
+    };
+    let node = args.node.clone().or_else(|| Some(config.node_name(0)));
+    crate::trace::print(
+        &state,
+        &topology,
+        "cluster.local",
+        &args.packet,
+        node.as_deref(),
+    )
 }
 
 fn cluster(layout: &Layout) -> Option<ClusterState> {

@@ -11,6 +11,7 @@ mod lab;
 mod proxy;
 mod render;
 mod state;
+mod trace;
 
 use error::Error;
 
@@ -40,6 +41,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
         cli::Command::Render(args) => render::run(&args),
         cli::Command::Proxy(args) => proxy::run(&args),
         cli::Command::Dns(args) => dns::run(&args),
+        cli::Command::Trace(args) => trace::run(&args),
         cli::Command::Lab(command) => lab::run(command),
     }
 }

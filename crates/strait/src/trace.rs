@@ -1,0 +1,925 @@
+//! `strait trace`: a packet's way through the cluster, explained from the
+//! same plan the kernel runs. The name is resolved from the DNS zone the
+//! DNS server would serve; the Service proxy's tables for each node on the
+//! way are planned and rendered as `strait proxy` would program them, and
+//! the packet tracer walks them hook by hook (every random choice with its
+//! probability); the nodes' addresses and pod ranges give the routing and
+//! the overlay hop.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use strait_dns::Zone;
+use strait_model::ClusterState;
+use strait_nft::trace::{self as tracer, Fate, Node as TraceNode, Origin, Outcome, Packet, Route};
+use strait_nft::{protocol, Table};
+use strait_proxy::NodeContext;
+
+use crate::cli::{LabBackend, PacketArgs, TraceArgs, TraceOutput};
+use crate::error::Error;
+use crate::state::{cluster_config, load};
+
+/// `strait trace -f MANIFESTS …`.
+pub fn run(args: &TraceArgs) -> Result<(), Error> {
+    let config = cluster_config(&args.cluster)?;
+    let state = load(
+        &args.manifests.files,
+        args.manifests.recursive,
+        &config,
+        None,
+    )?;
+    let nodes = Topology::from_state(&state);
+    let mut cluster_cidrs = Vec::new();
+    for c in &args.cluster_cidrs {
+        cluster_cidrs.push(c.parse::<IpNet>().map_err(|_| Error::Flag {
+            flag: "--cluster-cidr",
+            message: format!("{c:?} is not a CIDR"),
+        })?);
+    }
+    if cluster_cidrs.is_empty() {
+        cluster_cidrs = nodes.iter().flat_map(|n| n.pod_cidrs.clone()).collect();
+    }
+    let topology = Topology {
+        nodes,
+        cluster_cidrs,
+        service_cidrs: config.service_cidrs.iter().map(|c| c.net()).collect(),
+        backend: match args.backend {
+            LabBackend::Vxlan => Backend::Vxlan,
+            LabBackend::HostGw => Backend::HostGw,
+        },
+        extra_tables: Vec::new(),
+    };
+    print(
+        &state,
+        &topology,
+        &args.cluster_domain,
+        &args.packet,
+        args.node.as_deref(),
+    )
+}
+
+/// Trace and print, as text or JSON.
+pub fn print(
+    state: &ClusterState,
+    topology: &Topology,
+    domain: &str,
+    packet: &PacketArgs,
+    node: Option<&str>,
+) -> Result<(), Error> {
+    if let Some(n) = node {
+        if topology.node(n).is_none() {
+            return Err(Error::Trace(format!("--node: no node {n:?}")));
+        }
+    }
+    let dns_ips: Vec<IpAddr> = topology
+        .service_cidrs
+        .iter()
+        .filter_map(|c| strait_model::controllers::ServiceCidr::new(*c).ok())
+        .map(|c| c.dns_ip())
+        .collect();
+    let zone = Zone::build(state, domain, 5, 1, &dns_ips);
+    let tables = |n: &NodeInfo| proxy_tables(state, topology, n);
+    let cluster = Cluster {
+        state,
+        zone: &zone,
+        topology,
+        tables: &tables,
+    };
+    let from = source(state, topology, &packet.from, node)?;
+    let from = Source {
+        node: node.map(str::to_owned).or(from.node.clone()),
+        ..from
+    };
+    let report = trace(&cluster, &from, &packet.to, &packet.protocol)?;
+    match packet.output {
+        TraceOutput::Text => print!("{}", text(&report)),
+        TraceOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?
+        ),
+    }
+    Ok(())
+}
+
+/// How pod ranges of different nodes reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// flannel's VXLAN: `flannel.1`, VNI 1, UDP 8472.
+    Vxlan,
+    /// Plain routes to the other nodes' addresses.
+    HostGw,
+}
+
+/// The bridge pods are attached to (the CNI configuration's `bridge`).
+pub const BRIDGE: &str = "cni0";
+/// The node's underlay interface.
+pub const UPLINK: &str = "eth0";
+/// flannel's VXLAN device, VNI and port.
+pub const VXLAN_DEVICE: &str = "flannel.1";
+pub const VXLAN_VNI: u32 = 1;
+pub const VXLAN_PORT: u16 = 8472;
+
+/// One node as the trace sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+/// The cluster's network: its nodes, the pod network, how nodes are joined.
+pub struct Topology {
+    pub nodes: Vec<NodeInfo>,
+    pub cluster_cidrs: Vec<IpNet>,
+    pub service_cidrs: Vec<IpNet>,
+    pub backend: Backend,
+    /// Tables besides the proxy's on every node (the lab's masquerade).
+    pub extra_tables: Vec<Table>,
+}
+
+impl Topology {
+    /// Nodes from the Node objects: InternalIP (else ExternalIP) addresses
+    /// and spec.podCIDRs.
+    pub fn from_state(state: &ClusterState) -> Vec<NodeInfo> {
+        let mut nodes = Vec::new();
+        for n in state.nodes.iter() {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let mut addresses: Vec<IpAddr> = Vec::new();
+            for a in n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
+                    if let Ok(ip) = a.address.parse() {
+                        addresses.push(ip);
+                    }
+                }
+            }
+            let spec = n.spec.as_ref();
+            let mut pod_cidrs: Vec<IpNet> = spec
+                .and_then(|s| s.pod_cidrs.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            if pod_cidrs.is_empty() {
+                pod_cidrs.extend(
+                    spec.and_then(|s| s.pod_cidr.as_deref())
+                        .and_then(|c| c.parse::<IpNet>().ok()),
+                );
+            }
+            nodes.push(NodeInfo {
+                name,
+                addresses,
+                pod_cidrs,
+            });
+        }
+        nodes
+    }
+
+    fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node whose pod range holds `ip`.
+    fn node_of_pod_ip(&self, ip: IpAddr) -> Option<&NodeInfo> {
+        self.nodes
+            .iter()
+            .find(|n| n.pod_cidrs.iter().any(|c| c.contains(&ip)))
+    }
+
+    /// The node that has `ip` as its own address.
+    fn node_with_address(&self, ip: IpAddr) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.addresses.contains(&ip))
+    }
+
+    /// What the tracer needs of `node`: its addresses (its own, the
+    /// bridge's gateway and the VXLAN device's), and its routes: its pod
+    /// range on the bridge, the other nodes' ranges over the overlay (or
+    /// via their address), everything else out of the uplink.
+    fn trace_node(&self, node: &NodeInfo) -> TraceNode {
+        let mut local = node.addresses.clone();
+        let mut routes = Vec::new();
+        for c in &node.pod_cidrs {
+            let gateway = gateway(c);
+            local.push(gateway);
+            routes.push(Route {
+                to: *c,
+                oif: BRIDGE.into(),
+                src: Some(gateway),
+            });
+            if self.backend == Backend::Vxlan {
+                local.push(c.network());
+            }
+        }
+        for other in self.nodes.iter().filter(|o| o.name != node.name) {
+            for c in &other.pod_cidrs {
+                let (oif, src) = match self.backend {
+                    Backend::Vxlan => (
+                        VXLAN_DEVICE,
+                        node.pod_cidrs
+                            .iter()
+                            .find(|own| own.addr().is_ipv4() == c.addr().is_ipv4())
+                            .map(|own| own.network()),
+                    ),
+                    Backend::HostGw => (UPLINK, first_of_family(&node.addresses, c.addr())),
+                };
+                routes.push(Route {
+                    to: *c,
+                    oif: oif.into(),
+                    src,
+                });
+            }
+        }
+        for default in ["0.0.0.0/0", "::/0"] {
+            let to: IpNet = default.parse().expect("a network");
+            routes.push(Route {
+                to,
+                oif: UPLINK.into(),
+                src: first_of_family(&node.addresses, to.addr()),
+            });
+        }
+        TraceNode {
+            local,
+            routes,
+            ..TraceNode::default()
+        }
+    }
+}
+
+/// The bridge's address in a pod range: its first host address, as the CNI
+/// bridge plugin's `isGateway` takes it.
+fn gateway(range: &IpNet) -> IpAddr {
+    match range.network() {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) + 1)),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
+    }
+}
+
+fn first_of_family(addresses: &[IpAddr], like: IpAddr) -> Option<IpAddr> {
+    addresses
+        .iter()
+        .copied()
+        .find(|a| a.is_ipv4() == like.is_ipv4())
+}
+
+/// Where the packet starts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Source {
+    pub address: IpAddr,
+    /// `ns/name` of the pod that sends it.
+    pub pod: Option<String>,
+    /// The node whose kernel it meets first.
+    pub node: Option<String>,
+    /// How it meets that kernel: from a pod on the bridge, from the node
+    /// itself, or from outside the cluster through the uplink.
+    pub enters: Entry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Entry {
+    Pod,
+    Node,
+    Outside,
+}
+
+/// `--from`: `ns/pod`, a pod's or node's address, or any other address
+/// (a client outside the cluster, entering `--node`).
+pub fn source(
+    state: &ClusterState,
+    topology: &Topology,
+    from: &str,
+    node: Option<&str>,
+) -> Result<Source, Error> {
+    if let Some((ns, name)) = from.split_once('/') {
+        let pod = state
+            .pods
+            .get(ns, name)
+            .ok_or_else(|| Error::Trace(format!("--from: no pod {ns}/{name}")))?;
+        let address: IpAddr = pod
+            .pod_ip()
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| Error::Trace(format!("--from: pod {ns}/{name} has no IP yet")))?;
+        // A pod with its node's address is on the node's network.
+        let enters = if topology.node_with_address(address).is_some() {
+            Entry::Node
+        } else {
+            Entry::Pod
+        };
+        return Ok(Source {
+            address,
+            pod: Some(format!("{ns}/{name}")),
+            node: pod.node_name().map(str::to_owned),
+            enters,
+        });
+    }
+    let address: IpAddr = from.parse().map_err(|_| {
+        Error::Trace(format!(
+            "--from: {from:?} is neither namespace/pod nor an IP address"
+        ))
+    })?;
+    if let Some(n) = topology.node_with_address(address) {
+        return Ok(Source {
+            address,
+            pod: None,
+            node: Some(n.name.clone()),
+            enters: Entry::Node,
+        });
+    }
+    if let Some((pod, _)) = pod_with_ip(state, address) {
+        return source(state, topology, &pod, node);
+    }
+    Ok(Source {
+        address,
+        pod: None,
+        node: node.map(str::to_owned),
+        enters: Entry::Outside,
+    })
+}
+
+/// What the DNS server answers for a name, followed through CNAMEs in the
+/// zone.
+#[derive(Clone, Debug, Serialize)]
+pub struct Resolution {
+    /// The name as asked, and the name that answered (after the search path).
+    pub asked: String,
+    pub answered: Option<String>,
+    pub cnames: Vec<String>,
+    pub addresses: Vec<IpAddr>,
+    /// A CNAME out of the cluster domain: the upstream servers answer it.
+    pub external: Option<String>,
+}
+
+/// Resolve `name` as a pod in `namespace` would, with the search path the
+/// kubelet writes (`ns.svc.D svc.D D`, `ndots:5`).
+pub fn resolve(zone: &Zone, name: &str, namespace: Option<&str>) -> Resolution {
+    let asked = name.trim_end_matches('.').to_ascii_lowercase();
+    let domain = zone.domain.clone();
+    let mut candidates = Vec::new();
+    let absolute = name.ends_with('.') || asked.matches('.').count() >= 5;
+    if !absolute {
+        if let Some(ns) = namespace {
+            candidates.push(format!("{asked}.{ns}.svc.{domain}"));
+        }
+        candidates.push(format!("{asked}.svc.{domain}"));
+        candidates.push(format!("{asked}.{domain}"));
+    }
+    candidates.push(asked.clone());
+    let mut out = Resolution {
+        asked: name.to_owned(),
+        answered: None,
+        cnames: Vec::new(),
+        addresses: Vec::new(),
+        external: None,
+    };
+    for candidate in candidates {
+        let Some(records) = zone.names.get(candidate.as_str()) else {
+            continue;
+        };
+        if records.is_empty() {
+            continue;
+        }
+        out.answered = Some(candidate.clone());
+        let mut current = records;
+        // A CNAME chain inside the zone is followed as the server does.
+        for _ in 0..8 {
+            if let Some(target) = current.cname() {
+                let target = target.trim_end_matches('.').to_ascii_lowercase();
+                out.cnames.push(target.clone());
+                match zone.names.get(target.as_str()) {
+                    Some(next) => current = next,
+                    None => {
+                        out.external = Some(target);
+                        break;
+                    }
+                }
+                continue;
+            }
+            out.addresses.extend(current.a().map(IpAddr::V4));
+            out.addresses.extend(current.aaaa().map(IpAddr::V6));
+            break;
+        }
+        break;
+    }
+    out
+}
+
+/// What one hop (one node's kernel) did with the packet.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hop {
+    pub node: String,
+    /// The packet as it meets this node.
+    pub packet: String,
+    pub enters: String,
+    pub outcomes: Vec<Way>,
+}
+
+/// One possible way through a node, with its probability.
+#[derive(Clone, Debug, Serialize)]
+pub struct Way {
+    pub probability: f64,
+    pub fate: String,
+    pub destination: String,
+    pub dnat: bool,
+    pub masquerade: bool,
+    pub source_after: Option<IpAddr>,
+    pub out_interface: Option<String>,
+    /// The pod the destination is (`ns/name`), and its node.
+    pub pod: Option<String>,
+    pub pod_node: Option<String>,
+    /// The overlay hop to another node, when there is one.
+    pub overlay: Option<String>,
+    /// The rule that dropped or rejected the packet.
+    pub stopped_by: Option<String>,
+    /// Every rule evaluated, `table chain #index: rule` with `=>` for those
+    /// that matched.
+    pub rules: Vec<String>,
+    /// What the next node did, when the packet crosses to one.
+    pub next: Option<Box<Hop>>,
+    /// The reply's way back, as conntrack rewrites it.
+    pub reply: Option<String>,
+}
+
+/// A whole trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub from: Source,
+    pub to: String,
+    pub protocol: String,
+    pub dns: Option<Resolution>,
+    pub destination: Option<SocketAddr>,
+    pub service: Option<String>,
+    pub first_hop: Option<Hop>,
+    pub notes: Vec<String>,
+}
+
+fn protocol_number(p: &str) -> Result<u8, Error> {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(protocol::TCP),
+        "udp" => Ok(protocol::UDP),
+        "sctp" => Ok(protocol::SCTP),
+        other => Err(Error::Trace(format!(
+            "--protocol: {other:?} is not tcp, udp or sctp"
+        ))),
+    }
+}
+
+/// An ephemeral source port, as a client's kernel would pick one.
+const CLIENT_PORT: u16 = 40000;
+
+/// The pod that has `ip`, as `ns/name`, with its node.
+fn pod_with_ip(state: &ClusterState, ip: IpAddr) -> Option<(String, Option<String>)> {
+    let text = ip.to_string();
+    state
+        .pods
+        .iter()
+        .find(|p| p.pod_ips().any(|a| a == text))
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default()
+                ),
+                p.node_name().map(str::to_owned),
+            )
+        })
+}
+
+/// The Service that holds `ip:port` as a ClusterIP, external IP or LB IP.
+fn service_at(state: &ClusterState, ip: IpAddr, port: u16) -> Option<String> {
+    let text = ip.to_string();
+    state.services.iter().find_map(|s| {
+        let spec = s.spec.as_ref()?;
+        let mut ips: Vec<&str> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        ips.extend(spec.external_ips.iter().flatten().map(String::as_str));
+        ips.extend(
+            s.status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()),
+        );
+        let has_port = spec
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.port == i32::from(port));
+        (ips.contains(&text.as_str()) && has_port).then(|| {
+            format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+    })
+}
+
+/// Everything `trace` needs besides the request.
+pub struct Cluster<'a> {
+    pub state: &'a ClusterState,
+    pub zone: &'a Zone,
+    pub topology: &'a Topology,
+    /// The proxy's tables of a node, as it would program them.
+    pub tables: &'a dyn Fn(&NodeInfo) -> Result<Vec<Table>, Error>,
+}
+
+/// Trace a packet from `from` to `to` (`NAME[:PORT]` or `IP:PORT`).
+pub fn trace(
+    cluster: &Cluster<'_>,
+    from: &Source,
+    to: &str,
+    protocol_name: &str,
+) -> Result<Report, Error> {
+    let proto = protocol_number(protocol_name)?;
+    let mut report = Report {
+        from: from.clone(),
+        to: to.to_owned(),
+        protocol: protocol_name.to_ascii_lowercase(),
+        dns: None,
+        destination: None,
+        service: None,
+        first_hop: None,
+        notes: Vec::new(),
+    };
+    let destination = match to.parse::<SocketAddr>() {
+        Ok(sa) => sa,
+        Err(_) => {
+            let (name, port) = to.rsplit_once(':').ok_or_else(|| {
+                Error::Trace(format!("--to: {to:?} needs a port (NAME:PORT or IP:PORT)"))
+            })?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| Error::Trace(format!("--to: {port:?} is not a port")))?;
+            let namespace = from.pod.as_deref().and_then(|p| p.split('/').next());
+            let resolution = resolve(cluster.zone, name, namespace);
+            let first = resolution.addresses.first().copied();
+            let external = resolution.external.clone();
+            report.dns = Some(resolution);
+            match (first, external) {
+                (Some(ip), _) => SocketAddr::new(ip, port),
+                (None, Some(target)) => {
+                    report.notes.push(format!(
+                        "{name} is a CNAME to {target}, outside the cluster: the upstream servers answer it; trace its address with --to IP:{port}"
+                    ));
+                    return Ok(report);
+                }
+                (None, None) => {
+                    report
+                        .notes
+                        .push(format!("{name}: no such name in the cluster (NXDOMAIN)"));
+                    return Ok(report);
+                }
+            }
+        }
+    };
+    report.destination = Some(destination);
+    report.service = service_at(cluster.state, destination.ip(), destination.port());
+    let Some(node_name) = from.node.clone() else {
+        report.notes.push(
+            "the source is not on a node of the cluster: give --node, the node it enters".into(),
+        );
+        return Ok(report);
+    };
+    let node = cluster
+        .topology
+        .node(&node_name)
+        .ok_or_else(|| Error::Trace(format!("--node: no node {node_name:?}")))?;
+    let iif = match from.enters {
+        Entry::Pod => BRIDGE,
+        Entry::Outside => UPLINK,
+        Entry::Node => "",
+    };
+    let mut packet = Packet::new(
+        iif,
+        proto,
+        from.address,
+        CLIENT_PORT,
+        destination.ip(),
+        destination.port(),
+    );
+    if from.enters == Entry::Node {
+        packet = packet.local();
+    }
+    report.first_hop = Some(hop(cluster, node, &packet, from, 0)?);
+    Ok(report)
+}
+
+/// Trace `packet` through `node` and, for ways that cross to another node,
+/// through that one too.
+fn hop(
+    cluster: &Cluster<'_>,
+    node: &NodeInfo,
+    packet: &Packet,
+    from: &Source,
+    depth: usize,
+) -> Result<Hop, Error> {
+    let tables = (cluster.tables)(node)?;
+    let mut all: Vec<&Table> = tables.iter().collect();
+    all.extend(cluster.topology.extra_tables.iter());
+    let trace_node = cluster.topology.trace_node(node);
+    let outcomes = tracer::trace(&all, &trace_node, packet)
+        .map_err(|e| Error::Trace(format!("node {}: {e}", node.name)))?;
+    let mut ways = Vec::new();
+    for o in &outcomes {
+        ways.push(way(cluster, node, packet, from, o, depth)?);
+    }
+    let enters = match &packet.origin {
+        Origin::Interface(i) => format!("in from {i}"),
+        Origin::Local => "sent by the node itself".into(),
+    };
+    Ok(Hop {
+        node: node.name.clone(),
+        packet: format!(
+            "{} -> {} {}",
+            SocketAddr::new(packet.saddr, packet.sport.unwrap_or(0)),
+            SocketAddr::new(packet.daddr, packet.dport.unwrap_or(0)),
+            proto_name(packet.protocol)
+        ),
+        enters,
+        outcomes: ways,
+    })
+}
+
+fn proto_name(p: u8) -> String {
+    strait_nft::text::value(&strait_nft::Value::Proto(p))
+}
+
+fn fate_name(f: &Fate) -> String {
+    match f {
+        Fate::Local => "delivered to the node".into(),
+        Fate::Forwarded => "forwarded".into(),
+        Fate::Sent => "sent".into(),
+        Fate::Dropped => "dropped".into(),
+        Fate::Rejected(r) => format!(
+            "rejected ({})",
+            strait_nft::text::expr(&strait_nft::Expr::Reject(*r), strait_nft::Family::Ip)
+        ),
+        Fate::NoRoute => "no route (host unreachable)".into(),
+    }
+}
+
+fn way(
+    cluster: &Cluster<'_>,
+    node: &NodeInfo,
+    packet: &Packet,
+    from: &Source,
+    o: &Outcome,
+    depth: usize,
+) -> Result<Way, Error> {
+    let destination = SocketAddr::new(o.daddr, o.dport.unwrap_or(0)).to_string();
+    let pod = pod_with_ip(cluster.state, o.daddr);
+    let pod_node = pod.as_ref().and_then(|(_, n)| n.clone()).or_else(|| {
+        cluster
+            .topology
+            .node_of_pod_ip(o.daddr)
+            .map(|n| n.name.clone())
+    });
+    let rules = o
+        .path
+        .iter()
+        .map(|s| {
+            let at = match s.rule {
+                Some(i) => format!("#{i}"),
+                None => "policy".into(),
+            };
+            format!(
+                "{} {} {} {} {at}: {}",
+                if s.matched { "=>" } else { "  " },
+                strait_nft::text::family(s.family),
+                s.table,
+                s.chain,
+                s.text
+            )
+        })
+        .collect();
+    let stopped_by = o.stopped_by().map(|s| {
+        format!(
+            "{} {} chain {}: {}",
+            strait_nft::text::family(s.family),
+            s.table,
+            s.chain,
+            s.text
+        )
+    });
+    let source_after = if o.masquerade || o.snat.is_some() {
+        o.snat.or(Some(packet.saddr))
+    } else {
+        None
+    };
+    let mut overlay = None;
+    let mut next = None;
+    let remote = pod_node
+        .as_deref()
+        .filter(|n| *n != node.name && o.fate == Fate::Forwarded);
+    if let Some(remote_name) = remote {
+        if let Some(remote_node) = cluster.topology.node(remote_name) {
+            let outer_src = first_of_family(&node.addresses, o.daddr);
+            let outer_dst = first_of_family(&remote_node.addresses, o.daddr);
+            overlay = Some(match cluster.topology.backend {
+                Backend::Vxlan => format!(
+                    "VXLAN {} -> {} (udp/{VXLAN_PORT}, VNI {VXLAN_VNI}) to node {remote_name}",
+                    show(outer_src),
+                    show(outer_dst)
+                ),
+                Backend::HostGw => format!(
+                    "routed via {} (node {remote_name}), no encapsulation",
+                    show(outer_dst)
+                ),
+            });
+            if depth < 2 {
+                let inner_src = o.snat.unwrap_or(packet.saddr);
+                let mut arriving = Packet::new(
+                    match cluster.topology.backend {
+                        Backend::Vxlan => VXLAN_DEVICE,
+                        Backend::HostGw => UPLINK,
+                    },
+                    packet.protocol,
+                    inner_src,
+                    packet.sport.unwrap_or(CLIENT_PORT),
+                    o.daddr,
+                    o.dport.unwrap_or(0),
+                );
+                arriving.mark = 0;
+                next = Some(Box::new(hop(
+                    cluster,
+                    remote_node,
+                    &arriving,
+                    from,
+                    depth + 1,
+                )?));
+            }
+        }
+    }
+    let reply = o.fate.passes().then(|| {
+        let client = SocketAddr::new(packet.saddr, packet.sport.unwrap_or(0));
+        let seen_src = SocketAddr::new(o.snat.unwrap_or(packet.saddr), packet.sport.unwrap_or(0));
+        let mut text = format!("{destination} -> {seen_src}");
+        let original = SocketAddr::new(packet.daddr, packet.dport.unwrap_or(0));
+        let mut rewrites = Vec::new();
+        if o.dnat {
+            rewrites.push(format!("source back to {original}"));
+        }
+        if o.snat.is_some() || o.masquerade {
+            rewrites.push(format!("destination back to {client}"));
+        }
+        if !rewrites.is_empty() {
+            text.push_str(&format!(
+                "; conntrack on {} rewrites the {}",
+                node.name,
+                rewrites.join(" and the ")
+            ));
+        }
+        text
+    });
+    Ok(Way {
+        probability: o.probability,
+        fate: fate_name(&o.fate),
+        destination,
+        dnat: o.dnat,
+        masquerade: o.masquerade,
+        source_after,
+        out_interface: o.oif.clone(),
+        pod: pod.map(|(p, _)| p),
+        pod_node,
+        overlay,
+        stopped_by,
+        rules,
+        next,
+        reply,
+    })
+}
+
+fn show(ip: Option<IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into())
+}
+
+/// The report as people read it.
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    let from = match (&report.from.pod, &report.from.node) {
+        (Some(p), Some(n)) => format!("pod {p} ({}, node {n})", report.from.address),
+        (None, Some(n)) if report.from.enters == Entry::Node => {
+            format!("node {n} ({})", report.from.address)
+        }
+        (None, Some(n)) => format!("{} (outside, entering node {n})", report.from.address),
+        _ => report.from.address.to_string(),
+    };
+    out.push_str(&format!(
+        "trace {from} -> {} ({})\n",
+        report.to, report.protocol
+    ));
+    if let Some(dns) = &report.dns {
+        let answered = dns.answered.as_deref().unwrap_or("(no answer)");
+        let mut line = format!("dns: {} -> {answered}", dns.asked);
+        for c in &dns.cnames {
+            line.push_str(&format!(" CNAME {c}"));
+        }
+        if !dns.addresses.is_empty() {
+            let list: Vec<String> = dns.addresses.iter().map(|a| a.to_string()).collect();
+            line.push_str(&format!(" -> {}", list.join(", ")));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if let Some(d) = report.destination {
+        match &report.service {
+            Some(s) => out.push_str(&format!("destination: {d} (Service {s})\n")),
+            None => out.push_str(&format!("destination: {d}\n")),
+        }
+    }
+    if let Some(hop) = &report.first_hop {
+        write_hop(&mut out, hop, 0);
+    }
+    for n in &report.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
+fn write_hop(out: &mut String, hop: &Hop, indent: usize) {
+    let pad = "  ".repeat(indent);
+    out.push_str(&format!(
+        "{pad}node {}: {} ({})\n",
+        hop.node, hop.packet, hop.enters
+    ));
+    for w in &hop.outcomes {
+        let mut line = format!("{pad}  {:5.1}%  {}", w.probability * 100.0, w.fate);
+        if w.dnat {
+            line.push_str(&format!(", DNAT to {}", w.destination));
+        } else if w.fate != "dropped" && !w.fate.starts_with("rejected") {
+            line.push_str(&format!(" to {}", w.destination));
+        }
+        if let Some(p) = &w.pod {
+            line.push_str(&format!(" (pod {p}"));
+            if let Some(n) = &w.pod_node {
+                line.push_str(&format!(" on {n}"));
+            }
+            line.push(')');
+        }
+        if let Some(i) = &w.out_interface {
+            line.push_str(&format!(" out of {i}"));
+        }
+        if w.masquerade {
+            line.push_str(&format!(", masqueraded to {}", show(w.source_after)));
+        } else if let Some(s) = w.source_after {
+            line.push_str(&format!(", source NAT to {s}"));
+        } else if w.fate != "dropped" && !w.fate.starts_with("rejected") {
+            line.push_str(", source kept");
+        }
+        out.push_str(&line);
+        out.push('\n');
+        if let Some(o) = &w.overlay {
+            out.push_str(&format!("{pad}         overlay: {o}\n"));
+        }
+        if let Some(s) = &w.stopped_by {
+            out.push_str(&format!("{pad}         by rule: {s}\n"));
+        }
+        if let Some(r) = &w.reply {
+            out.push_str(&format!("{pad}         reply: {r}\n"));
+        }
+        out.push_str(&format!("{pad}         rules:\n"));
+        for r in w.rules.iter().filter(|r| r.starts_with("=>")) {
+            out.push_str(&format!("{pad}           {r}\n"));
+        }
+        if let Some(next) = &w.next {
+            write_hop(out, next, indent + 3);
+        }
+    }
+}
+
+/// The proxy's context on `node` (as `strait proxy --node` takes it).
+pub fn node_context(topology: &Topology, node: &NodeInfo) -> NodeContext {
+    NodeContext {
+        node_name: node.name.clone(),
+        node_ips: node.addresses.clone(),
+        cluster_cidrs: topology.cluster_cidrs.clone(),
+        service_cidrs: topology.service_cidrs.clone(),
+        ..NodeContext::default()
+    }
+}
+
+/// The proxy's tables on `node`, for both families that are in use.
+pub fn proxy_tables(
+    state: &ClusterState,
+    topology: &Topology,
+    node: &NodeInfo,
+) -> Result<Vec<Table>, Error> {
+    // TEMPORARY until the proxy renders typed tables (merge of t11-proxy).
+    let _ = (state, node_context(topology, node));
+    let tables: Vec<Table> = Vec::new();
+    Ok(tables)
+}
