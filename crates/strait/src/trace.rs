@@ -437,13 +437,25 @@ pub struct Way {
     pub overlay: Option<String>,
     /// The rule that dropped or rejected the packet.
     pub stopped_by: Option<String>,
-    /// Every rule evaluated, `table chain #index: rule` with `=>` for those
-    /// that matched.
-    pub rules: Vec<String>,
+    /// Every rule evaluated, in order.
+    pub rules: Vec<RuleStep>,
     /// What the next node did, when the packet crosses to one.
     pub next: Option<Box<Hop>>,
     /// The reply's way back, as conntrack rewrites it.
     pub reply: Option<String>,
+}
+
+/// One rule the packet met (or a base chain's policy: no index).
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleStep {
+    pub hook: String,
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    pub index: Option<usize>,
+    pub rule: String,
+    /// Whether all its matches held (its statements ran).
+    pub matched: bool,
 }
 
 /// A whole trace.
@@ -691,19 +703,14 @@ fn way(
     let rules = o
         .path
         .iter()
-        .map(|s| {
-            let at = match s.rule {
-                Some(i) => format!("#{i}"),
-                None => "policy".into(),
-            };
-            format!(
-                "{} {} {} {} {at}: {}",
-                if s.matched { "=>" } else { "  " },
-                strait_nft::text::family(s.family),
-                s.table,
-                s.chain,
-                s.text
-            )
+        .map(|s| RuleStep {
+            hook: format!("{:?}", s.hook).to_ascii_lowercase(),
+            family: strait_nft::text::family(s.family).into(),
+            table: s.table.clone(),
+            chain: s.chain.clone(),
+            index: s.rule,
+            rule: s.text.clone(),
+            matched: s.matched,
         })
         .collect();
     let stopped_by = o.stopped_by().map(|s| {
@@ -892,8 +899,12 @@ fn write_hop(out: &mut String, hop: &Hop, indent: usize) {
             out.push_str(&format!("{pad}         reply: {r}\n"));
         }
         out.push_str(&format!("{pad}         rules:\n"));
-        for r in w.rules.iter().filter(|r| r.starts_with("=>")) {
-            out.push_str(&format!("{pad}           {r}\n"));
+        for r in w.rules.iter().filter(|r| r.matched) {
+            let at = r.index.map(|i| format!("#{i}")).unwrap_or("policy".into());
+            out.push_str(&format!(
+                "{pad}           {} {} {} {} {at}: {}\n",
+                r.hook, r.family, r.table, r.chain, r.rule
+            ));
         }
         if let Some(next) = &w.next {
             write_hop(out, next, indent + 3);

@@ -777,3 +777,175 @@ fn lab_up_runs_no_ip_or_bridge_process() {
         );
     }
 }
+
+/// The rules a packet matched in table `ip strait`, as `nft monitor trace`
+/// reports them for the first packet of the first traced connection:
+/// (chain, rule text).
+fn kernel_matched_rules(trace: &str) -> Vec<(String, String)> {
+    let mut first_id = None;
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let Some(rest) = line.strip_prefix("trace id ") else {
+            continue;
+        };
+        let Some((id, rest)) = rest.split_once(' ') else {
+            continue;
+        };
+        if first_id.get_or_insert_with(|| id.to_owned()) != id {
+            continue;
+        }
+        let Some(rest) = rest.strip_prefix("ip strait ") else {
+            continue;
+        };
+        let Some((chain, rest)) = rest.split_once(' ') else {
+            continue;
+        };
+        if let Some(rule) = rest.strip_prefix("rule ") {
+            let text = rule.rsplit_once(" (verdict").map_or(rule, |(t, _)| t);
+            out.push((chain.to_owned(), text.trim().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn lab_trace_agrees_with_the_kernels_own_trace() {
+    if !common::root_or_skip("lab_trace_agrees_with_the_kernels_own_trace") {
+        return;
+    }
+    let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
+    let out = lab.strait(&[
+        "lab",
+        "trace",
+        "--name",
+        &lab.name,
+        "--from",
+        "default/service-demo-client",
+        "--to",
+        "service-demo:80",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["dns"]["answered"],
+        "service-demo.default.svc.cluster.local"
+    );
+    let vip = report["destination"].as_str().unwrap().to_owned();
+    assert!(vip.ends_with(":80"), "{vip}");
+    assert_eq!(report["service"], "default/service-demo");
+    let hop = &report["first_hop"];
+    let client_node = hop["node"].as_str().unwrap().to_owned();
+    let ways = hop["outcomes"].as_array().unwrap();
+    // Two endpoints, one chance in two each, each on the node it runs on.
+    assert_eq!(ways.len(), 2, "{hop:#}");
+    let servers = lab.pods_named("service-demo-");
+    let servers: Vec<&String> = servers.iter().filter(|p| !p.ends_with("client")).collect();
+    for way in ways {
+        assert!((way["probability"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(way["dnat"], true);
+        assert!(way["pod"]
+            .as_str()
+            .is_some_and(|p| servers.iter().any(|s| p == format!("default/{s}"))));
+        let remote = way["pod_node"] != client_node.as_str();
+        assert_eq!(way["overlay"].is_string(), remote, "{way:#}");
+        if remote {
+            assert!(way["overlay"]
+                .as_str()
+                .unwrap()
+                .starts_with("VXLAN 172.18.0."));
+            assert!(way["next"]["outcomes"][0]["fate"] == "forwarded", "{way:#}");
+        }
+    }
+
+    // The kernel's own account of one real connection from the client.
+    let node_index: usize = client_node.trim_start_matches("node-").parse().unwrap();
+    let netns = format!("/run/netns/strait-{}-node{node_index}", lab.name);
+    let client_ip = lab.pod_ip("default", "service-demo-client");
+    let (vip_ip, _) = vip.rsplit_once(':').unwrap();
+    let nsenter = |args: &[&str]| {
+        Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let rule = format!(
+        "add table ip strait-nftrace\nadd chain ip strait-nftrace pre {{ type filter hook prerouting priority -350; }}\nadd rule ip strait-nftrace pre ip saddr {client_ip} ip daddr {vip_ip} tcp dport 80 meta nftrace set 1\n"
+    );
+    let dir = common::TempDir::new("lab-nftrace");
+    let script = dir.0.join("trace.nft");
+    std::fs::write(&script, rule).unwrap();
+    let added = nsenter(&["nft", "-f", script.to_str().unwrap()]);
+    assert!(added.status.success(), "{added:?}");
+    let log = dir.0.join("monitor.txt");
+    let monitor = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["nft", "monitor", "trace"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut monitor = Kill(monitor);
+    // The monitor is listening once a traced packet shows up: retry the
+    // connection until one does.
+    let mut answered = String::new();
+    let seen = common::wait_for(Duration::from_secs(20), || {
+        let (ok, who) = lab.sh(
+            "service-demo-client",
+            "default",
+            &format!("python3 -c \"import urllib.request as u; print(u.urlopen('http://{vip}', timeout=3).read().decode().strip())\""),
+        );
+        if ok {
+            answered = who;
+        }
+        std::fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("rule ") && t.contains(" ip strait "))
+    });
+    let _ = monitor.0.kill();
+    let _ = monitor.0.wait();
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(seen, "no trace:\n{trace}");
+    let kernel = kernel_matched_rules(&trace);
+    assert!(!kernel.is_empty(), "{trace}");
+    // The way the tracer gives for the endpoint the kernel picked: the same
+    // rules of `ip strait`, in the same order, as the kernel matched them.
+    let way = ways
+        .iter()
+        .find(|w| {
+            let pod = w["pod"].as_str().unwrap();
+            let name = pod.trim_start_matches("default/");
+            answered.contains(name)
+        })
+        .unwrap_or_else(|| panic!("no way to the endpoint that answered {answered:?}: {hop:#}"));
+    let ours: Vec<(String, String)> = way["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["matched"] == true && r["table"] == "strait" && r["family"] == "ip")
+        .map(|r| {
+            (
+                r["chain"].as_str().unwrap().to_owned(),
+                r["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Chains and order must agree; the texts differ only in how nft prints
+    // numbers (`0x00004000`), so they are shown, not compared.
+    assert_eq!(
+        ours.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        kernel.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        "tracer: {ours:#?}\nkernel: {kernel:#?}\n{trace}"
+    );
+}
