@@ -934,3 +934,92 @@ pub fn proxy_tables(
     let tables: Vec<Table> = Vec::new();
     Ok(tables)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_model::controllers::{reconcile, ClusterConfig};
+    use strait_model::{parse_str, Format};
+
+    fn fixture() -> ClusterState {
+        let text = include_str!("../../../tests/fixtures/cluster-dump.yaml");
+        let loaded = parse_str("cluster-dump.yaml", text, Format::Yaml).unwrap();
+        let desired = ClusterState::from_objects(
+            loaded
+                .objects
+                .into_iter()
+                .map(|(o, origin)| (o, Some(origin))),
+        )
+        .unwrap();
+        reconcile(desired, None, &ClusterConfig::default()).unwrap()
+    }
+
+    fn topology(state: &ClusterState) -> Topology {
+        Topology {
+            nodes: Topology::from_state(state),
+            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+            backend: Backend::Vxlan,
+            extra_tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn names_resolve_through_the_pods_search_path() {
+        let state = fixture();
+        let zone = Zone::build(&state, "cluster.local", 5, 1, &[]);
+        let r = resolve(&zone, "web", Some("shop"));
+        assert_eq!(r.answered.as_deref(), Some("web.shop.svc.cluster.local"));
+        assert_eq!(r.addresses, vec!["10.101.23.45".parse::<IpAddr>().unwrap()]);
+        // From another namespace the short name is not found; the longer one is.
+        assert!(resolve(&zone, "web", Some("default")).addresses.is_empty());
+        let r = resolve(&zone, "web.shop", Some("default"));
+        assert_eq!(r.answered.as_deref(), Some("web.shop.svc.cluster.local"));
+        let r = resolve(&zone, "kubernetes.default.svc.cluster.local.", None);
+        assert_eq!(r.addresses, vec!["10.96.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(resolve(&zone, "nope", Some("shop")).answered.is_none());
+    }
+
+    #[test]
+    fn sources_are_pods_nodes_or_outsiders() {
+        let state = fixture();
+        let t = topology(&state);
+        let pod = source(&state, &t, "10.244.0.5", None).unwrap();
+        assert_eq!(pod.enters, Entry::Pod);
+        assert_eq!(pod.node.as_deref(), Some("node-1"));
+        assert!(pod.pod.as_deref().unwrap().starts_with("shop/web-"));
+        let node = source(&state, &t, "172.18.0.3", None).unwrap();
+        assert_eq!(
+            (node.enters, node.node.as_deref()),
+            (Entry::Node, Some("node-2"))
+        );
+        let outside = source(&state, &t, "192.0.2.9", Some("node-1")).unwrap();
+        assert_eq!(outside.enters, Entry::Outside);
+        assert!(source(&state, &t, "shop/nope", None).is_err());
+        assert!(source(&state, &t, "not an address", None).is_err());
+    }
+
+    #[test]
+    fn a_node_routes_its_pods_to_the_bridge_and_others_over_the_overlay() {
+        let state = fixture();
+        let mut t = topology(&state);
+        let n1 = t.node("node-1").unwrap().clone();
+        let tn = t.trace_node(&n1);
+        assert!(tn.local.contains(&"172.18.0.2".parse().unwrap()));
+        assert!(tn.local.contains(&"10.244.0.1".parse().unwrap()));
+        let oif = |tn: &TraceNode, ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            tn.routes
+                .iter()
+                .filter(|r| r.to.contains(&ip))
+                .max_by_key(|r| r.to.prefix_len())
+                .map(|r| r.oif.clone())
+        };
+        assert_eq!(oif(&tn, "10.244.0.9").as_deref(), Some(BRIDGE));
+        assert_eq!(oif(&tn, "10.244.1.8").as_deref(), Some(VXLAN_DEVICE));
+        assert_eq!(oif(&tn, "192.0.2.1").as_deref(), Some(UPLINK));
+        t.backend = Backend::HostGw;
+        let tn = t.trace_node(&n1);
+        assert_eq!(oif(&tn, "10.244.1.8").as_deref(), Some(UPLINK));
+    }
+}
