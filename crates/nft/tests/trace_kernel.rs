@@ -174,6 +174,8 @@ enum Seen {
         from: IpAddr,
     },
     Refused,
+    /// The sending host's own output path dropped it (EPERM).
+    Denied,
     Unreachable,
     Silent,
     Other(String),
@@ -182,15 +184,18 @@ enum Seen {
 fn seen_error(e: &std::io::Error) -> Seen {
     match e.raw_os_error() {
         Some(111) => Seen::Refused,
+        Some(1) => Seen::Denied,
         Some(113) | Some(101) => Seen::Unreachable,
         _ => Seen::Other(e.to_string()),
     }
 }
 
 /// What the client should see for a tracer outcome.
-fn expected(o: &trace::Outcome, src: Ipv4Addr, servers: &[SocketAddr]) -> Seen {
+fn expected(o: &trace::Outcome, c: &Check, servers: &[SocketAddr]) -> Seen {
+    let src = c.src;
+    let udp = c.proto == protocol::UDP;
     match &o.fate {
-        Fate::Forwarded => {
+        Fate::Forwarded | Fate::Sent => {
             let at = SocketAddr::new(o.daddr, o.dport.unwrap_or(0));
             if servers.contains(&at) {
                 Seen::Arrived {
@@ -206,10 +211,13 @@ fn expected(o: &trace::Outcome, src: Ipv4Addr, servers: &[SocketAddr]) -> Seen {
         }
         // Nothing listens on the node.
         Fate::Local => Seen::Refused,
+        // The node's own datagram dropped or rejected on its way out: the
+        // send fails with EPERM (the ICMP error comes after). A TCP SYN
+        // dropped is retransmitted silently; a reset refuses.
+        Fate::Dropped | Fate::Rejected(_) if c.local && udp => Seen::Denied,
         Fate::Dropped => Seen::Silent,
         Fate::Rejected(_) => Seen::Refused,
         Fate::NoRoute => Seen::Unreachable,
-        Fate::Sent => Seen::Other("sent by the node".into()),
     }
 }
 
@@ -263,6 +271,14 @@ async fn outcome_of<F: std::future::Future<Output = Option<Seen>>>(
     }
 }
 
+/// Where probes are sent from: an address of the client, or of the node
+/// itself (its sockets made in its namespace).
+#[derive(Clone)]
+struct Source {
+    addr: Ipv4Addr,
+    ns: Option<Arc<NetNs>>,
+}
+
 struct Sender {
     waiters: Waiters,
     nonce: Arc<AtomicU64>,
@@ -278,8 +294,21 @@ impl Sender {
 
     /// One datagram (and, when `second`, a second one of the same
     /// connection once the first arrived).
-    async fn udp(&self, src: Ipv4Addr, dst: SocketAddr, second: bool) -> (Seen, Option<Seen>) {
-        let sock = match UdpSocket::bind((src, 0)).await {
+    async fn udp(&self, from: &Source, dst: SocketAddr, second: bool) -> (Seen, Option<Seen>) {
+        let src = from.addr;
+        let made = match &from.ns {
+            None => UdpSocket::bind((src, 0)).await,
+            Some(ns) => ns
+                .run(move || {
+                    let s = std::net::UdpSocket::bind((src, 0))?;
+                    s.set_nonblocking(true)?;
+                    Ok(s)
+                })
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .and_then(UdpSocket::from_std),
+        };
+        let sock = match made {
             Ok(s) => s,
             Err(e) => return (Seen::Other(e.to_string()), None),
         };
@@ -312,8 +341,14 @@ impl Sender {
         (it.next().unwrap(), if second { it.next() } else { None })
     }
 
-    async fn tcp(&self, src: Ipv4Addr, dst: SocketAddr) -> Seen {
-        let sock = match TcpSocket::new_v4().and_then(|s| s.bind((src, 0).into()).map(|_| s)) {
+    async fn tcp(&self, from: &Source, dst: SocketAddr) -> Seen {
+        let src = from.addr;
+        let make = move || TcpSocket::new_v4().and_then(|s| s.bind((src, 0).into()).map(|_| s));
+        let made = match &from.ns {
+            None => make(),
+            Some(ns) => ns.run(make).map_err(std::io::Error::other).and_then(|r| r),
+        };
+        let sock = match made {
             Ok(s) => s,
             Err(e) => return Seen::Other(e.to_string()),
         };
@@ -442,10 +477,20 @@ fn round(rng: &mut Rng, r: usize, servers: &[Server]) -> (Vec<Table>, Vec<Target
     )
     .rule(vec![Expr::jump("services")]);
     t.chain(
+        "nat-output",
+        Chain::base(ChainType::Nat, Hook::Output, Priority::Value(-100)),
+    )
+    .rule(vec![Expr::jump("services")]);
+    t.chain(
         "nat-postrouting",
         Chain::base(ChainType::Nat, Hook::Postrouting, Priority::Srcnat),
     )
     .rule(vec![Expr::jump("masquerading")]);
+    t.chain(
+        "filter-output-pre-dnat",
+        Chain::base(ChainType::Filter, Hook::Output, Priority::Value(-110)),
+    )
+    .rule(vec![new(), Expr::jump("firewall-check")]);
     t.chain(
         "filter-prerouting",
         Chain::base(ChainType::Filter, Hook::Prerouting, Priority::Value(-110)),
@@ -454,6 +499,7 @@ fn round(rng: &mut Rng, r: usize, servers: &[Server]) -> (Vec<Table>, Vec<Target
     for (name, hook) in [
         ("filter-forward", Hook::Forward),
         ("filter-input", Hook::Input),
+        ("filter-output", Hook::Output),
     ] {
         t.chain(name, Chain::base(ChainType::Filter, hook, Priority::Filter))
             .rule(vec![new(), Expr::jump("endpoints-check")]);
@@ -755,6 +801,8 @@ struct Check {
     what: String,
     proto: u8,
     src: Ipv4Addr,
+    /// Sent by the node itself.
+    local: bool,
     dst: SocketAddr,
     seen: Vec<Seen>,
     second: Option<Seen>,
@@ -767,19 +815,24 @@ fn compare(
     c: &Check,
 ) -> Result<(), String> {
     let packet = |p: &Check| {
-        Packet::new(
+        let packet = Packet::new(
             "nc",
             p.proto,
             IpAddr::V4(p.src),
             40000,
             p.dst.ip(),
             p.dst.port(),
-        )
+        );
+        if p.local {
+            packet.local()
+        } else {
+            packet
+        }
     };
     let outcomes = trace::trace(tables, node, &packet(c)).map_err(|e| e.to_string())?;
     let mut want: BTreeMap<Seen, f64> = BTreeMap::new();
     for o in &outcomes {
-        *want.entry(expected(o, c.src, servers)).or_default() += o.probability;
+        *want.entry(expected(o, c, servers)).or_default() += o.probability;
     }
     let mut got: BTreeMap<&Seen, usize> = BTreeMap::new();
     for s in &c.seen {
@@ -825,7 +878,7 @@ fn compare(
         let outcomes = trace::trace(tables, node, &p).map_err(|e| e.to_string())?;
         let want: BTreeMap<Seen, f64> = outcomes
             .iter()
-            .map(|o| (expected(o, c.src, servers), o.probability))
+            .map(|o| (expected(o, c, servers), o.probability))
             .collect();
         if !fits(second, &want) {
             return Err(format!(
@@ -894,6 +947,22 @@ fn the_tracer_agrees_with_the_kernel() {
         nonce: Arc::new(AtomicU64::new(1)),
     });
     let node = node_context();
+    let node_ns = Arc::new(node_ns);
+    let froms = [
+        Source {
+            addr: POD_CLIENT,
+            ns: None,
+        },
+        Source {
+            addr: OUTSIDE_CLIENT,
+            ns: None,
+        },
+        // The node's own connections, from its client-side address.
+        Source {
+            addr: NODE_CLIENT_SIDE,
+            ns: Some(node_ns.clone()),
+        },
+    ];
     let mut rng = Rng(seed);
     let (mut agreed, mut packets, mut failures) = (0usize, 0usize, Vec::new());
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -936,7 +1005,10 @@ fn the_tracer_agrees_with_the_kernel() {
                         target.udp
                     };
                     let dst = SocketAddr::new(IpAddr::V4(target.addr), port);
-                    for src in [POD_CLIENT, OUTSIDE_CLIENT] {
+                    for from in &froms {
+                        let src = from.addr;
+                        let from = from.clone();
+                        let local = from.ns.is_some();
                         let repeat = if target.spread && proto == protocol::UDP && src == POD_CLIENT
                         {
                             SPREAD
@@ -949,7 +1021,7 @@ fn the_tracer_agrees_with_the_kernel() {
                             let mut seen = Vec::new();
                             let mut second = None;
                             if proto == protocol::TCP {
-                                seen.push(sender.tcp(src, dst).await);
+                                seen.push(sender.tcp(&from, dst).await);
                             } else {
                                 // A fresh socket (a new connection) each,
                                 // in batches: a dropped one waits for
@@ -960,8 +1032,9 @@ fn the_tracer_agrees_with_the_kernel() {
                                     let mut tasks = Vec::new();
                                     for j in k..k + batch {
                                         let sender = sender.clone();
+                                        let from = from.clone();
                                         tasks.push(tokio::spawn(async move {
-                                            sender.udp(src, dst, j == 0).await
+                                            sender.udp(&from, dst, j == 0).await
                                         }));
                                     }
                                     for (j, t) in tasks.into_iter().enumerate() {
@@ -978,6 +1051,7 @@ fn the_tracer_agrees_with_the_kernel() {
                                 what,
                                 proto,
                                 src,
+                                local,
                                 dst,
                                 seen,
                                 second,
@@ -1021,5 +1095,5 @@ fn the_tracer_agrees_with_the_kernel() {
         eprintln!("DISAGREES: {f}");
     }
     assert!(failures.is_empty(), "{} cases disagree", failures.len());
-    assert!(agreed >= ROUNDS * SERVICES * 4, "too few cases ran");
+    assert!(agreed >= ROUNDS * SERVICES * 6, "too few cases ran");
 }
