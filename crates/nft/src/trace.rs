@@ -663,6 +663,13 @@ impl<'a> Run<'a> {
                 if base.hook != hook {
                     continue;
                 }
+                if base.kind == ChainType::Nat && hook == Hook::Forward {
+                    return Err(fail(
+                        format!("table {} {} chain {name}", text::family(t.family), t.name),
+                        "a NAT chain at forward (the kernel has no NAT there)",
+                    )
+                    .into());
+                }
                 let own = base.priority.value();
                 let order = if base.kind == ChainType::Nat {
                     (nat_priority, own, ti, ci)

@@ -791,6 +791,26 @@ fn round(rng: &mut Rng, r: usize, servers: &[Server]) -> (Vec<Table>, Vec<Target
                 Expr::drop(),
             ]);
         }
+        // Sometimes a NAT chain of its own at prerouting, before or after
+        // the proxy's, for every datagram from outside: the first chain
+        // that translates wins, the others are not consulted for that
+        // connection.
+        if rng.chance(40) {
+            let to = servers[rng.below(3) as usize];
+            let prio = [-150, -50][rng.below(2) as usize];
+            let c = lab.chain(
+                "nat",
+                Chain::base(ChainType::Nat, Hook::Prerouting, Priority::Value(prio)),
+            );
+            c.rule(vec![
+                Expr::eq(Field::IpSaddr, v4(OUTSIDE_CLIENT)),
+                Expr::eq(Field::L4Proto, Value::UDP),
+                Expr::Dnat {
+                    to: IpAddr::V4(to.addr),
+                    port: Some(to.udp),
+                },
+            ]);
+        }
         tables.push(lab);
     }
     (tables, targets)
