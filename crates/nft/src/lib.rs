@@ -19,6 +19,7 @@ use ipnet::IpNet;
 
 pub mod netlink;
 pub mod text;
+pub mod trace;
 
 /// What can be wrong with a ruleset before it reaches the kernel.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub enum Error {
     },
     #[error("the kernel refused the transaction: {0}")]
     Netlink(String),
+    #[error("trace: {at}: {why}")]
+    Trace { at: String, why: String },
     #[error("set {set:?}: element {element} does not fit the set's type ({why})")]
     Element {
         set: String,
