@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use strait_linux::{NetNs, Netlink, Vxlan};
+use strait_linux::{NetNs, NetOps, Netlink, Vxlan};
 
 use crate::layout::{Backend, LabConfig, Layout};
 use crate::{Error, Result};
@@ -31,7 +31,7 @@ where
     out.map_err(|e| Error::Step(format!("in {path}: {e}")))
 }
 
-async fn index_of(nl: &Netlink, name: &str) -> Result<u32> {
+async fn index_of<N: NetOps>(nl: &N, name: &str) -> Result<u32> {
     nl.link_by_name(name)
         .await?
         .map(|l| l.index)
@@ -62,33 +62,40 @@ pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
     // node whose other end is created directly in the node as `eth0`.
     let node_fds: Vec<i32> = nodes.iter().map(|ns| ns.fd()).collect();
     netlink_in(&underlay, move |nl| async move {
-        let lo = index_of(&nl, "lo").await?;
-        nl.set_up(lo).await?;
-        let br0 = nl.ensure_bridge("br0", None).await?.index;
-        nl.add_address_without_broadcast(br0, "172.18.0.1/16".parse().expect("an address"))
-            .await?;
-        for (i, fd) in node_fds.into_iter().enumerate() {
-            let uplink = format!("u-node{}", i + 1);
-            nl.add_veth(&uplink, "eth0", fd, None).await?;
-            let index = index_of(&nl, &uplink).await?;
-            nl.set_up_in(index, Some(br0)).await?;
-        }
-        Ok(())
+        wire_underlay(&nl, &node_fds).await
     })?;
     for (i, ns) in nodes.iter().enumerate() {
         let config = config.clone();
-        netlink_in(
-            ns,
-            move |nl| async move { wire_node(&nl, &config, i).await },
-        )?;
+        netlink_in(ns, move |nl| async move {
+            wire_node(&nl, &config, i).await?;
+            masquerade(&config)
+        })?;
     }
     Ok(nodes)
 }
 
+/// The underlay, from inside its namespace: a bridge with the gateway
+/// address, and one veth per node (`node_fds`, in order) whose other end is
+/// created directly in the node as `eth0`.
+async fn wire_underlay<N: NetOps>(nl: &N, node_fds: &[i32]) -> Result<()> {
+    let lo = index_of(nl, "lo").await?;
+    nl.set_up(lo).await?;
+    let br0 = nl.ensure_bridge("br0", None).await?.index;
+    nl.add_address_without_broadcast(br0, "172.18.0.1/16".parse().expect("an address"))
+        .await?;
+    for (i, fd) in node_fds.iter().enumerate() {
+        let uplink = format!("u-node{}", i + 1);
+        nl.add_veth(&uplink, "eth0", *fd, None).await?;
+        let index = index_of(nl, &uplink).await?;
+        nl.set_up_in(index, Some(br0)).await?;
+    }
+    Ok(())
+}
+
 /// Node `i`, from inside its namespace: its underlay address and default
-/// route, what kubeadm asks of a node, the masquerade out of the pod network,
-/// and the way to the other nodes' pod ranges.
-async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
+/// route, what kubeadm asks of a node, and the way to the other nodes' pod
+/// ranges.
+async fn wire_node<N: NetOps>(nl: &N, config: &LabConfig, i: usize) -> Result<()> {
     let node_ip = config.node_ip(i);
     let lo = index_of(nl, "lo").await?;
     nl.set_up(lo).await?;
@@ -100,16 +107,9 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
     nl.add_route_v4(any, Ipv4Addr::new(172, 18, 0, 1), eth0, false)
         .await?;
     // What kubeadm requires of a node, set here explicitly: new namespaces
-    // inherit some of the host's values and not others. This thread is in
-    // the node's namespace, so /proc/sys/net is the node's.
-    strait_linux::write_sysctl("net.ipv4.ip_forward", "1")?;
-    strait_linux::write_sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
-    // Traffic leaving the pod network for the underlay is masqueraded; pod
-    // to pod, across nodes too, keeps its source.
-    let cidr = config.pod_cidr.to_string();
-    strait_linux::nft_apply(&format!(
-        "table ip strait-lab {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {cidr} ip daddr != {cidr} oifname \"eth0\" masquerade\n }}\n}}\n"
-    ))?;
+    // inherit some of the host's values and not others.
+    nl.write_sysctl("net.ipv4.ip_forward", "1")?;
+    nl.write_sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
     let flannel = match config.backend {
         Backend::Vxlan => {
             let index = nl
@@ -148,3 +148,16 @@ async fn wire_node(nl: &Netlink, config: &LabConfig, i: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Traffic leaving the pod network for the underlay is masqueraded; pod to
+/// pod, across nodes too, keeps its source. Run in the node's namespace.
+fn masquerade(config: &LabConfig) -> Result<()> {
+    let cidr = config.pod_cidr.to_string();
+    strait_linux::nft_apply(&format!(
+        "table ip strait-lab {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {cidr} ip daddr != {cidr} oifname \"eth0\" masquerade\n }}\n}}\n"
+    ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,8 @@ struct Rig {
 
 impl Rig {
     fn new(tag: &str) -> Rig {
-        let dir = std::env::temp_dir().join(format!("strait-cni-fake-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("strait-cni-fake-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Rig {
@@ -154,7 +155,10 @@ fn add_makes_the_bridge_the_veth_the_address_and_the_routes_where_they_belong() 
     assert_eq!(result["ips"][0]["address"], "10.22.0.2/24");
     assert_eq!(result["ips"][0]["gateway"], "10.22.0.1");
     assert_eq!(result["ips"][0]["interface"], 2);
-    assert_eq!(rig.held_by("ctr1"), ["10.22.0.2".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        rig.held_by("ctr1"),
+        ["10.22.0.2".parse::<IpAddr>().unwrap()]
+    );
 }
 
 fn mac_of(mac: [u8; 6]) -> String {
@@ -204,23 +208,34 @@ fn del_undoes_add_and_can_be_repeated() {
     pod2.addresses.clear();
     pod2.routes.clear();
     let host = start.get_mut(HOST).unwrap();
-    host.links.retain(|_, l| l.peer.as_ref().is_none_or(|(ns, _)| ns != "/run/netns/pod2"));
+    host.links.retain(|_, l| {
+        l.peer
+            .as_ref()
+            .is_none_or(|(ns, _)| ns != "/run/netns/pod2")
+    });
 
-    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf()).unwrap();
+    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf())
+        .unwrap();
     // The pod's end goes, and the host's with it (a veth pair dies whole).
     assert_eq!(rig.changes(), ["/run/netns/pod2: del_link eth0"]);
     assert_eq!(rig.kernel.state(), start);
     assert!(rig.held_by("ctr2").is_empty());
 
     // Again, and once more with the namespace gone: nothing to do, success.
-    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf()).unwrap();
+    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf())
+        .unwrap();
     rig.kernel.remove_netns("/run/netns/pod2");
-    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf()).unwrap();
+    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf())
+        .unwrap();
     assert_eq!(rig.changes(), Vec::<String>::new());
     rig.run("DEL", "never-added", "/run/netns/nowhere", &rig.conf())
         .unwrap();
     assert_eq!(rig.kernel.state().get(HOST), start.get(HOST));
-    assert_eq!(rig.held_by("ctr1").len(), 1, "the other pod keeps its address");
+    assert_eq!(
+        rig.held_by("ctr1").len(),
+        1,
+        "the other pod keeps its address"
+    );
 }
 
 #[test]
@@ -244,7 +259,8 @@ fn del_after_the_namespace_went_removes_the_host_end_left_behind() {
     rig.kernel.remove_netns("/run/netns/pod2");
     assert!(rig.kernel.netns_state(HOST).link(&veth).is_some());
     rig.kernel.take_calls();
-    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf()).unwrap();
+    rig.run("DEL", "ctr2", "/run/netns/pod2", &rig.conf())
+        .unwrap();
     assert_eq!(rig.changes(), [format!("host: del_link {veth}")]);
     let mut left = rig.kernel.netns_state(HOST);
     for l in left.links.values_mut() {
@@ -269,7 +285,9 @@ fn check_passes_after_add_and_names_what_went_missing() {
     let broken = |edit: &dyn Fn(&mut strait_linux::fake::NetnsState), path: &str, want: &str| {
         let before = rig.kernel.netns_state(path);
         rig.kernel.edit(path, edit);
-        let err = rig.run("CHECK", "ctr1", "/run/netns/pod1", &conf).unwrap_err();
+        let err = rig
+            .run("CHECK", "ctr1", "/run/netns/pod1", &conf)
+            .unwrap_err();
         assert!(err.msg.contains(want), "{} does not say {want}", err.msg);
         rig.kernel.edit(path, |s| *s = before);
     };
@@ -326,7 +344,6 @@ fn a_netns_path_that_is_no_network_namespace_is_refused_before_any_change() {
 /// Each call ADD makes is made to fail in turn: every time ADD reports the
 /// error and the kernel is as it was before, the address is free again.
 fn add_fails_cleanly_at_every_call(rig: &Rig, netns: &str) -> usize {
-    let mut failed_at = 0;
     for n in 0.. {
         let before = rig.kernel.state();
         rig.kernel.take_calls();
@@ -337,7 +354,7 @@ fn add_fails_cleanly_at_every_call(rig: &Rig, netns: &str) -> usize {
             // The chosen call was past the last one ADD makes.
             outcome.expect("ADD with no failure");
             assert!(n > 10, "ADD made only {n} calls");
-            return failed_at;
+            return n;
         };
         let err = outcome.expect_err(&format!("ADD went on after {failed}"));
         assert!(err.msg.contains("injected"), "{failed}: {}", err.msg);
@@ -346,8 +363,10 @@ fn add_fails_cleanly_at_every_call(rig: &Rig, netns: &str) -> usize {
             before,
             "state after ADD failed at {failed}"
         );
-        assert!(rig.held_by("ctr2").is_empty(), "address kept after {failed}");
-        failed_at += 1;
+        assert!(
+            rig.held_by("ctr2").is_empty(),
+            "address kept after {failed}"
+        );
     }
     unreachable!()
 }
@@ -360,4 +379,41 @@ fn add_failing_at_any_call_leaves_the_node_as_it_was() {
     rig.add("ctr1", "/run/netns/pod1").unwrap();
     let steps = add_fails_cleanly_at_every_call(&rig, "/run/netns/pod2");
     assert!(steps > 10, "{steps}");
+}
+
+/// On a node without the bridge yet, a failed ADD may leave the bridge (it
+/// is the node's, shared by every pod, as the reference plugin leaves it)
+/// but nothing of the pod: no veth, nothing in its namespace, no address.
+#[test]
+fn add_failing_on_a_fresh_node_leaves_nothing_of_the_pod() {
+    let rig = Rig::new("rollback-fresh");
+    rig.kernel.add_netns("/run/netns/pod1");
+    let pod_before = rig.kernel.netns_state("/run/netns/pod1");
+    let mut n = 0;
+    loop {
+        rig.kernel.take_calls();
+        rig.kernel.fail_call(n);
+        let outcome = rig.add("ctr1", "/run/netns/pod1");
+        if !rig.kernel.take_calls().iter().any(|c| c.failed) {
+            outcome.unwrap();
+            break;
+        }
+        assert!(outcome.is_err());
+        assert_eq!(
+            rig.kernel.netns_state("/run/netns/pod1"),
+            pod_before,
+            "call {n}"
+        );
+        let host = rig.kernel.netns_state(HOST);
+        assert!(
+            host.links
+                .values()
+                .all(|l| l.kind.as_deref() != Some("veth")),
+            "call {n}: {:?}",
+            host.describe()
+        );
+        assert!(rig.held_by("ctr1").is_empty(), "call {n}");
+        n += 1;
+    }
+    assert!(n > 10, "{n}");
 }
