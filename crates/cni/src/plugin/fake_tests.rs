@@ -417,3 +417,92 @@ fn add_failing_on_a_fresh_node_leaves_nothing_of_the_pod() {
     }
     assert!(n > 10, "{n}");
 }
+
+/// Identifiers that would reach link names, files or nft elements are
+/// refused before the kernel is asked anything.
+#[test]
+fn bad_identifiers_are_refused_before_any_call() {
+    let rig = Rig::new("idents");
+    rig.kernel.add_netns("/run/netns/pod1");
+    let before = rig.kernel.state();
+    for (id, ifname) in [
+        ("ok", "../eth0"),
+        ("ok", "a-name-longer-than-15"),
+        ("bad/id", "eth0"),
+        ("", "eth0"),
+    ] {
+        let env = Env {
+            command: "ADD".into(),
+            container_id: id.into(),
+            netns: "/run/netns/pod1".into(),
+            ifname: ifname.into(),
+            ..Env::default()
+        };
+        let stdin = rig.conf().to_string();
+        let err = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(dispatch(&rig.kernel, &env, stdin.as_bytes()))
+            .unwrap_err();
+        assert!(
+            err.code == code::INVALID_ENVIRONMENT || err.code == code::INVALID_CONFIG,
+            "{id:?} {ifname:?}: {} {}",
+            err.code,
+            err.msg
+        );
+    }
+    assert!(rig.kernel.take_calls().is_empty());
+    assert_eq!(rig.kernel.state(), before);
+}
+
+/// What is in the way is named, and ADD changes nothing it did not make.
+#[test]
+fn add_refuses_what_is_in_the_way_and_leaves_it_alone() {
+    let rig = Rig::new("in-the-way");
+    rig.kernel.add_netns("/run/netns/pod1");
+    // A link called cni0 that is no bridge.
+    rig.kernel.edit(HOST, |s| {
+        let dummy = strait_linux::fake::FakeLink {
+            index: 7,
+            name: "cni0".into(),
+            kind: Some("dummy".into()),
+            mac: [2, 0, 0, 0, 0, 7],
+            mtu: 1500,
+            up: true,
+            controller: None,
+            peer: None,
+            hairpin: false,
+            promiscuous: false,
+            vxlan: None,
+        };
+        s.links.insert(7, dummy);
+    });
+    let before = rig.kernel.state();
+    let err = rig.add("ctr1", "/run/netns/pod1").unwrap_err();
+    assert!(
+        err.msg.contains("cni0") && err.msg.contains("not a bridge"),
+        "{}",
+        err.msg
+    );
+    assert_eq!(rig.kernel.state(), before);
+    assert!(rig.held_by("ctr1").is_empty());
+
+    // The pod already has the interface: refused before anything is made.
+    let rig = Rig::new("in-the-way-2");
+    let pod2 = rig.kernel.add_netns("/run/netns/pod2");
+    let other = rig.kernel.add_netns("/run/netns/other");
+    let nl = rig.kernel.netlink(&other);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(nl.add_veth("x", "eth0", pod2.fd(), None))
+        .unwrap();
+    let before = rig.kernel.state();
+    let err = rig.add("ctr2", "/run/netns/pod2").unwrap_err();
+    assert!(
+        err.msg.contains("interface eth0 already exists"),
+        "{}",
+        err.msg
+    );
+    assert_eq!(rig.kernel.state(), before);
+}
