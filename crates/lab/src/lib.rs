@@ -21,4 +21,5 @@ pub use layout::{
     pod_key, validate_lab_name, Backend, LabConfig, LabState, Layout, NodeProblem, PodRecord,
     MAX_LAB_NAME,
 };
+pub use net::masquerade_table;
 pub use procs::{kill_in_netns, netns_inode, ProcessId};

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::object::{Kind, Object, ObjectKey};
-use crate::validate;
+use crate::kind::{Kind, ObjectKey};
+use crate::object::{Object, TypedDoc};
 use crate::{Error, Result};
 
 /// Where manifests come from: a path (file or directory) or standard input.
@@ -661,6 +661,12 @@ struct TypeMeta<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
 }
 
+impl TypedDoc for Doc<'_> {
+    fn typed<T: DeserializeOwned>(&self) -> Result<T, (String, String)> {
+        Doc::typed(self)
+    }
+}
+
 impl Doc<'_> {
     fn head(&self) -> Option<Head> {
         match self {
@@ -992,7 +998,7 @@ fn add_document(
     if meta.namespace != wanted {
         object.metadata_mut().namespace = wanted;
     }
-    validate::object(&mut object).map_err(|(field, message)| {
+    object.admit().map_err(|(field, message)| {
         let meta = object.metadata();
         let described = describe(
             meta.name.as_deref().unwrap_or_default(),
