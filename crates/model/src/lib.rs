@@ -24,8 +24,8 @@ pub mod controllers;
 
 pub use error::{Error, Result};
 pub use manifest::{
-    load_paths, load_paths_with, parse_str, Format, Loaded, Origin, ReadOptions, SkipReason,
-    Skipped, Source, MAX_INPUT_BYTES,
+    load_paths, load_paths_with, parse_str, parse_str_with, Admission, Format, Loaded, Origin,
+    ReadOptions, Refused, SkipReason, Skipped, Source, MAX_INPUT_BYTES,
 };
 pub use object::{Kind, Object, ObjectKey};
 pub use pod::CompactPod;
