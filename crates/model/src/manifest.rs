@@ -694,8 +694,9 @@ fn without_file(error: Error) -> String {
 /// A document that did not make a valid object.
 struct DocError {
     index: usize,
-    /// The object, when its kind and name are known.
-    key: Option<ObjectKey>,
+    /// The object, when its kind and name are known (boxed: refusals are
+    /// rare, and this keeps every document's result small).
+    key: Option<Box<ObjectKey>>,
     object: String,
     field: String,
     message: String,
@@ -706,7 +707,7 @@ impl DocError {
     fn refused(self, origin: &Origin) -> Refused {
         Refused {
             origin: origin.clone(),
-            key: self.key,
+            key: self.key.map(|k| *k),
             error: Error::Document {
                 file: String::new(),
                 index: self.index,
@@ -1051,7 +1052,7 @@ fn add_document(
 ) -> Result<(), DocError> {
     let index = origin.index;
     let fail =
-        |(object, key): (String, Option<ObjectKey>), field: &str, message: String| DocError {
+        |(object, key): (String, Option<Box<ObjectKey>>), field: &str, message: String| DocError {
             index,
             key,
             object,
@@ -1166,7 +1167,7 @@ fn add_document(
             );
             (
                 format!(" ({})", ObjectKey::new(kind, namespace, name)),
-                Some(key),
+                Some(Box::new(key)),
             )
         }
     };
