@@ -122,6 +122,51 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// What a follower does with refusals, as the API server does with a
+    /// refused request: the object stored `before` stays. For each refusal
+    /// in [`Loaded::refused`] this adds to [`Loaded::objects`] what was read
+    /// `before` in its place: the object of the same kind, namespace and
+    /// name; for a document that could not be read, the object that document
+    /// held; for a file, the objects of that file. Never an object whose key
+    /// was read now. Returns, for each refusal in order, the keys kept.
+    pub fn keep_refused(&mut self, before: &[(Object, Origin)]) -> Vec<Vec<ObjectKey>> {
+        if self.refused.is_empty() {
+            return Vec::new();
+        }
+        let mut present: std::collections::HashSet<ObjectKey> =
+            self.objects.iter().map(|(o, _)| ObjectKey::of(o)).collect();
+        let by_key: std::collections::HashMap<ObjectKey, &(Object, Origin)> = before
+            .iter()
+            .map(|entry| (ObjectKey::of(&entry.0), entry))
+            .collect();
+        let mut kept_for = Vec::with_capacity(self.refused.len());
+        for refusal in &self.refused {
+            let candidates: Vec<&(Object, Origin)> = match (&refusal.key, refusal.origin.index) {
+                (Some(key), _) => by_key.get(key).copied().into_iter().collect(),
+                (None, 0) => before
+                    .iter()
+                    .filter(|(_, o)| o.file == refusal.origin.file)
+                    .collect(),
+                (None, _) => before
+                    .iter()
+                    .filter(|(_, o)| *o == refusal.origin)
+                    .collect(),
+            };
+            let mut kept = Vec::new();
+            for (object, origin) in candidates {
+                let key = ObjectKey::of(object);
+                if present.insert(key.clone()) {
+                    kept.push(key);
+                    self.objects.push((object.clone(), origin.clone()));
+                }
+            }
+            kept_for.push(kept);
+        }
+        kept_for
+    }
+}
+
 /// How much strait reads at most, over all sources of one command: far more
 /// than the dump of a large cluster (110k objects are about 150 MB of JSON),
 /// far less than what would run a node out of memory once parsed.
@@ -1365,6 +1410,73 @@ mod tests {
             .collect();
         assert_eq!(refused, [("b.yaml".into(), 0), ("c.yaml".into(), 1)]);
         assert!(strict.is_err());
+    }
+
+    #[test]
+    fn refused_objects_keep_what_was_admitted_before_in_their_place() {
+        let service = |name: &str, port: u32| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s-{name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        let read = |file: &str, text: &str| {
+            parse_str_with(file, text, Format::Yaml, Admission::PerObject).unwrap()
+        };
+        let mut before = read(
+            "a.yaml",
+            &format!(
+                "{}---\n{}---\n{}",
+                service("x", 80),
+                service("y", 80),
+                service("z", 80)
+            ),
+        );
+        before.merge(read(
+            "b.yaml",
+            &format!("{}---\n{}", service("w", 80), service("v", 80)),
+        ));
+        assert!(before.refused.is_empty());
+        let before = before.objects;
+
+        // a.yaml: x updated; y's new version refused; z's document unreadable;
+        // a new object n refused. b.yaml: unreadable as a whole.
+        let mut now = read(
+            "a.yaml",
+            &format!(
+                "{}---\n{}---\nkind: [z\n---\n{}",
+                service("x", 81),
+                service("y", 70000),
+                service("n", 70000)
+            ),
+        );
+        now.merge(read("b.yaml", "kind: [\n"));
+        assert_eq!(now.refused.len(), 4);
+        let kept = now.keep_refused(&before);
+        let key = |name: &str| ObjectKey::new(Kind::Service, "default", format!("s-{name}"));
+        assert_eq!(
+            kept,
+            [
+                vec![key("y")],
+                vec![key("z")],
+                vec![],
+                vec![key("w"), key("v")]
+            ]
+        );
+        let port = |name: &str| -> Option<i32> {
+            now.objects.iter().find_map(|(o, _)| match o {
+                Object::Service(s) if s.metadata.name.as_deref() == Some(&format!("s-{name}")) => {
+                    Some(s.spec.as_ref()?.ports.as_ref()?[0].port)
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(
+            ["x", "y", "z", "n", "w", "v"].map(port),
+            [Some(81), Some(80), Some(80), None, Some(80), Some(80)]
+        );
+
+        // What is read now under a key is never doubled by what was kept.
+        let mut moved = read("a.yaml", &format!("{}---\nkind: [\n", service("y", 90)));
+        assert_eq!(moved.keep_refused(&before), [Vec::<ObjectKey>::new()]);
+        assert_eq!(moved.objects.len(), 1);
     }
 
     #[test]
