@@ -205,7 +205,9 @@ fn record(
             tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, via = proxy.last_path(), "partial sync");
             metrics.synced("partial", d, ports, chains, elements);
         }
-        Some(Sync::Unchanged) => tracing::debug!("no change"),
+        // Said at info: that a reload (one with refused objects, say) left the
+        // rules as they were is worth knowing.
+        Some(Sync::Unchanged) => tracing::info!("no change to the rules"),
         None => metrics.failed(),
     }
 }
