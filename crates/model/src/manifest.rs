@@ -437,9 +437,9 @@ pub fn parse_str_with(
                     Ok(collector) => collector,
                     Err(e) if per_object => match read_yaml_documents_alone(file, text) {
                         Some(collector) => collector,
-                        None => return Ok(file_refused(file, yaml_error(file, text, &e))),
+                        None => return Ok(file_refused(file, yaml_error(file, text, &e, false))),
                     },
-                    Err(e) => return Err(yaml_error(file, text, &e)),
+                    Err(e) => return Err(yaml_error(file, text, &e, false)),
                 },
             };
         }
@@ -498,11 +498,11 @@ fn read_yaml_documents_alone(file: &str, text: &str) -> Option<Collector> {
                     padding_left -= before;
                     let padded = format!("{}{part}", "\n".repeat(before));
                     let e = read_yaml(&padded).err().unwrap_or(e);
-                    without_file(yaml_error(file, &padded, &e))
+                    without_file(yaml_error(file, &padded, &e, true))
                 } else {
                     format!(
                         "{} (lines counted from the document's start)",
-                        without_file(yaml_error(file, part, &e))
+                        without_file(yaml_error(file, part, &e, true))
                     )
                 };
                 all.index += 1;
@@ -573,8 +573,9 @@ fn yaml_options(len: usize) -> serde_saphyr::Options {
 }
 
 /// A YAML file that could not be read: past a limit (named with the
-/// document it is in) or not valid YAML.
-fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Error {
+/// document it is in, unless `one_document`: the text is one document,
+/// named by the caller) or not valid YAML.
+fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error, one_document: bool) -> Error {
     use serde_saphyr::Error as E;
     // The error itself, without the snippets and alias locations around it.
     let mut inner = e;
@@ -597,6 +598,7 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Error {
         };
     }
     let place = match e.location() {
+        Some(at) if at.line() > 0 && one_document => format!("line {}: ", at.line()),
         Some(at) if at.line() > 0 => format!(
             "document {}: line {}: ",
             document_at_line(text, at.line()),
@@ -1695,6 +1697,27 @@ mod tests {
         assert!(err.starts_with("test.yaml: document 2: line "), "{err}");
         assert!(err.contains("YAML aliases may repeat at most"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_alias_bomb_read_object_by_object_refuses_its_document_only() {
+        let text = format!("{}---\n{GOOD}", alias_bomb());
+        let started = std::time::Instant::now();
+        let loaded = per_object(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let kinds: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|(o, i)| (o.kind(), i.index))
+            .collect();
+        assert_eq!(kinds, [(Kind::Namespace, 1), (Kind::Service, 3)]);
+        assert_eq!(loaded.refused.len(), 1);
+        let message = loaded.refused[0].error.to_string();
+        assert!(
+            message.starts_with("test.yaml: document 2: (document): line ")
+                && message.contains("refused: the YAML expands past what strait reads"),
+            "{message}"
+        );
     }
 
     #[test]
