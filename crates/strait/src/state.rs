@@ -170,7 +170,7 @@ pub fn load_following(
             .iter()
             .map(|(o, origin)| (o.clone(), Some(origin.clone()))),
     )?;
-    tracing::info!(objects = desired.len(), refused, elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
+    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
     Ok(Reload {
         state: reconcile(desired, previous, config)?,
         admitted,
