@@ -480,7 +480,8 @@ fn file_refused(file: &str, error: Error) -> Loaded {
 /// (cut before each `---` line, which no content may hold), so that only
 /// the documents that are not valid are refused. `None` when the documents
 /// cannot be told apart: one document only, or directives (`%YAML`), which
-/// belong to the document after them.
+/// belong to the document after them. The documents share the file's
+/// alias budget: reading them apart makes aliases repeat no more in all.
 fn read_yaml_documents_alone(file: &str, text: &str) -> Option<Collector> {
     let parts = yaml_documents(text)?;
     let mut all = Collector::default();
@@ -489,15 +490,16 @@ fn read_yaml_documents_alone(file: &str, text: &str) -> Option<Collector> {
     // it gives its error the line of the file; bounded, so that a file of
     // many bad documents is not read over and over.
     let mut padding_left: usize = 16 << 20;
+    let shares = parts.len();
     for part in parts {
-        match read_yaml(part) {
+        match read_yaml_sharing(part, shares) {
             Ok(read) => all.append(read),
             Err(e) => {
                 let before = usize::try_from(line).unwrap_or(usize::MAX);
                 let message = if before <= padding_left {
                     padding_left -= before;
                     let padded = format!("{}{part}", "\n".repeat(before));
-                    let e = read_yaml(&padded).err().unwrap_or(e);
+                    let e = read_yaml_sharing(&padded, shares).err().unwrap_or(e);
                     without_file(yaml_error(file, &padded, &e, true))
                 } else {
                     format!(
@@ -539,7 +541,17 @@ const MAX_ALIAS_REPLAYED_BYTES: usize = 16 << 20;
 const MAX_YAML_DEPTH: usize = 255;
 
 fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
-    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, yaml_options(text.len()))
+    read_yaml_sharing(text, 1)
+}
+
+/// [`read_yaml`] of one of `shares` parts of a file read apart: the file's
+/// alias budget is split among them, so reading a file's documents one by
+/// one lets aliases repeat no more than reading it at once.
+fn read_yaml_sharing(text: &str, shares: usize) -> Result<Collector, serde_saphyr::Error> {
+    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(
+        text,
+        yaml_options(text.len(), shares.max(1)),
+    )
 }
 
 /// The parser's budget, measured by the text: without aliases no document
@@ -548,10 +560,14 @@ fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
 /// aliases may add lets a dump of any size through and stops what only
 /// aliases can make. (The parser's default budget is for config files: 1024
 /// documents, 250,000 nodes — a cluster dump has far more.)
-fn yaml_options(len: usize) -> serde_saphyr::Options {
+fn yaml_options(len: usize, shares: usize) -> serde_saphyr::Options {
+    let (alias_events, alias_bytes) = (
+        MAX_ALIAS_REPLAYED_EVENTS / shares,
+        MAX_ALIAS_REPLAYED_BYTES / shares,
+    );
     let events = len
         .saturating_mul(2)
-        .saturating_add(2 * MAX_ALIAS_REPLAYED_EVENTS)
+        .saturating_add(2 * alias_events)
         .saturating_add(64);
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -560,14 +576,14 @@ fn yaml_options(len: usize) -> serde_saphyr::Options {
             max_nodes: events,
             max_documents: usize::MAX,
             max_depth: MAX_YAML_DEPTH,
-            max_total_scalar_bytes: len.saturating_add(MAX_ALIAS_REPLAYED_BYTES),
-            max_recorded_anchor_bytes: MAX_ALIAS_REPLAYED_BYTES,
+            max_total_scalar_bytes: len.saturating_add(alias_bytes),
+            max_recorded_anchor_bytes: alias_bytes,
             // The replay limits below bound what aliases make; the ratio
             // heuristic would refuse a label anchor used a hundred times.
             enforce_alias_anchor_ratio: false,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: MAX_ALIAS_REPLAYED_EVENTS,
+            max_total_replayed_events: alias_events,
         },
     }
 }
@@ -1718,6 +1734,30 @@ mod tests {
                 && message.contains("refused: the YAML expands past what strait reads"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn documents_read_apart_share_the_files_alias_budget() {
+        // A syntax error first makes the file be read document by document;
+        // each document then repeats 3,000 nodes: 3 million in all if each
+        // had the whole file's budget, more than a file may make.
+        let mut text = String::from("kind: [\n");
+        let doc = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  a: &a [x,x,x,x,x,x,x,x,x,x]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: [*c,*c,*c]\n";
+        for _ in 0..1000 {
+            text.push_str(doc);
+        }
+        let started = std::time::Instant::now();
+        let loaded = per_object(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Every document is refused: its share of the budget is too small.
+        assert_eq!(loaded.refused.len(), 1001);
+        let message = loaded.refused[1].error.to_string();
+        assert!(
+            message.contains("expands past what strait reads"),
+            "{message}"
+        );
+        // The same document alone in a file is read.
+        assert!(per_object(&doc[4..]).refused.is_empty());
     }
 
     #[test]
