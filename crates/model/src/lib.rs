@@ -27,8 +27,8 @@ pub mod controllers;
 pub use error::{Error, Result};
 pub use kind::{Kind, ObjectKey};
 pub use manifest::{
-    load_paths, load_paths_with, parse_str, Format, Loaded, Origin, ReadOptions, SkipReason,
-    Skipped, Source, MAX_INPUT_BYTES,
+    load_paths, load_paths_with, parse_str, parse_str_with, Admission, Format, Loaded, Origin,
+    ReadOptions, Refused, SkipReason, Skipped, Source, MAX_INPUT_BYTES,
 };
 pub use names::dns_label as validate_dns_label;
 pub use names::dns_subdomain as validate_dns_subdomain;

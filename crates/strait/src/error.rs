@@ -13,6 +13,11 @@ pub enum Error {
     #[error(transparent)]
     Lab(#[from] strait_lab::Error),
 
+    /// Objects admission refused in a command that applies the others
+    /// (`strait lab apply`); each was printed with its error.
+    #[error("{refused} object(s) refused (printed above); the others were applied")]
+    Refused { refused: usize },
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }
