@@ -479,6 +479,9 @@ struct Batch {
     deleted: Vec<String>,
     /// Where the last command starts (it asks for the acknowledgement).
     last: Option<usize>,
+    /// The IP version the rule being written has matched so far (nft adds
+    /// its `meta nfproto` check in inet tables once per rule).
+    rule_l3: std::cell::Cell<Option<L3>>,
 }
 
 const MSG_CHUNK: usize = 60_000;
@@ -496,8 +499,15 @@ impl Batch {
             created: HashMap::new(),
             deleted: Vec::new(),
             last: None,
+            rule_l3: std::cell::Cell::new(None),
         };
-        b.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, 0, NFNL_SUBSYS_NFTABLES);
+        b.header(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            first_seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
         b
     }
 
@@ -545,11 +555,18 @@ impl Batch {
         let end = self.first_seq.wrapping_add(1 + self.whats.len() as u32);
         if let Some(last) = self.last {
             let flags_at = last + 6;
-            let f = u16::from_ne_bytes([self.buf.b[flags_at], self.buf.b[flags_at + 1]]) | NLM_F_ACK;
+            let f =
+                u16::from_ne_bytes([self.buf.b[flags_at], self.buf.b[flags_at + 1]]) | NLM_F_ACK;
             self.buf.b[flags_at..flags_at + 2].copy_from_slice(&f.to_ne_bytes());
         }
         let start = self.buf.b.len();
-        self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, NFNL_SUBSYS_NFTABLES);
+        self.header(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            end,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
         self.finish_msg(start);
         // The batch-begin header's length.
         self.buf.b[0..4].copy_from_slice(&20u32.to_ne_bytes());
@@ -568,7 +585,9 @@ impl Batch {
             return Ok(s.clone());
         }
         if self.deleted.iter().any(|d| d == set) {
-            return Err(err(format!("set {set:?} was deleted earlier in this transaction")));
+            return Err(err(format!(
+                "set {set:?} was deleted earlier in this transaction"
+            )));
         }
         self.known.get(set).cloned().ok_or_else(|| {
             err(format!(
@@ -588,7 +607,11 @@ impl Batch {
     }
 
     fn add_table(&mut self) {
-        let m = self.begin(msg::NEWTABLE, NLM_F_CREATE, format!("add table {}", self.table));
+        let m = self.begin(
+            msg::NEWTABLE,
+            NLM_F_CREATE,
+            format!("add table {}", self.table),
+        );
         let t = self.table.clone();
         self.buf.str(1, &t);
         self.buf.u32(2, 0);
@@ -692,7 +715,11 @@ impl Batch {
         if matches!(set.data, Some(MapData::Value(ref t)) if t.is_empty()) {
             return Err(err(format!("set {name:?} maps to an empty type")));
         }
-        let by_typeof = set.key.iter().chain(&data_types).any(|t| *t == DataType::Slot);
+        let by_typeof = set
+            .key
+            .iter()
+            .chain(&data_types)
+            .any(|t| *t == DataType::Slot);
         let key_len = if concat {
             set.key.iter().map(|t| round4(type_info(*t).len)).sum()
         } else {
@@ -819,9 +846,17 @@ impl Batch {
             }
         }
         let mut body = Buf::default();
+        self.rule_l3.set(None);
+        // nft puts what a reject needs (the protocol it answers in) at the
+        // head of the rule.
+        for e in &rule.exprs {
+            if let Expr::Reject(r) = e {
+                self.reject_dependency(&mut body, *r, &rule.exprs)?;
+            }
+        }
         let mut anon = anon.into_iter();
-        for (i, e) in rule.exprs.iter().enumerate() {
-            self.rule_expr(&mut body, e, &rule.exprs[..i], &mut anon)?;
+        for e in &rule.exprs {
+            self.rule_expr(&mut body, e, &mut anon)?;
         }
         let m = self.begin(
             msg::NEWRULE,
@@ -849,15 +884,37 @@ impl Batch {
             .iter()
             .any(|v| matches!(v, Value::Net(_) | Value::PortRange(..)));
         if interval && info.byteorder != BYTEORDER_BIG {
-            return Err(err(format!("{field:?}: ranges are not encoded over netlink")));
+            return Err(err(format!(
+                "{field:?}: ranges are not encoded over netlink"
+            )));
         }
         let mut entries = Vec::new();
-        for v in values {
-            if interval {
+        if interval {
+            // nft merges the intervals of an anonymous set: overlapping or
+            // adjacent ones become one.
+            let mut spans: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for v in values {
                 let (lo, hi) = bounds(v)?;
                 if lo.len() != info.len {
                     return Err(err(format!("{v:?} does not fit {field:?}")));
                 }
+                spans.push((lo, hi));
+            }
+            spans.sort();
+            let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for (lo, hi) in spans {
+                if let Some(last) = merged.last_mut() {
+                    let touches = successor(&last.1).is_none_or(|next| lo <= next);
+                    if touches {
+                        if hi > last.1 {
+                            last.1 = hi;
+                        }
+                        continue;
+                    }
+                }
+                merged.push((lo, hi));
+            }
+            for (lo, hi) in merged {
                 entries.push(Entry::key(lo));
                 match successor(&hi) {
                     Some(end) => {
@@ -872,22 +929,16 @@ impl Batch {
                         entries[last].udata = u.0;
                     }
                 }
-            } else {
+            }
+        } else {
+            for v in values {
                 let b = value_bytes(v)?;
                 if b.len() != info.len {
                     return Err(err(format!("{v:?} does not fit {field:?}")));
                 }
-                entries.push(Entry::key(b));
-            }
-        }
-        if interval {
-            // Intervals must not overlap, as nft -f refuses them; sorted by
-            // start, each must end before the next starts.
-            let mut spans: Vec<(Vec<u8>, Vec<u8>)> =
-                values.iter().map(bounds).collect::<Result<_>>()?;
-            spans.sort();
-            if spans.windows(2).any(|w| w[1].0 <= w[0].1) {
-                return Err(err(format!("{field:?}: overlapping intervals in a {{ }} match")));
+                if !entries.iter().any(|e: &Entry| e.key == b) {
+                    entries.push(Entry::key(b));
+                }
             }
         }
         let id = self.new_id();
@@ -919,7 +970,11 @@ impl Batch {
         self.buf.attr(13, &u.0);
         self.finish_msg(m);
 
-        let m = self.begin(msg::NEWSETELEM, NLM_F_CREATE, "add anonymous set elements".into());
+        let m = self.begin(
+            msg::NEWSETELEM,
+            NLM_F_CREATE,
+            "add anonymous set elements".into(),
+        );
         self.buf.str(1, &t);
         self.buf.str(2, "__set%d");
         self.buf.u32(4, id);
@@ -940,8 +995,17 @@ impl Batch {
             if let Some(l3) = field_info(*f).l3 {
                 if self.family == Family::Inet && !seen.contains(&l3) {
                     seen.push(l3);
-                    meta_load(b, 15, REG_1);
-                    cmp(b, REG_1, 0, &[nfproto(l3)]);
+                    match self.rule_l3.get() {
+                        Some(known) if known == l3 => {}
+                        Some(_) => {
+                            return Err(err(format!("{f:?} in a rule about the other IP version")))
+                        }
+                        None => {
+                            meta_load(b, 15, REG_1);
+                            cmp(b, REG_1, 0, &[nfproto(l3)]);
+                            self.rule_l3.set(Some(l3));
+                        }
+                    }
                 }
                 if (self.family == Family::Ip && l3 == L3::V6)
                     || (self.family == Family::Ip6 && l3 == L3::V4)
@@ -973,7 +1037,9 @@ impl Batch {
             load(b, *f, reg);
             let info = field_info(*f);
             if convert {
-                let host = shape.and_then(|s| s.key.get(i)).is_some_and(|t| host_order(*t));
+                let host = shape
+                    .and_then(|s| s.key.get(i))
+                    .is_some_and(|t| host_order(*t));
                 if host {
                     // What nft sends: 1-byte values as size 2, length 1.
                     let (size, len) = if info.len == 1 { (2, 1) } else { (4, info.len) };
@@ -1012,13 +1078,7 @@ impl Batch {
         }
     }
 
-    fn rule_expr(
-        &self,
-        b: &mut Buf,
-        e: &Expr,
-        before: &[Expr],
-        anon: &mut impl Iterator<Item = u32>,
-    ) -> Result<()> {
+    fn rule_expr(&self, b: &mut Buf, e: &Expr, anon: &mut impl Iterator<Item = u32>) -> Result<()> {
         match e {
             Expr::Cmp { field, op, value } => self.cmp_expr(b, *field, *op, value),
             Expr::Masked {
@@ -1188,7 +1248,7 @@ impl Batch {
                 });
                 Ok(())
             }
-            Expr::Reject(r) => self.reject(b, *r, before),
+            Expr::Reject(r) => self.reject(b, *r),
             Expr::Verdict(v) => {
                 if let Verdict::Jump(c) | Verdict::Goto(c) = v {
                     check_name("chain", c)?;
@@ -1205,40 +1265,91 @@ impl Batch {
     fn nat_family(&self, to: IpAddr) -> Result<L3> {
         let l3 = L3::of(to);
         match (self.family, l3) {
-            (Family::Ip, L3::V6) | (Family::Ip6, L3::V4) => Err(err(format!(
-                "NAT to {to} in an {:?} table",
-                self.family
-            ))),
+            (Family::Ip, L3::V6) | (Family::Ip6, L3::V4) => {
+                Err(err(format!("NAT to {to} in an {:?} table", self.family)))
+            }
             _ => Ok(l3),
         }
     }
 
-    fn reject(&self, b: &mut Buf, r: Reject, before: &[Expr]) -> Result<()> {
-        let (kind, code): (u32, u8) = match (r, self.family) {
-            (Reject::TcpReset, _) => {
-                let has_tcp = before.iter().any(|e| {
-                    matches!(e, Expr::Cmp { field: Field::L4Proto, op: CmpOp::Eq, value }
-                        if *value == Value::TCP)
-                });
-                if !has_tcp {
+    /// The match nft adds for a reject when the rule does not say the
+    /// protocol already: `meta l4proto tcp` for a TCP reset, `meta nfproto`
+    /// for an ICMP type in an inet table. A rule that says another protocol
+    /// is refused (so is its text by nft).
+    fn reject_dependency(&self, b: &mut Buf, r: Reject, rule: &[Expr]) -> Result<()> {
+        let mut l4 = None;
+        let mut l3 = None;
+        for e in rule {
+            match e {
+                Expr::Cmp {
+                    field: Field::L4Proto,
+                    op: CmpOp::Eq,
+                    value: Value::Proto(p),
+                } => l4 = l4.or(Some(*p)),
+                Expr::Cmp {
+                    field: Field::NfProto,
+                    op: CmpOp::Eq,
+                    value: Value::NfProto(v),
+                } => l3 = l3.or(Some(*v)),
+                _ => {}
+            }
+            let fields: Vec<Field> = match e {
+                Expr::Cmp { field, .. }
+                | Expr::Masked { field, .. }
+                | Expr::OneOf { field, .. } => {
+                    vec![*field]
+                }
+                Expr::Lookup { key, .. }
+                | Expr::VerdictMap { key, .. }
+                | Expr::DnatMap { key, .. }
+                | Expr::UpdateSet { key, .. } => key.clone(),
+                _ => Vec::new(),
+            };
+            for f in fields {
+                if let Some(v) = field_info(f).l3 {
+                    l3 = l3.or(Some(v));
+                }
+            }
+        }
+        let conflict = || err(format!("{r:?} in a rule about another protocol"));
+        match (r, self.family) {
+            (Reject::TcpReset, _) => match l4 {
+                Some(crate::protocol::TCP) => {}
+                Some(_) => return Err(conflict()),
+                None => {
                     meta_load(b, 16, REG_1);
                     cmp(b, REG_1, 0, &[crate::protocol::TCP]);
                 }
-                (1, 0)
-            }
+            },
+            (Reject::IcmpPortUnreachable, Family::Inet) => match l3 {
+                Some(L3::V4) => {}
+                Some(L3::V6) => return Err(conflict()),
+                None => {
+                    meta_load(b, 15, REG_1);
+                    cmp(b, REG_1, 0, &[nfproto(L3::V4)]);
+                }
+            },
+            (Reject::Icmpv6PortUnreachable, Family::Inet) => match l3 {
+                Some(L3::V6) => {}
+                Some(L3::V4) => return Err(conflict()),
+                None => {
+                    meta_load(b, 15, REG_1);
+                    cmp(b, REG_1, 0, &[nfproto(L3::V6)]);
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reject(&self, b: &mut Buf, r: Reject) -> Result<()> {
+        let (kind, code): (u32, u8) = match (r, self.family) {
+            (Reject::TcpReset, _) => (1, 0),
             (Reject::Default, Family::Ip) => (0, 3),
             (Reject::Default, Family::Ip6) => (0, 4),
             (Reject::Default, Family::Inet) => (2, 1),
-            (Reject::IcmpPortUnreachable, Family::Ip) => (0, 3),
-            (Reject::Icmpv6PortUnreachable, Family::Ip6) => (0, 4),
-            (Reject::IcmpPortUnreachable, Family::Inet) => {
-                self.dependency(b, &[Field::IpDaddr])?;
-                (0, 3)
-            }
-            (Reject::Icmpv6PortUnreachable, Family::Inet) => {
-                self.dependency(b, &[Field::Ip6Daddr])?;
-                (0, 4)
-            }
+            (Reject::IcmpPortUnreachable, Family::Ip | Family::Inet) => (0, 3),
+            (Reject::Icmpv6PortUnreachable, Family::Ip6 | Family::Inet) => (0, 4),
             (r, f) => return Err(err(format!("{r:?} in an {f:?} table"))),
         };
         b.expr("reject", |b| {
@@ -1253,6 +1364,14 @@ impl Batch {
         let info = field_info(field);
         let mismatch = || err(format!("{value:?} cannot be compared with {field:?}"));
         self.dependency(b, &[field])?;
+        if let (Field::NfProto, CmpOp::Eq, Value::NfProto(l3)) = (field, op, value) {
+            match self.rule_l3.get() {
+                Some(known) if known != *l3 => {
+                    return Err(err("meta nfproto in a rule about the other IP version"))
+                }
+                _ => self.rule_l3.set(Some(*l3)),
+            }
+        }
         match (field, value) {
             (Field::CtState, Value::CtState(bits)) | (Field::CtStatus, Value::CtStatus(bits)) => {
                 if *bits == 0 {
@@ -1830,7 +1949,8 @@ impl Socket {
                 .map_err(io("read the kernel's answer"))?;
             let mut at = 0;
             while at + 16 <= n {
-                let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+                let word =
+                    |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
                 let len = word(at) as usize;
                 let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
                 let seq = word(at + 8);
@@ -1898,7 +2018,10 @@ mod tests {
             s.insert(vec![Value::Addr(IpAddr::V4(i.into()))], None);
         }
         let (batch, whats, _) = encode_table(&t, 1).unwrap();
-        let adds = whats.iter().filter(|w| w.starts_with("add elements")).count();
+        let adds = whats
+            .iter()
+            .filter(|w| w.starts_with("add elements"))
+            .count();
         assert!(adds > 1, "{whats:?}");
         assert!(batch.len() > 20_000 * 12);
     }
@@ -1938,14 +2061,28 @@ mod tests {
             value: None,
             comment: None,
         };
-        element_entries("s", &shape, &[Value::PortRange(80, 90)], Some(&e), false, &mut out)
-            .unwrap();
+        element_entries(
+            "s",
+            &shape,
+            &[Value::PortRange(80, 90)],
+            Some(&e),
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].key, 91u16.to_be_bytes());
         assert_eq!(out[1].flags, 1);
         out.clear();
-        element_entries("s", &shape, &[Value::PortRange(1, 65535)], Some(&e), false, &mut out)
-            .unwrap();
+        element_entries(
+            "s",
+            &shape,
+            &[Value::PortRange(1, 65535)],
+            Some(&e),
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].udata, [1, 4, 1, 0, 0, 0]);
     }
