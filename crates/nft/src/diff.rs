@@ -6,8 +6,10 @@
 //! elements that went away or changed are deleted; removed sets and sets
 //! whose declaration changed are deleted (their rules are gone by then);
 //! chains whose hook, priority or type changed are deleted and created
-//! again; changed sets are declared again; then the new elements and the
-//! rules of every flushed or created chain; removed chains last. The kernel refuses
+//! again; changed sets are declared again; then the rules of every
+//! flushed or created chain and the new elements (a rule that binds a map
+//! makes the kernel walk its elements, so they come after); removed
+//! chains last. The kernel refuses
 //! to delete a chain something still jumps to or a set a rule still uses,
 //! so everything that refers to a chain or set that is recreated is
 //! flushed (rules) or deleted (map elements) first and written again after.
@@ -214,7 +216,19 @@ pub fn diff(old: &Table, new: &Table) -> Transaction {
             set: declaration(&new.sets[*name]),
         });
     }
-    // 5. Elements of new and recreated sets, and the adds of the others.
+    // 5. Rules of new and rewritten chains.
+    for (name, c) in &new.chains {
+        if added_chains.contains(&name) || rewritten.contains(name) {
+            for rule in &c.rules {
+                tx.ops.push(Op::AddRule {
+                    chain: name.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
+    // 6. Elements of new and recreated sets, and the adds of the others
+    //    (after the rules: a rule binding a map walks its elements).
     for (name, s) in &new.sets {
         let elements: Vec<(Vec<crate::Value>, Element)> =
             if added_sets.contains(&name) || changed_sets.contains(name) {
@@ -230,17 +244,6 @@ pub fn diff(old: &Table, new: &Table) -> Transaction {
                 set: name.clone(),
                 elements,
             });
-        }
-    }
-    // 6. Rules of new and rewritten chains.
-    for (name, c) in &new.chains {
-        if added_chains.contains(&name) || rewritten.contains(name) {
-            for rule in &c.rules {
-                tx.ops.push(Op::AddRule {
-                    chain: name.clone(),
-                    rule: rule.clone(),
-                });
-            }
         }
     }
     // 7. Removed chains last: flushed above, so none jumps to another, and

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 
 use ipnet::IpNet;
 
@@ -1623,7 +1623,7 @@ fn element_entries(
             let c = crate::text::clean(c);
             let mut bytes = c.into_bytes();
             bytes.push(0);
-            if bytes.len() > 128 {
+            if bytes.len() > 129 {
                 return Err(bad("comment longer than 128 bytes".into()));
             }
             udata.put(0, &bytes);
@@ -1819,7 +1819,7 @@ fn encode_transaction(
 }
 
 /// The batch that replaces a whole table: create it if missing, delete it,
-/// create it again with its sets, chains, elements and rules.
+/// create it again with its sets, chains, rules and elements.
 fn encode_table(t: &Table, seq: u32) -> Result<(Vec<u8>, Vec<String>, HashMap<String, Shape>)> {
     t.validate()?;
     let mut b = Batch::new(t.family, &t.name, HashMap::new(), seq);
@@ -1832,6 +1832,13 @@ fn encode_table(t: &Table, seq: u32) -> Result<(Vec<u8>, Vec<String>, HashMap<St
     for (name, chain) in &t.chains {
         b.add_chain(name, chain.base.as_ref())?;
     }
+    for (name, chain) in &t.chains {
+        for rule in &chain.rules {
+            b.add_rule(name, rule)?;
+        }
+    }
+    // Elements after the rules: binding a rule to a map walks the map's
+    // elements (the kernel checks each value), so an empty map binds fast.
     for (name, set) in &t.sets {
         if set.elements.is_empty() {
             continue;
@@ -1842,11 +1849,6 @@ fn encode_table(t: &Table, seq: u32) -> Result<(Vec<u8>, Vec<String>, HashMap<St
             .map(|(k, e)| (k.clone(), Some(e)))
             .collect();
         b.elements(name, false, &items)?;
-    }
-    for (name, chain) in &t.chains {
-        for rule in &chain.rules {
-            b.add_rule(name, rule)?;
-        }
     }
     b.finish()
 }
@@ -1914,6 +1916,19 @@ impl Socket {
         self.shapes.remove(&(family, table.to_owned()));
     }
 
+    /// Drop answers left from an earlier batch (after an error that was
+    /// not read to the end).
+    fn drain(&mut self) {
+        if self.socket.set_non_blocking(true).is_err() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(1 << 16);
+        while self.socket.recv(&mut buf, 0).is_ok() {
+            buf.clear();
+        }
+        let _ = self.socket.set_non_blocking(false);
+    }
+
     fn send(&mut self, batch: &[u8], whats: &[String]) -> Result<()> {
         let first = self.seq;
         let last = first.wrapping_add(whats.len() as u32);
@@ -1921,14 +1936,11 @@ impl Socket {
         if batch.len() + 1024 > self.sndbuf {
             // A batch is one message; the socket must take it whole.
             let want = (batch.len() + 4096).max(1 << 20);
-            nix::sys::socket::setsockopt(
-                &self.socket.as_fd(),
-                nix::sys::socket::sockopt::SndBufForce,
-                &want,
-            )
-            .map_err(|e| err(format!("set the netlink send buffer: {e}")))?;
+            force_sndbuf(&self.socket, want)
+                .map_err(|e| err(format!("set the netlink send buffer: {e}")))?;
             self.sndbuf = want;
         }
+        self.drain();
         let sent = self
             .socket
             .send(batch, 0)
@@ -1943,10 +1955,20 @@ impl Socket {
         let mut buf = Vec::with_capacity(1 << 16);
         'read: loop {
             buf.clear();
-            let n = self
-                .socket
-                .recv(&mut buf, 0)
-                .map_err(io("read the kernel's answer"))?;
+            let n = match self.socket.recv(&mut buf, 0) {
+                Ok(n) => n,
+                // Only errors and one acknowledgement are queued: more than
+                // the buffer holds means many commands failed, and a batch
+                // with a failed command is not applied.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.drain();
+                    return Err(err(format!(
+                        "the kernel refused the batch with more errors than fit the socket buffer{}",
+                        if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }
+                    )));
+                }
+                Err(e) => return Err(io("read the kernel's answer")(e)),
+            };
             let mut at = 0;
             while at + 16 <= n {
                 let word =
@@ -1957,9 +1979,10 @@ impl Socket {
                 if len < 16 || at + len > n {
                     break;
                 }
-                if kind == NLMSG_ERROR && len >= 20 {
+                let index = seq.wrapping_sub(first).wrapping_sub(1) as usize;
+                let ours = seq.wrapping_sub(first) <= last.wrapping_sub(first);
+                if kind == NLMSG_ERROR && len >= 20 && ours {
                     let code = word(at + 16) as i32;
-                    let index = seq.wrapping_sub(first).wrapping_sub(1) as usize;
                     if code != 0 {
                         let what = whats
                             .get(index)
@@ -1971,7 +1994,7 @@ impl Socket {
                         }
                         errors.push(format!("{what}: {text}"));
                     }
-                    if seq == last || seq == first || index >= whats.len() {
+                    if seq == last || seq == first {
                         break 'read;
                     }
                 }
@@ -1983,6 +2006,31 @@ impl Socket {
         } else {
             Err(Error::Netlink(errors.join("; ")))
         }
+    }
+}
+
+/// SO_SNDBUFFORCE (CAP_NET_ADMIN): the kernel takes a netlink message only
+/// whole, and a whole-table batch is one message of megabytes.
+#[allow(unsafe_code)]
+fn force_sndbuf(socket: &netlink_sys::Socket, size: usize) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(size)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to
+    // a live c_int on our stack, on a descriptor the socket owns and keeps
+    // open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

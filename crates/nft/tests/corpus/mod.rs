@@ -663,6 +663,42 @@ pub fn hand_written() -> Vec<(String, Table)> {
                 Some(ElementValue::Data(vec![Value::Addr(addr(l3, 1, &mut r))])),
             );
             t.set("slots", slots);
+            // Maps to one value, an interval verdict map, a port-keyed map.
+            let mut nat = Set::map(
+                &[DataType::addr(l3)],
+                MapData::Value(vec![DataType::addr(l3)]),
+            );
+            nat.insert(
+                vec![Value::Addr(addr(l3, 1, &mut r))],
+                Some(ElementValue::Data(vec![Value::Addr(addr(l3, 2, &mut r))])),
+            );
+            t.set("nat-one", nat);
+            let mut nets = Set::map(&[DataType::addr(l3)], MapData::Verdict).interval();
+            nets.insert(
+                vec![net(l3, 3, &mut r)],
+                Some(ElementValue::Verdict(Verdict::Drop)),
+            );
+            nets.insert(
+                vec![Value::Addr(addr(l3, 4, &mut r))],
+                Some(ElementValue::Verdict(Verdict::Jump("fw".into()))),
+            );
+            t.set("nets-vmap", nets);
+            let mut by_port = Set::map(&[DataType::InetService], MapData::Verdict);
+            by_port.insert(
+                vec![Value::Port(22)],
+                Some(ElementValue::Verdict(Verdict::Accept)),
+            );
+            by_port.insert(
+                vec![Value::Port(23)],
+                Some(ElementValue::Verdict(Verdict::Return)),
+            );
+            t.set("by-port", by_port);
+            let mut marks_map = Set::map(&[DataType::Mark], MapData::Value(vec![DataType::Mark]));
+            marks_map.insert(
+                vec![Value::Mark(1)],
+                Some(ElementValue::Data(vec![Value::Mark(2)])),
+            );
+            t.set("mark-map", marks_map);
             let sets: Vec<(String, L3)> = SETS.iter().map(|s| (s.to_string(), l3)).collect();
 
             let pre = t.chain(
@@ -737,6 +773,11 @@ pub fn hand_written() -> Vec<(String, Table)> {
             fin.rule(vec![
                 Expr::lookup(&[Field::daddr(l3)], "everything"),
                 Expr::accept(),
+            ]);
+            fin.rule(vec![Expr::vmap(&[Field::saddr(l3)], "nets-vmap")]);
+            fin.rule(vec![
+                Expr::eq(Field::L4Proto, Value::TCP),
+                Expr::vmap(&[Field::ThDport], "by-port"),
             ]);
             fin.rule(vec![
                 Expr::OneOf {
@@ -936,6 +977,11 @@ pub fn hand_written() -> Vec<(String, Table)> {
                 l3,
                 key: vec![Field::NumgenRandom { modulus: 1 }],
                 map: "slots".into(),
+            }]);
+            a.rule(vec![Expr::DnatMap {
+                l3,
+                key: vec![Field::daddr(l3)],
+                map: "nat-one".into(),
             }]);
             let b = t.chain("svc-b", Chain::regular());
             b.rule(vec![
