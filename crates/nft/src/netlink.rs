@@ -486,6 +486,14 @@ struct Batch {
 
 const MSG_CHUNK: usize = 60_000;
 
+/// A batch ready to send: its bytes, what each command does (for errors),
+/// and the set declarations the table has once it is applied.
+struct Encoded {
+    batch: Vec<u8>,
+    whats: Vec<String>,
+    shapes: HashMap<String, Shape>,
+}
+
 impl Batch {
     fn new(family: Family, table: &str, known: HashMap<String, Shape>, first_seq: u32) -> Batch {
         let mut b = Batch {
@@ -546,7 +554,7 @@ impl Batch {
 
     /// The whole batch, with an acknowledgement asked for its last command
     /// (errors are reported for every command anyway).
-    fn finish(mut self) -> Result<(Vec<u8>, Vec<String>, HashMap<String, Shape>)> {
+    fn finish(mut self) -> Result<Encoded> {
         if self.buf.overflow {
             return Err(err(
                 "an attribute is longer than netlink can say (64 KiB); use nft -f",
@@ -577,7 +585,11 @@ impl Batch {
         for (name, (_, shape)) in self.created {
             shapes.insert(name, shape);
         }
-        Ok((self.buf.b, self.whats, shapes))
+        Ok(Encoded {
+            batch: self.buf.b,
+            whats: self.whats,
+            shapes,
+        })
     }
 
     fn shape(&self, set: &str) -> Result<Shape> {
@@ -1786,7 +1798,7 @@ fn encode_transaction(
     tx: &Transaction,
     known: HashMap<String, Shape>,
     seq: u32,
-) -> Result<(Vec<u8>, Vec<String>, HashMap<String, Shape>)> {
+) -> Result<Encoded> {
     check_name("table", &tx.table)?;
     let mut b = Batch::new(tx.family, &tx.table, known, seq);
     for op in &tx.ops {
@@ -1820,7 +1832,7 @@ fn encode_transaction(
 
 /// The batch that replaces a whole table: create it if missing, delete it,
 /// create it again with its sets, chains, rules and elements.
-fn encode_table(t: &Table, seq: u32) -> Result<(Vec<u8>, Vec<String>, HashMap<String, Shape>)> {
+fn encode_table(t: &Table, seq: u32) -> Result<Encoded> {
     t.validate()?;
     let mut b = Batch::new(t.family, &t.name, HashMap::new(), seq);
     b.add_table();
@@ -1894,19 +1906,19 @@ impl Socket {
         }
         let key = (tx.family, tx.table.clone());
         let known = self.shapes.get(&key).cloned().unwrap_or_default();
-        let (batch, whats, shapes) = encode_transaction(tx, known, self.seq)?;
-        self.send(&batch, &whats)?;
-        self.shapes.insert(key, shapes);
+        let e = encode_transaction(tx, known, self.seq)?;
+        self.send(&e.batch, &e.whats)?;
+        self.shapes.insert(key, e.shapes);
         Ok(())
     }
 
     /// Replace the table of `table`'s family and name by `table`, as one
     /// batch (created if missing, its old contents gone).
     pub fn replace(&mut self, table: &Table) -> Result<()> {
-        let (batch, whats, shapes) = encode_table(table, self.seq)?;
-        self.send(&batch, &whats)?;
+        let e = encode_table(table, self.seq)?;
+        self.send(&e.batch, &e.whats)?;
         self.shapes
-            .insert((table.family, table.name.clone()), shapes);
+            .insert((table.family, table.name.clone()), e.shapes);
         Ok(())
     }
 
@@ -2065,7 +2077,7 @@ mod tests {
         for i in 0..20_000u32 {
             s.insert(vec![Value::Addr(IpAddr::V4(i.into()))], None);
         }
-        let (batch, whats, _) = encode_table(&t, 1).unwrap();
+        let Encoded { batch, whats, .. } = encode_table(&t, 1).unwrap();
         let adds = whats
             .iter()
             .filter(|w| w.starts_with("add elements"))

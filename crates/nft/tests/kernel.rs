@@ -310,10 +310,3 @@ fn a_refused_transaction_changes_nothing() {
     assert!(cases >= 15);
 }
 
-#[test]
-#[ignore]
-fn show_hand_written() {
-    for (name, t) in corpus::hand_written().iter().take(1) {
-        eprintln!("{name}\n{}", by_netlink(t).unwrap());
-    }
-}
