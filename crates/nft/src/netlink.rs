@@ -1073,12 +1073,8 @@ impl Batch {
     fn check_key(&self, set: &str, key: &[Field], shape: &Shape) -> Result<()> {
         let ok = key.len() == shape.key.len()
             && key.iter().zip(&shape.key).all(|(f, t)| {
-                let fi = field_info(*f);
-                let ti = type_info(*t);
-                fi.len == ti.len
-                    && (fi.dtype == ti.dtype
-                        || matches!(t, DataType::Slot)
-                        || matches!(f, Field::NumgenRandom { .. }))
+                let (fi, ti) = (field_info(*f), type_info(*t));
+                fi.len == ti.len && fi.dtype == ti.dtype
             });
         if ok {
             Ok(())
@@ -1099,7 +1095,7 @@ impl Batch {
                 op,
                 value,
             } => {
-                if field_info(*field).len != 4 || field_info(*field).byteorder != BYTEORDER_HOST {
+                if !matches!(field, Field::Mark | Field::CtState | Field::CtStatus) {
                     return Err(err(format!("a masked match on {field:?}")));
                 }
                 self.dependency(b, &[*field])?;
@@ -2107,6 +2103,73 @@ mod tests {
             keys: vec![vec![Value::Port(1)]],
         });
         assert!(encode_transaction(&tx, HashMap::new(), 1).is_err());
+    }
+
+    #[test]
+    fn rules_nft_would_refuse_are_refused() {
+        // Both IP versions in one rule of an inet table.
+        let mut t = Table::new(Family::Inet, "t");
+        t.chain("c", crate::Chain::regular()).rule(vec![
+            Expr::eq(Field::IpSaddr, Value::Addr("10.0.0.1".parse().unwrap())),
+            Expr::eq(Field::Ip6Daddr, Value::Addr("fd00::1".parse().unwrap())),
+        ]);
+        assert!(encode_table(&t, 1).is_err());
+        // A TCP reset in a rule about UDP.
+        let mut t = Table::new(Family::Ip, "t");
+        t.chain("c", crate::Chain::regular()).rule(vec![
+            Expr::eq(Field::L4Proto, Value::UDP),
+            Expr::Reject(Reject::TcpReset),
+        ]);
+        assert!(encode_table(&t, 1).is_err());
+        // A lookup whose key is not of the set's type.
+        let mut t = Table::new(Family::Ip, "t");
+        t.set("s", Set::new(&[DataType::Slot]));
+        t.chain("c", crate::Chain::regular())
+            .rule(vec![Expr::lookup(&[Field::Mark], "s")]);
+        assert!(encode_table(&t, 1).is_err());
+    }
+
+    #[test]
+    fn anonymous_intervals_are_merged_as_nft_does() {
+        let mut t = Table::new(Family::Ip, "t");
+        t.chain("c", crate::Chain::regular())
+            .rule(vec![Expr::OneOf {
+                field: Field::ThDport,
+                values: vec![
+                    Value::PortRange(91, 100),
+                    Value::PortRange(80, 90),
+                    Value::Port(95),
+                ],
+            }]);
+        let mut b = Batch::new(Family::Ip, "t", HashMap::new(), 1);
+        b.add_rule("c", &t.chains["c"].rules[0]).unwrap();
+        // set, one start and one end element, rule.
+        assert_eq!(b.whats.len(), 3);
+        let bytes = &b.buf.b;
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&[6, 0, 1, 0, 0, 80]), "start 80");
+        assert!(has(&[6, 0, 1, 0, 0, 101]), "end 101");
+        assert!(!has(&[6, 0, 1, 0, 0, 91]), "no element at 91");
+    }
+
+    #[test]
+    fn long_comments_are_cut_to_what_nft_takes() {
+        let long = "x".repeat(300);
+        let c = crate::text::clean(&long);
+        assert_eq!(c.len(), 128);
+        assert!(c.ends_with("..."));
+        let shape = Shape {
+            key: vec![DataType::InetService],
+            data: None,
+            interval: false,
+        };
+        let e = Element {
+            value: None,
+            comment: Some(long),
+        };
+        let mut out = Vec::new();
+        element_entries("s", &shape, &[Value::Port(1)], Some(&e), false, &mut out).unwrap();
+        assert_eq!(out[0].udata.len(), 2 + 129);
     }
 
     #[test]

@@ -309,4 +309,3 @@ fn a_refused_transaction_changes_nothing() {
     eprintln!("refused transactions: {cases} cases, none changed anything");
     assert!(cases >= 15);
 }
-

@@ -663,6 +663,14 @@ pub fn hand_written() -> Vec<(String, Table)> {
                 Some(ElementValue::Data(vec![Value::Addr(addr(l3, 1, &mut r))])),
             );
             t.set("slots", slots);
+            // A comment longer than nft takes, with characters it must not see.
+            t.sets["ports"].elements.insert(
+                vec![Value::Port(64000)],
+                Element {
+                    value: None,
+                    comment: Some(format!("a \"quoted\" } ; {}", "long ".repeat(60))),
+                },
+            );
             // Maps to one value, an interval verdict map, a port-keyed map.
             let mut nat = Set::map(
                 &[DataType::addr(l3)],
