@@ -300,6 +300,9 @@ fn a_refused_transaction_changes_nothing() {
                     err.contains("add rule to chain fresh"),
                     "seed {seed}: the error names the failing command: {err}"
                 );
+                if cases == 0 {
+                    eprintln!("the kernel's refusal, as reported: {err}");
+                }
                 cases += 1;
             }
             Err(e) if e.contains("refused") || e.contains("kernel") => continue,

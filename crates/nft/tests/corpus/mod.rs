@@ -668,7 +668,7 @@ pub fn hand_written() -> Vec<(String, Table)> {
                 vec![Value::Port(64000)],
                 Element {
                     value: None,
-                    comment: Some(format!("a \"quoted\" } ; {}", "long ".repeat(60))),
+                    comment: Some(format!("a \"quoted\" }} ; {}", "long ".repeat(60))),
                 },
             );
             // Maps to one value, an interval verdict map, a port-keyed map.
