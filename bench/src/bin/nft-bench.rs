@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use strait_nft::netlink::Socket;
 use strait_nft::{
-    text, Chain, ChainType, DataType, ElementValue, Expr, Family, Field, Hook, MapData, MarkOp,
-    Priority, Set, Table, Value, Verdict, L3,
+    diff, text, Chain, ChainType, DataType, ElementValue, Expr, Family, Field, Hook, MapData,
+    MarkOp, Priority, Set, Table, Value, Verdict, L3,
 };
 
 fn ip(n: u32) -> IpAddr {
@@ -248,4 +248,67 @@ fn run(t: &Table, rounds: u32) {
         fmax / nmin
     );
     println!("listings equal after both: yes");
+    one_change(t, &mut socket, rounds);
+}
+
+/// One endpoint of one service changes (its map element and its DNAT
+/// rule): `diff` + `Socket::apply` against `nft -f` of the same
+/// transaction's text, back and forth.
+fn one_change(t: &Table, socket: &mut Socket, rounds: u32) {
+    let mut t2 = t.clone();
+    let Some((key, _)) = t2.sets["service-endpoints"]
+        .elements
+        .iter()
+        .next()
+        .map(|(k, e)| (k.clone(), e.clone()))
+    else {
+        return;
+    };
+    let moved = ip(0x0bf4_0001);
+    t2.sets["service-endpoints"].insert(
+        key,
+        Some(ElementValue::Data(vec![
+            Value::Addr(moved),
+            Value::Port(8080),
+        ])),
+    );
+    if let Some(c) = t2.chains.get_mut("svc-0") {
+        if let Some(rule) = c.rules.last_mut() {
+            if let Some(Expr::Dnat { to, .. }) = rule.exprs.last_mut() {
+                *to = moved;
+            }
+        }
+    }
+    let (mut diff_time, mut netlink, mut nft) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ops = 0;
+    socket.replace(t).expect("netlink replace");
+    for _ in 0..rounds {
+        for (from, to) in [(t, &t2), (&t2, t)] {
+            let start = Instant::now();
+            let tx = diff::diff(from, to);
+            diff_time.push(start.elapsed());
+            ops = tx.ops.len();
+            socket.apply(&tx).expect("netlink apply");
+            netlink.push(start.elapsed());
+        }
+        for (from, to) in [(t, &t2), (&t2, t)] {
+            let start = Instant::now();
+            let tx = diff::diff(from, to);
+            nft_file(&text::transaction_script(&tx)).expect("nft -f");
+            nft.push(start.elapsed());
+        }
+    }
+    let (dm, dmin, dmax) = stats(&diff_time);
+    let (nm, nmin, nmax) = stats(&netlink);
+    let (fm, fmin, fmax) = stats(&nft);
+    println!(
+        "one endpoint change ({ops} ops), {} applies each:",
+        netlink.len()
+    );
+    println!("  diff of the two tables: median {dm:.2} ms  (min {dmin:.2}, max {dmax:.2})");
+    println!("  diff + netlink apply: median {nm:.2} ms  (min {nmin:.2}, max {nmax:.2})");
+    println!(
+        "  diff + nft -f of transaction_script: median {fm:.2} ms  (min {fmin:.2}, max {fmax:.2})"
+    );
+    println!("  ratio nft -f / netlink: {:.1}x median", fm / nm);
 }

@@ -22,9 +22,16 @@ use crate::{Chain, Element, ElementValue, Expr, Op, Set, Table, Transaction, Ver
 /// set deleted and created again).
 fn declaration(s: &Set) -> Set {
     Set {
+        key: s.key.clone(),
+        data: s.data.clone(),
+        flags: s.flags,
+        timeout: s.timeout,
         elements: BTreeMap::new(),
-        ..s.clone()
     }
+}
+
+fn same_declaration(a: &Set, b: &Set) -> bool {
+    a.key == b.key && a.data == b.data && a.flags == b.flags && a.timeout == b.timeout
 }
 
 /// Whether a base chain must be deleted and created again to become
@@ -79,11 +86,7 @@ pub fn diff(old: &Table, new: &Table) -> Transaction {
     let changed_sets: BTreeSet<&String> = new
         .sets
         .iter()
-        .filter(|(n, s)| {
-            old.sets
-                .get(*n)
-                .is_some_and(|o| declaration(o) != declaration(s))
-        })
+        .filter(|(n, s)| old.sets.get(*n).is_some_and(|o| !same_declaration(o, s)))
         .map(|(n, _)| n)
         .collect();
     let added_chains: Vec<&String> = new
@@ -111,11 +114,14 @@ pub fn diff(old: &Table, new: &Table) -> Transaction {
         let Some(o) = old.chains.get(name) else {
             continue;
         };
-        let refers = rule_refs(o).any(|(what, target)| match what {
-            "chain" => recreated.iter().any(|r| r.as_str() == target),
-            _ => changed_sets.iter().any(|s| s.as_str() == target),
-        });
-        if o.rules != c.rules || refers || recreated.contains(name) {
+        let refers = || {
+            rule_refs(o).any(|(what, target)| match what {
+                "chain" => recreated.iter().any(|r| r.as_str() == target),
+                _ => changed_sets.iter().any(|s| s.as_str() == target),
+            })
+        };
+        let anything_recreated = !recreated.is_empty() || !changed_sets.is_empty();
+        if o.rules != c.rules || recreated.contains(name) || (anything_recreated && refers()) {
             rewritten.insert(name);
         }
     }
@@ -169,19 +175,38 @@ pub fn diff(old: &Table, new: &Table) -> Transaction {
         }
         let mut deletes = Vec::new();
         let mut adds = Vec::new();
-        for (key, oe) in &o.elements {
-            match s.elements.get(key) {
-                Some(ne) if ne == oe && !element_chain(oe).is_some_and(gone_chain) => {}
-                Some(ne) => {
-                    deletes.push(key.clone());
-                    adds.push((key.clone(), ne.clone()));
+        // Both maps are sorted by key: one walk through the two.
+        let mut old_it = o.elements.iter().peekable();
+        let mut new_it = s.elements.iter().peekable();
+        loop {
+            match (old_it.peek(), new_it.peek()) {
+                (None, None) => break,
+                (Some((k, _)), None) => {
+                    deletes.push((*k).clone());
+                    old_it.next();
                 }
-                None => deletes.push(key.clone()),
-            }
-        }
-        for (key, ne) in &s.elements {
-            if !o.elements.contains_key(key) {
-                adds.push((key.clone(), ne.clone()));
+                (None, Some((k, ne))) => {
+                    adds.push(((*k).clone(), (*ne).clone()));
+                    new_it.next();
+                }
+                (Some((ok, oe)), Some((nk, ne))) => match ok.cmp(nk) {
+                    std::cmp::Ordering::Less => {
+                        deletes.push((*ok).clone());
+                        old_it.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        adds.push(((*nk).clone(), (*ne).clone()));
+                        new_it.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if ne != oe || element_chain(oe).is_some_and(gone_chain) {
+                            deletes.push((*ok).clone());
+                            adds.push(((*nk).clone(), (*ne).clone()));
+                        }
+                        old_it.next();
+                        new_it.next();
+                    }
+                },
             }
         }
         if !deletes.is_empty() {
