@@ -36,6 +36,7 @@ const NLA_F_NESTED: u16 = 0x8000;
 
 mod msg {
     pub const NEWTABLE: u16 = 0;
+    pub const GETSET: u16 = 10;
     pub const DELTABLE: u16 = 2;
     pub const NEWCHAIN: u16 = 3;
     pub const DELCHAIN: u16 = 5;
@@ -1901,7 +1902,34 @@ impl Socket {
             return Ok(());
         }
         let key = (tx.family, tx.table.clone());
-        let known = self.shapes.get(&key).cloned().unwrap_or_default();
+        let mut known = self.shapes.get(&key).cloned().unwrap_or_default();
+        // Sets this socket did not write (another process, or a restart):
+        // ask the kernel for their declarations.
+        let mut declared = Vec::new();
+        for op in &tx.ops {
+            let used: Vec<&str> = match op {
+                Op::AddSet { name, .. } => {
+                    declared.push(name.as_str());
+                    Vec::new()
+                }
+                Op::AddElements { set, .. } | Op::DeleteElements { set, .. } => vec![set.as_str()],
+                Op::AddRule { rule, .. } => rule
+                    .exprs
+                    .iter()
+                    .flat_map(Expr::references)
+                    .filter(|(what, _)| *what == "set")
+                    .map(|(_, name)| name)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for name in used {
+                if !known.contains_key(name) && !declared.contains(&name) {
+                    if let Some(shape) = self.kernel_shape(tx.family, &tx.table, name)? {
+                        known.insert(name.to_owned(), shape);
+                    }
+                }
+            }
+        }
         let e = encode_transaction(tx, known, self.seq)?;
         self.send(&e.batch, &e.whats)?;
         self.shapes.insert(key, e.shapes);
@@ -1922,6 +1950,57 @@ impl Socket {
     /// changed it).
     pub fn forget(&mut self, family: Family, table: &str) {
         self.shapes.remove(&(family, table.to_owned()));
+    }
+
+    /// The declaration of a set as the kernel has it; None when there is
+    /// no such set (or it has a type this module does not write).
+    fn kernel_shape(&mut self, family: Family, table: &str, set: &str) -> Result<Option<Shape>> {
+        check_name("table", table)?;
+        check_name("set", set)?;
+        self.drain();
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut b = Batch::new(family, table, HashMap::new(), seq);
+        // A plain request, not a batch: drop the batch-begin header.
+        b.buf.b.clear();
+        b.whats.clear();
+        b.first_seq = seq.wrapping_sub(1);
+        let m = b.begin(msg::GETSET, NLM_F_ACK, format!("get set {set}"));
+        b.buf.str(1, table);
+        b.buf.str(2, set);
+        b.finish_msg(m);
+        self.socket
+            .send(&b.buf.b, 0)
+            .map_err(io("ask the kernel for a set"))?;
+        let mut shape = None;
+        let mut buf = Vec::with_capacity(1 << 16);
+        loop {
+            buf.clear();
+            let n = self
+                .socket
+                .recv(&mut buf, 0)
+                .map_err(io("read the kernel's answer"))?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let len =
+                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                let mseq =
+                    u32::from_ne_bytes([buf[at + 8], buf[at + 9], buf[at + 10], buf[at + 11]]);
+                if len < 16 || at + len > n {
+                    break;
+                }
+                if mseq == seq {
+                    if kind == NLMSG_ERROR {
+                        return Ok(shape);
+                    }
+                    if kind == (NFNL_SUBSYS_NFTABLES << 8) | msg::NEWSET && len >= 20 {
+                        shape = parse_set(&buf[at + 20..at + len]);
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
     }
 
     /// Drop answers left from an earlier batch (after an error that was
@@ -2015,6 +2094,63 @@ impl Socket {
             Err(Error::Netlink(errors.join("; ")))
         }
     }
+}
+
+/// The types of a (concatenated) nft type number, 6 bits each.
+fn types_of(mut id: u32) -> Option<Vec<DataType>> {
+    let mut out = Vec::new();
+    while id != 0 {
+        out.push(match id & 0x3f {
+            dtype::IPADDR => DataType::Ipv4Addr,
+            dtype::IP6ADDR => DataType::Ipv6Addr,
+            dtype::INET_PROTOCOL => DataType::InetProto,
+            dtype::INET_SERVICE => DataType::InetService,
+            dtype::MARK => DataType::Mark,
+            dtype::IFNAME => DataType::Ifname,
+            dtype::INTEGER => DataType::Slot,
+            _ => return None,
+        });
+        id >>= 6;
+    }
+    out.reverse();
+    (!out.is_empty()).then_some(out)
+}
+
+/// A set's shape from the attributes of the kernel's NEWSET message.
+fn parse_set(attrs: &[u8]) -> Option<Shape> {
+    let (mut flags, mut key, mut data) = (0u32, None, None);
+    let mut at = 0;
+    while at + 4 <= attrs.len() {
+        let len = u16::from_ne_bytes([attrs[at], attrs[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[at + 2], attrs[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > attrs.len() {
+            break;
+        }
+        let value = &attrs[at + 4..at + len];
+        let be = || {
+            value
+                .get(..4)
+                .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+        };
+        match kind {
+            3 => flags = be()?,
+            4 => key = be(),
+            6 => data = be(),
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    let key = types_of(key?)?;
+    let data = match data {
+        None => None,
+        Some(dtype::VERDICT_MAP) => Some(MapData::Verdict),
+        Some(id) => Some(MapData::Value(types_of(id)?)),
+    };
+    Some(Shape {
+        key,
+        data,
+        interval: flags & SET_INTERVAL != 0,
+    })
 }
 
 /// SO_SNDBUFFORCE (CAP_NET_ADMIN): the kernel takes a netlink message only

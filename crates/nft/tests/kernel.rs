@@ -312,3 +312,32 @@ fn a_refused_transaction_changes_nothing() {
     eprintln!("refused transactions: {cases} cases, none changed anything");
     assert!(cases >= 15);
 }
+
+#[test]
+fn a_fresh_socket_applies_a_diff_to_a_table_nft_loaded() {
+    if !root_or_skip("a_fresh_socket_applies_a_diff_to_a_table_nft_loaded") {
+        return;
+    }
+    let mut cases = 0;
+    for seed in 0..30 {
+        let a = corpus::generate(seed);
+        let b = corpus::variant(seed, seed + 1000);
+        let Ok(want) = by_nft(&b) else { continue };
+        let got = in_netns(|| {
+            nft(&["-f", "-"], Some(&text::table_script(&a)))?;
+            // This socket never saw the sets: it asks the kernel.
+            let mut s = Socket::open().map_err(|e| e.to_string())?;
+            s.apply(&diff::diff(&a, &b))
+                .map_err(|e| format!("apply: {e}"))?;
+            listing(&b)
+        });
+        match got {
+            Ok(got) => assert_eq!(normalized(&got), normalized(&want), "seed {seed}"),
+            Err(e) if e.starts_with("apply") => panic!("seed {seed}: {e}"),
+            Err(_) => continue,
+        }
+        cases += 1;
+    }
+    eprintln!("diffs applied by a fresh socket: {cases}");
+    assert!(cases >= 25);
+}
