@@ -1894,9 +1894,11 @@ impl Socket {
     }
 
     /// Apply `tx` as one batch: all of it or none of it. Elements and
-    /// lookups of sets are encoded with the declarations this socket saw
-    /// (by [`Socket::replace`] or an earlier transaction); a set it never
-    /// saw is an error (use `nft -f`).
+    /// lookups of sets are encoded with the declarations this socket wrote
+    /// (by [`Socket::replace`] or an earlier transaction) or, for a set it
+    /// did not write, the declaration the kernel reports; a set neither
+    /// knows is an error (use `nft -f`). The error of a refused batch names
+    /// each command the kernel refused.
     pub fn apply(&mut self, tx: &Transaction) -> Result<()> {
         if tx.is_empty() {
             return Ok(());
