@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strait_linux::{nft_apply, nft_spawn, Kernel, Link, Namespaces, NetOps, NftRun};
+use strait_linux::{nft_apply, Kernel, Link, Namespaces, NetOps};
+use strait_nft::Transaction;
 
 use crate::error::{code, Error, Result};
 use crate::ident::{self, attachment_key};
@@ -512,7 +513,7 @@ async fn add<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) 
                 let _ = container.set_down(lo).await;
             }
             if !entries.is_empty() {
-                let _ = nft_apply(&entries.full_del_script(&subnets));
+                let _ = apply_full(&entries.full_del(&subnets));
             }
             if let Ok(store) = Store::open(&plan.data_dir, &conf.name) {
                 let _ = store.release(&env.container_id, &env.ifname);
@@ -539,7 +540,7 @@ async fn attach<N: NetOps>(
     let nft = if entries.is_empty() {
         None
     } else {
-        Some(nft_spawn(&entries.fast_add_script())?)
+        Some(apply_fast(&entries.fast_add()))
     };
     let bridge = host.ensure_bridge(&plan.bridge, conf.mtu).await?;
     if conf.promisc_mode {
@@ -611,16 +612,16 @@ async fn attach<N: NetOps>(
     }
 
     if let Some(run) = nft {
-        finish_nft(run, &entries.full_add_script(subnets)).map_err(
-            |e| match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
+        finish_nft(run, &entries.full_add(subnets)).map_err(|e| {
+            match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
                 Some(pm) => Error::internal(format!(
                     "hostPort {}/{} is already mapped to another container",
                     pm.host_port,
                     pm.protocol.to_ascii_lowercase()
                 )),
                 None => e,
-            },
-        )?;
+            }
+        })?;
         if !plan.port_mappings.is_empty() {
             // Lets localhost:hostPort be DNAT'ed out of the bridge.
             let _ = host.write_sysctl(
@@ -711,7 +712,7 @@ async fn del<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) 
     let nft = if entries.is_empty() || state.ips.is_empty() {
         None
     } else {
-        Some(nft_spawn(&entries.fast_del_script())?)
+        Some(apply_fast(&entries.fast_del()))
     };
 
     let host = kernel.connect(None)?;
@@ -756,7 +757,7 @@ async fn del<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) 
     store.release(&env.container_id, &env.ifname)?;
     drop(store);
     if let Some(run) = nft {
-        finish_nft(run, &entries.full_del_script(&plan.subnets()))?;
+        finish_nft(run, &entries.full_del(&plan.subnets()))?;
     }
     // Earlier versions named the file after the identifiers themselves
     // (checked above, so this cannot leave the directory); clean it up.
@@ -766,12 +767,34 @@ async fn del<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) 
     remove_state(&path)
 }
 
-/// Wait for the fast transaction; when it failed (table or elements not as
-/// expected), apply the full one, which works from any state.
-fn finish_nft(run: NftRun, full: &str) -> Result<()> {
-    match run.wait() {
+/// The pod's elements only, over netlink (well under a millisecond; the
+/// `nft` program took ~10 ms a run): whether the kernel took them.
+fn apply_fast(tx: &Transaction) -> bool {
+    strait_nft::netlink::Socket::open()
+        .and_then(|mut socket| socket.apply(tx))
+        .is_ok()
+}
+
+/// The whole table and the pod's elements, which works from any state:
+/// over netlink, else through `nft`, whose refusal names the element at
+/// fault (a hostPort mapped twice is told apart by it).
+fn apply_full(tx: &Transaction) -> Result<()> {
+    match strait_nft::netlink::Socket::open().and_then(|mut socket| socket.apply(tx)) {
         Ok(()) => Ok(()),
-        Err(_) => nft_apply(full).map_err(Error::from),
+        Err(e) => {
+            tracing::debug!("netlink refused the full transaction ({e}); trying nft");
+            nft_apply(&strait_nft::text::transaction_script(tx)).map_err(Error::from)
+        }
+    }
+}
+
+/// When the fast transaction failed (table or elements not as expected),
+/// apply the full one.
+fn finish_nft(fast_applied: bool, full: &Transaction) -> Result<()> {
+    if fast_applied {
+        Ok(())
+    } else {
+        apply_full(full)
     }
 }
 
@@ -805,8 +828,8 @@ fn forget_attachment(
     let entries = state.entries(conf, container_id, ifname);
     if !entries.is_empty() && !state.ips.is_empty() {
         finish_nft(
-            nft_spawn(&entries.fast_del_script())?,
-            &entries.full_del_script(&plan.subnets()),
+            apply_fast(&entries.fast_del()),
+            &entries.full_del(&plan.subnets()),
         )?;
     }
     remove_state(&path)
