@@ -173,10 +173,14 @@ async fn wire_node<N: NetOps>(nl: &N, config: &LabConfig, i: usize) -> Result<()
 }
 
 /// Program the node's masquerade table. Run in the node's namespace.
+/// Over netlink; through `nft` only if netlink refuses.
 fn masquerade(config: &LabConfig) -> Result<()> {
-    strait_linux::nft_apply(&strait_nft::text::table_script(&masquerade_table(
-        config.pod_cidr,
-    )?))?;
+    let table = masquerade_table(config.pod_cidr)?;
+    let sent = strait_nft::netlink::Socket::open().and_then(|mut s| s.replace(&table));
+    if let Err(e) = sent {
+        tracing::debug!("netlink refused the node's table ({e}); trying nft");
+        strait_linux::nft_apply(&strait_nft::text::table_script(&table))?;
+    }
     Ok(())
 }
 
