@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use strait_nft::{
-    addr_type, ct_status, text, Chain, ChainType, DataType, Element, ElementValue, Expr, Family,
-    Field, Hook, MapData, Op, Priority, Rule, Set, Transaction, Value, Verdict, L3,
+    addr_type, ct_status, Chain, ChainType, DataType, Element, ElementValue, Expr, Family, Field,
+    Hook, MapData, Op, Priority, Rule, Set, Transaction, Value, Verdict, L3,
 };
 
 use crate::ident;
@@ -305,20 +305,24 @@ impl Entries<'_> {
         self.full(subnets, &[Verb::Add, Verb::Delete])
     }
 
+    #[cfg(test)]
     pub fn fast_add_script(&self) -> String {
-        text::transaction_script(&self.fast_add())
+        strait_nft::text::transaction_script(&self.fast_add())
     }
 
+    #[cfg(test)]
     pub fn full_add_script(&self, subnets: &[IpNet]) -> String {
-        text::transaction_script(&self.full_add(subnets))
+        strait_nft::text::transaction_script(&self.full_add(subnets))
     }
 
+    #[cfg(test)]
     pub fn fast_del_script(&self) -> String {
-        text::transaction_script(&self.fast_del())
+        strait_nft::text::transaction_script(&self.fast_del())
     }
 
+    #[cfg(test)]
     pub fn full_del_script(&self, subnets: &[IpNet]) -> String {
-        text::transaction_script(&self.full_del(subnets))
+        strait_nft::text::transaction_script(&self.full_del(subnets))
     }
 
     fn fast(&self, verb: Verb) -> Transaction {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strait_linux::{nft_apply, nft_spawn, write_sysctl, NetNs, Netlink, NftRun};
+use strait_linux::{nft_apply, Kernel, Link, Namespaces, NetOps};
+use strait_nft::Transaction;
 
 use crate::error::{code, Error, Result};
 use crate::ident::{self, attachment_key};
@@ -79,7 +80,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Outcome {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::internal(format!("cannot start: {e}")), &version),
     };
-    match runtime.block_on(dispatch(env, stdin)) {
+    match runtime.block_on(dispatch(&Kernel, env, stdin)) {
         Ok(stdout) => Outcome {
             stdout,
             exit_code: 0,
@@ -96,7 +97,8 @@ fn fail(e: &Error, version: &str) -> Outcome {
     }
 }
 
-async fn dispatch(env: &Env, stdin: &[u8]) -> Result<String> {
+/// Run one command against `kernel`: the real one, or a fake in tests.
+async fn dispatch<K: Namespaces>(kernel: &K, env: &Env, stdin: &[u8]) -> Result<String> {
     if env.command == "VERSION" {
         let requested = serde_json::from_slice::<serde_json::Value>(stdin)
             .ok()
@@ -121,9 +123,11 @@ async fn dispatch(env: &Env, stdin: &[u8]) -> Result<String> {
     }
     let plan = Plan::from_conf(&conf, env)?;
     match env.command.as_str() {
-        "ADD" => add(&conf, &plan, env).await,
-        "DEL" => del(&conf, &plan, env).await.map(|()| String::new()),
-        "CHECK" => check(&conf, &plan, env).await.map(|()| String::new()),
+        "ADD" => add(kernel, &conf, &plan, env).await,
+        "DEL" => del(kernel, &conf, &plan, env).await.map(|()| String::new()),
+        "CHECK" => check(kernel, &conf, &plan, env)
+            .await
+            .map(|()| String::new()),
         "STATUS" => status(&conf, &plan).map(|()| String::new()),
         "GC" => gc(&conf, &plan).map(|()| String::new()),
         "" => Err(Error::new(
@@ -386,8 +390,8 @@ fn save_state(path: &std::path::Path, state: &AttachmentState) -> Result<()> {
 /// a path that exists but is not a network namespace (a file, a directory,
 /// another kind of namespace) is a bad CNI_NETNS (code 4, which the spec
 /// gives to invalid environment variables, naming the variable).
-fn open_netns(path: &str) -> Result<NetNs> {
-    let netns = NetNs::open(path).map_err(|e| match &e {
+fn open_netns<K: Namespaces>(kernel: &K, path: &str) -> Result<K::Netns> {
+    let netns = kernel.open_netns(path).map_err(|e| match &e {
         strait_linux::Error::Netns { source, .. }
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -401,7 +405,7 @@ fn open_netns(path: &str) -> Result<NetNs> {
             format!("CNI_NETNS {path:?} cannot be opened: {e}"),
         ),
     })?;
-    if !netns.is_network() {
+    if !kernel.is_network(&netns) {
         return Err(Error::new(
             code::INVALID_ENVIRONMENT,
             format!("CNI_NETNS {path:?} is not a network namespace"),
@@ -414,24 +418,28 @@ fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
     Error::new(code::IO_FAILURE, format!("{what} {}: {e}", path.display()))
 }
 
-async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
+async fn add<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
     env.require(&[
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_NETNS", &env.netns),
         ("CNI_IFNAME", &env.ifname),
     ])?;
-    let netns = open_netns(&env.netns)?;
-    let host = Netlink::connect()?;
-    let container = {
-        let _inside = netns.enter()?;
-        Netlink::connect()?
-    };
+    let netns = open_netns(kernel, &env.netns)?;
+    let host = kernel.connect(None)?;
+    let container = kernel.connect(Some(&netns))?;
     if container.link_by_name(&env.ifname).await?.is_some() {
         return Err(Error::internal(format!(
             "interface {} already exists in {}",
             env.ifname, env.netns
         )));
     }
+
+    // The pod's loopback is brought up below; a failed ADD puts it back.
+    let lo_down = container
+        .link_by_name("lo")
+        .await?
+        .filter(|lo| !lo.up)
+        .map(|lo| lo.index);
 
     // The host end's name is derived: if it is taken, it belongs to someone
     // else, and the rollback below must not remove it.
@@ -468,7 +476,16 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
     // The state is part of the attachment: when it cannot be saved, DEL
     // would not know what to remove, so ADD fails and undoes the rest.
     let result = match attach(
-        conf, plan, env, &netns, &host, &container, &host_name, &ips, &subnets, &entries,
+        conf,
+        plan,
+        env,
+        kernel.netns_fd(&netns),
+        &host,
+        &container,
+        &host_name,
+        &ips,
+        &subnets,
+        &entries,
     )
     .await
     {
@@ -492,8 +509,11 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
             if let Ok(Some(link)) = host.link_by_name(&host_name).await {
                 let _ = host.del_link(link.index).await;
             }
+            if let Some(lo) = lo_down {
+                let _ = container.set_down(lo).await;
+            }
             if !entries.is_empty() {
-                let _ = nft_apply(&entries.full_del_script(&subnets));
+                let _ = apply_full(&entries.full_del(&subnets));
             }
             if let Ok(store) = Store::open(&plan.data_dir, &conf.name) {
                 let _ = store.release(&env.container_id, &env.ifname);
@@ -504,13 +524,13 @@ async fn add(conf: &NetConf, plan: &Plan, env: &Env) -> Result<String> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn attach(
+async fn attach<N: NetOps>(
     conf: &NetConf,
     plan: &Plan,
     env: &Env,
-    netns: &NetNs,
-    host: &Netlink,
-    container: &Netlink,
+    netns_fd: i32,
+    host: &N,
+    container: &N,
     host_name: &str,
     ips: &[(IpNet, Option<IpAddr>)],
     subnets: &[IpNet],
@@ -520,7 +540,7 @@ async fn attach(
     let nft = if entries.is_empty() {
         None
     } else {
-        Some(nft_spawn(&entries.fast_add_script())?)
+        Some(apply_fast(&entries.fast_add()))
     };
     let bridge = host.ensure_bridge(&plan.bridge, conf.mtu).await?;
     if conf.promisc_mode {
@@ -534,11 +554,11 @@ async fn attach(
             } else {
                 "net.ipv6.conf.all.forwarding"
             };
-            write_sysctl(key, "1")?;
+            host.write_sysctl(key, "1")?;
         }
     }
 
-    host.add_veth(host_name, &env.ifname, netns.fd(), conf.mtu)
+    host.add_veth(host_name, &env.ifname, netns_fd, conf.mtu)
         .await?;
     let host_link = host
         .link_by_name(host_name)
@@ -592,19 +612,19 @@ async fn attach(
     }
 
     if let Some(run) = nft {
-        finish_nft(run, &entries.full_add_script(subnets)).map_err(
-            |e| match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
+        finish_nft(run, &entries.full_add(subnets)).map_err(|e| {
+            match hostport_in_conflict(&e.to_string(), &plan.port_mappings) {
                 Some(pm) => Error::internal(format!(
                     "hostPort {}/{} is already mapped to another container",
                     pm.host_port,
                     pm.protocol.to_ascii_lowercase()
                 )),
                 None => e,
-            },
-        )?;
+            }
+        })?;
         if !plan.port_mappings.is_empty() {
             // Lets localhost:hostPort be DNAT'ed out of the bridge.
-            let _ = write_sysctl(
+            let _ = host.write_sysctl(
                 &format!("net.ipv4.conf.{}.route_localnet", plan.bridge),
                 "1",
             );
@@ -644,9 +664,9 @@ async fn attach(
 
 /// Put each gateway on the bridge; an address of the same subnet that is not
 /// the gateway is an error unless `forceAddress`, which replaces it.
-async fn set_gateway_addresses(
-    host: &Netlink,
-    bridge: &strait_linux::Link,
+async fn set_gateway_addresses<N: NetOps>(
+    host: &N,
+    bridge: &Link,
     ips: &[(IpNet, Option<IpAddr>)],
     force: bool,
 ) -> Result<()> {
@@ -673,7 +693,7 @@ async fn set_gateway_addresses(
     Ok(())
 }
 
-async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
+async fn del<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     env.require(&[
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_IFNAME", &env.ifname),
@@ -692,21 +712,21 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     let nft = if entries.is_empty() || state.ips.is_empty() {
         None
     } else {
-        Some(nft_spawn(&entries.fast_del_script())?)
+        Some(apply_fast(&entries.fast_del()))
     };
 
-    let host = Netlink::connect()?;
+    let host = kernel.connect(None)?;
     let mut removed = false;
     // A namespace that is gone, or a path that is no namespace any more
     // (after `umount` a bind-mounted netns leaves a plain file behind), is
     // tolerated as the reference plugins tolerate a gone one: DEL removes
     // what is left on the node's side and succeeds.
-    let netns = NetNs::open(&env.netns).ok().filter(NetNs::is_network);
+    let netns = kernel
+        .open_netns(&env.netns)
+        .ok()
+        .filter(|ns| kernel.is_network(ns));
     if let Some(netns) = netns {
-        let container = {
-            let _inside = netns.enter()?;
-            Netlink::connect()?
-        };
+        let container = kernel.connect(Some(&netns))?;
         if let Some(link) = container.link_by_name(&env.ifname).await? {
             container.del_link(link.index).await.or_else(|e| {
                 if e.is_not_found() {
@@ -737,7 +757,7 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     store.release(&env.container_id, &env.ifname)?;
     drop(store);
     if let Some(run) = nft {
-        finish_nft(run, &entries.full_del_script(&plan.subnets()))?;
+        finish_nft(run, &entries.full_del(&plan.subnets()))?;
     }
     // Earlier versions named the file after the identifiers themselves
     // (checked above, so this cannot leave the directory); clean it up.
@@ -747,12 +767,34 @@ async fn del(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     remove_state(&path)
 }
 
-/// Wait for the fast transaction; when it failed (table or elements not as
-/// expected), apply the full one, which works from any state.
-fn finish_nft(run: NftRun, full: &str) -> Result<()> {
-    match run.wait() {
+/// The pod's elements only, over netlink (well under a millisecond; the
+/// `nft` program took ~10 ms a run): whether the kernel took them.
+fn apply_fast(tx: &Transaction) -> bool {
+    strait_nft::netlink::Socket::open()
+        .and_then(|mut socket| socket.apply(tx))
+        .is_ok()
+}
+
+/// The whole table and the pod's elements, which works from any state:
+/// over netlink, else through `nft`, whose refusal names the element at
+/// fault (a hostPort mapped twice is told apart by it).
+fn apply_full(tx: &Transaction) -> Result<()> {
+    match strait_nft::netlink::Socket::open().and_then(|mut socket| socket.apply(tx)) {
         Ok(()) => Ok(()),
-        Err(_) => nft_apply(full).map_err(Error::from),
+        Err(e) => {
+            tracing::debug!("netlink refused the full transaction ({e}); trying nft");
+            nft_apply(&strait_nft::text::transaction_script(tx)).map_err(Error::from)
+        }
+    }
+}
+
+/// When the fast transaction failed (table or elements not as expected),
+/// apply the full one.
+fn finish_nft(fast_applied: bool, full: &Transaction) -> Result<()> {
+    if fast_applied {
+        Ok(())
+    } else {
+        apply_full(full)
     }
 }
 
@@ -786,14 +828,14 @@ fn forget_attachment(
     let entries = state.entries(conf, container_id, ifname);
     if !entries.is_empty() && !state.ips.is_empty() {
         finish_nft(
-            nft_spawn(&entries.fast_del_script())?,
-            &entries.full_del_script(&plan.subnets()),
+            apply_fast(&entries.fast_del()),
+            &entries.full_del(&plan.subnets()),
         )?;
     }
     remove_state(&path)
 }
 
-async fn check(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
+async fn check<K: Namespaces>(kernel: &K, conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
     env.require(&[
         ("CNI_CONTAINERID", &env.container_id),
         ("CNI_NETNS", &env.netns),
@@ -804,11 +846,8 @@ async fn check(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
         .as_ref()
         .ok_or_else(|| Error::config("prevResult", "missing: CHECK needs the result of ADD"))?;
     let prev = CniResult::from_value(prev)?;
-    let netns = open_netns(&env.netns)?;
-    let container = {
-        let _inside = netns.enter()?;
-        Netlink::connect()?
-    };
+    let netns = open_netns(kernel, &env.netns)?;
+    let container = kernel.connect(Some(&netns))?;
     let inner = container.link_by_name(&env.ifname).await?.ok_or_else(|| {
         Error::internal(format!(
             "CHECK: interface {} is missing in {}",
@@ -847,7 +886,7 @@ async fn check(conf: &NetConf, plan: &Plan, env: &Env) -> Result<()> {
             )));
         }
     }
-    let host = Netlink::connect()?;
+    let host = kernel.connect(None)?;
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let bridge = host
         .link_by_name(&plan.bridge)
@@ -1000,3 +1039,6 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod fake_tests;

@@ -5,6 +5,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,7 @@ pub struct DnsMetrics {
     cache_hits: Counter,
     cache_misses: Counter,
     upstream_errors: Counter,
+    refused_objects: Gauge,
     fast: Vec<Counter>,
 }
 
@@ -78,6 +80,12 @@ impl Default for DnsMetrics {
             "Upstream exchanges that failed or were refused",
             upstream_errors.clone(),
         );
+        let refused_objects = Gauge::default();
+        registry.register(
+            "refused_objects",
+            "Objects (or unreadable documents and files) of the manifests that admission refused at the last reload; each keeps its previously admitted version or is absent; the log says why",
+            refused_objects.clone(),
+        );
         let mut fast = Vec::new();
         for (_, t) in FAST_TYPES {
             for r in FAST_RCODES {
@@ -98,6 +106,7 @@ impl Default for DnsMetrics {
             cache_hits,
             cache_misses,
             upstream_errors,
+            refused_objects,
             fast,
         }
     }
@@ -128,6 +137,11 @@ impl DnsMetrics {
                 self.answered(&qtype, &rcode, seconds);
             }
         }
+    }
+
+    /// How many objects admission refused at the last load of the zone.
+    pub fn refused_objects(&self, refused: usize) {
+        self.refused_objects.set(refused as i64);
     }
 
     pub fn cache_hit(&self) {

@@ -21,7 +21,7 @@ use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
 use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use strait_model::{parse_str, ClusterState, Format, Object};
+use strait_model::{parse_str, parse_str_with, Admission, ClusterState, Format, Object, Origin};
 use strait_proxy::{NodeContext, ServiceProxy};
 
 use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
@@ -104,9 +104,10 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let mut last_written = String::new();
     // Pods that failed to start: not retried before the instant, and why.
     let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
+    let mut admitted = Admitted::default();
     loop {
         let started = Instant::now();
-        let desired = desired_state(layout, config, strait)?;
+        let desired = desired_state(layout, config, strait, &mut admitted)?;
         let state0 = match controllers::reconcile(desired, previous.as_ref(), &cluster_config) {
             Ok(s) => s,
             Err(e) => {
@@ -325,12 +326,36 @@ fn node_proxy(
     tx
 }
 
+/// The desired objects admitted at the last round, and the refusals said.
+#[derive(Default)]
+struct Admitted {
+    objects: Vec<(Object, Origin)>,
+    refusals: Vec<String>,
+}
+
 /// The desired objects plus what every cluster has: the Nodes and the
-/// cluster DNS (strait's, as pods behind kube-system/kube-dns).
-fn desired_state(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<ClusterState> {
+/// cluster DNS (strait's, as pods behind kube-system/kube-dns). `strait lab
+/// apply` writes only admitted objects, but the file may be edited by hand
+/// or read by a stricter strait: an object refused now keeps the version
+/// `admitted` before, and each refusal is logged once.
+fn desired_state(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    admitted: &mut Admitted,
+) -> Result<ClusterState> {
     let text = std::fs::read_to_string(layout.desired())
         .unwrap_or_else(|_| r#"{"apiVersion":"v1","kind":"List","items":[]}"#.into());
-    let mut loaded = parse_str("desired.json", &text, Format::Json)?;
+    let mut loaded = parse_str_with("desired.json", &text, Format::Json, Admission::PerObject)?;
+    loaded.keep_refused(&admitted.objects);
+    let refusals: Vec<String> = loaded.refused.iter().map(|r| r.error.to_string()).collect();
+    for refusal in &refusals {
+        if !admitted.refusals.contains(refusal) {
+            tracing::error!("{refusal}; refused, keeping what was admitted before");
+        }
+    }
+    admitted.refusals = refusals;
+    admitted.objects.clone_from(&loaded.objects);
     let mut addons = String::new();
     for i in 0..config.nodes {
         addons.push_str(&format!(

@@ -16,10 +16,10 @@ mod net;
 mod procs;
 
 pub use controller::run_controller;
-pub use net::masquerade_table;
 pub use error::{Error, Result};
 pub use layout::{
     pod_key, validate_lab_name, Backend, LabConfig, LabState, Layout, NodeProblem, PodRecord,
     MAX_LAB_NAME,
 };
+pub use net::masquerade_table;
 pub use procs::{kill_in_netns, netns_inode, ProcessId};

@@ -6,11 +6,13 @@
 //! drops), and netlink sockets are bound to the namespace they were opened in.
 
 mod error;
+pub mod fake;
 mod http;
 mod netlink;
 mod netns;
 mod nf_netlink;
 mod nft;
+mod ops;
 mod sysctl;
 
 pub use error::{Error, Result};
@@ -21,6 +23,7 @@ pub use nf_netlink::{
     Batch, Data, Expr, NfNetlink, NlVerdict, REG32_00, REG_1, REG_2, REG_VERDICT,
 };
 pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
+pub use ops::{Kernel, Namespaces, NetOps};
 pub use sysctl::{read_sysctl, write_sysctl};
 
 /// Whether this process may create namespaces and program the network

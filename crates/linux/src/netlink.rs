@@ -31,6 +31,18 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// Which namespace the socket was opened in (device and inode of its
+    /// nsfs file): sysctls are written through /proc/sys, which follows the
+    /// calling thread, so [`Netlink::write_sysctl`] checks they agree.
+    netns: Option<(u64, u64)>,
+}
+
+/// The identity of the calling thread's network namespace.
+fn thread_netns() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// What strait needs to know of a link.
@@ -212,7 +224,25 @@ impl Netlink {
             errno: e.raw_os_error(),
         })?;
         tokio::spawn(connection);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            netns: thread_netns(),
+        })
+    }
+
+    /// Write a sysctl of this connection's namespace. /proc/sys/net is the
+    /// calling thread's: a thread that is elsewhere gets an error rather
+    /// than changing another namespace.
+    pub fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        if self.netns.is_none() || thread_netns() != self.netns {
+            return Err(Error::Sysctl {
+                key: key.to_owned(),
+                source: std::io::Error::other(
+                    "the calling thread is not in the namespace of this netlink connection",
+                ),
+            });
+        }
+        crate::write_sysctl(key, value)
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
@@ -422,6 +452,15 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| nl_error(format!("set link {index} up"), e))
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(|e| nl_error(format!("set link {index} down"), e))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {

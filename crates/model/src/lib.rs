@@ -11,7 +11,9 @@
 mod error;
 mod hash;
 mod json;
+mod kind;
 mod manifest;
+mod names;
 mod object;
 mod parallel;
 mod pod;
@@ -23,17 +25,18 @@ mod validate;
 pub mod controllers;
 
 pub use error::{Error, Result};
+pub use kind::{Kind, ObjectKey};
 pub use manifest::{
-    load_paths, load_paths_with, parse_str, Format, Loaded, Origin, ReadOptions, SkipReason,
-    Skipped, Source, MAX_INPUT_BYTES,
+    load_paths, load_paths_with, parse_str, parse_str_with, Admission, Format, Loaded, Origin,
+    ReadOptions, Refused, SkipReason, Skipped, Source, MAX_INPUT_BYTES,
 };
-pub use object::{Kind, Object, ObjectKey};
+pub use names::dns_label as validate_dns_label;
+pub use names::dns_subdomain as validate_dns_subdomain;
+pub use object::Object;
 pub use pod::CompactPod;
 pub use ports::resolve_target_port;
 pub use selector::{Requirement, Selector, SelectorError};
 pub use state::{Change, ChangeSet, ClusterState, Store};
-pub use validate::dns_label as validate_dns_label;
-pub use validate::dns_subdomain as validate_dns_subdomain;
 
 /// Re-exported so that users of the model name the same Kubernetes types.
 pub use k8s_openapi;

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::object::{Kind, Object, ObjectKey};
-use crate::validate;
+use crate::kind::{Kind, ObjectKey};
+use crate::object::{Object, TypedDoc};
 use crate::{Error, Result};
 
 /// Where manifests come from: a path (file or directory) or standard input.
@@ -63,6 +63,37 @@ pub struct Loaded {
     pub ignored: BTreeMap<String, usize>,
     /// What a directory held that was not read, for the user to be told.
     pub skipped: Vec<Skipped>,
+    /// Objects refused by admission, with why, in input order. Only ever
+    /// filled when reading with [`Admission::PerObject`]: otherwise the
+    /// first refusal is the error of the whole read.
+    pub refused: Vec<Refused>,
+}
+
+/// An object (or a document, or a whole file) that admission refused.
+#[derive(Debug)]
+pub struct Refused {
+    /// The file and document; document 0 when the whole file is refused
+    /// (unreadable, not valid YAML or JSON as a whole).
+    pub origin: Origin,
+    /// The object, when its kind and name could be read: what a follower
+    /// keeps the previous version of.
+    pub key: Option<ObjectKey>,
+    /// Why, naming the file, document, object and field.
+    pub error: Error,
+}
+
+/// What one object that fails admission does to a read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// The read fails with the first refusal: what one-shot commands
+    /// (`strait render`) want, so that a mistake is never silently left out.
+    #[default]
+    AllOrNothing,
+    /// A refused object is refused alone, as the API server refuses one
+    /// request: it goes to [`Loaded::refused`] and every other object is
+    /// still read. A document that is not valid YAML refuses that document
+    /// when the file's documents can still be told apart, else the file.
+    PerObject,
 }
 
 /// An entry of a directory that was not read.
@@ -87,6 +118,52 @@ impl Loaded {
             *self.ignored.entry(kind).or_default() += n;
         }
         self.skipped.extend(other.skipped);
+        self.refused.extend(other.refused);
+    }
+}
+
+impl Loaded {
+    /// What a follower does with refusals, as the API server does with a
+    /// refused request: the object stored `before` stays. For each refusal
+    /// in [`Loaded::refused`] this adds to [`Loaded::objects`] what was read
+    /// `before` in its place: the object of the same kind, namespace and
+    /// name; for a document that could not be read, the object that document
+    /// held; for a file, the objects of that file. Never an object whose key
+    /// was read now. Returns, for each refusal in order, the keys kept.
+    pub fn keep_refused(&mut self, before: &[(Object, Origin)]) -> Vec<Vec<ObjectKey>> {
+        if self.refused.is_empty() {
+            return Vec::new();
+        }
+        let mut present: std::collections::HashSet<ObjectKey> =
+            self.objects.iter().map(|(o, _)| ObjectKey::of(o)).collect();
+        let by_key: std::collections::HashMap<ObjectKey, &(Object, Origin)> = before
+            .iter()
+            .map(|entry| (ObjectKey::of(&entry.0), entry))
+            .collect();
+        let mut kept_for = Vec::with_capacity(self.refused.len());
+        for refusal in &self.refused {
+            let candidates: Vec<&(Object, Origin)> = match (&refusal.key, refusal.origin.index) {
+                (Some(key), _) => by_key.get(key).copied().into_iter().collect(),
+                (None, 0) => before
+                    .iter()
+                    .filter(|(_, o)| o.file == refusal.origin.file)
+                    .collect(),
+                (None, _) => before
+                    .iter()
+                    .filter(|(_, o)| *o == refusal.origin)
+                    .collect(),
+            };
+            let mut kept = Vec::new();
+            for (object, origin) in candidates {
+                let key = ObjectKey::of(object);
+                if present.insert(key.clone()) {
+                    kept.push(key);
+                    self.objects.push((object.clone(), origin.clone()));
+                }
+            }
+            kept_for.push(kept);
+        }
+        kept_for
     }
 }
 
@@ -102,6 +179,8 @@ pub struct ReadOptions {
     pub recursive: bool,
     /// At most this many bytes over every source.
     pub max_bytes: u64,
+    /// Whether one refused object fails the read or only itself.
+    pub admission: Admission,
 }
 
 impl Default for ReadOptions {
@@ -109,6 +188,7 @@ impl Default for ReadOptions {
         ReadOptions {
             recursive: false,
             max_bytes: MAX_INPUT_BYTES,
+            admission: Admission::AllOrNothing,
         }
     }
 }
@@ -120,40 +200,69 @@ pub fn load_paths(sources: &[Source]) -> Result<Loaded> {
     load_paths_with(sources, &ReadOptions::default())
 }
 
-/// [`load_paths`] with options: subdirectories, a smaller size limit.
+/// [`load_paths`] with options: subdirectories, a smaller size limit, and
+/// whether a refused object fails the read ([`Admission`]). With
+/// [`Admission::PerObject`] a file that cannot be read is refused (as a
+/// whole) too; a directory that cannot be listed and the size limit still
+/// fail the read, since what they leave out is unknown.
 pub fn load_paths_with(sources: &[Source], options: &ReadOptions) -> Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut left = options.max_bytes;
+    let admission = options.admission;
     for source in sources {
         match source {
             Source::Stdin => {
                 let name = Path::new("<stdin>");
                 let text = read_at_most(name, std::io::stdin().lock(), &mut left, options)?;
-                loaded.merge(parse_str("<stdin>", &text, sniff(&text))?);
+                loaded.merge(parse_str_with("<stdin>", &text, sniff(&text), admission)?);
             }
             Source::Path(path) => {
                 for file in files_of(path, options.recursive, &mut loaded.skipped)? {
-                    let read_error = |source| Error::Read {
-                        path: file.clone(),
-                        source,
-                    };
-                    let handle = std::fs::File::open(&file).map_err(read_error)?;
-                    // Refused before reading when the size is known.
-                    let size = handle.metadata().map_err(read_error)?.len();
-                    if size > left {
-                        return Err(too_much(&file, options));
+                    match read_file(&file, &mut left, options) {
+                        Ok((text, format)) => loaded.merge(parse_str_with(
+                            &file.display().to_string(),
+                            &text,
+                            format,
+                            admission,
+                        )?),
+                        Err(error @ Error::Read { .. }) if admission == Admission::PerObject => {
+                            loaded.refused.push(Refused {
+                                origin: Origin {
+                                    file: file.display().to_string().into(),
+                                    index: 0,
+                                },
+                                key: None,
+                                error,
+                            });
+                        }
+                        Err(e) => return Err(e),
                     }
-                    let text = read_at_most(&file, handle, &mut left, options)?;
-                    let format = match file.extension().and_then(|e| e.to_str()) {
-                        Some("json") => Format::Json,
-                        _ => sniff(&text),
-                    };
-                    loaded.merge(parse_str(&file.display().to_string(), &text, format)?);
                 }
             }
         }
     }
     Ok(loaded)
+}
+
+/// The text of one manifest file and its format, within what is `left` of
+/// the size limit.
+fn read_file(file: &Path, left: &mut u64, options: &ReadOptions) -> Result<(String, Format)> {
+    let read_error = |source| Error::Read {
+        path: file.to_owned(),
+        source,
+    };
+    let handle = std::fs::File::open(file).map_err(read_error)?;
+    // Refused before reading when the size is known.
+    let size = handle.metadata().map_err(read_error)?.len();
+    if size > *left {
+        return Err(too_much(file, options));
+    }
+    let text = read_at_most(file, handle, left, options)?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        _ => sniff(&text),
+    };
+    Ok((text, format))
 }
 
 fn too_much(file: &Path, options: &ReadOptions) -> Error {
@@ -269,25 +378,54 @@ fn sniff(text: &str) -> Format {
     }
 }
 
-/// Parse the documents of one file named `file` (used in messages only).
+/// Parse the documents of one file named `file` (used in messages only);
+/// the first refused object is the error.
 pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
+    parse_str_with(file, text, format, Admission::AllOrNothing)
+}
+
+/// [`parse_str`], refusing objects alone with [`Admission::PerObject`]:
+/// then the only error is none, and what was refused is in
+/// [`Loaded::refused`].
+pub fn parse_str_with(
+    file: &str,
+    text: &str,
+    format: Format,
+    admission: Admission,
+) -> Result<Loaded> {
     let mut collector = Collector::default();
+    let per_object = admission == Admission::PerObject;
     match format {
         Format::Json => {
             // Objects are typed straight from the text: no intermediate tree,
             // which halves the time and memory of reading a large dump.
             let mut docs = Vec::new();
             for raw in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
-                let raw = raw.map_err(|e| Error::Syntax {
-                    file: file.to_owned(),
-                    format: "JSON",
-                    message: e.to_string(),
-                })?;
+                let raw = match raw {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        let error = Error::Syntax {
+                            file: file.to_owned(),
+                            format: "JSON",
+                            message: e.to_string(),
+                        };
+                        // After a syntax error JSON gives no way to find
+                        // where the next document starts: the file is refused.
+                        return if per_object {
+                            Ok(file_refused(file, error))
+                        } else {
+                            Err(error)
+                        };
+                    }
+                };
                 docs.push(Doc::Raw(raw));
                 // In runs: a file of a billion `{}` never has a billion
                 // documents in memory at once.
                 if docs.len() == JSON_DOCUMENTS_PER_RUN {
                     collector.documents(std::mem::take(&mut docs));
+                    if !per_object && !collector.loaded.refused.is_empty() {
+                        break;
+                    }
                 }
             }
             collector.documents(docs);
@@ -295,25 +433,100 @@ pub fn parse_str(file: &str, text: &str, format: Format) -> Result<Loaded> {
         Format::Yaml => {
             collector = match read_yaml_in_parts(text, crate::parallel::threads()) {
                 Some(collector) => collector,
-                None => read_yaml(text).map_err(|e| yaml_error(file, text, &e))?,
+                None => match read_yaml(text) {
+                    Ok(collector) => collector,
+                    Err(e) if per_object => match read_yaml_documents_alone(file, text) {
+                        Some(collector) => collector,
+                        None => return Ok(file_refused(file, yaml_error(file, text, &e, false))),
+                    },
+                    Err(e) => return Err(yaml_error(file, text, &e, false)),
+                },
             };
         }
     }
-    if let Some(e) = collector.error {
-        return Err(Error::Document {
-            file: file.to_owned(),
-            index: e.index,
-            object: e.object,
-            field: e.field,
-            message: e.message,
-        });
-    }
     let mut loaded = collector.loaded;
     let file: Arc<str> = file.into();
+    for refused in &mut loaded.refused {
+        refused.origin.file = file.clone();
+        if let Error::Document { file: named, .. } = &mut refused.error {
+            *named = file.to_string();
+        }
+    }
+    if !per_object && !loaded.refused.is_empty() {
+        return Err(loaded.refused.swap_remove(0).error);
+    }
     for (_, origin) in &mut loaded.objects {
         origin.file = file.clone();
     }
     Ok(loaded)
+}
+
+/// What a file that is refused as a whole reads as.
+fn file_refused(file: &str, error: Error) -> Loaded {
+    Loaded {
+        refused: vec![Refused {
+            origin: Origin {
+                file: file.into(),
+                index: 0,
+            },
+            key: None,
+            error,
+        }],
+        ..Loaded::default()
+    }
+}
+
+/// A YAML file that is not valid as a whole, read one document at a time
+/// (cut before each `---` line, which no content may hold), so that only
+/// the documents that are not valid are refused. `None` when the documents
+/// cannot be told apart: one document only, or directives (`%YAML`), which
+/// belong to the document after them. The documents share the file's
+/// alias budget: reading them apart makes aliases repeat no more in all.
+fn read_yaml_documents_alone(file: &str, text: &str) -> Option<Collector> {
+    let parts = yaml_documents(text)?;
+    let mut all = Collector::default();
+    let mut line = 0u64;
+    // Re-reading a bad document after as many empty lines as come before
+    // it gives its error the line of the file; bounded, so that a file of
+    // many bad documents is not read over and over.
+    let mut padding_left: usize = 16 << 20;
+    let shares = parts.len();
+    for part in parts {
+        match read_yaml_sharing(part, shares) {
+            Ok(read) => all.append(read),
+            Err(e) => {
+                let before = usize::try_from(line).unwrap_or(usize::MAX);
+                let message = if before <= padding_left {
+                    padding_left -= before;
+                    let padded = format!("{}{part}", "\n".repeat(before));
+                    let e = read_yaml_sharing(&padded, shares).err().unwrap_or(e);
+                    without_file(yaml_error(file, &padded, &e, true))
+                } else {
+                    format!(
+                        "{} (lines counted from the document's start)",
+                        without_file(yaml_error(file, part, &e, true))
+                    )
+                };
+                all.index += 1;
+                all.loaded.refused.push(Refused {
+                    origin: Origin {
+                        file: all.unnamed.clone(),
+                        index: all.index,
+                    },
+                    key: None,
+                    error: Error::Document {
+                        file: String::new(),
+                        index: all.index,
+                        object: String::new(),
+                        field: "(document)".into(),
+                        message,
+                    },
+                });
+            }
+        }
+        line += part.bytes().filter(|&b| b == b'\n').count() as u64;
+    }
+    Some(all)
 }
 
 /// How many events YAML aliases may repeat in all, in one file. Manifests
@@ -328,7 +541,17 @@ const MAX_ALIAS_REPLAYED_BYTES: usize = 16 << 20;
 const MAX_YAML_DEPTH: usize = 255;
 
 fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
-    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(text, yaml_options(text.len()))
+    read_yaml_sharing(text, 1)
+}
+
+/// [`read_yaml`] of one of `shares` parts of a file read apart: the file's
+/// alias budget is split among them, so reading a file's documents one by
+/// one lets aliases repeat no more than reading it at once.
+fn read_yaml_sharing(text: &str, shares: usize) -> Result<Collector, serde_saphyr::Error> {
+    serde_saphyr::from_str_multiple_with_options::<Value, Collector>(
+        text,
+        yaml_options(text.len(), shares.max(1)),
+    )
 }
 
 /// The parser's budget, measured by the text: without aliases no document
@@ -337,10 +560,14 @@ fn read_yaml(text: &str) -> Result<Collector, serde_saphyr::Error> {
 /// aliases may add lets a dump of any size through and stops what only
 /// aliases can make. (The parser's default budget is for config files: 1024
 /// documents, 250,000 nodes — a cluster dump has far more.)
-fn yaml_options(len: usize) -> serde_saphyr::Options {
+fn yaml_options(len: usize, shares: usize) -> serde_saphyr::Options {
+    let (alias_events, alias_bytes) = (
+        MAX_ALIAS_REPLAYED_EVENTS / shares,
+        MAX_ALIAS_REPLAYED_BYTES / shares,
+    );
     let events = len
         .saturating_mul(2)
-        .saturating_add(2 * MAX_ALIAS_REPLAYED_EVENTS)
+        .saturating_add(2 * alias_events)
         .saturating_add(64);
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -349,21 +576,22 @@ fn yaml_options(len: usize) -> serde_saphyr::Options {
             max_nodes: events,
             max_documents: usize::MAX,
             max_depth: MAX_YAML_DEPTH,
-            max_total_scalar_bytes: len.saturating_add(MAX_ALIAS_REPLAYED_BYTES),
-            max_recorded_anchor_bytes: MAX_ALIAS_REPLAYED_BYTES,
+            max_total_scalar_bytes: len.saturating_add(alias_bytes),
+            max_recorded_anchor_bytes: alias_bytes,
             // The replay limits below bound what aliases make; the ratio
             // heuristic would refuse a label anchor used a hundred times.
             enforce_alias_anchor_ratio: false,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: MAX_ALIAS_REPLAYED_EVENTS,
+            max_total_replayed_events: alias_events,
         },
     }
 }
 
 /// A YAML file that could not be read: past a limit (named with the
-/// document it is in) or not valid YAML.
-fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Error {
+/// document it is in, unless `one_document`: the text is one document,
+/// named by the caller) or not valid YAML.
+fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error, one_document: bool) -> Error {
     use serde_saphyr::Error as E;
     // The error itself, without the snippets and alias locations around it.
     let mut inner = e;
@@ -386,6 +614,7 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Error {
         };
     }
     let place = match e.location() {
+        Some(at) if at.line() > 0 && one_document => format!("line {}: ", at.line()),
         Some(at) if at.line() > 0 => format!(
             "document {}: line {}: ",
             document_at_line(text, at.line()),
@@ -469,17 +698,7 @@ fn read_yaml_in_parts(text: &str, threads: usize) -> Option<Collector> {
 /// when there is only one part, or the text has directives (`%YAML`,
 /// `%TAG`), which belong to the document after them.
 fn yaml_parts(text: &str, count: usize) -> Option<Vec<&str>> {
-    let mut starts = Vec::new();
-    let mut line_start = 0;
-    for line in text.split_inclusive('\n') {
-        if line.starts_with('%') {
-            return None;
-        }
-        if is_document_start(line) && line_start > 0 {
-            starts.push(line_start);
-        }
-        line_start += line.len();
-    }
+    let starts = document_starts(text)?;
     let mut cuts = vec![0];
     for i in 1..count {
         let target = text.len() / count * i;
@@ -495,21 +714,81 @@ fn yaml_parts(text: &str, count: usize) -> Option<Vec<&str>> {
     Some(cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect())
 }
 
+/// `text` cut before every document start marker but the first line's;
+/// `None` as for [`yaml_parts`].
+fn yaml_documents(text: &str) -> Option<Vec<&str>> {
+    let mut cuts = vec![0];
+    cuts.extend(document_starts(text)?);
+    if cuts.len() < 2 {
+        return None;
+    }
+    cuts.push(text.len());
+    Some(cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect())
+}
+
+/// Where the lines that start a document (after the first line) start;
+/// `None` when the text has directives.
+fn document_starts(text: &str) -> Option<Vec<usize>> {
+    let mut starts = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('%') {
+            return None;
+        }
+        if is_document_start(line) && line_start > 0 {
+            starts.push(line_start);
+        }
+        line_start += line.len();
+    }
+    Some(starts)
+}
+
+/// The message of an error about a whole file, for one of its documents.
+fn without_file(error: Error) -> String {
+    match error {
+        Error::Syntax {
+            format, message, ..
+        } => format!("not valid {format}: {message}"),
+        Error::Limit { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
 /// A document that did not make a valid object.
 struct DocError {
     index: usize,
+    /// The object, when its kind and name are known (boxed: refusals are
+    /// rare, and this keeps every document's result small).
+    key: Option<Box<ObjectKey>>,
     object: String,
     field: String,
     message: String,
 }
 
+impl DocError {
+    /// The refusal of the document at `origin`; the file is named later.
+    fn refused(self, origin: &Origin) -> Refused {
+        Refused {
+            origin: origin.clone(),
+            key: self.key.map(|k| *k),
+            error: Error::Document {
+                file: String::new(),
+                index: self.index,
+                object: self.object,
+                field: self.field,
+                message: self.message,
+            },
+        }
+    }
+}
+
 /// Turns documents into objects as the parser yields them, so that a large
-/// file never exists twice in memory. Keeps the first error.
+/// file never exists twice in memory. What admission refuses is collected
+/// in order with the objects.
 #[derive(Default)]
 struct Collector {
     loaded: Loaded,
     index: usize,
-    error: Option<DocError>,
     /// The file is named once all documents are in (the YAML parser makes
     /// the collector); until then objects share this empty name.
     unnamed: Arc<str>,
@@ -531,15 +810,16 @@ impl Collector {
     fn append(&mut self, later: Collector) {
         let offset = self.index;
         self.index += later.index;
-        if self.error.is_none() {
-            self.error = later.error.map(|e| DocError {
-                index: e.index + offset,
-                ..e
-            });
-        }
         for (object, mut origin) in later.loaded.objects {
             origin.index += offset;
             self.loaded.objects.push((object, origin));
+        }
+        for mut refused in later.loaded.refused {
+            refused.origin.index += offset;
+            if let Error::Document { index, .. } = &mut refused.error {
+                *index += offset;
+            }
+            self.loaded.refused.push(refused);
         }
         for (kind, n) in later.loaded.ignored {
             *self.loaded.ignored.entry(kind).or_default() += n;
@@ -551,9 +831,6 @@ impl Collector {
     fn documents(&mut self, docs: Vec<Doc<'_>>) {
         let first = self.index + 1;
         self.index += docs.len();
-        if self.error.is_some() {
-            return;
-        }
         let unnamed = &self.unnamed;
         let place = |i: usize| {
             let origin = Origin {
@@ -562,22 +839,17 @@ impl Collector {
             };
             (origin, String::new())
         };
-        if let Err(e) = add_documents(&mut self.loaded, docs, None, place) {
-            self.error = Some(e);
-        }
+        add_documents(&mut self.loaded, docs, None, place);
     }
 
     fn document(&mut self, doc: Doc<'_>) {
         self.index += 1;
-        if self.error.is_some() {
-            return;
-        }
         let origin = Origin {
             file: self.unnamed.clone(),
             index: self.index,
         };
         if let Err(e) = add_document(&mut self.loaded, doc, &origin, "", None) {
-            self.error = Some(e);
+            self.loaded.refused.push(e.refused(&origin));
         }
     }
 }
@@ -659,6 +931,12 @@ struct TypeMeta<'a> {
     api_version: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl TypedDoc for Doc<'_> {
+    fn typed<T: DeserializeOwned>(&self) -> Result<T, (String, String)> {
+        Doc::typed(self)
+    }
 }
 
 impl Doc<'_> {
@@ -781,22 +1059,24 @@ fn integral_floats_as_integers(value: &mut Value) -> bool {
 /// Below this many documents one thread reads them all.
 const PARALLEL_MIN_DOCUMENTS: usize = 2048;
 
-/// `add_document` for each of `docs` in order; `place(i)` gives the origin
-/// and field prefix of the i-th. Large inputs are read on every core: each
-/// document is read on its own, so the outcome (objects in input order, the
-/// error of the first bad document) is the same as reading them one by one.
+/// `add_document` for each of `docs` in order, each refusal collected;
+/// `place(i)` gives the origin and field prefix of the i-th. Large inputs
+/// are read on every core: each document is read on its own, so the outcome
+/// (objects and refusals in input order) is the same as reading them one by
+/// one.
 fn add_documents(
     loaded: &mut Loaded,
     docs: Vec<Doc<'_>>,
     implied: Option<&Implied>,
     place: impl Fn(usize) -> (Origin, String) + Sync,
-) -> Result<(), DocError> {
+) {
     let read = |loaded: &mut Loaded, first: usize, docs: Vec<Doc<'_>>| {
         for (i, doc) in docs.into_iter().enumerate() {
             let (origin, prefix) = place(first + i);
-            add_document(loaded, doc, &origin, &prefix, implied)?;
+            if let Err(e) = add_document(loaded, doc, &origin, &prefix, implied) {
+                loaded.refused.push(e.refused(&origin));
+            }
         }
-        Ok(())
     };
     let threads = crate::parallel::threads();
     if threads < 2 || docs.len() < PARALLEL_MIN_DOCUMENTS {
@@ -816,14 +1096,12 @@ fn add_documents(
     }
     let results = crate::parallel::map(runs, 2, |(first, docs)| {
         let mut part = Loaded::default();
-        let result = read(&mut part, first, docs);
-        (part, result)
+        read(&mut part, first, docs);
+        part
     });
-    for (part, result) in results {
+    for part in results {
         loaded.merge(part);
-        result?;
     }
-    Ok(())
 }
 
 /// The type of the items of a typed List (`ServiceList` → `v1`, `Service`):
@@ -842,23 +1120,25 @@ fn add_document(
     implied: Option<&Implied>,
 ) -> Result<(), DocError> {
     let index = origin.index;
-    let fail = |object: String, field: &str, message: String| DocError {
-        index,
-        object,
-        field: if field.is_empty() {
-            if prefix.is_empty() {
-                "(document)".to_owned()
+    let fail =
+        |(object, key): (String, Option<Box<ObjectKey>>), field: &str, message: String| DocError {
+            index,
+            key,
+            object,
+            field: if field.is_empty() {
+                if prefix.is_empty() {
+                    "(document)".to_owned()
+                } else {
+                    prefix.trim_end_matches('.').to_owned()
+                }
             } else {
-                prefix.trim_end_matches('.').to_owned()
-            }
-        } else {
-            format!("{prefix}{field}")
-        },
-        message,
-    };
+                format!("{prefix}{field}")
+            },
+            message,
+        };
     let Some(head) = doc.head() else {
         return Err(fail(
-            String::new(),
+            (String::new(), None),
             "",
             "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
         ));
@@ -869,12 +1149,12 @@ fn add_document(
         None if implied.is_some() => implied.map(|t| t.kind.clone()).unwrap_or_default(),
         Some(_) => {
             return Err(fail(
-                String::new(),
+                (String::new(), None),
                 "kind",
                 "must be a non-empty string".into(),
             ))
         }
-        None => return Err(fail(String::new(), "kind", "missing".into())),
+        None => return Err(fail((String::new(), None), "kind", "missing".into())),
     };
     let api_version = match (head.api_version, implied) {
         (Some(Value::String(v)), _) if !v.is_empty() => v,
@@ -882,12 +1162,12 @@ fn add_document(
         (None, Some(t)) if kind_missing || kind_name == t.kind => t.api_version.clone(),
         (Some(_), _) => {
             return Err(fail(
-                String::new(),
+                (String::new(), None),
                 "apiVersion",
                 "must be a non-empty string".into(),
             ))
         }
-        (None, _) => return Err(fail(String::new(), "apiVersion", "missing".into())),
+        (None, _) => return Err(fail((String::new(), None), "apiVersion", "missing".into())),
     };
 
     // `kind: List` and typed lists (`ServiceList`, …) as `kubectl get -o yaml` writes them.
@@ -900,7 +1180,7 @@ fn add_document(
                     } else {
                         "must be a list".into()
                     };
-                    fail(String::new(), "items", message)
+                    fail((String::new(), None), "items", message)
                 })?
                 .items
                 .map(|items| {
@@ -913,7 +1193,7 @@ fn add_document(
                 }),
             Doc::Value(_) => doc
                 .items()
-                .map_err(|message| fail(String::new(), "items", message))?,
+                .map_err(|message| fail((String::new(), None), "items", message))?,
         };
         // `kind: List` holds any kinds, each item naming its own.
         let implied = (!item_kind.is_empty()).then(|| Implied {
@@ -921,12 +1201,13 @@ fn add_document(
             kind: item_kind.to_owned(),
         });
         if let Some(items) = items {
-            return add_documents(loaded, items, implied.as_ref(), |j| {
+            add_documents(loaded, items, implied.as_ref(), |j| {
                 (origin.clone(), format!("{prefix}items[{j}]."))
             });
+            return Ok(());
         }
         return Err(fail(
-            String::new(),
+            (String::new(), None),
             "items",
             "missing: a List needs items".into(),
         ));
@@ -944,9 +1225,19 @@ fn add_document(
             namespace
         };
         if name.is_empty() {
-            format!(" ({kind})")
+            (format!(" ({kind})"), None)
         } else {
-            format!(" ({})", ObjectKey::new(kind, namespace, name))
+            // The key the object would have once admitted: cluster-scoped
+            // kinds lose a namespace given to them.
+            let key = ObjectKey::new(
+                kind,
+                if kind.is_namespaced() { namespace } else { "" },
+                name,
+            );
+            (
+                format!(" ({})", ObjectKey::new(kind, namespace, name)),
+                Some(Box::new(key)),
+            )
         }
     };
     let described_doc = || {
@@ -992,7 +1283,7 @@ fn add_document(
     if meta.namespace != wanted {
         object.metadata_mut().namespace = wanted;
     }
-    validate::object(&mut object).map_err(|(field, message)| {
+    object.admit().map_err(|(field, message)| {
         let meta = object.metadata();
         let described = describe(
             meta.name.as_deref().unwrap_or_default(),
@@ -1010,6 +1301,206 @@ mod tests {
 
     fn parse(text: &str) -> Result<Loaded> {
         parse_str("test.yaml", text, sniff(text))
+    }
+
+    fn per_object(text: &str) -> Loaded {
+        parse_str_with("test.yaml", text, sniff(text), Admission::PerObject)
+            .expect("reading object by object has no error of its own")
+    }
+
+    fn names(loaded: &Loaded) -> Vec<(String, usize)> {
+        loaded
+            .objects
+            .iter()
+            .map(|(o, origin)| (o.metadata().name.clone().unwrap(), origin.index))
+            .collect()
+    }
+
+    const GOOD: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: good}\nspec: {ports: [{port: 80}]}\n";
+    const BAD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: shop}\nspec: {ports: [{port: 70000}]}\n";
+
+    #[test]
+    fn a_refused_object_is_refused_alone_naming_object_and_field() {
+        let text = format!("{GOOD}---\n{BAD}---\n{}", GOOD.replace("good", "also"));
+        let loaded = per_object(&text);
+        assert_eq!(names(&loaded), [("good".into(), 1), ("also".into(), 3)]);
+        assert_eq!(loaded.refused.len(), 1);
+        let refused = &loaded.refused[0];
+        assert_eq!(&*refused.origin.file, "test.yaml");
+        assert_eq!(refused.origin.index, 2);
+        assert_eq!(
+            refused.key,
+            Some(ObjectKey::new(Kind::Service, "shop", "bad"))
+        );
+        let message = refused.error.to_string();
+        assert!(
+            message.starts_with("test.yaml: document 2 (Service shop/bad): spec.ports[0].port: "),
+            "{message}"
+        );
+        // All or nothing, as before: the same refusal is the error.
+        let err = parse(&text).unwrap_err().to_string();
+        assert_eq!(err, message);
+    }
+
+    #[test]
+    fn a_refused_list_item_leaves_the_other_items() {
+        let text = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"ports":[{"port":80}]}},
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"b"},"spec":{"ports":[{"port":-1}]}},
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"c"},"spec":{"ports":[{"port":81}]}}]}"#;
+        let loaded = per_object(text);
+        assert_eq!(names(&loaded), [("a".into(), 1), ("c".into(), 1)]);
+        let message = loaded.refused[0].error.to_string();
+        assert!(
+            message.contains("(Service default/b): items[1].spec.ports[0].port: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_yaml_document_that_does_not_parse_refuses_itself_only() {
+        // Line 7 holds the unclosed flow sequence.
+        let text = format!(
+            "{GOOD}---\napiVersion: v1\nkind: [Service\n---\n{}",
+            GOOD.replace("good", "after")
+        );
+        let loaded = per_object(&text);
+        assert_eq!(names(&loaded), [("good".into(), 1), ("after".into(), 3)]);
+        assert_eq!(loaded.refused.len(), 1);
+        let refused = &loaded.refused[0];
+        assert_eq!((refused.origin.index, &refused.key), (2, &None));
+        let message = refused.error.to_string();
+        assert!(
+            message.starts_with("test.yaml: document 2: (document): not valid YAML: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("line 7"),
+            "the line of the file: {message}"
+        );
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_at_all_is_refused_as_a_whole() {
+        for text in [
+            "apiVersion: v1\nkind: [Service\n",
+            "%YAML 1.2\n---\nkind: [x\n---\na: 1\n",
+            "{\"apiVersion\": \"v1\"} {\"kind\": ",
+        ] {
+            let loaded = per_object(text);
+            assert!(loaded.objects.is_empty(), "{text}");
+            assert_eq!(loaded.refused.len(), 1, "{text}");
+            let refused = &loaded.refused[0];
+            assert_eq!((refused.origin.index, &refused.key), (0, &None));
+            assert!(
+                refused
+                    .error
+                    .to_string()
+                    .starts_with("test.yaml: not valid "),
+                "{}",
+                refused.error
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_refused_alone_when_reading_object_by_object() {
+        let dir = temp_dir("unreadable");
+        std::fs::write(dir.join("a.yaml"), GOOD).unwrap();
+        // Not UTF-8: listed, but it cannot be read as text.
+        std::fs::write(dir.join("b.yaml"), b"\xff\xfe").unwrap();
+        std::fs::write(dir.join("c.yaml"), BAD).unwrap();
+        let sources = [Source::Path(dir.clone())];
+        let options = ReadOptions {
+            admission: Admission::PerObject,
+            ..ReadOptions::default()
+        };
+        let loaded = load_paths_with(&sources, &options);
+        let strict = load_paths(&sources);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let loaded = loaded.unwrap();
+        assert_eq!(names(&loaded), [("good".into(), 1)]);
+        let refused: Vec<_> = loaded
+            .refused
+            .iter()
+            .map(|r| {
+                (
+                    r.origin.file.rsplit('/').next().unwrap().to_owned(),
+                    r.origin.index,
+                )
+            })
+            .collect();
+        assert_eq!(refused, [("b.yaml".into(), 0), ("c.yaml".into(), 1)]);
+        assert!(strict.is_err());
+    }
+
+    #[test]
+    fn refused_objects_keep_what_was_admitted_before_in_their_place() {
+        let service = |name: &str, port: u32| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s-{name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        let read = |file: &str, text: &str| {
+            parse_str_with(file, text, Format::Yaml, Admission::PerObject).unwrap()
+        };
+        let mut before = read(
+            "a.yaml",
+            &format!(
+                "{}---\n{}---\n{}",
+                service("x", 80),
+                service("y", 80),
+                service("z", 80)
+            ),
+        );
+        before.merge(read(
+            "b.yaml",
+            &format!("{}---\n{}", service("w", 80), service("v", 80)),
+        ));
+        assert!(before.refused.is_empty());
+        let before = before.objects;
+
+        // a.yaml: x updated; y's new version refused; z's document unreadable;
+        // a new object n refused. b.yaml: unreadable as a whole.
+        let mut now = read(
+            "a.yaml",
+            &format!(
+                "{}---\n{}---\nkind: [z\n---\n{}",
+                service("x", 81),
+                service("y", 70000),
+                service("n", 70000)
+            ),
+        );
+        now.merge(read("b.yaml", "kind: [\n"));
+        assert_eq!(now.refused.len(), 4);
+        let kept = now.keep_refused(&before);
+        let key = |name: &str| ObjectKey::new(Kind::Service, "default", format!("s-{name}"));
+        assert_eq!(
+            kept,
+            [
+                vec![key("y")],
+                vec![key("z")],
+                vec![],
+                vec![key("w"), key("v")]
+            ]
+        );
+        let port = |name: &str| -> Option<i32> {
+            now.objects.iter().find_map(|(o, _)| match o {
+                Object::Service(s) if s.metadata.name.as_deref() == Some(&format!("s-{name}")) => {
+                    Some(s.spec.as_ref()?.ports.as_ref()?[0].port)
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(
+            ["x", "y", "z", "n", "w", "v"].map(port),
+            [Some(81), Some(80), Some(80), None, Some(80), Some(80)]
+        );
+
+        // What is read now under a key is never doubled by what was kept.
+        let mut moved = read("a.yaml", &format!("{}---\nkind: [\n", service("y", 90)));
+        assert_eq!(moved.keep_refused(&before), [Vec::<ObjectKey>::new()]);
+        assert_eq!(moved.objects.len(), 1);
     }
 
     #[test]
@@ -1131,9 +1622,17 @@ mod tests {
 
         let bad = text.replacen("metadata: {name: s15000}", "metadata: {name: S}", 1);
         let bad = bad.replacen("metadata: {name: s19000}", "metadata: {name: T}", 1);
-        let whole = read_yaml(&bad).unwrap().error.unwrap();
-        let parts = read_yaml_in_parts(&bad, 4).unwrap().error.unwrap();
-        assert_eq!((parts.index, parts.object), (whole.index, whole.object));
+        let refusals = |c: Collector| -> Vec<_> {
+            c.loaded
+                .refused
+                .into_iter()
+                .map(|r| (r.origin.index, r.key, r.error.to_string()))
+                .collect()
+        };
+        let whole = refusals(read_yaml(&bad).unwrap());
+        let parts = refusals(read_yaml_in_parts(&bad, 4).unwrap());
+        assert_eq!(whole.len(), 2);
+        assert_eq!(parts, whole);
 
         // A syntax error is left to the reading at once, for its line number.
         let broken = text.replacen("kind: Service\n", "kind: [Service\n", 1);
@@ -1220,6 +1719,51 @@ mod tests {
         assert!(err.starts_with("test.yaml: document 2: line "), "{err}");
         assert!(err.contains("YAML aliases may repeat at most"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_alias_bomb_read_object_by_object_refuses_its_document_only() {
+        let text = format!("{}---\n{GOOD}", alias_bomb());
+        let started = std::time::Instant::now();
+        let loaded = per_object(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let kinds: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|(o, i)| (o.kind(), i.index))
+            .collect();
+        assert_eq!(kinds, [(Kind::Namespace, 1), (Kind::Service, 3)]);
+        assert_eq!(loaded.refused.len(), 1);
+        let message = loaded.refused[0].error.to_string();
+        assert!(
+            message.starts_with("test.yaml: document 2: (document): line ")
+                && message.contains("refused: the YAML expands past what strait reads"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn documents_read_apart_share_the_files_alias_budget() {
+        // A syntax error first makes the file be read document by document;
+        // each document then repeats 3,000 nodes: 3 million in all if each
+        // had the whole file's budget, more than a file may make.
+        let mut text = String::from("kind: [\n");
+        let doc = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  a: &a [x,x,x,x,x,x,x,x,x,x]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: [*c,*c,*c]\n";
+        for _ in 0..1000 {
+            text.push_str(doc);
+        }
+        let started = std::time::Instant::now();
+        let loaded = per_object(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Every document is refused: its share of the budget is too small.
+        assert_eq!(loaded.refused.len(), 1001);
+        let message = loaded.refused[1].error.to_string();
+        assert!(
+            message.contains("expands past what strait reads"),
+            "{message}"
+        );
+        // The same document alone in a file is read.
+        assert!(per_object(&doc[4..]).refused.is_empty());
     }
 
     #[test]

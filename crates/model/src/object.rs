@@ -1,6 +1,6 @@
-//! The kinds strait understands, as one enum over the `k8s-openapi` types.
+//! Objects of the kinds strait understands, as one enum over the
+//! `k8s-openapi` types.
 
-use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -9,39 +9,23 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use crate::kind::{Kind, ObjectKey};
 use crate::pod::CompactPod;
+use crate::validate;
 
-macro_rules! kinds {
+/// A document that reads as any one API type: what [`Object::from_doc`]
+/// decodes. The manifest reader's documents are; the trait keeps this module
+/// from depending on the reader.
+pub(crate) trait TypedDoc {
+    /// The document as `T`, or the failing field's path and why.
+    fn typed<T: DeserializeOwned>(&self) -> Result<T, (String, String)>;
+}
+
+macro_rules! objects {
     ($($kind:ident($stored:ty) => $api:literal, namespaced: $ns:literal;)*) => {
-        /// A kind of object strait reads. Order here is the order of
-        /// `strait render` output (alphabetical, like `kubectl get`).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum Kind { $($kind,)* }
-
-        impl Kind {
-            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(Kind::$kind => stringify!($kind),)* }
-            }
-
-            /// The `apiVersion` strait reads and writes for this kind.
-            pub fn api_version(self) -> &'static str {
-                match self { $(Kind::$kind => $api,)* }
-            }
-
-            /// Cluster-scoped kinds (Namespace, Node, IngressClass) have no namespace.
-            pub fn is_namespaced(self) -> bool {
-                match self { $(Kind::$kind => $ns,)* }
-            }
-
-            pub fn from_name(kind: &str) -> Option<Kind> {
-                match kind { $(stringify!($kind) => Some(Kind::$kind),)* _ => None }
-            }
-        }
-
         /// One Kubernetes object of a kind strait understands. Shared, not
         /// copied: a Service is close to 1 KB before its strings, and
         /// snapshots hold the same object for as long as it does not change.
@@ -64,7 +48,7 @@ macro_rules! kinds {
 
             /// Deserialize a document whose `kind` is `kind`, reporting the
             /// failing field as a path (`spec.ports[0].port`).
-            pub(crate) fn from_doc(kind: Kind, doc: &crate::manifest::Doc<'_>) -> Result<Object, (String, String)> {
+            pub(crate) fn from_doc(kind: Kind, doc: &impl TypedDoc) -> Result<Object, (String, String)> {
                 match kind {
                     $(Kind::$kind => doc
                         .typed::<$kind>()
@@ -98,48 +82,39 @@ impl<T> Stored<T> for T {
 /// once compact it is only read.
 impl Stored<Pod> for CompactPod {
     fn from_typed(mut pod: Pod) -> Result<CompactPod, (String, String)> {
-        crate::validate::pod(&mut pod)?;
+        validate::pod(&mut pod)?;
         Ok(CompactPod::new(pod))
     }
 }
 
-kinds! {
-    Deployment(Deployment) => "apps/v1", namespaced: true;
-    EndpointSlice(EndpointSlice) => "discovery.k8s.io/v1", namespaced: true;
-    Endpoints(Endpoints) => "v1", namespaced: true;
-    Ingress(Ingress) => "networking.k8s.io/v1", namespaced: true;
-    IngressClass(IngressClass) => "networking.k8s.io/v1", namespaced: false;
-    Namespace(Namespace) => "v1", namespaced: false;
-    NetworkPolicy(NetworkPolicy) => "networking.k8s.io/v1", namespaced: true;
-    Node(Node) => "v1", namespaced: false;
-    Pod(CompactPod) => "v1", namespaced: true;
-    Service(Service) => "v1", namespaced: true;
-}
+crate::kind::kind_table!(objects);
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl Object {
+    /// Admission: default and validate the object in place, as the API
+    /// server does before storing it (see [`crate::validate`]).
+    pub(crate) fn admit(&mut self) -> Result<(), (String, String)> {
+        let kind = self.kind();
+        validate::metadata(kind, self.metadata_mut())?;
+        let name = self.metadata().name.clone().unwrap_or_default();
+        match self {
+            Object::Service(svc) => validate::service(Arc::make_mut(svc)),
+            // Checked by `validate::pod` while still typed.
+            Object::Pod(_) => Ok(()),
+            Object::Deployment(d) => validate::deployment(Arc::make_mut(d)),
+            Object::Namespace(ns) => {
+                validate::namespace(Arc::make_mut(ns), &name);
+                Ok(())
+            }
+            Object::Endpoints(e) => validate::endpoints(Arc::make_mut(e)),
+            Object::EndpointSlice(s) => validate::endpoint_slice(Arc::make_mut(s)),
+            Object::NetworkPolicy(np) => validate::network_policy(np),
+            Object::Node(node) => validate::node_pod_cidrs(node),
+            Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
+        }
     }
-}
-
-/// Identifies an object: kind, namespace (empty for cluster-scoped kinds), name.
-/// Orders the way `strait render` prints: kind, namespace, name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
 }
 
 impl ObjectKey {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            kind,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
     pub fn of(object: &Object) -> Self {
         let meta = object.metadata();
         ObjectKey::new(
@@ -147,52 +122,5 @@ impl ObjectKey {
             meta.namespace.clone().unwrap_or_default(),
             meta.name.clone().unwrap_or_default(),
         )
-    }
-}
-
-/// `Service default/web`, `Node node-1` — the way errors and logs name objects.
-/// Names that admission would refuse are printed quoted and escaped: the
-/// error that refuses them must not carry a terminal escape or a newline.
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ", self.kind)?;
-        if !self.namespace.is_empty() {
-            write!(f, "{}/", Printable(&self.namespace))?;
-        }
-        write!(f, "{}", Printable(&self.name))
-    }
-}
-
-/// A name as it is when it is one (letters, digits, `-`, `.`, `_`),
-/// otherwise quoted with Rust's escapes.
-struct Printable<'a>(&'a str);
-
-impl fmt::Display for Printable<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plain = !self.0.is_empty()
-            && self
-                .0
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-        if plain {
-            f.write_str(self.0)
-        } else {
-            write!(f, "{:?}", self.0)
-        }
-    }
-}
-
-#[cfg(test)]
-mod display_tests {
-    use super::*;
-
-    #[test]
-    fn names_that_are_not_names_are_printed_escaped() {
-        let plain = ObjectKey::new(Kind::Service, "default", "web-1");
-        assert_eq!(plain.to_string(), "Service default/web-1");
-        let hostile = ObjectKey::new(Kind::Service, "a\x1b[2Jb", "x\ny");
-        let shown = hostile.to_string();
-        assert!(!shown.contains('\x1b') && !shown.contains('\n'), "{shown}");
-        assert_eq!(shown, "Service \"a\\u{1b}[2Jb\"/\"x\\ny\"");
     }
 }

@@ -14,7 +14,8 @@ use serde::ser::SerializeStruct;
 use serde::Serialize;
 
 use crate::json::JsonText;
-use crate::{Error, Kind, ObjectKey};
+use crate::kind::{Kind, ObjectKey};
+use crate::Error;
 
 /// A Pod in a [`ClusterState`](crate::ClusterState). Build one from a typed
 /// [`Pod`] with [`CompactPod::new`]; get the typed Pod back with

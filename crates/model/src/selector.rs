@@ -133,7 +133,7 @@ fn check_key(key: &str) -> Result<(), SelectorError> {
         None => (None, key),
     };
     if let Some(p) = prefix {
-        crate::validate::dns_subdomain(p).map_err(|_| bad("the prefix must be a DNS subdomain"))?;
+        crate::names::dns_subdomain(p).map_err(|_| bad("the prefix must be a DNS subdomain"))?;
     }
     if name.is_empty() || name.len() > 63 || !qualified(name) {
         return Err(bad(

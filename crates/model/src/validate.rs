@@ -3,16 +3,18 @@
 //! and validation of the fields strait relies on. Errors are (field path, message).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Container, Endpoints, Pod, PodSpec, Service, SessionAffinityConfig,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::object::Object;
+use crate::kind::{Kind, ObjectKey};
+use crate::names::{dns1035_label, dns_label, dns_subdomain};
 use crate::selector::Selector;
 
 type Check = Result<(), (String, String)>;
@@ -21,55 +23,44 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> Check {
     Err((field.into(), message.into()))
 }
 
-/// Default and validate one object in place.
-pub fn object(object: &mut Object) -> Check {
-    let kind = object.kind();
-    let name = object.metadata().name.clone().unwrap_or_default();
+/// Default and validate what every object has, in place: its name, its
+/// namespace, its labels and its UID. The kind's own fields are checked by
+/// the function of that kind ([`crate::Object::admit`] calls both).
+pub(crate) fn metadata(kind: Kind, meta: &mut ObjectMeta) -> Check {
+    let name = meta.name.clone().unwrap_or_default();
     object_name(kind, &name)?;
     if kind.is_namespaced() {
         // The namespace reaches chain names, DNS names and file names
         // downstream; kube-apiserver only stores namespaces that are labels.
-        let namespace = object.metadata().namespace.as_deref().unwrap_or_default();
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
         if let Err(why) = dns_label(namespace) {
             return bad("metadata.namespace", format!("{namespace:?} {why}"));
         }
     }
     // Labels are what selectors, policies and tools match on: spelled as
     // kube-apiserver requires (the rule of selector keys and values).
-    if let Some(labels) = &object.metadata().labels {
+    if let Some(labels) = &meta.labels {
         if let Err(e) = Selector::from_map(labels) {
             return bad("metadata.labels", e.to_string());
         }
     }
     // The API server gives every object a UID on create; strait derives it
     // from what the object is, so that it is the same on every run.
-    let meta = object.metadata_mut();
     if meta.uid.as_deref().unwrap_or_default().is_empty() {
         let namespace = meta.namespace.as_deref().unwrap_or_default();
         meta.uid = Some(crate::hash::uid(kind.as_str(), namespace, &name));
     }
-    match object {
-        Object::Service(svc) => service(Arc::make_mut(svc)),
-        // Checked by `pod` while still typed.
-        Object::Pod(_) => Ok(()),
-        Object::Deployment(d) => deployment(Arc::make_mut(d)),
-        Object::Namespace(ns) => {
-            namespace(Arc::make_mut(ns), &name);
-            Ok(())
+    Ok(())
+}
+
+/// A NetworkPolicy's pod selector and `ipBlock`s.
+pub(crate) fn network_policy(np: &NetworkPolicy) -> Check {
+    if let Some(sel) = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
+        if let Err(e) = Selector::from_label_selector(sel) {
+            return bad("spec.podSelector", e.to_string());
         }
-        Object::Endpoints(e) => endpoints(Arc::make_mut(e)),
-        Object::EndpointSlice(s) => endpoint_slice(Arc::make_mut(s)),
-        Object::NetworkPolicy(np) => {
-            if let Some(sel) = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
-                if let Err(e) = Selector::from_label_selector(sel) {
-                    return bad("spec.podSelector", e.to_string());
-                }
-            }
-            network_policy_blocks(np)
-        }
-        Object::Node(node) => node_pod_cidrs(node),
-        _ => Ok(()),
     }
+    network_policy_blocks(np)
 }
 
 /// `ipBlock`s of a NetworkPolicy: a CIDR, and exceptions inside it, as
@@ -131,7 +122,7 @@ fn network_policy_blocks(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -
 }
 
 /// `spec.podCIDR(s)` of a Node: CIDRs, at most one per family.
-fn node_pod_cidrs(node: &k8s_openapi::api::core::v1::Node) -> Check {
+pub(crate) fn node_pod_cidrs(node: &k8s_openapi::api::core::v1::Node) -> Check {
     let Some(spec) = node.spec.as_ref() else {
         return Ok(());
     };
@@ -167,7 +158,7 @@ pub const LABEL_METADATA_NAME: &str = "kubernetes.io/metadata.name";
 
 /// Namespace defaulting: the name label always holds the name, whatever the
 /// manifest says (the API server overwrites it the same way).
-fn namespace(ns: &mut k8s_openapi::api::core::v1::Namespace, name: &str) {
+pub(crate) fn namespace(ns: &mut k8s_openapi::api::core::v1::Namespace, name: &str) {
     ns.metadata
         .labels
         .get_or_insert_with(Default::default)
@@ -175,8 +166,7 @@ fn namespace(ns: &mut k8s_openapi::api::core::v1::Namespace, name: &str) {
 }
 
 /// `metadata.name` by the rule kube-apiserver applies to the kind.
-fn object_name(kind: crate::Kind, name: &str) -> Check {
-    use crate::Kind;
+fn object_name(kind: Kind, name: &str) -> Check {
     if name.is_empty() {
         return bad("metadata.name", "missing: every object needs a name");
     }
@@ -201,14 +191,11 @@ fn object_name(kind: crate::Kind, name: &str) -> Check {
 }
 
 /// Default and validate a Pod's spec before it is stored compact; its name
-/// is checked first, as `object` would.
+/// is checked first, as [`metadata`] checks every object's.
 pub(crate) fn pod(pod: &mut Pod) -> Check {
-    object_name(
-        crate::Kind::Pod,
-        pod.metadata.name.as_deref().unwrap_or_default(),
-    )?;
-    let key = crate::ObjectKey::new(
-        crate::Kind::Pod,
+    object_name(Kind::Pod, pod.metadata.name.as_deref().unwrap_or_default())?;
+    let key = ObjectKey::new(
+        Kind::Pod,
         pod.metadata
             .namespace
             .as_deref()
@@ -239,47 +226,6 @@ pub(crate) fn pod(pod: &mut Pod) -> Check {
         .unwrap_or_default();
     for (i, ip) in pod_ips.iter().enumerate() {
         endpoint_ip(format!("status.podIPs[{i}].ip"), &ip.ip)?;
-    }
-    Ok(())
-}
-
-/// RFC 1123 label: what Service and Namespace names must be.
-pub fn dns_label(s: &str) -> Result<(), &'static str> {
-    if s.len() > 63 {
-        return Err("is longer than 63 characters");
-    }
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-';
-    if ok {
-        Ok(())
-    } else {
-        Err("must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character")
-    }
-}
-
-/// RFC 1035 label: an RFC 1123 label that starts with a letter.
-pub fn dns1035_label(s: &str) -> Result<(), &'static str> {
-    dns_label(s)?;
-    if s.as_bytes()[0].is_ascii_lowercase() {
-        Ok(())
-    } else {
-        Err("must start with a lower case letter, and consist of lower case alphanumeric characters or '-' ending with an alphanumeric character")
-    }
-}
-
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn dns_subdomain(s: &str) -> Result<(), &'static str> {
-    if s.len() > 253 {
-        return Err("is longer than 253 characters");
-    }
-    for part in s.split('.') {
-        dns_label(part).map_err(|_| {
-            "must consist of lower case alphanumeric characters, '-' or '.', and start and end with an alphanumeric character"
-        })?;
     }
     Ok(())
 }
@@ -338,7 +284,7 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Check {
     }
 }
 
-fn service(svc: &mut Service) -> Check {
+pub(crate) fn service(svc: &mut Service) -> Check {
     service_spec(svc)?;
     load_balancer_status(svc)
 }
@@ -683,7 +629,7 @@ fn service_spec(svc: &mut Service) -> Check {
 }
 
 /// `who` names the Pod or Deployment in warnings.
-pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str, who: &crate::ObjectKey) -> Check {
+pub(crate) fn pod_spec(spec: &mut PodSpec, at: &str, who: &ObjectKey) -> Check {
     if spec.containers.is_empty() {
         return bad(
             format!("{at}.containers"),
@@ -846,9 +792,9 @@ impl PodBudget {
     }
 }
 
-fn deployment(d: &mut Deployment) -> Check {
-    let key = crate::ObjectKey::new(
-        crate::Kind::Deployment,
+pub(crate) fn deployment(d: &mut Deployment) -> Check {
+    let key = ObjectKey::new(
+        Kind::Deployment,
         d.metadata.namespace.as_deref().unwrap_or_default(),
         d.metadata.name.as_deref().unwrap_or_default(),
     );
@@ -904,7 +850,7 @@ fn deployment(d: &mut Deployment) -> Check {
     }
 }
 
-fn endpoints(e: &mut Endpoints) -> Check {
+pub(crate) fn endpoints(e: &mut Endpoints) -> Check {
     for (s, subset) in e.subsets.iter_mut().flatten().enumerate() {
         let lists = [
             ("addresses", subset.addresses.iter().flatten()),
@@ -945,7 +891,7 @@ fn endpoints(e: &mut Endpoints) -> Check {
     Ok(())
 }
 
-fn endpoint_slice(s: &mut EndpointSlice) -> Check {
+pub(crate) fn endpoint_slice(s: &mut EndpointSlice) -> Check {
     one_of("addressType", &s.address_type, &["IPv4", "IPv6", "FQDN"])?;
     if s.endpoints.len() > 1000 {
         return bad(

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use indexmap::IndexMap;
 use ipnet::IpNet;
 
+pub mod diff;
 pub mod netlink;
 pub mod text;
 pub mod trace;

@@ -22,11 +22,13 @@ pub fn family(f: Family) -> &'static str {
 }
 
 /// A note or comment as it may appear in text: letters, digits and
-/// `._:/-` kept, anything else `_`, at most 128 characters.
+/// `._:/-` kept, anything else `_`, at most 128 characters (nft's limit
+/// for a comment; a longer one ends in `...`).
 pub fn clean(text: &str) -> String {
+    let long = text.chars().count() > 128;
     let mut out: String = text
         .chars()
-        .take(128)
+        .take(if long { 125 } else { 128 })
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._:/-".contains(c) {
                 c
@@ -35,7 +37,7 @@ pub fn clean(text: &str) -> String {
             }
         })
         .collect();
-    if text.chars().count() > 128 {
+    if long {
         out.push_str("...");
     }
     out

@@ -70,6 +70,9 @@ pub struct Conntrack {
     /// For a later packet, the destination its connection was translated to
     /// (NAT chains are not consulted again).
     pub dnat: Option<(IpAddr, Option<u16>)>,
+    /// For a later packet, the source its connection was translated to (by
+    /// a masquerade or an SNAT).
+    pub snat: Option<IpAddr>,
 }
 
 impl Default for Conntrack {
@@ -78,6 +81,7 @@ impl Default for Conntrack {
             state: ct_state::NEW,
             status: 0,
             dnat: None,
+            snat: None,
         }
     }
 }
@@ -350,10 +354,17 @@ pub fn trace(tables: &[&Table], node: &Node, packet: &Packet) -> Result<Vec<Outc
             "source and destination of different families",
         ));
     }
-    if let Some((to, _)) = packet.ct.dnat {
-        if L3::of(to) != L3::of(packet.daddr) {
-            return Err(fail("packet", "conntrack DNAT to another family"));
-        }
+    let translated = packet
+        .ct
+        .dnat
+        .map(|(to, _)| to)
+        .into_iter()
+        .chain(packet.ct.snat);
+    if translated
+        .into_iter()
+        .any(|to| L3::of(to) != L3::of(packet.daddr))
+    {
+        return Err(fail("packet", "conntrack translation to another family"));
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
     // Outcomes by a hash of their way, to merge identical ones quickly.
@@ -652,6 +663,13 @@ impl<'a> Run<'a> {
                 if base.hook != hook {
                     continue;
                 }
+                if base.kind == ChainType::Nat && hook == Hook::Forward {
+                    return Err(fail(
+                        format!("table {} {} chain {name}", text::family(t.family), t.name),
+                        "a NAT chain at forward (the kernel has no NAT there)",
+                    )
+                    .into());
+                }
                 let own = base.priority.value();
                 let order = if base.kind == ChainType::Nat {
                     (nat_priority, own, ti, ci)
@@ -710,7 +728,10 @@ impl<'a> Run<'a> {
 
     /// A later packet gets its connection's translation at the NAT hook.
     fn nat_point(&mut self, dst_manip: bool, new: bool) {
-        if dst_manip && !new && !self.dnat_done {
+        if new {
+            return;
+        }
+        if dst_manip && !self.dnat_done {
             if let Some((to, port)) = self.packet.ct.dnat {
                 self.daddr = to;
                 if port.is_some() {
@@ -718,6 +739,11 @@ impl<'a> Run<'a> {
                 }
             }
             self.dnat_done = true;
+        } else if !dst_manip && !self.snat_done {
+            if let Some(to) = self.packet.ct.snat {
+                self.snat = Some(to);
+            }
+            self.snat_done = true;
         }
     }
 

@@ -123,6 +123,7 @@ pub struct ProxyMetrics {
     elements: Gauge,
     service_errors: Gauge,
     conntrack_failures: Counter,
+    refused_objects: Gauge,
     last_success: Mutex<Option<SystemTime>>,
     failing: Mutex<bool>,
 }
@@ -180,8 +181,15 @@ impl Default for ProxyMetrics {
             "conntrack deletions of stale UDP flows that failed (each is retried at the next sync)",
             conntrack_failures.clone(),
         );
+        let refused_objects = Gauge::default();
+        registry.register(
+            "refused_objects",
+            "Objects (or unreadable documents and files) of the manifests that admission refused at the last reload; each keeps its previously admitted version or is absent; the log says why",
+            refused_objects.clone(),
+        );
         ProxyMetrics {
             registry,
+            refused_objects,
             service_errors,
             conntrack_failures,
             sync_duration,
@@ -223,6 +231,10 @@ impl ProxyMetrics {
 
     pub fn service_errors(&self, services: usize) {
         self.service_errors.set(services as i64);
+    }
+
+    pub fn refused_objects(&self, refused: usize) {
+        self.refused_objects.set(refused as i64);
     }
 
     pub fn conntrack_failed(&self, new_failures: u64) {

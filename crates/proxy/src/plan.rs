@@ -485,9 +485,11 @@ fn endpoints_for(
             p.name.as_deref().unwrap_or_default() == port_name
                 && p.protocol.as_deref().unwrap_or("TCP") == protocol
         });
+        // Port 0 is no port: kube-proxy skips it too.
         let Some(port) = port
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
         else {
             continue;
         };
@@ -496,17 +498,32 @@ fn endpoints_for(
                 continue;
             };
             let c = e.conditions.as_ref();
-            // Unset conditions mean ready and serving, not terminating (the API's defaults).
+            // Unset conditions mean ready and serving, not terminating (the
+            // API's defaults, as kube-proxy reads them: `serving` unset is
+            // true even when `ready` is false).
             let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let serving = c.and_then(|c| c.serving).unwrap_or(true);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             let local = !node.is_empty() && e.node_name.as_deref() == Some(node);
-            found.entry((ip, port)).or_insert(Candidate {
+            let candidate = Candidate {
                 endpoint: Endpoint { ip, port, local },
                 ready,
                 serving,
                 terminating,
-            });
+            };
+            // The same address twice (a pod moving between slices, or a new
+            // pod given the address of one still terminating): the one not
+            // terminating wins, whatever the order of the slices.
+            match found.entry((ip, port)) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(candidate);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    if o.get().terminating && !terminating {
+                        o.insert(candidate);
+                    }
+                }
+            }
         }
     }
     found.into_values().collect()
@@ -566,3 +583,6 @@ pub fn service_of(slice: &EndpointSlice) -> Option<(String, String)> {
         name.clone(),
     ))
 }
+
+#[cfg(test)]
+mod tests;

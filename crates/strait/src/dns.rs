@@ -11,7 +11,7 @@ use strait_model::controllers::ClusterConfig;
 
 use crate::cli::DnsArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load, Seen};
+use crate::state::{cluster_config, follow, load_following, Admitted, Seen};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -62,8 +62,17 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     // names, so reloading without the previous snapshot gives the same ones.
     let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
     let seen = Seen::now(files, recursive);
-    let zone = SharedZone::new(build_zone(files, recursive, &config, &domain, args.ttl)?);
+    let (first, mut admitted, refused) = build_zone(
+        files,
+        recursive,
+        &config,
+        &domain,
+        args.ttl,
+        &Admitted::default(),
+    )?;
+    let zone = SharedZone::new(first);
     let metrics = Arc::new(DnsMetrics::default());
+    metrics.refused_objects(refused);
     let forwarder = Forwarder::new(
         upstreams.clone(),
         Duration::from_millis(args.upstream_timeout_ms),
@@ -118,8 +127,10 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
     follow(files, recursive, args.poll_ms, seen, || {
-        match build_zone(files, recursive, &config, &domain, args.ttl) {
-            Ok(fresh) => {
+        match build_zone(files, recursive, &config, &domain, args.ttl, &admitted) {
+            Ok((fresh, kept, refused)) => {
+                metrics.refused_objects(refused);
+                admitted = kept;
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
                 release_freed_memory();
@@ -131,28 +142,35 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
 /// Read the manifests and build the zone on a thread of its own: its
 /// garbage (hundreds of megabytes for a big cluster) stays in that thread's
-/// allocator arena, and the zone is copied out compactly into ours.
+/// allocator arena, and the zone is copied out compactly into ours. Objects
+/// refused by admission keep their version admitted `before` (see
+/// [`load_following`]); also returned: what was admitted, and how many
+/// objects were refused.
 fn build_zone(
     files: &[String],
     recursive: bool,
     config: &ClusterConfig,
     domain: &str,
     ttl: u32,
-) -> Result<Zone, Error> {
+    before: &Admitted,
+) -> Result<(Zone, Admitted, usize), Error> {
     let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
-    let built = std::thread::spawn(move || -> Result<Zone, Error> {
-        let state = load(&files, recursive, &config, None)?;
-        // `ns.dns.<domain>`: the DNS Service's address in each family.
-        let nameservers: Vec<std::net::IpAddr> =
-            config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
-        Ok(Zone::build(&state, &domain, ttl, serial(), &nameservers))
-    })
-    .join()
-    .map_err(|_| Error::Output("the zone builder panicked".into()))??;
+    let before = before.clone();
+    let (built, admitted, refused) =
+        std::thread::spawn(move || -> Result<(Zone, Admitted, usize), Error> {
+            let reload = load_following(&files, recursive, &config, None, &before)?;
+            // `ns.dns.<domain>`: the DNS Service's address in each family.
+            let nameservers: Vec<std::net::IpAddr> =
+                config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
+            let zone = Zone::build(&reload.state, &domain, ttl, serial(), &nameservers);
+            Ok((zone, reload.admitted, reload.refused))
+        })
+        .join()
+        .map_err(|_| Error::Output("the zone builder panicked".into()))??;
     let compact = built.compact();
     drop(built);
     release_freed_memory();
-    Ok(compact)
+    Ok((compact, admitted, refused))
 }
 
 /// Reading manifests makes garbage by the hundred megabytes at scale; hand

@@ -16,6 +16,11 @@ pub enum Error {
     #[error("trace: {0}")]
     Trace(String),
 
+    /// Objects admission refused in a command that applies the others
+    /// (`strait lab apply`); each was printed with its error.
+    #[error("{refused} object(s) refused (printed above); the others were applied")]
+    Refused { refused: usize },
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }

@@ -338,11 +338,18 @@ fn ports(spec: &strait_model::k8s_openapi::api::core::v1::ServiceSpec) -> String
     }
 }
 
+/// As `kubectl apply -f`: every object admission lets through is applied,
+/// every refused one is printed with its error (and stays as it was), and
+/// the command fails if any was refused.
 fn apply(args: &LabApplyArgs) -> Result<(), Error> {
     need_root(&args.lab.name)?;
     let layout = running(&args.lab.name)?;
     let mut desired = read_desired(&layout)?;
-    for o in read_objects(&args.files, args.recursive)? {
+    let loaded = crate::state::read_objects_alone(&args.files, args.recursive)?;
+    for refusal in &loaded.refused {
+        eprintln!("error: {}", refusal.error);
+    }
+    for (o, _) in loaded.objects {
         let key = ObjectKey::of(&o);
         println!(
             "{} {}",
@@ -355,7 +362,11 @@ fn apply(args: &LabApplyArgs) -> Result<(), Error> {
         );
         desired.insert(key, o);
     }
-    write_desired(&layout, desired)
+    write_desired(&layout, desired)?;
+    match loaded.refused.len() {
+        0 => Ok(()),
+        refused => Err(Error::Refused { refused }),
+    }
 }
 
 fn delete(args: &LabDeleteArgs) -> Result<(), Error> {

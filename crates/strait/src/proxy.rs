@@ -11,7 +11,7 @@ use strait_proxy::{
 
 use crate::cli::ProxyArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load, Seen};
+use crate::state::{cluster_config, follow, load, load_following, Admitted, Reload, Seen};
 
 pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     if args.cleanup {
@@ -61,7 +61,21 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
 
     let recursive = args.manifests.recursive;
     let seen = Seen::now(files, recursive);
-    let state = load(files, recursive, &config, None)?;
+    // A dry run shows what the input asks for, so a refused object is its
+    // error; the proxy itself programs what was admitted.
+    let Reload {
+        state,
+        mut admitted,
+        refused,
+    } = if args.dry_run {
+        Reload {
+            state: load(files, recursive, &config, None)?,
+            admitted: Admitted::default(),
+            refused: 0,
+        }
+    } else {
+        load_following(files, recursive, &config, None, &Admitted::default())?
+    };
     let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
     ctx.service_cidrs = service_cidrs;
     ctx.nodeport_addresses = nodeport_addresses;
@@ -105,6 +119,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             message: format!("{:?} is not IP:PORT", args.metrics_address),
         })?;
     let metrics = std::sync::Arc::new(ProxyMetrics::default());
+    metrics.refused_objects(refused);
     // Without metrics the rules still matter: say so and go on, as kube-proxy does.
     let _metrics_server = serve_metrics(metrics_address, metrics.clone())
         .map_err(|e| {
@@ -126,8 +141,12 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     // Follow the files until stopped; the rules stay when we exit.
     let mut previous = state;
     follow(files, recursive, args.poll_ms, seen, || {
-        let state = match load(files, recursive, &config, Some(&previous)) {
-            Ok(state) => state,
+        let state = match load_following(files, recursive, &config, Some(&previous), &admitted) {
+            Ok(reload) => {
+                metrics.refused_objects(reload.refused);
+                admitted = reload.admitted;
+                reload.state
+            }
             Err(e) => {
                 // Bad input changes nothing: keep the rules of the last good state.
                 tracing::error!("{e}; keeping the current rules");
@@ -186,7 +205,9 @@ fn record(
             tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, via = proxy.last_path(), "partial sync");
             metrics.synced("partial", d, ports, chains, elements);
         }
-        Some(Sync::Unchanged) => tracing::debug!("no change"),
+        // Said at info: that a reload (one with refused objects, say) left the
+        // rules as they were is worth knowing.
+        Some(Sync::Unchanged) => tracing::info!("no change to the rules"),
         None => metrics.failed(),
     }
 }

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use strait_model::controllers::{self, ClusterConfig};
-use strait_model::{ClusterState, Object, Origin, ReadOptions, SkipReason, Source};
+use strait_model::{
+    Admission, ClusterState, Loaded, Object, Origin, ReadOptions, SkipReason, Source,
+};
 
 use crate::cli::ClusterArgs;
 use crate::error::Error;
@@ -22,10 +24,23 @@ pub fn cluster_config(cluster: &ClusterArgs) -> Result<ClusterConfig, Error> {
 /// subdirectories of directories when `recursive` (`-R`); kinds strait does
 /// not use are reported once each. What was not read is said on stderr:
 /// subdirectories, files of other types, and an input that holds no object.
+/// One refused object fails the whole read: for one-shot commands.
 pub fn read_objects(files: &[String], recursive: bool) -> Result<Vec<(Object, Origin)>, Error> {
+    Ok(read(files, recursive, Admission::AllOrNothing)?.objects)
+}
+
+/// [`read_objects`], refusing objects alone: what was refused is in
+/// [`Loaded::refused`], every other object is read. For `strait lab apply`,
+/// which applies what it can as `kubectl apply` does, and for followers.
+pub fn read_objects_alone(files: &[String], recursive: bool) -> Result<Loaded, Error> {
+    read(files, recursive, Admission::PerObject)
+}
+
+fn read(files: &[String], recursive: bool, admission: Admission) -> Result<Loaded, Error> {
     let sources: Vec<Source> = files.iter().map(|f| Source::from_arg(f)).collect();
     let options = ReadOptions {
         recursive,
+        admission,
         ..ReadOptions::default()
     };
     let loaded = strait_model::load_paths_with(&sources, &options)?;
@@ -57,10 +72,10 @@ pub fn read_objects(files: &[String], recursive: bool) -> Result<Vec<(Object, Or
             some_of(&others)
         );
     }
-    if loaded.objects.is_empty() {
+    if loaded.objects.is_empty() && loaded.refused.is_empty() {
         tracing::warn!("the input holds no object that strait reads");
     }
-    Ok(loaded.objects)
+    Ok(loaded)
 }
 
 /// The first few of a long list of names, for a message.
@@ -75,7 +90,7 @@ fn some_of(names: &[String]) -> String {
 
 /// Read the manifests (subdirectories too when `recursive`) and run the
 /// controllers; `previous` keeps allocations and pod status stable across
-/// reloads.
+/// reloads. One refused object fails the load: for `--dry-run`.
 pub fn load(
     files: &[String],
     recursive: bool,
@@ -89,10 +104,78 @@ pub fn load(
             .map(|(o, origin)| (o, Some(origin))),
     )?;
     tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
+    reconcile(desired, previous, config)
+}
+
+fn reconcile(
+    desired: ClusterState,
+    previous: Option<&ClusterState>,
+    config: &ClusterConfig,
+) -> Result<ClusterState, Error> {
     let started = Instant::now();
     let state = controllers::reconcile(desired, previous, config)?;
     tracing::info!(objects = state.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "controllers ran");
     Ok(state)
+}
+
+/// The objects a follower admitted at its last load, with where they were
+/// read: what it keeps when their new version is refused, as the API server
+/// keeps the stored object when an update is refused. (Objects are shared,
+/// not copied: this costs a reference per object.)
+#[derive(Clone, Debug, Default)]
+pub struct Admitted(Vec<(Object, Origin)>);
+
+/// What a follower's load made.
+pub struct Reload {
+    pub state: ClusterState,
+    /// To give to the next load.
+    pub admitted: Admitted,
+    /// How many objects, documents or files admission refused.
+    pub refused: usize,
+}
+
+/// [`load`] for the followers (`strait proxy`, `strait dns`): one bad object
+/// hurts only itself. A refused object keeps the version admitted `before`
+/// (a refused new object is absent), an unreadable document the object it
+/// held, an unreadable file its objects; each refusal is logged. The load
+/// still fails when what it would leave out is unknown (a directory that
+/// cannot be listed, input past the size limit) or the controllers fail.
+pub fn load_following(
+    files: &[String],
+    recursive: bool,
+    config: &ClusterConfig,
+    previous: Option<&ClusterState>,
+    before: &Admitted,
+) -> Result<Reload, Error> {
+    let started = Instant::now();
+    let mut loaded = read_objects_alone(files, recursive)?;
+    let refused = loaded.refused.len();
+    let kept = loaded.keep_refused(&before.0);
+    for (refusal, kept) in loaded.refused.iter().zip(kept) {
+        if kept.is_empty() {
+            tracing::error!("{}; refused", refusal.error);
+        } else {
+            let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                "{}; refused, keeping what was admitted before: {}",
+                refusal.error,
+                some_of(&names)
+            );
+        }
+    }
+    let admitted = Admitted(loaded.objects);
+    let desired = ClusterState::from_objects(
+        admitted
+            .0
+            .iter()
+            .map(|(o, origin)| (o.clone(), Some(origin.clone()))),
+    )?;
+    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
+    Ok(Reload {
+        state: reconcile(desired, previous, config)?,
+        admitted,
+        refused,
+    })
 }
 
 /// Modification times of the inputs (directories: of their files, and with

@@ -1126,3 +1126,94 @@ fn junk_over_udp_and_tcp_leaves_the_server_answering_in_bounded_memory() {
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+/// Replace `path` at once: a reader never sees half of the new text.
+fn write_atomic(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn metric(dns: &Dns, name: &str) -> Option<f64> {
+    http_get(dns.metrics, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// One bad object hurts only itself: the good Service of the same file is
+/// served, the bad one is logged and counted; a good Service changed into a
+/// bad one keeps its previous version, as the API server keeps an object
+/// whose update it refuses.
+#[test]
+fn a_refused_service_hurts_only_itself_and_a_refused_update_keeps_the_old_version() {
+    let service = |name: &str, ip: &str, port: u32| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: {ip}, ports: [{{port: {port}}}]}}\n")
+    };
+    let dns = start_with(
+        None,
+        Some(&format!(
+            "{}---\n{}",
+            service("good", "10.96.100.1", 80),
+            service("bad", "10.96.100.2", 99999)
+        )),
+    );
+    let a = |name: &str| {
+        udp(
+            dns.addr,
+            &question(
+                &format!("{name}.default.svc.cluster.local."),
+                RecordType::A,
+                false,
+            ),
+        )
+    };
+    assert_eq!(
+        values(&ask(&dns, "good.default.svc.cluster.local.", RecordType::A)),
+        ["10.96.100.1"]
+    );
+    assert_eq!(a("bad").metadata.response_code, ResponseCode::NXDomain);
+    let log = std::fs::read_to_string(dns._dir.0.join("dns.log")).unwrap();
+    assert!(
+        log.contains("(Service default/bad): spec.ports[0].port: ") && log.contains("refused"),
+        "{log}"
+    );
+    assert_eq!(metric(&dns, "strait_dns_refused_objects"), Some(1.0));
+
+    // good's new version is refused (and would move it); a new Service
+    // arriving with it says when the file was read.
+    write_atomic(
+        &dns.manifest,
+        &format!(
+            "{}---\n{}---\n{}",
+            service("good", "10.96.100.3", 99999),
+            service("bad", "10.96.100.2", 99999),
+            service("marker", "10.96.100.4", 80)
+        ),
+    );
+    assert!(
+        common::wait_for(Duration::from_secs(5), || values(&a("marker"))
+            == ["10.96.100.4"]),
+        "the file was read again"
+    );
+    assert_eq!(
+        values(&a("good")),
+        ["10.96.100.1"],
+        "good keeps its old version"
+    );
+    assert_eq!(a("bad").metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(metric(&dns, "strait_dns_refused_objects"), Some(2.0));
+    let log = std::fs::read_to_string(dns._dir.0.join("dns.log")).unwrap();
+    assert!(
+        log.contains("refused, keeping what was admitted before: Service default/good"),
+        "{log}"
+    );
+
+    // Fixed: the new version is served.
+    write_atomic(&dns.manifest, &service("good", "10.96.100.3", 80));
+    assert!(
+        common::wait_for(Duration::from_secs(5), || values(&a("good"))
+            == ["10.96.100.3"]),
+        "the fixed version is served"
+    );
+    assert_eq!(metric(&dns, "strait_dns_refused_objects"), Some(0.0));
+}

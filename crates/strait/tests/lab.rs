@@ -778,6 +778,107 @@ fn lab_up_runs_no_ip_or_bridge_process() {
     }
 }
 
+/// `lab apply` as `kubectl apply -f`: the good objects are applied, each
+/// refused one is printed with its error and changes nothing (an update
+/// keeps the version applied before), and the command fails.
+#[test]
+fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
+    if !common::root_or_skip("lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones")
+    {
+        return;
+    }
+    let lab = Lab::up(&[], &[]);
+    let service = |name: &str, port: u32| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+    };
+    let dir = common::TempDir::new("lab-apply-bad");
+    let file = dir.0.join("m.yaml");
+    let apply = |yaml: &str| {
+        std::fs::write(&file, yaml).unwrap();
+        lab.strait(&[
+            "lab",
+            "apply",
+            "--name",
+            &lab.name,
+            "-f",
+            file.to_str().unwrap(),
+        ])
+    };
+    // What `lab apply` keeps (desired.json), and what the controller made
+    // of it (`lab get`).
+    let desired = || -> serde_json::Value {
+        let path = format!("/run/strait/{}/desired.json", lab.name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let ports_in = |services: serde_json::Value| -> Vec<(String, u64)> {
+        let mut ports: Vec<(String, u64)> = services["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["metadata"]["namespace"] == "default")
+            .map(|s| {
+                (
+                    s["metadata"]["name"].as_str().unwrap().to_owned(),
+                    s["spec"]["ports"][0]["port"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(name, _)| name.starts_with("svc-"))
+            .collect();
+        ports.sort();
+        ports
+    };
+    let ports = || ports_in(desired());
+    let served = |want: &[(&str, u64)]| {
+        let want: Vec<(String, u64)> = want.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        common::wait_for(Duration::from_secs(10), || {
+            ports_in(lab.get_json("services")) == want
+        })
+    };
+
+    let out = apply(&format!(
+        "{}---\n{}",
+        service("svc-good", 80),
+        service("svc-bad", 99999)
+    ));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Service default/svc-good created"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("svc-bad"), "{stdout}");
+    assert!(
+        stderr.contains("m.yaml: document 2 (Service default/svc-bad): spec.ports[0].port: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 object(s) refused"), "{stderr}");
+    assert_eq!(ports(), [("svc-good".to_owned(), 80)]);
+    assert!(served(&[("svc-good", 80)]), "{}", lab.log());
+
+    // An update that is refused keeps what was applied before.
+    let out = apply(&service("svc-good", 70000));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("(Service default/svc-good): spec.ports[0].port: "),
+        "{stderr}"
+    );
+    assert_eq!(ports(), [("svc-good".to_owned(), 80)]);
+
+    // And all good: applied, success.
+    let out = apply(&service("svc-good", 81));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ports(), [("svc-good".to_owned(), 81)]);
+    assert!(served(&[("svc-good", 81)]), "{}", lab.log());
+}
+
 /// The rules a packet matched in table `ip strait`, as `nft monitor trace`
 /// reports them for the first packet of the first traced connection:
 /// (chain, rule text).

@@ -550,15 +550,19 @@ fn cleanup_removes_the_table_and_bad_input_changes_nothing() {
         .node
         .command("nft", &["list", "table", "ip", "strait"])
         .stdout;
-    // A broken manifest: the rules stay as they were.
+    // A broken manifest: web keeps its admitted version, the rules stay as
+    // they were.
     c.write(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 99999}]}\n",
+        &service("web", "10.96.4.1", "", &[(p0, "node-1")], 8080).replacen(
+            "port: 80,",
+            "port: 99999,",
+            1,
+        ),
     );
-    let log = c.manifests.0.join("proxy.log");
     assert!(wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("keeping the current rules")
+        let log = c.log();
+        log.contains("refused, keeping what was admitted before: Service default/web")
+            && log.contains("no change to the rules")
     }));
     assert_eq!(
         c.node
@@ -1349,4 +1353,73 @@ fn conntrack_failures_are_reported_and_retried() {
         });
     }
     let _ = (s0.join(), s1.join());
+}
+
+/// One bad object hurts only itself: the good Service of the same file is
+/// programmed, the bad one is logged and counted; a good Service changed
+/// into a bad one keeps its previous version (as the API server keeps an
+/// object whose update it refuses), and a file that is not YAML at all
+/// keeps the objects it held.
+#[test]
+fn a_refused_service_hurts_only_itself_and_a_refused_update_keeps_the_old_version() {
+    if !root_or_skip(
+        "a_refused_service_hurts_only_itself_and_a_refused_update_keeps_the_old_version",
+    ) {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let p0 = c.pods[0].1;
+    let _s0 = Server::start(&c.pods[0].0, SocketAddr::new(p0, 8080), "pod0");
+    let eps = [(p0, "node-1")];
+    let refused = |yaml: String| yaml.replacen("port: 80,", "port: 99999,", 1);
+    let web = service("web", "10.96.9.1", "", &eps, 8080);
+    let bad = refused(service("bad", "10.96.9.2", "", &eps, 8080));
+    c.write(&format!("{web}{bad}"));
+    c.start_proxy();
+    c.wait_answer(&c.client, "10.96.9.1:80".parse().unwrap(), "pod0");
+    assert!(!connects(
+        &c.client,
+        "10.96.9.2:80".parse().unwrap(),
+        Duration::from_millis(300)
+    ));
+    let log = c.log();
+    assert!(
+        log.contains("(Service default/bad): spec.ports[0].port: ") && log.contains("; refused"),
+        "{log}"
+    );
+    assert_eq!(c.metric("strait_proxy_refused_objects"), 1.0, "{log}");
+
+    // web's new version is refused (it would move web to another address);
+    // web2 arriving with it says when the file was read.
+    let web_moved = refused(service("web", "10.96.9.3", "", &eps, 8080));
+    let web2 = service("web2", "10.96.9.4", "", &eps, 8080);
+    c.write(&format!("{web_moved}{bad}{web2}"));
+    c.wait_answer(&c.client, "10.96.9.4:80".parse().unwrap(), "pod0");
+    c.wait_answer(&c.client, "10.96.9.1:80".parse().unwrap(), "pod0");
+    let log = c.log();
+    assert!(
+        log.contains("refused, keeping what was admitted before: Service default/web"),
+        "{log}"
+    );
+    assert_eq!(c.metric("strait_proxy_refused_objects"), 2.0, "{log}");
+
+    // The file is not YAML at all: everything it held stays.
+    let before = c.log().len();
+    c.write("apiVersion: v1\nkind: [Service\n");
+    let ok = wait_for(Duration::from_secs(5), || {
+        c.log()[before..].contains("no change to the rules")
+    });
+    let log = c.log();
+    assert!(ok, "{log}");
+    assert!(log[before..].contains("not valid YAML"), "{log}");
+    assert!(
+        log[before..].contains("refused, keeping what was admitted before: "),
+        "{log}"
+    );
+    for vip in ["10.96.9.1:80", "10.96.9.4:80"] {
+        assert!(
+            connects(&c.client, vip.parse().unwrap(), Duration::from_secs(2)),
+            "{vip}: {log}"
+        );
+    }
 }

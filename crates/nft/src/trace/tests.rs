@@ -1148,3 +1148,115 @@ fn random_paths_are_bounded() {
     let e = trace(&[&t], &Node::default(), &p).unwrap_err();
     assert!(e.to_string().contains("random paths"), "{e}");
 }
+
+#[test]
+fn the_first_nat_chain_that_translates_wins() {
+    let dnat = |name: &str, prio: i32, to: &str| {
+        table(
+            Family::Ip,
+            name,
+            (
+                ChainType::Nat,
+                Hook::Prerouting,
+                Priority::Value(prio),
+                vec![vec![
+                    Expr::eq(Field::L4Proto, Value::UDP),
+                    Expr::Dnat {
+                        to: ip(to),
+                        port: None,
+                    },
+                ]],
+            ),
+            vec![],
+        )
+    };
+    let (a, b) = (dnat("a", -100, "10.0.0.2"), dnat("b", -50, "10.0.0.3"));
+    let out = forward(&[&b, &a]);
+    assert_eq!(out[0].daddr, ip("10.0.0.2"));
+    assert!(
+        out[0].path.iter().all(|s| s.table == "a"),
+        "b not consulted"
+    );
+    // A chain that does not translate lets the next one try.
+    let none = table(
+        Family::Ip,
+        "none",
+        (
+            ChainType::Nat,
+            Hook::Prerouting,
+            Priority::Value(-200),
+            vec![vec![Expr::eq(Field::L4Proto, Value::TCP), Expr::accept()]],
+        ),
+        vec![],
+    );
+    let out = forward(&[&none, &b]);
+    assert_eq!(out[0].daddr, ip("10.0.0.3"));
+    // No NAT at forward.
+    let bad = table(
+        Family::Ip,
+        "bad",
+        (ChainType::Nat, Hook::Forward, Priority::Filter, vec![]),
+        vec![],
+    );
+    let p = Packet::new(
+        "eth0",
+        protocol::UDP,
+        ip("192.0.2.1"),
+        1000,
+        ip("10.0.0.1"),
+        53,
+    );
+    assert!(trace(&[&bad], &Node::default(), &p).is_err());
+}
+
+#[test]
+fn the_node_reaching_itself_goes_round_through_loopback() {
+    // The node's own connection to its NodePort: DNAT at output to a local
+    // pod address would leave; to its own address it comes back in through
+    // `lo`, where NAT is not consulted again and filter chains see it.
+    let mut t = table(
+        Family::Ip,
+        "t",
+        (
+            ChainType::Nat,
+            Hook::Output,
+            Priority::Value(-100),
+            vec![vec![
+                Expr::eq(Field::ThDport, Value::Port(30080)),
+                Expr::Dnat {
+                    to: ip("192.168.1.10"),
+                    port: Some(8080),
+                },
+            ]],
+        ),
+        vec![],
+    );
+    t.chain(
+        "nat-pre",
+        Chain::base(ChainType::Nat, Hook::Prerouting, Priority::Dstnat),
+    )
+    .rule(vec![
+        set_mark(7),
+        Expr::Dnat {
+            to: ip("10.9.9.9"),
+            port: None,
+        },
+    ]);
+    t.chain(
+        "in",
+        Chain::base(ChainType::Filter, Hook::Input, Priority::Filter),
+    )
+    .rule(vec![
+        Expr::eq(Field::Iifname, Value::Ifname("lo".into())),
+        new(),
+        set_mark(1),
+    ]);
+    let p = tcp("x", "192.168.1.10", "192.168.1.10", 30080).local();
+    let out = run(&[&t], &node(), &p);
+    assert_eq!(out.len(), 1);
+    let o = &out[0];
+    assert_eq!(o.fate, Fate::Local);
+    assert_eq!((o.daddr, o.dport), (ip("192.168.1.10"), Some(8080)));
+    assert_eq!(o.mark, 1, "input saw it come in on lo, still new");
+    assert!(o.path.iter().all(|s| s.chain != "nat-pre"));
+}
