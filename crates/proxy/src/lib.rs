@@ -14,7 +14,6 @@
 
 mod error;
 mod health;
-mod netlink;
 mod plan;
 mod render;
 mod sync;
@@ -26,7 +25,7 @@ pub use plan::{
     ServiceTable, MASQUERADE_MARK,
 };
 pub use render::{
-    colliding_ports, family_in_use, is_shared_chain, label, port_id, render, render_full,
-    render_port, table, Ruleset, TABLE,
+    colliding_ports, family_in_use, is_shared_chain, label, nft_family, port_id, render,
+    render_full, render_port, table, to_table, Elements, Ruleset, TABLE, TABLE_NAME,
 };
-pub use sync::{ops_text, Op, ServiceProxy, Sync};
+pub use sync::{ServiceProxy, Sync};
