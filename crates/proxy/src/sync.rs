@@ -411,7 +411,7 @@ impl FamilyProxy {
             }
             self.has_table = true;
         } else if self.has_table {
-            self.last_path = apply(&mut self.netlink, &remove_table(self.family))?;
+            apply(&mut self.netlink, &remove_table(self.family))?;
             self.has_table = false;
         }
         self.shared_chains = whole
@@ -956,5 +956,211 @@ fn run_conntrack(args: &[String]) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!("{}: {}", out.status, stderr.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Endpoint;
+
+    fn port(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
+        let eps: Vec<Endpoint> = endpoints
+            .iter()
+            .map(|ip| Endpoint {
+                ip: ip.parse().unwrap(),
+                port: 8080,
+                local: true,
+            })
+            .collect();
+        ServicePort {
+            namespace: "default".into(),
+            name: name.into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            family: Family::V4,
+            cluster_ip: Some(cluster_ip.parse().unwrap()),
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            node_port: None,
+            source_ranges: Vec::new(),
+            firewall: false,
+            lb_ips_as_sources: false,
+            affinity_timeout: None,
+            internal_local: false,
+            external_local: false,
+            cluster_endpoints: eps.clone(),
+            local_endpoints: eps.clone(),
+            has_endpoints: !eps.is_empty(),
+            all_endpoints: eps,
+            health_check_node_port: None,
+        }
+    }
+
+    fn diff(
+        before: &Ruleset,
+        after: &Ruleset,
+        counts_before: &ElementCounts,
+        counts_now: &mut ElementCounts,
+    ) -> Vec<Op> {
+        let touched: BTreeSet<ElementKey> = [before, after]
+            .iter()
+            .flat_map(|r| {
+                r.elements
+                    .iter()
+                    .flat_map(|(s, els)| els.keys().map(move |k| (*s, k.clone())))
+            })
+            .collect();
+        let before_touched: ElementCounts = counts_before
+            .iter()
+            .filter(|(k, _)| touched.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut shared = BTreeMap::new();
+        for (n, c) in before.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
+            shared.insert(n.clone(), c.clone());
+        }
+        diff_ops(
+            before,
+            after,
+            Family::V4,
+            &before_touched,
+            counts_now,
+            &mut shared,
+        )
+    }
+
+    fn counts(fragments: &[&Ruleset]) -> ElementCounts {
+        let mut out = ElementCounts::new();
+        for f in fragments {
+            for (set, els) in &f.elements {
+                for (k, v) in els {
+                    let e = out.entry((*set, k.clone())).or_insert((v.clone(), 0));
+                    e.1 += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_endpoint_replaced_is_an_element_change_only() {
+        let before = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.2", "10.244.1.3"]),
+            true,
+        );
+        let after = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.9", "10.244.1.3"]),
+            true,
+        );
+        let ops = diff(&before, &after, &counts(&[&before]), &mut counts(&[&after]));
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, Op::AddElements { .. } | Op::DeleteElements { .. })),
+            "{ops:?}"
+        );
+        let tx = Transaction {
+            family: nft_family(Family::V4),
+            table: TABLE_NAME.into(),
+            ops,
+        };
+        let text = text::transaction_script(&tx);
+        assert_eq!(
+            text,
+            "delete element ip strait hairpin { 10.244.1.2 . 10.244.1.2 }\n\
+             delete element ip strait service-endpoints { 10.96.0.5 . tcp . 80 . 0 }\n\
+             add element ip strait hairpin { 10.244.1.9 . 10.244.1.9 }\n\
+             add element ip strait service-endpoints { 10.96.0.5 . tcp . 80 . 0 : 10.244.1.9 . 8080 }\n"
+        );
+    }
+
+    #[test]
+    fn an_element_two_services_share_goes_only_with_the_last() {
+        // Two Services with the same endpoint: one hairpin element.
+        let a = render_port(&port("a", "10.96.0.5", &["10.244.1.2"]), true);
+        let b = render_port(&port("b", "10.96.0.6", &["10.244.1.2"]), true);
+        let hairpin = (
+            "hairpin",
+            vec![
+                Value::Addr("10.244.1.2".parse().unwrap()),
+                Value::Addr("10.244.1.2".parse().unwrap()),
+            ],
+        );
+        let before = counts(&[&a, &b]);
+        assert_eq!(before[&hairpin].1, 2);
+        // `a` goes: its ClusterIP goes, the shared hairpin pair stays.
+        let mut now = counts(&[&b]);
+        let ops = diff(&a, &Ruleset::default(), &before, &mut now);
+        let deleted: Vec<&Vec<Value>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::DeleteElements { set, keys } if set == "hairpin" => Some(keys),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(deleted.is_empty(), "{ops:?}");
+        assert!(ops.iter().any(|op| matches!(
+            op,
+            Op::DeleteElements { set, .. } if set == "cluster-ips"
+        )));
+        // Then `b` goes: now the pair goes too.
+        let mut none = ElementCounts::new();
+        let ops = diff(&b, &Ruleset::default(), &now, &mut none);
+        assert!(ops.iter().any(|op| matches!(
+            op,
+            Op::DeleteElements { set, keys } if set == "hairpin" && keys.contains(&hairpin.1)
+        )));
+    }
+
+    #[test]
+    fn a_new_endpoint_count_adds_its_shared_chain_once_and_every_table_is_valid() {
+        let two = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.2", "10.244.1.3"]),
+            true,
+        );
+        let three = render_port(
+            &port(
+                "web",
+                "10.96.0.5",
+                &["10.244.1.2", "10.244.1.3", "10.244.1.4"],
+            ),
+            true,
+        );
+        for rs in [&two, &three] {
+            to_table(Family::V4, [rs]).validate().unwrap();
+        }
+        let ops = diff(&two, &three, &counts(&[&two]), &mut counts(&[&three]));
+        let added: Vec<&String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddChain { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added, ["cluster-dnat-3"]);
+        // The dispatch element is re-pointed: deleted, then added.
+        let text = text::transaction_script(&Transaction {
+            family: nft_family(Family::V4),
+            table: TABLE_NAME.into(),
+            ops,
+        });
+        assert!(text.contains("add rule ip strait cluster-dnat-3 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints\n"), "{text}");
+        assert!(
+            text.contains("add element ip strait service-ips { 10.96.0.5 . tcp . 80 : goto cluster-dnat-3 }\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rule_naming_a_missing_chain_is_not_valid() {
+        let mut rs = render_port(&port("web", "10.96.0.5", &["10.244.1.2"]), true);
+        rs.chains
+            .entry("svc-X".into())
+            .or_default()
+            .rule(vec![strait_nft::Expr::goto("nowhere")]);
+        let err = to_table(Family::V4, [&rs]).validate().unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
     }
 }
