@@ -3,9 +3,10 @@
 //! [`plan`] turns a [`strait_model::ClusterState`] and the node's context into
 //! a [`ServiceTable`] — all the Kubernetes semantics (which endpoints are
 //! usable, traffic policies, masquerading, affinity), pure and deterministic.
-//! [`render`] writes the table as an nftables ruleset; [`ServiceProxy`] puts it in
-//! the kernel, whole at first and then as the smallest atomic change; a
-//! [`ServiceProxy`] re-plans only the Services a change touches.
+//! [`render`] builds the table as typed nftables ([`strait_nft`] values, no
+//! rule text); [`ServiceProxy`] puts it in the kernel, whole at first and
+//! then as the smallest atomic change ([`strait_nft::Transaction`]), and
+//! re-plans only the Services a change touches.
 //!
 //! The ruleset is shaped for scale (see the project's notes on nftables):
 //! no anonymous set per Service; one chain per Service port holding plain

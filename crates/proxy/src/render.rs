@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use strait_nft::{
-    addr_type, ct_state, ct_status, protocol, Chain, ChainType, DataType, ElementValue, Expr,
-    Field, Hook, MapData, MarkOp, Priority, Reject, Set, Table, Value, Verdict, L3,
+    addr_type, ct_state, ct_status, protocol, Chain, ChainType, DataType, Element, ElementValue,
+    Expr, Field, Hook, MapData, MarkOp, Priority, Reject, Set, Table, Value, Verdict, L3,
 };
 
 use crate::plan::{Endpoint, Family, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
@@ -871,9 +871,11 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 .insert(set, sp.affinity_timeout.unwrap_or(10800));
         }
     }
-    let text = label(sp);
-    for (_, chain) in rs.chains.iter_mut().filter(|(n, _)| !is_shared_chain(n)) {
-        chain.note = Some(text.clone());
+    if rs.chains.keys().any(|n| !is_shared_chain(n)) {
+        let text = label(sp);
+        for (_, chain) in rs.chains.iter_mut().filter(|(n, _)| !is_shared_chain(n)) {
+            chain.note = Some(text.clone());
+        }
     }
     for e in sp.all_endpoints.iter().filter(|e| e.local) {
         add(
@@ -904,21 +906,34 @@ fn text_rank(name: &str) -> u8 {
 /// or element the later one wins.
 pub fn to_table<'a>(family: Family, parts: impl IntoIterator<Item = &'a Ruleset>) -> Table {
     let mut t = Table::new(nft_family(family), TABLE_NAME);
-    for name in SET_NAMES {
-        t.set(name, skeleton_set(name, family));
-    }
     let mut chains: BTreeMap<&str, &Chain> = BTreeMap::new();
     let mut affinity_sets: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut elements: BTreeMap<&str, Vec<(Vec<Value>, Element)>> = BTreeMap::new();
     for part in parts {
-        for (name, elements) in &part.elements {
-            if let Some(set) = t.sets.get_mut(*name) {
-                for (key, value) in elements {
-                    set.insert(key.clone(), value.clone());
-                }
-            }
+        for (name, part_elements) in &part.elements {
+            elements
+                .entry(name)
+                .or_default()
+                .extend(part_elements.iter().map(|(key, value)| {
+                    let element = Element {
+                        value: value.clone(),
+                        comment: None,
+                    };
+                    (key.clone(), element)
+                }));
         }
         chains.extend(part.chains.iter().map(|(n, c)| (n.as_str(), c)));
         affinity_sets.extend(part.affinity_sets.iter().map(|(n, t)| (n.as_str(), *t)));
+    }
+    for name in SET_NAMES {
+        let set = t.set(name, skeleton_set(name, family));
+        // Built at once from the sorted elements (much faster than one
+        // insert at a time); of equal keys the last part's wins.
+        set.elements = elements
+            .remove(name)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
     }
     for (name, timeout) in affinity_sets {
         t.set(name, affinity_set(family, timeout));

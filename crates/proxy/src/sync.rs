@@ -1,5 +1,7 @@
 //! Keeping the kernel in step with a changing cluster: re-plan only the
-//! Services a change touches, and send only their chains and elements.
+//! Services a change touches, and send only their chains and elements, as
+//! one [`strait_nft::Transaction`]: over a netlink socket kept open, or
+//! through `nft -f` of its text when netlink does not take it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
