@@ -205,16 +205,21 @@ fn main() {
     println!("\n2. One endpoint changed at 10k Services (change -> kernel has it)");
     let ns = Ns::new("partial");
     let base = state_of(&cluster_json(10000, None));
-    let mut proxy =
+    let (mut proxy, full) =
         ns.1.run({
             let (ctx, base) = (ctx.clone(), base.clone());
             move || {
                 let mut p = ServiceProxy::new(ctx);
+                let t = Instant::now();
                 p.full_sync(&base).expect("full sync");
-                p
+                (p, t.elapsed())
             }
         })
         .unwrap();
+    println!(
+        "  full sync by the proxy (plan, render, apply): {} s",
+        secs(full)
+    );
     let mut current = base.clone();
     // Two kinds of change, as a watch delivers them (one EndpointSlice
     // replaced): a pod replaced by one with a new IP (same count), and a
@@ -224,6 +229,8 @@ fn main() {
         ("endpoint added/removed", true),
     ] {
         let mut times = Vec::new();
+        // Which way each sync went in: "netlink" or "nft".
+        let mut paths: std::collections::BTreeMap<&str, usize> = Default::default();
         for round in 0..20 {
             let mut next = current.clone();
             let mut slice = (**current.endpoint_slices.get("ns-7", "svc-777-1").unwrap()).clone();
@@ -251,16 +258,18 @@ fn main() {
             proxy = p;
             let (elapsed, sync, next, path) = took;
             assert!(matches!(sync, Sync::Partial(_)), "{sync:?}");
-            assert_eq!(path, "netlink");
+            *paths.entry(path).or_default() += 1;
             times.push(elapsed);
             current = next;
         }
         times.sort();
+        let via: Vec<String> = paths.iter().map(|(p, n)| format!("{p} x{n}")).collect();
         println!(
-            "  {what:<24} median of 20: {:.1} ms (min {:.1}, max {:.1}); kube-proxy shape through nft: 290 ms per the notes",
+            "  {what:<24} median of 20: {:.1} ms (min {:.1}, max {:.1}; via {}); kube-proxy shape through nft: 290 ms per the notes",
             ms(times[times.len() / 2]),
             ms(times[0]),
-            ms(times[times.len() - 1])
+            ms(times[times.len() - 1]),
+            via.join(", ")
         );
     }
     drop(ns);

@@ -4,6 +4,9 @@ pub enum Error {
     #[error("applying the Service rules failed: {0}")]
     Apply(#[from] strait_linux::Error),
 
+    #[error("the rules are not valid nftables: {0}")]
+    Nft(#[from] strait_nft::Error),
+
     #[error("invalid setting {setting}: {message}")]
     Config { setting: String, message: String },
 }

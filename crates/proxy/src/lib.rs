@@ -3,9 +3,10 @@
 //! [`plan`] turns a [`strait_model::ClusterState`] and the node's context into
 //! a [`ServiceTable`] — all the Kubernetes semantics (which endpoints are
 //! usable, traffic policies, masquerading, affinity), pure and deterministic.
-//! [`render`] writes the table as an nftables ruleset; [`ServiceProxy`] puts it in
-//! the kernel, whole at first and then as the smallest atomic change; a
-//! [`ServiceProxy`] re-plans only the Services a change touches.
+//! [`render`] builds the table as typed nftables ([`strait_nft`] values, no
+//! rule text); [`ServiceProxy`] puts it in the kernel, whole at first and
+//! then as the smallest atomic change ([`strait_nft::Transaction`]), and
+//! re-plans only the Services a change touches.
 //!
 //! The ruleset is shaped for scale (see the project's notes on nftables):
 //! no anonymous set per Service; one chain per Service port holding plain
@@ -14,7 +15,6 @@
 
 mod error;
 mod health;
-mod netlink;
 mod plan;
 mod render;
 mod sync;
@@ -26,7 +26,7 @@ pub use plan::{
     ServiceTable, MASQUERADE_MARK,
 };
 pub use render::{
-    colliding_ports, family_in_use, is_shared_chain, label, port_id, render, render_full,
-    render_port, table, Ruleset, TABLE,
+    colliding_ports, family_in_use, is_shared_chain, label, nft_family, port_id, render,
+    render_full, render_port, table, to_table, Elements, Ruleset, TABLE, TABLE_NAME,
 };
-pub use sync::{ops_text, Op, ServiceProxy, Sync};
+pub use sync::{ServiceProxy, Sync};

@@ -1,19 +1,29 @@
-//! The service table as nftables: a fixed skeleton, one chain per service
-//! port (plus external, local and per-endpoint chains where needed), and the
-//! elements of a few large maps. [`Ruleset`] keeps them apart so that the
-//! applier can send only what changed.
+//! The service table as typed nftables ([`strait_nft`]): a fixed skeleton,
+//! shared DNAT chains, per-service chains where needed, and the elements of
+//! a few large maps. [`Ruleset`] keeps them apart so that the applier can
+//! send only what changed; [`to_table`] assembles the whole table, whose
+//! text ([`render_full`]) is what `--dry-run` prints and a full sync loads.
+//!
+//! Only values are built here: chain and set names are made of ids and
+//! parsed addresses, elements of parsed addresses and numbers. No input
+//! text reaches a rule, and no text is parsed back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use std::net::{IpAddr, SocketAddr};
-
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
+use strait_nft::{
+    addr_type, ct_state, ct_status, protocol, Chain, ChainType, DataType, Element, ElementValue,
+    Expr, Field, Hook, MapData, MarkOp, Priority, Reject, Set, Table, Value, Verdict, L3,
+};
 
 use crate::plan::{Endpoint, Family, Protocol, ServicePort, ServiceTable, MASQUERADE_MARK};
 
 /// The IPv4 table strait owns: `nft list table ip strait` shows it.
 pub const TABLE: &str = "ip strait";
+
+/// The name of strait's table in both families.
+pub const TABLE_NAME: &str = "strait";
 
 /// The table of a family: `ip strait` or `ip6 strait`.
 pub fn table(family: Family) -> &'static str {
@@ -23,162 +33,321 @@ pub fn table(family: Family) -> &'static str {
     }
 }
 
-/// Fill a rule or type template: `{ip}` is the protocol keyword (`ip`,
-/// `ip6`), `{addr}` the address type, `{loopback}` the loopback network,
-/// `{reject}` a rejection the client reads as "connection refused" (for
-/// IPv6 nft's default would be "no route", which clients read otherwise).
-fn words(family: Family, template: &str) -> String {
-    let (ip, addr, loopback, reject) = match family {
-        Family::V4 => ("ip", "ipv4_addr", "127.0.0.0/8", "reject"),
-        Family::V6 => (
-            "ip6",
-            "ipv6_addr",
-            "::1",
-            "reject with icmpv6 port-unreachable",
-        ),
-    };
-    template
-        .replace("{ip}", ip)
-        .replace("{addr}", addr)
-        .replace("{loopback}", loopback)
-        .replace("{reject}", reject)
+/// The nftables family of a family's table.
+pub fn nft_family(family: Family) -> strait_nft::Family {
+    match family {
+        Family::V4 => strait_nft::Family::Ip,
+        Family::V6 => strait_nft::Family::Ip6,
+    }
 }
+
+fn l3(family: Family) -> L3 {
+    match family {
+        Family::V4 => L3::V4,
+        Family::V6 => L3::V6,
+    }
+}
+
+/// A protocol as a value to match or store.
+fn proto(p: Protocol) -> Value {
+    Value::Proto(match p {
+        Protocol::Tcp => protocol::TCP,
+        Protocol::Udp => protocol::UDP,
+        Protocol::Sctp => protocol::SCTP,
+    })
+}
+
+/// The elements of one set or map: key → value (`None` in sets).
+pub type Elements = BTreeMap<Vec<Value>, Option<ElementValue>>;
 
 /// A rendered table, in parts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
     pub family: Family,
-    /// Per-service chains: name → rules.
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// Which Service a chain is for, sanitised (see [`label`]): an nft
-    /// comment line in `--dry-run` and full syncs, for people only.
-    pub labels: BTreeMap<String, String>,
+    /// Per-service and shared chains by name. A per-service chain's note
+    /// says which Service it is for (see [`label`]): an nft comment line in
+    /// `--dry-run` and full syncs, for people only.
+    pub chains: BTreeMap<String, Chain>,
     /// Session-affinity sets: name → timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
-    /// Elements of the named sets and maps: set → key → value ("" for sets).
-    pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// Elements of the named sets and maps of the skeleton.
+    pub elements: BTreeMap<&'static str, Elements>,
 }
 
-/// Named sets and maps of the skeleton, with their type templates.
-const SETS: &[(&str, &str)] = &[
-    ("cluster-cidrs", "type {addr}; flags interval;"),
-    ("service-cidrs", "type {addr}; flags interval;"),
-    ("nodeport-addresses", "type {addr}; flags interval;"),
-    ("cluster-ips", "type {addr};"),
-    (
-        "service-ips",
-        "type {addr} . inet_proto . inet_service : verdict;",
-    ),
-    (
-        "service-nodeports",
-        "type inet_proto . inet_service : verdict;",
-    ),
-    (
-        "no-endpoint-services",
-        "type {addr} . inet_proto . inet_service : verdict;",
-    ),
-    (
-        "no-endpoint-nodeports",
-        "type inet_proto . inet_service : verdict;",
-    ),
-    ("hairpin", "type {addr} . {addr};"),
-    (
-        "firewall-ips",
-        "type {addr} . inet_proto . inet_service;",
-    ),
-    (
-        "firewall-allow",
-        "type {addr} . inet_proto . inet_service . {addr}; flags interval;",
-    ),
-    // Endpoints by slot: a Service's N endpoints are slots 0..N-1 under each
-    // of its addresses, and one shared rule per N picks a slot at random.
-    // Endpoint changes are then element changes, which the kernel applies
-    // without re-validating the table (rule changes cost ~15 ms at 10k
-    // Services here; see the README).
-    (
-        "service-endpoints",
-        "typeof {ip} daddr . meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;",
-    ),
-    (
-        "nodeport-endpoints",
-        "typeof meta l4proto . th dport . numgen random mod 1 : {ip} daddr . th dport;",
-    ),
+/// The named sets and maps of the skeleton, in the order they are declared.
+const SET_NAMES: [&str; 13] = [
+    "cluster-cidrs",
+    "service-cidrs",
+    "nodeport-addresses",
+    "cluster-ips",
+    "service-ips",
+    "service-nodeports",
+    "no-endpoint-services",
+    "no-endpoint-nodeports",
+    "hairpin",
+    "firewall-ips",
+    "firewall-allow",
+    "service-endpoints",
+    "nodeport-endpoints",
 ];
 
-fn set_kind(name: &str) -> &'static str {
-    if SETS.iter().any(|(n, ty)| *n == name && ty.contains(" : ")) {
-        "map"
-    } else {
-        "set"
+/// The declaration of a named set or map of the skeleton.
+fn skeleton_set(name: &str, family: Family) -> Set {
+    use DataType::{InetProto as P, InetService as S, Slot};
+    let a = DataType::addr(l3(family));
+    let verdicts = |key: &[DataType]| Set::map(key, MapData::Verdict);
+    // address . port of an endpoint.
+    let endpoint = || MapData::Value(vec![a, S]);
+    match name {
+        "cluster-cidrs" | "service-cidrs" | "nodeport-addresses" => Set::new(&[a]).interval(),
+        "cluster-ips" => Set::new(&[a]),
+        "service-ips" | "no-endpoint-services" => verdicts(&[a, P, S]),
+        "service-nodeports" | "no-endpoint-nodeports" => verdicts(&[P, S]),
+        "hairpin" => Set::new(&[a, a]),
+        "firewall-ips" => Set::new(&[a, P, S]),
+        "firewall-allow" => Set::new(&[a, P, S, a]).interval(),
+        // Endpoints by slot: a Service's N endpoints are slots 0..N-1 under
+        // each of its addresses, and one shared rule per N picks a slot at
+        // random. Endpoint changes are then element changes, which the
+        // kernel applies without re-validating the table (rule changes cost
+        // ~15 ms at 10k Services here; see the README).
+        "service-endpoints" => Set::map(&[a, P, S, Slot], endpoint()),
+        // "nodeport-endpoints"
+        _ => Set::map(&[P, S, Slot], endpoint()),
     }
 }
 
+/// The declaration of a session-affinity set: client addresses that expire.
+pub fn affinity_set(family: Family, timeout: u32) -> Set {
+    let mut set = Set::new(&[DataType::addr(l3(family))]);
+    set.flags.dynamic = true;
+    set.flags.timeout = true;
+    set.timeout = Some(timeout);
+    set
+}
+
+/// `ip daddr . meta l4proto . th dport`: what the dispatch maps are keyed by.
+fn dispatch_key(l3: L3) -> [Field; 3] {
+    [Field::daddr(l3), Field::L4Proto, Field::ThDport]
+}
+
+/// A new connection (`ct state new`).
+fn new_connection() -> Expr {
+    Expr::eq(Field::CtState, Value::CtState(ct_state::NEW))
+}
+
 /// The fixed chains: hooks, dispatch, checks, masquerading.
-fn skeleton_chains(family: Family) -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
+fn skeleton_chains(family: Family) -> Vec<(&'static str, Chain)> {
+    let l3 = l3(family);
+    let (saddr, daddr) = (Field::saddr(l3), Field::daddr(l3));
+    let dispatch = dispatch_key(l3);
+    let port = [Field::L4Proto, Field::ThDport];
+    let loopback = match family {
+        Family::V4 => Value::Net(IpNet::V4(Ipv4Net::new_assert(
+            Ipv4Addr::new(127, 0, 0, 0),
+            8,
+        ))),
+        Family::V6 => Value::Addr(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    };
+    // A NodePort: to a local address on --nodeport-addresses (default: the
+    // node's primary IPs), not loopback.
+    let on_nodeport_address = || {
+        vec![
+            Expr::eq(Field::FibDaddrType, Value::AddrType(addr_type::LOCAL)),
+            Expr::ne(daddr, loopback.clone()),
+            Expr::lookup(&[daddr], "nodeport-addresses"),
+        ]
+    };
+    let with = |chain: Chain, rules: Vec<Vec<Expr>>| {
+        let mut chain = chain;
+        for rule in rules {
+            chain.rule(rule);
+        }
+        chain
+    };
+    let hooked =
+        |kind, hook, priority, rule: Vec<Expr>| with(Chain::base(kind, hook, priority), vec![rule]);
     let m = MASQUERADE_MARK;
     vec![
-        ("nat-prerouting", Some("type nat hook prerouting priority dstnat; policy accept;"), vec!["jump services".into()]),
+        (
+            "nat-prerouting",
+            hooked(
+                ChainType::Nat,
+                Hook::Prerouting,
+                Priority::Dstnat,
+                vec![Expr::jump("services")],
+            ),
+        ),
         // nft 1.0.6 needs a numeric priority in output chains.
-        ("nat-output", Some("type nat hook output priority -100; policy accept;"), vec!["jump services".into()]),
-        ("nat-postrouting", Some("type nat hook postrouting priority srcnat; policy accept;"), vec!["jump masquerading".into()]),
+        (
+            "nat-output",
+            hooked(
+                ChainType::Nat,
+                Hook::Output,
+                Priority::Value(-100),
+                vec![Expr::jump("services")],
+            ),
+        ),
+        (
+            "nat-postrouting",
+            hooked(
+                ChainType::Nat,
+                Hook::Postrouting,
+                Priority::Srcnat,
+                vec![Expr::jump("masquerading")],
+            ),
+        ),
         // Before DNAT: loadBalancerSourceRanges.
-        ("filter-prerouting", Some("type filter hook prerouting priority -110; policy accept;"), vec!["ct state new jump firewall-check".into()]),
+        (
+            "filter-prerouting",
+            hooked(
+                ChainType::Filter,
+                Hook::Prerouting,
+                Priority::Value(-110),
+                vec![new_connection(), Expr::jump("firewall-check")],
+            ),
+        ),
         // After DNAT: what was not translated has no endpoint (or no such port).
-        ("filter-input", Some("type filter hook input priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
-        ("filter-forward", Some("type filter hook forward priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
-        ("filter-output", Some("type filter hook output priority 0; policy accept;"), vec!["ct state new jump endpoints-check".into()]),
+        (
+            "filter-input",
+            hooked(
+                ChainType::Filter,
+                Hook::Input,
+                Priority::Value(0),
+                vec![new_connection(), Expr::jump("endpoints-check")],
+            ),
+        ),
+        (
+            "filter-forward",
+            hooked(
+                ChainType::Filter,
+                Hook::Forward,
+                Priority::Value(0),
+                vec![new_connection(), Expr::jump("endpoints-check")],
+            ),
+        ),
+        (
+            "filter-output",
+            hooked(
+                ChainType::Filter,
+                Hook::Output,
+                Priority::Value(0),
+                vec![new_connection(), Expr::jump("endpoints-check")],
+            ),
+        ),
         // Before DNAT too: the node's own connections to an LB IP obey
         // loadBalancerSourceRanges, as in kube-proxy.
-        ("filter-output-pre-dnat", Some("type filter hook output priority -110; policy accept;"), vec!["ct state new jump firewall-check".into()]),
+        (
+            "filter-output-pre-dnat",
+            hooked(
+                ChainType::Filter,
+                Hook::Output,
+                Priority::Value(-110),
+                vec![new_connection(), Expr::jump("firewall-check")],
+            ),
+        ),
         (
             "firewall-check",
-            None,
-            vec![words(family, "{ip} daddr . meta l4proto . th dport @firewall-ips {ip} daddr . meta l4proto . th dport . {ip} saddr != @firewall-allow drop")],
+            with(
+                Chain::regular(),
+                vec![vec![
+                    Expr::lookup(&dispatch, "firewall-ips"),
+                    Expr::not_in(
+                        &[daddr, Field::L4Proto, Field::ThDport, saddr],
+                        "firewall-allow",
+                    ),
+                    Expr::drop(),
+                ]],
+            ),
         ),
         (
             "endpoints-check",
-            None,
-            vec![
-                words(family, "{ip} daddr . meta l4proto . th dport vmap @no-endpoint-services"),
-                words(family, "fib daddr type local {ip} daddr != {loopback} {ip} daddr @nodeport-addresses meta l4proto . th dport vmap @no-endpoint-nodeports"),
-                // A ClusterIP on a port the Service does not have.
-                words(family, "{ip} daddr @cluster-ips goto reject-chain"),
-                // An address of the Service network no Service holds: not
-                // sent out by the default route (kube-proxy drops it too).
-                words(family, "{ip} daddr @service-cidrs drop"),
-            ],
+            with(
+                Chain::regular(),
+                vec![
+                    vec![Expr::vmap(&dispatch, "no-endpoint-services")],
+                    [
+                        on_nodeport_address(),
+                        vec![Expr::vmap(&port, "no-endpoint-nodeports")],
+                    ]
+                    .concat(),
+                    // A ClusterIP on a port the Service does not have.
+                    vec![
+                        Expr::lookup(&[daddr], "cluster-ips"),
+                        Expr::goto("reject-chain"),
+                    ],
+                    // An address of the Service network no Service holds: not
+                    // sent out by the default route (kube-proxy drops it too).
+                    vec![Expr::lookup(&[daddr], "service-cidrs"), Expr::drop()],
+                ],
+            ),
         ),
         (
             "services",
-            None,
-            vec![
-                words(family, "{ip} daddr . meta l4proto . th dport vmap @service-ips"),
-                // NodePorts only on --nodeport-addresses (default: the node's primary IPs).
-                words(family, "fib daddr type local {ip} daddr != {loopback} {ip} daddr @nodeport-addresses meta l4proto . th dport vmap @service-nodeports"),
-            ],
+            with(
+                Chain::regular(),
+                vec![
+                    vec![Expr::vmap(&dispatch, "service-ips")],
+                    // NodePorts only on --nodeport-addresses (default: the node's primary IPs).
+                    [
+                        on_nodeport_address(),
+                        vec![Expr::vmap(&port, "service-nodeports")],
+                    ]
+                    .concat(),
+                ],
+            ),
         ),
         (
             "masquerading",
-            None,
-            vec![
-                // A pod that reached itself through its Service.
-                words(family, "ct status dnat {ip} saddr . {ip} daddr @hairpin masquerade"),
-                format!("meta mark & {m:#x} == 0 return"),
-                format!("meta mark set meta mark xor {m:#x}"),
-                "masquerade fully-random".into(),
-            ],
+            with(
+                Chain::regular(),
+                vec![
+                    // A pod that reached itself through its Service.
+                    vec![
+                        Expr::eq(Field::CtStatus, Value::CtStatus(ct_status::DNAT)),
+                        Expr::lookup(&[saddr, daddr], "hairpin"),
+                        Expr::Masquerade {
+                            fully_random: false,
+                        },
+                    ],
+                    vec![
+                        Expr::Masked {
+                            field: Field::Mark,
+                            mask: m,
+                            op: strait_nft::CmpOp::Eq,
+                            value: 0,
+                        },
+                        Expr::ret(),
+                    ],
+                    vec![Expr::SetMark(MarkOp::Xor(m))],
+                    vec![Expr::Masquerade { fully_random: true }],
+                ],
+            ),
         ),
-        ("mark-for-masquerade", None, vec![format!("meta mark set meta mark or {m:#x}")]),
+        (
+            "mark-for-masquerade",
+            with(Chain::regular(), vec![vec![Expr::SetMark(MarkOp::Or(m))]]),
+        ),
         // A TCP reset reaches the client at once; an ICMPv6 error sent from
         // the forward path arrives only for the retransmitted SYN (measured:
-        // 1 s), so TCP is reset in both families, the rest gets ICMP.
+        // 1 s), so TCP is reset in both families, the rest gets ICMP (for
+        // IPv6 nft's default would be "no route", which clients read
+        // otherwise than "connection refused").
         (
             "reject-chain",
-            None,
-            vec![
-                "meta l4proto tcp reject with tcp reset".into(),
-                words(family, "{reject}"),
-            ],
+            with(
+                Chain::regular(),
+                vec![
+                    vec![
+                        Expr::eq(Field::L4Proto, Value::TCP),
+                        Expr::Reject(Reject::TcpReset),
+                    ],
+                    vec![Expr::Reject(match family {
+                        Family::V4 => Reject::Default,
+                        Family::V6 => Reject::Icmpv6PortUnreachable,
+                    })],
+                ],
+            ),
         ),
     ]
 }
@@ -246,8 +415,7 @@ struct Names {
     ext: String,
     local: String,
     id: String,
-    /// `ip` or `ip6`.
-    ip: &'static str,
+    l3: L3,
 }
 
 /// An address as a chain or set name may contain it (no colons).
@@ -263,10 +431,7 @@ impl Names {
             ext: format!("ext-{id}"),
             local: format!("local-{id}"),
             id,
-            ip: match sp.family {
-                Family::V4 => "ip",
-                Family::V6 => "ip6",
-            },
+            l3: l3(sp.family),
         }
     }
 
@@ -279,10 +444,21 @@ impl Names {
     }
 }
 
+/// `meta l4proto P dnat to ADDR:PORT`.
+fn dnat_to(protocol: Protocol, e: &Endpoint) -> Vec<Expr> {
+    vec![
+        Expr::eq(Field::L4Proto, proto(protocol)),
+        Expr::Dnat {
+            to: e.ip,
+            port: Some(e.port),
+        },
+    ]
+}
+
 /// Rules that pick one of `endpoints` at random, evenly: rule i matches with
 /// probability 1/(n-i) of what reaches it, so each endpoint gets 1/n.
 fn cascade(
-    rules: &mut Vec<String>,
+    chain: &mut Chain,
     endpoints: &[Endpoint],
     protocol: Protocol,
     affinity: bool,
@@ -291,30 +467,27 @@ fn cascade(
     let n = endpoints.len();
     let target = |e: &Endpoint| {
         if affinity {
-            format!("goto {}", names.endpoint_chain(e))
+            vec![Expr::goto(&names.endpoint_chain(e))]
         } else {
-            format!(
-                "meta l4proto {} dnat to {}",
-                protocol.nft(),
-                SocketAddr::new(e.ip, e.port)
-            )
+            dnat_to(protocol, e)
         }
     };
     if affinity {
         for e in endpoints {
-            rules.push(format!(
-                "{} saddr @{} goto {}",
-                names.ip,
-                names.affinity_set(e),
-                names.endpoint_chain(e)
-            ));
+            chain.rule(vec![
+                Expr::lookup(&[Field::saddr(names.l3)], &names.affinity_set(e)),
+                Expr::goto(&names.endpoint_chain(e)),
+            ]);
         }
     }
     for (i, e) in endpoints.iter().enumerate() {
         if i + 1 < n {
-            rules.push(format!("numgen random mod {} == 0 {}", n - i, target(e)));
+            let modulus = u32::try_from(n - i).unwrap_or(u32::MAX);
+            let mut rule = vec![Expr::eq(Field::NumgenRandom { modulus }, Value::Number(0))];
+            rule.extend(target(e));
+            chain.rule(rule);
         } else {
-            rules.push(target(e));
+            chain.rule(target(e));
         }
     }
 }
@@ -325,8 +498,8 @@ fn empty(family: Family) -> Ruleset {
         family,
         ..Ruleset::default()
     };
-    for (name, _) in SETS {
-        rs.elements.insert(name, BTreeMap::new());
+    for name in SET_NAMES {
+        rs.elements.insert(name, Elements::new());
     }
     rs
 }
@@ -343,6 +516,11 @@ fn intervals(networks: &[IpNet], family: Family) -> Vec<IpNet> {
     )
 }
 
+/// Add an element to one of the skeleton's sets.
+fn add(rs: &mut Ruleset, set: &'static str, key: Vec<Value>, value: Option<ElementValue>) {
+    rs.elements.entry(set).or_default().insert(key, value);
+}
+
 /// The table-wide part (those of `family`): the pod network, the Service
 /// network, and where NodePorts answer.
 pub fn render_base(
@@ -357,9 +535,8 @@ pub fn render_base(
         ("service-cidrs", service_cidrs),
         ("nodeport-addresses", nodeport_networks),
     ] {
-        let elements = rs.elements.get_mut(set).expect("declared");
         for net in intervals(networks, family) {
-            elements.insert(net.to_string(), String::new());
+            add(&mut rs, set, vec![Value::Net(net)], None);
         }
     }
     rs
@@ -425,7 +602,6 @@ pub fn family_in_use(table: &ServiceTable, family: Family) -> bool {
 /// Add `fragment` to `into`; elements are a union.
 pub fn merge(into: &mut Ruleset, fragment: Ruleset) {
     into.chains.extend(fragment.chains);
-    into.labels.extend(fragment.labels);
     into.affinity_sets.extend(fragment.affinity_sets);
     for (set, elements) in fragment.elements {
         into.elements.entry(set).or_default().extend(elements);
@@ -453,40 +629,51 @@ pub fn is_shared_chain(name: &str) -> bool {
 }
 
 /// ClusterIP traffic from outside the pod network is masqueraded.
-fn masquerade_outsiders_rule(ip: &str) -> String {
-    format!("{ip} saddr != @cluster-cidrs jump mark-for-masquerade")
+fn masquerade_outsiders_rule(l3: L3) -> Vec<Expr> {
+    vec![
+        Expr::not_in(&[Field::saddr(l3)], "cluster-cidrs"),
+        Expr::jump("mark-for-masquerade"),
+    ]
 }
 
-fn slot_chain(
-    kind: SlotChain,
-    n: usize,
-    masquerade_outsiders: bool,
-    ip: &str,
-) -> (String, Vec<String>) {
-    let by_address = format!(
-        "dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {n} map @service-endpoints"
-    );
-    match kind {
+fn slot_chain(kind: SlotChain, n: usize, masquerade_outsiders: bool, l3: L3) -> (String, Chain) {
+    let modulus = u32::try_from(n).unwrap_or(u32::MAX);
+    let slot = Field::NumgenRandom { modulus };
+    let [daddr, l4proto, dport] = dispatch_key(l3);
+    let by_address = vec![Expr::DnatMap {
+        l3,
+        key: vec![daddr, l4proto, dport, slot],
+        map: "service-endpoints".into(),
+    }];
+    let mut chain = Chain::regular();
+    let name = match kind {
         SlotChain::Cluster => {
-            let mut rules = Vec::new();
             if masquerade_outsiders {
-                rules.push(masquerade_outsiders_rule(ip));
+                chain.rule(masquerade_outsiders_rule(l3));
             }
-            rules.push(by_address);
-            (format!("cluster-dnat-{n}"), rules)
+            chain.rule(by_address);
+            format!("cluster-dnat-{n}")
         }
-        SlotChain::External => (
-            format!("external-dnat-{n}"),
-            vec!["jump mark-for-masquerade".into(), by_address],
-        ),
-        SlotChain::NodePort => (
-            format!("nodeport-dnat-{n}"),
-            vec![
-                "jump mark-for-masquerade".into(),
-                format!("dnat {ip} to meta l4proto . th dport . numgen random mod {n} map @nodeport-endpoints"),
-            ],
-        ),
-    }
+        SlotChain::External => {
+            chain.rule(vec![Expr::jump("mark-for-masquerade")]);
+            chain.rule(by_address);
+            format!("external-dnat-{n}")
+        }
+        SlotChain::NodePort => {
+            chain.rule(vec![Expr::jump("mark-for-masquerade")]);
+            chain.rule(vec![Expr::DnatMap {
+                l3,
+                key: vec![l4proto, dport, slot],
+                map: "nodeport-endpoints".into(),
+            }]);
+            format!("nodeport-dnat-{n}")
+        }
+    };
+    (name, chain)
+}
+
+fn goto(chain: &str) -> Option<ElementValue> {
+    Some(ElementValue::Verdict(Verdict::Goto(chain.to_owned())))
 }
 
 /// The chains, sets and elements of one service port.
@@ -498,27 +685,23 @@ fn slot_chain(
 /// lists behind one address) keep per-service chains with a random cascade.
 pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     let mut rs = empty(sp.family);
-    let add = |rs: &mut Ruleset, set: &'static str, key: String, value: String| {
-        rs.elements
-            .get_mut(set)
-            .expect("declared")
-            .insert(key, value);
-    };
-    let slots = |rs: &mut Ruleset, set: &'static str, key: &str, endpoints: &[Endpoint]| {
+    let slots = |rs: &mut Ruleset, set: &'static str, key: &[Value], endpoints: &[Endpoint]| {
         for (i, e) in endpoints.iter().enumerate() {
-            rs.elements
-                .get_mut(set)
-                .expect("declared")
-                .insert(format!("{key} . {i}"), format!("{} . {}", e.ip, e.port));
+            let mut slot = key.to_vec();
+            slot.push(Value::Number(u32::try_from(i).unwrap_or(u32::MAX)));
+            let value = ElementValue::Data(vec![Value::Addr(e.ip), Value::Port(e.port)]);
+            add(rs, set, slot, Some(value));
         }
     };
     let names = Names::of(sp);
     let shared = |rs: &mut Ruleset, kind: SlotChain, n: usize| -> String {
-        let (name, rules) = slot_chain(kind, n, masquerade_outsiders, names.ip);
-        rs.chains.insert(name.clone(), rules);
+        let (name, chain) = slot_chain(kind, n, masquerade_outsiders, names.l3);
+        rs.chains.insert(name.clone(), chain);
         name
     };
-    let p = sp.protocol.nft();
+    let p = proto(sp.protocol);
+    // `address . protocol . port`: a key of the dispatch maps.
+    let dispatch = |ip: IpAddr| vec![Value::Addr(ip), p.clone(), Value::Port(sp.port)];
     let affinity = sp.affinity_timeout.is_some();
     let per_service_chains = affinity || (sp.external_local && sp.has_external());
     let by_slots = !per_service_chains;
@@ -527,23 +710,23 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     // Cluster chain: ClusterIP traffic (and pod/node traffic to external
     // addresses of externalTrafficPolicy: Local Services).
     if !sp.cluster_endpoints.is_empty() && !by_slots {
-        let mut rules = Vec::new();
+        let mut chain = Chain::regular();
         if masquerade_outsiders {
-            rules.push(masquerade_outsiders_rule(names.ip));
+            chain.rule(masquerade_outsiders_rule(names.l3));
         }
         cascade(
-            &mut rules,
+            &mut chain,
             &sp.cluster_endpoints,
             sp.protocol,
             affinity,
             &names,
         );
         used_endpoints.extend(sp.cluster_endpoints.iter().cloned());
-        rs.chains.insert(names.svc.clone(), rules);
+        rs.chains.insert(names.svc.clone(), chain);
     }
     if let Some(cip) = sp.cluster_ip {
-        add(&mut rs, "cluster-ips", cip.to_string(), String::new());
-        let key = format!("{cip} . {p} . {}", sp.port);
+        add(&mut rs, "cluster-ips", vec![Value::Addr(cip)], None);
+        let key = dispatch(cip);
         if !sp.cluster_endpoints.is_empty() {
             let target = if by_slots {
                 slots(&mut rs, "service-endpoints", &key, &sp.cluster_endpoints);
@@ -551,17 +734,13 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
             } else {
                 names.svc.clone()
             };
-            add(&mut rs, "service-ips", key, format!("goto {target}"));
+            add(&mut rs, "service-ips", key, goto(&target));
         } else if sp.has_endpoints {
             // internalTrafficPolicy: Local without a local endpoint.
-            add(&mut rs, "no-endpoint-services", key, "drop".into());
+            let drop = Some(ElementValue::Verdict(Verdict::Drop));
+            add(&mut rs, "no-endpoint-services", key, drop);
         } else {
-            add(
-                &mut rs,
-                "no-endpoint-services",
-                key,
-                "goto reject-chain".into(),
-            );
+            add(&mut rs, "no-endpoint-services", key, goto("reject-chain"));
         }
     }
 
@@ -572,42 +751,45 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
             .chain(&sp.load_balancer_ips)
             .copied()
             .collect();
+        let nodeport_key = |np: u16| vec![p.clone(), Value::Port(np)];
         if sp.has_endpoints && by_slots {
             // externalTrafficPolicy: Cluster; internalTrafficPolicy: Local
             // does not bind external traffic, so every endpoint serves it.
             let n = sp.all_endpoints.len();
             for ip in &externals {
-                let key = format!("{ip} . {p} . {}", sp.port);
+                let key = dispatch(*ip);
                 slots(&mut rs, "service-endpoints", &key, &sp.all_endpoints);
                 let chain = shared(&mut rs, SlotChain::External, n);
-                add(&mut rs, "service-ips", key, format!("goto {chain}"));
+                add(&mut rs, "service-ips", key, goto(&chain));
             }
             if let Some(np) = sp.node_port {
-                let key = format!("{p} . {np}");
+                let key = nodeport_key(np);
                 slots(&mut rs, "nodeport-endpoints", &key, &sp.all_endpoints);
                 let chain = shared(&mut rs, SlotChain::NodePort, n);
-                add(&mut rs, "service-nodeports", key, format!("goto {chain}"));
+                add(&mut rs, "service-nodeports", key, goto(&chain));
             }
         } else if sp.has_endpoints {
-            let mut rules = Vec::new();
+            let mut chain = Chain::regular();
             if sp.external_local {
                 // Pods and the node itself may use any endpoint; the
                 // world only this node's, keeping the client's address.
                 if !sp.cluster_endpoints.is_empty() {
                     if masquerade_outsiders {
-                        rules.push(format!(
-                            "{} saddr @cluster-cidrs goto {}",
-                            names.ip, names.svc
-                        ));
+                        chain.rule(vec![
+                            Expr::lookup(&[Field::saddr(names.l3)], "cluster-cidrs"),
+                            Expr::goto(&names.svc),
+                        ]);
                     }
-                    rules.push("fib saddr type local jump mark-for-masquerade".into());
-                    rules.push(format!("fib saddr type local goto {}", names.svc));
+                    let from_node =
+                        || Expr::eq(Field::FibSaddrType, Value::AddrType(addr_type::LOCAL));
+                    chain.rule(vec![from_node(), Expr::jump("mark-for-masquerade")]);
+                    chain.rule(vec![from_node(), Expr::goto(&names.svc)]);
                 }
                 if sp.local_endpoints.is_empty() {
-                    rules.push("drop".into());
+                    chain.rule(vec![Expr::drop()]);
                 } else {
-                    rules.push(format!("goto {}", names.local));
-                    let mut local = Vec::new();
+                    chain.rule(vec![Expr::goto(&names.local)]);
+                    let mut local = Chain::regular();
                     cascade(
                         &mut local,
                         &sp.local_endpoints,
@@ -619,30 +801,25 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                     rs.chains.insert(names.local.clone(), local);
                 }
             } else {
-                rules.push("jump mark-for-masquerade".into());
+                chain.rule(vec![Expr::jump("mark-for-masquerade")]);
                 if sp.cluster_endpoints == sp.all_endpoints {
-                    rules.push(format!("goto {}", names.svc));
+                    chain.rule(vec![Expr::goto(&names.svc)]);
                 } else {
                     // internalTrafficPolicy: Local does not bind external traffic.
-                    cascade(&mut rules, &sp.all_endpoints, sp.protocol, affinity, &names);
+                    cascade(&mut chain, &sp.all_endpoints, sp.protocol, affinity, &names);
                     used_endpoints.extend(sp.all_endpoints.iter().cloned());
                 }
             }
-            rs.chains.insert(names.ext.clone(), rules);
+            rs.chains.insert(names.ext.clone(), chain);
             for ip in &externals {
-                add(
-                    &mut rs,
-                    "service-ips",
-                    format!("{ip} . {p} . {}", sp.port),
-                    format!("goto {}", names.ext),
-                );
+                add(&mut rs, "service-ips", dispatch(*ip), goto(&names.ext));
             }
             if let Some(np) = sp.node_port {
                 add(
                     &mut rs,
                     "service-nodeports",
-                    format!("{p} . {np}"),
-                    format!("goto {}", names.ext),
+                    nodeport_key(np),
+                    goto(&names.ext),
                 );
             }
         } else {
@@ -650,16 +827,16 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
                 add(
                     &mut rs,
                     "no-endpoint-services",
-                    format!("{ip} . {p} . {}", sp.port),
-                    "goto reject-chain".into(),
+                    dispatch(*ip),
+                    goto("reject-chain"),
                 );
             }
             if let Some(np) = sp.node_port {
                 add(
                     &mut rs,
                     "no-endpoint-nodeports",
-                    format!("{p} . {np}"),
-                    "goto reject-chain".into(),
+                    nodeport_key(np),
+                    goto("reject-chain"),
                 );
             }
         }
@@ -671,19 +848,11 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
         }
         let allowed = intervals(&allowed, sp.family);
         for lb in sp.load_balancer_ips.iter().filter(|_| sp.firewall) {
-            add(
-                &mut rs,
-                "firewall-ips",
-                format!("{lb} . {p} . {}", sp.port),
-                String::new(),
-            );
+            add(&mut rs, "firewall-ips", dispatch(*lb), None);
             for range in &allowed {
-                add(
-                    &mut rs,
-                    "firewall-allow",
-                    format!("{lb} . {p} . {} . {range}", sp.port),
-                    String::new(),
-                );
+                let mut key = dispatch(*lb);
+                key.push(Value::Net(*range));
+                add(&mut rs, "firewall-allow", key, None);
             }
         }
     }
@@ -691,117 +860,97 @@ pub fn render_port(sp: &ServicePort, masquerade_outsiders: bool) -> Ruleset {
     for e in &used_endpoints {
         if affinity {
             let set = names.affinity_set(e);
-            rs.chains.insert(
-                names.endpoint_chain(e),
-                vec![
-                    format!("update @{set} {{ {} saddr }}", names.ip),
-                    format!("meta l4proto {p} dnat to {}", SocketAddr::new(e.ip, e.port)),
-                ],
-            );
+            let mut chain = Chain::regular();
+            chain.rule(vec![Expr::UpdateSet {
+                set: set.clone(),
+                key: vec![Field::saddr(names.l3)],
+            }]);
+            chain.rule(dnat_to(sp.protocol, e));
+            rs.chains.insert(names.endpoint_chain(e), chain);
             rs.affinity_sets
                 .insert(set, sp.affinity_timeout.unwrap_or(10800));
         }
     }
-    if rs.chains.keys().any(|c| !is_shared_chain(c)) {
+    if rs.chains.keys().any(|n| !is_shared_chain(n)) {
         let text = label(sp);
-        for chain in rs.chains.keys().filter(|c| !is_shared_chain(c)) {
-            rs.labels.insert(chain.clone(), text.clone());
+        for (_, chain) in rs.chains.iter_mut().filter(|(n, _)| !is_shared_chain(n)) {
+            chain.note = Some(text.clone());
         }
     }
     for e in sp.all_endpoints.iter().filter(|e| e.local) {
         add(
             &mut rs,
             "hairpin",
-            format!("{} . {}", e.ip, e.ip),
-            String::new(),
+            vec![Value::Addr(e.ip), Value::Addr(e.ip)],
+            None,
         );
     }
     rs
 }
 
-fn element_text(key: &str, value: &str) -> String {
-    if value.is_empty() {
-        key.to_owned()
+/// The text order of a chain that is not in the skeleton: endpoint chains
+/// first (service chains jump to them), then service, local and shared
+/// chains, then external chains (they go to service chains).
+fn text_rank(name: &str) -> u8 {
+    if name.starts_with("ep-") {
+        0
+    } else if name.starts_with("ext-") {
+        2
     } else {
-        format!("{key} : {value}")
+        1
     }
+}
+
+/// The whole table of `family`: the skeleton with `parts` (the table-wide
+/// part and Service fragments) in it. Where two parts hold the same chain
+/// or element the later one wins.
+pub fn to_table<'a>(family: Family, parts: impl IntoIterator<Item = &'a Ruleset>) -> Table {
+    let mut t = Table::new(nft_family(family), TABLE_NAME);
+    let mut chains: BTreeMap<&str, &Chain> = BTreeMap::new();
+    let mut affinity_sets: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut elements: BTreeMap<&str, Vec<(Vec<Value>, Element)>> = BTreeMap::new();
+    for part in parts {
+        for (name, part_elements) in &part.elements {
+            elements
+                .entry(name)
+                .or_default()
+                .extend(part_elements.iter().map(|(key, value)| {
+                    let element = Element {
+                        value: value.clone(),
+                        comment: None,
+                    };
+                    (key.clone(), element)
+                }));
+        }
+        chains.extend(part.chains.iter().map(|(n, c)| (n.as_str(), c)));
+        affinity_sets.extend(part.affinity_sets.iter().map(|(n, t)| (n.as_str(), *t)));
+    }
+    for name in SET_NAMES {
+        let set = t.set(name, skeleton_set(name, family));
+        // Built at once from the sorted elements (much faster than one
+        // insert at a time); of equal keys the last part's wins.
+        set.elements = elements
+            .remove(name)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+    }
+    for (name, timeout) in affinity_sets {
+        t.set(name, affinity_set(family, timeout));
+    }
+    for (name, chain) in skeleton_chains(family) {
+        t.chain(name, chain);
+    }
+    for rank in 0..3 {
+        for (name, chain) in chains.iter().filter(|(n, _)| text_rank(n) == rank) {
+            t.chain(name, (*chain).clone());
+        }
+    }
+    t
 }
 
 /// The whole table as one transaction that replaces whatever is there:
 /// exactly what the first sync applies, and what `--dry-run` prints.
 pub fn render_full(rs: &Ruleset) -> String {
-    let mut out = String::new();
-    let table = table(rs.family);
-    let _ = writeln!(out, "add table {table}");
-    let _ = writeln!(out, "delete table {table}");
-    let _ = writeln!(out, "table {table} {{");
-    for (name, ty) in SETS {
-        let _ = writeln!(
-            out,
-            "\t{} {name} {{ {} }}",
-            set_kind(name),
-            words(rs.family, ty)
-        );
-    }
-    for (name, timeout) in &rs.affinity_sets {
-        let _ = writeln!(
-            out,
-            "\tset {name} {{ {} }}",
-            affinity_set_type(rs.family, *timeout)
-        );
-    }
-    for (name, hook, rules) in skeleton_chains(rs.family) {
-        write_chain(&mut out, name, hook, &rules, None);
-    }
-    // Endpoint chains first: service chains jump to them.
-    for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ep-")) {
-        write_chain(&mut out, name, None, rules, rs.labels.get(name));
-    }
-    for (name, rules) in rs
-        .chains
-        .iter()
-        .filter(|(n, _)| !n.starts_with("ep-") && !n.starts_with("ext-"))
-    {
-        write_chain(&mut out, name, None, rules, rs.labels.get(name));
-    }
-    for (name, rules) in rs.chains.iter().filter(|(n, _)| n.starts_with("ext-")) {
-        write_chain(&mut out, name, None, rules, rs.labels.get(name));
-    }
-    let _ = writeln!(out, "}}");
-    for (set, elements) in &rs.elements {
-        if elements.is_empty() {
-            continue;
-        }
-        let list: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
-        let _ = writeln!(out, "add element {table} {set} {{ {} }}", list.join(", "));
-    }
-    out
-}
-
-/// The declaration of a session-affinity set: client addresses that expire.
-pub fn affinity_set_type(family: Family, timeout: u32) -> String {
-    words(
-        family,
-        &format!("type {{addr}}; flags dynamic,timeout; timeout {timeout}s;"),
-    )
-}
-
-fn write_chain(
-    out: &mut String,
-    name: &str,
-    hook: Option<&str>,
-    rules: &[String],
-    label: Option<&String>,
-) {
-    let _ = writeln!(out, "\tchain {name} {{");
-    if let Some(label) = label {
-        let _ = writeln!(out, "\t\t# {label}");
-    }
-    if let Some(hook) = hook {
-        let _ = writeln!(out, "\t\t{hook}");
-    }
-    for rule in rules {
-        let _ = writeln!(out, "\t\t{rule}");
-    }
-    let _ = writeln!(out, "\t}}");
+    strait_nft::text::table_script(&to_table(rs.family, [rs]))
 }

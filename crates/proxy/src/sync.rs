@@ -1,11 +1,15 @@
 //! Keeping the kernel in step with a changing cluster: re-plan only the
-//! Services a change touches, and send only their chains and elements.
+//! Services a change touches, and send only their chains and elements, as
+//! one [`strait_nft::Transaction`]: over a netlink socket kept open, or
+//! through `nft -f` of its text when netlink does not take it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
+use strait_nft::netlink::Socket;
+use strait_nft::{text, Chain, Element, ElementValue, Op, Rule, Table, Transaction, Value};
 
 use crate::health::HealthCheck;
 use crate::plan::{
@@ -13,10 +17,10 @@ use crate::plan::{
     ServicePort,
 };
 use crate::render::{
-    affinity_set_type, is_shared_chain, merge, port_id, render_base, render_full, render_port,
-    table, Ruleset,
+    affinity_set, is_shared_chain, merge, nft_family, port_id, render_base, render_port, table,
+    to_table, Ruleset, TABLE_NAME,
 };
-use crate::Result;
+use crate::{Error, Result};
 
 type ServiceKey = (String, String);
 
@@ -139,12 +143,10 @@ impl ServiceProxy {
 
     /// Remove strait's tables (`strait proxy --cleanup`). Missing is fine.
     pub fn cleanup() -> Result<()> {
-        let mut script = String::new();
+        let mut socket = None;
         for family in Family::ALL {
-            let t = table(family);
-            script.push_str(&format!("add table {t}\ndelete table {t}\n"));
+            apply(&mut socket, &remove_table(family))?;
         }
-        nft_apply(&script)?;
         Ok(())
     }
 }
@@ -160,14 +162,14 @@ struct FamilyProxy {
     planned: BTreeMap<ServiceKey, Vec<ServicePort>>,
     /// Every element with its value and how many Services want it (several
     /// Services may share a hairpin pair or a ClusterIP).
-    elements: BTreeMap<(&'static str, String), (String, u32)>,
+    elements: ElementCounts,
     in_kernel: bool,
     /// The long-lived socket for partial syncs, opened on first use.
-    netlink: Option<strait_linux::NfNetlink>,
+    netlink: Option<Socket>,
     /// How the last partial sync went in: "netlink" or "nft".
     last_path: &'static str,
     /// The shared `*-dnat-N` chains the kernel has.
-    shared_chains: BTreeSet<String>,
+    shared_chains: BTreeMap<String, Chain>,
     /// Services not programmed, and why: the kernel refused their rules, or
     /// their chain ids collide. Retried whenever anything changes.
     refused: BTreeMap<ServiceKey, String>,
@@ -185,6 +187,12 @@ struct FamilyProxy {
 /// A Service's new rules (`None`: it has none any more).
 type Change = (ServiceKey, Option<Ruleset>);
 
+/// An element of a set or map of the table.
+type ElementKey = (&'static str, Vec<Value>);
+
+/// Every element with its value and how many Services want it.
+type ElementCounts = BTreeMap<ElementKey, (Option<ElementValue>, u32)>;
+
 impl FamilyProxy {
     fn new(ctx: NodeContext, family: Family) -> FamilyProxy {
         FamilyProxy {
@@ -200,7 +208,7 @@ impl FamilyProxy {
             in_kernel: false,
             netlink: None,
             last_path: "none",
-            shared_chains: BTreeSet::new(),
+            shared_chains: BTreeMap::new(),
             refused: BTreeMap::new(),
             problems: BTreeMap::new(),
             id_owner: HashMap::new(),
@@ -219,13 +227,31 @@ impl FamilyProxy {
         )
     }
 
-    /// The whole ruleset this family wants.
-    fn ruleset(&self) -> Ruleset {
-        let mut rs = self.base();
-        for f in self.fragments.values() {
-            merge(&mut rs, f.clone());
-        }
-        rs
+    /// The whole table this family wants (the fragments programmed, and
+    /// `shared`: shared chains no fragment uses any more but the kernel has).
+    fn table(&self, shared: &BTreeMap<String, Chain>) -> Table {
+        let base = self.base();
+        let kept = Ruleset {
+            family: self.family,
+            chains: shared.clone(),
+            ..Ruleset::default()
+        };
+        to_table(
+            self.family,
+            std::iter::once(&base)
+                .chain(std::iter::once(&kept))
+                .chain(self.fragments.values()),
+        )
+    }
+
+    /// Whether Services' rules can go to the kernel: every name an
+    /// nftables name, every chain and set they name there, every element of
+    /// its set's shape. Checked with the skeleton around them. Our own
+    /// names and parsed values: never seen failing; a Service that would
+    /// is refused like one the kernel refuses.
+    fn check(&self, rules: &Ruleset) -> Result<()> {
+        to_table(self.family, [rules]).validate()?;
+        Ok(())
     }
 
     /// Whether a pod network of this family is known (outsiders are then
@@ -282,16 +308,19 @@ impl FamilyProxy {
             self.id_owner.insert(id.clone(), key.clone());
         }
         self.ids_of.insert(key.clone(), ids.into_iter().collect());
-        let problems = service_problems(service);
-        if !problems.is_empty() && !ports.is_empty() {
-            self.problems.insert(key.clone(), problems);
-        }
         let mut rs = Ruleset {
             family: self.family,
             ..Ruleset::default()
         };
-        self.planned.insert(key.clone(), ports.clone());
-        for sp in ports {
+        for sp in &ports {
+            merge(&mut rs, render_port(sp, masq));
+        }
+        rs.elements.retain(|_, e| !e.is_empty());
+        let problems = service_problems(service);
+        if !problems.is_empty() && !ports.is_empty() {
+            self.problems.insert(key.clone(), problems);
+        }
+        for sp in &ports {
             if let Some(port) = sp.health_check_node_port {
                 self.health.insert(
                     key.clone(),
@@ -303,9 +332,8 @@ impl FamilyProxy {
                     },
                 );
             }
-            merge(&mut rs, render_port(&sp, masq));
         }
-        rs.elements.retain(|_, e| !e.is_empty());
+        self.planned.insert(key.clone(), ports);
         Some(rs)
     }
 
@@ -361,9 +389,10 @@ impl FamilyProxy {
             }
         }
         self.in_kernel = false;
-        let ruleset = self.ruleset();
+        let whole = self.table(&BTreeMap::new());
         if self.in_use() {
-            if let Err(e) = nft_apply(&render_full(&ruleset)) {
+            let applied = whole.validate().map_err(Error::from);
+            if let Err(e) = applied.and_then(|()| self.replace(&whole)) {
                 tracing::warn!(
                     "the kernel refused the whole {} table ({e}); programming Services in groups to find which",
                     table(self.family)
@@ -375,7 +404,7 @@ impl FamilyProxy {
                     .map(|(k, f)| (k, Some(f)))
                     .collect();
                 self.elements.clear();
-                nft_apply(&render_full(&self.base()))?;
+                self.replace(&self.table(&BTreeMap::new()))?;
                 self.shared_chains.clear();
                 self.has_table = true;
                 self.in_kernel = true;
@@ -384,15 +413,13 @@ impl FamilyProxy {
             }
             self.has_table = true;
         } else if self.has_table {
-            let t = table(self.family);
-            nft_apply(&format!("add table {t}\ndelete table {t}\n"))?;
+            apply(&mut self.netlink, &remove_table(self.family))?;
             self.has_table = false;
         }
-        self.shared_chains = ruleset
+        self.shared_chains = whole
             .chains
-            .keys()
-            .filter(|n| is_shared_chain(n))
-            .cloned()
+            .into_iter()
+            .filter(|(n, _)| is_shared_chain(n))
             .collect();
         self.in_kernel = true;
         Ok(Sync::Full(started.elapsed()))
@@ -403,7 +430,7 @@ impl FamilyProxy {
             for (k, v) in elements {
                 let entry = self
                     .elements
-                    .entry((set, k.clone()))
+                    .entry((*set, k.clone()))
                     .or_insert((v.clone(), 0));
                 entry.1 = (entry.1 as i32 + delta).max(0) as u32;
                 if delta > 0 {
@@ -501,7 +528,7 @@ impl FamilyProxy {
     fn try_apply(&mut self, changes: &[Change]) -> Result<bool> {
         let mut before = Ruleset::default();
         let mut after = Ruleset::default();
-        let mut touched: BTreeSet<(&'static str, String)> = BTreeSet::new();
+        let mut touched: BTreeSet<ElementKey> = BTreeSet::new();
         for (key, new_f) in changes {
             let old_f = self.fragments.get(key).cloned().unwrap_or_default();
             for f in [Some(&old_f), new_f.as_ref()].into_iter().flatten() {
@@ -514,8 +541,9 @@ impl FamilyProxy {
                 merge(&mut after, f.clone());
             }
         }
+        self.check(&after)?;
         // The reference counts before, of the elements these Services touch.
-        let elements_before: BTreeMap<(&'static str, String), (String, u32)> = touched
+        let elements_before: ElementCounts = touched
             .iter()
             .filter_map(|k| self.elements.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
@@ -531,27 +559,40 @@ impl FamilyProxy {
         let ops = diff_ops(
             &before,
             &after,
+            self.family,
             &elements_before,
             &mut self.elements,
             &mut self.shared_chains,
         );
         // New shared chains go first, on their own: nft cannot add their
         // rules to a table it reads back (`conflicting protocols specified:
-        // ip vs. th`), so they must never ride in an nft script, and
-        // unused they are harmless.
+        // ip vs. th`), so they must never ride in an nft script with the
+        // rest, and unused they are harmless.
         let (shared_ops, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| match op {
-            Op::AddChain(c) | Op::AddRule { chain: c, .. } => is_shared_chain(c),
+            Op::AddChain { name: c, .. } | Op::AddRule { chain: c, .. } => is_shared_chain(c),
             _ => false,
         });
+        let sent = !shared_ops.is_empty() || !ops.is_empty();
         let mut result = Ok(());
         if !shared_ops.is_empty() {
-            result = self.apply_ops(&shared_ops);
+            result = self.apply(self.transaction(shared_ops));
+            if let Err(e) = result {
+                // Without netlink there is no other way in for them than
+                // the whole table, as a full sync loads it: the Services
+                // as they are, with the new shared chains.
+                tracing::info!(
+                    "new shared chains did not go in as a transaction ({e}); replacing the {} table with them",
+                    table(self.family)
+                );
+                let whole = self.table(&self.shared_chains);
+                result = self.replace(&whole).map(|path| self.last_path = path);
+            }
             if result.is_ok() {
                 shared_before = self.shared_chains.clone();
             }
         }
         if result.is_ok() && !ops.is_empty() {
-            result = self.apply_ops(&ops);
+            result = self.apply(self.transaction(ops));
         }
         if let Err(e) = result {
             for k in touched {
@@ -577,30 +618,42 @@ impl FamilyProxy {
                 }
             }
         }
-        Ok(!shared_ops.is_empty() || !ops.is_empty())
+        Ok(sent)
     }
 
-    /// Over the long-lived netlink socket when every step can be encoded
-    /// there, else through `nft`.
-    fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
-        if let Some(batch) = crate::netlink::batch(ops, self.family) {
-            if self.netlink.is_none() {
-                self.netlink = Some(strait_linux::NfNetlink::open()?);
-            }
-            let socket = self.netlink.as_mut().expect("opened above");
-            match socket.apply(&batch) {
-                Ok(()) => {
-                    self.last_path = "netlink";
-                    return Ok(());
-                }
-                // The batch was refused whole: nothing changed; try nft, which
-                // reports the problem in its own words.
-                Err(e) => tracing::warn!("netlink batch refused ({e}); retrying through nft"),
+    /// A transaction on this family's table.
+    fn transaction(&self, ops: Vec<Op>) -> Transaction {
+        Transaction {
+            family: nft_family(self.family),
+            table: TABLE_NAME.to_owned(),
+            ops,
+        }
+    }
+
+    /// Apply a partial sync's steps, remembering which way they went in.
+    fn apply(&mut self, tx: Transaction) -> Result<()> {
+        self.last_path = apply(&mut self.netlink, &tx)?;
+        Ok(())
+    }
+
+    /// Replace the table by `whole`: over netlink, else `nft -f` of its
+    /// text. Which way it went in.
+    fn replace(&mut self, whole: &Table) -> Result<&'static str> {
+        if let Some(socket) = self.socket() {
+            match socket.replace(whole) {
+                Ok(()) => return Ok("netlink"),
+                Err(e) => tracing::warn!(
+                    "netlink refused the {} table ({e}); retrying through nft",
+                    table(self.family)
+                ),
             }
         }
-        nft_apply(&ops_text(ops, self.family))?;
-        self.last_path = "nft";
-        Ok(())
+        nft_apply(&text::table_script(whole))?;
+        Ok("nft")
+    }
+
+    fn socket(&mut self) -> Option<&mut Socket> {
+        open(&mut self.netlink)
     }
 
     /// Delete conntrack entries; what fails is reported, counted and kept
@@ -653,69 +706,48 @@ fn affected_services(
     out
 }
 
-/// One step of a partial sync.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    AddSet {
-        name: String,
-        timeout: u32,
-    },
-    AddChain(String),
-    FlushChain(String),
-    AddRule {
-        chain: String,
-        rule: String,
-    },
-    DeleteElements {
-        set: &'static str,
-        keys: Vec<String>,
-    },
-    AddElements {
-        set: &'static str,
-        elements: Vec<(String, String)>,
-    },
-    DeleteChain(String),
-    DeleteSet(String),
+/// The socket, opened now if it is not yet (`None` when nf_tables
+/// netlink cannot be had: everything then goes through `nft`).
+fn open(socket: &mut Option<Socket>) -> Option<&mut Socket> {
+    if socket.is_none() {
+        match Socket::open() {
+            Ok(s) => *socket = Some(s),
+            Err(e) => tracing::debug!("no nf_tables netlink socket ({e}); using nft"),
+        }
+    }
+    socket.as_mut()
 }
 
-/// The ops as an nft script (the fallback, and what a human reads).
-pub fn ops_text(ops: &[Op], family: Family) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let table = table(family);
-    for op in ops {
-        let _ = match op {
-            Op::AddSet { name, timeout } => writeln!(
-                out,
-                "add set {table} {name} {{ {} }}",
-                affinity_set_type(family, *timeout)
-            ),
-            Op::AddChain(c) => writeln!(out, "add chain {table} {c}"),
-            Op::FlushChain(c) => writeln!(out, "flush chain {table} {c}"),
-            Op::AddRule { chain, rule } => writeln!(out, "add rule {table} {chain} {rule}"),
-            Op::DeleteElements { set, keys } => writeln!(
-                out,
-                "delete element {table} {set} {{ {} }}",
-                keys.join(", ")
-            ),
-            Op::AddElements { set, elements } => {
-                let list: Vec<String> = elements
-                    .iter()
-                    .map(|(k, v)| {
-                        if v.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{k} : {v}")
-                        }
-                    })
-                    .collect();
-                writeln!(out, "add element {table} {set} {{ {} }}", list.join(", "))
-            }
-            Op::DeleteChain(c) => writeln!(out, "delete chain {table} {c}"),
-            Op::DeleteSet(s) => writeln!(out, "delete set {table} {s}"),
-        };
+/// Apply `tx` over the netlink socket when it takes it, else through
+/// `nft -f` of its text. Which way it went in: "netlink" or "nft".
+fn apply(socket: &mut Option<Socket>, tx: &Transaction) -> Result<&'static str> {
+    if let Some(s) = open(socket) {
+        match s.apply(tx) {
+            Ok(()) => return Ok("netlink"),
+            // The batch was refused whole: nothing changed; try nft, which
+            // reports the problem in its own words.
+            Err(e) => tracing::warn!("netlink batch refused ({e}); retrying through nft"),
+        }
     }
-    out
+    nft_apply(&text::transaction_script(tx))?;
+    Ok("nft")
+}
+
+/// Remove a family's table (missing is fine).
+fn remove_table(family: Family) -> Transaction {
+    Transaction {
+        family: nft_family(family),
+        table: TABLE_NAME.to_owned(),
+        ops: vec![Op::AddTable, Op::DeleteTable],
+    }
+}
+
+/// The steps that add `chain`'s rules to the chain `name`.
+fn add_rules(ops: &mut Vec<Op>, name: &str, chain: &Chain) {
+    ops.extend(chain.rules.iter().map(|rule: &Rule| Op::AddRule {
+        chain: name.to_owned(),
+        rule: rule.clone(),
+    }));
 }
 
 /// The steps from `before` to `after` (the fragments of the changed
@@ -725,16 +757,17 @@ pub fn ops_text(ops: &[Op], family: Family) -> String {
 fn diff_ops(
     before: &Ruleset,
     after: &Ruleset,
-    elements_before: &BTreeMap<(&'static str, String), (String, u32)>,
-    elements_now: &mut BTreeMap<(&'static str, String), (String, u32)>,
-    shared_in_kernel: &mut BTreeSet<String>,
+    family: Family,
+    elements_before: &ElementCounts,
+    elements_now: &mut ElementCounts,
+    shared_in_kernel: &mut BTreeMap<String, Chain>,
 ) -> Vec<Op> {
     let mut ops = Vec::new();
     for (name, timeout) in &after.affinity_sets {
         if !before.affinity_sets.contains_key(name) {
             ops.push(Op::AddSet {
                 name: name.clone(),
-                timeout: *timeout,
+                set: affinity_set(family, *timeout),
             });
         }
     }
@@ -745,44 +778,41 @@ fn diff_ops(
     };
     // Shared chains depend only on their name: added once, kept (a full
     // sync drops the unused ones).
-    for (name, rules) in after.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
-        if shared_in_kernel.insert(name.clone()) {
-            ops.push(Op::AddChain(name.clone()));
-            for rule in rules {
-                ops.push(Op::AddRule {
-                    chain: name.clone(),
-                    rule: rule.clone(),
-                });
-            }
+    for (name, chain) in after.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
+        if !shared_in_kernel.contains_key(name) {
+            shared_in_kernel.insert(name.clone(), chain.clone());
+            ops.push(Op::AddChain {
+                name: name.clone(),
+                base: None,
+            });
+            add_rules(&mut ops, name, chain);
         }
     }
-    let mut changed: Vec<(&String, &Vec<String>)> = after
+    let mut changed: Vec<(&String, &Chain)> = after
         .chains
         .iter()
-        .filter(|(n, r)| !is_shared_chain(n) && before.chains.get(*n) != Some(r))
+        .filter(|(n, c)| !is_shared_chain(n) && before.chains.get(*n) != Some(c))
         .collect();
     changed.sort_by_key(|(n, _)| order(n));
-    for (name, rules) in &changed {
+    for (name, chain) in &changed {
         ops.push(if before.chains.contains_key(*name) {
             Op::FlushChain((*name).clone())
         } else {
-            Op::AddChain((*name).clone())
+            Op::AddChain {
+                name: (*name).clone(),
+                base: None,
+            }
         });
-        for rule in rules.iter() {
-            ops.push(Op::AddRule {
-                chain: (*name).clone(),
-                rule: rule.clone(),
-            });
-        }
+        add_rules(&mut ops, name, chain);
     }
-    let touched: BTreeSet<(&'static str, String)> = before
+    let touched: BTreeSet<ElementKey> = before
         .elements
         .iter()
         .chain(after.elements.iter())
         .flat_map(|(set, els)| els.keys().map(move |k| (*set, k.clone())))
         .collect();
-    let mut deletes: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut adds: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+    let mut deletes: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
+    let mut adds: BTreeMap<&'static str, Vec<(Vec<Value>, Element)>> = BTreeMap::new();
     for key in touched {
         // Forget what no Service wants any more (only these can have dropped to 0).
         if elements_now.get(&key).is_some_and(|(_, n)| *n == 0) {
@@ -799,18 +829,29 @@ fn diff_ops(
         if was == is {
             continue;
         }
+        let (set, k) = key;
         if was.is_some() {
-            deletes.entry(key.0).or_default().push(key.1.clone());
+            deletes.entry(set).or_default().push(k.clone());
         }
-        if let Some(v) = is {
-            adds.entry(key.0).or_default().push((key.1.clone(), v));
+        if let Some(value) = is {
+            let element = Element {
+                value,
+                comment: None,
+            };
+            adds.entry(set).or_default().push((k, element));
         }
     }
     for (set, keys) in deletes {
-        ops.push(Op::DeleteElements { set, keys });
+        ops.push(Op::DeleteElements {
+            set: set.to_owned(),
+            keys,
+        });
     }
     for (set, elements) in adds {
-        ops.push(Op::AddElements { set, elements });
+        ops.push(Op::AddElements {
+            set: set.to_owned(),
+            elements,
+        });
     }
     let mut removed: Vec<&String> = before
         .chains
@@ -917,5 +958,211 @@ fn run_conntrack(args: &[String]) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!("{}: {}", out.status, stderr.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Endpoint;
+
+    fn port(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
+        let eps: Vec<Endpoint> = endpoints
+            .iter()
+            .map(|ip| Endpoint {
+                ip: ip.parse().unwrap(),
+                port: 8080,
+                local: true,
+            })
+            .collect();
+        ServicePort {
+            namespace: "default".into(),
+            name: name.into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            family: Family::V4,
+            cluster_ip: Some(cluster_ip.parse().unwrap()),
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            node_port: None,
+            source_ranges: Vec::new(),
+            firewall: false,
+            lb_ips_as_sources: false,
+            affinity_timeout: None,
+            internal_local: false,
+            external_local: false,
+            cluster_endpoints: eps.clone(),
+            local_endpoints: eps.clone(),
+            has_endpoints: !eps.is_empty(),
+            all_endpoints: eps,
+            health_check_node_port: None,
+        }
+    }
+
+    fn diff(
+        before: &Ruleset,
+        after: &Ruleset,
+        counts_before: &ElementCounts,
+        counts_now: &mut ElementCounts,
+    ) -> Vec<Op> {
+        let touched: BTreeSet<ElementKey> = [before, after]
+            .iter()
+            .flat_map(|r| {
+                r.elements
+                    .iter()
+                    .flat_map(|(s, els)| els.keys().map(move |k| (*s, k.clone())))
+            })
+            .collect();
+        let before_touched: ElementCounts = counts_before
+            .iter()
+            .filter(|(k, _)| touched.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut shared = BTreeMap::new();
+        for (n, c) in before.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
+            shared.insert(n.clone(), c.clone());
+        }
+        diff_ops(
+            before,
+            after,
+            Family::V4,
+            &before_touched,
+            counts_now,
+            &mut shared,
+        )
+    }
+
+    fn counts(fragments: &[&Ruleset]) -> ElementCounts {
+        let mut out = ElementCounts::new();
+        for f in fragments {
+            for (set, els) in &f.elements {
+                for (k, v) in els {
+                    let e = out.entry((*set, k.clone())).or_insert((v.clone(), 0));
+                    e.1 += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_endpoint_replaced_is_an_element_change_only() {
+        let before = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.2", "10.244.1.3"]),
+            true,
+        );
+        let after = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.9", "10.244.1.3"]),
+            true,
+        );
+        let ops = diff(&before, &after, &counts(&[&before]), &mut counts(&[&after]));
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, Op::AddElements { .. } | Op::DeleteElements { .. })),
+            "{ops:?}"
+        );
+        let tx = Transaction {
+            family: nft_family(Family::V4),
+            table: TABLE_NAME.into(),
+            ops,
+        };
+        let text = text::transaction_script(&tx);
+        assert_eq!(
+            text,
+            "delete element ip strait hairpin { 10.244.1.2 . 10.244.1.2 }\n\
+             delete element ip strait service-endpoints { 10.96.0.5 . tcp . 80 . 0 }\n\
+             add element ip strait hairpin { 10.244.1.9 . 10.244.1.9 }\n\
+             add element ip strait service-endpoints { 10.96.0.5 . tcp . 80 . 0 : 10.244.1.9 . 8080 }\n"
+        );
+    }
+
+    #[test]
+    fn an_element_two_services_share_goes_only_with_the_last() {
+        // Two Services with the same endpoint: one hairpin element.
+        let a = render_port(&port("a", "10.96.0.5", &["10.244.1.2"]), true);
+        let b = render_port(&port("b", "10.96.0.6", &["10.244.1.2"]), true);
+        let hairpin = (
+            "hairpin",
+            vec![
+                Value::Addr("10.244.1.2".parse().unwrap()),
+                Value::Addr("10.244.1.2".parse().unwrap()),
+            ],
+        );
+        let before = counts(&[&a, &b]);
+        assert_eq!(before[&hairpin].1, 2);
+        // `a` goes: its ClusterIP goes, the shared hairpin pair stays.
+        let mut now = counts(&[&b]);
+        let ops = diff(&a, &Ruleset::default(), &before, &mut now);
+        let deleted: Vec<&Vec<Value>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::DeleteElements { set, keys } if set == "hairpin" => Some(keys),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(deleted.is_empty(), "{ops:?}");
+        assert!(ops.iter().any(|op| matches!(
+            op,
+            Op::DeleteElements { set, .. } if set == "cluster-ips"
+        )));
+        // Then `b` goes: now the pair goes too.
+        let mut none = ElementCounts::new();
+        let ops = diff(&b, &Ruleset::default(), &now, &mut none);
+        assert!(ops.iter().any(|op| matches!(
+            op,
+            Op::DeleteElements { set, keys } if set == "hairpin" && keys.contains(&hairpin.1)
+        )));
+    }
+
+    #[test]
+    fn a_new_endpoint_count_adds_its_shared_chain_once_and_every_table_is_valid() {
+        let two = render_port(
+            &port("web", "10.96.0.5", &["10.244.1.2", "10.244.1.3"]),
+            true,
+        );
+        let three = render_port(
+            &port(
+                "web",
+                "10.96.0.5",
+                &["10.244.1.2", "10.244.1.3", "10.244.1.4"],
+            ),
+            true,
+        );
+        for rs in [&two, &three] {
+            to_table(Family::V4, [rs]).validate().unwrap();
+        }
+        let ops = diff(&two, &three, &counts(&[&two]), &mut counts(&[&three]));
+        let added: Vec<&String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddChain { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added, ["cluster-dnat-3"]);
+        // The dispatch element is re-pointed: deleted, then added.
+        let text = text::transaction_script(&Transaction {
+            family: nft_family(Family::V4),
+            table: TABLE_NAME.into(),
+            ops,
+        });
+        assert!(text.contains("add rule ip strait cluster-dnat-3 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints\n"), "{text}");
+        assert!(
+            text.contains("add element ip strait service-ips { 10.96.0.5 . tcp . 80 : goto cluster-dnat-3 }\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rule_naming_a_missing_chain_is_not_valid() {
+        let mut rs = render_port(&port("web", "10.96.0.5", &["10.244.1.2"]), true);
+        rs.chains
+            .entry("svc-X".into())
+            .or_default()
+            .rule(vec![strait_nft::Expr::goto("nowhere")]);
+        let err = to_table(Family::V4, [&rs]).validate().unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
     }
 }
