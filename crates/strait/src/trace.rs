@@ -14,7 +14,7 @@ use strait_dns::Zone;
 use strait_model::ClusterState;
 use strait_nft::trace::{self as tracer, Fate, Node as TraceNode, Origin, Outcome, Packet, Route};
 use strait_nft::{protocol, Table};
-use strait_proxy::NodeContext;
+use strait_proxy::{Family, NodeContext};
 
 use crate::cli::{LabBackend, PacketArgs, TraceArgs, TraceOutput};
 use crate::error::Error;
@@ -877,7 +877,8 @@ fn write_hop(out: &mut String, hop: &Hop, indent: usize) {
             }
             line.push(')');
         }
-        if let Some(i) = &w.out_interface {
+        let passes = w.fate != "dropped" && !w.fate.starts_with("rejected");
+        if let Some(i) = w.out_interface.as_ref().filter(|_| passes) {
             line.push_str(&format!(" out of {i}"));
         }
         if w.masquerade {
@@ -899,7 +900,7 @@ fn write_hop(out: &mut String, hop: &Hop, indent: usize) {
             out.push_str(&format!("{pad}         reply: {r}\n"));
         }
         out.push_str(&format!("{pad}         rules:\n"));
-        for r in w.rules.iter().filter(|r| r.matched) {
+        for r in w.rules.iter().filter(|r| r.matched && r.index.is_some()) {
             let at = r.index.map(|i| format!("#{i}")).unwrap_or("policy".into());
             out.push_str(&format!(
                 "{pad}           {} {} {} {} {at}: {}\n",
@@ -929,9 +930,17 @@ pub fn proxy_tables(
     topology: &Topology,
     node: &NodeInfo,
 ) -> Result<Vec<Table>, Error> {
-    // TEMPORARY until the proxy renders typed tables (merge of t11-proxy).
-    let _ = (state, node_context(topology, node));
-    let tables: Vec<Table> = Vec::new();
+    let ctx = node_context(topology, node);
+    let planned = strait_proxy::plan(state, &ctx);
+    let mut tables = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        // The IPv4 table always exists (as `strait proxy` makes it); the
+        // IPv6 one once something uses it.
+        if family == Family::V4 || strait_proxy::family_in_use(&planned, family) {
+            let ruleset = strait_proxy::render(&planned, family);
+            tables.push(strait_proxy::to_table(family, [&ruleset]));
+        }
+    }
     Ok(tables)
 }
 
