@@ -879,11 +879,26 @@ fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
     assert!(served(&[("svc-good", 81)]), "{}", lab.log());
 }
 
-/// The rules a packet matched in table `ip strait`, as `nft monitor trace`
-/// reports them for the first packet of the first traced connection:
-/// (chain, rule text).
+/// The rules the first traced SYN matched in table `ip strait`, hook after
+/// hook, as `nft monitor trace` reports them: (chain, rule text). The
+/// kernel gives the packet a new trace id when NAT changes it, so the
+/// SYN's events are found by its source port and flags.
 fn kernel_matched_rules(trace: &str) -> Vec<(String, String)> {
-    let mut first_id = None;
+    let syn_port = |line: &str| -> Option<String> {
+        if !line.contains(" packet: ") || !line.contains("tcp flags == syn ") {
+            return None;
+        }
+        let rest = line.split(" tcp sport ").nth(1)?;
+        rest.split(' ').next().map(str::to_owned)
+    };
+    let Some(port) = trace.lines().find_map(syn_port) else {
+        return Vec::new();
+    };
+    let ids: BTreeSet<&str> = trace
+        .lines()
+        .filter(|l| syn_port(l).as_deref() == Some(port.as_str()))
+        .filter_map(|l| l.strip_prefix("trace id ")?.split(' ').next())
+        .collect();
     let mut out = Vec::new();
     for line in trace.lines() {
         let Some(rest) = line.strip_prefix("trace id ") else {
@@ -892,7 +907,7 @@ fn kernel_matched_rules(trace: &str) -> Vec<(String, String)> {
         let Some((id, rest)) = rest.split_once(' ') else {
             continue;
         };
-        if first_id.get_or_insert_with(|| id.to_owned()) != id {
+        if !ids.contains(id) {
             continue;
         }
         let Some(rest) = rest.strip_prefix("ip strait ") else {
