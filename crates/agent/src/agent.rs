@@ -16,8 +16,12 @@ pub trait Part: Send {
     fn sync_all(&mut self, state: &ClusterState) -> Result<()>;
     /// `changes` made `new` from `old` (the last snapshot this part got):
     /// plan and apply only what they touch.
-    fn sync_changes(&mut self, old: &ClusterState, new: &ClusterState, changes: &ChangeSet)
-        -> Result<()>;
+    fn sync_changes(
+        &mut self,
+        old: &ClusterState,
+        new: &ClusterState,
+        changes: &ChangeSet,
+    ) -> Result<()>;
 }
 
 /// The parts of one node, fed in order from one source, on the calling

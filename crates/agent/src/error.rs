@@ -8,7 +8,10 @@ pub enum Error {
     #[error(transparent)]
     Proxy(#[from] strait_proxy::Error),
     #[error("cannot watch {}: {errno}", path.display())]
-    Watch { path: PathBuf, errno: nix::errno::Errno },
+    Watch {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,

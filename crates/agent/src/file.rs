@@ -20,9 +20,8 @@ use crate::{Error, Result};
 /// input) and whether directories are read with their subdirectories.
 /// `strait` passes its own (which reports skipped files and ignored kinds);
 /// [`FileSource::model_reader`] is the model's loader as it is.
-pub type Reader = Box<
-    dyn FnMut(&[String], bool) -> std::result::Result<Vec<(Object, Origin)>, String> + Send,
->;
+pub type Reader =
+    Box<dyn FnMut(&[String], bool) -> std::result::Result<Vec<(Object, Origin)>, String> + Send>;
 
 /// How deep `-R` directories are watched; the reader itself refuses
 /// symbolic link loops, this only bounds the walk.
@@ -175,40 +174,53 @@ impl FileSource {
         // `..data` link) may stand for any file: read them all again, as
         // after a lost event.
         let everything = events.overflowed
-            || events
-                .paths
-                .iter()
-                .any(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()));
+            || events.paths.iter().any(|p| {
+                p.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            });
         let named: HashSet<&Path> = events.paths.iter().map(PathBuf::as_path).collect();
-        let to_read: Vec<&PathBuf> = listed
+        let to_read: Vec<PathBuf> = listed
             .iter()
             .filter(|f| everything || named.contains(f.as_path()) || !self.files.contains_key(*f))
+            .cloned()
             .collect();
-        let removed: Vec<&PathBuf> = self.files.keys().filter(|f| !listed.contains(*f)).collect();
+        let removed: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|f| !listed.contains(*f))
+            .cloned()
+            .collect();
         if to_read.is_empty() && removed.is_empty() {
             return Ok(None);
         }
 
         let mut desired = self.desired.clone();
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
-        for f in removed.iter().copied().chain(to_read.iter().copied()) {
+        for f in &removed {
             for key in self.files.get(f).into_iter().flatten() {
                 desired.remove(key);
                 touched.insert(key.clone());
             }
         }
+        // File by file: a file that cannot be read or admitted keeps its
+        // last good objects (and is said), the others go on.
         let mut read: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
         for f in &to_read {
-            let arg = f.display().to_string();
-            let objects = (self.reader)(std::slice::from_ref(&arg), false)
-                .map_err(|message| Error::Input { message })?;
-            let keys = read.entry((*f).clone()).or_default();
-            for (object, origin) in objects {
-                let key = ObjectKey::of(&object);
-                desired.add(object, Some(origin))?;
-                touched.insert(key.clone());
-                keys.push(key);
+            let old_keys = self.files.get(f).cloned().unwrap_or_default();
+            match self.read_file(f, &old_keys, &mut desired) {
+                Ok(keys) => {
+                    touched.extend(old_keys);
+                    touched.extend(keys.iter().cloned());
+                    read.insert(f.clone(), keys);
+                }
+                Err(e) => {
+                    self.stats.refused += 1;
+                    tracing::error!("{e}; keeping what {} gave before", f.display());
+                }
             }
+        }
+        if read.is_empty() && removed.is_empty() {
+            return Ok(None);
         }
         let read_took = started.elapsed();
 
@@ -221,7 +233,7 @@ impl FileSource {
         let changes_took = started.elapsed();
 
         // Only now, with everything read and admitted, does the source move on.
-        let removed: Vec<PathBuf> = removed.into_iter().cloned().collect();
+        let files_read = read.len();
         for f in removed {
             self.files.remove(&f);
         }
@@ -234,7 +246,7 @@ impl FileSource {
         if scope == Scope::Everything {
             self.stats.full_diffs += 1;
         }
-        tracing::info!(files = to_read_len(&to_read), changes = changes.len(), ?scope, read = ?read_took, controllers = ?reconcile_took, change_set = ?changes_took, "manifests changed");
+        tracing::info!(files = files_read, changes = changes.len(), ?scope, read = ?read_took, controllers = ?reconcile_took, change_set = ?changes_took, "manifests changed");
         if changes.is_empty() && !events.overflowed {
             // The files changed, the cluster did not: nothing to give.
             self.current = Arc::new(new);
@@ -253,8 +265,41 @@ impl FileSource {
     }
 }
 
-fn to_read_len(v: &[&PathBuf]) -> usize {
-    v.len()
+impl FileSource {
+    /// Replace the objects of file `f` (`old_keys`) in `desired` by what it
+    /// holds now; on error `desired` is as it was.
+    fn read_file(
+        &mut self,
+        f: &Path,
+        old_keys: &[ObjectKey],
+        desired: &mut ClusterState,
+    ) -> Result<Vec<ObjectKey>> {
+        let arg = f.display().to_string();
+        let objects = (self.reader)(std::slice::from_ref(&arg), false)
+            .map_err(|message| Error::Input { message })?;
+        let mut removed = Vec::new();
+        for key in old_keys {
+            let origin = desired.origin(key).cloned();
+            if let Some(o) = desired.remove(key) {
+                removed.push((o, origin));
+            }
+        }
+        let mut keys = Vec::new();
+        for (object, origin) in objects {
+            let key = ObjectKey::of(&object);
+            if let Err(e) = desired.add(object, Some(origin)) {
+                for key in &keys {
+                    desired.remove(key);
+                }
+                for (o, origin) in removed {
+                    let _ = desired.add(o, origin);
+                }
+                return Err(e.into());
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
 }
 
 impl Source for FileSource {

@@ -26,5 +26,5 @@ pub use error::{Error, Result};
 pub use file::{FileSource, FileSourceStats};
 pub use proxy_part::{ProxyPart, ProxyReporting};
 pub use scope::scoped_changes;
-pub use source::{merge_changes, ChannelSource, Changes, Source, Update};
+pub use source::{merge_changes, Changes, ChannelSource, Source, Update};
 pub use watch::{DirWatch, Events};

@@ -45,3 +45,88 @@ pub fn scoped_changes(
     changes.normalize();
     (changes, Scope::Namespaces(namespaces.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use strait_model::controllers::{reconcile, ClusterConfig};
+    use strait_model::{parse_str, Format};
+
+    /// One desired object, as YAML, from a small alphabet of shapes that
+    /// exercise every controller: selector Services, Pods, Deployments,
+    /// selector-less Services with their own slice, Endpoints, Nodes.
+    fn object(shape: u8, ns: &str, n: u8, variant: u8) -> String {
+        let app = ["web", "db"][(variant % 2) as usize];
+        match shape % 6 {
+            0 => format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{n}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{port: {p}, targetPort: 8080}}]}}\n", p = 80 + variant as u16),
+            1 => format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}, namespace: {ns}, labels: {{app: {app}}}}}\nspec: {{nodeName: node-1, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: 10.1.{n}.{variant}, podIPs: [{{ip: 10.1.{n}.{variant}}}], conditions: [{{type: Ready, status: \"True\"}}]}}\n"),
+            2 => format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{n}, namespace: {ns}}}\nspec: {{replicas: {r}, selector: {{matchLabels: {{app: {app}}}}}, template: {{metadata: {{labels: {{app: {app}}}}}, spec: {{containers: [{{name: c}}]}}}}}}\n", r = 1 + variant % 3),
+            3 => format!("apiVersion: v1\nkind: Service\nmetadata: {{name: x{n}, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: x{n}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: x{n}}}}}\naddressType: IPv4\nports: [{{name: http, port: 80}}]\nendpoints: [{{addresses: [10.2.{n}.{variant}]}}]\n"),
+            4 => format!("apiVersion: v1\nkind: Endpoints\nmetadata: {{name: s{n}, namespace: {ns}}}\nsubsets: [{{addresses: [{{ip: 10.3.{n}.{variant}}}], ports: [{{port: 80}}]}}]\n"),
+            _ => format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-{n}, labels: {{topology.kubernetes.io/zone: z{variant}}}}}\n"),
+        }
+    }
+
+    /// Desired state of the "files": each file is a list of objects.
+    fn desired(files: &BTreeMap<u8, String>) -> ClusterState {
+        let mut objects = Vec::new();
+        for (i, text) in files {
+            if let Ok(loaded) = parse_str(&format!("f{i}.yaml"), text, Format::Yaml) {
+                objects.extend(loaded.objects);
+            }
+        }
+        let mut state = ClusterState::default();
+        for (o, origin) in objects {
+            // Duplicates are refused as the file source refuses them.
+            let _ = state.add(o, Some(origin));
+        }
+        state
+    }
+
+    use std::collections::BTreeMap;
+
+    fn keys_of(state: &ClusterState) -> BTreeSet<ObjectKey> {
+        state.objects().map(|o| ObjectKey::of(&o)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever the edits, the scoped change set is the full diff.
+        #[test]
+        fn scoped_changes_equal_the_full_diff(
+            start in proptest::collection::vec((0u8..6, 0u8..2, 0u8..4, 0u8..4), 0..8),
+            edits in proptest::collection::vec((0u8..8, 0u8..6, 0u8..2, 0u8..4, 0u8..4, any::<bool>()), 1..6),
+        ) {
+            let ns = ["a", "b"];
+            let config = ClusterConfig::default();
+            let mut files: BTreeMap<u8, String> = BTreeMap::new();
+            for (i, (shape, n, k, v)) in start.iter().enumerate() {
+                files.insert(i as u8, object(*shape, ns[*n as usize], *k, *v));
+            }
+            let mut old_desired = desired(&files);
+            let Ok(mut old) = reconcile(old_desired.clone(), None, &config) else { return Ok(()) };
+            for (file, shape, n, k, v, remove) in edits {
+                if remove {
+                    files.remove(&file);
+                } else {
+                    files.insert(file, object(shape, ns[n as usize], k, v));
+                }
+                let new_desired = desired(&files);
+                // What the file source knows: the keys the files gave before and after.
+                let touched: BTreeSet<ObjectKey> = {
+                    let (a, b) = (keys_of(&old_desired), keys_of(&new_desired));
+                    let changed = old_desired.diff(&new_desired);
+                    // Keys of the edited file, plus (a superset is fine) every key that differs.
+                    changed.changes.iter().map(|c| c.key().clone())
+                        .chain(a.symmetric_difference(&b).cloned()).collect()
+                };
+                let Ok(new) = reconcile(new_desired.clone(), Some(&old), &config) else { continue };
+                let (scoped, _) = scoped_changes(&old_desired, &new_desired, &old, &new, &touched);
+                prop_assert_eq!(scoped, old.diff(&new));
+                old_desired = new_desired;
+                old = new;
+            }
+        }
+    }
+}

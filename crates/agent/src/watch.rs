@@ -53,12 +53,13 @@ impl Events {
 
 impl DirWatch {
     pub fn new() -> Result<DirWatch> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(
-            |errno| Error::Watch {
-                path: PathBuf::from("(inotify)"),
-                errno,
-            },
-        )?;
+        let inotify =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|errno| {
+                Error::Watch {
+                    path: PathBuf::from("(inotify)"),
+                    errno,
+                }
+            })?;
         Ok(DirWatch {
             inotify,
             dirs: HashMap::new(),

@@ -171,7 +171,10 @@ impl<T: PartialEq> Store<T> {
 
     /// Whether the object under `namespace`/`name` differs between the two.
     fn differs(&self, newer: &Store<T>, namespace: &str, name: &str) -> Option<ChangeKind> {
-        match (self.get_arc(namespace, name), newer.get_arc(namespace, name)) {
+        match (
+            self.get_arc(namespace, name),
+            newer.get_arc(namespace, name),
+        ) {
             (None, None) => None,
             (None, Some(_)) => Some(ChangeKind::Added),
             (Some(_), None) => Some(ChangeKind::Deleted),
