@@ -14,6 +14,9 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] strait_model::Error),
 
+    #[error(transparent)]
+    Agent(#[from] strait_agent::Error),
+
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -11,7 +11,8 @@ use strait_model::controllers::ClusterConfig;
 
 use crate::cli::DnsArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load, Seen};
+use crate::state::{cluster_config, read_objects};
+use strait_agent::{FileSource, Source};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -58,11 +59,11 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
         });
     }
 
-    // The zone is all the server keeps: Service addresses are derived from
-    // names, so reloading without the previous snapshot gives the same ones.
+    // The manifests are read once, then followed with inotify: a change
+    // re-reads only the files it names.
     let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
-    let seen = Seen::now(files, recursive);
-    let zone = SharedZone::new(build_zone(files, recursive, &config, &domain, args.ttl)?);
+    let mut source = open_source(files, recursive, &config)?;
+    let zone = SharedZone::new(build_zone(source.state(), &config, &domain, args.ttl)?);
     let metrics = Arc::new(DnsMetrics::default());
     let forwarder = Forwarder::new(
         upstreams.clone(),
@@ -117,8 +118,10 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
-    follow(files, recursive, args.poll_ms, seen, || {
-        match build_zone(files, recursive, &config, &domain, args.ttl) {
+    // The first snapshot is the zone already served.
+    let _ = source.next()?;
+    while let Some(update) = source.next()? {
+        match build_zone(&update.state, &config, &domain, args.ttl) {
             Ok(fresh) => {
                 tracing::info!(names = fresh.names.len(), "zone reloaded");
                 zone.swap(fresh);
@@ -126,29 +129,52 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             }
             Err(e) => tracing::error!("{e}; keeping the current zone"),
         }
-    })
+    }
+    Ok(())
 }
 
-/// Read the manifests and build the zone on a thread of its own: its
-/// garbage (hundreds of megabytes for a big cluster) stays in that thread's
-/// allocator arena, and the zone is copied out compactly into ours.
-fn build_zone(
+/// Open the file source on a thread of its own: the garbage of the first
+/// read (hundreds of megabytes for a big cluster) stays in that thread's
+/// allocator arena and is handed back.
+fn open_source(
     files: &[String],
     recursive: bool,
+    config: &ClusterConfig,
+) -> Result<FileSource, Error> {
+    let (files, config) = (files.to_vec(), config.clone());
+    let source = std::thread::spawn(move || -> Result<FileSource, Error> {
+        Ok(FileSource::open(
+            &files,
+            recursive,
+            config,
+            Box::new(|paths: &[String], recursive: bool| {
+                read_objects(paths, recursive).map_err(|e| e.to_string())
+            }),
+        )?)
+    })
+    .join()
+    .map_err(|_| Error::Output("reading the manifests panicked".into()))??;
+    release_freed_memory();
+    Ok(source)
+}
+
+/// Build the zone of a snapshot on a thread of its own (its garbage stays
+/// in that thread's arena); the zone is copied out compactly into ours.
+fn build_zone(
+    state: &Arc<strait_model::ClusterState>,
     config: &ClusterConfig,
     domain: &str,
     ttl: u32,
 ) -> Result<Zone, Error> {
-    let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
-    let built = std::thread::spawn(move || -> Result<Zone, Error> {
-        let state = load(&files, recursive, &config, None)?;
+    let (state, config, domain) = (state.clone(), config.clone(), domain.to_owned());
+    let built = std::thread::spawn(move || {
         // `ns.dns.<domain>`: the DNS Service's address in each family.
         let nameservers: Vec<std::net::IpAddr> =
             config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
-        Ok(Zone::build(&state, &domain, ttl, serial(), &nameservers))
+        Zone::build(&state, &domain, ttl, serial(), &nameservers)
     })
     .join()
-    .map_err(|_| Error::Output("the zone builder panicked".into()))??;
+    .map_err(|_| Error::Output("the zone builder panicked".into()))?;
     let compact = built.compact();
     drop(built);
     release_freed_memory();

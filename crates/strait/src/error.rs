@@ -13,6 +13,9 @@ pub enum Error {
     #[error(transparent)]
     Lab(#[from] strait_lab::Error),
 
+    #[error(transparent)]
+    Agent(#[from] strait_agent::Error),
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }

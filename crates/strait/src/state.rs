@@ -1,7 +1,8 @@
-//! From manifests to a ClusterState, and following the files as they change:
-//! what `render`, `proxy`, `dns` and `lab` all start from.
+//! From manifests to a ClusterState: what `render`, `proxy`, `dns` and `lab`
+//! all start from. Following the files as they change is the agent's file
+//! source (`strait_agent::FileSource`, inotify).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::{ClusterState, Object, Origin, ReadOptions, SkipReason, Source};
@@ -93,72 +94,4 @@ pub fn load(
     let state = controllers::reconcile(desired, previous, config)?;
     tracing::info!(objects = state.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "controllers ran");
     Ok(state)
-}
-
-/// Modification times of the inputs (directories: of their files, and with
-/// `recursive` of their subdirectories' files too).
-fn stamp(files: &[String], recursive: bool) -> Vec<(String, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    for f in files {
-        stamp_path(std::path::Path::new(f), recursive, 0, &mut out);
-    }
-    out
-}
-
-/// How deep `-R` directories are followed for change detection; the reader
-/// itself refuses symlink loops, this only bounds the walk.
-const MAX_STAMP_DEPTH: usize = 32;
-
-fn stamp_path(
-    path: &std::path::Path,
-    recursive: bool,
-    depth: usize,
-    out: &mut Vec<(String, Option<SystemTime>)>,
-) {
-    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
-    if !path.is_dir() {
-        out.push((path.display().to_string(), modified(path)));
-        return;
-    }
-    let mut list: Vec<_> = std::fs::read_dir(path)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    list.sort();
-    for p in list {
-        if p.is_dir() && recursive && depth < MAX_STAMP_DEPTH {
-            stamp_path(&p, recursive, depth + 1, out);
-        } else {
-            out.push((p.display().to_string(), modified(&p)));
-        }
-    }
-}
-
-/// What the files looked like: taken before they are first read, so that a
-/// change made while they are read and applied is not missed.
-pub struct Seen(Vec<(String, Option<SystemTime>)>);
-
-impl Seen {
-    pub fn now(files: &[String], recursive: bool) -> Seen {
-        Seen(stamp(files, recursive))
-    }
-}
-
-/// Call `changed` whenever one of `files` differs from what was `seen`,
-/// looking every `poll_ms`; never returns.
-pub fn follow(
-    files: &[String],
-    recursive: bool,
-    poll_ms: u64,
-    seen: Seen,
-    mut changed: impl FnMut(),
-) -> ! {
-    let mut last = seen.0;
-    loop {
-        std::thread::sleep(Duration::from_millis(poll_ms));
-        let now = stamp(files, recursive);
-        if now != last {
-            last = now;
-            changed();
-        }
-    }
 }
