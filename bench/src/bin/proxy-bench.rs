@@ -18,8 +18,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use strait_agent::{Agent, Changes, FileSource, ProxyPart, ProxyReporting, Source};
 use strait_linux::{nft_apply, NetNs};
-use strait_agent::{Agent, Changes, FileSource, ProxyReporting, ProxyPart, Source};
 use strait_model::{controllers, parse_str, ClusterState, Format, Kind, ObjectKey};
 use strait_proxy::{plan, render, render_full, Family, NodeContext, ServiceProxy, Sync};
 
@@ -260,7 +260,9 @@ fn main() {
                     let t = Instant::now();
                     let sync = if via_source {
                         let changes = current.diff_keys(&next, [&key]);
-                        proxy.apply_changes(&changes, &current, &next).expect("partial sync")
+                        proxy
+                            .apply_changes(&changes, &current, &next)
+                            .expect("partial sync")
                     } else {
                         p_update(&mut proxy, &current, &next)
                     };
@@ -313,7 +315,11 @@ fn file_json(f: usize, changed: Option<(usize, &str)>) -> String {
             if line.contains(&format!(r#""name":"svc-{s}-1""#)) {
                 let i = s * 5;
                 let old = format!("10.{}.{}.{}", 128 + i / 65536, (i / 256) % 256, i % 256);
-                line = line.replacen(&format!(r#""addresses":["{old}"]"#), &format!(r#""addresses":["{ip}"]"#), 1);
+                line = line.replacen(
+                    &format!(r#""addresses":["{old}"]"#),
+                    &format!(r#""addresses":["{ip}"]"#),
+                    1,
+                );
             }
         }
         out.push_str(&line);
@@ -357,14 +363,30 @@ fn file_source(ctx: &NodeContext) {
     let ns = Ns::new("files-new");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let agent = {
-        let (dir, config, ctx, ns_path) = (dir.clone(), config.clone(), ctx.clone(), format!("/run/netns/{}", ns.0));
+        let (dir, config, ctx, ns_path) = (
+            dir.clone(),
+            config.clone(),
+            ctx.clone(),
+            format!("/run/netns/{}", ns.0),
+        );
         std::thread::spawn(move || {
             let _inside = NetNs::open(&ns_path).unwrap().enter().unwrap();
-            let mut source = FileSource::open(&[dir.display().to_string()], false, config, FileSource::model_reader()).unwrap();
-            let mut agent = Agent::new(vec![Box::new(ProxyPart::new(ctx, ProxyReporting::default()))]);
+            let mut source = FileSource::open(
+                &[dir.display().to_string()],
+                false,
+                config,
+                FileSource::model_reader(),
+            )
+            .unwrap();
+            let mut agent = Agent::new(vec![Box::new(ProxyPart::new(
+                ctx,
+                ProxyReporting::default(),
+            ))]);
             let first = source.next().unwrap().unwrap();
             assert!(agent.apply(&first).is_empty());
-            done_tx.send((Instant::now(), Default::default(), 0)).unwrap();
+            done_tx
+                .send((Instant::now(), Default::default(), 0))
+                .unwrap();
             for _ in 0..ROUNDS {
                 let update = source.next().unwrap().unwrap();
                 let t = Instant::now();
@@ -374,7 +396,9 @@ fn file_source(ctx: &NodeContext) {
                     Changes::Set(s) => s.len(),
                     Changes::Everything => usize::MAX,
                 };
-                done_tx.send((Instant::now(), (source.stats().clone(), t.elapsed()), n)).unwrap();
+                done_tx
+                    .send((Instant::now(), (source.stats().clone(), t.elapsed()), n))
+                    .unwrap();
             }
             source.stats().full_diffs
         })
@@ -386,10 +410,16 @@ fn file_source(ctx: &NodeContext) {
         let ip = format!("10.250.1.{}", round + 1);
         let t = Instant::now();
         write_over(&file7, &file_json(7, Some((777, &ip))));
-        let (at, (stats, apply), n): (Instant, (strait_agent::FileSourceStats, Duration), usize) = done_rx.recv().unwrap();
+        let (at, (stats, apply), n): (Instant, (strait_agent::FileSourceStats, Duration), usize) =
+            done_rx.recv().unwrap();
         assert_eq!(n, 1, "one EndpointSlice changed");
         new_times.push(at - t);
-        parts.push((ms(stats.last_read), ms(stats.last_reconcile), ms(stats.last_changes), ms(apply)));
+        parts.push((
+            ms(stats.last_read),
+            ms(stats.last_reconcile),
+            ms(stats.last_changes),
+            ms(apply),
+        ));
     }
     let full_diffs = agent.join().unwrap();
     drop(ns);
@@ -402,7 +432,10 @@ fn file_source(ctx: &NodeContext) {
             let load = |previous: Option<&ClusterState>| {
                 let mut read = FileSource::model_reader();
                 let objects = read(&[dir.display().to_string()], false).unwrap();
-                let desired = ClusterState::from_objects(objects.into_iter().map(|(o, origin)| (o, Some(origin)))).unwrap();
+                let desired = ClusterState::from_objects(
+                    objects.into_iter().map(|(o, origin)| (o, Some(origin))),
+                )
+                .unwrap();
                 controllers::reconcile(desired, previous, &config).unwrap()
             };
             let mut proxy = ServiceProxy::new(ctx);
@@ -441,7 +474,10 @@ fn file_source(ctx: &NodeContext) {
         "  before (all 100 files, full diff):    median of {ROUNDS}: {:.2} ms (min {:.2}, max {:.2}), plus the mtime poll wait (up to --poll-ms)",
         ms(old_m), ms(old_times[0]), ms(old_times[ROUNDS - 1]),
     );
-    println!("  ratio file source / before: {:.3}", new_m.as_secs_f64() / old_m.as_secs_f64());
+    println!(
+        "  ratio file source / before: {:.3}",
+        new_m.as_secs_f64() / old_m.as_secs_f64()
+    );
 }
 
 fn median(v: &mut [Duration]) -> Duration {

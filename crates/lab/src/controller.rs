@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use strait_agent::{Agent, Changes, ChannelSource, DirWatch, ProxyPart, ProxyReporting, Update};
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
 use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, ClusterState, Format, Object};
-use strait_agent::{Agent, ChannelSource, Changes, DirWatch, ProxyPart, ProxyReporting, Update};
 use strait_proxy::NodeContext;
 
 use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};

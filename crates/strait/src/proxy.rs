@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use strait_model::ClusterState;
 use strait_agent::{Agent, FileSource, ProxyPart, ProxyReporting, Source};
+use strait_model::ClusterState;
 use strait_proxy::{
-    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family,
-    NodeContext, ProxyMetrics, ServiceProxy,
+    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family, NodeContext,
+    ProxyMetrics, ServiceProxy,
 };
 
 use crate::cli::ProxyArgs;
