@@ -215,7 +215,10 @@ impl FileSource {
                 }
                 Err(e) => {
                     self.stats.refused += 1;
-                    tracing::error!("{e}; keeping what {} gave before", f.display());
+                    tracing::error!(
+                        "{e}; keeping the current state (what {} gave before stays)",
+                        f.display()
+                    );
                 }
             }
         }

@@ -558,7 +558,7 @@ fn cleanup_removes_the_table_and_bad_input_changes_nothing() {
     assert!(wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("keeping the current rules")
+            .contains("keeping the current state")
     }));
     assert_eq!(
         c.node
