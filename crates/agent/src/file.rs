@@ -23,6 +23,9 @@ use crate::{Error, Result};
 pub type Reader =
     Box<dyn FnMut(&[String], bool) -> std::result::Result<Vec<(Object, Origin)>, String> + Send>;
 
+/// The name the reader gives objects of standard input.
+const STDIN: &str = "<stdin>";
+
 /// How deep `-R` directories are watched; the reader itself refuses
 /// symbolic link loops, this only bounds the walk.
 const MAX_DEPTH: usize = 32;
@@ -187,7 +190,8 @@ impl FileSource {
         let removed: Vec<PathBuf> = self
             .files
             .keys()
-            .filter(|f| !listed.contains(*f))
+            // Standard input was read once: it is never listed, never gone.
+            .filter(|f| !listed.contains(*f) && f.as_os_str() != STDIN)
             .cloned()
             .collect();
         if to_read.is_empty() && removed.is_empty() {

@@ -23,7 +23,7 @@ mod watch;
 
 pub use agent::{Agent, Part};
 pub use error::{Error, Result};
-pub use file::{FileSource, FileSourceStats};
+pub use file::{FileSource, FileSourceStats, Reader};
 pub use proxy_part::{ProxyPart, ProxyReporting};
 pub use scope::scoped_changes;
 pub use source::{merge_changes, Changes, ChannelSource, Source, Update};

@@ -269,3 +269,42 @@ fn a_single_file_is_followed_through_its_directory() {
     assert_eq!(endpoint(&update, "a-1"), "10.0.0.6");
     assert!(update.state.services.get("default", "o").is_none());
 }
+
+#[test]
+fn objects_of_standard_input_stay_when_files_change() {
+    let dir = TempDir::new("stdin");
+    std::fs::write(dir.0.join("a.yaml"), service("a", "10.0.0.1")).unwrap();
+    // A reader that gives what standard input would, under its name.
+    let stdin_objects = strait_model::parse_str(
+        "<stdin>",
+        &service("s", "10.0.0.5"),
+        strait_model::Format::Yaml,
+    )
+    .unwrap()
+    .objects;
+    let mut model = FileSource::model_reader();
+    let reader: strait_agent::Reader = Box::new(move |paths: &[String], recursive: bool| {
+        let files: Vec<String> = paths.iter().filter(|p| *p != "-").cloned().collect();
+        let mut objects = if files.is_empty() {
+            Vec::new()
+        } else {
+            model(&files, recursive)?
+        };
+        if paths.iter().any(|p| p == "-") {
+            objects.extend(stdin_objects.clone());
+        }
+        Ok(objects)
+    });
+    let mut source = FileSource::open(
+        &["-".to_string(), dir.0.display().to_string()],
+        false,
+        ClusterConfig::default(),
+        reader,
+    )
+    .unwrap();
+    source.next().unwrap();
+    std::fs::write(dir.0.join("a.yaml"), service("a", "10.0.0.2")).unwrap();
+    let update = next(&mut source);
+    assert_eq!(endpoint(&update, "a-1"), "10.0.0.2");
+    assert_eq!(endpoint(&update, "s-1"), "10.0.0.5");
+}
