@@ -198,11 +198,21 @@ impl FileSource {
             return Ok(None);
         }
 
-        let mut desired = self.desired.clone();
+        // The desired objects are edited in place (a copy of 10k Services
+        // costs more than the rest); `undo` puts them back if the
+        // controllers refuse the result.
+        let (had_pods, had_endpoints) = (
+            !self.desired.pods.is_empty(),
+            !self.desired.endpoints.is_empty(),
+        );
+        let mut undo = Undo::default();
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         for f in &removed {
             for key in self.files.get(f).into_iter().flatten() {
-                desired.remove(key);
+                let origin = self.desired.origin(key).cloned();
+                if let Some(o) = self.desired.remove(key) {
+                    undo.removed.push((o, origin));
+                }
                 touched.insert(key.clone());
             }
         }
@@ -211,7 +221,7 @@ impl FileSource {
         let mut read: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
         for f in &to_read {
             let old_keys = self.files.get(f).cloned().unwrap_or_default();
-            match self.read_file(f, &old_keys, &mut desired) {
+            match self.read_file(f, &old_keys, &mut undo) {
                 Ok(keys) => {
                     touched.extend(old_keys);
                     touched.extend(keys.iter().cloned());
@@ -232,11 +242,19 @@ impl FileSource {
         let read_took = started.elapsed();
 
         let started = Instant::now();
-        let new = controllers::reconcile(desired.clone(), Some(&self.current), &self.config)?;
+        let new =
+            match controllers::reconcile(self.desired.clone(), Some(&self.current), &self.config) {
+                Ok(new) => new,
+                Err(e) => {
+                    undo.apply(&mut self.desired);
+                    return Err(e.into());
+                }
+            };
         let reconcile_took = started.elapsed();
         let started = Instant::now();
-        let (changes, scope) =
-            scoped_changes(&self.desired, &desired, &self.current, &new, &touched);
+        let flipped = had_pods == self.desired.pods.is_empty()
+            || had_endpoints == self.desired.endpoints.is_empty();
+        let (changes, scope) = scoped_changes(&self.current, &new, &touched, flipped);
         let changes_took = started.elapsed();
 
         // Only now, with everything read and admitted, does the source move on.
@@ -246,7 +264,6 @@ impl FileSource {
         }
         self.stats.files_read += read.len() as u64;
         self.files.extend(read);
-        self.desired = desired;
         self.stats.last_read = read_took;
         self.stats.last_reconcile = reconcile_took;
         self.stats.last_changes = changes_took;
@@ -273,39 +290,56 @@ impl FileSource {
 }
 
 impl FileSource {
-    /// Replace the objects of file `f` (`old_keys`) in `desired` by what it
-    /// holds now; on error `desired` is as it was.
+    /// Replace the objects of file `f` (`old_keys`) in the desired objects
+    /// by what it holds now, noting in `undo` how to go back; on error the
+    /// desired objects are as they were.
     fn read_file(
         &mut self,
         f: &Path,
         old_keys: &[ObjectKey],
-        desired: &mut ClusterState,
+        undo: &mut Undo,
     ) -> Result<Vec<ObjectKey>> {
         let arg = f.display().to_string();
         let objects = (self.reader)(std::slice::from_ref(&arg), false)
             .map_err(|message| Error::Input { message })?;
-        let mut removed = Vec::new();
+        let mut mine = Undo::default();
         for key in old_keys {
-            let origin = desired.origin(key).cloned();
-            if let Some(o) = desired.remove(key) {
-                removed.push((o, origin));
+            let origin = self.desired.origin(key).cloned();
+            if let Some(o) = self.desired.remove(key) {
+                mine.removed.push((o, origin));
             }
         }
-        let mut keys = Vec::new();
         for (object, origin) in objects {
             let key = ObjectKey::of(&object);
-            if let Err(e) = desired.add(object, Some(origin)) {
-                for key in &keys {
-                    desired.remove(key);
-                }
-                for (o, origin) in removed {
-                    let _ = desired.add(o, origin);
-                }
+            if let Err(e) = self.desired.add(object, Some(origin)) {
+                mine.apply(&mut self.desired);
                 return Err(e.into());
             }
-            keys.push(key);
+            mine.added.push(key);
         }
+        let keys = mine.added.clone();
+        undo.removed.extend(mine.removed);
+        undo.added.extend(mine.added);
         Ok(keys)
+    }
+}
+
+/// How to take back edits of the desired objects.
+#[derive(Default)]
+struct Undo {
+    removed: Vec<(Object, Option<Origin>)>,
+    added: Vec<ObjectKey>,
+}
+
+impl Undo {
+    fn apply(self, desired: &mut ClusterState) {
+        for key in &self.added {
+            desired.remove(key);
+        }
+        for (o, origin) in self.removed {
+            // They were there together before: no duplicate is possible.
+            let _ = desired.add(o, origin);
+        }
     }
 }
 

@@ -25,6 +25,6 @@ pub use agent::{Agent, Part};
 pub use error::{Error, Result};
 pub use file::{FileSource, FileSourceStats, Reader};
 pub use proxy_part::{ProxyPart, ProxyReporting};
-pub use scope::scoped_changes;
+pub use scope::{cluster_wide_flip, scoped_changes, Scope};
 pub use source::{merge_changes, Changes, ChannelSource, Source, Update};
 pub use watch::{DirWatch, Events};

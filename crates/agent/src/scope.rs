@@ -23,17 +23,15 @@ pub enum Scope {
     Everything,
 }
 
-/// The changes from `old` to `new` (controller output), given the desired
-/// objects before and after and the keys of the desired objects touched.
+/// The changes from `old` to `new` (controller output), given the keys of
+/// the desired objects touched and whether a cluster-wide fact flipped
+/// (the input has Pods / Endpoints at all: see [`cluster_wide_flip`]).
 pub fn scoped_changes(
-    old_desired: &ClusterState,
-    new_desired: &ClusterState,
     old: &ClusterState,
     new: &ClusterState,
     touched: &BTreeSet<ObjectKey>,
+    flipped: bool,
 ) -> (ChangeSet, Scope) {
-    let flipped = old_desired.pods.is_empty() != new_desired.pods.is_empty()
-        || old_desired.endpoints.is_empty() != new_desired.endpoints.is_empty();
     if flipped || touched.iter().any(|k| !k.kind.is_namespaced()) {
         return (old.diff(new), Scope::Everything);
     }
@@ -44,6 +42,14 @@ pub fn scoped_changes(
     }
     changes.normalize();
     (changes, Scope::Namespaces(namespaces.len()))
+}
+
+/// Whether the desired objects went from having Pods (or Endpoints) to
+/// having none, or back: the controllers then keep or recompute the
+/// input's slices in every namespace.
+pub fn cluster_wide_flip(old_desired: &ClusterState, new_desired: &ClusterState) -> bool {
+    old_desired.pods.is_empty() != new_desired.pods.is_empty()
+        || old_desired.endpoints.is_empty() != new_desired.endpoints.is_empty()
 }
 
 #[cfg(test)]
@@ -122,7 +128,8 @@ mod tests {
                         .chain(a.symmetric_difference(&b).cloned()).collect()
                 };
                 let Ok(new) = reconcile(new_desired.clone(), Some(&old), &config) else { continue };
-                let (scoped, _) = scoped_changes(&old_desired, &new_desired, &old, &new, &touched);
+                let flipped = cluster_wide_flip(&old_desired, &new_desired);
+                let (scoped, _) = scoped_changes(&old, &new, &touched, flipped);
                 prop_assert_eq!(scoped, old.diff(&new));
                 old_desired = new_desired;
                 old = new;

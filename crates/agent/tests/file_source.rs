@@ -308,3 +308,47 @@ fn objects_of_standard_input_stay_when_files_change() {
     assert_eq!(endpoint(&update, "a-1"), "10.0.0.2");
     assert_eq!(endpoint(&update, "s-1"), "10.0.0.5");
 }
+
+#[test]
+fn a_change_the_controllers_refuse_changes_nothing() {
+    let dir = TempDir::new("refused");
+    let with_ip = |name: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n")
+    };
+    std::fs::write(dir.0.join("a.yaml"), with_ip("a", "10.96.5.5")).unwrap();
+    let mut source = open(&dir.0, false);
+    let before = source.state().clone();
+    // Two Services asking for one address: the controllers refuse it.
+    std::fs::write(dir.0.join("c.yaml"), with_ip("c", "10.96.5.5")).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while source.stats().refused == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the conflict was not refused"
+        );
+        assert!(
+            source
+                .wait_change(Some(Duration::from_millis(100)))
+                .unwrap()
+                .is_none(),
+            "a refused change gives no snapshot"
+        );
+    }
+    // Then the same file fixed: c comes, a stays as it was.
+    std::fs::write(dir.0.join("c.yaml"), with_ip("c", "10.96.5.6")).unwrap();
+    let mut update = next(&mut source);
+    while update.state.services.get("default", "c").is_none() {
+        update = next(&mut source);
+    }
+    assert!(source.stats().refused >= 1, "{:?}", source.stats());
+    assert_eq!(
+        update.state.services.get("default", "a"),
+        before.services.get("default", "a")
+    );
+    let list = changes(&update);
+    assert!(
+        list.contains(&Change::Added(key(Kind::Service, "c"))),
+        "{list:?}"
+    );
+    assert!(!list.iter().any(|c| c.key().name == "a"), "{list:?}");
+}
