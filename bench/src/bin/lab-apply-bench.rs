@@ -130,16 +130,29 @@ fn run(bin: &Path, applies: usize, dir: &Path) -> Vec<Duration> {
         )
         .unwrap();
         let fqdn = format!("{name}.default.svc.cluster.local");
-        assert!(!dns_answers(&dns, &fqdn), "{fqdn} answered before it was applied");
+        assert!(
+            !dns_answers(&dns, &fqdn),
+            "{fqdn} answered before it was applied"
+        );
         let started = Instant::now();
         strait(
             bin,
-            &["lab", "apply", "--name", LAB, "-f", &file.display().to_string()],
+            &[
+                "lab",
+                "apply",
+                "--name",
+                LAB,
+                "-f",
+                &file.display().to_string(),
+            ],
         );
         let mut pending_nodes: Vec<usize> = (0..NODES).collect();
         let mut dns_done = false;
         while !(pending_nodes.is_empty() && dns_done) {
-            assert!(started.elapsed() < GIVE_UP, "{name} not in place after {GIVE_UP:?}");
+            assert!(
+                started.elapsed() < GIVE_UP,
+                "{name} not in place after {GIVE_UP:?}"
+            );
             pending_nodes.retain(|&i| !node_has(i, &vip));
             dns_done = dns_done || dns_answers(&dns, &fqdn);
         }
@@ -166,7 +179,10 @@ fn main() {
     let applies: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("strait-lab-apply-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bins = [("this build", PathBuf::from(new)), ("anchor", PathBuf::from(anchor))];
+    let bins = [
+        ("this build", PathBuf::from(new)),
+        ("anchor", PathBuf::from(anchor)),
+    ];
     let mut all: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
     for round in 0..rounds {
         for (i, (what, bin)) in bins.iter().enumerate() {
