@@ -166,6 +166,26 @@ impl FileSource {
         }
     }
 
+    /// Wait (at most `timeout`; `None`: forever) for one batch of events
+    /// and handle it: `Ok(None)` when the time ran out or the batch changed
+    /// nothing of the cluster (or was bad input, which is logged). For
+    /// callers that do something after every batch (the DNS server hands
+    /// the reading's garbage back to the kernel).
+    pub fn wait_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Update>> {
+        let events = self.watch.wait(timeout)?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        match self.reload(&events) {
+            Ok(update) => Ok(update),
+            Err(e) => {
+                self.stats.refused += 1;
+                tracing::error!("{e}; keeping the current state");
+                Ok(None)
+            }
+        }
+    }
+
     /// Re-read what the events name; `None` when nothing of the cluster
     /// changed (an editor's swap file, a file written with the same content).
     fn reload(&mut self, events: &Events) -> Result<Option<Update>> {

@@ -120,17 +120,19 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
 
     // The first snapshot is the zone already served.
     let _ = source.next()?;
-    while let Some(update) = source.next()? {
-        match build_zone(&update.state, &config, &domain, args.ttl) {
-            Ok(fresh) => {
-                tracing::info!(names = fresh.names.len(), "zone reloaded");
-                zone.swap(fresh);
-                release_freed_memory();
+    loop {
+        if let Some(update) = source.wait_batch(None)? {
+            match build_zone(&update.state, &config, &domain, args.ttl) {
+                Ok(fresh) => {
+                    tracing::info!(names = fresh.names.len(), "zone reloaded");
+                    zone.swap(fresh);
+                }
+                Err(e) => tracing::error!("{e}; keeping the current zone"),
             }
-            Err(e) => tracing::error!("{e}; keeping the current zone"),
         }
+        // Whatever the batch gave, what reading it freed goes back.
+        release_freed_memory();
     }
-    Ok(())
 }
 
 /// Open the file source on a thread of its own: the garbage of the first
