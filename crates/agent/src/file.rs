@@ -56,6 +56,9 @@ pub struct FileSource {
     watch: DirWatch,
     /// Every manifest file and the objects it gave.
     files: BTreeMap<PathBuf, Vec<ObjectKey>>,
+    /// The size of each file when it was read: all of them together stay
+    /// under the reader's limit, as on the first read.
+    sizes: BTreeMap<PathBuf, u64>,
     /// The objects of the files, before the controllers.
     desired: ClusterState,
     current: Arc<ClusterState>,
@@ -116,6 +119,10 @@ impl FileSource {
             config,
             reader,
             watch,
+            sizes: files
+                .keys()
+                .map(|f| (f.clone(), f.metadata().map_or(0, |m| m.len())))
+                .collect(),
             files,
             desired,
             first: Some(Update {
@@ -281,6 +288,7 @@ impl FileSource {
         let files_read = read.len();
         for f in removed {
             self.files.remove(&f);
+            self.sizes.remove(&f);
         }
         self.stats.files_read += read.len() as u64;
         self.files.extend(read);
@@ -319,9 +327,28 @@ impl FileSource {
         old_keys: &[ObjectKey],
         undo: &mut Undo,
     ) -> Result<Vec<ObjectKey>> {
+        // Many files growing one by one must not pass the limit one read
+        // of them all has (the reader bounds each read on its own).
+        let size = f.metadata().map_or(0, |m| m.len());
+        let others: u64 = self
+            .sizes
+            .iter()
+            .filter(|(p, _)| p.as_path() != f)
+            .map(|(_, s)| s)
+            .sum();
+        if others.saturating_add(size) > strait_model::MAX_INPUT_BYTES {
+            return Err(Error::Input {
+                message: format!(
+                    "{}: the inputs would be larger than {} bytes in all, the most strait reads",
+                    f.display(),
+                    strait_model::MAX_INPUT_BYTES
+                ),
+            });
+        }
         let arg = f.display().to_string();
         let objects = (self.reader)(std::slice::from_ref(&arg), false)
             .map_err(|message| Error::Input { message })?;
+        self.sizes.insert(f.to_owned(), size);
         let mut mine = Undo::default();
         for key in old_keys {
             let origin = self.desired.origin(key).cloned();
