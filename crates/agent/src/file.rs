@@ -424,7 +424,11 @@ fn list_files(inputs: &[String], recursive: bool, watch: &mut DirWatch) -> Resul
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            watch.watch(parent)?;
+            // A directory that is not there: the reader says what is wrong
+            // with the input, in its words.
+            if parent.is_dir() {
+                watch.watch(parent)?;
+            }
             if path.exists() {
                 files.push(path.to_owned());
             }
