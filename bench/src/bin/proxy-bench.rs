@@ -3,7 +3,11 @@
 //!    in the same run, the load time of a kube-proxy-shaped ruleset (per-
 //!    Service inline vmap + per-endpoint chains) for the same Services;
 //! 2. one endpoint changed at 10k Services: change → kernel has it;
-//! 3. new-connection latency through a ClusterIP vs straight to the pod,
+//!    through `update` (full diff) and `apply_changes` (the source's change
+//!    set) in turn;
+//! 3. one endpoint changed in a manifest file (10k Services in 100 files):
+//!    write -> kernel, the agent's file source vs reading everything again;
+//! 4. new-connection latency through a ClusterIP vs straight to the pod,
 //!    with 10k Services installed.
 //!
 //! Usage: proxy-bench [SIZES…]   (default 1000 10000 30000)
@@ -14,8 +18,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use strait_agent::{Agent, Changes, FileSource, ProxyPart, ProxyReporting, Source};
 use strait_linux::{nft_apply, NetNs};
-use strait_model::{controllers, parse_str, ClusterState, Format};
+use strait_model::{controllers, parse_str, ClusterState, Format, Kind, ObjectKey};
 use strait_proxy::{plan, render, render_full, Family, NodeContext, ServiceProxy, Sync};
 
 struct Ns(String, NetNs);
@@ -224,14 +229,19 @@ fn main() {
     // Two kinds of change, as a watch delivers them (one EndpointSlice
     // replaced): a pod replaced by one with a new IP (same count), and a
     // Service scaled 5 -> 6 -> 5 (count changes: the dispatch changes too).
+    // Each change goes in twice in turn: through `update` (which finds the
+    // change set by walking every object, as before) and through
+    // `apply_changes` with the change set a source gives (the one key it
+    // touched, compared). Same proxy, same kernel, same run.
     for (what, scale) in [
         ("endpoint replaced", false),
         ("endpoint added/removed", true),
     ] {
         let mut times = Vec::new();
-        // Which way each sync went in: "netlink" or "nft".
-        let mut paths: std::collections::BTreeMap<&str, usize> = Default::default();
-        for round in 0..20 {
+        let mut given = Vec::new();
+        let mut diffs = Vec::new();
+        for round in 0..40 {
+            let via_source = round % 2 == 1;
             let mut next = current.clone();
             let mut slice = (**current.endpoint_slices.get("ns-7", "svc-777-1").unwrap()).clone();
             if scale {
@@ -246,10 +256,21 @@ fn main() {
                 slice.endpoints[0].addresses = vec![format!("10.250.0.{}", round + 1)];
             }
             next.insert(strait_model::Object::EndpointSlice(slice.into()));
+            let t = Instant::now();
+            let _ = current.diff(&next);
+            diffs.push(t.elapsed());
+            let key = ObjectKey::new(Kind::EndpointSlice, "ns-7", "svc-777-1");
             let (p, took) =
                 ns.1.run(move || {
                     let t = Instant::now();
-                    let sync = p_update(&mut proxy, &current, &next);
+                    let sync = if via_source {
+                        let changes = current.diff_keys(&next, [&key]);
+                        proxy
+                            .apply_changes(&changes, &current, &next)
+                            .expect("partial sync")
+                    } else {
+                        p_update(&mut proxy, &current, &next)
+                    };
                     let took = t.elapsed();
                     let path = proxy.last_path();
                     (proxy, (took, sync, next, path))
@@ -258,24 +279,215 @@ fn main() {
             proxy = p;
             let (elapsed, sync, next, path) = took;
             assert!(matches!(sync, Sync::Partial(_)), "{sync:?}");
-            *paths.entry(path).or_default() += 1;
-            times.push(elapsed);
+            assert_eq!(path, "netlink");
+            if via_source {
+                given.push(elapsed);
+            } else {
+                times.push(elapsed);
+            }
             current = next;
         }
-        times.sort();
-        let via: Vec<String> = paths.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+        let (full, src) = (median(&mut times), median(&mut given));
         println!(
-            "  {what:<24} median of 20: {:.1} ms (min {:.1}, max {:.1}; via {}); kube-proxy shape through nft: 290 ms per the notes",
-            ms(times[times.len() / 2]),
+            "  {what:<24} median of 20: full diff in the path {:.2} ms (min {:.2}, max {:.2}) | change set from the source {:.2} ms (min {:.2}, max {:.2}) | ratio {:.2}; the full diff alone: {:.2} ms",
+            ms(full),
             ms(times[0]),
             ms(times[times.len() - 1]),
-            via.join(", ")
+            ms(src),
+            ms(given[0]),
+            ms(given[given.len() - 1]),
+            src.as_secs_f64() / full.as_secs_f64(),
+            ms(median(&mut diffs)),
         );
     }
+    println!("  (kube-proxy shape through nft: 290 ms per the notes)");
     drop(ns);
 
-    println!("\n3. New-connection latency with 10k Services installed (client pod -> node -> server pod)");
+    println!("\n3. One endpoint changed in a manifest file, 10k Services in 100 files (write -> kernel has it)");
+    file_source(&ctx);
+
+    println!("\n4. New-connection latency with 10k Services installed (client pod -> node -> server pod)");
     datapath(&ctx);
+}
+
+/// The text of manifest file `f` of 100: Services 100f..100f+99 as in
+/// `cluster_json`, with the first endpoint of Service `changed` at `ip`.
+fn file_json(f: usize, changed: Option<(usize, &str)>) -> String {
+    let mut out = String::new();
+    for line in cluster_json(100 * (f + 1), None).lines().skip(200 * f) {
+        let mut line = line.to_owned();
+        if let Some((s, ip)) = changed {
+            if line.contains(&format!(r#""name":"svc-{s}-1""#)) {
+                let i = s * 5;
+                let old = format!("10.{}.{}.{}", 128 + i / 65536, (i / 256) % 256, i % 256);
+                line = line.replacen(
+                    &format!(r#""addresses":["{old}"]"#),
+                    &format!(r#""addresses":["{ip}"]"#),
+                    1,
+                );
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Write a file as editors do: a temporary file renamed over it.
+fn write_over(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The agent with the file source (inotify, re-read of the changed file,
+/// scoped change set) against what `strait proxy` did before: read every
+/// file, run the controllers, diff everything, `update` (its mtime poll
+/// wait, up to --poll-ms, not counted). Each in a namespace of its own.
+fn file_source(ctx: &NodeContext) {
+    let dir = std::env::temp_dir().join(format!("strait-bench-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    for f in 0..100 {
+        std::fs::write(dir.join(format!("f{f:03}.json")), file_json(f, None)).unwrap();
+    }
+    let file7 = dir.join("f007.json");
+    let config = controllers::ClusterConfig::default()
+        .with_service_cidrs(&["10.96.0.0/12".into()])
+        .unwrap();
+    const ROUNDS: usize = 20;
+
+    // New: the agent, in its namespace, told each applied snapshot.
+    let ns = Ns::new("files-new");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let agent = {
+        let (dir, config, ctx, ns_path) = (
+            dir.clone(),
+            config.clone(),
+            ctx.clone(),
+            format!("/run/netns/{}", ns.0),
+        );
+        std::thread::spawn(move || {
+            let _inside = NetNs::open(&ns_path).unwrap().enter().unwrap();
+            let mut source = FileSource::open(
+                &[dir.display().to_string()],
+                false,
+                config,
+                FileSource::model_reader(),
+            )
+            .unwrap();
+            let mut agent = Agent::new(vec![Box::new(ProxyPart::new(
+                ctx,
+                ProxyReporting::default(),
+            ))]);
+            let first = source.next().unwrap().unwrap();
+            assert!(agent.apply(&first).is_empty());
+            done_tx
+                .send((Instant::now(), Default::default(), 0))
+                .unwrap();
+            for _ in 0..ROUNDS {
+                let update = source.next().unwrap().unwrap();
+                let t = Instant::now();
+                let errors = agent.apply(&update);
+                assert!(errors.is_empty(), "{errors:?}");
+                let n = match &update.changes {
+                    Changes::Set(s) => s.len(),
+                    Changes::Everything => usize::MAX,
+                };
+                done_tx
+                    .send((Instant::now(), (source.stats().clone(), t.elapsed()), n))
+                    .unwrap();
+            }
+            source.stats().full_diffs
+        })
+    };
+    done_rx.recv().unwrap();
+    let mut new_times = Vec::new();
+    let mut parts: Vec<(f64, f64, f64, f64)> = Vec::new();
+    for round in 0..ROUNDS {
+        let ip = format!("10.250.1.{}", round + 1);
+        let t = Instant::now();
+        write_over(&file7, &file_json(7, Some((777, &ip))));
+        let (at, (stats, apply), n): (Instant, (strait_agent::FileSourceStats, Duration), usize) =
+            done_rx.recv().unwrap();
+        assert_eq!(n, 1, "one EndpointSlice changed");
+        new_times.push(at - t);
+        parts.push((
+            ms(stats.last_read),
+            ms(stats.last_reconcile),
+            ms(stats.last_changes),
+            ms(apply),
+        ));
+    }
+    let full_diffs = agent.join().unwrap();
+    drop(ns);
+
+    // Before: everything read again, the controllers, the full diff, update.
+    let ns = Ns::new("files-old");
+    let old_times = {
+        let (dir, config, ctx, file7) = (dir.clone(), config.clone(), ctx.clone(), file7.clone());
+        ns.1.run(move || {
+            let load = |previous: Option<&ClusterState>| {
+                let mut read = FileSource::model_reader();
+                let objects = read(&[dir.display().to_string()], false).unwrap();
+                let desired = ClusterState::from_objects(
+                    objects.into_iter().map(|(o, origin)| (o, Some(origin))),
+                )
+                .unwrap();
+                controllers::reconcile(desired, previous, &config).unwrap()
+            };
+            let mut proxy = ServiceProxy::new(ctx);
+            let mut current = load(None);
+            proxy.full_sync(&current).unwrap();
+            let mut times = Vec::new();
+            for round in 0..ROUNDS {
+                let ip = format!("10.250.2.{}", round + 1);
+                let t = Instant::now();
+                write_over(&file7, &file_json(7, Some((777, &ip))));
+                let next = load(Some(&current));
+                proxy.update(&current, &next).unwrap();
+                times.push(t.elapsed());
+                current = next;
+            }
+            times
+        })
+        .unwrap()
+    };
+    drop(ns);
+    let mut old_times = old_times;
+    let (new_m, old_m) = (median(&mut new_times), median(&mut old_times));
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "  file source (inotify, 1 file read):  median of {ROUNDS}: {:.2} ms (min {:.2}, max {:.2}); of which read {:.2}, controllers {:.2}, change set {:.3}, proxy {:.2} (medians); full diffs: {full_diffs}",
+        ms(new_m), ms(new_times[0]), ms(new_times[ROUNDS - 1]),
+        med(parts.iter().map(|p| p.0).collect()),
+        med(parts.iter().map(|p| p.1).collect()),
+        med(parts.iter().map(|p| p.2).collect()),
+        med(parts.iter().map(|p| p.3).collect()),
+    );
+    println!(
+        "  before (all 100 files, full diff):    median of {ROUNDS}: {:.2} ms (min {:.2}, max {:.2}), plus the mtime poll wait (up to --poll-ms)",
+        ms(old_m), ms(old_times[0]), ms(old_times[ROUNDS - 1]),
+    );
+    println!(
+        "  ratio file source / before: {:.3}",
+        new_m.as_secs_f64() / old_m.as_secs_f64()
+    );
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 fn datapath(ctx: &NodeContext) {

@@ -1,8 +1,10 @@
 //! The lab's controller: one process per lab, running until `lab down`.
 //! Each round it reads the desired objects, runs the standalone controllers,
 //! starts and stops pods (namespace, CNI ADD/DEL, container processes),
-//! probes readiness, writes the cluster as it is, and hands it to every
-//! node's Service proxy.
+//! probes readiness, writes the cluster as it is, and hands it with its
+//! change set to every node's agent. A round starts every 200 ms (probes,
+//! supervision) or at once when `lab apply`/`lab delete` changes the
+//! desired objects (inotify on their directory).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -16,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use strait_agent::{Agent, Changes, ChannelSource, DirWatch, ProxyPart, ProxyReporting, Update};
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
 use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, parse_str_with, Admission, ClusterState, Format, Object, Origin};
-use strait_proxy::{NodeContext, ServiceProxy};
+use strait_proxy::NodeContext;
 
 use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
 use crate::procs::{self, ProcessId};
@@ -96,9 +99,16 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let cluster_config =
         ClusterConfig::default().with_service_cidrs(std::slice::from_ref(&config.service_cidr))?;
     let node_problems: NodeProblems = Arc::default();
-    let proxies: Vec<Sender<Arc<ClusterState>>> = (0..config.nodes)
-        .map(|i| node_proxy(layout, config, i, node_problems.clone()))
+    let agents: Vec<Sender<Update>> = (0..config.nodes)
+        .map(|i| node_agent(layout, config, i, node_problems.clone()))
         .collect();
+    // A `lab apply` or `lab delete` wakes the controller at once: the
+    // directory of desired.json is watched (the file is replaced by rename).
+    let mut watch = DirWatch::new()?;
+    let desired = layout.desired();
+    watch.watch(desired.parent().unwrap_or(Path::new("/")))?;
+    // What the agents were last sent: the change sets are relative to it.
+    let mut sent: Option<Arc<ClusterState>> = None;
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     let mut previous: Option<ClusterState> = None;
     let mut last_written = String::new();
@@ -112,7 +122,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}; keeping the cluster as it is");
-                std::thread::sleep(ROUND);
+                wait_for_desired(&mut watch, &layout.desired(), Instant::now() + ROUND);
                 continue;
             }
         };
@@ -208,9 +218,20 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
                 last_written = list;
                 let shared = Arc::new(actual.clone());
-                for p in &proxies {
-                    let _ = p.send(shared.clone());
+                // The change set is found once here, for every node: no
+                // node's proxy walks the cluster.
+                let changes = match &sent {
+                    Some(old) => Changes::Set(Arc::new(old.diff(&shared))),
+                    None => Changes::Everything,
+                };
+                let update = Update {
+                    state: shared.clone(),
+                    changes,
+                };
+                for agent in &agents {
+                    let _ = agent.send(update.clone());
                 }
+                sent = Some(shared);
             }
             Ok(_) => {}
             // The file keeps the last good cluster; never an empty one.
@@ -239,8 +260,33 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             tracing::error!("{e}; state.json keeps the previous round");
         }
         previous = Some(actual);
-        if let Some(rest) = ROUND.checked_sub(started.elapsed()) {
-            std::thread::sleep(rest);
+        // Probes and pod supervision keep a round; a change of the desired
+        // objects starts the next one at once.
+        wait_for_desired(&mut watch, &layout.desired(), started + ROUND);
+    }
+}
+
+/// Wait until `until` or until `desired` changes, whichever comes first.
+/// The controller writes other files of the same directory every round:
+/// those do not wake it.
+fn wait_for_desired(watch: &mut DirWatch, desired: &Path, until: Instant) -> bool {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match watch.wait(Some(left)) {
+            Ok(events) if events.is_empty() => return false,
+            Ok(events) if events.overflowed || events.paths.iter().any(|p| p == desired) => {
+                return true
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Without the watch the round still runs: sleep it out.
+                tracing::error!("{e}");
+                std::thread::sleep(left);
+                return false;
+            }
         }
     }
 }
@@ -252,15 +298,16 @@ fn key_of(meta: &ObjectMeta) -> (String, String) {
     )
 }
 
-/// The Service proxy of node `i`: a thread inside the node's namespace,
-/// syncing whenever a new cluster state arrives.
-fn node_proxy(
+/// The agent of node `i`: a thread inside the node's namespace running
+/// the node's parts (today the Service proxy) on every snapshot the
+/// controller sends, with its change set.
+fn node_agent(
     layout: &Layout,
     config: &LabConfig,
     i: usize,
     problems: NodeProblems,
-) -> Sender<Arc<ClusterState>> {
-    let (tx, rx) = channel::<Arc<ClusterState>>();
+) -> Sender<Update> {
+    let (tx, rx) = channel::<Update>();
     let ns_path = format!("/run/netns/{}", layout.node_ns(i));
     let node = config.node_name(i);
     let ctx = NodeContext {
@@ -296,34 +343,32 @@ fn node_proxy(
                 return;
             }
         };
-        let mut proxy = ServiceProxy::new(ctx);
-        let mut last: Option<Arc<ClusterState>> = None;
-        while let Ok(mut state) = rx.recv() {
-            // Bursts coalesce: only the newest state matters.
-            while let Ok(newer) = rx.try_recv() {
-                state = newer;
+        let proxy = ProxyPart::new(ctx, ProxyReporting::default());
+        let mut agent = Agent::new(vec![Box::new(proxy)]);
+        let mut source = ChannelSource::new(rx);
+        // The channel source never fails; it ends when the controller does.
+        let _ = agent.run(&mut source, |update, errors| match errors.first() {
+            None => {
+                tracing::debug!(node = i + 1, changes = ?changes_len(update), "node synced");
+                report(None);
             }
-            let result = match &last {
-                None => proxy.full_sync(&state),
-                Some(old) => proxy.update(old, &state),
-            };
-            match result {
-                Ok(sync) => {
-                    tracing::debug!(node = i + 1, ?sync, "services synced");
-                    report(None);
-                }
-                Err(e) => {
-                    tracing::error!(node = i + 1, "services: {e}");
-                    report(Some(NodeProblem {
-                        message: format!("Service proxy: {e}"),
-                        no_proxy: false,
-                    }));
-                }
+            Some(e) => {
+                tracing::error!(node = i + 1, "{e}");
+                report(Some(NodeProblem {
+                    message: format!("Service proxy: {e}"),
+                    no_proxy: false,
+                }));
             }
-            last = Some(state);
-        }
+        });
     });
     tx
+}
+
+fn changes_len(update: &Update) -> Option<usize> {
+    match &update.changes {
+        Changes::Set(s) => Some(s.len()),
+        Changes::Everything => None,
+    }
 }
 
 /// The desired objects admitted at the last round, and the refusals said.
@@ -915,12 +960,12 @@ mod tests {
     }
 
     #[test]
-    fn a_node_proxy_that_cannot_enter_its_namespace_says_so() {
+    fn a_node_agent_that_cannot_enter_its_namespace_says_so() {
         // A lab whose node namespace does not exist.
         let name = format!("nons{}", std::process::id() % 100_000);
         let layout = Layout::new(&name).unwrap();
         let problems = NodeProblems::default();
-        let _tx = node_proxy(&layout, &config(&name), 0, problems.clone());
+        let _tx = node_agent(&layout, &config(&name), 0, problems.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = None;
         while Instant::now() < deadline {

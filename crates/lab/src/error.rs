@@ -17,6 +17,9 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] strait_model::Error),
 
+    #[error(transparent)]
+    Agent(#[from] strait_agent::Error),
+
     #[error("{what}: {source}")]
     Io {
         what: String,

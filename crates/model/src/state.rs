@@ -147,38 +147,93 @@ impl<T: PartialEq> Store<T> {
     /// Walk both stores in key order at once: no lookups, and shared
     /// objects (the same `Arc`) compare in one step.
     fn diff(&self, newer: &Store<T>, kind: Kind, out: &mut Vec<Change>) {
-        let key = |(ns, name): (&str, &str)| ObjectKey::new(kind, ns, name);
-        let mut old = self.entries().peekable();
-        let mut new = newer.entries().peekable();
-        loop {
-            match (old.peek(), new.peek()) {
-                (None, None) => break,
-                (Some((k, _)), None) => {
-                    out.push(Change::Deleted(key(*k)));
+        merge_diff(self.entries(), newer.entries(), kind, out);
+    }
+
+    /// The same, over one namespace only: what a source whose change stays
+    /// in a namespace walks instead of the whole store.
+    fn diff_in(&self, newer: &Store<T>, namespace: &str, kind: Kind, out: &mut Vec<Change>) {
+        fn of<'s, T>(
+            s: &'s Store<T>,
+            namespace: &str,
+        ) -> impl Iterator<Item = ((&'s str, &'s str), &'s Arc<T>)> {
+            s.items
+                .get_key_value(namespace)
+                .into_iter()
+                .flat_map(|(ns, names)| {
+                    names
+                        .iter()
+                        .map(move |(name, o)| ((ns.as_str(), name.as_str()), o))
+                })
+        }
+        merge_diff(of(self, namespace), of(newer, namespace), kind, out);
+    }
+
+    /// Whether the object under `namespace`/`name` differs between the two.
+    fn differs(&self, newer: &Store<T>, namespace: &str, name: &str) -> Option<ChangeKind> {
+        match (
+            self.get_arc(namespace, name),
+            newer.get_arc(namespace, name),
+        ) {
+            (None, None) => None,
+            (None, Some(_)) => Some(ChangeKind::Added),
+            (Some(_), None) => Some(ChangeKind::Deleted),
+            (Some(a), Some(b)) => (!Arc::ptr_eq(a, b) && a != b).then_some(ChangeKind::Modified),
+        }
+    }
+}
+
+impl<T> Store<T> {
+    fn get_arc(&self, namespace: &str, name: &str) -> Option<&Arc<T>> {
+        self.items.get(namespace)?.get(name)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// Two key-ordered walks compared in step.
+fn merge_diff<'a, T: PartialEq + 'a>(
+    old: impl Iterator<Item = ((&'a str, &'a str), &'a Arc<T>)>,
+    new: impl Iterator<Item = ((&'a str, &'a str), &'a Arc<T>)>,
+    kind: Kind,
+    out: &mut Vec<Change>,
+) {
+    let key = |(ns, name): (&str, &str)| ObjectKey::new(kind, ns, name);
+    let mut old = old.peekable();
+    let mut new = new.peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((k, _)), None) => {
+                out.push(Change::Deleted(key(*k)));
+                old.next();
+            }
+            (None, Some((k, _))) => {
+                out.push(Change::Added(key(*k)));
+                new.next();
+            }
+            (Some((ko, vo)), Some((kn, vn))) => match ko.cmp(kn) {
+                std::cmp::Ordering::Less => {
+                    out.push(Change::Deleted(key(*ko)));
                     old.next();
                 }
-                (None, Some((k, _))) => {
-                    out.push(Change::Added(key(*k)));
+                std::cmp::Ordering::Greater => {
+                    out.push(Change::Added(key(*kn)));
                     new.next();
                 }
-                (Some((ko, vo)), Some((kn, vn))) => match ko.cmp(kn) {
-                    std::cmp::Ordering::Less => {
-                        out.push(Change::Deleted(key(*ko)));
-                        old.next();
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(vo, vn) && vo != vn {
+                        out.push(Change::Modified(key(*ko)));
                     }
-                    std::cmp::Ordering::Greater => {
-                        out.push(Change::Added(key(*kn)));
-                        new.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if !Arc::ptr_eq(vo, vn) && vo != vn {
-                            out.push(Change::Modified(key(*ko)));
-                        }
-                        old.next();
-                        new.next();
-                    }
-                },
-            }
+                    old.next();
+                    new.next();
+                }
+            },
         }
     }
 }
@@ -213,6 +268,17 @@ impl ChangeSet {
     /// Whether any object of `kind` changed: how a planner decides it has work.
     pub fn touches(&self, kind: Kind) -> bool {
         self.changes.iter().any(|c| c.key().kind == kind)
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Put in the order `diff` gives and drop repeated keys (the first kept).
+    pub fn normalize(&mut self) {
+        self.changes.sort();
+        let mut seen = std::collections::HashSet::new();
+        self.changes.retain(|c| seen.insert(c.key().clone()));
     }
 }
 
@@ -260,6 +326,41 @@ macro_rules! cluster_state {
 
             pub fn is_empty(&self) -> bool {
                 self.len() == 0
+            }
+
+            /// The object under `key`, if any.
+            pub fn get(&self, key: &ObjectKey) -> Option<Object> {
+                match key.kind {
+                    $(Kind::$kind => self.$field.get(&key.namespace, &key.name).cloned().map(Object::$kind),)*
+                }
+            }
+
+            /// What happened to the objects of `keys` only, from `self` to
+            /// `newer`: for a source that knows which objects it touched.
+            pub fn diff_keys<'k>(&self, newer: &ClusterState, keys: impl IntoIterator<Item = &'k ObjectKey>) -> ChangeSet {
+                let mut changes = Vec::new();
+                for key in keys {
+                    let kind = match key.kind {
+                        $(Kind::$kind => self.$field.differs(&newer.$field, &key.namespace, &key.name),)*
+                    };
+                    match kind {
+                        Some(ChangeKind::Added) => changes.push(Change::Added(key.clone())),
+                        Some(ChangeKind::Modified) => changes.push(Change::Modified(key.clone())),
+                        Some(ChangeKind::Deleted) => changes.push(Change::Deleted(key.clone())),
+                        None => {}
+                    }
+                }
+                let mut set = ChangeSet { changes };
+                set.normalize();
+                set
+            }
+
+            /// What changed in namespace `namespace` (every namespaced
+            /// kind), from `self` to `newer`; appended to `out`, unsorted.
+            pub fn diff_namespace(&self, newer: &ClusterState, namespace: &str, out: &mut Vec<Change>) {
+                $(if Kind::$kind.is_namespaced() {
+                    self.$field.diff_in(&newer.$field, namespace, Kind::$kind, out);
+                })*
             }
 
             /// What changed from `self` to `newer`.

@@ -57,11 +57,23 @@ impl ServiceProxy {
     }
 
     /// Bring the kernel from `old` to `new`, touching only what changed.
+    /// Walks every object to find the changes: sources that know them give
+    /// them to [`ServiceProxy::apply_changes`] instead.
     pub fn update(&mut self, old: &ClusterState, new: &ClusterState) -> Result<Sync> {
+        self.apply_changes(&old.diff(new), old, new)
+    }
+
+    /// Bring the kernel from `old` to `new`, which differ by `changes` (as
+    /// the source that made `new` says): only the Services they touch are
+    /// planned again.
+    pub fn apply_changes(
+        &mut self,
+        changes: &ChangeSet,
+        old: &ClusterState,
+        new: &ClusterState,
+    ) -> Result<Sync> {
         let started = Instant::now();
-        // What changed is found once: it walks every object.
-        let changes = old.diff(new);
-        let affected = affected_services(&changes, old, new);
+        let affected = affected_services(changes, old, new);
         // The sync is as big as the biggest of the families'.
         let (mut full, mut partial) = (false, false);
         for f in &mut self.families {

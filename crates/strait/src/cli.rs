@@ -284,8 +284,9 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
     pub metrics_address: String,
 
-    /// How often to look for changed manifests.
-    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
+    /// Ignored: manifests are followed with inotify, a change is seen when
+    /// it is made. Still accepted so that existing command lines work.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500, hide = true)]
     pub poll_ms: u64,
 }
 
@@ -341,8 +342,9 @@ pub struct DnsArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9153")]
     pub metrics_address: String,
 
-    /// How often to look for changed manifests.
-    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500)]
+    /// Ignored: manifests are followed with inotify, a change is seen when
+    /// it is made. Still accepted so that existing command lines work.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 500, hide = true)]
     pub poll_ms: u64,
 }
 

@@ -11,7 +11,8 @@ use strait_model::controllers::ClusterConfig;
 
 use crate::cli::DnsArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load_following, Admitted, Seen};
+use crate::state::{cluster_config, follower_reader};
+use strait_agent::{FileSource, Source};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -58,21 +59,12 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
         });
     }
 
-    // The zone is all the server keeps: Service addresses are derived from
-    // names, so reloading without the previous snapshot gives the same ones.
+    // The manifests are read once, then followed with inotify: a change
+    // re-reads only the files it names.
     let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
-    let seen = Seen::now(files, recursive);
-    let (first, mut admitted, refused) = build_zone(
-        files,
-        recursive,
-        &config,
-        &domain,
-        args.ttl,
-        &Admitted::default(),
-    )?;
-    let zone = SharedZone::new(first);
     let metrics = Arc::new(DnsMetrics::default());
-    metrics.refused_objects(refused);
+    let mut source = open_source(files, recursive, &config, metrics.clone())?;
+    let zone = SharedZone::new(build_zone(source.state(), &config, &domain, args.ttl)?);
     let forwarder = Forwarder::new(
         upstreams.clone(),
         Duration::from_millis(args.upstream_timeout_ms),
@@ -126,51 +118,69 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
 
-    follow(files, recursive, args.poll_ms, seen, || {
-        match build_zone(files, recursive, &config, &domain, args.ttl, &admitted) {
-            Ok((fresh, kept, refused)) => {
-                metrics.refused_objects(refused);
-                admitted = kept;
-                tracing::info!(names = fresh.names.len(), "zone reloaded");
-                zone.swap(fresh);
-                release_freed_memory();
+    // The first snapshot is the zone already served.
+    let _ = source.next()?;
+    loop {
+        if let Some(update) = source.wait_batch(None)? {
+            match build_zone(&update.state, &config, &domain, args.ttl) {
+                Ok(fresh) => {
+                    tracing::info!(names = fresh.names.len(), "zone reloaded");
+                    zone.swap(fresh);
+                }
+                Err(e) => tracing::error!("{e}; keeping the current zone"),
             }
-            Err(e) => tracing::error!("{e}; keeping the current zone"),
         }
-    })
+        // Whatever the batch gave, what reading it freed goes back.
+        release_freed_memory();
+    }
 }
 
-/// Read the manifests and build the zone on a thread of its own: its
-/// garbage (hundreds of megabytes for a big cluster) stays in that thread's
-/// allocator arena, and the zone is copied out compactly into ours. Objects
-/// refused by admission keep their version admitted `before` (see
-/// [`load_following`]); also returned: what was admitted, and how many
-/// objects were refused.
-fn build_zone(
+/// Open the file source on a thread of its own: the garbage of the first
+/// read (hundreds of megabytes for a big cluster) stays in that thread's
+/// allocator arena and is handed back.
+fn open_source(
     files: &[String],
     recursive: bool,
     config: &ClusterConfig,
+    metrics: Arc<DnsMetrics>,
+) -> Result<FileSource, Error> {
+    let (files, config) = (files.to_vec(), config.clone());
+    let source = std::thread::spawn(move || -> Result<FileSource, Error> {
+        Ok(FileSource::open(
+            &files,
+            recursive,
+            config,
+            // One refused object hurts only itself.
+            follower_reader(move |refused| metrics.refused_objects(refused)),
+        )?)
+    })
+    .join()
+    .map_err(|_| Error::Output("reading the manifests panicked".into()))??;
+    release_freed_memory();
+    Ok(source)
+}
+
+/// Build the zone of a snapshot on a thread of its own (its garbage stays
+/// in that thread's arena); the zone is copied out compactly into ours.
+fn build_zone(
+    state: &Arc<strait_model::ClusterState>,
+    config: &ClusterConfig,
     domain: &str,
     ttl: u32,
-    before: &Admitted,
-) -> Result<(Zone, Admitted, usize), Error> {
-    let (files, config, domain) = (files.to_vec(), config.clone(), domain.to_owned());
-    let before = before.clone();
-    let (built, admitted, refused) =
-        std::thread::spawn(move || -> Result<(Zone, Admitted, usize), Error> {
-            let reload = load_following(&files, recursive, &config, None, &before)?;
-            // `ns.dns.<domain>`: the DNS Service's address in each family.
-            let nameservers: Vec<std::net::IpAddr> =
-                config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
-            let zone = Zone::build(&reload.state, &domain, ttl, serial(), &nameservers);
-            Ok((zone, reload.admitted, reload.refused))
-        })
-        .join()
-        .map_err(|_| Error::Output("the zone builder panicked".into()))??;
+) -> Result<Zone, Error> {
+    let (state, config, domain) = (state.clone(), config.clone(), domain.to_owned());
+    let built = std::thread::spawn(move || {
+        // `ns.dns.<domain>`: the DNS Service's address in each family.
+        let nameservers: Vec<std::net::IpAddr> =
+            config.service_cidrs.iter().map(|c| c.dns_ip()).collect();
+        Zone::build(&state, &domain, ttl, serial(), &nameservers)
+    })
+    .join()
+    .map_err(|_| Error::Output("the zone builder panicked".into()))?;
     let compact = built.compact();
     drop(built);
     release_freed_memory();
-    Ok((compact, admitted, refused))
+    Ok(compact)
 }
 
 /// Reading manifests makes garbage by the hundred megabytes at scale; hand

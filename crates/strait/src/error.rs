@@ -20,6 +20,8 @@ pub enum Error {
     /// (`strait lab apply`); each was printed with its error.
     #[error("{refused} object(s) refused (printed above); the others were applied")]
     Refused { refused: usize },
+    #[error(transparent)]
+    Agent(#[from] strait_agent::Error),
 
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },

@@ -3,15 +3,16 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use strait_agent::{Agent, FileSource, ProxyPart, ProxyReporting, Source};
 use strait_model::ClusterState;
 use strait_proxy::{
-    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family,
-    HealthCheckServers, NodeContext, ProxyMetrics, ServiceProxy, Sync,
+    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family, NodeContext,
+    ProxyMetrics, ServiceProxy,
 };
 
 use crate::cli::ProxyArgs;
 use crate::error::Error;
-use crate::state::{cluster_config, follow, load, load_following, Admitted, Reload, Seen};
+use crate::state::{cluster_config, follower_reader, load};
 
 pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     if args.cleanup {
@@ -60,32 +61,13 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
     let node = args.node.clone().unwrap_or_default();
 
     let recursive = args.manifests.recursive;
-    let seen = Seen::now(files, recursive);
-    // A dry run shows what the input asks for, so a refused object is its
-    // error; the proxy itself programs what was admitted.
-    let Reload {
-        state,
-        mut admitted,
-        refused,
-    } = if args.dry_run {
-        Reload {
-            state: load(files, recursive, &config, None)?,
-            admitted: Admitted::default(),
-            refused: 0,
-        }
-    } else {
-        load_following(files, recursive, &config, None, &Admitted::default())?
-    };
-    let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
-    ctx.service_cidrs = service_cidrs;
-    ctx.nodeport_addresses = nodeport_addresses;
-    if ctx.nodeport_networks().is_empty() {
-        tracing::warn!(
-            "no IP known for node {node:?} (no --node-ip, no Node object with addresses): NodePorts answer nowhere; give --node-ip or --nodeport-addresses"
-        );
-    }
-    let table = plan(&state, &ctx);
     if args.dry_run {
+        let state = load(files, recursive, &config, None)?;
+        let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+        ctx.service_cidrs = service_cidrs;
+        ctx.nodeport_addresses = nodeport_addresses;
+        warn_without_node_ips(&ctx, &node);
+        let table = plan(&state, &ctx);
         let ips: Vec<String> = ctx.node_ips.iter().map(ToString::to_string).collect();
         let cidrs: Vec<String> = ctx.cluster_cidrs.iter().map(ToString::to_string).collect();
         println!(
@@ -112,103 +94,63 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
         return Ok(());
     }
 
-    check_bridge_netfilter(family_in_use(&table, Family::V6));
+    // The node agent with the Service proxy as its only part, fed by the
+    // manifests (followed with inotify), on this thread.
+    // One refused object hurts only itself (see state::follower_reader).
+    let metrics = std::sync::Arc::new(ProxyMetrics::default());
+    let counted = metrics.clone();
+    let mut source = FileSource::open(
+        files,
+        recursive,
+        config,
+        follower_reader(move |refused| counted.refused_objects(refused)),
+    )?;
+    let state = source.state().clone();
+    let mut ctx = context(&state, &node, &node_ips, &cluster_cidrs);
+    ctx.service_cidrs = service_cidrs;
+    ctx.nodeport_addresses = nodeport_addresses;
+    warn_without_node_ips(&ctx, &node);
+    check_bridge_netfilter(family_in_use(&plan(&state, &ctx), Family::V6));
     let metrics_address: std::net::SocketAddr =
         args.metrics_address.parse().map_err(|_| Error::Flag {
             flag: "--metrics-address",
             message: format!("{:?} is not IP:PORT", args.metrics_address),
         })?;
-    let metrics = std::sync::Arc::new(ProxyMetrics::default());
-    metrics.refused_objects(refused);
     // Without metrics the rules still matter: say so and go on, as kube-proxy does.
     let _metrics_server = serve_metrics(metrics_address, metrics.clone())
         .map_err(|e| {
             tracing::error!("cannot serve /metrics and /healthz on {metrics_address}: {e}")
         })
         .ok();
-    let mut health = HealthCheckServers::default();
-    let mut reported = Reported::default();
-    let mut proxy = ServiceProxy::new(ctx);
-    let first = proxy.full_sync(&state);
-    record(
-        &metrics,
-        &proxy,
-        &mut health,
-        &mut reported,
-        first.as_ref().ok().copied(),
+    let proxy = ProxyPart::new(
+        ctx,
+        ProxyReporting {
+            metrics: Some(metrics),
+            health_checks: true,
+        },
     );
-    first?;
-    // Follow the files until stopped; the rules stay when we exit.
-    let mut previous = state;
-    follow(files, recursive, args.poll_ms, seen, || {
-        let state = match load_following(files, recursive, &config, Some(&previous), &admitted) {
-            Ok(reload) => {
-                metrics.refused_objects(reload.refused);
-                admitted = reload.admitted;
-                reload.state
-            }
-            Err(e) => {
-                // Bad input changes nothing: keep the rules of the last good state.
-                tracing::error!("{e}; keeping the current rules");
-                return;
-            }
-        };
-        match proxy.update(&previous, &state) {
-            Ok(sync) => record(&metrics, &proxy, &mut health, &mut reported, Some(sync)),
-            Err(e) => {
-                tracing::error!("{e}");
-                record(&metrics, &proxy, &mut health, &mut reported, None);
-            }
-        }
-        previous = state;
-    })
-}
-
-/// What was last said about Services with errors and conntrack failures,
-/// so that each is said once.
-#[derive(Default)]
-struct Reported {
-    errors: std::collections::BTreeMap<(String, String), Vec<String>>,
-    conntrack_failures: u64,
-}
-
-/// Log a sync, count it, and serve the health checks it implies.
-fn record(
-    metrics: &ProxyMetrics,
-    proxy: &ServiceProxy,
-    health: &mut HealthCheckServers,
-    reported: &mut Reported,
-    sync: Option<Sync>,
-) {
-    // Health checks first: once a sync is logged, everything it implies holds.
-    health.sync(&proxy.health_checks());
-    let errors = proxy.service_errors();
-    for ((ns, name), list) in &errors {
-        if reported.errors.get(&(ns.clone(), name.clone())) != Some(list) {
-            for why in list {
-                tracing::error!("Service {ns:?}/{name:?}: {why}");
-            }
+    let mut agent = Agent::new(vec![Box::new(proxy)]);
+    // The first sync must work; after it, errors are logged and counted
+    // and the rules of the last good state stay.
+    if let Some(first) = source.next()? {
+        if let Some(e) = agent.apply(&first).into_iter().next() {
+            return Err(e.into());
         }
     }
-    metrics.service_errors(errors.len());
-    reported.errors = errors;
-    let failures = proxy.conntrack_failures();
-    metrics.conntrack_failed(failures.saturating_sub(reported.conntrack_failures));
-    reported.conntrack_failures = failures;
-    let (ports, chains, elements) = proxy.stats();
-    match sync {
-        Some(Sync::Full(d)) => {
-            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, "full sync");
-            metrics.synced("full", d, ports, chains, elements);
+    // Follow the files until stopped; the rules stay when we exit.
+    agent.run(&mut source, |_, errors| {
+        for e in errors {
+            tracing::error!("{e}");
         }
-        Some(Sync::Partial(d)) => {
-            tracing::info!(service_ports = ports, chains, elements, elapsed = ?d, via = proxy.last_path(), "partial sync");
-            metrics.synced("partial", d, ports, chains, elements);
-        }
-        // Said at info: that a reload (one with refused objects, say) left the
-        // rules as they were is worth knowing.
-        Some(Sync::Unchanged) => tracing::info!("no change to the rules"),
-        None => metrics.failed(),
+    })?;
+    Ok(())
+}
+
+fn warn_without_node_ips(ctx: &NodeContext, node: &str) {
+    if ctx.nodeport_networks().is_empty() {
+        tracing::warn!(
+            "no IP known for node {node:?} (no --node-ip, no Node object with addresses): NodePorts answer nowhere; give --node-ip or --nodeport-addresses"
+        );
     }
 }
 

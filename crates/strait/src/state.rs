@@ -1,7 +1,10 @@
-//! From manifests to a ClusterState, and following the files as they change:
-//! what `render`, `proxy`, `dns` and `lab` all start from.
+//! From manifests to a ClusterState: what `render`, `proxy`, `dns` and `lab`
+//! all start from. Following the files as they change is the agent's file
+//! source (`strait_agent::FileSource`, inotify); [`follower_reader`] is how
+//! it reads them for the followers.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::{
@@ -118,130 +121,70 @@ fn reconcile(
     Ok(state)
 }
 
-/// The objects a follower admitted at its last load, with where they were
-/// read: what it keeps when their new version is refused, as the API server
-/// keeps the stored object when an update is refused. (Objects are shared,
-/// not copied: this costs a reference per object.)
-#[derive(Clone, Debug, Default)]
-pub struct Admitted(Vec<(Object, Origin)>);
-
-/// What a follower's load made.
-pub struct Reload {
-    pub state: ClusterState,
-    /// To give to the next load.
-    pub admitted: Admitted,
-    /// How many objects, documents or files admission refused.
-    pub refused: usize,
-}
-
-/// [`load`] for the followers (`strait proxy`, `strait dns`): one bad object
-/// hurts only itself. A refused object keeps the version admitted `before`
-/// (a refused new object is absent), an unreadable document the object it
-/// held, an unreadable file its objects; each refusal is logged. The load
-/// still fails when what it would leave out is unknown (a directory that
-/// cannot be listed, input past the size limit) or the controllers fail.
-pub fn load_following(
-    files: &[String],
-    recursive: bool,
-    config: &ClusterConfig,
-    previous: Option<&ClusterState>,
-    before: &Admitted,
-) -> Result<Reload, Error> {
-    let started = Instant::now();
-    let mut loaded = read_objects_alone(files, recursive)?;
-    let refused = loaded.refused.len();
-    let kept = loaded.keep_refused(&before.0);
-    for (refusal, kept) in loaded.refused.iter().zip(kept) {
-        if kept.is_empty() {
-            tracing::error!("{}; refused", refusal.error);
-        } else {
-            let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
-            tracing::error!(
-                "{}; refused, keeping what was admitted before: {}",
-                refusal.error,
-                some_of(&names)
-            );
-        }
-    }
-    let admitted = Admitted(loaded.objects);
-    let desired = ClusterState::from_objects(
-        admitted
-            .0
+/// The reader the followers' file source uses (`strait proxy -f`, `strait
+/// dns -f`): one bad object hurts only itself. A refused object keeps the
+/// version admitted before from the same file (a refused new object is
+/// absent), an unreadable document the object it held, an unreadable file
+/// its objects, as the API server keeps the stored object when an update is
+/// refused. Each refusal is logged at every read where it stands;
+/// `refused` is told how many stand in all. (Objects are shared, not
+/// copied: keeping them costs a reference each.)
+pub fn follower_reader(mut refused: impl FnMut(usize) + Send + 'static) -> strait_agent::Reader {
+    // What each file gave last time, and how many refusals it had.
+    let mut admitted: BTreeMap<String, (Vec<(Object, Origin)>, usize)> = BTreeMap::new();
+    Box::new(move |paths: &[String], recursive: bool| {
+        let mut loaded = read_objects_alone(paths, recursive).map_err(|e| e.to_string())?;
+        let files: std::collections::BTreeSet<String> = loaded
+            .objects
             .iter()
-            .map(|(o, origin)| (o.clone(), Some(origin.clone()))),
-    )?;
-    tracing::info!(objects = desired.len(), elapsed = ?started.elapsed(), peak_rss_mb = strait_linux::peak_rss_mb(), "manifests read");
-    Ok(Reload {
-        state: reconcile(desired, previous, config)?,
-        admitted,
-        refused,
+            .map(|(_, o)| o.file.to_string())
+            .chain(loaded.refused.iter().map(|r| r.origin.file.to_string()))
+            .collect();
+        // What these paths gave before: files under a path read again.
+        let before: Vec<(Object, Origin)> = admitted
+            .iter()
+            .filter(|(f, _)| {
+                files.contains(*f)
+                    || paths.iter().any(|p| {
+                        f.as_str() == p || f.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                    })
+            })
+            .flat_map(|(_, (objects, _))| objects.iter().cloned())
+            .collect();
+        let kept = loaded.keep_refused(&before);
+        for (refusal, kept) in loaded.refused.iter().zip(kept) {
+            if kept.is_empty() {
+                tracing::error!("{}; refused", refusal.error);
+            } else {
+                let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    "{}; refused, keeping what was admitted before: {}",
+                    refusal.error,
+                    some_of(&names)
+                );
+            }
+        }
+        // Forget the paths read again, then note what they gave now.
+        admitted.retain(|f, _| {
+            !(files.contains(f)
+                || paths.iter().any(|p| {
+                    f.as_str() == p || f.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                }))
+        });
+        for (object, origin) in &loaded.objects {
+            admitted
+                .entry(origin.file.to_string())
+                .or_default()
+                .0
+                .push((object.clone(), origin.clone()));
+        }
+        for refusal in &loaded.refused {
+            admitted
+                .entry(refusal.origin.file.to_string())
+                .or_default()
+                .1 += 1;
+        }
+        refused(admitted.values().map(|(_, n)| n).sum());
+        Ok(loaded.objects)
     })
-}
-
-/// Modification times of the inputs (directories: of their files, and with
-/// `recursive` of their subdirectories' files too).
-fn stamp(files: &[String], recursive: bool) -> Vec<(String, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    for f in files {
-        stamp_path(std::path::Path::new(f), recursive, 0, &mut out);
-    }
-    out
-}
-
-/// How deep `-R` directories are followed for change detection; the reader
-/// itself refuses symlink loops, this only bounds the walk.
-const MAX_STAMP_DEPTH: usize = 32;
-
-fn stamp_path(
-    path: &std::path::Path,
-    recursive: bool,
-    depth: usize,
-    out: &mut Vec<(String, Option<SystemTime>)>,
-) {
-    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
-    if !path.is_dir() {
-        out.push((path.display().to_string(), modified(path)));
-        return;
-    }
-    let mut list: Vec<_> = std::fs::read_dir(path)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    list.sort();
-    for p in list {
-        if p.is_dir() && recursive && depth < MAX_STAMP_DEPTH {
-            stamp_path(&p, recursive, depth + 1, out);
-        } else {
-            out.push((p.display().to_string(), modified(&p)));
-        }
-    }
-}
-
-/// What the files looked like: taken before they are first read, so that a
-/// change made while they are read and applied is not missed.
-pub struct Seen(Vec<(String, Option<SystemTime>)>);
-
-impl Seen {
-    pub fn now(files: &[String], recursive: bool) -> Seen {
-        Seen(stamp(files, recursive))
-    }
-}
-
-/// Call `changed` whenever one of `files` differs from what was `seen`,
-/// looking every `poll_ms`; never returns.
-pub fn follow(
-    files: &[String],
-    recursive: bool,
-    poll_ms: u64,
-    seen: Seen,
-    mut changed: impl FnMut(),
-) -> ! {
-    let mut last = seen.0;
-    loop {
-        std::thread::sleep(Duration::from_millis(poll_ms));
-        let now = stamp(files, recursive);
-        if now != last {
-            last = now;
-            changed();
-        }
-    }
 }

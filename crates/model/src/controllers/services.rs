@@ -244,9 +244,19 @@ pub fn allocate(
             .services
             .get(&key.namespace, &key.name)
             .is_some_and(|old| **old == svc);
-        if !unchanged {
-            state.insert(Object::Service(svc.into()));
+        if unchanged {
+            continue;
         }
+        // The same allocation as last time: share the previous object, so
+        // that comparing the two snapshots is a pointer comparison.
+        let same = previous
+            .and_then(|p| p.services.get(&key.namespace, &key.name))
+            .filter(|old| ***old == svc)
+            .cloned();
+        match same {
+            Some(old) => state.insert(Object::Service(old)),
+            None => state.insert(Object::Service(svc.into())),
+        };
     }
     Ok(())
 }
