@@ -1428,7 +1428,7 @@ fn a_refused_service_hurts_only_itself_and_a_refused_update_keeps_the_old_versio
     let before = c.log().len();
     c.write("apiVersion: v1\nkind: [Service\n");
     let ok = wait_for(Duration::from_secs(5), || {
-        c.log()[before..].contains("no change to the rules")
+        c.log()[before..].contains("refused, keeping what was admitted before: ")
     });
     let log = c.log();
     assert!(ok, "{log}");
