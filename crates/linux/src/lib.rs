@@ -10,7 +10,6 @@ pub mod fake;
 mod http;
 mod netlink;
 mod netns;
-mod nf_netlink;
 mod nft;
 mod ops;
 mod sysctl;
@@ -19,9 +18,6 @@ pub use error::{Error, Result};
 pub use http::{HttpServer, Response};
 pub use netlink::{mac_string, parse_mac, Link, Netlink, RouteInfo, Vxlan};
 pub use netns::{NetNs, NsGuard};
-pub use nf_netlink::{
-    Batch, Data, Expr, NfNetlink, NlVerdict, REG32_00, REG_1, REG_2, REG_VERDICT,
-};
 pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
 pub use ops::{Kernel, Namespaces, NetOps};
 pub use sysctl::{read_sysctl, write_sysctl};
