@@ -19,7 +19,10 @@ use strait_nft::{ct_state, protocol, Reject, Table, Value};
 use strait_proxy::{family_in_use, plan, render, to_table, Family, NodeContext};
 
 /// Services the shared fixture lacks: a dual-stack one, an
-/// internalTrafficPolicy: Local one with a local endpoint.
+/// internalTrafficPolicy: Local one with a local endpoint, a NodePort with
+/// internalTrafficPolicy: Local and only a remote endpoint, and an
+/// externalTrafficPolicy: Local one whose only local endpoint is
+/// terminating (the case KEP-1669 was written for).
 const EXTRA: &str = r#"
 apiVersion: v1
 kind: Service
@@ -64,6 +67,41 @@ ports: [{name: http, port: 80}]
 endpoints:
   - {addresses: [10.244.1.31], nodeName: node-1, conditions: {ready: true, serving: true, terminating: false}}
   - {addresses: [10.244.2.31], nodeName: node-2, conditions: {ready: true, serving: true, terminating: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: itp-np}
+spec:
+  type: NodePort
+  clusterIP: 10.96.2.3
+  internalTrafficPolicy: Local
+  ports: [{name: http, port: 80, nodePort: 30090}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: itp-np-1, labels: {kubernetes.io/service-name: itp-np}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints:
+  - {addresses: [10.244.2.33], nodeName: node-2, conditions: {ready: true, serving: true, terminating: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: term-local}
+spec:
+  type: NodePort
+  clusterIP: 10.96.2.4
+  externalTrafficPolicy: Local
+  ports: [{name: http, port: 80, nodePort: 30091}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: term-local-1, labels: {kubernetes.io/service-name: term-local}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints:
+  - {addresses: [10.244.1.34], nodeName: node-1, conditions: {ready: false, serving: true, terminating: true}}
+  - {addresses: [10.244.2.34], nodeName: node-2, conditions: {ready: true, serving: true, terminating: false}}
 "#;
 
 fn cluster() -> ClusterState {
@@ -157,8 +195,12 @@ const CLIENT: &str = "198.51.100.7"; // outside the cluster, inside local-lb's s
 const STRANGER: &str = "192.0.2.99"; // outside the cluster and every source range
 
 fn tcp(iif: &str, from: &str, to: &str) -> Packet {
+    packet(protocol::TCP, iif, from, to)
+}
+
+fn packet(protocol: u8, iif: &str, from: &str, to: &str) -> Packet {
     let to: SocketAddr = to.parse().expect("addr:port");
-    Packet::new(iif, protocol::TCP, ip(from), 40000, to.ip(), to.port())
+    Packet::new(iif, protocol, ip(from), 40000, to.ip(), to.port())
 }
 
 /// From a pod of this node.
@@ -430,6 +472,78 @@ fn cases() -> Vec<Case> {
             name: "established-not-rejected-when-endpoints-gone",
             packet: from_pod("10.96.1.3:80").established(Some(socket("10.244.2.99:80"))),
             expect: Reaches(&[("10.244.2.99:80", 1.0, false)]),
+        },
+        // loadBalancerSourceRanges bind pods too: only the ranges (and the
+        // LB's own addresses) may use the LB IP.
+        Case {
+            name: "lb-source-ranges-bind-pods",
+            packet: from_pod("203.0.113.5:80"),
+            expect: Stopped {
+                fate: Fate::Dropped,
+                chain: "firewall-check",
+                dnat: false,
+            },
+        },
+        // A NodePort with externalTrafficPolicy: Cluster masquerades pods as
+        // well (all traffic to an external destination).
+        Case {
+            name: "nodeport-from-pod-masqueraded",
+            packet: from_pod("172.18.0.2:30080"),
+            expect: Reaches(&[("10.244.1.5:80", 0.5, true), ("10.244.2.5:80", 0.5, true)]),
+        },
+        // internalTrafficPolicy binds cluster-internal traffic only: the
+        // ClusterIP has no local endpoint (dropped), the NodePort uses
+        // every endpoint (KEP-2086).
+        Case {
+            name: "itp-local-clusterip-no-local-endpoint-dropped",
+            packet: from_pod("10.96.2.3:80"),
+            expect: Stopped {
+                fate: Fate::Dropped,
+                chain: "endpoints-check",
+                dnat: false,
+            },
+        },
+        Case {
+            name: "itp-local-does-not-bind-nodeport",
+            packet: from_outside(CLIENT, "172.18.0.2:30090"),
+            expect: Reaches(&[("10.244.2.33:80", 1.0, true)]),
+        },
+        // KEP-1669: externalTrafficPolicy: Local whose only local endpoint
+        // is terminating but serving: outside traffic goes to it rather
+        // than being dropped, source kept...
+        Case {
+            name: "etp-local-terminating-local-endpoint-used",
+            packet: from_outside(CLIENT, "172.18.0.2:30091"),
+            expect: Reaches(&[("10.244.1.34:80", 1.0, false)]),
+        },
+        // ...while cluster traffic, with a ready endpoint elsewhere, uses
+        // only the ready one.
+        Case {
+            name: "terminating-not-used-when-ready-exists",
+            packet: from_pod("10.96.2.4:80"),
+            expect: Reaches(&[("10.244.2.34:80", 1.0, false)]),
+        },
+        // Other protocols: UDP (DNS; an endpoint without conditions counts
+        // as ready) and SCTP.
+        Case {
+            name: "udp-dns-unset-conditions-ready",
+            packet: packet(protocol::UDP, "cni0", POD, "10.96.0.10:53"),
+            expect: Reaches(&[("10.244.1.10:53", 1.0, false)]),
+        },
+        Case {
+            name: "sctp-clusterip",
+            packet: packet(protocol::SCTP, "cni0", POD, "10.96.1.9:3868"),
+            expect: Reaches(&[("10.244.2.11:3868", 1.0, false)]),
+        },
+        // A protocol the Service port does not have is a wrong port: rejected.
+        Case {
+            name: "udp-to-tcp-only-service-rejected",
+            packet: packet(protocol::UDP, "cni0", POD, "10.96.1.1:80"),
+            expect: Stopped {
+                fate: Fate::Rejected(Reject::Default),
+                chain: "reject-chain",
+                dnat: false,
+            },
         },
         Case {
             name: "ipv6-unallocated-service-ip-dropped",
