@@ -545,6 +545,48 @@ fn cases() -> Vec<Case> {
                 dnat: false,
             },
         },
+        // A pod of another node (in over flannel) is in the pod network:
+        // not masqueraded.
+        Case {
+            name: "clusterip-from-remote-pod-unmasqueraded",
+            packet: tcp("flannel.1", "10.244.2.50", "10.96.2.1:80"),
+            expect: Reaches(&[("10.244.1.30:80", 1.0, false)]),
+        },
+        // The node's own connections: rejected without endpoints (output
+        // path), and bound by loadBalancerSourceRanges like anyone else.
+        Case {
+            name: "no-endpoints-from-node-rejected",
+            packet: from_node("10.96.1.3:80"),
+            expect: Stopped {
+                fate: reset.clone(),
+                chain: "reject-chain",
+                dnat: false,
+            },
+        },
+        Case {
+            name: "lb-source-ranges-bind-the-node",
+            packet: from_node("203.0.113.5:80"),
+            expect: Stopped {
+                fate: Fate::Dropped,
+                chain: "firewall-check",
+                dnat: false,
+            },
+        },
+        // Hairpin through a session-affinity Service (its endpoint chains).
+        Case {
+            name: "hairpin-with-affinity-masqueraded",
+            packet: tcp("cni0", "10.244.1.4", "10.96.1.2:80"),
+            expect: Reaches(&[("10.244.1.4:80", 0.5, true), ("10.244.2.4:80", 0.5, false)]),
+        },
+        Case {
+            name: "ipv6-clusterip-wrong-port-rejected",
+            packet: tcp("cni0", "fd00:10:244:1::20", "[fd00:96::21]:81"),
+            expect: Stopped {
+                fate: reset.clone(),
+                chain: "reject-chain",
+                dnat: false,
+            },
+        },
         Case {
             name: "ipv6-unallocated-service-ip-dropped",
             packet: tcp("cni0", "fd00:10:244:1::20", "[fd00:96::99]:80"),
