@@ -148,7 +148,11 @@ fn context() -> NodeContext {
 
 /// The proxy's tables for node-1, as `strait proxy` programs them.
 fn tables(state: &ClusterState) -> Vec<Table> {
-    let planned = plan(state, &context());
+    tables_with(state, &context())
+}
+
+fn tables_with(state: &ClusterState, ctx: &NodeContext) -> Vec<Table> {
+    let planned = plan(state, ctx);
     Family::ALL
         .into_iter()
         .filter(|f| *f == Family::V4 || family_in_use(&planned, *f))
@@ -681,15 +685,11 @@ fn check(outcomes: &[Outcome], expect: &Expect) -> Option<String> {
     }
 }
 
-#[test]
-fn kube_proxy_behaviours() {
-    let state = cluster();
-    let tables = tables(&state);
+/// Trace every case; the failures, one line each.
+fn run(tables: &[Table], node: &Node, cases: &[Case]) -> Vec<String> {
     let refs: Vec<&Table> = tables.iter().collect();
-    let node = node();
     let mut failures = Vec::new();
-    let cases = cases();
-    for case in &cases {
+    for case in cases {
         match trace::trace(&refs, &node, &case.packet) {
             Err(e) => failures.push(format!("{}: trace failed: {e}", case.name)),
             Ok(outcomes) => {
@@ -707,6 +707,15 @@ fn kube_proxy_behaviours() {
             }
         }
     }
+    failures
+}
+
+#[test]
+fn kube_proxy_behaviours() {
+    let state = cluster();
+    let cases = cases();
+    let failures = run(&tables(&state), &node(), &cases);
+    eprintln!("{} cases traced", cases.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
@@ -769,4 +778,29 @@ fn affinity_remembers_the_client() {
             (socket("10.244.2.4:80"), 0.5)
         ]
     );
+}
+
+/// `--nodeport-addresses 192.168.50.0/24`: NodePorts answer on the node's
+/// addresses in that network only, no longer on the primary IP.
+#[test]
+fn nodeport_addresses_choose_where_nodeports_answer() {
+    let state = cluster();
+    let ctx = NodeContext {
+        nodeport_addresses: vec!["192.168.50.0/24".parse().unwrap()],
+        ..context()
+    };
+    let cases = [
+        Case {
+            name: "nodeport-on-listed-address",
+            packet: tcp("eth1", "192.168.50.9", "192.168.50.2:30080"),
+            expect: Expect::Reaches(&[("10.244.1.5:80", 0.5, true), ("10.244.2.5:80", 0.5, true)]),
+        },
+        Case {
+            name: "nodeport-not-on-unlisted-primary-ip",
+            packet: from_outside(CLIENT, "172.18.0.2:30080"),
+            expect: Expect::Untouched(Fate::Local),
+        },
+    ];
+    let failures = run(&tables_with(&state, &ctx), &node(), &cases);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
