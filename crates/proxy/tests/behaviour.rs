@@ -690,7 +690,7 @@ fn run(tables: &[Table], node: &Node, cases: &[Case]) -> Vec<String> {
     let refs: Vec<&Table> = tables.iter().collect();
     let mut failures = Vec::new();
     for case in cases {
-        match trace::trace(&refs, &node, &case.packet) {
+        match trace::trace(&refs, node, &case.packet) {
             Err(e) => failures.push(format!("{}: trace failed: {e}", case.name)),
             Ok(outcomes) => {
                 if let Some(why) = check(&outcomes, &case.expect) {
