@@ -22,7 +22,9 @@ use strait_proxy::{family_in_use, plan, render, to_table, Family, NodeContext};
 /// internalTrafficPolicy: Local one with a local endpoint, a NodePort with
 /// internalTrafficPolicy: Local and only a remote endpoint, and an
 /// externalTrafficPolicy: Local one whose only local endpoint is
-/// terminating (the case KEP-1669 was written for).
+/// terminating (the case KEP-1669 was written for); one whose endpoints
+/// are all unusable, and an externalTrafficPolicy: Local one whose local
+/// endpoint is not ready.
 const EXTRA: &str = r#"
 apiVersion: v1
 kind: Service
@@ -102,6 +104,40 @@ ports: [{name: http, port: 80}]
 endpoints:
   - {addresses: [10.244.1.34], nodeName: node-1, conditions: {ready: false, serving: true, terminating: true}}
   - {addresses: [10.244.2.34], nodeName: node-2, conditions: {ready: true, serving: true, terminating: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unready}
+spec:
+  clusterIP: 10.96.2.5
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: unready-1, labels: {kubernetes.io/service-name: unready}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints:
+  - {addresses: [10.244.1.35], nodeName: node-1, conditions: {ready: false, serving: false, terminating: false}}
+  - {addresses: [10.244.2.35], nodeName: node-2, conditions: {ready: false, serving: false, terminating: true}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: etp-unready-local}
+spec:
+  type: NodePort
+  clusterIP: 10.96.2.6
+  externalTrafficPolicy: Local
+  ports: [{name: http, port: 80, nodePort: 30092}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: etp-unready-local-1, labels: {kubernetes.io/service-name: etp-unready-local}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints:
+  - {addresses: [10.244.1.36], nodeName: node-1, conditions: {ready: false, serving: false, terminating: false}}
+  - {addresses: [10.244.2.36], nodeName: node-2, conditions: {ready: true, serving: true, terminating: false}}
 "#;
 
 fn cluster() -> ClusterState {
@@ -590,6 +626,40 @@ fn cases() -> Vec<Case> {
                 chain: "reject-chain",
                 dnat: false,
             },
+        },
+        // internalTrafficPolicy: Local binds the node's own connections too.
+        Case {
+            name: "itp-local-from-node-local-endpoints-masqueraded",
+            packet: from_node("10.96.2.2:80"),
+            expect: Reaches(&[("10.244.1.31:80", 1.0, true)]),
+        },
+        // Endpoints that exist but none usable (not ready, not serving):
+        // the same as no endpoints, rejected.
+        Case {
+            name: "only-unusable-endpoints-rejected",
+            packet: from_pod("10.96.2.5:80"),
+            expect: Stopped {
+                fate: reset.clone(),
+                chain: "reject-chain",
+                dnat: false,
+            },
+        },
+        // externalTrafficPolicy: Local with a local endpoint that is not
+        // ready: no usable local endpoint, outside traffic dropped; pods
+        // still reach the ready remote one.
+        Case {
+            name: "etp-local-unready-local-endpoint-dropped",
+            packet: from_outside(CLIENT, "172.18.0.2:30092"),
+            expect: Stopped {
+                fate: Fate::Dropped,
+                chain: "ext-",
+                dnat: false,
+            },
+        },
+        Case {
+            name: "etp-local-unready-local-pods-use-ready-remote",
+            packet: from_pod("10.96.2.6:80"),
+            expect: Reaches(&[("10.244.2.36:80", 1.0, false)]),
         },
         Case {
             name: "ipv6-unallocated-service-ip-dropped",
