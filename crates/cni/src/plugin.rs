@@ -783,6 +783,7 @@ fn apply_full(tx: &Transaction) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::debug!("netlink refused the full transaction ({e}); trying nft");
+            tx.validate().map_err(|e| Error::internal(e.to_string()))?;
             nft_apply(&strait_nft::text::transaction_script(tx)).map_err(Error::from)
         }
     }

@@ -139,8 +139,21 @@ impl Table {
                             });
                         }
                     }
-                    if let Expr::Cmp { value, .. } = expr {
-                        value.validate()?;
+                    expr.validate_values()?;
+                }
+            }
+        }
+        for (name, set) in &self.sets {
+            for element in set.elements.values() {
+                if let Some(ElementValue::Verdict(Verdict::Jump(c) | Verdict::Goto(c))) =
+                    &element.value
+                {
+                    if !self.chains.contains_key(c) {
+                        return Err(Error::Missing {
+                            chain: name.clone(),
+                            what: "chain",
+                            name: c.clone(),
+                        });
                     }
                 }
             }
@@ -595,6 +608,15 @@ impl Expr {
         Expr::Verdict(Verdict::Return)
     }
 
+    /// Whether the constants of this step can be written (interface names).
+    fn validate_values(&self) -> Result<()> {
+        match self {
+            Expr::Cmp { value, .. } => value.validate(),
+            Expr::OneOf { values, .. } => values.iter().try_for_each(Value::validate),
+            _ => Ok(()),
+        }
+    }
+
     /// The chains (`"chain"`) and sets (`"set"`) this step names.
     pub fn references(&self) -> Vec<(&'static str, &str)> {
         match self {
@@ -823,6 +845,56 @@ impl Transaction {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Whether every name and constant of the steps can be written as nft
+    /// text: the check the `nft -f` fallback makes before it writes, as the
+    /// netlink encoder does before it encodes (whether the chains and sets
+    /// named exist is the kernel's to say, atomically).
+    pub fn validate(&self) -> Result<()> {
+        check_name("table", &self.table)?;
+        let verdict = |v: &Verdict| match v {
+            Verdict::Jump(c) | Verdict::Goto(c) => check_name("chain", c),
+            _ => Ok(()),
+        };
+        for op in &self.ops {
+            match op {
+                Op::AddTable | Op::DeleteTable => {}
+                Op::AddSet { name, .. } | Op::DeleteSet(name) => check_name("set", name)?,
+                Op::AddChain { name, .. } | Op::FlushChain(name) | Op::DeleteChain(name) => {
+                    check_name("chain", name)?
+                }
+                Op::AddRule { chain, rule } => {
+                    check_name("chain", chain)?;
+                    for expr in &rule.exprs {
+                        for (what, target) in expr.references() {
+                            check_name(what, target)?;
+                        }
+                        expr.validate_values()?;
+                    }
+                }
+                Op::AddElements { set, elements } => {
+                    check_name("set", set)?;
+                    for (key, element) in elements {
+                        key.iter().try_for_each(Value::validate)?;
+                        match &element.value {
+                            Some(ElementValue::Verdict(v)) => verdict(v)?,
+                            Some(ElementValue::Data(values)) => {
+                                values.iter().try_for_each(Value::validate)?
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                Op::DeleteElements { set, keys } => {
+                    check_name("set", set)?;
+                    for key in keys {
+                        key.iter().try_for_each(Value::validate)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -280,3 +280,50 @@ fn transactions_are_written_step_by_step() {
          delete chain ip6 strait svc-Y\n"
     );
 }
+
+#[test]
+fn a_transaction_with_a_name_or_interface_nft_would_misread_is_refused() {
+    let mut tx = Transaction::new(Family::Inet, "t");
+    tx.ops.push(Op::AddElements {
+        set: "masq4".into(),
+        elements: vec![(
+            vec![Value::Addr("10.0.0.1".parse().unwrap())],
+            Element {
+                value: Some(ElementValue::Verdict(Verdict::Jump(
+                    "x }; flush ruleset".into(),
+                ))),
+                comment: None,
+            },
+        )],
+    });
+    assert!(matches!(tx.validate(), Err(Error::Name { .. })));
+    let mut tx = Transaction::new(Family::Inet, "t");
+    tx.ops.push(Op::AddRule {
+        chain: "c".into(),
+        rule: Rule::new(vec![Expr::OneOf {
+            field: Field::Iifname,
+            values: vec![Value::Ifname("a\" drop".into())],
+        }]),
+    });
+    assert!(matches!(tx.validate(), Err(Error::Ifname(_))));
+    let mut tx = Transaction::new(Family::Ip, "strait");
+    tx.ops.push(Op::FlushChain("svc-ABC".into()));
+    tx.validate().unwrap();
+}
+
+#[test]
+fn an_element_jumping_to_a_chain_the_table_lacks_is_refused() {
+    let mut t = sample();
+    t.sets["service-ips"].insert(
+        vec![
+            Value::Addr("10.96.0.2".parse().unwrap()),
+            Value::TCP,
+            Value::Port(80),
+        ],
+        Some(ElementValue::Verdict(Verdict::Goto("nowhere".into()))),
+    );
+    assert!(matches!(
+        t.validate(),
+        Err(Error::Missing { what: "chain", .. })
+    ));
+}

@@ -741,6 +741,8 @@ fn apply(socket: &mut Option<Socket>, tx: &Transaction) -> Result<&'static str> 
             Err(e) => tracing::warn!("netlink batch refused ({e}); retrying through nft"),
         }
     }
+    // Nothing the netlink encoder would refuse reaches nft's grammar either.
+    tx.validate()?;
     nft_apply(&text::transaction_script(tx))?;
     Ok("nft")
 }

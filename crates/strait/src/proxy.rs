@@ -163,6 +163,21 @@ fn or_none(v: &[String]) -> String {
 }
 
 /// The node's context; its IPs from the Node object unless given.
+/// A Node's primary addresses: its InternalIP and ExternalIP ones.
+pub fn node_addresses(state: &ClusterState, node: &str) -> Vec<IpAddr> {
+    let Some(n) = state.nodes.get("", node) else {
+        return Vec::new();
+    };
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| matches!(a.type_.as_str(), "InternalIP" | "ExternalIP"))
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
 fn context(
     state: &ClusterState,
     node: &str,
@@ -171,21 +186,7 @@ fn context(
 ) -> NodeContext {
     let mut ips = node_ips.to_vec();
     if ips.is_empty() {
-        if let Some(n) = state.nodes.get("", node) {
-            for a in n
-                .status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .into_iter()
-                .flatten()
-            {
-                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
-                    if let Ok(ip) = a.address.parse() {
-                        ips.push(ip);
-                    }
-                }
-            }
-        }
+        ips = node_addresses(state, node);
     }
     NodeContext {
         node_name: node.to_owned(),

@@ -146,20 +146,7 @@ impl Topology {
         let mut nodes = Vec::new();
         for n in state.nodes.iter() {
             let name = n.metadata.name.clone().unwrap_or_default();
-            let mut addresses: Vec<IpAddr> = Vec::new();
-            for a in n
-                .status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .into_iter()
-                .flatten()
-            {
-                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
-                    if let Ok(ip) = a.address.parse() {
-                        addresses.push(ip);
-                    }
-                }
-            }
+            let addresses = crate::proxy::node_addresses(state, &name);
             let spec = n.spec.as_ref();
             let mut pod_cidrs: Vec<IpNet> = spec
                 .and_then(|s| s.pod_cidrs.as_ref())
