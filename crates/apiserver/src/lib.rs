@@ -17,6 +17,7 @@
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
 //! - [`store`]: objects, resourceVersions, history and watches.
 
+pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod openapi;
@@ -24,6 +25,7 @@ pub mod patch;
 pub mod resources;
 pub mod store;
 pub mod table;
+pub mod tls;
 
 pub use error::{ApiError, Cause};
 pub use resources::{Resource, Subresource, RESOURCES};
