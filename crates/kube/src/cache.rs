@@ -1,0 +1,544 @@
+//! The snapshot a watch stream builds, and the change set of each step:
+//! pure (no I/O, no clock), so that it is tested with synthetic watcher
+//! events.
+//!
+//! Every watcher event of every kind goes into one working
+//! [`ClusterState`], edited in place, and the keys it touched are noted.
+//! [`Cache::take`] hands out a snapshot with the change set of the noted
+//! keys, compared object by object with the snapshot handed out before: a
+//! burst of events between two takes is one update, and an object changed
+//! and changed back is no change.
+//!
+//! A relist (the first list, or after a watch expired with 410 Gone) is
+//! buffered until it is complete, then replaces the kind's objects in one
+//! step, as client-go's reflector replaces its store: a consumer never sees
+//! half a list, and what the relist did not change is not in the change set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use kube::runtime::watcher::Event;
+use strait_agent::{Changes, Update};
+use strait_model::{ClusterState, Kind, Object, ObjectKey};
+
+/// One object of a watch event, through the model's admission.
+#[derive(Clone, Debug)]
+pub enum Admitted {
+    Object(Object),
+    /// Admission refused it: the message names the object and the field.
+    Refused {
+        key: ObjectKey,
+        message: String,
+    },
+}
+
+impl Admitted {
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Admitted::Object(o) => ObjectKey::of(o),
+            Admitted::Refused { key, .. } => key.clone(),
+        }
+    }
+}
+
+/// What one step of [`Cache::apply`] said about refused objects, for the
+/// caller to log (the cache itself does no I/O).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Refused by admission; `kept` when its previous version stays.
+    Refused {
+        key: ObjectKey,
+        message: String,
+        kept: bool,
+    },
+    /// A relist of `kind` is complete: how many objects it changed.
+    Relisted { kind: Kind, changed: usize },
+}
+
+#[derive(Default)]
+struct KindState {
+    /// The first full list is complete.
+    synced: bool,
+    /// A list in progress: what it gave so far, by namespace and name.
+    relist: Option<HashMap<(String, String), Admitted>>,
+}
+
+/// The cluster as the watch streams describe it.
+pub struct Cache {
+    state: ClusterState,
+    kinds: BTreeMap<Kind, KindState>,
+    /// Keys touched since the last snapshot handed out.
+    touched: BTreeSet<ObjectKey>,
+    /// Objects refused now, with why.
+    refused: BTreeMap<ObjectKey, String>,
+    published: Option<Arc<ClusterState>>,
+}
+
+impl Cache {
+    /// A cache of the `kinds` watched: no snapshot before each of them has
+    /// completed its first full list.
+    pub fn new(kinds: impl IntoIterator<Item = Kind>) -> Cache {
+        Cache {
+            state: ClusterState::default(),
+            kinds: kinds
+                .into_iter()
+                .map(|k| (k, KindState::default()))
+                .collect(),
+            touched: BTreeSet::new(),
+            refused: BTreeMap::new(),
+            published: None,
+        }
+    }
+
+    /// Whether every watched kind completed its first full list.
+    pub fn synced(&self) -> bool {
+        self.kinds.values().all(|k| k.synced)
+    }
+
+    /// The kinds still waiting for their first full list.
+    pub fn unsynced(&self) -> Vec<Kind> {
+        self.kinds
+            .iter()
+            .filter(|(_, s)| !s.synced)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Objects refused by admission now (each keeps its previous version,
+    /// or is absent).
+    pub fn refused(&self) -> &BTreeMap<ObjectKey, String> {
+        &self.refused
+    }
+
+    /// The working state (every event applied, relists in progress not).
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// Whether there is something for [`Cache::take`] to look at.
+    pub fn pending(&self) -> bool {
+        self.synced() && (self.published.is_none() || !self.touched.is_empty())
+    }
+
+    /// One watcher event of `kind`. Events of a kind that is not watched
+    /// are ignored.
+    pub fn apply(&mut self, kind: Kind, event: Event<Admitted>) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let Some(ks) = self.kinds.get_mut(&kind) else {
+            return notices;
+        };
+        match event {
+            // A list starts (again): what an earlier, broken one gave is dropped.
+            Event::Init => ks.relist = Some(HashMap::new()),
+            Event::InitApply(a) => {
+                // An object of a list that was never started: treat as one.
+                let buffer = ks.relist.get_or_insert_with(HashMap::new);
+                let key = a.key();
+                buffer.insert((key.namespace, key.name), a);
+            }
+            Event::InitDone => {
+                let buffer = ks.relist.take().unwrap_or_default();
+                ks.synced = true;
+                let changed = self.replace(kind, buffer, &mut notices);
+                notices.push(Notice::Relisted { kind, changed });
+            }
+            Event::Apply(a) => {
+                if let Some(buffer) = ks.relist.as_mut() {
+                    let key = a.key();
+                    buffer.insert((key.namespace, key.name), a);
+                } else {
+                    self.upsert(a, &mut notices);
+                }
+            }
+            Event::Delete(a) => {
+                let key = a.key();
+                if let Some(buffer) = ks.relist.as_mut() {
+                    buffer.remove(&(key.namespace.clone(), key.name.clone()));
+                } else {
+                    self.refused.remove(&key);
+                    if self.state.remove(&key).is_some() {
+                        self.touched.insert(key);
+                    }
+                }
+            }
+        }
+        notices
+    }
+
+    /// Add or replace one object; a refused one keeps its previous version.
+    /// Returns whether the working state changed.
+    fn upsert(&mut self, a: Admitted, notices: &mut Vec<Notice>) -> bool {
+        match a {
+            Admitted::Object(o) => {
+                let key = ObjectKey::of(&o);
+                self.refused.remove(&key);
+                // The same object again (a relist, a resync): nothing to do.
+                if self.state.get(&key).as_ref() == Some(&o) {
+                    return false;
+                }
+                self.state.insert(o);
+                self.touched.insert(key);
+                true
+            }
+            Admitted::Refused { key, message } => {
+                let kept = self.state.contains(&key);
+                self.refused.insert(key.clone(), message.clone());
+                notices.push(Notice::Refused { key, message, kept });
+                false
+            }
+        }
+    }
+
+    /// A complete list of `kind` replaces its objects: those it does not
+    /// hold are deleted (a refused one keeps its previous version, as on
+    /// an update). Returns how many objects changed.
+    fn replace(
+        &mut self,
+        kind: Kind,
+        listed: HashMap<(String, String), Admitted>,
+        notices: &mut Vec<Notice>,
+    ) -> usize {
+        let gone: Vec<ObjectKey> = self
+            .state
+            .objects_of(kind)
+            .filter(|k| !listed.contains_key(&(k.namespace.clone(), k.name.clone())))
+            .collect();
+        let mut changed = 0;
+        for key in gone {
+            self.state.remove(&key);
+            self.touched.insert(key);
+            changed += 1;
+        }
+        self.refused.retain(|k, _| {
+            k.kind != kind || listed.contains_key(&(k.namespace.clone(), k.name.clone()))
+        });
+        // In key order: the log of refusals reads the same every time.
+        let mut listed: Vec<Admitted> = listed.into_values().collect();
+        listed.sort_by_key(Admitted::key);
+        for a in listed {
+            if self.upsert(a, notices) {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// The next snapshot, if there is one: `None` before every kind's
+    /// first full list, and when nothing differs from the last one handed
+    /// out. The first is [`Changes::Everything`]; then the change set holds
+    /// exactly the objects that differ.
+    pub fn take(&mut self) -> Option<Update> {
+        if !self.synced() {
+            return None;
+        }
+        let Some(published) = &self.published else {
+            let state = Arc::new(self.state.clone());
+            self.touched.clear();
+            self.published = Some(state.clone());
+            return Some(Update {
+                state,
+                changes: Changes::Everything,
+            });
+        };
+        if self.touched.is_empty() {
+            return None;
+        }
+        let touched = std::mem::take(&mut self.touched);
+        // A copy of the working state (shared objects: pointers only) that
+        // the consumer may keep while the next events arrive.
+        let state = Arc::new(self.state.clone());
+        let changes = published.diff_keys(&state, &touched);
+        if changes.is_empty() {
+            return None;
+        }
+        self.published = Some(state.clone());
+        Some(Update {
+            state,
+            changes: Changes::Set(Arc::new(changes)),
+        })
+    }
+}
+
+/// The keys of one kind's objects in a snapshot.
+trait ObjectsOf {
+    fn objects_of(&self, kind: Kind) -> Box<dyn Iterator<Item = ObjectKey> + '_>;
+}
+
+impl ObjectsOf for ClusterState {
+    fn objects_of(&self, kind: Kind) -> Box<dyn Iterator<Item = ObjectKey> + '_> {
+        fn keys<
+            'a,
+            T: k8s_openapi::Metadata<
+                    Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                > + 'a,
+        >(
+            kind: Kind,
+            store: &'a strait_model::Store<T>,
+        ) -> Box<dyn Iterator<Item = ObjectKey> + 'a> {
+            Box::new(store.iter().map(move |o| {
+                let m = o.metadata();
+                ObjectKey::new(
+                    kind,
+                    m.namespace.clone().unwrap_or_default(),
+                    m.name.clone().unwrap_or_default(),
+                )
+            }))
+        }
+        match kind {
+            Kind::Deployment => keys(kind, &self.deployments),
+            Kind::EndpointSlice => keys(kind, &self.endpoint_slices),
+            Kind::Endpoints => keys(kind, &self.endpoints),
+            Kind::Ingress => keys(kind, &self.ingresses),
+            Kind::IngressClass => keys(kind, &self.ingress_classes),
+            Kind::Namespace => keys(kind, &self.namespaces),
+            Kind::NetworkPolicy => keys(kind, &self.network_policies),
+            Kind::Node => keys(kind, &self.nodes),
+            Kind::Pod => keys(kind, &self.pods),
+            Kind::Service => keys(kind, &self.services),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::DynamicObject;
+    use strait_model::Change;
+
+    fn svc(ns: &str, name: &str, port: i64) -> Admitted {
+        let o: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": port}]}
+        }))
+        .unwrap();
+        crate::admit(Kind::Service, "services", o)
+    }
+
+    fn ns(name: &str) -> Admitted {
+        let o: DynamicObject =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        crate::admit(Kind::Namespace, "namespaces", o)
+    }
+
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Service, ns, name)
+    }
+
+    fn list(cache: &mut Cache, kind: Kind, objects: Vec<Admitted>) -> Vec<Notice> {
+        let mut notices = cache.apply(kind, Event::Init);
+        for o in objects {
+            notices.extend(cache.apply(kind, Event::InitApply(o)));
+        }
+        notices.extend(cache.apply(kind, Event::InitDone));
+        notices
+    }
+
+    fn changes(update: Update) -> Vec<Change> {
+        match update.changes {
+            Changes::Set(s) => s.changes.clone(),
+            Changes::Everything => panic!("everything"),
+        }
+    }
+
+    /// A cache of Services and Namespaces, both listed, first update taken.
+    fn synced() -> Cache {
+        let mut c = Cache::new([Kind::Service, Kind::Namespace]);
+        list(&mut c, Kind::Namespace, vec![ns("a")]);
+        list(
+            &mut c,
+            Kind::Service,
+            vec![svc("a", "web", 80), svc("a", "db", 5432)],
+        );
+        assert!(c.take().is_some());
+        c
+    }
+
+    #[test]
+    fn nothing_before_every_kind_listed_then_everything() {
+        let mut c = Cache::new([Kind::Service, Kind::Namespace]);
+        list(&mut c, Kind::Service, vec![svc("a", "web", 80)]);
+        assert!(c.take().is_none(), "Namespaces are not listed yet");
+        assert_eq!(c.unsynced(), vec![Kind::Namespace]);
+        // An event of a listed kind meanwhile is kept, not handed out.
+        c.apply(Kind::Service, Event::Apply(svc("a", "db", 5432)));
+        assert!(c.take().is_none());
+        list(&mut c, Kind::Namespace, vec![ns("a")]);
+        let first = c.take().unwrap();
+        assert!(matches!(first.changes, Changes::Everything));
+        assert_eq!(first.state.services.len(), 2);
+        assert_eq!(first.state.namespaces.len(), 1);
+        assert!(c.take().is_none(), "nothing new");
+    }
+
+    #[test]
+    fn an_empty_list_counts_as_listed() {
+        let mut c = Cache::new([Kind::Service]);
+        list(&mut c, Kind::Service, vec![]);
+        let first = c.take().unwrap();
+        assert!(first.state.is_empty());
+    }
+
+    #[test]
+    fn each_event_gives_the_change_of_its_object_only() {
+        let mut c = synced();
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 81)));
+        assert_eq!(
+            changes(c.take().unwrap()),
+            vec![Change::Modified(key("a", "web"))]
+        );
+        c.apply(Kind::Service, Event::Apply(svc("a", "new", 80)));
+        let u = c.take().unwrap();
+        assert!(u.state.services.get("a", "new").is_some());
+        assert_eq!(changes(u), vec![Change::Added(key("a", "new"))]);
+        c.apply(Kind::Service, Event::Delete(svc("a", "db", 5432)));
+        let u = c.take().unwrap();
+        assert!(u.state.services.get("a", "db").is_none());
+        assert_eq!(changes(u), vec![Change::Deleted(key("a", "db"))]);
+    }
+
+    #[test]
+    fn a_burst_is_one_update_and_a_change_undone_is_none() {
+        let mut c = synced();
+        let before = c.take();
+        assert!(before.is_none());
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 81)));
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 82)));
+        c.apply(Kind::Service, Event::Apply(svc("a", "x", 80)));
+        assert_eq!(
+            changes(c.take().unwrap()),
+            vec![
+                Change::Added(key("a", "x")),
+                Change::Modified(key("a", "web"))
+            ]
+        );
+        // Changed and changed back before the consumer looked: nothing.
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 1)));
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 82)));
+        c.apply(Kind::Service, Event::Apply(svc("a", "y", 80)));
+        c.apply(Kind::Service, Event::Delete(svc("a", "y", 80)));
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn a_relist_of_the_same_objects_changes_nothing() {
+        let mut c = synced();
+        let notices = list(
+            &mut c,
+            Kind::Service,
+            vec![svc("a", "db", 5432), svc("a", "web", 80)],
+        );
+        assert_eq!(
+            notices,
+            vec![Notice::Relisted {
+                kind: Kind::Service,
+                changed: 0
+            }]
+        );
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn a_relist_gives_only_what_differs_and_is_seen_whole() {
+        let mut c = synced();
+        c.apply(Kind::Service, Event::Init);
+        c.apply(Kind::Service, Event::InitApply(svc("a", "web", 8080)));
+        // Half a list: nothing handed out, the old objects stand.
+        assert!(c.take().is_none());
+        assert!(c.state().services.get("a", "db").is_some());
+        c.apply(Kind::Service, Event::InitApply(svc("a", "new", 80)));
+        c.apply(Kind::Service, Event::InitDone);
+        let u = c.take().unwrap();
+        assert_eq!(
+            changes(u.clone()),
+            vec![
+                Change::Added(key("a", "new")),
+                Change::Modified(key("a", "web")),
+                Change::Deleted(key("a", "db"))
+            ]
+        );
+        assert_eq!(u.state.services.len(), 2);
+        assert_eq!(u.state.namespaces.len(), 1, "other kinds untouched");
+    }
+
+    #[test]
+    fn a_list_broken_off_and_started_again_keeps_nothing_of_the_first_try() {
+        let mut c = synced();
+        c.apply(Kind::Service, Event::Init);
+        c.apply(Kind::Service, Event::InitApply(svc("a", "ghost", 80)));
+        c.apply(Kind::Service, Event::Init);
+        c.apply(Kind::Service, Event::InitApply(svc("a", "web", 80)));
+        c.apply(Kind::Service, Event::InitApply(svc("a", "db", 5432)));
+        c.apply(Kind::Service, Event::InitDone);
+        assert!(c.take().is_none());
+        assert!(c.state().services.get("a", "ghost").is_none());
+    }
+
+    #[test]
+    fn a_refused_object_keeps_its_previous_version_and_hurts_no_other() {
+        let mut c = synced();
+        let notices = c.apply(Kind::Service, Event::Apply(svc("a", "web", 70000)));
+        match &notices[..] {
+            [Notice::Refused {
+                key: k,
+                message,
+                kept: true,
+            }] => {
+                assert_eq!(k, &key("a", "web"));
+                assert!(message.contains("spec.ports[0].port"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.refused().len(), 1);
+        c.apply(Kind::Service, Event::Apply(svc("a", "db", 5433)));
+        let u = c.take().unwrap();
+        assert_eq!(changes(u.clone()), vec![Change::Modified(key("a", "db"))]);
+        let web = u.state.services.get("a", "web").unwrap();
+        assert_eq!(
+            web.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+            80
+        );
+        // Fixed: admitted, no longer counted.
+        c.apply(Kind::Service, Event::Apply(svc("a", "web", 81)));
+        assert!(c.refused().is_empty());
+        assert_eq!(
+            changes(c.take().unwrap()),
+            vec![Change::Modified(key("a", "web"))]
+        );
+        // A new object refused is absent; its deletion forgets the refusal.
+        let notices = c.apply(Kind::Service, Event::Apply(svc("a", "bad", 0)));
+        assert!(matches!(
+            &notices[..],
+            [Notice::Refused { kept: false, .. }]
+        ));
+        assert!(c.take().is_none());
+        c.apply(Kind::Service, Event::Delete(svc("a", "bad", 0)));
+        assert!(c.refused().is_empty());
+    }
+
+    #[test]
+    fn a_refused_object_in_a_relist_is_kept_not_deleted() {
+        let mut c = synced();
+        list(
+            &mut c,
+            Kind::Service,
+            vec![svc("a", "web", 70000), svc("a", "db", 5432)],
+        );
+        assert!(c.take().is_none(), "web kept as it was, db unchanged");
+        assert_eq!(c.refused().len(), 1);
+        // Gone from the next list: deleted, and no longer refused.
+        list(&mut c, Kind::Service, vec![svc("a", "db", 5432)]);
+        assert_eq!(
+            changes(c.take().unwrap()),
+            vec![Change::Deleted(key("a", "web"))]
+        );
+        assert!(c.refused().is_empty());
+    }
+
+    #[test]
+    fn events_of_kinds_not_watched_are_ignored() {
+        let mut c = synced();
+        c.apply(Kind::Pod, Event::Init);
+        c.apply(Kind::Pod, Event::InitDone);
+        assert!(c.take().is_none());
+    }
+}

@@ -1,0 +1,472 @@
+//! [`KubeSource`]: the Kubernetes API as a [`Source`] of cluster state.
+//!
+//! One kube-runtime watcher per kind runs on a small tokio runtime of its
+//! own; each event's object goes through the model's admission there and
+//! is sent to the consumer's thread, where [`Cache`] keeps the snapshot.
+//! [`Source::next`] takes every event that arrived (a burst while the
+//! consumer was busy is one update) and hands out the snapshot with the
+//! change set of what differs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use strait_agent::{Source, Update};
+use strait_model::Kind;
+
+use crate::admit::admit;
+use crate::cache::{Admitted, Cache, Notice};
+use crate::metrics::KubeMetrics;
+use crate::{Error, Result};
+
+/// What the node agent watches: everything its parts read.
+pub const AGENT_KINDS: &[Kind] = &[
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Node,
+    Kind::Namespace,
+    Kind::Pod,
+    Kind::NetworkPolicy,
+    Kind::Ingress,
+    Kind::IngressClass,
+];
+
+/// What the DNS server reads: Services, their endpoints, and pods (pod
+/// names, hostnames of headless Services).
+pub const DNS_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod];
+
+/// Where the client's configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ClientConfig {
+    /// As kubectl and kube-proxy find it: `$KUBECONFIG`, `~/.kube/config`,
+    /// else the pod's service account (in-cluster).
+    Infer,
+    /// A kubeconfig file.
+    Kubeconfig(PathBuf),
+    /// A kubeconfig's text (tests, the lab).
+    KubeconfigYaml(String),
+}
+
+/// How the source watches.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub kinds: Vec<Kind>,
+    /// Objects per page of a list: bounds the memory of one response.
+    pub page_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kinds: AGENT_KINDS.to_vec(),
+            page_size: 500,
+        }
+    }
+}
+
+/// One kind's events as the watch task sends them.
+struct Message {
+    kind: Kind,
+    event: Event<Admitted>,
+}
+
+/// What `/healthz` reads: how fresh the applied state is. Shared between
+/// the watch tasks (which queue events), the source and the consumer
+/// (which say when what was queued is applied).
+#[derive(Default)]
+pub struct Health {
+    inner: Mutex<HealthInner>,
+}
+
+#[derive(Default)]
+struct HealthInner {
+    /// Events sent by the watch tasks, and taken by the source.
+    sent: u64,
+    taken: u64,
+    /// How many had been taken when the last update was handed out.
+    handed_out: u64,
+    /// Since when an event waits to be applied (`None`: nothing waits).
+    queued_since: Option<Instant>,
+    /// When the state the node has was last brought up to date.
+    last_updated: Option<SystemTime>,
+    /// Kinds whose watch fails now, with since when and why.
+    failing: BTreeMap<Kind, (SystemTime, String)>,
+}
+
+/// A view of [`Health`] at one instant.
+#[derive(Clone, Debug)]
+pub struct HealthReport {
+    /// When the node's state was last brought up to date (`None`: never,
+    /// the first full sync is not done).
+    pub last_updated: Option<SystemTime>,
+    /// How long the oldest event not yet applied has waited.
+    pub oldest_queued: Option<Duration>,
+    /// Watches that fail now: kind, since when, why.
+    pub failing: Vec<(Kind, SystemTime, String)>,
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthInner> {
+        // A panic elsewhere while holding it leaves plain counters: use them.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queued(&self) {
+        let mut h = self.lock();
+        h.sent += 1;
+        h.queued_since.get_or_insert_with(Instant::now);
+    }
+
+    fn took(&self, n: u64) {
+        self.lock().taken += n;
+    }
+
+    fn handing_out(&self) {
+        let mut h = self.lock();
+        h.handed_out = h.taken;
+    }
+
+    /// Everything taken so far is applied (or needed nothing).
+    fn caught_up(&self, through: u64) {
+        let mut h = self.lock();
+        h.last_updated = Some(SystemTime::now());
+        h.queued_since = if h.sent == through {
+            None
+        } else {
+            // Later events wait; they arrived after this instant at the earliest.
+            Some(Instant::now())
+        };
+    }
+
+    /// The consumer applied the last update handed out.
+    pub fn updated(&self) {
+        let through = self.lock().handed_out;
+        self.caught_up(through);
+    }
+
+    fn watch_ok(&self, kind: Kind) {
+        let mut h = self.lock();
+        if !h.failing.is_empty() {
+            h.failing.remove(&kind);
+        }
+    }
+
+    fn watch_failed(&self, kind: Kind, why: String) {
+        let mut h = self.lock();
+        let since = h.failing.get(&kind).map_or_else(SystemTime::now, |f| f.0);
+        h.failing.insert(kind, (since, why));
+    }
+
+    pub fn report(&self) -> HealthReport {
+        let h = self.lock();
+        HealthReport {
+            last_updated: h.last_updated,
+            oldest_queued: h.queued_since.map(|t| t.elapsed()),
+            failing: h
+                .failing
+                .iter()
+                .map(|(k, (t, why))| (*k, *t, why.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The Kubernetes API as a source of cluster state.
+pub struct KubeSource {
+    rx: Receiver<Message>,
+    cache: Cache,
+    health: Arc<Health>,
+    metrics: Arc<KubeMetrics>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl KubeSource {
+    /// Connect (nothing is requested yet) and start the watches. Errors:
+    /// no configuration to be found, or one that cannot make a client.
+    pub fn start(config: ClientConfig, options: Options) -> Result<KubeSource> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strait-kube")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let config = runtime.block_on(load_config(config))?;
+        let client = {
+            let _inside = runtime.enter();
+            Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let health = Arc::new(Health::default());
+        let metrics = Arc::new(KubeMetrics::default());
+        for &kind in &options.kinds {
+            let wc = watcher::Config::default().page_size(options.page_size);
+            runtime.spawn(watch_kind(
+                client.clone(),
+                kind,
+                wc,
+                tx.clone(),
+                health.clone(),
+                metrics.clone(),
+            ));
+        }
+        Ok(KubeSource {
+            rx,
+            cache: Cache::new(options.kinds.iter().copied()),
+            health,
+            metrics,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Freshness for `/healthz`; the consumer calls [`Health::updated`]
+    /// once it applied an update.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<KubeMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Objects refused by admission now, with why.
+    pub fn refused(&self) -> usize {
+        self.cache.refused().len()
+    }
+
+    /// Kinds still waiting for their first full list.
+    pub fn unsynced(&self) -> Vec<Kind> {
+        self.cache.unsynced()
+    }
+
+    fn handle(&mut self, m: Message) {
+        let kind = m.kind;
+        self.metrics.event(kind);
+        for notice in self.cache.apply(kind, m.event) {
+            match notice {
+                Notice::Refused { message, kept, .. } => {
+                    if kept {
+                        tracing::error!("{message}; keeping its previous version");
+                    } else {
+                        tracing::error!("{message}; left out");
+                    }
+                }
+                Notice::Relisted { kind, changed } => {
+                    self.metrics.relisted(kind);
+                    tracing::info!(%kind, changed, "full list");
+                }
+            }
+        }
+        self.metrics.refused(self.cache.refused().len());
+    }
+
+    /// The next update, waiting at most `timeout` (`None`: forever).
+    /// `Ok(None)`: the time ran out, or the watches ended (never, short
+    /// of the runtime stopping).
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Update>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if !self.cache.pending() {
+                let m = match deadline {
+                    None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(d) => self
+                        .rx
+                        .recv_timeout(d.saturating_duration_since(Instant::now())),
+                };
+                match m {
+                    Ok(m) => {
+                        self.handle(m);
+                        self.health.took(1);
+                    }
+                    Err(RecvTimeoutError::Timeout) => return Ok(None),
+                    Err(RecvTimeoutError::Disconnected) => return Err(Error::Stopped),
+                }
+            }
+            // Everything that came meanwhile: one update for a burst.
+            let mut n = 0;
+            while let Ok(m) = self.rx.try_recv() {
+                self.handle(m);
+                n += 1;
+            }
+            self.health.took(n);
+            if let Some(update) = self.cache.take() {
+                self.health.handing_out();
+                self.metrics.update();
+                return Ok(Some(update));
+            }
+            if self.cache.synced() {
+                // What came changed nothing (a relist of the same objects):
+                // the node is as up to date as it was.
+                let taken = self.health.lock().taken;
+                self.health.caught_up(taken);
+            }
+        }
+    }
+}
+
+impl Source for KubeSource {
+    fn next(&mut self) -> strait_agent::Result<Option<Update>> {
+        match self.next_timeout(None) {
+            Ok(u) => Ok(u),
+            Err(Error::Stopped) => Ok(None),
+            Err(e) => Err(strait_agent::Error::Input {
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        // Without waiting: dropping a runtime inside another one (a test's)
+        // would panic, and the watches hold nothing to flush.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn load_config(config: ClientConfig) -> Result<kube::Config> {
+    let options = kube::config::KubeConfigOptions::default();
+    match config {
+        ClientConfig::Infer => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(e.to_string())),
+        ClientConfig::Kubeconfig(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        }
+        ClientConfig::KubeconfigYaml(text) => {
+            let kc = kube::config::Kubeconfig::from_yaml(&text)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))
+        }
+    }
+}
+
+/// The API resource of a kind strait reads.
+pub fn api_resource(kind: Kind) -> Option<ApiResource> {
+    Some(match kind {
+        Kind::Service => ApiResource::erase::<Service>(&()),
+        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        Kind::Node => ApiResource::erase::<Node>(&()),
+        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
+        Kind::Pod => ApiResource::erase::<Pod>(&()),
+        Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+        Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
+        // Controllers' input, not a node's: the API server's controllers
+        // turn them into Pods and EndpointSlices.
+        Kind::Deployment | Kind::Endpoints => return None,
+    })
+}
+
+/// Follow one kind until the runtime stops: events admitted and sent;
+/// errors said (kube-runtime's default backoff spaces the retries, the
+/// last state stays).
+async fn watch_kind(
+    client: Client,
+    kind: Kind,
+    config: watcher::Config,
+    tx: Sender<Message>,
+    health: Arc<Health>,
+    metrics: Arc<KubeMetrics>,
+) {
+    let Some(ar) = api_resource(kind) else {
+        tracing::error!(%kind, "strait does not watch this kind");
+        return;
+    };
+    let resource = ar.plural.clone();
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(e) => {
+                metrics.watch_error(kind);
+                let (gone, why) = describe(&resource, &e);
+                if gone {
+                    tracing::info!("{why}");
+                } else {
+                    tracing::error!("{why}");
+                    health.watch_failed(kind, why);
+                }
+                continue;
+            }
+        };
+        health.watch_ok(kind);
+        let event = match event {
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+            Event::InitApply(o) => Event::InitApply(admit(kind, &resource, o)),
+            Event::Apply(o) => Event::Apply(admit(kind, &resource, o)),
+            Event::Delete(o) => Event::Delete(admit(kind, &resource, o)),
+        };
+        health.queued();
+        if tx.send(Message { kind, event }).is_err() {
+            // The source is gone.
+            return;
+        }
+    }
+}
+
+/// A watch error in words that name the resource and the verb; `true`
+/// when it is the expiry of a watch (410 Gone), which a relist repairs.
+fn describe(resource: &str, e: &watcher::Error) -> (bool, String) {
+    use watcher::Error as W;
+    let (verb, status, detail) = match e {
+        W::InitialListFailed(c) => ("list", api_status(c), c.to_string()),
+        W::WatchStartFailed(c) | W::WatchFailed(c) => ("watch", api_status(c), c.to_string()),
+        W::WatchError(s) => ("watch", Some((s.code, s.message.clone())), s.to_string()),
+        W::NoResourceVersion => (
+            "watch",
+            None,
+            "the API server gave no resourceVersion".to_owned(),
+        ),
+    };
+    match status {
+        Some((410, _)) => (
+            true,
+            format!("the watch of {resource} expired (410 Gone): listing {resource} again"),
+        ),
+        Some((401, m)) => (
+            false,
+            format!(
+                "the API server does not know us (401 Unauthorized) when we {verb} {resource}: {m}; check the kubeconfig or the service account token; retrying"
+            ),
+        ),
+        Some((403, m)) => (
+            false,
+            format!(
+                "the API server forbids us to {verb} {resource} (403 Forbidden): {m}; the agent's ClusterRole must allow get, list and watch on {resource}; retrying"
+            ),
+        ),
+        _ => (
+            false,
+            format!(
+                "cannot {verb} {resource}: {detail}; keeping the last state, retrying with backoff"
+            ),
+        ),
+    }
+}
+
+fn api_status(e: &kube::Error) -> Option<(u16, String)> {
+    match e {
+        kube::Error::Api(s) => Some((s.code, s.message.clone())),
+        _ => None,
+    }
+}
