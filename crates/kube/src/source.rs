@@ -470,3 +470,55 @@ fn api_status(e: &kube::Error) -> Option<(u16, String)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_counts_a_queued_event_until_the_update_is_applied() {
+        let h = Health::default();
+        let r = h.report();
+        assert!(r.last_updated.is_none() && r.oldest_queued.is_none());
+        h.queued();
+        h.queued();
+        assert!(h.report().oldest_queued.is_some());
+        // Both taken and handed out as one update; a third arrives meanwhile.
+        h.took(2);
+        h.handing_out();
+        h.queued();
+        h.updated();
+        let r = h.report();
+        assert!(r.last_updated.is_some());
+        assert!(r.oldest_queued.is_some(), "the third still waits");
+        h.took(1);
+        h.handing_out();
+        h.updated();
+        assert!(h.report().oldest_queued.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_resource_and_the_verb() {
+        let status = |code: u16| {
+            kube::core::Status {
+            code,
+            message: "services is forbidden: User \"system:serviceaccount:kube-system:strait\" cannot list resource \"services\"".into(),
+            ..Default::default()
+        }
+        };
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(403))));
+        let (gone, why) = describe("services", &e);
+        assert!(!gone);
+        assert!(
+            why.contains("forbids us to list services (403 Forbidden)"),
+            "{why}"
+        );
+        let e = watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(status(401))));
+        assert!(describe("pods", &e)
+            .1
+            .contains("401 Unauthorized) when we watch pods"));
+        let e = watcher::Error::WatchError(Box::new(status(410)));
+        let (gone, why) = describe("endpointslices", &e);
+        assert!(gone, "{why}");
+    }
+}

@@ -43,6 +43,17 @@ pub enum Command {
     /// upstream servers with a cache.
     Dns(DnsArgs),
 
+    /// The node agent of a real cluster (cluster mode), fed by the Kubernetes API.
+    ///
+    /// What kube-proxy does on a node, as a DaemonSet pod: watches Services,
+    /// EndpointSlices, Nodes, Namespaces, Pods, NetworkPolicies, Ingresses and
+    /// IngressClasses, and once every kind is listed programs the node's
+    /// Service rules (the tables of `strait proxy`) in this process's network
+    /// namespace, then follows each change. Serves /healthz, /livez and
+    /// /metrics as kube-proxy does on :10256. The rules stay when it exits
+    /// and a restarted agent changes only what differs.
+    Agent(AgentArgs),
+
     /// Explain a packet's way through the cluster, from the rules the kernel runs.
     ///
     /// Resolves the name as the cluster DNS would, then walks the Service
@@ -310,9 +321,82 @@ pub struct OptionalManifestArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else the
+    /// pod's service account, as kube-proxy finds its configuration).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+
+    /// The node this agent runs on (default: $NODE_NAME, else the hostname).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The node's addresses (default: the Node object's status.addresses).
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<String>,
+
+    /// The pod network; ClusterIP traffic from outside it is masqueraded.
+    /// Default: the Nodes' spec.podCIDRs.
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    pub cluster_cidrs: Vec<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Where to serve /healthz, /livez and /metrics (port 0: any free port,
+    /// printed at start).
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: String,
+
+    /// /healthz and /livez answer 503 once a change has waited this long
+    /// without being applied (kube-proxy: twice its sync period).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub healthz_timeout: u64,
+
+    /// Wait for the first full list of every kind, print the ruleset the
+    /// node would get (as `strait proxy --dry-run`) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Remove strait's rules from this network namespace and exit.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub cleanup: bool,
+}
+
+/// Manifests for `strait dns`, which can read the API instead.
+#[derive(Debug, Args)]
+pub struct DnsManifestArgs {
+    /// A manifest file, a directory (its *.yaml, *.yml and *.json files, in name
+    /// order) or - for standard input. Repeat for more.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub files: Vec<String>,
+
+    /// Read the subdirectories of -f directories too (a must-gather or
+    /// cluster-info dump tree), as kubectl -R does.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DnsArgs {
     #[command(flatten)]
-    pub manifests: ManifestArgs,
+    pub manifests: DnsManifestArgs,
+
+    /// Read Services, EndpointSlices and Pods from the Kubernetes API
+    /// (cluster mode) instead of manifests; ready after the first full list.
+    #[arg(long)]
+    pub kubernetes: bool,
+
+    /// With --kubernetes: a kubeconfig file (default: $KUBECONFIG,
+    /// ~/.kube/config, else the pod's service account).
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<String>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,

@@ -1,4 +1,5 @@
-//! `strait dns`: the cluster DNS server, fed from manifests.
+//! `strait dns`: the cluster DNS server, fed from manifests or (with
+//! `--kubernetes`) from the Kubernetes API.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use crate::cli::DnsArgs;
 use crate::error::Error;
 use crate::state::{cluster_config, follower_reader};
 use strait_agent::{FileSource, Source};
+use strait_kube::{ClientConfig, KubeSource, Options as KubeOptions, DNS_KINDS};
 
 fn serial() -> u32 {
     SystemTime::now()
@@ -59,24 +61,9 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
         });
     }
 
-    // The manifests are read once, then followed with inotify: a change
-    // re-reads only the files it names.
-    let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
     let metrics = Arc::new(DnsMetrics::default());
-    let mut source = open_source(files, recursive, &config, metrics.clone())?;
-    let zone = SharedZone::new(build_zone(source.state(), &config, &domain, args.ttl)?);
-    let forwarder = Forwarder::new(
-        upstreams.clone(),
-        Duration::from_millis(args.upstream_timeout_ms),
-    );
-    let server =
-        DnsServer::start(listen, zone.clone(), forwarder, metrics.clone()).map_err(|e| {
-            Error::Flag {
-                flag: "--listen",
-                message: format!("cannot listen on {listen}: {e}"),
-            }
-        })?;
-    let ready = Arc::new(AtomicBool::new(true));
+    // Not ready until the first snapshot is served.
+    let ready = Arc::new(AtomicBool::new(false));
     let _http = {
         let (metrics, ready) = (metrics.clone(), ready.clone());
         HttpServer::start(metrics_address, move |path| match path {
@@ -114,6 +101,69 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
         .map_err(|e| tracing::error!("cannot serve /metrics on {metrics_address}: {e}"))
         .ok()
     };
+    if let Some(http) = &_http {
+        tracing::info!(address = %http.address, "serving /metrics, /healthz and /ready");
+    }
+    let forwarder = Forwarder::new(
+        upstreams.clone(),
+        Duration::from_millis(args.upstream_timeout_ms),
+    );
+    let start = |zone: &SharedZone| {
+        DnsServer::start(listen, zone.clone(), forwarder, metrics.clone()).map_err(|e| {
+            Error::Flag {
+                flag: "--listen",
+                message: format!("cannot listen on {listen}: {e}"),
+            }
+        })
+    };
+
+    if args.kubernetes {
+        // Cluster mode: the API's Services, EndpointSlices and Pods. The
+        // port is not served before the first full list: a client's query
+        // is refused at once (and retried elsewhere) rather than answered
+        // NXDOMAIN for a name that exists; /ready says 503 meanwhile.
+        let client = match &args.kubeconfig {
+            Some(path) => ClientConfig::Kubeconfig(path.into()),
+            None => ClientConfig::Infer,
+        };
+        let mut source = KubeSource::start(
+            client,
+            KubeOptions {
+                kinds: DNS_KINDS.to_vec(),
+                ..KubeOptions::default()
+            },
+        )?;
+        tracing::info!("waiting for the first full list of Services, EndpointSlices and Pods");
+        let Some(first) = source.next()? else {
+            return Ok(());
+        };
+        let zone = SharedZone::new(build_zone(&first.state, &config, &domain, args.ttl)?);
+        let server = start(&zone)?;
+        ready.store(true, Ordering::Relaxed);
+        release_freed_memory();
+        let names = zone.get().names.len();
+        tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");
+        while let Some(update) = source.next()? {
+            match build_zone(&update.state, &config, &domain, args.ttl) {
+                Ok(fresh) => {
+                    tracing::info!(names = fresh.names.len(), "zone reloaded");
+                    zone.swap(fresh);
+                }
+                Err(e) => tracing::error!("{e}; keeping the current zone"),
+            }
+            source.health().updated();
+            metrics.refused_objects(source.refused());
+        }
+        return Ok(());
+    }
+
+    // The manifests are read once, then followed with inotify: a change
+    // re-reads only the files it names.
+    let (files, recursive) = (&args.manifests.files, args.manifests.recursive);
+    let mut source = open_source(files, recursive, &config, metrics.clone())?;
+    let zone = SharedZone::new(build_zone(source.state(), &config, &domain, args.ttl)?);
+    let server = start(&zone)?;
+    ready.store(true, Ordering::Relaxed);
     release_freed_memory();
     let names = zone.get().names.len();
     tracing::info!(udp = %server.udp_address, tcp = %server.tcp_address, domain, names, upstreams = ?upstreams, "serving");

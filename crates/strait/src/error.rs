@@ -23,6 +23,9 @@ pub enum Error {
     #[error(transparent)]
     Agent(#[from] strait_agent::Error),
 
+    #[error(transparent)]
+    Kube(#[from] strait_kube::Error),
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }

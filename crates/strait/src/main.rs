@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod agent;
 mod cli;
 mod dns;
 mod error;
@@ -41,6 +42,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
         cli::Command::Render(args) => render::run(&args),
         cli::Command::Proxy(args) => proxy::run(&args),
         cli::Command::Dns(args) => dns::run(&args),
+        cli::Command::Agent(args) => agent::run(&args),
         cli::Command::Trace(args) => trace::run(&args),
         cli::Command::Lab(command) => lab::run(command),
     }

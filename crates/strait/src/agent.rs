@@ -1,0 +1,425 @@
+//! `strait agent`: the node agent of a real cluster, fed by the Kubernetes
+//! API (cluster mode). The Service proxy part of the node agent runs in
+//! this process's network namespace (the node's, as a hostNetwork pod).
+//!
+//! On start the first sync replaces strait's tables with what the cluster
+//! wants in one transaction (the tables an earlier agent left are adopted:
+//! an unchanged Service keeps its rules, and conntrack is not flushed, so
+//! established connections go on). On SIGTERM or SIGINT the process ends
+//! and the rules stay, as kube-proxy's do; `--cleanup` removes them.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use strait_agent::{Agent, ProxyPart, ProxyReporting, Source};
+use strait_kube::{ClientConfig, Health, KubeMetrics, KubeSource, Options};
+use strait_linux::{HttpServer, Response};
+use strait_model::ClusterState;
+use strait_proxy::{
+    colliding_ports, family_in_use, plan, render, render_full, Family, NodeContext, ProxyMetrics,
+    ServiceProxy,
+};
+
+use crate::cli::AgentArgs;
+use crate::error::Error;
+use crate::proxy::node_addresses;
+use crate::state::cluster_config;
+
+/// The taint the cluster autoscaler puts on a node it is about to remove:
+/// load balancers should stop sending to it (kube-proxy's nodeEligible).
+const TO_BE_DELETED: &str = "ToBeDeletedByClusterAutoscaler";
+
+pub fn run(args: &AgentArgs) -> Result<(), Error> {
+    if args.cleanup {
+        ServiceProxy::cleanup()?;
+        println!("removed table ip strait");
+        return Ok(());
+    }
+    let node = match &args.node_name {
+        Some(n) if !n.is_empty() => n.clone(),
+        _ => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .ok_or_else(|| Error::Flag {
+                flag: "--node-name",
+                message: "not given, no NODE_NAME, and the hostname cannot be read".into(),
+            })?,
+    };
+    strait_model::validate_dns_subdomain(&node).map_err(|why| Error::Flag {
+        flag: "--node-name",
+        message: format!("{node:?} {why}"),
+    })?;
+    let config = cluster_config(&args.cluster)?;
+    let node_ips = parse_all(&args.node_ips, "--node-ip", "an IP address")?;
+    let cluster_cidrs: Vec<IpNet> = parse_all(&args.cluster_cidrs, "--cluster-cidr", "a CIDR")?;
+    let healthz: SocketAddr = args.healthz_bind_address.parse().map_err(|_| Error::Flag {
+        flag: "--healthz-bind-address",
+        message: format!("{:?} is not IP:PORT", args.healthz_bind_address),
+    })?;
+    let client = match &args.kubeconfig {
+        Some(path) => ClientConfig::Kubeconfig(path.into()),
+        None => ClientConfig::Infer,
+    };
+
+    let mut source = KubeSource::start(client, Options::default())?;
+    let health = source.health();
+    let proxy_metrics = Arc::new(ProxyMetrics::default());
+    let node_state = Arc::new(Mutex::new(NodeState::default()));
+    // Health first: a probe during the first list is answered (503), not refused.
+    let server = if args.dry_run {
+        None
+    } else {
+        let server = serve(
+            healthz,
+            HealthConfig {
+                health: health.clone(),
+                timeout: Duration::from_secs(args.healthz_timeout),
+                proxy: proxy_metrics.clone(),
+                kube: source.metrics(),
+                node: node_state.clone(),
+            },
+        )
+        .map_err(|e| Error::Flag {
+            flag: "--healthz-bind-address",
+            message: format!("cannot listen on {healthz}: {e}"),
+        })?;
+        // On stdout: what a test or a script reads to find a port chosen by the kernel.
+        println!(
+            "serving /healthz, /livez and /metrics on {}",
+            server.address
+        );
+        tracing::info!(address = %server.address, node, "serving /healthz, /livez and /metrics");
+        Some(server)
+    };
+
+    tracing::info!("waiting for the first full list of every kind");
+    let Some(first) = source.next()? else {
+        return Ok(());
+    };
+    let state = first.state.clone();
+    let mut ctx = NodeContext {
+        node_name: node.clone(),
+        node_ips: if node_ips.is_empty() {
+            node_addresses(&state, &node)
+        } else {
+            node_ips
+        },
+        cluster_cidrs: if cluster_cidrs.is_empty() {
+            pod_cidrs(&state)
+        } else {
+            cluster_cidrs
+        },
+        ..NodeContext::default()
+    };
+    ctx.service_cidrs = config.service_cidrs.iter().map(|c| c.net()).collect();
+    if state.nodes.get("", &node).is_none() {
+        tracing::warn!("no Node {node:?} in the cluster: no local endpoints, and /healthz says nodeEligible false until it appears");
+    }
+    if ctx.nodeport_networks().is_empty() {
+        tracing::warn!("no IP known for node {node:?} (no --node-ip, no Node addresses): NodePorts answer nowhere");
+    }
+
+    if args.dry_run {
+        print_ruleset(&state, &ctx);
+        return Ok(());
+    }
+
+    let proxy = ProxyPart::new(
+        ctx,
+        ProxyReporting {
+            metrics: Some(proxy_metrics.clone()),
+            health_checks: true,
+        },
+    );
+    let mut agent = Agent::new(vec![Box::new(proxy)]);
+    // The first sync must work; after it, errors are logged and counted
+    // and the rules of the last good state stay.
+    if let Some(e) = agent.apply(&first).into_iter().next() {
+        return Err(e.into());
+    }
+    after_update(&health, &node_state, &state, &node, &proxy_metrics, &source);
+    tracing::info!(objects = state.len(), "first sync done; following the API");
+    while let Some(update) = source.next()? {
+        for e in agent.apply(&update) {
+            tracing::error!("{e}");
+        }
+        after_update(
+            &health,
+            &node_state,
+            &update.state,
+            &node,
+            &proxy_metrics,
+            &source,
+        );
+    }
+    drop(server);
+    Ok(())
+}
+
+fn after_update(
+    health: &Health,
+    node_state: &Mutex<NodeState>,
+    state: &ClusterState,
+    node: &str,
+    metrics: &ProxyMetrics,
+    source: &KubeSource,
+) {
+    health.updated();
+    metrics.refused_objects(source.refused());
+    let eligible = node_eligible(state, node);
+    if let Ok(mut n) = node_state.lock() {
+        n.known = true;
+        n.eligible = eligible;
+    }
+}
+
+fn parse_all<T: std::str::FromStr>(
+    texts: &[String],
+    flag: &'static str,
+    what: &str,
+) -> Result<Vec<T>, Error> {
+    texts
+        .iter()
+        .map(|t| {
+            t.parse().map_err(|_| Error::Flag {
+                flag,
+                message: format!("{t:?} is not {what}"),
+            })
+        })
+        .collect()
+}
+
+/// Every Node's pod ranges: the pod network, as far as the API says.
+fn pod_cidrs(state: &ClusterState) -> Vec<IpNet> {
+    let mut cidrs: Vec<IpNet> = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.spec.as_ref())
+        .flat_map(|s| {
+            s.pod_cidrs
+                .iter()
+                .flatten()
+                .chain(s.pod_cidr.as_ref())
+                .filter_map(|c| c.parse::<IpNet>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    cidrs.sort();
+    cidrs.dedup();
+    cidrs
+}
+
+/// The node is not being deleted nor about to be (kube-proxy's nodeEligible).
+fn node_eligible(state: &ClusterState, node: &str) -> bool {
+    let Some(n) = state.nodes.get("", node) else {
+        return false;
+    };
+    n.metadata.deletion_timestamp.is_none()
+        && !n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|t| t.key == TO_BE_DELETED)
+}
+
+/// The ruleset as `strait proxy --dry-run` prints it.
+fn print_ruleset(state: &ClusterState, ctx: &NodeContext) {
+    let table = plan(state, ctx);
+    println!(
+        "# strait agent --dry-run for node {:?}: {} service ports",
+        ctx.node_name,
+        table.ports.len()
+    );
+    for problem in &table.problems {
+        tracing::warn!("{problem}");
+    }
+    for id in colliding_ports(&table) {
+        tracing::error!("service ports share the chain id {id}: left out of the ruleset");
+    }
+    for family in Family::ALL {
+        if family == Family::V4 || family_in_use(&table, family) {
+            print!("{}", render_full(&render(&table, family)));
+        }
+    }
+}
+
+#[derive(Default)]
+struct NodeState {
+    /// A first sync happened: `eligible` says something.
+    known: bool,
+    eligible: bool,
+}
+
+struct HealthConfig {
+    health: Arc<Health>,
+    timeout: Duration,
+    proxy: Arc<ProxyMetrics>,
+    kube: Arc<KubeMetrics>,
+    node: Arc<Mutex<NodeState>>,
+}
+
+fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServer> {
+    HttpServer::start(address, move |path| {
+        // A query string (`/healthz?verbose`) does not change the answer.
+        let path = path.split('?').next().unwrap_or_default();
+        match path {
+            "/healthz" => health_response(&config, true),
+            "/livez" => health_response(&config, false),
+            "/metrics" => Response {
+                status: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                // The source's counters, then the proxy's (whose text ends the exposition).
+                body: format!("{}{}", config.kube.encode_body(), config.proxy.encode()),
+                headers: Vec::new(),
+            },
+            _ => Response {
+                status: 404,
+                content_type: "text/plain",
+                body: "try /healthz, /livez or /metrics\n".into(),
+                headers: Vec::new(),
+            },
+        }
+    })
+}
+
+/// kube-proxy's answer: 200 when the node's rules are up to date (no
+/// change has waited longer than the timeout, the first sync done), else
+/// 503; `/healthz` also says 503 when the node is being deleted.
+fn health_response(config: &HealthConfig, with_node: bool) -> Response {
+    let report = config.health.report();
+    let now = SystemTime::now();
+    let synced = report.last_updated.is_some();
+    let fresh = report.oldest_queued.is_none_or(|w| w <= config.timeout);
+    let (known, eligible) = config
+        .node
+        .lock()
+        .map(|n| (n.known, n.eligible))
+        .unwrap_or((false, false));
+    let healthy = synced && fresh && (!with_node || !known || eligible);
+    let failing: Vec<String> = report
+        .failing
+        .iter()
+        .map(|(kind, _, why)| {
+            format!(
+                "{{\"kind\":{},\"error\":{}}}",
+                json(kind.as_str()),
+                json(why)
+            )
+        })
+        .collect();
+    let body = format!(
+        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"failingWatches\":[{}]}}",
+        json(&report.last_updated.map(rfc3339).unwrap_or_default()),
+        json(&rfc3339(now)),
+        known && eligible,
+        failing.join(",")
+    );
+    Response {
+        status: if healthy { 200 } else { 503 },
+        content_type: "application/json",
+        body,
+        headers: vec![("X-Content-Type-Options".into(), "nosniff".into())],
+    }
+}
+
+/// A JSON string: error texts may hold anything.
+fn json(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// `2026-11-30T21:36:09.123Z`, as Go's time marshals in kube-proxy's answer.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_074_569_123);
+        assert_eq!(rfc3339(t), "2026-12-01T00:16:09.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    fn state_with_node(yaml: &str) -> ClusterState {
+        let loaded = strait_model::parse_str("n.yaml", yaml, strait_model::Format::Yaml).unwrap();
+        ClusterState::from_objects(
+            loaded
+                .objects
+                .into_iter()
+                .map(|(o, origin)| (o, Some(origin))),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_being_removed_is_not_eligible() {
+        let ok = state_with_node(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDRs: [10.244.1.0/24]}\n",
+        );
+        assert!(node_eligible(&ok, "n1"));
+        assert!(!node_eligible(&ok, "n2"));
+        assert_eq!(
+            pod_cidrs(&ok),
+            vec!["10.244.1.0/24".parse::<IpNet>().unwrap()]
+        );
+        let tainted = state_with_node("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {taints: [{key: ToBeDeletedByClusterAutoscaler, effect: NoSchedule}]}\n");
+        assert!(!node_eligible(&tainted, "n1"));
+    }
+
+    #[test]
+    fn health_is_503_before_the_first_sync_and_200_after() {
+        let config = HealthConfig {
+            health: Arc::new(Health::default()),
+            timeout: Duration::from_secs(60),
+            proxy: Arc::new(ProxyMetrics::default()),
+            kube: Arc::new(KubeMetrics::default()),
+            node: Arc::new(Mutex::new(NodeState::default())),
+        };
+        let r = health_response(&config, true);
+        assert_eq!(r.status, 503);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["synced"], false);
+        config.health.updated();
+        *config.node.lock().unwrap() = NodeState {
+            known: true,
+            eligible: true,
+        };
+        assert_eq!(health_response(&config, true).status, 200);
+        // Being deleted: /healthz says so, /livez does not.
+        config.node.lock().unwrap().eligible = false;
+        assert_eq!(health_response(&config, true).status, 503);
+        assert_eq!(health_response(&config, false).status, 200);
+        let v: serde_json::Value =
+            serde_json::from_str(&health_response(&config, false).body).unwrap();
+        assert_eq!(v["nodeEligible"], false);
+        assert!(v["lastUpdated"].as_str().unwrap().ends_with('Z'));
+    }
+}
