@@ -23,6 +23,7 @@ pub mod error;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
+pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;
