@@ -212,6 +212,22 @@ impl Store {
         Err(ApiError::internal(format!("store: not yet ({name})")))
     }
 
+    /// A `BOOKMARK` event carrying the current resourceVersion, for the
+    /// periodic bookmarks of watches that allow them.
+    pub fn bookmark(&self, resource: &Resource) -> Event {
+        let rv = self.resource_version();
+        Event {
+            kind: EventType::Bookmark,
+            object: Arc::new(serde_json::json!({
+                "kind": resource.kind,
+                "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()},
+            })),
+            previous: None,
+            resource_version: rv,
+        }
+    }
+
     pub fn watch(&self, _resource: &Resource, _options: &ListOptions) -> Result<Watch, ApiError> {
         Err(ApiError::internal("store: not yet"))
     }
