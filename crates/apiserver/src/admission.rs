@@ -8,3 +8,18 @@ use crate::resources::Resource;
 pub fn unknown_fields(_resource: &Resource, _object: &Value) -> Vec<String> {
     Vec::new()
 }
+
+/// strait's admission (placeholder: admits everything until the store lands).
+#[derive(Default)]
+pub struct ModelAdmission;
+
+impl crate::store::Admission for ModelAdmission {
+    fn admit(
+        &self,
+        _: &Resource,
+        _: &mut Value,
+        _: Option<&Value>,
+    ) -> Result<(), crate::error::ApiError> {
+        Ok(())
+    }
+}
