@@ -17,6 +17,7 @@
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
 //! - [`store`]: objects, resourceVersions, history and watches.
 
+pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod error;
