@@ -1629,3 +1629,1156 @@ pub fn parse_label_selector(text: &str) -> Result<Vec<Requirement>, ApiError> {
     .map_err(|e| fail(e.to_string()))?;
     Ok(selector.requirements().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::RESOURCES;
+    use proptest::prelude::*;
+
+    fn resource(plural: &str) -> &'static Resource {
+        RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .unwrap_or_else(|| panic!("no resource {plural}"))
+    }
+
+    /// A store with deterministic "randomness" and a settable clock.
+    struct Lab {
+        store: Store,
+        counter: u64,
+        now: i64,
+    }
+
+    impl Lab {
+        fn new() -> Lab {
+            Lab::with(Box::new(AdmitAll), 1000)
+        }
+
+        fn with(admission: Box<dyn Admission>, history: usize) -> Lab {
+            let mut lab = Lab {
+                store: Store::new(admission, history),
+                counter: 0,
+                now: 1_700_000_000,
+            };
+            lab.create("namespaces", "", json!({"metadata": {"name": "default"}}))
+                .unwrap();
+            lab
+        }
+
+        fn ctx<T>(&mut self, f: impl FnOnce(&Store, &mut WriteContext<'_>) -> T) -> T {
+            let counter = &mut self.counter;
+            let mut random = move || {
+                *counter += 1;
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&counter.to_le_bytes());
+                b[8..].copy_from_slice(&counter.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                b
+            };
+            let mut ctx = WriteContext {
+                now_unix: self.now,
+                random: &mut random,
+            };
+            f(&self.store, &mut ctx)
+        }
+
+        fn create(&mut self, plural: &str, ns: &str, object: Value) -> Result<Arc<Value>, ApiError> {
+            self.ctx(|s, c| s.create(resource(plural), ns, object, c))
+        }
+
+        fn update(
+            &mut self,
+            plural: &str,
+            ns: &str,
+            name: &str,
+            object: Value,
+            sub: Option<Subresource>,
+        ) -> Result<Arc<Value>, ApiError> {
+            self.ctx(|s, c| s.update(resource(plural), ns, name, object, sub, c))
+        }
+
+        fn delete(
+            &mut self,
+            plural: &str,
+            ns: &str,
+            name: &str,
+            options: DeleteOptions,
+        ) -> Result<Arc<Value>, ApiError> {
+            self.ctx(|s, c| s.delete(resource(plural), ns, name, &options, c))
+        }
+
+        fn get(&self, plural: &str, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+            self.store.get(resource(plural), ns, name)
+        }
+
+        fn names(&self, plural: &str, options: &ListOptions) -> Vec<String> {
+            let list = self.store.list(resource(plural), options).unwrap();
+            list.items.iter().map(|o| key_text(o)).collect()
+        }
+    }
+
+    fn key_text(o: &Value) -> String {
+        format!(
+            "{}/{}",
+            meta_str(o, "namespace").unwrap_or_default(),
+            meta_str(o, "name").unwrap_or_default()
+        )
+    }
+
+    fn cm(name: &str, value: &str) -> Value {
+        json!({"metadata": {"name": name}, "data": {"v": value}})
+    }
+
+    fn running_pod(name: &str) -> Value {
+        json!({
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"}
+        })
+    }
+
+    fn drain(watch: &mut Watch) -> Vec<Event> {
+        let mut events = std::mem::take(&mut watch.backlog);
+        while let Ok(e) = watch.live.try_recv() {
+            events.push(e);
+        }
+        events
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(&'static str, String)> {
+        events
+            .iter()
+            .map(|e| (e.kind.as_str(), key_text(&e.object)))
+            .collect()
+    }
+
+    #[test]
+    fn crud_with_one_monotonic_resource_version() {
+        let mut lab = Lab::new();
+        let start = lab.store.resource_version();
+        let created = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        assert_eq!(created["apiVersion"], "v1");
+        assert_eq!(created["kind"], "ConfigMap");
+        assert_eq!(created["metadata"]["namespace"], "default");
+        let rv1 = rv_of(&created);
+        assert_eq!(rv1, start + 1);
+        assert_eq!(*lab.get("configmaps", "default", "a").unwrap(), *created);
+        // Another resource shares the counter.
+        let svc = lab
+            .create("services", "default", json!({"metadata": {"name": "web"}, "spec": {}}))
+            .unwrap();
+        assert_eq!(rv_of(&svc), rv1 + 1);
+        let updated = lab
+            .update("configmaps", "default", "a", cm("a", "2"), None)
+            .unwrap();
+        assert_eq!(rv_of(&updated), rv1 + 2);
+        assert_eq!(updated["data"]["v"], "2");
+        assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+        assert_eq!(
+            updated["metadata"]["creationTimestamp"],
+            created["metadata"]["creationTimestamp"]
+        );
+        assert_eq!(
+            lab.names("configmaps", &ListOptions::default()),
+            vec!["default/a"]
+        );
+        let deleted = lab
+            .delete("configmaps", "default", "a", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(rv_of(&deleted), rv1 + 3);
+        assert_eq!(lab.store.resource_version(), rv1 + 3);
+        assert_eq!(lab.get("configmaps", "default", "a").unwrap_err().code, 404);
+        assert_eq!(
+            lab.delete("configmaps", "default", "a", DeleteOptions::default())
+                .unwrap_err()
+                .code,
+            404
+        );
+        let again = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        assert_ne!(again["metadata"]["uid"], created["metadata"]["uid"]);
+    }
+
+    #[test]
+    fn create_fills_identity_and_refuses_what_kube_refuses() {
+        let mut lab = Lab::new();
+        let made = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"generateName": "web-"}}),
+            )
+            .unwrap();
+        let name = meta_str(&made, "name").unwrap();
+        assert_eq!(name.len(), 9, "{name}");
+        let suffix = name.strip_prefix("web-").unwrap();
+        assert!(suffix.bytes().all(|b| NAME_ALPHABET.contains(&b)), "{name}");
+        let uid = meta_str(&made, "uid").unwrap();
+        let parts: Vec<&str> = uid.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{uid}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{uid}");
+        assert_eq!(made["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
+        assert!(made["metadata"].get("generation").is_none());
+        let with_spec = lab
+            .create("services", "default", json!({"metadata": {"name": "s"}, "spec": {}}))
+            .unwrap();
+        assert_eq!(with_spec["metadata"]["generation"], 1);
+
+        let e = lab.create("configmaps", "nope", cm("a", "1")).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"nope\" not found"));
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "namespace": "other"}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "the namespace of the provided object does not match the namespace sent on the request"
+        );
+        let e = lab
+            .create("configmaps", "default", json!({"data": {}}))
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.details.as_ref().unwrap().causes[0].field, "metadata.name");
+        assert_eq!(
+            e.details.as_ref().unwrap().causes[0].reason,
+            "FieldValueRequired"
+        );
+        let e = lab.create("configmaps", "default", cm("Not_A_Name", "")).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("metadata.name: Invalid value: \"Not_A_Name\""), "{}", e.message);
+        let e = lab
+            .create("services", "default", json!({"metadata": {"name": "1web"}}))
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        // RBAC names are path segments: `system:` names are fine.
+        lab.create(
+            "clusterroles",
+            "",
+            json!({"metadata": {"name": "system:node"}}),
+        )
+        .unwrap();
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "labels": {"bad key!": "x"}}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        let e = lab
+            .create("configmaps", "default", json!({"kind": "Secret", "metadata": {"name": "a"}}))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = lab.create("configmaps", "default", json!([1])).unwrap_err();
+        assert_eq!(e.code, 400);
+        lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let e = lab.create("configmaps", "default", cm("a", "1")).unwrap_err();
+        assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
+        // A cluster-scoped object loses a namespace given to it.
+        let node = lab
+            .create("nodes", "", json!({"metadata": {"name": "n1", "namespace": "x"}}))
+            .unwrap();
+        assert!(node["metadata"].get("namespace").is_none());
+        let ns = lab.get("namespaces", "", "default").unwrap();
+        assert_eq!(ns["status"]["phase"], "Active");
+    }
+
+    #[test]
+    fn a_stale_resource_version_is_a_conflict_and_none_is_unconditional() {
+        let mut lab = Lab::new();
+        let v1 = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let mut stale = (*v1).clone();
+        lab.update("configmaps", "default", "a", (*v1).clone(), None)
+            .unwrap();
+        let v2 = lab
+            .update("configmaps", "default", "a", cm("a", "2"), None)
+            .unwrap();
+        stale["data"]["v"] = "3".into();
+        let e = lab
+            .update("configmaps", "default", "a", stale, None)
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (409, "Conflict"));
+        let mut fresh = (*v2).clone();
+        fresh["data"]["v"] = "3".into();
+        let v3 = lab
+            .update("configmaps", "default", "a", fresh, None)
+            .unwrap();
+        assert_eq!(v3["data"]["v"], "3");
+        let e = lab
+            .update("configmaps", "default", "b", cm("b", "1"), None)
+            .unwrap_err();
+        assert_eq!(e.code, 404);
+        let e = lab
+            .update("configmaps", "default", "a", cm("other", "1"), None)
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_is_no_write() {
+        let mut lab = Lab::new();
+        let v1 = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let rv = lab.store.resource_version();
+        let same = lab
+            .update("configmaps", "default", "a", cm("a", "1"), None)
+            .unwrap();
+        assert_eq!(*same, *v1);
+        assert_eq!(lab.store.resource_version(), rv);
+        assert!(drain(&mut watch).is_empty());
+        lab.update("configmaps", "default", "a", cm("a", "2"), None)
+            .unwrap();
+        assert_eq!(kinds(&drain(&mut watch)), vec![("MODIFIED", "default/a".into())]);
+    }
+
+    #[test]
+    fn the_status_subresource_splits_status_from_the_rest() {
+        let mut lab = Lab::new();
+        let deploy = json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 1},
+            "status": {"replicas": 0}
+        });
+        let v1 = lab.create("deployments", "default", deploy).unwrap();
+        assert_eq!(v1["metadata"]["generation"], 1);
+        // The main resource: spec changes, status stays.
+        let mut main = (*v1).clone();
+        main["spec"]["replicas"] = 3.into();
+        main["status"]["replicas"] = 99.into();
+        let v2 = lab
+            .update("deployments", "default", "web", main, None)
+            .unwrap();
+        assert_eq!(v2["spec"]["replicas"], 3);
+        assert_eq!(v2["status"]["replicas"], 0);
+        assert_eq!(v2["metadata"]["generation"], 2);
+        // The status: only status changes, generation stays.
+        let mut status = (*v2).clone();
+        status["spec"]["replicas"] = 7.into();
+        status["status"]["replicas"] = 3.into();
+        status["metadata"]["labels"] = json!({"x": "y"});
+        let v3 = lab
+            .update(
+                "deployments",
+                "default",
+                "web",
+                status,
+                Some(Subresource::Status),
+            )
+            .unwrap();
+        assert_eq!(v3["spec"]["replicas"], 3);
+        assert_eq!(v3["status"]["replicas"], 3);
+        assert_eq!(v3["metadata"]["generation"], 2);
+        assert!(v3["metadata"].get("labels").is_none());
+        assert!(rv_of(&v3) > rv_of(&v2));
+        // Metadata-only changes do not bump the generation either.
+        let mut labelled = (*v3).clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        let v4 = lab
+            .update("deployments", "default", "web", labelled, None)
+            .unwrap();
+        assert_eq!(v4["metadata"]["generation"], 2);
+        // No status subresource: 405.
+        let e = lab
+            .update(
+                "configmaps",
+                "default",
+                "x",
+                cm("x", "1"),
+                Some(Subresource::Status),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 405);
+    }
+
+    #[test]
+    fn modify_retries_a_concurrent_write() {
+        let mut lab = Lab::new();
+        lab.create("configmaps", "default", cm("a", "0")).unwrap();
+        let mut calls = 0;
+        let result = {
+            let Lab { store, .. } = &lab;
+            let mut random = || [7u8; 16];
+            let mut ctx = WriteContext {
+                now_unix: 0,
+                random: &mut random,
+            };
+            let mut change = |old: &Value| {
+                calls += 1;
+                if calls == 1 {
+                    // Someone else writes between our read and our write.
+                    let mut other_random = || [9u8; 16];
+                    let mut other = WriteContext {
+                        now_unix: 0,
+                        random: &mut other_random,
+                    };
+                    store.update(
+                        resource("configmaps"),
+                        "default",
+                        "a",
+                        cm("a", "other"),
+                        None,
+                        &mut other,
+                    )?;
+                }
+                let mut new = old.clone();
+                new["data"]["mine"] = "yes".into();
+                Ok(new)
+            };
+            store.modify(
+                resource("configmaps"),
+                "default",
+                "a",
+                None,
+                &mut change,
+                &mut ctx,
+            )
+        };
+        let result = result.unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!(result["data"]["v"], "other");
+        assert_eq!(result["data"]["mine"], "yes");
+        // A patch that names a version is a precondition: no retry.
+        let mut pinned = |old: &Value| {
+            let mut new = old.clone();
+            new["metadata"]["resourceVersion"] = "1".into();
+            Ok(new)
+        };
+        let e = lab
+            .ctx(|s, c| s.modify(resource("configmaps"), "default", "a", None, &mut pinned, c))
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+    }
+
+    #[test]
+    fn pods_are_deleted_gracefully() {
+        let mut lab = Lab::new();
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("pods"),
+                &ListOptions {
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let marked = lab
+            .delete("pods", "default", "p", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionTimestamp"], rfc3339(lab.now + 30));
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(lab.get("pods", "default", "p").is_ok());
+        // A longer grace period does not postpone it.
+        let same = lab
+            .delete(
+                "pods",
+                "default",
+                "p",
+                DeleteOptions {
+                    grace_period_seconds: Some(60),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(*same, *marked);
+        let gone = lab
+            .delete(
+                "pods",
+                "default",
+                "p",
+                DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(lab.get("pods", "default", "p").unwrap_err().code, 404);
+        let events = drain(&mut watch);
+        assert_eq!(
+            kinds(&events),
+            vec![
+                ("MODIFIED", "default/p".into()),
+                ("DELETED", "default/p".into())
+            ]
+        );
+        assert_eq!(events[1].resource_version, rv_of(&gone));
+        // The pod's own grace period is the default; a pod that never ran
+        // on a node goes at once.
+        let mut own = running_pod("q");
+        own["spec"]["terminationGracePeriodSeconds"] = 5.into();
+        lab.create("pods", "default", own).unwrap();
+        let marked = lab
+            .delete("pods", "default", "q", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
+        lab.create("pods", "default", json!({"metadata": {"name": "r"}, "spec": {}}))
+            .unwrap();
+        lab.delete("pods", "default", "r", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(lab.get("pods", "default", "r").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn delete_preconditions() {
+        let mut lab = Lab::new();
+        let a = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let e = lab
+            .delete(
+                "configmaps",
+                "default",
+                "a",
+                DeleteOptions {
+                    precondition_uid: Some("other".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+        assert!(e.message.starts_with("Precondition failed: UID"), "{}", e.message);
+        let e = lab
+            .delete(
+                "configmaps",
+                "default",
+                "a",
+                DeleteOptions {
+                    precondition_resource_version: Some("1".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+        lab.delete(
+            "configmaps",
+            "default",
+            "a",
+            DeleteOptions {
+                precondition_uid: meta_str(&a, "uid").map(str::to_owned),
+                precondition_resource_version: meta_str(&a, "resourceVersion").map(str::to_owned),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn finalizers_hold_an_object_until_cleared() {
+        let mut lab = Lab::new();
+        lab.create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "a", "finalizers": ["example.com/keep"]}}),
+        )
+        .unwrap();
+        let marked = lab
+            .delete("configmaps", "default", "a", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionTimestamp"], rfc3339(lab.now));
+        let still = lab.get("configmaps", "default", "a").unwrap();
+        assert_eq!(*still, *marked);
+        // Deleting again changes nothing.
+        let rv = lab.store.resource_version();
+        lab.delete("configmaps", "default", "a", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(lab.store.resource_version(), rv);
+        // An update cannot take the deletionTimestamp away.
+        let mut cleared = (*still).clone();
+        cleared["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deletionTimestamp");
+        cleared["data"] = json!({"x": "y"});
+        let v = lab
+            .update("configmaps", "default", "a", cleared.clone(), None)
+            .unwrap();
+        assert_eq!(v["metadata"]["deletionTimestamp"], rfc3339(lab.now));
+        let mut no_finalizers = (*v).clone();
+        no_finalizers["metadata"]["finalizers"] = json!([]);
+        lab.update("configmaps", "default", "a", no_finalizers, None)
+            .unwrap();
+        assert_eq!(lab.get("configmaps", "default", "a").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_what_is_in_it() {
+        let mut lab = Lab::new();
+        lab.create("namespaces", "", json!({"metadata": {"name": "team"}}))
+            .unwrap();
+        lab.create("namespaces", "", json!({"metadata": {"name": "team-b"}}))
+            .unwrap();
+        for name in ["a", "b"] {
+            lab.create("configmaps", "team", cm(name, "1")).unwrap();
+            lab.create("pods", "team", running_pod(name)).unwrap();
+        }
+        lab.create("configmaps", "team-b", cm("kept", "1")).unwrap();
+        lab.create("configmaps", "default", cm("kept", "1")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let gone = lab
+            .delete("namespaces", "", "team", DeleteOptions::default())
+            .unwrap();
+        assert_eq!(gone["status"]["phase"], "Terminating");
+        assert_eq!(lab.get("namespaces", "", "team").unwrap_err().code, 404);
+        assert!(lab.names("pods", &ListOptions::default()).is_empty());
+        assert_eq!(
+            lab.names("configmaps", &ListOptions::default()),
+            vec!["default/kept", "team-b/kept"]
+        );
+        assert_eq!(
+            kinds(&drain(&mut watch)),
+            vec![("DELETED", "team/a".into()), ("DELETED", "team/b".into())]
+        );
+        let e = lab
+            .delete("namespaces", "", "default", DeleteOptions::default())
+            .unwrap_err();
+        assert_eq!(e.code, 403);
+        // A namespace held by a finalizer stays Terminating, refusing new
+        // objects, until the finalizer is cleared.
+        lab.create(
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"]}}),
+        )
+        .unwrap();
+        lab.delete("namespaces", "", "held", DeleteOptions::default())
+            .unwrap();
+        let e = lab.create("configmaps", "held", cm("a", "1")).unwrap_err();
+        assert_eq!(e.code, 403);
+        let mut held = (*lab.get("namespaces", "", "held").unwrap()).clone();
+        held["metadata"]["finalizers"] = json!([]);
+        lab.update("namespaces", "", "held", held, None).unwrap();
+        assert_eq!(lab.get("namespaces", "", "held").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn label_selectors_parse_as_kubectl_writes_them() {
+        let r = parse_label_selector("app=web, tier in (a, b),!canary,env!=prod,x==y,zone notin (c),team").unwrap();
+        assert_eq!(r.len(), 7);
+        assert!(matches!(&r[0], Requirement::In(k, v) if k == "app" && v.contains("web")));
+        assert!(matches!(&r[2], Requirement::DoesNotExist(k) if k == "canary"));
+        assert!(matches!(&r[3], Requirement::NotIn(k, _) if k == "env"));
+        assert!(matches!(&r[6], Requirement::Exists(k) if k == "team"));
+        for bad in ["app=web,", "a in b", "a in ()", "bad key=1", "a>1", "a=b c"] {
+            let e = parse_label_selector(bad).unwrap_err();
+            assert_eq!(e.code, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lists_filter_by_namespace_labels_and_fields() {
+        let mut lab = Lab::new();
+        lab.create("namespaces", "", json!({"metadata": {"name": "b"}}))
+            .unwrap();
+        lab.create("pods", "default", running_pod("web-1")).unwrap();
+        let mut other = running_pod("db-1");
+        other["metadata"]["labels"] = json!({"app": "db"});
+        other["spec"]["nodeName"] = "node-2".into();
+        other["status"]["phase"] = "Pending".into();
+        lab.create("pods", "default", other).unwrap();
+        lab.create("pods", "b", running_pod("web-2")).unwrap();
+        let list = |label: Option<&str>, field: Option<&str>, ns: Option<&str>| ListOptions {
+            label_selector: label.map(str::to_owned),
+            field_selector: field.map(str::to_owned),
+            namespace: ns.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(
+            lab.names("pods", &list(None, None, None)),
+            vec!["b/web-2", "default/db-1", "default/web-1"]
+        );
+        assert_eq!(
+            lab.names("pods", &list(None, None, Some("default"))),
+            vec!["default/db-1", "default/web-1"]
+        );
+        assert_eq!(
+            lab.names("pods", &list(Some("app=web"), None, None)),
+            vec!["b/web-2", "default/web-1"]
+        );
+        assert_eq!(
+            lab.names("pods", &list(Some("app notin (web)"), None, None)),
+            vec!["default/db-1"]
+        );
+        assert_eq!(
+            lab.names("pods", &list(None, Some("spec.nodeName=node-2"), None)),
+            vec!["default/db-1"]
+        );
+        assert_eq!(
+            lab.names(
+                "pods",
+                &list(None, Some("status.phase!=Pending,metadata.namespace==default"), None)
+            ),
+            vec!["default/web-1"]
+        );
+        assert_eq!(
+            lab.names("pods", &list(None, Some("metadata.name=web-2"), None)),
+            vec!["b/web-2"]
+        );
+        let e = lab
+            .store
+            .list(resource("pods"), &list(None, Some("spec.foo=1"), None))
+            .unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (400, "field label not supported: spec.foo"));
+        let e = lab
+            .store
+            .list(resource("configmaps"), &list(None, Some("spec.nodeName=x"), None))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn pages_follow_continue_tokens() {
+        let mut lab = Lab::new();
+        for ns in ["a", "b"] {
+            lab.create("namespaces", "", json!({"metadata": {"name": ns}}))
+                .unwrap();
+            for i in 0..5 {
+                lab.create("configmaps", ns, cm(&format!("c{i}"), "1")).unwrap();
+            }
+        }
+        let rv = lab.store.resource_version();
+        let first = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    limit: Some(3),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(first.items.len(), 3);
+        assert_eq!(first.remaining_item_count, Some(7));
+        assert_eq!(first.resource_version, rv);
+        // A write between pages: the next page shows the current state
+        // under the first page's version.
+        lab.create("configmaps", "b", cm("c9", "1")).unwrap();
+        let second = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    limit: Some(100),
+                    continue_token: first.continue_token.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(second.items.len(), 8);
+        assert_eq!(second.resource_version, rv);
+        assert!(second.continue_token.is_none());
+        assert!(second.remaining_item_count.is_none());
+        let e = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    continue_token: Some("garbage!".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn a_continue_token_older_than_the_history_is_gone() {
+        let mut lab = Lab::with(Box::new(AdmitAll), 4);
+        for i in 0..6 {
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+        }
+        let first = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    limit: Some(2),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        for i in 0..6 {
+            lab.update("configmaps", "default", &format!("c{i}"), cm(&format!("c{i}"), "2"), None)
+                .unwrap();
+        }
+        let e = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    continue_token: first.continue_token,
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+    }
+
+    #[test]
+    fn a_watch_from_a_version_older_than_the_history_is_gone() {
+        let mut lab = Lab::with(Box::new(AdmitAll), 3);
+        let start = lab.store.resource_version();
+        for i in 0..5 {
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+        }
+        let watch_from = |rv: u64| {
+            lab.store.watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(rv.to_string()),
+                    ..Default::default()
+                },
+            )
+        };
+        let Err(e) = watch_from(start) else {
+            panic!("watch from a compacted version")
+        };
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        assert!(e.message.starts_with(&format!("too old resource version: {start} (")), "{}", e.message);
+        // The oldest kept event's predecessor still works.
+        let mut w = watch_from(start + 2).unwrap();
+        assert_eq!(drain(&mut w).len(), 3);
+        // Another resource's history is its own.
+        let w = lab.store.watch(
+            resource("services"),
+            &ListOptions {
+                resource_version: Some(start.to_string()),
+                ..Default::default()
+            },
+        );
+        assert!(w.is_ok());
+        let e = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some("x".into()),
+                    ..Default::default()
+                },
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn initial_events_end_with_a_bookmark() {
+        let mut lab = Lab::new();
+        lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        lab.create("configmaps", "default", cm("b", "1")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    send_initial_events: true,
+                    allow_bookmarks: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let rv = lab.store.resource_version();
+        let events = drain(&mut watch);
+        assert_eq!(
+            kinds(&events),
+            vec![
+                ("ADDED", "default/a".into()),
+                ("ADDED", "default/b".into()),
+                ("BOOKMARK", "/".into())
+            ]
+        );
+        let bookmark = &events[2].object;
+        assert_eq!(bookmark["kind"], "ConfigMap");
+        assert_eq!(bookmark["metadata"]["resourceVersion"], rv.to_string());
+        assert_eq!(
+            bookmark["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+        // Without a version: the current objects as ADDED, no bookmark.
+        let mut plain = lab
+            .store
+            .watch(resource("configmaps"), &ListOptions::default())
+            .unwrap();
+        assert_eq!(drain(&mut plain).len(), 2);
+        let b = lab.store.bookmark(resource("configmaps"));
+        assert_eq!(b.kind, EventType::Bookmark);
+        assert_eq!(b.resource_version, rv);
+        assert!(b.object["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn selector_watches_see_objects_come_and_go() {
+        let mut lab = Lab::new();
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("pods"),
+                &ListOptions {
+                    label_selector: Some("app=web".into()),
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut pod = (*lab.get("pods", "default", "p").unwrap()).clone();
+        pod["metadata"]["labels"]["app"] = "db".into();
+        let moved = lab.update("pods", "default", "p", pod.clone(), None).unwrap();
+        pod["metadata"]["labels"]["app"] = "web".into();
+        pod["metadata"]["resourceVersion"] = Value::Null;
+        lab.update("pods", "default", "p", pod, None).unwrap();
+        let events = drain(&mut watch);
+        assert_eq!(
+            kinds(&events),
+            vec![("DELETED", "default/p".into()), ("ADDED", "default/p".into())]
+        );
+        // The DELETED object is the one the watcher had, at the new version.
+        assert_eq!(events[0].object["metadata"]["labels"]["app"], "web");
+        assert_eq!(rv_of(&events[0].object), rv_of(&moved));
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_is_closed() {
+        let mut lab = Lab::new();
+        let mut slow = lab
+            .store
+            .watch(resource("configmaps"), &ListOptions::default())
+            .unwrap();
+        let mut fast = lab
+            .store
+            .watch(resource("configmaps"), &ListOptions::default())
+            .unwrap();
+        let mut fast_seen = 0;
+        for i in 0..WATCH_QUEUE + 5 {
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+            fast_seen += drain(&mut fast).len();
+        }
+        assert_eq!(fast_seen, WATCH_QUEUE + 5);
+        assert_eq!(lab.store.watchers(resource("configmaps")), 1);
+        let queued = drain(&mut slow).len();
+        assert_eq!(queued, WATCH_QUEUE);
+        // Closed: nothing more comes, the stream ends.
+        assert!(matches!(
+            slow.live.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // A dropped receiver is pruned on the next event.
+        drop(fast);
+        lab.create("configmaps", "default", cm("last", "1")).unwrap();
+        assert_eq!(lab.store.watchers(resource("configmaps")), 0);
+    }
+
+    #[test]
+    fn model_admission_refusals_carry_the_models_field() {
+        let mut lab = Lab::with(Box::new(crate::admission::ModelAdmission), 100);
+        let e = lab
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 70000}]}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.details.as_ref().unwrap().causes[0].field, "spec.ports[0].port");
+        assert_eq!(lab.get("services", "default", "web").unwrap_err().code, 404);
+        let svc = lab
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}),
+            )
+            .unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["metadata"]["creationTimestamp"], rfc3339(lab.now));
+        assert!(meta_str(&svc, "uid").is_some_and(|u| u.len() == 36));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
+
+    /// One random write against a small set of names.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u8, u8, u8),
+        Update(u8, u8, u8),
+        Delete(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3u8, 0..6u8, 0..3u8).prop_map(|(n, i, l)| Op::Create(n, i, l)),
+            (0..3u8, 0..6u8, 0..3u8).prop_map(|(n, i, l)| Op::Update(n, i, l)),
+            (0..3u8, 0..6u8).prop_map(|(n, i)| Op::Delete(n, i)),
+        ]
+    }
+
+    const NAMESPACES: [&str; 3] = ["default", "ns-a", "ns-b"];
+
+    fn apply(lab: &mut Lab, op: &Op) {
+        let labelled = |i: u8, l: u8| {
+            json!({"metadata": {"name": format!("o{i}"), "labels": {"tier": format!("t{l}")}}, "data": {"l": l.to_string()}})
+        };
+        // Errors (exists, not found) are part of the game: they change nothing.
+        let _ = match *op {
+            Op::Create(n, i, l) => lab.create("configmaps", NAMESPACES[n as usize], labelled(i, l)),
+            Op::Update(n, i, l) => lab.update(
+                "configmaps",
+                NAMESPACES[n as usize],
+                &format!("o{i}"),
+                labelled(i, l),
+                None,
+            ),
+            Op::Delete(n, i) => lab.delete(
+                "configmaps",
+                NAMESPACES[n as usize],
+                &format!("o{i}"),
+                DeleteOptions::default(),
+            ),
+        };
+    }
+
+    fn lab_with_namespaces() -> Lab {
+        let mut lab = Lab::new();
+        for ns in &NAMESPACES[1..] {
+            lab.create("namespaces", "", json!({"metadata": {"name": ns}}))
+                .unwrap();
+        }
+        lab
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn pages_concatenated_are_the_list(
+            ops in proptest::collection::vec(op(), 0..80),
+            limit in 1usize..7,
+            namespace in proptest::option::of(0..3usize),
+            selector in proptest::option::of(0..3u8),
+        ) {
+            let mut lab = lab_with_namespaces();
+            for op in &ops {
+                apply(&mut lab, op);
+            }
+            let base = ListOptions {
+                namespace: namespace.map(|n| NAMESPACES[n].to_owned()),
+                label_selector: selector.map(|l| format!("tier=t{l}")),
+                ..Default::default()
+            };
+            let full = lab.store.list(resource("configmaps"), &base).unwrap();
+            let mut paged = Vec::new();
+            let mut token = None;
+            loop {
+                let page = lab.store.list(resource("configmaps"), &ListOptions {
+                    limit: Some(limit),
+                    continue_token: token.clone(),
+                    ..base.clone()
+                }).unwrap();
+                prop_assert!(page.items.len() <= limit);
+                prop_assert_eq!(page.resource_version, full.resource_version);
+                if selector.is_none() {
+                    if let Some(remaining) = page.remaining_item_count {
+                        prop_assert_eq!(
+                            remaining as usize,
+                            full.items.len() - paged.len() - page.items.len()
+                        );
+                    }
+                }
+                paged.extend(page.items);
+                match page.continue_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            let names = |items: &[Arc<Value>]| items.iter().map(|o| key_text(o)).collect::<Vec<_>>();
+            prop_assert_eq!(names(&paged), names(&full.items));
+            let mut sorted = names(&full.items);
+            sorted.sort_by(|a, b| {
+                let split = |s: &str| s.split_once('/').map(|(n, m)| (n.to_owned(), m.to_owned()));
+                split(a).cmp(&split(b))
+            });
+            prop_assert_eq!(names(&full.items), sorted);
+        }
+
+        #[test]
+        fn a_watch_from_a_list_replays_onto_the_final_list(
+            before in proptest::collection::vec(op(), 0..30),
+            after in proptest::collection::vec(op(), 0..60),
+            namespace in proptest::option::of(0..3usize),
+            selector in proptest::option::of(0..3u8),
+        ) {
+            let mut lab = lab_with_namespaces();
+            for op in &before {
+                apply(&mut lab, op);
+            }
+            let options = ListOptions {
+                namespace: namespace.map(|n| NAMESPACES[n].to_owned()),
+                label_selector: selector.map(|l| format!("tier=t{l}")),
+                ..Default::default()
+            };
+            let start = lab.store.list(resource("configmaps"), &options).unwrap();
+            // Half the later writes before the watch starts (backlog), half after (live).
+            let (early, late) = after.split_at(after.len() / 2);
+            for op in early {
+                apply(&mut lab, op);
+            }
+            let mut watch = lab.store.watch(resource("configmaps"), &ListOptions {
+                resource_version: Some(start.resource_version.to_string()),
+                ..options.clone()
+            }).unwrap();
+            for op in late {
+                apply(&mut lab, op);
+            }
+            let mut state: BTreeMap<String, Value> = start
+                .items
+                .iter()
+                .map(|o| (key_text(o), (**o).clone()))
+                .collect();
+            let mut last_rv = start.resource_version;
+            for event in drain(&mut watch) {
+                prop_assert!(event.resource_version > last_rv);
+                last_rv = event.resource_version;
+                prop_assert_eq!(rv_of(&event.object), event.resource_version);
+                let k = key_text(&event.object);
+                match event.kind {
+                    EventType::Added => prop_assert!(state.insert(k, (*event.object).clone()).is_none()),
+                    EventType::Modified => prop_assert!(state.insert(k, (*event.object).clone()).is_some()),
+                    EventType::Deleted => prop_assert!(state.remove(&k).is_some()),
+                    EventType::Bookmark => {}
+                }
+            }
+            let end = lab.store.list(resource("configmaps"), &options).unwrap();
+            let end: BTreeMap<String, Value> = end.items.iter().map(|o| (key_text(o), (**o).clone())).collect();
+            prop_assert_eq!(state, end);
+        }
+    }
+}
