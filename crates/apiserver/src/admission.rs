@@ -41,7 +41,11 @@ impl Admission for ModelAdmission {
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                Err(ApiError::invalid(resource, name, vec![cause(field, message)]))
+                Err(ApiError::invalid(
+                    resource,
+                    name,
+                    vec![cause(field, message)],
+                ))
             }
             Ok(_) if kind == Kind::Pod => Ok(()),
             Ok(admitted) => {
@@ -171,7 +175,9 @@ mod tests {
         let causes = &e.details.as_ref().unwrap().causes;
         assert_eq!(causes[0].field, "spec.ports[0].port");
         assert_eq!(causes[0].reason, "FieldValueInvalid");
-        assert!(e.message.starts_with("Service \"web\" is invalid: spec.ports[0].port"));
+        assert!(e
+            .message
+            .starts_with("Service \"web\" is invalid: spec.ports[0].port"));
     }
 
     #[test]

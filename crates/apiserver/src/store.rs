@@ -478,7 +478,10 @@ impl Store {
                         )),
                     });
                 }
-                Some(ns) if ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => {
+                Some(ns)
+                    if ns.pointer("/status/phase").and_then(Value::as_str)
+                        == Some("Terminating") =>
+                {
                     return Err(ApiError::forbidden(format!(
                         "unable to create new content in namespace {namespace} because it is being terminated"
                     )));
@@ -568,7 +571,9 @@ impl Store {
             .and_then(|b| b.objects.get(&k))
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
-        let old_rv = meta_str(&old, "resourceVersion").unwrap_or_default().to_owned();
+        let old_rv = meta_str(&old, "resourceVersion")
+            .unwrap_or_default()
+            .to_owned();
         if precondition.is_some_and(|p| p != old_rv) {
             return Err(ApiError::conflict(resource, name));
         }
@@ -610,14 +615,7 @@ impl Store {
         let inner = &mut *inner;
         if finished {
             // The last finalizer is gone from an object being deleted.
-            return Ok(inner.commit(
-                resource,
-                self.history,
-                k,
-                EventType::Deleted,
-                new,
-                None,
-            ));
+            return Ok(inner.commit(resource, self.history, k, EventType::Deleted, new, None));
         }
         Ok(inner.commit(
             resource,
@@ -717,7 +715,11 @@ impl Store {
             }
             let mut marked = (*old).clone();
             if meta_str(&marked, "deletionTimestamp").is_none() {
-                set_meta(&mut marked, "deletionTimestamp", rfc3339(ctx.now_unix).into());
+                set_meta(
+                    &mut marked,
+                    "deletionTimestamp",
+                    rfc3339(ctx.now_unix).into(),
+                );
             }
             if !marked["status"].is_object() {
                 marked["status"] = json!({});
@@ -799,20 +801,17 @@ impl Store {
         if has_finalizers(&old) {
             let mut marked = (*old).clone();
             if meta_str(&marked, "deletionTimestamp").is_none() {
-                set_meta(&mut marked, "deletionTimestamp", rfc3339(ctx.now_unix).into());
+                set_meta(
+                    &mut marked,
+                    "deletionTimestamp",
+                    rfc3339(ctx.now_unix).into(),
+                );
             }
             set_meta(&mut marked, "deletionGracePeriodSeconds", 0.into());
             if marked == *old {
                 return Ok(old);
             }
-            return Ok(inner.commit(
-                resource,
-                history,
-                k,
-                EventType::Modified,
-                marked,
-                Some(old),
-            ));
+            return Ok(inner.commit(resource, history, k, EventType::Modified, marked, Some(old)));
         }
         Ok(inner.commit(
             resource,
@@ -835,10 +834,7 @@ impl Store {
         let from = match options.resource_version.as_deref() {
             None | Some("") | Some("0") => None,
             Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid resource version: {}",
-                    rv.escape_debug()
-                ))
+                ApiError::bad_request(format!("invalid resource version: {}", rv.escape_debug()))
             })?),
         };
         let (tx, live) = mpsc::channel(WATCH_QUEUE);
@@ -855,12 +851,7 @@ impl Store {
                     )));
                 }
                 let first = bucket.history.partition_point(|e| e.resource_version <= r);
-                backlog.extend(
-                    bucket
-                        .history
-                        .range(first..)
-                        .filter_map(|e| filter.view(e)),
-                );
+                backlog.extend(bucket.history.range(first..).filter_map(|e| filter.view(e)));
             }
             _ => {
                 for (_, object) in bucket.range(filter.namespace.as_deref(), Bound::Unbounded) {
@@ -1052,7 +1043,9 @@ fn pod_grace(pod: &Value, options: &DeleteOptions) -> i64 {
     });
     // kube-apiserver turns a negative period into 1 second; a year is the
     // most any grace period here is given, so the timestamp stays a date.
-    grace.clamp(0, 365 * 24 * 3600).max(if grace < 0 { 1 } else { 0 })
+    grace
+        .clamp(0, 365 * 24 * 3600)
+        .max(if grace < 0 { 1 } else { 0 })
 }
 
 /// `field` of `object` set to `value`, or removed when there is none.
@@ -1097,11 +1090,13 @@ fn set_identity(object: &mut Value, resource: &Resource, namespace: &str, name: 
     }
     let meta = meta_mut(object);
     meta.insert("name".into(), name.into());
-    meta.remove("generateName").map(|g| {
-        if !g.as_str().is_some_and(str::is_empty) {
-            meta.insert("generateName".into(), g);
-        }
-    });
+    // An empty generateName is no generateName.
+    if meta
+        .get("generateName")
+        .is_some_and(|g| g.as_str().is_none_or(str::is_empty))
+    {
+        meta.remove("generateName");
+    }
     if resource.namespaced {
         meta.insert("namespace".into(), namespace.into());
     } else {
@@ -1270,7 +1265,9 @@ fn generated_name(prefix: &str, ctx: &mut WriteContext<'_>) -> String {
     let random = (ctx.random)();
     let mut name = prefix[..cut].to_owned();
     for b in &random[..GENERATED_SUFFIX] {
-        name.push(char::from(NAME_ALPHABET[usize::from(*b) % NAME_ALPHABET.len()]));
+        name.push(char::from(
+            NAME_ALPHABET[usize::from(*b) % NAME_ALPHABET.len()],
+        ));
     }
     name
 }
@@ -1365,36 +1362,37 @@ struct FieldRequirement {
 /// The field selectors kube-apiserver supports, by resource: every
 /// resource has `metadata.name` and `metadata.namespace`.
 fn field_path(resource: &Resource, label: &str) -> Option<(&'static [&'static str], &'static str)> {
-    let found: (&'static [&'static str], &'static str) = match (resource.group, resource.plural, label) {
-        (_, _, "metadata.name") => (&["metadata", "name"], ""),
-        (_, _, "metadata.namespace") => (&["metadata", "namespace"], ""),
-        ("", "pods", "spec.nodeName") => (&["spec", "nodeName"], ""),
-        ("", "pods", "spec.restartPolicy") => (&["spec", "restartPolicy"], ""),
-        ("", "pods", "spec.schedulerName") => (&["spec", "schedulerName"], ""),
-        ("", "pods", "spec.serviceAccountName") => (&["spec", "serviceAccountName"], ""),
-        ("", "pods", "spec.hostNetwork") => (&["spec", "hostNetwork"], "false"),
-        ("", "pods", "status.phase") => (&["status", "phase"], ""),
-        ("", "pods", "status.podIP") => (&["status", "podIP"], ""),
-        ("", "pods", "status.nominatedNodeName") => (&["status", "nominatedNodeName"], ""),
-        ("", "nodes", "spec.unschedulable") => (&["spec", "unschedulable"], "false"),
-        ("", "namespaces", "status.phase") => (&["status", "phase"], ""),
-        ("", "secrets", "type") => (&["type"], ""),
-        // What `kubectl describe` asks the events of an object by.
-        ("", "events", "involvedObject.kind") => (&["involvedObject", "kind"], ""),
-        ("", "events", "involvedObject.namespace") => (&["involvedObject", "namespace"], ""),
-        ("", "events", "involvedObject.name") => (&["involvedObject", "name"], ""),
-        ("", "events", "involvedObject.uid") => (&["involvedObject", "uid"], ""),
-        ("", "events", "involvedObject.apiVersion") => (&["involvedObject", "apiVersion"], ""),
-        ("", "events", "involvedObject.resourceVersion") => {
-            (&["involvedObject", "resourceVersion"], "")
-        }
-        ("", "events", "involvedObject.fieldPath") => (&["involvedObject", "fieldPath"], ""),
-        ("", "events", "reason") => (&["reason"], ""),
-        ("", "events", "reportingComponent") => (&["reportingComponent"], ""),
-        ("", "events", "source") => (&["source", "component"], ""),
-        ("", "events", "type") => (&["type"], ""),
-        _ => return None,
-    };
+    let found: (&'static [&'static str], &'static str) =
+        match (resource.group, resource.plural, label) {
+            (_, _, "metadata.name") => (&["metadata", "name"], ""),
+            (_, _, "metadata.namespace") => (&["metadata", "namespace"], ""),
+            ("", "pods", "spec.nodeName") => (&["spec", "nodeName"], ""),
+            ("", "pods", "spec.restartPolicy") => (&["spec", "restartPolicy"], ""),
+            ("", "pods", "spec.schedulerName") => (&["spec", "schedulerName"], ""),
+            ("", "pods", "spec.serviceAccountName") => (&["spec", "serviceAccountName"], ""),
+            ("", "pods", "spec.hostNetwork") => (&["spec", "hostNetwork"], "false"),
+            ("", "pods", "status.phase") => (&["status", "phase"], ""),
+            ("", "pods", "status.podIP") => (&["status", "podIP"], ""),
+            ("", "pods", "status.nominatedNodeName") => (&["status", "nominatedNodeName"], ""),
+            ("", "nodes", "spec.unschedulable") => (&["spec", "unschedulable"], "false"),
+            ("", "namespaces", "status.phase") => (&["status", "phase"], ""),
+            ("", "secrets", "type") => (&["type"], ""),
+            // What `kubectl describe` asks the events of an object by.
+            ("", "events", "involvedObject.kind") => (&["involvedObject", "kind"], ""),
+            ("", "events", "involvedObject.namespace") => (&["involvedObject", "namespace"], ""),
+            ("", "events", "involvedObject.name") => (&["involvedObject", "name"], ""),
+            ("", "events", "involvedObject.uid") => (&["involvedObject", "uid"], ""),
+            ("", "events", "involvedObject.apiVersion") => (&["involvedObject", "apiVersion"], ""),
+            ("", "events", "involvedObject.resourceVersion") => {
+                (&["involvedObject", "resourceVersion"], "")
+            }
+            ("", "events", "involvedObject.fieldPath") => (&["involvedObject", "fieldPath"], ""),
+            ("", "events", "reason") => (&["reason"], ""),
+            ("", "events", "reportingComponent") => (&["reportingComponent"], ""),
+            ("", "events", "source") => (&["source", "component"], ""),
+            ("", "events", "type") => (&["type"], ""),
+            _ => return None,
+        };
     Some(found)
 }
 
@@ -1576,11 +1574,12 @@ pub fn parse_label_selector(text: &str) -> Result<Vec<Requirement>, ApiError> {
                 text.escape_debug()
             )));
         }
-        let expr = |key: &str, operator: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
-            key: key.to_owned(),
-            operator: operator.to_owned(),
-            values,
-        };
+        let expr =
+            |key: &str, operator: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
+                key: key.to_owned(),
+                operator: operator.to_owned(),
+                values,
+            };
         if let Some(key) = term.strip_prefix('!') {
             expressions.push(expr(key.trim(), "DoesNotExist", None));
             continue;
@@ -1682,7 +1681,12 @@ mod tests {
             f(&self.store, &mut ctx)
         }
 
-        fn create(&mut self, plural: &str, ns: &str, object: Value) -> Result<Arc<Value>, ApiError> {
+        fn create(
+            &mut self,
+            plural: &str,
+            ns: &str,
+            object: Value,
+        ) -> Result<Arc<Value>, ApiError> {
             self.ctx(|s, c| s.create(resource(plural), ns, object, c))
         }
 
@@ -1765,7 +1769,11 @@ mod tests {
         assert_eq!(*lab.get("configmaps", "default", "a").unwrap(), *created);
         // Another resource shares the counter.
         let svc = lab
-            .create("services", "default", json!({"metadata": {"name": "web"}, "spec": {}}))
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "web"}, "spec": {}}),
+            )
             .unwrap();
         assert_eq!(rv_of(&svc), rv1 + 1);
         let updated = lab
@@ -1820,15 +1828,25 @@ mod tests {
         );
         assert!(parts[2].starts_with('4'), "{uid}");
         assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{uid}");
-        assert_eq!(made["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            made["metadata"]["creationTimestamp"],
+            "2023-11-14T22:13:20Z"
+        );
         assert!(made["metadata"].get("generation").is_none());
         let with_spec = lab
-            .create("services", "default", json!({"metadata": {"name": "s"}, "spec": {}}))
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "s"}, "spec": {}}),
+            )
             .unwrap();
         assert_eq!(with_spec["metadata"]["generation"], 1);
 
         let e = lab.create("configmaps", "nope", cm("a", "1")).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"nope\" not found"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "namespaces \"nope\" not found")
+        );
         let e = lab
             .create(
                 "configmaps",
@@ -1850,9 +1868,16 @@ mod tests {
             e.details.as_ref().unwrap().causes[0].reason,
             "FieldValueRequired"
         );
-        let e = lab.create("configmaps", "default", cm("Not_A_Name", "")).unwrap_err();
+        let e = lab
+            .create("configmaps", "default", cm("Not_A_Name", ""))
+            .unwrap_err();
         assert_eq!(e.code, 422);
-        assert!(e.message.contains("metadata.name: Invalid value: \"Not_A_Name\""), "{}", e.message);
+        assert!(
+            e.message
+                .contains("metadata.name: Invalid value: \"Not_A_Name\""),
+            "{}",
+            e.message
+        );
         let e = lab
             .create("services", "default", json!({"metadata": {"name": "1web"}}))
             .unwrap_err();
@@ -1873,17 +1898,27 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, 422);
         let e = lab
-            .create("configmaps", "default", json!({"kind": "Secret", "metadata": {"name": "a"}}))
+            .create(
+                "configmaps",
+                "default",
+                json!({"kind": "Secret", "metadata": {"name": "a"}}),
+            )
             .unwrap_err();
         assert_eq!(e.code, 400);
         let e = lab.create("configmaps", "default", json!([1])).unwrap_err();
         assert_eq!(e.code, 400);
         lab.create("configmaps", "default", cm("a", "1")).unwrap();
-        let e = lab.create("configmaps", "default", cm("a", "1")).unwrap_err();
+        let e = lab
+            .create("configmaps", "default", cm("a", "1"))
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
         // A cluster-scoped object loses a namespace given to it.
         let node = lab
-            .create("nodes", "", json!({"metadata": {"name": "n1", "namespace": "x"}}))
+            .create(
+                "nodes",
+                "",
+                json!({"metadata": {"name": "n1", "namespace": "x"}}),
+            )
             .unwrap();
         assert!(node["metadata"].get("namespace").is_none());
         let ns = lab.get("namespaces", "", "default").unwrap();
@@ -1944,7 +1979,10 @@ mod tests {
         assert!(drain(&mut watch).is_empty());
         lab.update("configmaps", "default", "a", cm("a", "2"), None)
             .unwrap();
-        assert_eq!(kinds(&drain(&mut watch)), vec![("MODIFIED", "default/a".into())]);
+        assert_eq!(
+            kinds(&drain(&mut watch)),
+            vec![("MODIFIED", "default/a".into())]
+        );
     }
 
     #[test]
@@ -2082,7 +2120,10 @@ mod tests {
         let marked = lab
             .delete("pods", "default", "p", DeleteOptions::default())
             .unwrap();
-        assert_eq!(marked["metadata"]["deletionTimestamp"], rfc3339(lab.now + 30));
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            rfc3339(lab.now + 30)
+        );
         assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
         assert!(lab.get("pods", "default", "p").is_ok());
         // A longer grace period does not postpone it.
@@ -2128,8 +2169,12 @@ mod tests {
             .delete("pods", "default", "q", DeleteOptions::default())
             .unwrap();
         assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
-        lab.create("pods", "default", json!({"metadata": {"name": "r"}, "spec": {}}))
-            .unwrap();
+        lab.create(
+            "pods",
+            "default",
+            json!({"metadata": {"name": "r"}, "spec": {}}),
+        )
+        .unwrap();
         lab.delete("pods", "default", "r", DeleteOptions::default())
             .unwrap();
         assert_eq!(lab.get("pods", "default", "r").unwrap_err().code, 404);
@@ -2151,7 +2196,11 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.code, 409);
-        assert!(e.message.starts_with("Precondition failed: UID"), "{}", e.message);
+        assert!(
+            e.message.starts_with("Precondition failed: UID"),
+            "{}",
+            e.message
+        );
         let e = lab
             .delete(
                 "configmaps",
@@ -2227,7 +2276,8 @@ mod tests {
             lab.create("pods", "team", running_pod(name)).unwrap();
         }
         lab.create("configmaps", "team-b", cm("kept", "1")).unwrap();
-        lab.create("configmaps", "default", cm("kept", "1")).unwrap();
+        lab.create("configmaps", "default", cm("kept", "1"))
+            .unwrap();
         let mut watch = lab
             .store
             .watch(
@@ -2276,7 +2326,10 @@ mod tests {
 
     #[test]
     fn label_selectors_parse_as_kubectl_writes_them() {
-        let r = parse_label_selector("app=web, tier in (a, b),!canary,env!=prod,x==y,zone notin (c),team").unwrap();
+        let r = parse_label_selector(
+            "app=web, tier in (a, b),!canary,env!=prod,x==y,zone notin (c),team",
+        )
+        .unwrap();
         assert_eq!(r.len(), 7);
         assert!(matches!(&r[0], Requirement::In(k, v) if k == "app" && v.contains("web")));
         assert!(matches!(&r[2], Requirement::DoesNotExist(k) if k == "canary"));
@@ -2329,7 +2382,11 @@ mod tests {
         assert_eq!(
             lab.names(
                 "pods",
-                &list(None, Some("status.phase!=Pending,metadata.namespace==default"), None)
+                &list(
+                    None,
+                    Some("status.phase!=Pending,metadata.namespace==default"),
+                    None
+                )
             ),
             vec!["default/web-1"]
         );
@@ -2341,10 +2398,16 @@ mod tests {
             .store
             .list(resource("pods"), &list(None, Some("spec.foo=1"), None))
             .unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (400, "field label not supported: spec.foo"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "field label not supported: spec.foo")
+        );
         let e = lab
             .store
-            .list(resource("configmaps"), &list(None, Some("spec.nodeName=x"), None))
+            .list(
+                resource("configmaps"),
+                &list(None, Some("spec.nodeName=x"), None),
+            )
             .unwrap_err();
         assert_eq!(e.code, 400);
     }
@@ -2356,7 +2419,8 @@ mod tests {
             lab.create("namespaces", "", json!({"metadata": {"name": ns}}))
                 .unwrap();
             for i in 0..5 {
-                lab.create("configmaps", ns, cm(&format!("c{i}"), "1")).unwrap();
+                lab.create("configmaps", ns, cm(&format!("c{i}"), "1"))
+                    .unwrap();
             }
         }
         let rv = lab.store.resource_version();
@@ -2408,7 +2472,8 @@ mod tests {
     fn a_continue_token_older_than_the_history_is_gone() {
         let mut lab = Lab::with(Box::new(AdmitAll), 4);
         for i in 0..6 {
-            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1"))
+                .unwrap();
         }
         let first = lab
             .store
@@ -2421,8 +2486,14 @@ mod tests {
             )
             .unwrap();
         for i in 0..6 {
-            lab.update("configmaps", "default", &format!("c{i}"), cm(&format!("c{i}"), "2"), None)
-                .unwrap();
+            lab.update(
+                "configmaps",
+                "default",
+                &format!("c{i}"),
+                cm(&format!("c{i}"), "2"),
+                None,
+            )
+            .unwrap();
         }
         let e = lab
             .store
@@ -2442,7 +2513,8 @@ mod tests {
         let mut lab = Lab::with(Box::new(AdmitAll), 3);
         let start = lab.store.resource_version();
         for i in 0..5 {
-            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1"))
+                .unwrap();
         }
         let watch_from = |rv: u64| {
             lab.store.watch(
@@ -2457,7 +2529,12 @@ mod tests {
             panic!("watch from a compacted version")
         };
         assert_eq!((e.code, e.reason), (410, "Expired"));
-        assert!(e.message.starts_with(&format!("too old resource version: {start} (")), "{}", e.message);
+        assert!(
+            e.message
+                .starts_with(&format!("too old resource version: {start} (")),
+            "{}",
+            e.message
+        );
         // The oldest kept event's predecessor still works.
         let mut w = watch_from(start + 2).unwrap();
         assert_eq!(drain(&mut w).len(), 3);
@@ -2546,14 +2623,19 @@ mod tests {
             .unwrap();
         let mut pod = (*lab.get("pods", "default", "p").unwrap()).clone();
         pod["metadata"]["labels"]["app"] = "db".into();
-        let moved = lab.update("pods", "default", "p", pod.clone(), None).unwrap();
+        let moved = lab
+            .update("pods", "default", "p", pod.clone(), None)
+            .unwrap();
         pod["metadata"]["labels"]["app"] = "web".into();
         pod["metadata"]["resourceVersion"] = Value::Null;
         lab.update("pods", "default", "p", pod, None).unwrap();
         let events = drain(&mut watch);
         assert_eq!(
             kinds(&events),
-            vec![("DELETED", "default/p".into()), ("ADDED", "default/p".into())]
+            vec![
+                ("DELETED", "default/p".into()),
+                ("ADDED", "default/p".into())
+            ]
         );
         // The DELETED object is the one the watcher had, at the new version.
         assert_eq!(events[0].object["metadata"]["labels"]["app"], "web");
@@ -2573,7 +2655,8 @@ mod tests {
             .unwrap();
         let mut fast_seen = 0;
         for i in 0..WATCH_QUEUE + 5 {
-            lab.create("configmaps", "default", cm(&format!("c{i}"), "1")).unwrap();
+            lab.create("configmaps", "default", cm(&format!("c{i}"), "1"))
+                .unwrap();
             fast_seen += drain(&mut fast).len();
         }
         assert_eq!(fast_seen, WATCH_QUEUE + 5);
@@ -2587,7 +2670,8 @@ mod tests {
         ));
         // A dropped receiver is pruned on the next event.
         drop(fast);
-        lab.create("configmaps", "default", cm("last", "1")).unwrap();
+        lab.create("configmaps", "default", cm("last", "1"))
+            .unwrap();
         assert_eq!(lab.store.watchers(resource("configmaps")), 0);
     }
 
@@ -2602,7 +2686,10 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.code, 422);
-        assert_eq!(e.details.as_ref().unwrap().causes[0].field, "spec.ports[0].port");
+        assert_eq!(
+            e.details.as_ref().unwrap().causes[0].field,
+            "spec.ports[0].port"
+        );
         assert_eq!(lab.get("services", "default", "web").unwrap_err().code, 404);
         let svc = lab
             .create(
@@ -2644,9 +2731,7 @@ mod tests {
     const NAMESPACES: [&str; 3] = ["default", "ns-a", "ns-b"];
 
     fn apply(lab: &mut Lab, op: &Op) {
-        let labelled = |i: u8, l: u8| {
-            json!({"metadata": {"name": format!("o{i}"), "labels": {"tier": format!("t{l}")}}, "data": {"l": l.to_string()}})
-        };
+        let labelled = |i: u8, l: u8| json!({"metadata": {"name": format!("o{i}"), "labels": {"tier": format!("t{l}")}}, "data": {"l": l.to_string()}});
         // Errors (exists, not found) are part of the game: they change nothing.
         let _ = match *op {
             Op::Create(n, i, l) => lab.create("configmaps", NAMESPACES[n as usize], labelled(i, l)),
