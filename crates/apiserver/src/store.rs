@@ -482,6 +482,25 @@ impl Store {
             object["status"] = json!({"phase": "Active"});
         }
 
+        let mut name = if given.is_empty() {
+            generated_name(&generate, ctx)
+        } else {
+            given.clone()
+        };
+        check_name(resource, &name)?;
+        set_identity(&mut object, resource, &namespace, &name);
+        // Admission runs without the store's lock: it may be slow, and an
+        // admission that reads the store (address allocation) must not
+        // deadlock. The checks against the stored objects follow, locked.
+        self.admission.admit(resource, &mut object, None)?;
+        // Admission may rewrite the object; what the store owns stays.
+        set_identity(&mut object, resource, &namespace, &name);
+        {
+            let meta = meta_mut(&mut object);
+            meta.insert("uid".into(), uid.into());
+            meta.insert("creationTimestamp".into(), created.into());
+        }
+
         let mut inner = self.lock();
         if resource.namespaced {
             match inner.namespace(&namespace) {
@@ -506,13 +525,10 @@ impl Store {
                 Some(_) => {}
             }
         }
-        // A generated name that is taken is drawn again, as the chance of
-        // that grows with the objects of one prefix.
-        let mut name = given.clone();
+        // A generated name that is taken is drawn again (same length, same
+        // alphabet: what admission saw stays valid), as the chance of that
+        // grows with the objects of one prefix.
         for attempt in 0.. {
-            if given.is_empty() {
-                name = generated_name(&generate, ctx);
-            }
             let taken = inner
                 .bucket(resource)
                 .is_some_and(|b| b.objects.contains_key(&key(resource, &namespace, &name)));
@@ -522,16 +538,8 @@ impl Store {
             if !given.is_empty() || attempt == 8 {
                 return Err(ApiError::already_exists(resource, &name));
             }
-        }
-        check_name(resource, &name)?;
-        set_identity(&mut object, resource, &namespace, &name);
-        self.admission.admit(resource, &mut object, None)?;
-        // Admission may rewrite the object; what the store owns stays.
-        set_identity(&mut object, resource, &namespace, &name);
-        {
-            let meta = meta_mut(&mut object);
-            meta.insert("uid".into(), uid.into());
-            meta.insert("creationTimestamp".into(), created.into());
+            name = generated_name(&generate, ctx);
+            set_meta(&mut object, "name", name.clone().into());
         }
         Ok(inner.commit(
             resource,
@@ -581,37 +589,88 @@ impl Store {
         let precondition = meta_string(&object, "resourceVersion")?.filter(|v| !v.is_empty());
         check_labels(resource, name, &object)?;
 
-        let mut inner = self.lock();
         let k = key(resource, &namespace, name);
-        let old = inner
-            .bucket(resource)
-            .and_then(|b| b.objects.get(&k))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(resource, name))?;
-        let old_rv = meta_str(&old, "resourceVersion")
+        // Admission runs unlocked (see `create`): the stored object it was
+        // run against must still be the stored one when the write is made,
+        // else (an unconditional update) it is done again.
+        for _ in 0..MODIFY_ATTEMPTS {
+            let old = self.get(resource, &namespace, name)?;
+            let old_rv = meta_str(&old, "resourceVersion")
+                .unwrap_or_default()
+                .to_owned();
+            if precondition.as_ref().is_some_and(|p| *p != old_rv) {
+                return Err(ApiError::conflict(resource, name));
+            }
+            let new = self.updated(resource, &namespace, name, &object, subresource, &old)?;
+            let mut inner = self.lock();
+            let current = inner.bucket(resource).and_then(|b| b.objects.get(&k));
+            match current {
+                None => return Err(ApiError::not_found(resource, name)),
+                Some(c) if !Arc::ptr_eq(c, &old) => {
+                    if precondition.is_some() {
+                        return Err(ApiError::conflict(resource, name));
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let Some(new) = new else {
+                // Nothing changed: no new version, no event (`kubectl
+                // apply` reports "unchanged" from exactly this).
+                return Ok(old);
+            };
+            let finished = meta_str(&new, "deletionTimestamp").is_some()
+                && !has_finalizers(&new)
+                && (!is_pods(resource) || grace_of(&new).is_none_or(|g| g == 0));
+            if finished {
+                // The last finalizer is gone from an object being deleted.
+                return Ok(inner.commit(resource, self.history, k, EventType::Deleted, new, None));
+            }
+            return Ok(inner.commit(
+                resource,
+                self.history,
+                k,
+                EventType::Modified,
+                new,
+                Some(old),
+            ));
+        }
+        Err(ApiError::conflict(resource, name))
+    }
+
+    /// The object an update of `old` with `object` stores (admitted), or
+    /// `None` when it would be `old` itself.
+    fn updated(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        object: &Value,
+        subresource: Option<Subresource>,
+        old: &Arc<Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        let old_rv = meta_str(old, "resourceVersion")
             .unwrap_or_default()
             .to_owned();
-        if precondition.is_some_and(|p| p != old_rv) {
-            return Err(ApiError::conflict(resource, name));
-        }
         let mut new = match subresource {
             Some(_) => {
-                let mut new = (*old).clone();
+                let mut new = (**old).clone();
                 replace_field(&mut new, "status", object.get("status"));
                 new
             }
             None => {
+                let mut new = object.clone();
                 if resource.has(Subresource::Status) {
-                    replace_field(&mut object, "status", old.get("status"));
+                    replace_field(&mut new, "status", old.get("status"));
                 }
-                object
+                new
             }
         };
-        keep_stored_metadata(&mut new, &old);
-        set_identity(&mut new, resource, &namespace, name);
-        self.admission.admit(resource, &mut new, Some(&old))?;
-        set_identity(&mut new, resource, &namespace, name);
-        keep_stored_metadata(&mut new, &old);
+        keep_stored_metadata(&mut new, old);
+        set_identity(&mut new, resource, namespace, name);
+        self.admission.admit(resource, &mut new, Some(old))?;
+        set_identity(&mut new, resource, namespace, name);
+        keep_stored_metadata(&mut new, old);
         if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
             let bumped = if new.get("spec") != old.get("spec") {
                 generation.saturating_add(1)
@@ -621,27 +680,7 @@ impl Store {
             set_meta(&mut new, "generation", bumped.into());
         }
         set_meta(&mut new, "resourceVersion", old_rv.into());
-        if new == *old {
-            // Nothing changed: no new version, no event (`kubectl apply`
-            // reports "unchanged" from exactly this).
-            return Ok(old);
-        }
-        let finished = meta_str(&new, "deletionTimestamp").is_some()
-            && !has_finalizers(&new)
-            && (!is_pods(resource) || grace_of(&new) == Some(0) || grace_of(&new).is_none());
-        let inner = &mut *inner;
-        if finished {
-            // The last finalizer is gone from an object being deleted.
-            return Ok(inner.commit(resource, self.history, k, EventType::Deleted, new, None));
-        }
-        Ok(inner.commit(
-            resource,
-            self.history,
-            k,
-            EventType::Modified,
-            new,
-            Some(old),
-        ))
+        Ok((new != **old).then_some(new))
     }
 
     /// Read, change with `change`, write back — retried on a concurrent
@@ -1338,7 +1377,8 @@ struct Continue {
 
 impl Continue {
     fn encode(&self) -> String {
-        let text = json!({"rv": self.rv, "ns": self.key.0, "name": self.key.1, "n": self.served}).to_string();
+        let text = json!({"rv": self.rv, "ns": self.key.0, "name": self.key.1, "n": self.served})
+            .to_string();
         URL_SAFE_NO_PAD.encode(text)
     }
 
@@ -2724,6 +2764,141 @@ mod tests {
         assert!(meta_str(&svc, "uid").is_some_and(|u| u.len() == 36));
     }
 
+    /// An admission that reads the store (as address allocation does).
+    struct Reading(std::sync::OnceLock<std::sync::Weak<Store>>);
+
+    impl Admission for Reading {
+        fn admit(
+            &self,
+            _: &Resource,
+            object: &mut Value,
+            _: Option<&Value>,
+        ) -> Result<(), ApiError> {
+            let store = self.0.get().and_then(std::sync::Weak::upgrade);
+            let seen = store.map_or(0, |s| {
+                s.list(resource("configmaps"), &ListOptions::default())
+                    .map_or(0, |l| l.items.len())
+            });
+            object["data"]["seen"] = seen.to_string().into();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn admission_may_read_the_store() {
+        let admission = Arc::new(Reading(std::sync::OnceLock::new()));
+        struct Shared(Arc<Reading>);
+        impl Admission for Shared {
+            fn admit(
+                &self,
+                r: &Resource,
+                o: &mut Value,
+                old: Option<&Value>,
+            ) -> Result<(), ApiError> {
+                self.0.admit(r, o, old)
+            }
+        }
+        let store = Arc::new(Store::new(Box::new(Shared(admission.clone())), 100));
+        admission.0.set(Arc::downgrade(&store)).ok();
+        let mut random = || [1u8; 16];
+        let mut ctx = WriteContext {
+            now_unix: 0,
+            random: &mut random,
+        };
+        store
+            .create(
+                resource("namespaces"),
+                "",
+                json!({"metadata": {"name": "default"}}),
+                &mut ctx,
+            )
+            .unwrap();
+        store
+            .create(resource("configmaps"), "default", cm("a", "1"), &mut ctx)
+            .unwrap();
+        let b = store
+            .create(resource("configmaps"), "default", cm("b", "1"), &mut ctx)
+            .unwrap();
+        assert_eq!(b["data"]["seen"], "1");
+        let b = store
+            .update(
+                resource("configmaps"),
+                "default",
+                "b",
+                cm("b", "2"),
+                None,
+                &mut ctx,
+            )
+            .unwrap();
+        assert_eq!(b["data"]["seen"], "2");
+    }
+
+    #[test]
+    fn concurrent_modifies_lose_no_write() {
+        let store = Arc::new(Store::new(Box::new(AdmitAll), 10_000));
+        let mut random = || [1u8; 16];
+        let mut ctx = WriteContext {
+            now_unix: 0,
+            random: &mut random,
+        };
+        store
+            .create(
+                resource("namespaces"),
+                "",
+                json!({"metadata": {"name": "default"}}),
+                &mut ctx,
+            )
+            .unwrap();
+        store
+            .create(resource("configmaps"), "default", cm("n", "0"), &mut ctx)
+            .unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut random = || [2u8; 16];
+                    let mut ctx = WriteContext {
+                        now_unix: 0,
+                        random: &mut random,
+                    };
+                    let mut done = 0;
+                    for _ in 0..50 {
+                        let mut bump = |old: &Value| {
+                            let n: u64 = old["data"]["v"]
+                                .as_str()
+                                .unwrap_or("0")
+                                .parse()
+                                .unwrap_or(0);
+                            let mut new = old.clone();
+                            new["data"]["v"] = (n + 1).to_string().into();
+                            Ok(new)
+                        };
+                        // Under heavy contention a modify may give up (409):
+                        // what counts is that no successful one is lost.
+                        if store
+                            .modify(
+                                resource("configmaps"),
+                                "default",
+                                "n",
+                                None,
+                                &mut bump,
+                                &mut ctx,
+                            )
+                            .is_ok()
+                        {
+                            done += 1;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        let done: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let n = store.get(resource("configmaps"), "default", "n").unwrap();
+        assert_eq!(n["data"]["v"], done.to_string());
+        assert!(done > 0);
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
@@ -2790,17 +2965,28 @@ mod tests {
         use std::time::Instant;
         let mut lab = Lab::with(Box::new(AdmitAll), 10_000);
         for n in 0..50 {
-            lab.create("namespaces", "", json!({"metadata": {"name": format!("ns-{n}")}}))
-                .unwrap();
+            lab.create(
+                "namespaces",
+                "",
+                json!({"metadata": {"name": format!("ns-{n}")}}),
+            )
+            .unwrap();
         }
         let t = Instant::now();
         for i in 0..50_000 {
-            lab.create("pods", &format!("ns-{}", i % 50), running_pod(&format!("pod-{i}")))
-                .unwrap();
+            lab.create(
+                "pods",
+                &format!("ns-{}", i % 50),
+                running_pod(&format!("pod-{i}")),
+            )
+            .unwrap();
         }
         let created = t.elapsed();
         let t = Instant::now();
-        let full = lab.store.list(resource("pods"), &ListOptions::default()).unwrap();
+        let full = lab
+            .store
+            .list(resource("pods"), &ListOptions::default())
+            .unwrap();
         let one = t.elapsed();
         let t = Instant::now();
         let (mut token, mut seen, mut pages) = (None, 0, 0);
