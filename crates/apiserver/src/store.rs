@@ -2,6 +2,13 @@
 //! over all of them (as etcd's revision), and a bounded history of events
 //! so that a watch can start from a version the client already has.
 //!
+//! The history is bounded per resource (the last `history` events of each),
+//! so that churn in one kind does not expire the watches of another. A
+//! watcher's live events go through a bounded queue ([`WATCH_QUEUE`]),
+//! filled under the store's lock by the write itself: a watch registered
+//! under the same lock sees every later event exactly once, and a watcher
+//! that does not keep up is closed rather than slowing the writers.
+//!
 //! Pure and synchronous: no HTTP, no clock of its own (the caller passes
 //! `now`), no randomness beyond what the caller hands in — tests drive it
 //! directly. The HTTP layer maps requests onto these calls.
@@ -901,9 +908,11 @@ impl Store {
         match from {
             Some(r) if !options.send_initial_events => {
                 if r < bucket.compacted {
+                    // As kube-apiserver words it: the version asked for,
+                    // then the oldest one a watch may still start from.
                     return Err(ApiError::gone(format!(
                         "too old resource version: {r} ({})",
-                        bucket.compacted + 1
+                        bucket.compacted
                     )));
                 }
                 let first = bucket.history.partition_point(|e| e.resource_version <= r);
