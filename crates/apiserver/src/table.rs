@@ -28,6 +28,7 @@
 //! defaulting had not run), nothing here panics, and every list is walked
 //! once.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -912,13 +913,6 @@ fn later_termination(status: &Value, latest: &mut Option<i64>) {
     }
 }
 
-/// A sidecar: an init container with `restartPolicy: Always`.
-fn is_restartable_init_container(pod: &Value, name: &str) -> bool {
-    list_at(pod, &["spec", "initContainers"])
-        .iter()
-        .any(|c| string_at(c, &["name"]) == name && string_at(c, &["restartPolicy"]) == "Always")
-}
-
 fn has_condition(pod: &Value, kind: &str) -> bool {
     list_at(pod, &["status", "conditions"])
         .iter()
@@ -954,11 +948,18 @@ fn pod_cells(pod: &Value, now: i64) -> Vec<Value> {
     }
 
     let init_containers = list_at(pod, &["spec", "initContainers"]);
-    let mut total = list_at(pod, &["spec", "containers"]).len();
-    total += init_containers
+    // Sidecars: init containers with `restartPolicy: Always`. A set, so
+    // that a pod with many init containers costs no more than a list walk.
+    let sidecars: HashSet<&str> = init_containers
         .iter()
         .filter(|c| string_at(c, &["restartPolicy"]) == "Always")
-        .count();
+        .map(|c| string_at(c, &["name"]))
+        .collect();
+    let total = list_at(pod, &["spec", "containers"]).len()
+        + init_containers
+            .iter()
+            .filter(|c| string_at(c, &["restartPolicy"]) == "Always")
+            .count();
     let mut ready = 0usize;
     let mut restarts = 0i64;
     let mut sidecar_restarts = 0i64;
@@ -971,7 +972,7 @@ fn pod_cells(pod: &Value, now: i64) -> Vec<Value> {
         let count = int_at(status, &["restartCount"]).unwrap_or(0);
         restarts = restarts.saturating_add(count);
         later_termination(status, &mut last_restart);
-        let sidecar = is_restartable_init_container(pod, string_at(status, &["name"]));
+        let sidecar = sidecars.contains(string_at(status, &["name"]));
         if sidecar {
             sidecar_restarts = sidecar_restarts.saturating_add(count);
             later_termination(status, &mut last_sidecar_restart);
@@ -1059,16 +1060,17 @@ fn pod_cells(pod: &Value, now: i64) -> Vec<Value> {
     let gates = if readiness_gates.is_empty() {
         "<none>".to_owned()
     } else {
-        let conditions = list_at(pod, &["status", "conditions"]);
+        // The first condition of each type counts, as kube's loop breaks
+        // at the first match.
+        let mut conditions: HashMap<&str, &str> = HashMap::new();
+        for c in list_at(pod, &["status", "conditions"]) {
+            conditions
+                .entry(string_at(c, &["type"]))
+                .or_insert_with(|| string_at(c, &["status"]));
+        }
         let passed = readiness_gates
             .iter()
-            .filter(|gate| {
-                let kind = string_at(gate, &["conditionType"]);
-                conditions
-                    .iter()
-                    .find(|c| string_at(c, &["type"]) == kind)
-                    .is_some_and(|c| string_at(c, &["status"]) == "True")
-            })
+            .filter(|gate| conditions.get(string_at(gate, &["conditionType"])) == Some(&"True"))
             .count();
         format!("{passed}/{}", readiness_gates.len())
     };
@@ -1227,21 +1229,20 @@ fn format_endpoints(ep: &Value) -> String {
         let ports = list_at(ss, &["ports"]);
         if ports.is_empty() {
             // Headless services may have no ports.
-            for a in addresses {
-                if list.len() < MAX {
-                    list.push(string_at(a, &["ip"]).to_owned());
-                }
-                count += 1;
+            for a in addresses.iter().take(MAX.saturating_sub(list.len())) {
+                list.push(string_at(a, &["ip"]).to_owned());
             }
+            count += addresses.len();
         } else {
+            // Every (port, address) pair counts; only the first few are
+            // formatted, so a subset of many ports and many addresses is
+            // not walked pair by pair.
             for p in ports {
                 let port = int_at(p, &["port"]).unwrap_or(0);
-                for a in addresses {
-                    if list.len() < MAX {
-                        list.push(join_host_port(string_at(a, &["ip"]), port));
-                    }
-                    count += 1;
+                for a in addresses.iter().take(MAX.saturating_sub(list.len())) {
+                    list.push(join_host_port(string_at(a, &["ip"]), port));
                 }
+                count = count.saturating_add(addresses.len());
             }
         }
     }
@@ -3124,6 +3125,38 @@ mod tests {
         let c = cells("pods", pod);
         assert_eq!(c[1], "100000/0");
         assert_eq!(c[3], "100000");
+
+        // Shapes that would be quadratic if walked pair by pair: 50k
+        // ports × 50k addresses, 50k completed init containers, 50k
+        // readiness gates over 50k conditions.
+        let n = 50_000;
+        let ports: Vec<Value> = (0..n).map(|i| json!({"port": i})).collect();
+        let addrs: Vec<Value> = (0..n).map(|_| json!({"ip": "10.0.0.1"})).collect();
+        let ep =
+            json!({"metadata": {"name": "q"}, "subsets": [{"addresses": addrs, "ports": ports}]});
+        let start = std::time::Instant::now();
+        assert_eq!(
+            cell("endpoints", &ep, "Endpoints"),
+            "10.0.0.1:0,10.0.0.1:0,10.0.0.1:0 + 2499999997 more..."
+        );
+        let inits: Vec<Value> = (0..n).map(|i| json!({"name": format!("i{i}")})).collect();
+        let init_statuses: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("i{i}"), "state": {"terminated": {"exitCode": 0}}}))
+            .collect();
+        let gates: Vec<Value> = (0..n)
+            .map(|i| json!({"conditionType": format!("g{i}")}))
+            .collect();
+        let conditions: Vec<Value> = (0..n)
+            .map(|i| json!({"type": format!("g{i}"), "status": "True"}))
+            .collect();
+        let pod = json!({"metadata": {"name": "q"},
+                         "spec": {"initContainers": inits, "readinessGates": gates, "containers": []},
+                         "status": {"phase": "Running", "initContainerStatuses": init_statuses,
+                                    "conditions": conditions}});
+        let c = cells("pods", pod);
+        assert_eq!(c[8], "50000/50000");
+        let elapsed = start.elapsed();
+        assert!(elapsed.as_secs() < 20, "quadratic walk? {elapsed:?}");
     }
 
     proptest::proptest! {
