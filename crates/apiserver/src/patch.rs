@@ -310,7 +310,9 @@ fn unprocessable(message: impl std::fmt::Display) -> ApiError {
     ApiError {
         code: 422,
         reason: "Invalid",
-        message: format!("the server rejected our request due to an error in our request: {message}"),
+        message: format!(
+            "the server rejected our request due to an error in our request: {message}"
+        ),
         details: None,
     }
 }
@@ -320,8 +322,14 @@ enum Operation {
     Add(Vec<String>, Value),
     Remove(Vec<String>),
     Replace(Vec<String>, Value),
-    Move { from: Vec<String>, path: Vec<String> },
-    Copy { from: Vec<String>, path: Vec<String> },
+    Move {
+        from: Vec<String>,
+        path: Vec<String>,
+    },
+    Copy {
+        from: Vec<String>,
+        path: Vec<String>,
+    },
     Test(Vec<String>, Value),
 }
 
@@ -663,7 +671,11 @@ pub const STRATEGIES: &[(&str, &str, Strategy)] = &[
     ("PodSpec", "ephemeralContainers", MergeByKey("name")),
     ("PodSpec", "imagePullSecrets", MergeByKey("name")),
     ("PodSpec", "hostAliases", MergeByKey("ip")),
-    ("PodSpec", "topologySpreadConstraints", MergeByKey("topologyKey")),
+    (
+        "PodSpec",
+        "topologySpreadConstraints",
+        MergeByKey("topologyKey"),
+    ),
     ("PodSpec", "schedulingGates", MergeByKey("name")),
     ("PodSpec", "resourceClaims", MergeByKey("name")), // merge,retainKeys
     // core/v1 Container and EphemeralContainer (containers, initContainers, ephemeralContainers)
@@ -673,7 +685,11 @@ pub const STRATEGIES: &[(&str, &str, Strategy)] = &[
     ("Container", "volumeDevices", MergeByKey("devicePath")),
     // core/v1 ContainerStatus (Pod status.containerStatuses, …)
     ("ContainerStatus", "volumeMounts", MergeByKey("mountPath")),
-    ("ContainerStatus", "allocatedResourcesStatus", MergeByKey("name")),
+    (
+        "ContainerStatus",
+        "allocatedResourcesStatus",
+        MergeByKey("name"),
+    ),
     // core/v1 PodStatus
     ("Pod", "status.conditions", MergeByKey("type")),
     ("Pod", "status.hostIPs", MergeByKey("ip")),
@@ -697,7 +713,11 @@ pub const STRATEGIES: &[(&str, &str, Strategy)] = &[
     ("DaemonSet", "status.conditions", MergeByKey("type")),
     // policy/v1 PodDisruptionBudget
     ("PodDisruptionBudget", "spec.selector", Replace),
-    ("PodDisruptionBudget", "status.conditions", MergeByKey("type")),
+    (
+        "PodDisruptionBudget",
+        "status.conditions",
+        MergeByKey("type"),
+    ),
 ];
 
 /// The strategy of the field at `path` (dotted JSON field names from the
@@ -893,7 +913,9 @@ fn merge_map(
                 // Deleting the list and ordering it: the deletion wins.
                 continue;
             }
-            Some(_) => return Err(child.bad("$setElementOrder given for a value that is not a list")),
+            Some(_) => {
+                return Err(child.bad("$setElementOrder given for a value that is not a list"))
+            }
         };
         let strategy = child.strategy();
         let merge_key = match strategy {
@@ -1076,7 +1098,9 @@ fn merge_list(original: Vec<Value>, patch: Vec<Value>, at: &At) -> Result<Vec<Va
     let mut kept = Vec::with_capacity(original.len());
     for o in original.drain(..) {
         let id = identity(o.get(key).ok_or_else(|| {
-            at.bad(format!("an element of the object lacks the merge key {key:?}"))
+            at.bad(format!(
+                "an element of the object lacks the merge key {key:?}"
+            ))
         })?);
         if deleted.contains(&id) {
             continue;
@@ -1090,7 +1114,9 @@ fn merge_list(original: Vec<Value>, patch: Vec<Value>, at: &At) -> Result<Vec<Va
     let mut patch_order = Vec::with_capacity(plain.len());
     for item in plain {
         let id = identity(item.get(key).ok_or_else(|| {
-            at.bad(format!("an element of the patch lacks the merge key {key:?}"))
+            at.bad(format!(
+                "an element of the patch lacks the merge key {key:?}"
+            ))
         })?);
         patch_order.push(id.clone());
         match index.get(&id) {
@@ -1160,7 +1186,9 @@ fn check_order(
         };
         loop {
             let Some(next) = order.get(o) else {
-                return Err(at.bad("the order in the patch list does not match its $setElementOrder list"));
+                return Err(
+                    at.bad("the order in the patch list does not match its $setElementOrder list")
+                );
             };
             o += 1;
             if id(next).as_ref() == Some(&item_id) {
@@ -1251,4 +1279,878 @@ fn order_ids(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn resource(plural: &str) -> &'static Resource {
+        RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .expect("served resource")
+    }
+
+    fn apply(
+        plural: &str,
+        ty: PatchType,
+        original: &Value,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
+        patch(resource(plural), ty, original, body.to_string().as_bytes())
+    }
+
+    fn smp(plural: &str, original: &Value, body: Value) -> Value {
+        apply(plural, PatchType::StrategicMerge, original, &body).expect("patch applies")
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web",
+                "namespace": "default",
+                "labels": {"app": "web"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "finalizers": ["example.com/a", "example.com/b"],
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": "nginx:1.25",
+                                "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            },
+                            {"name": "sidecar", "image": "busybox:1.36"},
+                        ],
+                        "volumes": [{"name": "data", "emptyDir": {}}],
+                        "tolerations": [{"key": "a", "operator": "Exists"}],
+                    },
+                },
+            },
+            "status": {"conditions": [
+                {"type": "Available", "status": "True"},
+                {"type": "Progressing", "status": "True"},
+            ]},
+        })
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| c["name"].as_str().expect("a name"))
+            .collect()
+    }
+
+    fn no_directives(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .all(|(k, v)| !k.starts_with('$') && no_directives(v)),
+            Value::Array(a) => a.iter().all(no_directives),
+            _ => true,
+        }
+    }
+
+    // --- what kubectl apply sends (client-side apply, three-way SMP) ---
+
+    #[test]
+    fn kubectl_apply_changes_an_image() {
+        let body = json!({
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Deployment\"}\n"}},
+            "spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}],
+                "containers": [{"image": "nginx:1.27", "name": "web"}],
+            }}},
+        });
+        let out = smp("deployments", &deployment(), body);
+        let containers = &out["spec"]["template"]["spec"]["containers"];
+        assert_eq!(names(containers), ["web", "sidecar"]);
+        assert_eq!(containers[0]["image"], "nginx:1.27");
+        // Everything else of the container is kept.
+        assert_eq!(containers[0]["env"][1]["name"], "B");
+        assert_eq!(containers[0]["ports"][0]["containerPort"], 80);
+        assert_eq!(
+            out["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+            "{\"kind\":\"Deployment\"}\n"
+        );
+        assert!(no_directives(&out));
+    }
+
+    #[test]
+    fn kubectl_apply_adds_and_removes_an_env_var() {
+        let add = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}],
+            "containers": [{
+                "$setElementOrder/env": [{"name": "A"}, {"name": "C"}, {"name": "B"}],
+                "env": [{"name": "C", "value": "3"}],
+                "name": "web",
+            }],
+        }}}});
+        let out = smp("deployments", &deployment(), add);
+        let env = &out["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(names(env), ["A", "C", "B"]);
+        assert_eq!(env[1]["value"], "3");
+
+        let remove = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}],
+            "containers": [{
+                "$setElementOrder/env": [{"name": "C"}, {"name": "B"}],
+                "env": [{"$patch": "delete", "name": "A"}],
+                "name": "web",
+            }],
+        }}}});
+        let out = smp("deployments", &out, remove);
+        let env = &out["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(names(env), ["C", "B"]);
+        assert!(no_directives(&out));
+    }
+
+    #[test]
+    fn kubectl_apply_removes_a_container() {
+        let body = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}],
+            "containers": [{"$patch": "delete", "name": "sidecar"}],
+        }}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            names(&out["spec"]["template"]["spec"]["containers"]),
+            ["web"]
+        );
+    }
+
+    #[test]
+    fn kubectl_apply_reorders_containers() {
+        let body = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "web"}],
+        }}}});
+        let out = smp("deployments", &deployment(), body);
+        let containers = &out["spec"]["template"]["spec"]["containers"];
+        assert_eq!(names(containers), ["sidecar", "web"]);
+        // Reordering changes nothing inside the elements.
+        assert_eq!(
+            containers[1],
+            deployment()["spec"]["template"]["spec"]["containers"][0]
+        );
+    }
+
+    #[test]
+    fn a_new_list_element_goes_first_without_an_order_and_where_the_order_says_with_one() {
+        // kube's mergeSortedSlice puts patch items that the original lacks
+        // before the server-only items.
+        let body = json!({"spec": {"template": {"spec": {"containers": [{"name": "log", "image": "x"}]}}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            names(&out["spec"]["template"]["spec"]["containers"]),
+            ["log", "web", "sidecar"]
+        );
+        let body = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}, {"name": "log"}],
+            "containers": [{"name": "log", "image": "x"}],
+        }}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            names(&out["spec"]["template"]["spec"]["containers"]),
+            ["web", "sidecar", "log"]
+        );
+    }
+
+    #[test]
+    fn retain_keys_switches_a_volume_source() {
+        let body = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/volumes": [{"name": "data"}],
+            "volumes": [{"$retainKeys": ["configMap", "name"], "configMap": {"name": "cfg"}, "name": "data"}],
+        }}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["volumes"],
+            json!([{"name": "data", "configMap": {"name": "cfg"}}])
+        );
+    }
+
+    #[test]
+    fn retain_keys_switches_a_deployment_strategy() {
+        let body = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(
+            strategy("Deployment", "spec.strategy"),
+            Strategy::RetainKeys
+        );
+    }
+
+    #[test]
+    fn retain_keys_that_omit_a_patched_key_are_a_bad_request() {
+        let body =
+            json!({"spec": {"strategy": {"$retainKeys": ["rollingUpdate"], "type": "Recreate"}}});
+        let err = apply(
+            "deployments",
+            PatchType::StrategicMerge,
+            &deployment(),
+            &body,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(err.message.contains("spec.strategy"), "{}", err.message);
+        let body = json!({"spec": {"strategy": {"$retainKeys": "type"}}});
+        let err = apply(
+            "deployments",
+            PatchType::StrategicMerge,
+            &deployment(),
+            &body,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+
+    #[test]
+    fn container_ports_merge_by_container_port() {
+        let body = json!({"spec": {"template": {"spec": {"containers": [{
+            "name": "web",
+            "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}],
+        }]}}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}, {"containerPort": 443}])
+        );
+        assert_eq!(
+            strategy("Pod", "spec.initContainers.ports"),
+            Strategy::MergeByKey("containerPort")
+        );
+        assert_eq!(
+            strategy("DaemonSet", "spec.template.spec.containers.volumeMounts"),
+            Strategy::MergeByKey("mountPath")
+        );
+    }
+
+    #[test]
+    fn tolerations_have_no_merge_key_and_are_replaced() {
+        let body = json!({"spec": {"template": {"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}}});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["tolerations"],
+            json!([{"key": "b", "operator": "Exists"}])
+        );
+    }
+
+    fn service() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "https", "port": 443, "targetPort": 8443}],
+            },
+        })
+    }
+
+    #[test]
+    fn service_ports_are_added_and_removed_by_port() {
+        let add = json!({"spec": {
+            "$setElementOrder/ports": [{"port": 80}, {"port": 443}, {"port": 53}],
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53}],
+        }});
+        let out = smp("services", &service(), add);
+        let ports: Vec<_> = out["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].clone())
+            .collect();
+        assert_eq!(ports, [json!(80), json!(443), json!(53)]);
+
+        let remove = json!({"spec": {
+            "$setElementOrder/ports": [{"port": 80}, {"port": 53}],
+            "ports": [{"$patch": "delete", "port": 443}],
+        }});
+        let out = smp("services", &out, remove);
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            ])
+        );
+        // Changing one port's target leaves the other alone.
+        let out = smp(
+            "services",
+            &service(),
+            json!({"spec": {"ports": [{"port": 443, "targetPort": 9443}]}}),
+        );
+        assert_eq!(out["spec"]["ports"][0]["targetPort"], 8080);
+        assert_eq!(out["spec"]["ports"][1]["targetPort"], 9443);
+    }
+
+    #[test]
+    fn labels_and_annotations_are_added_and_removed() {
+        // kubectl label web tier=front app- ; kubectl annotate web note=x
+        let body = json!({"metadata": {"labels": {"tier": "front", "app": null}, "annotations": {"note": "x"}}});
+        for ty in [PatchType::StrategicMerge, PatchType::Merge] {
+            let out = apply("deployments", ty, &deployment(), &body).unwrap();
+            assert_eq!(out["metadata"]["labels"], json!({"tier": "front"}));
+            assert_eq!(out["metadata"]["annotations"]["note"], "x");
+            assert!(out["metadata"]["annotations"]
+                .get("kubectl.kubernetes.io/last-applied-configuration")
+                .is_some());
+        }
+        // A null for a label that is not there removes nothing (an empty
+        // map is left, as RFC 7386 leaves it; kube's Go types omit it).
+        let out = smp(
+            "services",
+            &service(),
+            json!({"metadata": {"labels": {"gone": null}}}),
+        );
+        assert_eq!(out["metadata"]["labels"], json!({}));
+        assert_eq!(out["spec"], service()["spec"]);
+    }
+
+    #[test]
+    fn replicas_are_patched_by_every_patch_type() {
+        let bodies = [
+            (PatchType::StrategicMerge, json!({"spec": {"replicas": 3}})),
+            (PatchType::Merge, json!({"spec": {"replicas": 3}})),
+            (
+                PatchType::Json,
+                json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+            ),
+        ];
+        for (ty, body) in bodies {
+            let out = apply("deployments", ty, &deployment(), &body).unwrap();
+            assert_eq!(out["spec"]["replicas"], 3, "{ty:?}");
+            let mut expected = deployment();
+            expected["spec"]["replicas"] = json!(3);
+            assert_eq!(out, expected, "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn finalizers_are_a_set_like_list() {
+        // kubectl apply removing a finalizer.
+        let body = json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": ["example.com/a"],
+            "$setElementOrder/finalizers": ["example.com/b"],
+        }});
+        let out = smp("deployments", &deployment(), body);
+        assert_eq!(out["metadata"]["finalizers"], json!(["example.com/b"]));
+        // Adding merges (no duplicates), the patch's items in its order.
+        let out = smp(
+            "deployments",
+            &deployment(),
+            json!({"metadata": {"finalizers": ["example.com/c", "example.com/a"]}}),
+        );
+        assert_eq!(
+            out["metadata"]["finalizers"],
+            json!(["example.com/c", "example.com/a", "example.com/b"])
+        );
+        // The other ways controllers drop finalizers.
+        let out = apply(
+            "deployments",
+            PatchType::Merge,
+            &deployment(),
+            &json!({"metadata": {"finalizers": null}}),
+        )
+        .unwrap();
+        assert!(out["metadata"].get("finalizers").is_none());
+        let out = apply(
+            "deployments",
+            PatchType::Json,
+            &deployment(),
+            &json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": "example.com/a"},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["example.com/b"]));
+        // Deleting from a list the object does not have leaves it absent.
+        let out = smp(
+            "services",
+            &service(),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}),
+        );
+        assert!(out["metadata"].get("finalizers").is_none());
+    }
+
+    fn node() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDRs": ["10.0.0.0/24"], "taints": [{"key": "a", "effect": "NoSchedule"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.1.0.1"}, {"type": "Hostname", "address": "n1"}]},
+        })
+    }
+
+    #[test]
+    fn node_taints_are_replaced_and_pod_cidrs_merged() {
+        // NodeSpec.Taints carries no patchStrategy in k8s.io/api: replaced whole.
+        let out = smp(
+            "nodes",
+            &node(),
+            json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["taints"],
+            json!([{"key": "b", "effect": "NoExecute"}])
+        );
+        assert_eq!(strategy("Node", "spec.taints"), Strategy::Default);
+        let out = smp(
+            "nodes",
+            &node(),
+            json!({"spec": {"podCIDRs": ["fd00::/64"]}}),
+        );
+        assert_eq!(out["spec"]["podCIDRs"], json!(["fd00::/64", "10.0.0.0/24"]));
+        let out = smp(
+            "nodes",
+            &node(),
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.1.0.2"}]}}),
+        );
+        assert_eq!(
+            out["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "10.1.0.2"}, {"type": "Hostname", "address": "n1"}])
+        );
+    }
+
+    #[test]
+    fn owner_references_and_conditions_merge_by_key() {
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "ownerReferences": [{"uid": "1", "name": "rs", "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}], "podIPs": [{"ip": "10.0.0.5"}]},
+        });
+        pod = smp(
+            "pods",
+            &pod,
+            json!({
+                "metadata": {"ownerReferences": [{"uid": "2", "name": "other"}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]},
+            }),
+        );
+        assert_eq!(
+            pod["metadata"]["ownerReferences"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(
+            pod["status"]["conditions"][0],
+            json!({"type": "Ready", "status": "True"})
+        );
+        assert_eq!(pod["status"]["conditions"][1]["type"], "PodScheduled");
+        assert_eq!(pod["status"]["podIPs"], json!([{"ip": "10.0.0.5"}]));
+        let dep = smp(
+            "deployments",
+            &deployment(),
+            json!({"status": {"conditions": [{"type": "Progressing", "status": "False"}]}}),
+        );
+        assert_eq!(
+            dep["status"]["conditions"][1],
+            json!({"type": "Progressing", "status": "False"})
+        );
+        assert_eq!(dep["status"]["conditions"][0]["type"], "Available");
+    }
+
+    #[test]
+    fn a_replace_strategy_map_is_replaced_whole() {
+        let pdb = json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1},
+        });
+        let out = smp(
+            "poddisruptionbudgets",
+            &pdb,
+            json!({"spec": {"selector": {"matchLabels": {"tier": "x"}}}}),
+        );
+        assert_eq!(
+            out["spec"]["selector"],
+            json!({"matchLabels": {"tier": "x"}})
+        );
+        // Elsewhere the same shape merges.
+        let out = smp(
+            "deployments",
+            &deployment(),
+            json!({"spec": {"selector": {"matchLabels": {"tier": "x"}}}}),
+        );
+        assert_eq!(
+            out["spec"]["selector"]["matchLabels"],
+            json!({"app": "web", "tier": "x"})
+        );
+    }
+
+    #[test]
+    fn patch_directives_in_maps_and_lists() {
+        let out = smp(
+            "deployments",
+            &deployment(),
+            json!({"spec": {"strategy": {"$patch": "replace", "type": "Recreate"}}}),
+        );
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        let out = smp(
+            "deployments",
+            &deployment(),
+            json!({"spec": {"strategy": {"$patch": "delete"}}}),
+        );
+        assert_eq!(out["spec"]["strategy"], json!({}));
+        let out = smp(
+            "deployments",
+            &deployment(),
+            json!({"spec": {"template": {"spec": {
+                "containers": [{"name": "only", "image": "x"}, {"$patch": "replace"}],
+            }}}}),
+        );
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "only", "image": "x"}])
+        );
+        for bad in [
+            json!({"spec": {"strategy": {"$patch": "merge"}}}),
+            json!({"spec": {"strategy": {"$patch": "explode"}}}),
+            json!({"spec": {"template": {"spec": {"containers": [{"$patch": "merge", "name": "web"}]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": [{"$patch": "delete"}]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": [{"image": "no-name"}]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": ["web"]}}}}),
+            json!({"metadata": {"$deleteFromPrimitiveList": ["a"]}}),
+            json!({"metadata": {"$setElementOrder/finalizers": "a"}}),
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}],
+                "containers": [{"name": "sidecar", "image": "y"}],
+            }}}}),
+        ] {
+            let err = apply(
+                "deployments",
+                PatchType::StrategicMerge,
+                &deployment(),
+                &bad,
+            )
+            .unwrap_err();
+            assert_eq!(err.code, 400, "{bad}: {err}");
+        }
+        let err = apply(
+            "deployments",
+            PatchType::StrategicMerge,
+            &deployment(),
+            &json!({"metadata": {"finalizers": [["a"]]}}),
+        )
+        .unwrap_err();
+        assert_eq!((err.code, err.reason), (422, "Invalid"));
+    }
+
+    #[test]
+    fn values_the_patch_adds_carry_no_directives_or_nulls() {
+        let body = json!({"spec": {"template": {"spec": {"containers": [{
+            "name": "new",
+            "image": "x",
+            "$setElementOrder/env": [{"name": "A"}],
+            "env": [{"name": "A", "value": "1"}, {"name": "Z", "$patch": "delete"}],
+            "resources": {"limits": {"cpu": "1", "memory": null}},
+        }]}}}});
+        let out = smp("deployments", &deployment(), body);
+        let new = &out["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            new,
+            &json!({"name": "new", "image": "x", "env": [{"name": "A", "value": "1"}], "resources": {"limits": {"cpu": "1"}}})
+        );
+        assert!(no_directives(&out));
+    }
+
+    // --- JSON patch ---
+
+    #[test]
+    fn json_patch_operations() {
+        let body = json!([
+            {"op": "add", "path": "/metadata/labels/a~1b", "value": "slash"},
+            {"op": "add", "path": "/metadata/labels/t~0", "value": "tilde"},
+            {"op": "copy", "from": "/metadata/labels/app", "path": "/metadata/labels/copy"},
+            {"op": "move", "from": "/metadata/labels/copy", "path": "/metadata/labels/moved"},
+            {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "last", "image": "z"}},
+            {"op": "add", "path": "/spec/template/spec/containers/0", "value": {"name": "first", "image": "z"}},
+            {"op": "remove", "path": "/spec/template/spec/tolerations"},
+            {"op": "test", "path": "/spec/replicas", "value": 1.0},
+        ]);
+        let out = apply("deployments", PatchType::Json, &deployment(), &body).unwrap();
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "web", "a/b": "slash", "t~": "tilde", "moved": "web"})
+        );
+        assert_eq!(
+            names(&out["spec"]["template"]["spec"]["containers"]),
+            ["first", "web", "sidecar", "last"]
+        );
+        assert!(out["spec"]["template"]["spec"].get("tolerations").is_none());
+    }
+
+    #[test]
+    fn json_patch_that_cannot_apply_is_invalid_and_malformed_is_bad() {
+        let d = deployment();
+        for body in [
+            json!([{"op": "test", "path": "/spec/replicas", "value": 2}]),
+            json!([{"op": "remove", "path": "/spec/nothing"}]),
+            json!([{"op": "replace", "path": "/spec/nothing", "value": 1}]),
+            json!([{"op": "add", "path": "/spec/no/parent", "value": 1}]),
+            json!([{"op": "add", "path": "/spec/template/spec/containers/9", "value": {}}]),
+            json!([{"op": "remove", "path": "/spec/template/spec/containers/01"}]),
+            json!([{"op": "move", "from": "/spec", "path": "/spec/inside"}]),
+            json!([{"op": "copy", "from": "/nope", "path": "/x"}]),
+            json!([{"op": "frobnicate", "path": "/spec"}]),
+            json!([{"op": "add", "path": "spec"}]),
+            json!([{"op": "add", "path": "/spec/x"}]),
+            json!([{"path": "/spec"}]),
+            json!([{"op": "remove", "path": ""}]),
+        ] {
+            let err = apply("deployments", PatchType::Json, &d, &body).unwrap_err();
+            assert_eq!((err.code, err.reason), (422, "Invalid"), "{body}: {err}");
+        }
+        for body in [json!({"op": "add"}), json!("x"), json!([1])] {
+            let err = apply("deployments", PatchType::Json, &d, &body).unwrap_err();
+            assert_eq!(err.code, 400, "{body}: {err}");
+        }
+        // Nothing half-applied leaks: the failed patch's earlier operations
+        // are gone with it (the original is never touched).
+        let body = json!([{"op": "add", "path": "/metadata/labels/x", "value": "1"}, {"op": "test", "path": "/spec/replicas", "value": 5}]);
+        assert!(apply("deployments", PatchType::Json, &d, &body).is_err());
+        assert_eq!(d, deployment());
+    }
+
+    #[test]
+    fn json_patch_limits() {
+        let d = deployment();
+        let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
+            .map(|_| json!({"op": "test", "path": "/kind", "value": "Deployment"}))
+            .collect();
+        let err = apply("deployments", PatchType::Json, &d, &Value::Array(ops)).unwrap_err();
+        assert_eq!(err.code, 413);
+        // Doubling the object with copies stops at kube's copy limit.
+        let mut ops = vec![
+            json!({"op": "add", "path": "/metadata/annotations/big", "value": "x".repeat(4096)}),
+        ];
+        for _ in 0..40 {
+            ops.push(
+                json!({"op": "copy", "from": "/metadata", "path": "/metadata/annotations/more"}),
+            );
+        }
+        let err = apply("deployments", PatchType::Json, &d, &Value::Array(ops)).unwrap_err();
+        assert_eq!(err.code, 422, "{err}");
+        assert!(err.message.contains("exceed"), "{}", err.message);
+        // Pointers are not bounded by the JSON reader: a patch that builds an
+        // object deeper than can be read back is refused.
+        let mut ops = vec![json!({"op": "add", "path": "/spec/a", "value": {}})];
+        let mut path = "/spec/a".to_owned();
+        for _ in 0..MAX_DEPTH {
+            ops.push(json!({"op": "add", "path": format!("{path}/a"), "value": {}}));
+            path.push_str("/a");
+        }
+        let err = apply("deployments", PatchType::Json, &d, &Value::Array(ops)).unwrap_err();
+        assert_eq!(err.code, 422, "{err}");
+        assert!(err.message.contains("deeper"), "{}", err.message);
+    }
+
+    // --- limits shared by all patch types ---
+
+    #[test]
+    fn kind_and_api_version_cannot_change() {
+        let d = deployment();
+        for (ty, body) in [
+            (PatchType::StrategicMerge, json!({"kind": "Pod"})),
+            (PatchType::Merge, json!({"apiVersion": "apps/v1beta1"})),
+            (
+                PatchType::Json,
+                json!([{"op": "replace", "path": "/kind", "value": "DaemonSet"}]),
+            ),
+            (PatchType::Merge, json!({"kind": 7})),
+        ] {
+            let err = apply("deployments", ty, &d, &body).unwrap_err();
+            assert_eq!((err.code, err.reason), (422, "Invalid"), "{body}");
+            let field = &err.details.as_ref().unwrap().causes[0].field;
+            assert!(field == "kind" || field == "apiVersion", "{field}");
+            assert!(
+                err.message.starts_with("Deployment \"web\" is invalid"),
+                "{}",
+                err.message
+            );
+        }
+        // Removing them is harmless: the object keeps its own.
+        let out = apply(
+            "deployments",
+            PatchType::Merge,
+            &d,
+            &json!({"kind": null, "apiVersion": null}),
+        )
+        .unwrap();
+        assert_eq!(out, d);
+        let out = apply(
+            "deployments",
+            PatchType::Json,
+            &d,
+            &json!([{"op": "remove", "path": "/kind"}]),
+        )
+        .unwrap();
+        assert_eq!(out, d);
+    }
+
+    #[test]
+    fn oversized_deep_and_unserved_bodies() {
+        let d = deployment();
+        let r = resource("deployments");
+        let big = format!(
+            "{{\"metadata\":{{\"annotations\":{{\"a\":\"{}\"}}}}}}",
+            "x".repeat(MAX_PATCH_BYTES)
+        );
+        let err = patch(r, PatchType::Merge, &d, big.as_bytes()).unwrap_err();
+        assert_eq!(err.code, 413);
+        let deep = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+        for ty in [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge] {
+            let err = patch(r, ty, &d, deep.as_bytes()).unwrap_err();
+            assert_eq!(err.code, 400, "{ty:?}");
+            let err = patch(r, ty, &d, b"{not json").unwrap_err();
+            assert_eq!(err.code, 400, "{ty:?}");
+        }
+        for ty in [PatchType::Merge, PatchType::StrategicMerge] {
+            let err = patch(r, ty, &d, b"[1,2]").unwrap_err();
+            assert_eq!(err.code, 400, "{ty:?}");
+        }
+        let err = patch(r, PatchType::Apply, &d, b"apiVersion: apps/v1").unwrap_err();
+        assert_eq!((err.code, err.reason), (415, "UnsupportedMediaType"));
+        assert_eq!(
+            PatchType::from_content_type("application/apply-patch+yaml; charset=utf-8"),
+            Some(PatchType::Apply)
+        );
+        assert_eq!(PatchType::from_content_type("application/json"), None);
+    }
+
+    #[test]
+    fn a_patch_as_deep_as_the_reader_allows_is_applied() {
+        // 120 levels of maps: read by serde_json, merged without trouble.
+        let mut body = json!("leaf");
+        for _ in 0..120 {
+            body = json!({"n": body});
+        }
+        let body = json!({"spec": {"deep": body}});
+        for ty in [PatchType::Merge, PatchType::StrategicMerge] {
+            let out = apply("deployments", ty, &deployment(), &body).unwrap();
+            assert_eq!(depth(&out), 122);
+        }
+    }
+
+    #[test]
+    fn scale_objects_are_patched_as_scale() {
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        let out = smp("deployments", &scale, json!({"spec": {"replicas": 4}}));
+        assert_eq!(out["spec"]["replicas"], 4);
+        assert_eq!(out["kind"], "Scale");
+    }
+
+    #[test]
+    fn every_table_row_names_a_served_kind_or_shared_type() {
+        let shared = ["ObjectMeta", "PodSpec", "Container", "ContainerStatus"];
+        for (owner, path, s) in STRATEGIES {
+            assert!(
+                shared.contains(owner) || RESOURCES.iter().any(|r| r.kind == *owner),
+                "{owner}.{path}"
+            );
+            assert_ne!(*s, Strategy::Default);
+        }
+    }
+
+    // --- properties ---
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::strategy::Strategy;
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<i32>().prop_map(Value::from),
+                "[a-z]{0,4}".prop_map(Value::from),
+                any::<bool>().prop_map(Value::from),
+            ]
+        }
+
+        /// JSON without nulls: maps with a few keys, lists of scalars.
+        fn document() -> impl Strategy<Value = Value> {
+            scalar().prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(scalar(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-e]", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = Map<String, Value>> {
+            prop::collection::btree_map("[a-e]", document(), 0..5)
+                .prop_map(|m| m.into_iter().collect())
+        }
+
+        /// A merge patch that turns `a` into `b`.
+        fn diff(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
+            let mut patch = Map::new();
+            for k in a.keys() {
+                if !b.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            for (k, bv) in b {
+                match (a.get(k), bv) {
+                    (Some(Value::Object(ao)), Value::Object(bo)) => {
+                        patch.insert(k.clone(), Value::Object(diff(ao, bo)));
+                    }
+                    (Some(av), bv) if av == bv => {}
+                    _ => {
+                        patch.insert(k.clone(), bv.clone());
+                    }
+                }
+            }
+            patch
+        }
+
+        fn configmap(data: Map<String, Value>) -> Value {
+            let mut m = data;
+            m.insert("apiVersion".into(), json!("v1"));
+            m.insert("kind".into(), json!("ConfigMap"));
+            Value::Object(m)
+        }
+
+        proptest! {
+            #[test]
+            fn merge_patch_of_a_diff_yields_the_target(a in object(), b in object()) {
+                let patch = Value::Object(diff(&a, &b));
+                let out = apply("configmaps", PatchType::Merge, &configmap(a.clone()), &patch).unwrap();
+                prop_assert_eq!(out, configmap(b));
+            }
+
+            #[test]
+            fn strategic_merge_without_directives_is_merge_patch(a in object(), b in object(), drop in prop::collection::vec("[a-e]", 0..3)) {
+                let mut patch = diff(&a, &b);
+                for k in drop {
+                    patch.insert(k, Value::Null);
+                }
+                let patch = Value::Object(patch);
+                let original = configmap(a);
+                let merged = apply("configmaps", PatchType::Merge, &original, &patch).unwrap();
+                let strategic = apply("configmaps", PatchType::StrategicMerge, &original, &patch).unwrap();
+                prop_assert_eq!(merged, strategic);
+            }
+
+            #[test]
+            fn no_body_panics(body in prop::collection::vec(any::<u8>(), 0..64), text in "[\\[\\]{}\"$:,a-z0-9/ -]{0,64}") {
+                let d = deployment();
+                for ty in [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge] {
+                    let _ = patch(resource("deployments"), ty, &d, &body);
+                    let _ = patch(resource("deployments"), ty, &d, text.as_bytes());
+                }
+            }
+        }
+    }
 }
