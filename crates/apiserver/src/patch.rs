@@ -826,12 +826,17 @@ impl<'k> At<'k> {
     }
 
     fn bad(&self, what: impl std::fmt::Display) -> Fault {
-        let at = if self.path.is_empty() {
-            "the patch"
-        } else {
-            &self.path
-        };
-        Fault::Bad(format!("{at}: {what}"))
+        Fault::Bad(format!("{}: {what}", self.shown()))
+    }
+
+    /// The path for a message, cut short: its names come from the body.
+    fn shown(&self) -> String {
+        if self.path.is_empty() {
+            return "the patch".into();
+        }
+        short(&Value::String(self.path.clone()))
+            .trim_matches('"')
+            .to_owned()
     }
 }
 
@@ -1015,7 +1020,7 @@ fn element_type(lists: [&[Value]; 2], at: &At) -> Result<Option<u8>, Fault> {
         if t == 4 {
             return Err(Fault::Unprocessable(format!(
                 "{}: lists of lists are not supported",
-                at.path
+                at.shown()
             )));
         }
         match seen {
@@ -1153,7 +1158,7 @@ fn replace_list(patch: Vec<Value>, at: &At) -> Result<Vec<Value>, Fault> {
             Value::Array(_) => {
                 return Err(Fault::Unprocessable(format!(
                     "{}: lists of lists are not supported",
-                    at.path
+                    at.shown()
                 )))
             }
             other => out.push(fresh(other, at)?),

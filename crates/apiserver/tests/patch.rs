@@ -143,3 +143,52 @@ fn kubectl_patches_apply_as_kube_apiserver_applies_them() {
     // taint: kubectl sends the whole list.
     assert_eq!(names(&r(17)["spec"]["taints"], "key"), ["c", "a", "b"]);
 }
+
+/// A near-limit body of list elements merges in time linear in its size:
+/// merge keys are looked up by hash, never by scanning (a scan per element
+/// would be ~10^10 steps here).
+#[test]
+fn big_merge_lists_merge_in_linear_time() {
+    let n = 60_000;
+    let env: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("V{i}"), "value": "old"}))
+        .collect();
+    let live = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x", "env": env}]}}},
+    });
+    // Every variable changed, in reverse order, with kubectl's order list.
+    let changed: Vec<Value> = (0..n)
+        .rev()
+        .map(|i| json!({"name": format!("V{i}"), "value": "new"}))
+        .collect();
+    let order: Vec<Value> = (0..n)
+        .rev()
+        .map(|i| json!({"name": format!("V{i}")}))
+        .collect();
+    let body = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "$setElementOrder/env": order, "env": changed},
+    ]}}}});
+    let body = serde_json::to_vec(&body).unwrap();
+    assert!(body.len() < strait_apiserver::patch::MAX_PATCH_BYTES);
+    let deployments = RESOURCES
+        .iter()
+        .find(|r| r.plural == "deployments")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let out = patch(deployments, PatchType::StrategicMerge, &live, &body).unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "strategic merge of {n} env vars ({} KiB body): {elapsed:?}",
+        body.len() / 1024
+    );
+    let env = out["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert_eq!(env.len(), n);
+    assert_eq!(
+        env[0],
+        json!({"name": format!("V{}", n - 1), "value": "new"})
+    );
+    assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
+}
