@@ -21,6 +21,17 @@
 //! what kube's decoding would throw away (directive keys left in values the
 //! patch adds) is removed explicitly, so the stored object never carries a
 //! `$patch` or `$setElementOrder/…` key.
+//!
+//! Where this differs from kube-apiserver, on purpose:
+//! - malformed strategic merge patches are 400 where kube answers 500;
+//! - a value the patch adds (a new container, a new map) has its directives
+//!   applied to nothing and its nulls dropped; kube copies it verbatim and
+//!   leaves the rest to Go decoding;
+//! - `$deleteFromPrimitiveList/<f>` when the object has no `<f>` deletes
+//!   nothing (kube stores the deletion list as the new list);
+//! - an emptied map stays as `{}` (kube's Go types omit it when encoding);
+//! - a 422 for a JSON patch carries the cause after kube's generic sentence;
+//! - no patched object may nest deeper than [`MAX_DEPTH`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -660,6 +671,8 @@ use Strategy::{MergeByKey, MergePrimitives, Replace, RetainKeys};
 /// in particular `NodeSpec.taints`, `PodSpec.tolerations`,
 /// `Endpoints.subsets`, `EndpointSlice.endpoints`/`ports`, RBAC `rules` and
 /// `subjects`, and `NetworkPolicy` rules are replaced whole, as in kube.
+/// Alpha fields newer than v1.34 (`PodSpec.evictionResponders`, …) are not
+/// listed: the served types do not have them.
 pub const STRATEGIES: &[(&str, &str, Strategy)] = &[
     // k8s.io/apimachinery pkg/apis/meta/v1 ObjectMeta
     ("ObjectMeta", "finalizers", MergePrimitives),
