@@ -441,22 +441,22 @@ fn show_pointer(tokens: &[String]) -> String {
         .collect()
 }
 
-/// An array index token: digits without a leading zero (RFC 6901).
-fn array_index(token: &str) -> Option<usize> {
-    if token.is_empty()
-        || !token.bytes().all(|b| b.is_ascii_digit())
-        || (token.len() > 1 && token.starts_with('0'))
-    {
-        return None;
-    }
-    token.parse().ok()
+/// The element an array index token names in an array of `len` elements,
+/// read as kube's JSON patch library (evanphx/json-patch v4) reads it: a
+/// Go integer (`01` and `+1` accepted), negative counting from the end.
+/// When `inserting`, one past the end is allowed too (so `-1` appends).
+fn array_position(token: &str, len: usize, inserting: bool) -> Option<usize> {
+    let index: i64 = token.parse().ok()?;
+    let size = i64::try_from(len).ok()? + i64::from(inserting);
+    let index = if index < 0 { index + size } else { index };
+    (0..size).contains(&index).then(|| index as usize)
 }
 
 /// The value `tokens` names, if any (iterative).
 fn resolve<'a>(doc: &'a Value, tokens: &[String]) -> Option<&'a Value> {
     tokens.iter().try_fold(doc, |v, t| match v {
         Value::Object(m) => m.get(t),
-        Value::Array(a) => a.get(array_index(t)?),
+        Value::Array(a) => a.get(array_position(t, a.len(), false)?),
         _ => None,
     })
 }
@@ -464,7 +464,10 @@ fn resolve<'a>(doc: &'a Value, tokens: &[String]) -> Option<&'a Value> {
 fn resolve_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> Option<&'a mut Value> {
     tokens.iter().try_fold(doc, |v, t| match v {
         Value::Object(m) => m.get_mut(t),
-        Value::Array(a) => a.get_mut(array_index(t)?),
+        Value::Array(a) => {
+            let i = array_position(t, a.len(), false)?;
+            a.get_mut(i)
+        }
         _ => None,
     })
 }
@@ -484,8 +487,7 @@ fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), String> {
             let index = if last == "-" {
                 a.len()
             } else {
-                array_index(last)
-                    .filter(|i| *i <= a.len())
+                array_position(last, a.len(), true)
                     .ok_or_else(|| format!("index out of range at {}", show_pointer(path)))?
             };
             a.insert(index, value);
@@ -506,9 +508,7 @@ fn remove(doc: &mut Value, path: &[String]) -> Result<Value, String> {
     match resolve_mut(doc, parent).ok_or_else(missing)? {
         Value::Object(m) => m.remove(last).ok_or_else(missing),
         Value::Array(a) => {
-            let index = array_index(last)
-                .filter(|i| *i < a.len())
-                .ok_or_else(missing)?;
+            let index = array_position(last, a.len(), false).ok_or_else(missing)?;
             Ok(a.remove(index))
         }
         _ => Err(missing()),
@@ -578,8 +578,17 @@ fn apply_operation(doc: &mut Value, op: Operation, copied: &mut usize) -> Result
             add(doc, &path, value)
         }
         Operation::Test(path, expected) => {
-            let actual = resolve(doc, &path)
-                .ok_or_else(|| format!("the path {} does not exist", show_pointer(&path)))?;
+            // evanphx/json-patch v4: testing an absent member of an object
+            // against null succeeds.
+            let absent_member = || {
+                path.split_last()
+                    .is_some_and(|(_, parent)| resolve(doc, parent).is_some_and(Value::is_object))
+            };
+            let actual = match resolve(doc, &path) {
+                Some(actual) => actual,
+                None if expected.is_null() && absent_member() => return Ok(()),
+                None => return Err(format!("the path {} does not exist", show_pointer(&path))),
+            };
             if json_equal(actual, &expected) {
                 Ok(())
             } else {
@@ -1893,7 +1902,13 @@ mod tests {
             {"op": "move", "from": "/metadata/labels/copy", "path": "/metadata/labels/moved"},
             {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "last", "image": "z"}},
             {"op": "add", "path": "/spec/template/spec/containers/0", "value": {"name": "first", "image": "z"}},
+            // evanphx/json-patch's integers: negative from the end, leading zeros read.
+            {"op": "add", "path": "/spec/template/spec/containers/-1", "value": {"name": "end", "image": "z"}},
+            {"op": "test", "path": "/spec/template/spec/containers/-1/name", "value": "end"},
+            {"op": "remove", "path": "/spec/template/spec/containers/-1"},
+            {"op": "test", "path": "/spec/template/spec/containers/01/name", "value": "web"},
             {"op": "remove", "path": "/spec/template/spec/tolerations"},
+            {"op": "test", "path": "/spec/template/spec/tolerations", "value": null},
             {"op": "test", "path": "/spec/replicas", "value": 1.0},
         ]);
         let out = apply("deployments", PatchType::Json, &deployment(), &body).unwrap();
@@ -1913,11 +1928,14 @@ mod tests {
         let d = deployment();
         for body in [
             json!([{"op": "test", "path": "/spec/replicas", "value": 2}]),
+            json!([{"op": "test", "path": "/spec/replicas", "value": null}]),
+            json!([{"op": "test", "path": "/spec/nothing/deeper", "value": null}]),
             json!([{"op": "remove", "path": "/spec/nothing"}]),
             json!([{"op": "replace", "path": "/spec/nothing", "value": 1}]),
             json!([{"op": "add", "path": "/spec/no/parent", "value": 1}]),
             json!([{"op": "add", "path": "/spec/template/spec/containers/9", "value": {}}]),
-            json!([{"op": "remove", "path": "/spec/template/spec/containers/01"}]),
+            json!([{"op": "remove", "path": "/spec/template/spec/containers/-3"}]),
+            json!([{"op": "remove", "path": "/spec/template/spec/containers/x"}]),
             json!([{"op": "move", "from": "/spec", "path": "/spec/inside"}]),
             json!([{"op": "copy", "from": "/nope", "path": "/x"}]),
             json!([{"op": "frobnicate", "path": "/spec"}]),
