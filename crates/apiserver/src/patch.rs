@@ -449,7 +449,10 @@ fn array_position(token: &str, len: usize, inserting: bool) -> Option<usize> {
     let index: i64 = token.parse().ok()?;
     let size = i64::try_from(len).ok()? + i64::from(inserting);
     let index = if index < 0 { index + size } else { index };
-    (0..size).contains(&index).then(|| index as usize)
+    if !(0..size).contains(&index) {
+        return None;
+    }
+    usize::try_from(index).ok()
 }
 
 /// The value `tokens` names, if any (iterative).
