@@ -824,17 +824,32 @@ impl Fault {
 struct At<'k> {
     kind: &'k str,
     path: String,
+    /// The path grew past [`MAX_PATH`] and stopped growing: no field of the
+    /// strategy table lies that deep, and a body's long keys must not be
+    /// copied into a path at every level of nesting.
+    cut: bool,
 }
+
+/// Longer than any path of [`STRATEGIES`].
+const MAX_PATH: usize = 256;
 
 impl<'k> At<'k> {
     fn root(kind: &'k str) -> Self {
         At {
             kind,
             path: String::new(),
+            cut: false,
         }
     }
 
     fn child(&self, field: &str) -> At<'k> {
+        if self.cut || self.path.len() + field.len() + 1 > MAX_PATH {
+            return At {
+                kind: self.kind,
+                path: self.path.clone(),
+                cut: true,
+            };
+        }
         let path = if self.path.is_empty() {
             field.to_owned()
         } else {
@@ -843,10 +858,14 @@ impl<'k> At<'k> {
         At {
             kind: self.kind,
             path,
+            cut: false,
         }
     }
 
     fn strategy(&self) -> Strategy {
+        if self.cut {
+            return Strategy::Default;
+        }
         strategy(self.kind, &self.path)
     }
 
@@ -859,9 +878,14 @@ impl<'k> At<'k> {
         if self.path.is_empty() {
             return "the patch".into();
         }
-        short(&Value::String(self.path.clone()))
+        let shown = short(&Value::String(self.path.clone()))
             .trim_matches('"')
-            .to_owned()
+            .to_owned();
+        if self.cut {
+            format!("{shown}…")
+        } else {
+            shown
+        }
     }
 }
 
@@ -928,7 +952,7 @@ fn merge_map(
         let field = directive_field(&key, SET_ELEMENT_ORDER)
             .ok_or_else(|| at.bad("invalid patch format of setElementOrder list"))?;
         let Value::Array(order) = order else {
-            return Err(at.bad(format!("{key}: must be a list")));
+            return Err(at.bad(format!("{}: must be a list", short(&Value::String(key)))));
         };
         let child = at.child(field);
         let original_list = match original.remove(field) {
@@ -2065,6 +2089,39 @@ mod tests {
             Some(PatchType::Apply)
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
+    }
+
+    #[test]
+    fn long_keys_do_not_grow_the_path_at_every_level() {
+        let key = "k".repeat(20_000);
+        let mut body = json!({"x": {"$patch": "explode"}});
+        for _ in 0..100 {
+            body = json!({ key.clone(): body });
+        }
+        let err = apply(
+            "deployments",
+            PatchType::StrategicMerge,
+            &deployment(),
+            &json!({"spec": body}),
+        )
+        .err()
+        .expect("an unknown $patch is refused");
+        assert_eq!(err.code, 400);
+        assert!(err.message.len() < 300, "{}", short(&json!(err.message)));
+        let mut at = At::root("Deployment").child("spec");
+        for _ in 0..100 {
+            at = at.child(&key);
+        }
+        assert!(at.cut && at.path.len() <= MAX_PATH);
+        assert_eq!(at.strategy(), Strategy::Default);
+        // Deep but short paths still find their strategy.
+        let at = At::root("Deployment")
+            .child("spec")
+            .child("template")
+            .child("spec")
+            .child("containers");
+        assert_eq!(at.strategy(), Strategy::MergeByKey("name"));
+        assert!(!at.cut);
     }
 
     #[test]
