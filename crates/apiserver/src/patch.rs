@@ -2098,14 +2098,14 @@ mod tests {
         for _ in 0..100 {
             body = json!({ key.clone(): body });
         }
-        let err = apply(
+        let Err(err) = apply(
             "deployments",
             PatchType::StrategicMerge,
             &deployment(),
             &json!({"spec": body}),
-        )
-        .err()
-        .expect("an unknown $patch is refused");
+        ) else {
+            panic!("an unknown $patch is refused");
+        };
         assert_eq!(err.code, 400);
         assert!(err.message.len() < 300, "{}", short(&json!(err.message)));
         let mut at = At::root("Deployment").child("spec");
