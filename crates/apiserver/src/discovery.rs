@@ -146,7 +146,7 @@ impl MediaRange<'_> {
 fn ranked(accept: &str) -> Vec<MediaRange<'_>> {
     let mut ranges: Vec<MediaRange<'_>> = accept.split(',').filter_map(parse_range).collect();
     // Stable: equal qualities keep the client's order.
-    ranges.sort_by(|a, b| b.q.cmp(&a.q));
+    ranges.sort_by_key(|r| std::cmp::Reverse(r.q));
     ranges
 }
 
