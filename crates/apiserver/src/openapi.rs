@@ -16,8 +16,7 @@
 //!   fails does it fall back to OpenAPI v2, which client-go fetches as
 //!   protobuf only; that is where "failed to download openapi" comes from.
 //!   A `kind: List` document always takes that v2 path (cli-runtime treats
-//!   `v1/List` as unsupported), so `create -f` of a List needs
-//!   `--validate=false` against this server.
+//!   `v1/List` as unsupported); [`v2_protobuf`] is what it then reads.
 //! - **apply** (client-side): kubectl computes its strategic merge patch
 //!   from the v3 schemas only when the kind's `PATCH` lists
 //!   `application/strategic-merge-patch+json` in its request body. These
@@ -139,9 +138,8 @@ pub fn v3_hash(path: &str) -> Option<&'static str> {
 /// document. No client of this server reads it: client-go (kubectl) asks
 /// for v2 as protobuf only (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`)
 /// and kube-rs reads no OpenAPI. It is for people and tools fetching JSON
-/// (`curl`, Swagger UI through `kubectl proxy`). The server should answer a
-/// protobuf-only `Accept` with 406, which makes client-go give up cleanly
-/// instead of failing to decode JSON as protobuf.
+/// (`curl`, Swagger UI through `kubectl proxy`). A request that accepts
+/// [`V2_PROTOBUF`] (client-go's only `Accept` there) gets [`v2_protobuf`].
 pub fn v2() -> Value {
     let mut paths = Map::new();
     let mut definitions = Map::new();
@@ -167,6 +165,65 @@ pub fn v2() -> Value {
         "paths": paths,
         "definitions": definitions,
     })
+}
+
+/// The media type client-go asks `/openapi/v2` for, and the only one.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The `Content-Type` to answer it with: kube-apiserver's dotted form. The
+/// `@` of the requested form is no MIME token character, and client-go's
+/// `mime.ParseMediaType` fails on a response that carries it.
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// Whether an `Accept` header at `/openapi/v2` asks for protobuf before
+/// JSON (either spelling of the protobuf type, as kube-apiserver takes).
+pub fn v2_wants_protobuf(accept: &str) -> bool {
+    for range in accept.split(',') {
+        let essence = range.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case(V2_PROTOBUF)
+            || essence.eq_ignore_ascii_case(V2_PROTOBUF_CONTENT_TYPE)
+        {
+            return true;
+        }
+        if essence.eq_ignore_ascii_case("application/json") {
+            return false;
+        }
+    }
+    false
+}
+
+/// `GET /openapi/v2` as client-go asks for it ([`V2_PROTOBUF`]): a gnostic
+/// `openapi.v2.Document` with `swagger` and `info` and nothing else — no
+/// paths, no definitions. Its schemas are in v3; this is what keeps the v2
+/// readers of kubectl from failing:
+/// - validating a `kind: List` (always the v2 path, see the module
+///   comment): kubectl finds no schema for the items and leaves them to the
+///   server, which it still sends `fieldValidation=Strict`;
+/// - `apply` looking up the PATCH media types: none found, so it uses its
+///   built-in strategic merge keys, as it does without any v2.
+///
+/// Without it both fail or fall back after a 404, and a List cannot be
+/// created without `--validate=false`.
+pub fn v2_protobuf() -> Vec<u8> {
+    // Protocol buffers by hand, two fields deep: a length-delimited field
+    // is (number << 3 | 2), the length as a varint, the bytes.
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes"); // Info.title
+    field(&mut info, 2, b"unversioned"); // Info.version
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0"); // Document.swagger
+    field(&mut doc, 2, &info); // Document.info
+    doc
 }
 
 /// Rewrites `#/components/schemas/X` to `#/definitions/X` throughout.
@@ -1328,6 +1385,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn v2_protobuf_is_a_gnostic_document_with_swagger_and_info() {
+        let doc = v2_protobuf();
+        // Document{swagger: "2.0" (1), info (2): Info{title (1), version (2)}}
+        let mut want = vec![0x0a, 3];
+        want.extend_from_slice(b"2.0");
+        want.extend_from_slice(&[0x12, 25, 0x0a, 10]);
+        want.extend_from_slice(b"Kubernetes");
+        want.extend_from_slice(&[0x12, 11]);
+        want.extend_from_slice(b"unversioned");
+        assert_eq!(doc, want);
+        assert!(v2_wants_protobuf(V2_PROTOBUF));
+        assert!(v2_wants_protobuf(
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf, application/json"
+        ));
+        assert!(!v2_wants_protobuf(
+            "application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(!v2_wants_protobuf("application/json"));
+        assert!(!v2_wants_protobuf(""));
     }
 
     #[test]

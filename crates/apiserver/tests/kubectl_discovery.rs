@@ -104,6 +104,13 @@ async fn handle(
             Some(v) => respond(200, v.content_type(), &discovery::aggregated(false, v)),
             None => respond(200, json_ct, &discovery::api_group_list()),
         },
+        ("GET", "/openapi/v2") if openapi::v2_wants_protobuf(&seen.accept) => {
+            let mut resp = Response::new(Full::new(Bytes::from(openapi::v2_protobuf())));
+            if let Ok(v) = openapi::V2_PROTOBUF_CONTENT_TYPE.parse() {
+                resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+            }
+            resp
+        }
         ("GET", "/openapi/v3") => respond(200, json_ct, &openapi::v3_index()),
         ("GET", p) if p.starts_with("/openapi/v3/") => {
             match openapi::v3_document(&p["/openapi/v3/".len()..]) {
@@ -459,14 +466,27 @@ fn kubectl_create_and_apply_validate_on_the_server() {
         patch.uri
     );
     // The v3 PATCH lists no strategic merge patch, so kubectl looks for
-    // the patch type in OpenAPI v2 — as protobuf only, which is not served
-    // (404) — and then uses the merge keys built into it, silently.
+    // the patch type in OpenAPI v2 — as protobuf only —, finds no paths
+    // there and uses the merge keys built into it, silently.
     for v2 in seen.iter().filter(|s| s.uri.starts_with("/openapi/v2")) {
         assert_eq!(
             v2.accept,
             "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
         );
     }
+
+    // A `kind: List` is validated through OpenAPI v2 (protobuf) whatever
+    // v3 says; its items still go to the server with fieldValidation=Strict.
+    server.clear();
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: in-list\n";
+    let out = k.run(&["create", "-f", "-"], Some(list));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("configmap/in-list created"), "{stdout}");
+    let seen = server.seen();
+    assert!(seen.iter().any(|s| s.uri.starts_with("/openapi/v2")));
+    let post = seen.iter().find(|s| s.method == "POST").expect("a POST");
+    assert!(post.uri.contains("fieldValidation=Strict"), "{}", post.uri);
 
     // explain reads the compact schema through its GVK.
     let out = k.run(&["explain", "configmaps"], None);
