@@ -260,6 +260,20 @@ pub fn api_group_list() -> Value {
     })
 }
 
+/// `GET /apis/GROUP` (legacy): the `APIGroup`, or `None` for a group not
+/// served (the core group has none: it is `/api`).
+pub fn api_group(group: &str) -> Option<Value> {
+    let mut found = api_group_list()["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == group)?
+        .clone();
+    let entry = found.as_object_mut()?;
+    entry.insert("kind".into(), "APIGroup".into());
+    entry.insert("apiVersion".into(), "v1".into());
+    Some(found)
+}
+
 /// What a subresource answers with, and the verbs it takes.
 struct SubresourceInfo {
     group: &'static str,
@@ -554,6 +568,14 @@ mod tests {
             assert_eq!(group.versions.len(), 1);
         }
         assert!(!list.groups.iter().any(|g| g.name.is_empty()));
+
+        for (name, version) in named {
+            let group: meta::APIGroup = serde_json::from_value(api_group(name).unwrap()).unwrap();
+            assert_eq!(group.name, name);
+            assert_eq!(group.preferred_version.unwrap().version, version);
+        }
+        assert!(api_group("").is_none());
+        assert!(api_group("apps/v1").is_none());
     }
 
     #[test]

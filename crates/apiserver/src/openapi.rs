@@ -53,6 +53,8 @@ struct Document {
     /// `api/v1`, `apis/apps/v1`.
     path: String,
     doc: Value,
+    /// `doc` as served.
+    bytes: Vec<u8>,
     hash: String,
 }
 
@@ -71,6 +73,7 @@ fn documents() -> &'static [Document] {
                     path: gv_path(group, version),
                     doc,
                     hash: content_hash(&bytes),
+                    bytes,
                 }
             })
             .collect()
@@ -121,6 +124,14 @@ pub fn v3_document(path: &str) -> Option<Value> {
         .iter()
         .find(|d| d.path == path)
         .map(|d| d.doc.clone())
+}
+
+/// [`v3_document`] serialized once, for serving without a copy.
+pub fn v3_document_bytes(path: &str) -> Option<&'static [u8]> {
+    documents()
+        .iter()
+        .find(|d| d.path == path)
+        .map(|d| d.bytes.as_slice())
 }
 
 /// The current `hash` of a v3 document, as the index lists it. A request
@@ -1217,6 +1228,12 @@ mod tests {
             assert_eq!(hash.len(), 32);
             let doc = v3_document(&key).unwrap();
             assert_eq!(content_hash(&serde_json::to_vec(&doc).unwrap()), hash);
+            let bytes = v3_document_bytes(&key).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(bytes).unwrap(), doc);
+            // kubectl downloads one per group version it touches; keep
+            // them small (kube-apiserver's apps/v1 is ~700 KB).
+            assert!(bytes.len() < 200_000, "{key}: {} bytes", bytes.len());
+            eprintln!("{key}: {} bytes", bytes.len());
         }
         assert!(v3_document("api/v2").is_none());
         assert!(v3_document("apis/apps").is_none());
