@@ -21,11 +21,12 @@
 //!   from the v3 schemas only when the kind's `PATCH` lists
 //!   `application/strategic-merge-patch+json` in its request body. These
 //!   documents carry compact schemas without the patch merge keys, so the
-//!   `PATCH` bodies list JSON patch and merge patch only: kubectl then uses
+//!   `PATCH` bodies list JSON patch and merge patch only: kubectl then asks
+//!   v2 for the PATCH media types, finds none in [`v2_protobuf`], and uses
 //!   the merge keys compiled into it for the built-in kinds — the same
 //!   patches it sends a kube-apiserver — instead of a wrong patch computed
-//!   from schemas that lack them. The server still accepts strategic merge
-//!   patches.
+//!   from schemas that lack them (lists replaced instead of merged by
+//!   `name`). The server still takes strategic merge patches (`patch.rs`).
 //! - **explain** finds a kind's schema by the `x-kubernetes-group-version-kind`
 //!   list in `components.schemas`; the compact schemas name each kind's
 //!   top-level fields and accept anything below them.
