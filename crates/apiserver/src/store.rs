@@ -514,7 +514,7 @@ impl Store {
                 None => {
                     let namespaces = crate::resources::Resource::by_plural("", "v1", "namespaces");
                     return Err(match namespaces {
-                        Some(ns) => ApiError::not_found(ns, &namespace),
+                        Some(ns) => ApiError::not_found(ns, &namespace.escape_debug().to_string()),
                         None => ApiError::bad_request(format!(
                             "namespaces \"{}\" not found",
                             namespace.escape_debug()
@@ -1266,9 +1266,10 @@ fn check_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
     };
     match why {
         None => Ok(()),
+        // The refused name is shown escaped: the message reaches terminals.
         Some(why) => Err(ApiError::invalid(
             resource,
-            name,
+            &name.escape_debug().to_string(),
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
                 message: format!("Invalid value: \"{}\": {why}", name.escape_debug()),
@@ -1281,10 +1282,12 @@ fn check_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
 /// Labels are what selectors match: strings, spelled as selector keys and
 /// values must be; annotations are strings.
 fn check_labels(resource: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
+    // Not yet checked as a name: shown escaped.
+    let name = name.escape_debug().to_string();
     let invalid = |field: &str, message: String| {
         ApiError::invalid(
             resource,
-            name,
+            &name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
                 message,
@@ -2906,6 +2909,141 @@ mod tests {
         let n = store.get(resource("configmaps"), "default", "n").unwrap();
         assert_eq!(n["data"]["v"], done.to_string());
         assert!(done > 0);
+    }
+
+    #[test]
+    fn a_watch_by_name_sees_the_pod_go_as_kubectl_delete_waits_for_it() {
+        let mut lab = Lab::new();
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        lab.create("pods", "default", running_pod("q")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("pods"),
+                &ListOptions {
+                    namespace: Some("default".into()),
+                    field_selector: Some("metadata.name=p".into()),
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        for name in ["q", "p"] {
+            lab.delete("pods", "default", name, DeleteOptions::default())
+                .unwrap();
+            lab.delete(
+                "pods",
+                "default",
+                name,
+                DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            kinds(&drain(&mut watch)),
+            vec![
+                ("MODIFIED", "default/p".into()),
+                ("DELETED", "default/p".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_input_is_refused_naming_the_field_and_changes_nothing() {
+        let mut lab = Lab::new();
+        let rv = lab.store.resource_version();
+        let e = lab
+            .create("configmaps", "default", cm("a\u{1b}[2J\n", "1"))
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            !e.message.contains('\u{1b}') && !e.message.contains('\n'),
+            "{}",
+            e.message
+        );
+        let e = lab
+            .create("configmaps", "default", json!({"metadata": "x"}))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = lab
+            .create("configmaps", "default", json!({"metadata": {"name": 7}}))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "labels": {"k": 1}}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            e.details.as_ref().unwrap().causes[0].field,
+            "metadata.labels"
+        );
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "resourceVersion": "5"}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let long = "a".repeat(20_000);
+        for options in [
+            ListOptions {
+                label_selector: Some(long.clone()),
+                ..Default::default()
+            },
+            ListOptions {
+                continue_token: Some(long.clone()),
+                ..Default::default()
+            },
+            ListOptions {
+                field_selector: Some("metadata.name".into()),
+                ..Default::default()
+            },
+        ] {
+            let e = lab
+                .store
+                .list(resource("configmaps"), &options)
+                .unwrap_err();
+            assert_eq!(e.code, 400);
+        }
+        assert_eq!(lab.store.resource_version(), rv);
+        // Grace periods out of range are brought into it.
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        let marked = lab
+            .delete(
+                "pods",
+                "default",
+                "p",
+                DeleteOptions {
+                    grace_period_seconds: Some(-5),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 1);
+        lab.create("pods", "default", running_pod("q")).unwrap();
+        let marked = lab
+            .delete(
+                "pods",
+                "default",
+                "q",
+                DeleteOptions {
+                    grace_period_seconds: Some(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            marked["metadata"]["deletionGracePeriodSeconds"],
+            365 * 24 * 3600
+        );
     }
 
     #[test]
