@@ -934,6 +934,8 @@ impl Store {
                 }
             }
         }
+        // Watchers that went away while the resource was quiet.
+        bucket.watchers.retain(|w| !w.tx.is_closed());
         bucket.watchers.push(Watcher { tx, filter });
         Ok(Watch { backlog, live })
     }
