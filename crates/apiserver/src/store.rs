@@ -656,6 +656,26 @@ impl Store {
         subresource: Option<Subresource>,
         old: &Arc<Value>,
     ) -> Result<Option<Value>, ApiError> {
+        // A uid names one incarnation of the object: an update that gives
+        // another one is about an object that is gone (kube-apiserver: the
+        // field is immutable). None given: the stored one stays.
+        if let Some(uid) = meta_string(object, "uid")?.filter(|u| !u.is_empty()) {
+            let stored = meta_str(old, "uid").unwrap_or_default();
+            if uid != stored {
+                return Err(ApiError::invalid(
+                    resource,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid".into(),
+                        message: format!(
+                            "Invalid value: \"{}\": field is immutable",
+                            uid.escape_debug()
+                        ),
+                        field: "metadata.uid".into(),
+                    }],
+                ));
+            }
+        }
         let old_rv = meta_str(old, "resourceVersion")
             .unwrap_or_default()
             .to_owned();
@@ -1129,11 +1149,13 @@ fn replace_field(object: &mut Value, field: &str, value: Option<&Value>) {
     }
 }
 
-/// What an update cannot change: who the object is and when it was made.
+/// What an update cannot change: who the object is, when it was made, its
+/// deletion, and its generation (the store's to bump).
 fn keep_stored_metadata(new: &mut Value, old: &Value) {
     let meta = meta_mut(new);
     for field in [
         "uid",
+        "generation",
         "creationTimestamp",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
@@ -3046,6 +3068,47 @@ mod tests {
             marked["metadata"]["deletionGracePeriodSeconds"],
             365 * 24 * 3600
         );
+    }
+
+    #[test]
+    fn an_update_keeps_the_stored_identity() {
+        let mut lab = Lab::new();
+        let v1 = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let mut other = cm("a", "2");
+        other["metadata"]["uid"] = "someone-else".into();
+        let e = lab
+            .update("configmaps", "default", "a", other, None)
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.details.as_ref().unwrap().causes[0].field, "metadata.uid");
+        let mut moved = cm("a", "2");
+        moved["metadata"]["creationTimestamp"] = "1999-01-01T00:00:00Z".into();
+        moved["metadata"]["deletionTimestamp"] = "1999-01-01T00:00:00Z".into();
+        moved["metadata"]["generation"] = 40.into();
+        let v2 = lab
+            .update("configmaps", "default", "a", moved, None)
+            .unwrap();
+        assert_eq!(v2["metadata"]["uid"], v1["metadata"]["uid"]);
+        assert_eq!(
+            v2["metadata"]["creationTimestamp"],
+            v1["metadata"]["creationTimestamp"]
+        );
+        assert!(v2["metadata"].get("deletionTimestamp").is_none());
+        assert!(v2["metadata"].get("generation").is_none());
+        let svc = lab
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "s"}, "spec": {}}),
+            )
+            .unwrap();
+        let mut bumped = (*svc).clone();
+        bumped["metadata"]["generation"] = 40.into();
+        bumped["spec"]["type"] = "ClusterIP".into();
+        let svc = lab
+            .update("services", "default", "s", bumped, None)
+            .unwrap();
+        assert_eq!(svc["metadata"]["generation"], 2);
     }
 
     #[test]
