@@ -967,6 +967,21 @@ impl Store {
         bookmark_event(resource, self.resource_version(), false)
     }
 
+    /// A `BOOKMARK` for `watch` at the current resourceVersion, or `None`
+    /// while it still has live events queued. Decided under the store's
+    /// lock, under which events are queued: with nothing queued, every
+    /// event up to the current version has been taken by the watcher, so
+    /// a client that resumes from the bookmark misses none. (A bookmark
+    /// read with [`Store::bookmark`] while an event is being queued can
+    /// overtake it.)
+    pub fn bookmark_for(&self, resource: &Resource, watch: &Watch) -> Option<Event> {
+        let inner = self.lock();
+        watch
+            .live
+            .is_empty()
+            .then(|| bookmark_event(resource, inner.resource_version, false))
+    }
+
     /// How many watchers of `resource` are registered (closed ones are
     /// pruned on the next event).
     pub fn watchers(&self, resource: &Resource) -> usize {
@@ -3109,6 +3124,38 @@ mod tests {
             .update("services", "default", "s", bumped, None)
             .unwrap();
         assert_eq!(svc["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn a_bookmark_never_overtakes_a_queued_event() {
+        let mut lab = Lab::new();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    allow_bookmarks: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let b = lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .unwrap();
+        assert_eq!(b.resource_version, lab.store.resource_version());
+        lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        assert!(lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .is_none());
+        let event = watch.live.try_recv().unwrap();
+        let b = lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .unwrap();
+        assert_eq!(b.resource_version, event.resource_version);
     }
 
     #[test]
