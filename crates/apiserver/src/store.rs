@@ -288,6 +288,9 @@ fn commit(
         if bucket.objects.remove(&key).is_some() {
             if let Some(n) = bucket.per_namespace.get_mut(&key.0) {
                 *n = n.saturating_sub(1);
+                if *n == 0 {
+                    bucket.per_namespace.remove(&key.0);
+                }
             }
         }
     } else {
