@@ -16,6 +16,8 @@
 //! - [`table`]: `kubectl get`'s columns (`Table` responses).
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
 //! - [`store`]: objects, resourceVersions, history and watches.
+//! - [`admission`]: strait's admission (the model's defaults and checks)
+//!   behind the store, and strict decoding's unknown fields.
 
 pub mod admission;
 pub mod auth;

@@ -288,6 +288,9 @@ fn commit(
         if bucket.objects.remove(&key).is_some() {
             if let Some(n) = bucket.per_namespace.get_mut(&key.0) {
                 *n = n.saturating_sub(1);
+                if *n == 0 {
+                    bucket.per_namespace.remove(&key.0);
+                }
             }
         }
     } else {
@@ -358,10 +361,16 @@ impl Store {
     /// name. A `continue` token resumes after the last key of the page it
     /// came from, over the objects as they are now (this store keeps no old
     /// snapshots); the page answers with the token's resourceVersion, so a
-    /// watch from it replays at worst a change the pages already show. A
-    /// token older than the resource's history is 410, as kube-apiserver
-    /// answers once etcd compacted it. `resourceVersion` on a list is not
-    /// read: every list is of the current state.
+    /// watch from it replays at worst a change the pages already show.
+    ///
+    /// A token older than the resource's history still pages on, under its
+    /// own (now too old) version: kube-apiserver answers 410 there, but its
+    /// window is etcd's five minutes of compaction, while this history is
+    /// counted in events and a busy lab passes it within one `kubectl get`
+    /// of many pages. A watch from that version is then 410 and the client
+    /// lists again: what it would have done after kube's 410. A token from
+    /// the future (another run of the store) is 410. `resourceVersion` on a
+    /// list is not read: every list is of the current state.
     pub fn list(&self, resource: &Resource, options: &ListOptions) -> Result<List, ApiError> {
         let filter = Filter::parse(resource, options)?;
         let limit = options.limit.filter(|l| *l > 0);
@@ -379,10 +388,11 @@ impl Store {
             });
         };
         let list_rv = match &token {
-            Some(t) if t.rv < bucket.compacted || t.rv > inner.resource_version => {
+            Some(t) if t.rv > inner.resource_version => {
                 return Err(ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list \
-                     result. You can start a new list without the continue parameter.",
+                    "The provided continue parameter is from a version this server has not \
+                     reached (it was restarted). You can start a new list without the \
+                     continue parameter.",
                 ))
             }
             Some(t) => t.rv,
@@ -514,7 +524,7 @@ impl Store {
                 None => {
                     let namespaces = crate::resources::Resource::by_plural("", "v1", "namespaces");
                     return Err(match namespaces {
-                        Some(ns) => ApiError::not_found(ns, &namespace),
+                        Some(ns) => ApiError::not_found(ns, &namespace.escape_debug().to_string()),
                         None => ApiError::bad_request(format!(
                             "namespaces \"{}\" not found",
                             namespace.escape_debug()
@@ -656,6 +666,26 @@ impl Store {
         subresource: Option<Subresource>,
         old: &Arc<Value>,
     ) -> Result<Option<Value>, ApiError> {
+        // A uid names one incarnation of the object: an update that gives
+        // another one is about an object that is gone (kube-apiserver: the
+        // field is immutable). None given: the stored one stays.
+        if let Some(uid) = meta_string(object, "uid")?.filter(|u| !u.is_empty()) {
+            let stored = meta_str(old, "uid").unwrap_or_default();
+            if uid != stored {
+                return Err(ApiError::invalid(
+                    resource,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid".into(),
+                        message: format!(
+                            "Invalid value: \"{}\": field is immutable",
+                            uid.escape_debug()
+                        ),
+                        field: "metadata.uid".into(),
+                    }],
+                ));
+            }
+        }
         let old_rv = meta_str(old, "resourceVersion")
             .unwrap_or_default()
             .to_owned();
@@ -934,6 +964,8 @@ impl Store {
                 }
             }
         }
+        // Watchers that went away while the resource was quiet.
+        bucket.watchers.retain(|w| !w.tx.is_closed());
         bucket.watchers.push(Watcher { tx, filter });
         Ok(Watch { backlog, live })
     }
@@ -943,6 +975,21 @@ impl Store {
     /// can resume from a recent version.
     pub fn bookmark(&self, resource: &Resource) -> Event {
         bookmark_event(resource, self.resource_version(), false)
+    }
+
+    /// A `BOOKMARK` for `watch` at the current resourceVersion, or `None`
+    /// while it still has live events queued. Decided under the store's
+    /// lock, under which events are queued: with nothing queued, every
+    /// event up to the current version has been taken by the watcher, so
+    /// a client that resumes from the bookmark misses none. (A bookmark
+    /// read with [`Store::bookmark`] while an event is being queued can
+    /// overtake it.)
+    pub fn bookmark_for(&self, resource: &Resource, watch: &Watch) -> Option<Event> {
+        let inner = self.lock();
+        watch
+            .live
+            .is_empty()
+            .then(|| bookmark_event(resource, inner.resource_version, false))
     }
 
     /// How many watchers of `resource` are registered (closed ones are
@@ -1127,11 +1174,13 @@ fn replace_field(object: &mut Value, field: &str, value: Option<&Value>) {
     }
 }
 
-/// What an update cannot change: who the object is and when it was made.
+/// What an update cannot change: who the object is, when it was made, its
+/// deletion, and its generation (the store's to bump).
 fn keep_stored_metadata(new: &mut Value, old: &Value) {
     let meta = meta_mut(new);
     for field in [
         "uid",
+        "generation",
         "creationTimestamp",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
@@ -1266,9 +1315,10 @@ fn check_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
     };
     match why {
         None => Ok(()),
+        // The refused name is shown escaped: the message reaches terminals.
         Some(why) => Err(ApiError::invalid(
             resource,
-            name,
+            &name.escape_debug().to_string(),
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
                 message: format!("Invalid value: \"{}\": {why}", name.escape_debug()),
@@ -1281,10 +1331,12 @@ fn check_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
 /// Labels are what selectors match: strings, spelled as selector keys and
 /// values must be; annotations are strings.
 fn check_labels(resource: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
+    // Not yet checked as a name: shown escaped.
+    let name = name.escape_debug().to_string();
     let invalid = |field: &str, message: String| {
         ApiError::invalid(
             resource,
-            name,
+            &name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
                 message,
@@ -2539,7 +2591,7 @@ mod tests {
     }
 
     #[test]
-    fn a_continue_token_older_than_the_history_is_gone() {
+    fn a_continue_token_older_than_the_history_pages_on_and_its_watch_is_gone() {
         let mut lab = Lab::with(Box::new(AdmitAll), 4);
         for i in 0..6 {
             lab.create("configmaps", "default", cm(&format!("c{i}"), "1"))
@@ -2565,12 +2617,43 @@ mod tests {
             )
             .unwrap();
         }
+        let rest = lab
+            .store
+            .list(
+                resource("configmaps"),
+                &ListOptions {
+                    continue_token: first.continue_token.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(rest.items.len(), 4);
+        assert_eq!(rest.resource_version, first.resource_version);
+        let e = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(rest.resource_version.to_string()),
+                    ..Default::default()
+                },
+            )
+            .err()
+            .unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        // A token from a version the store never reached.
+        let future = Continue {
+            rv: lab.store.resource_version() + 10,
+            key: ("default".into(), "c0".into()),
+            served: 1,
+        }
+        .encode();
         let e = lab
             .store
             .list(
                 resource("configmaps"),
                 &ListOptions {
-                    continue_token: first.continue_token,
+                    continue_token: Some(future),
                     ..Default::default()
                 },
             )
@@ -2906,6 +2989,214 @@ mod tests {
         let n = store.get(resource("configmaps"), "default", "n").unwrap();
         assert_eq!(n["data"]["v"], done.to_string());
         assert!(done > 0);
+    }
+
+    #[test]
+    fn a_watch_by_name_sees_the_pod_go_as_kubectl_delete_waits_for_it() {
+        let mut lab = Lab::new();
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        lab.create("pods", "default", running_pod("q")).unwrap();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("pods"),
+                &ListOptions {
+                    namespace: Some("default".into()),
+                    field_selector: Some("metadata.name=p".into()),
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        for name in ["q", "p"] {
+            lab.delete("pods", "default", name, DeleteOptions::default())
+                .unwrap();
+            lab.delete(
+                "pods",
+                "default",
+                name,
+                DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            kinds(&drain(&mut watch)),
+            vec![
+                ("MODIFIED", "default/p".into()),
+                ("DELETED", "default/p".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_input_is_refused_naming_the_field_and_changes_nothing() {
+        let mut lab = Lab::new();
+        let rv = lab.store.resource_version();
+        let e = lab
+            .create("configmaps", "default", cm("a\u{1b}[2J\n", "1"))
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            !e.message.contains('\u{1b}') && !e.message.contains('\n'),
+            "{}",
+            e.message
+        );
+        let e = lab
+            .create("configmaps", "default", json!({"metadata": "x"}))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = lab
+            .create("configmaps", "default", json!({"metadata": {"name": 7}}))
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "labels": {"k": 1}}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            e.details.as_ref().unwrap().causes[0].field,
+            "metadata.labels"
+        );
+        let e = lab
+            .create(
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": "a", "resourceVersion": "5"}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let long = "a".repeat(20_000);
+        for options in [
+            ListOptions {
+                label_selector: Some(long.clone()),
+                ..Default::default()
+            },
+            ListOptions {
+                continue_token: Some(long.clone()),
+                ..Default::default()
+            },
+            ListOptions {
+                field_selector: Some("metadata.name".into()),
+                ..Default::default()
+            },
+        ] {
+            let e = lab
+                .store
+                .list(resource("configmaps"), &options)
+                .unwrap_err();
+            assert_eq!(e.code, 400);
+        }
+        assert_eq!(lab.store.resource_version(), rv);
+        // Grace periods out of range are brought into it.
+        lab.create("pods", "default", running_pod("p")).unwrap();
+        let marked = lab
+            .delete(
+                "pods",
+                "default",
+                "p",
+                DeleteOptions {
+                    grace_period_seconds: Some(-5),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 1);
+        lab.create("pods", "default", running_pod("q")).unwrap();
+        let marked = lab
+            .delete(
+                "pods",
+                "default",
+                "q",
+                DeleteOptions {
+                    grace_period_seconds: Some(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            marked["metadata"]["deletionGracePeriodSeconds"],
+            365 * 24 * 3600
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_the_stored_identity() {
+        let mut lab = Lab::new();
+        let v1 = lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let mut other = cm("a", "2");
+        other["metadata"]["uid"] = "someone-else".into();
+        let e = lab
+            .update("configmaps", "default", "a", other, None)
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.details.as_ref().unwrap().causes[0].field, "metadata.uid");
+        let mut moved = cm("a", "2");
+        moved["metadata"]["creationTimestamp"] = "1999-01-01T00:00:00Z".into();
+        moved["metadata"]["deletionTimestamp"] = "1999-01-01T00:00:00Z".into();
+        moved["metadata"]["generation"] = 40.into();
+        let v2 = lab
+            .update("configmaps", "default", "a", moved, None)
+            .unwrap();
+        assert_eq!(v2["metadata"]["uid"], v1["metadata"]["uid"]);
+        assert_eq!(
+            v2["metadata"]["creationTimestamp"],
+            v1["metadata"]["creationTimestamp"]
+        );
+        assert!(v2["metadata"].get("deletionTimestamp").is_none());
+        assert!(v2["metadata"].get("generation").is_none());
+        let svc = lab
+            .create(
+                "services",
+                "default",
+                json!({"metadata": {"name": "s"}, "spec": {}}),
+            )
+            .unwrap();
+        let mut bumped = (*svc).clone();
+        bumped["metadata"]["generation"] = 40.into();
+        bumped["spec"]["type"] = "ClusterIP".into();
+        let svc = lab
+            .update("services", "default", "s", bumped, None)
+            .unwrap();
+        assert_eq!(svc["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn a_bookmark_never_overtakes_a_queued_event() {
+        let mut lab = Lab::new();
+        let mut watch = lab
+            .store
+            .watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(lab.store.resource_version().to_string()),
+                    allow_bookmarks: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let b = lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .unwrap();
+        assert_eq!(b.resource_version, lab.store.resource_version());
+        lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        assert!(lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .is_none());
+        let event = watch.live.try_recv().unwrap();
+        let b = lab
+            .store
+            .bookmark_for(resource("configmaps"), &watch)
+            .unwrap();
+        assert_eq!(b.resource_version, event.resource_version);
     }
 
     #[test]
