@@ -14,14 +14,15 @@
 //! `date`, the RFC 3339 creation time). So do kinds this module does not
 //! know.
 //!
-//! Watch: kube-apiserver's `serveWatch` transforms each event's object with
-//! the request's `TableOptions` and, after the first object, sets
-//! `NoHeaders = true` on them (its `Fixup` closure: "on watch, we only want
-//! to print table headers on the first object"). The printers then leave
-//! `columnDefinitions` nil, which the JSON encoder writes as `null`
-//! (the field has no `omitempty`). The server's watch loop should therefore
-//! pass `headers: true` for the first event's table and `headers: false`
-//! after; this module writes `"columnDefinitions": null` for the latter.
+//! Watch: kube-apiserver's watch handler (`handlers/watch.go`: the `Fixup`
+//! closure of `serveWatch`, "on watch, we only want to print table headers
+//! on the first object and omit them on subsequent events") transforms
+//! each event's object with the request's `TableOptions` and, after the
+//! first, sets `NoHeaders = true` on them. The printers then leave
+//! `columnDefinitions` nil, which the JSON encoder writes as `null` (the
+//! field has no `omitempty`). The server's watch loop passes `headers:
+//! true` for the first event's table and `headers: false` after; this
+//! module then writes `"columnDefinitions": null`, as kube does.
 //!
 //! Input is whatever the store holds: every field is read defensively (a
 //! missing field or one of the wrong type reads as absent, as if kube's
