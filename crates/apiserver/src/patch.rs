@@ -31,7 +31,8 @@
 //!   nothing (kube stores the deletion list as the new list);
 //! - an emptied map stays as `{}` (kube's Go types omit it when encoding);
 //! - a 422 for a JSON patch carries the cause after kube's generic sentence;
-//! - no patched object may nest deeper than [`MAX_DEPTH`].
+//! - no patched object may nest deeper than [`MAX_DEPTH`], and a JSON
+//!   patch's depth checks visit at most `MAX_JSON_PATCH_VISITS` values (422).
 
 use std::collections::{HashMap, HashSet};
 
