@@ -31,7 +31,8 @@
 //!   nothing (kube stores the deletion list as the new list);
 //! - an emptied map stays as `{}` (kube's Go types omit it when encoding);
 //! - a 422 for a JSON patch carries the cause after kube's generic sentence;
-//! - no patched object may nest deeper than [`MAX_DEPTH`].
+//! - no patched object may nest deeper than [`MAX_DEPTH`], and a JSON
+//!   patch's depth checks visit at most `MAX_JSON_PATCH_VISITS` values (422).
 
 use std::collections::{HashMap, HashSet};
 
@@ -247,9 +248,15 @@ fn short(value: &Value) -> String {
 /// How deeply objects and arrays nest in `value` (a scalar is 0), counted
 /// without recursion so that no input can exhaust the stack.
 fn depth(value: &Value) -> usize {
+    depth_counting(value, &mut 0)
+}
+
+/// [`depth`], adding the number of values visited to `visited`.
+fn depth_counting(value: &Value, visited: &mut usize) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(value, 0usize)];
     while let Some((v, d)) = stack.pop() {
+        *visited += 1;
         let children: Box<dyn Iterator<Item = &Value>> = match v {
             Value::Object(m) => Box::new(m.values()),
             Value::Array(a) => Box::new(a.iter()),
@@ -362,10 +369,10 @@ fn json_patch(mut doc: Value, body: Value) -> Result<Value, ApiError> {
             ops.len()
         )));
     }
-    let mut copied = 0usize;
+    let mut spent = Spent::default();
     for (i, op) in ops.into_iter().enumerate() {
         let op = read_operation(op).map_err(|e| unprocessable(format!("operation {i}: {e}")))?;
-        apply_operation(&mut doc, op, &mut copied)
+        apply_operation(&mut doc, op, &mut spent)
             .map_err(|e| unprocessable(format!("operation {i}: {e}")))?;
     }
     Ok(doc)
@@ -518,28 +525,45 @@ fn remove(doc: &mut Value, path: &[String]) -> Result<Value, String> {
     }
 }
 
+/// How many values the depth checks of one JSON patch may visit: more than
+/// twice the values a 3 MiB body can hold, little enough that ten thousand
+/// `move`s of a large subtree cannot keep a core busy.
+const MAX_JSON_PATCH_VISITS: usize = 4 * 1024 * 1024;
+
+/// What one JSON patch has cost so far.
+#[derive(Default)]
+struct Spent {
+    copied: usize,
+    visited: usize,
+}
+
 /// Whether `value` placed at `path` keeps the document within
 /// [`MAX_DEPTH`]: pointers are not bounded by the JSON reader's recursion
 /// limit, so without this a patch could build an object too deep to drop.
-fn fits(path: &[String], value: &Value) -> Result<(), String> {
-    if path.len() + depth(value) > MAX_DEPTH {
+fn fits(path: &[String], value: &Value, spent: &mut Spent) -> Result<(), String> {
+    if path.len() + depth_counting(value, &mut spent.visited) > MAX_DEPTH {
         return Err(format!(
             "the value at {} would nest deeper than {MAX_DEPTH} levels",
             show_pointer(path)
         ));
     }
+    if spent.visited > MAX_JSON_PATCH_VISITS {
+        return Err(format!(
+            "the patch moves more than {MAX_JSON_PATCH_VISITS} values around; split it"
+        ));
+    }
     Ok(())
 }
 
-fn apply_operation(doc: &mut Value, op: Operation, copied: &mut usize) -> Result<(), String> {
+fn apply_operation(doc: &mut Value, op: Operation, spent: &mut Spent) -> Result<(), String> {
     match op {
         Operation::Add(path, value) => {
-            fits(&path, &value)?;
+            fits(&path, &value, spent)?;
             add(doc, &path, value)
         }
         Operation::Remove(path) => remove(doc, &path).map(drop),
         Operation::Replace(path, value) => {
-            fits(&path, &value)?;
+            fits(&path, &value, spent)?;
             let target = resolve_mut(doc, &path)
                 .ok_or_else(|| format!("the path {} does not exist", show_pointer(&path)))?;
             *target = value;
@@ -561,7 +585,7 @@ fn apply_operation(doc: &mut Value, op: Operation, copied: &mut usize) -> Result
             if path.len() > from.len() {
                 let value = resolve(doc, &from)
                     .ok_or_else(|| format!("the path {} does not exist", show_pointer(&from)))?;
-                fits(&path, value)?;
+                fits(&path, value, spent)?;
             }
             let value = remove(doc, &from)?;
             add(doc, &path, value)
@@ -570,9 +594,9 @@ fn apply_operation(doc: &mut Value, op: Operation, copied: &mut usize) -> Result
             let value = resolve(doc, &from)
                 .ok_or_else(|| format!("the path {} does not exist", show_pointer(&from)))?
                 .clone();
-            fits(&path, &value)?;
-            *copied += json_size(&value, MAX_JSON_PATCH_COPY_BYTES);
-            if *copied > MAX_JSON_PATCH_COPY_BYTES {
+            fits(&path, &value, spent)?;
+            spent.copied += json_size(&value, MAX_JSON_PATCH_COPY_BYTES);
+            if spent.copied > MAX_JSON_PATCH_COPY_BYTES {
                 return Err(format!(
                     "unable to copy {}: the copies of this patch would exceed {MAX_JSON_PATCH_COPY_BYTES} bytes",
                     show_pointer(&from)
@@ -2016,6 +2040,36 @@ mod tests {
         let err = apply("deployments", PatchType::Json, &d, &Value::Array(ops)).unwrap_err();
         assert_eq!(err.code, 422, "{err}");
         assert!(err.message.contains("deeper"), "{}", err.message);
+    }
+
+    #[test]
+    fn json_patch_moves_of_big_subtrees_are_bounded() {
+        // A 20000-element list moved one level deeper and back, again and
+        // again: each deeper move walks it to check its depth.
+        let mut d = deployment();
+        d["spec"]["big"] = Value::Array(vec![json!(0); 20_000]);
+        d["spec"]["box"] = json!({});
+        let mut ops = Vec::new();
+        for _ in 0..2_000 {
+            ops.push(json!({"op": "move", "from": "/spec/big", "path": "/spec/box/big"}));
+            ops.push(json!({"op": "move", "from": "/spec/box/big", "path": "/spec/big"}));
+        }
+        let start = std::time::Instant::now();
+        let Err(err) = apply("deployments", PatchType::Json, &d, &Value::Array(ops)) else {
+            panic!("the patch is refused");
+        };
+        assert_eq!(err.code, 422);
+        assert!(err.message.contains("split it"), "{}", err.message);
+        println!("refused after {:?}", start.elapsed());
+        // A few such moves are fine.
+        let ops = json!([
+            {"op": "move", "from": "/spec/big", "path": "/spec/box/big"},
+            {"op": "move", "from": "/spec/box/big", "path": "/spec/big"},
+        ]);
+        assert_eq!(
+            apply("deployments", PatchType::Json, &d, &ops).ok(),
+            Some(d)
+        );
     }
 
     // --- limits shared by all patch types ---
