@@ -31,7 +31,7 @@ use crate::openapi;
 use crate::patch::{self, PatchType};
 use crate::resources::{Resource, Subresource};
 use crate::store::{Admission, DeleteOptions, Event, EventType, ListOptions, Store, WriteContext};
-use crate::table::{self, IncludeObject, TableOptions};
+use crate::table::{self, IncludeObject, TableOptions, TableVersion};
 use crate::tls::Pki;
 
 /// kube-apiserver's limit on a request body.
@@ -420,20 +420,14 @@ fn accepts(req: &Request<Incoming>) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
-/// Whether the client asks for a `Table` before plain JSON.
-fn wants_table(req: &Request<Incoming>) -> bool {
-    for (media, params) in accepts(req) {
-        if params.get("as").map(String::as_str) == Some("Table")
-            && params.get("g").map(String::as_str) == Some("meta.k8s.io")
-            && matches!(media.as_str(), "application/json" | "*/*")
-        {
-            return true;
-        }
-        if !params.contains_key("as") && matches!(media.as_str(), "application/json" | "*/*" | "") {
-            return false;
-        }
-    }
-    false
+/// Whether the client asks for a `Table` before plain JSON, and which.
+fn wants_table(req: &Request<Incoming>) -> Option<TableVersion> {
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    table::parse_table_request(accept)
 }
 
 /// Which aggregated discovery form the client wants first, if any.
@@ -644,14 +638,7 @@ fn list_options(target: &Target, query: &HashMap<String, String>) -> Result<List
 }
 
 fn include_object(query: &HashMap<String, String>) -> Result<IncludeObject, ApiError> {
-    match query.get("includeObject").map(String::as_str) {
-        None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
-        Some("None") => Ok(IncludeObject::None),
-        Some("Object") => Ok(IncludeObject::Object),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "includeObject: unsupported value {other:?}"
-        ))),
-    }
+    IncludeObject::parse(query.get("includeObject").map(String::as_str))
 }
 
 async fn resource_request(
@@ -696,9 +683,10 @@ async fn resource_request(
         ("list", _) => {
             let options = list_options(&target, &query)?;
             let list = store.list(resource, &options)?;
-            if table {
+            if let Some(version) = table {
                 let items: Vec<&Value> = list.items.iter().map(|v| v.as_ref()).collect();
                 let options = TableOptions {
+                    version,
                     include_object: include_object(&query)?,
                     headers: true,
                     now_unix: now_unix(),
@@ -741,8 +729,9 @@ async fn resource_request(
         }
         ("get", _) => {
             let object = store.get(resource, &target.namespace, &target.name)?;
-            if table {
+            if let Some(version) = table {
                 let options = TableOptions {
+                    version,
                     include_object: include_object(&query)?,
                     headers: true,
                     now_unix: now_unix(),
@@ -1091,7 +1080,7 @@ fn watch(
     shared: &Arc<Shared>,
     target: &Target,
     query: &HashMap<String, String>,
-    table: bool,
+    table: Option<TableVersion>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let options = list_options(target, query)?;
     let timeout = query
@@ -1120,16 +1109,30 @@ fn watch(
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         tick.tick().await;
+        enum Next {
+            Event(Event),
+            Bookmark,
+            End,
+        }
         loop {
-            let event = tokio::select! {
+            let next = tokio::select! {
                 e = watch.live.recv() => match e {
-                    Some(e) => e,
+                    Some(e) => Next::Event(e),
                     // Fell behind or the store closed it: the client re-watches.
-                    None => return,
+                    None => Next::End,
                 },
-                _ = tick.tick(), if bookmarks => store.bookmark(resource),
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = tx.closed() => return,
+                _ = tick.tick(), if bookmarks => Next::Bookmark,
+                _ = tokio::time::sleep_until(deadline) => Next::End,
+                _ = tx.closed() => Next::End,
+            };
+            let event = match next {
+                Next::Event(e) => e,
+                // Only with nothing queued: a bookmark never overtakes an event.
+                Next::Bookmark => match store.bookmark_for(resource, &watch) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                Next::End => return,
             };
             if tx.send(encoder.encode(&event)).await.is_err() {
                 return;
@@ -1146,7 +1149,7 @@ fn watch(
 /// Encodes watch events for one watcher (objects, or Table rows).
 struct Encoder {
     resource: &'static Resource,
-    table: bool,
+    table: Option<TableVersion>,
     include: IncludeObject,
     headers_sent: bool,
 }
@@ -1157,8 +1160,9 @@ impl Encoder {
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(event.kind.as_str().as_bytes());
         line.extend_from_slice(b"\",\"object\":");
-        if self.table && event.kind != EventType::Bookmark {
+        if let (Some(version), false) = (self.table, event.kind == EventType::Bookmark) {
             let options = TableOptions {
+                version,
                 include_object: self.include,
                 headers: !self.headers_sent,
                 now_unix: now_unix(),
