@@ -576,16 +576,25 @@ async fn read_body(req: Request<Incoming>) -> Result<(Value, Bytes, Option<Strin
             }
         })?
         .to_bytes();
+    let json = content_type
+        .as_deref()
+        .is_none_or(|c| c.starts_with("application/json") || c.contains("+json"));
     let value = if body.is_empty() {
         Value::Null
-    } else if content_type
-        .as_deref()
-        .is_some_and(|c| c.starts_with("application/json"))
-    {
+    } else if !json {
+        // Protobuf and CBOR are not spoken here; client-go falls back to
+        // JSON on 415.
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json, application/json-patch+json, application/merge-patch+json, \
+             application/strategic-merge-patch+json (got {})",
+            content_type.as_deref().unwrap_or("")
+        )));
+    } else if content_type.as_deref().is_some_and(|c| c.contains("patch")) {
+        Value::Null
+    } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?
-    } else {
-        Value::Null
     };
     Ok((value, body, content_type))
 }
