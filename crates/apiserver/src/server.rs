@@ -430,37 +430,32 @@ fn wants_table(req: &Request<Incoming>) -> Option<TableVersion> {
     table::parse_table_request(accept)
 }
 
-/// Which aggregated discovery form the client wants first, if any.
-fn wants_aggregated(req: &Request<Incoming>) -> Option<Aggregated> {
-    for (media, params) in accepts(req) {
-        if params.get("as").map(String::as_str) == Some("APIGroupDiscoveryList")
-            && params.get("g").map(String::as_str) == Some("apidiscovery.k8s.io")
-            && media == "application/json"
-        {
-            match params.get("v").map(String::as_str) {
-                Some("v2") => return Some(Aggregated::V2),
-                Some("v2beta1") => return Some(Aggregated::V2Beta1),
-                _ => continue,
-            }
-        }
-        if !params.contains_key("as") && matches!(media.as_str(), "application/json" | "*/*" | "") {
-            return None;
-        }
-    }
-    None
+fn accept_header(req: &Request<Incoming>) -> &str {
+    req.headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
+/// A discovery document: client-go tells aggregated from legacy by the
+/// Content-Type alone.
 fn aggregated_response(value: &Value, version: Aggregated) -> Response<ResponseBody> {
     let mut response = json_response(StatusCode::OK, value);
-    let v = match version {
-        Aggregated::V2 => "v2",
-        Aggregated::V2Beta1 => "v2beta1",
-    };
-    if let Ok(ct) = HeaderValue::from_str(&format!(
-        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-    )) {
-        response.headers_mut().insert(CONTENT_TYPE, ct);
-    }
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(version.content_type()),
+    );
+    response
+        .headers_mut()
+        .insert(hyper::header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+fn bytes_response(bytes: Bytes, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Full::new(bytes)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -492,17 +487,22 @@ async fn route(
         }
         ["api"] => {
             non_resource(shared, &user, &method)?;
-            Ok(match wants_aggregated(&req) {
+            Ok(match discovery::negotiate(accept_header(&req)) {
                 Some(v) => aggregated_response(&discovery::aggregated(true, v), v),
                 None => json_response(StatusCode::OK, &discovery::api_versions()),
             })
         }
         ["apis"] => {
             non_resource(shared, &user, &method)?;
-            Ok(match wants_aggregated(&req) {
+            Ok(match discovery::negotiate(accept_header(&req)) {
                 Some(v) => aggregated_response(&discovery::aggregated(false, v), v),
                 None => json_response(StatusCode::OK, &discovery::api_group_list()),
             })
+        }
+        ["apis", group] => {
+            non_resource(shared, &user, &method)?;
+            let document = discovery::api_group(group).ok_or_else(|| ApiError::no_route(&path))?;
+            Ok(json_response(StatusCode::OK, &document))
         }
         ["api", version] | ["apis", _, version] => {
             non_resource(shared, &user, &method)?;
@@ -517,6 +517,13 @@ async fn route(
         }
         ["openapi", "v2"] => {
             non_resource(shared, &user, &method)?;
+            // client-go fetches v2 only as protobuf (kubectl's List path).
+            if openapi::v2_wants_protobuf(accept_header(&req)) {
+                return Ok(bytes_response(
+                    Bytes::from(openapi::v2_protobuf()),
+                    openapi::V2_PROTOBUF_CONTENT_TYPE,
+                ));
+            }
             Ok(json_response(StatusCode::OK, &openapi::v2()))
         }
         ["openapi", "v3"] => {
@@ -525,9 +532,12 @@ async fn route(
         }
         ["openapi", "v3", rest @ ..] => {
             non_resource(shared, &user, &method)?;
-            let document =
-                openapi::v3_document(&rest.join("/")).ok_or_else(|| ApiError::no_route(&path))?;
-            Ok(json_response(StatusCode::OK, &document))
+            let document = openapi::v3_document_bytes(&rest.join("/"))
+                .ok_or_else(|| ApiError::no_route(&path))?;
+            Ok(bytes_response(
+                Bytes::from_static(document),
+                "application/json",
+            ))
         }
         ["api", version, rest @ ..] => {
             let version = version.to_string();

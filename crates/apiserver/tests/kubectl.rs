@@ -127,10 +127,13 @@ impl Cluster {
             dir,
             kubeconfig,
         };
-        // A cluster starts with the namespaces kubeadm's has.
-        for ns in ["default", "kube-system"] {
-            cluster.ok(&["create", "namespace", ns]);
-        }
+        // A cluster starts with the namespaces kubeadm's has. (`kubectl
+        // create namespace` would send protobuf, which this server does not
+        // speak: manifests go as JSON.)
+        cluster.apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n",
+        );
         Some(cluster)
     }
 
@@ -443,7 +446,11 @@ fn errors_read_as_kube_apiservers() {
         "{err}"
     );
 
-    let no_ns = c.fails(&["create", "configmap", "x", "-n", "missing"]);
+    let out = c.with_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: missing}\n",
+    );
+    let no_ns = String::from_utf8_lossy(&out.stderr);
     assert!(
         no_ns.contains("namespaces \"missing\" not found"),
         "{no_ns}"
@@ -490,7 +497,7 @@ fn delete_by_file_and_by_name_and_waits() {
         return;
     };
     c.apply(WEB);
-    c.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {a: b}\n");
     let out = c.ok(&["delete", "configmap", "settings"]);
     assert!(out.contains("configmap \"settings\" deleted"), "{out}");
     let out = c.with_stdin(&["delete", "-f", "-"], WEB);
@@ -544,7 +551,9 @@ fn watch_prints_events_as_they_happen() {
         .any(|l: &String| l.starts_with("ADDED") && l.contains("cm-"))
     {
         assert!(Instant::now() < deadline, "no ADDED event: {seen:?}");
-        c.ok(&["create", "configmap", &format!("cm-{n}")]);
+        c.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{n}, namespace: default}}\n"
+        ));
         n += 1;
         if let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
             seen.push(line);
