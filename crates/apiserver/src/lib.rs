@@ -16,13 +16,17 @@
 //! - [`table`]: `kubectl get`'s columns (`Table` responses).
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch.
 //! - [`store`]: objects, resourceVersions, history and watches.
+//! - [`admission`]: strait's admission (the model's defaults and checks)
+//!   behind the store, and strict decoding's unknown fields.
 
+pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
+pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;

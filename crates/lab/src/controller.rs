@@ -27,6 +27,7 @@ use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, parse_str_with, Admission, ClusterState, Format, Object, Origin};
 use strait_proxy::NodeContext;
 
+use crate::api::LabApi;
 use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
 use crate::procs::{self, ProcessId};
 use crate::{net, Error, Result};
@@ -115,14 +116,29 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     // Pods that failed to start: not retried before the instant, and why.
     let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
     let mut admitted = Admitted::default();
+    // The API server: its store is the desired state from here on.
+    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into())?;
+    let mut desired_file: Option<Vec<u8>> = None;
     loop {
         let started = Instant::now();
-        let desired = desired_state(layout, config, strait, &mut admitted)?;
+        // `lab apply` and `lab delete` edit desired.json: what it holds goes
+        // to the store when it changes; kubectl writes to the store directly.
+        let file = std::fs::read(layout.desired()).ok();
+        if desired_file.is_none() || file != desired_file {
+            let objects = desired_objects(layout, config, strait, &mut admitted)?;
+            api.import(&objects);
+            desired_file = Some(file.unwrap_or_default());
+        }
+        let desired = ClusterState::from_objects(
+            api.desired()?
+                .into_iter()
+                .map(|(o, origin)| (o, Some(origin))),
+        )?;
         let state0 = match controllers::reconcile(desired, previous.as_ref(), &cluster_config) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}; keeping the cluster as it is");
-                wait_for_desired(&mut watch, &layout.desired(), Instant::now() + ROUND);
+                wait_for_desired(&mut watch, &layout.desired(), &api, Instant::now() + ROUND);
                 continue;
             }
         };
@@ -139,8 +155,14 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         }
         let dns_ip = cluster_dns_ip(&state0, config);
         // Pods that should run and do not yet; pods that run and should not.
-        let wanted: BTreeSet<(String, String)> =
-            state0.pods.iter().map(|p| key_of(&p.metadata)).collect();
+        // A pod deleted through the API keeps running through its grace
+        // period: it is leaving, not wanted.
+        let wanted: BTreeSet<(String, String)> = state0
+            .pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| key_of(&p.metadata))
+            .collect();
         // Pods that left: terminating first (SIGTERM, endpoint marked
         // terminating), gone after their grace period or once they exit.
         for (key, pod) in running.iter_mut() {
@@ -158,11 +180,19 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         for key in done {
             if let Some(pod) = running.remove(&key) {
                 stop_pod(layout, config, strait, pod);
+                if state0
+                    .pods
+                    .get(&key.0, &key.1)
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+                {
+                    api.pod_stopped(&key.0, &key.1);
+                }
             }
         }
         for pod in state0.pods.iter() {
             let key = key_of(&pod.metadata);
-            if running.contains_key(&key)
+            if !wanted.contains(&key)
+                || running.contains_key(&key)
                 || failures
                     .get(&key)
                     .is_some_and(|(until, _)| Instant::now() < *until)
@@ -213,6 +243,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             actual.insert(Object::Pod(Arc::new(p.into())));
         }
         let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
+        api.publish(&actual);
         match serde_json::to_string(&actual.as_list()) {
             Ok(list) if list != last_written => {
                 Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
@@ -262,21 +293,24 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         previous = Some(actual);
         // Probes and pod supervision keep a round; a change of the desired
         // objects starts the next one at once.
-        wait_for_desired(&mut watch, &layout.desired(), started + ROUND);
+        wait_for_desired(&mut watch, &layout.desired(), &api, started + ROUND);
     }
 }
 
-/// Wait until `until` or until `desired` changes, whichever comes first.
-/// The controller writes other files of the same directory every round:
-/// those do not wake it.
-fn wait_for_desired(watch: &mut DirWatch, desired: &Path, until: Instant) -> bool {
+/// Wait until `until`, or until `desired` or the API's store changes,
+/// whichever comes first. The controller writes other files of the same
+/// directory every round: those do not wake it.
+fn wait_for_desired(watch: &mut DirWatch, desired: &Path, api: &LabApi, until: Instant) -> bool {
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return false;
         }
-        match watch.wait(Some(left)) {
-            Ok(events) if events.is_empty() => return false,
+        if api.wait_change(Instant::now()) {
+            return true;
+        }
+        match watch.wait(Some(left.min(Duration::from_millis(5)))) {
+            Ok(events) if events.is_empty() => continue,
             Ok(events) if events.overflowed || events.paths.iter().any(|p| p == desired) => {
                 return true
             }
@@ -383,12 +417,12 @@ struct Admitted {
 /// apply` writes only admitted objects, but the file may be edited by hand
 /// or read by a stricter strait: an object refused now keeps the version
 /// `admitted` before, and each refusal is logged once.
-fn desired_state(
+fn desired_objects(
     layout: &Layout,
     config: &LabConfig,
     strait: &Path,
     admitted: &mut Admitted,
-) -> Result<ClusterState> {
+) -> Result<Vec<(Object, Origin)>> {
     let text = std::fs::read_to_string(layout.desired())
         .unwrap_or_else(|_| r#"{"apiVersion":"v1","kind":"List","items":[]}"#.into());
     let mut loaded = parse_str_with("desired.json", &text, Format::Json, Admission::PerObject)?;
@@ -435,12 +469,7 @@ fn desired_state(
     }
     let extra = parse_str("lab addons", &addons, Format::Json)?;
     loaded.objects.extend(extra.objects);
-    Ok(ClusterState::from_objects(
-        loaded
-            .objects
-            .into_iter()
-            .map(|(o, origin)| (o, Some(origin))),
-    )?)
+    Ok(loaded.objects)
 }
 
 /// The node's network configuration, with the pod's `hostPort`s as

@@ -171,6 +171,10 @@ impl Layout {
     pub fn cluster(&self) -> PathBuf {
         self.dir.join("cluster.json")
     }
+    /// The admin kubeconfig of the lab's API server (mode 0600).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }
@@ -249,6 +253,28 @@ impl Layout {
     pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let written = std::fs::write(&tmp, bytes)
+            .map_err(io(format!("write {}", tmp.display())))
+            .and_then(|()| {
+                std::fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Like [`Layout::write_atomic`], readable by the owner only (a
+    /// kubeconfig holds the admin's token).
+    pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes))
             .map_err(io(format!("write {}", tmp.display())))
             .and_then(|()| {
                 std::fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))

@@ -7,8 +7,11 @@
 //!
 //! `strait lab up` writes the lab's files under `/run/strait/<name>/` and
 //! starts a controller process that builds the network and keeps the pods,
-//! rules and names in step with the desired state.
+//! rules and names in step with the desired state. The controller serves
+//! the Kubernetes API (kubectl works against `/run/strait/<name>/kubeconfig`);
+//! its store holds the desired state.
 
+mod api;
 mod controller;
 mod error;
 mod layout;

@@ -114,6 +114,19 @@ impl Object {
     }
 }
 
+impl Object {
+    /// Admission of one object given as JSON, as an API server runs it on a
+    /// write: read as the kind's `k8s-openapi` type, defaulted and
+    /// validated. The error is the failing field's path and why. The
+    /// namespace is taken as given (the caller has settled it).
+    pub fn admit_json(kind: Kind, value: &serde_json::Value) -> Result<Object, (String, String)> {
+        let doc = crate::manifest::Doc::Value(value.clone());
+        let mut object = Object::from_doc(kind, &doc)?;
+        object.admit()?;
+        Ok(object)
+    }
+}
+
 impl ObjectKey {
     pub fn of(object: &Object) -> Self {
         let meta = object.metadata();
@@ -122,5 +135,30 @@ impl ObjectKey {
             meta.namespace.clone().unwrap_or_default(),
             meta.name.clone().unwrap_or_default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod admit_json_tests {
+    use super::*;
+
+    #[test]
+    fn admit_json_defaults_and_names_the_refused_field() {
+        let svc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+        });
+        let admitted = Object::admit_json(Kind::Service, &svc).unwrap();
+        let back = serde_json::to_value(&admitted).unwrap();
+        assert_eq!(back["spec"]["ports"][0]["protocol"], "TCP");
+        let mut bad = svc.clone();
+        bad["spec"]["ports"][0]["port"] = 0.into();
+        let (field, message) = Object::admit_json(Kind::Service, &bad).unwrap_err();
+        assert_eq!(field, "spec.ports[0].port", "{message}");
+        let mut typed_wrong = svc;
+        typed_wrong["spec"]["ports"][0]["port"] = "eighty".into();
+        let (field, _) = Object::admit_json(Kind::Service, &typed_wrong).unwrap_err();
+        assert_eq!(field, "spec.ports[0].port");
     }
 }

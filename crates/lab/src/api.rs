@@ -1,0 +1,505 @@
+//! The lab's Kubernetes API: the controller runs strait's API server, and
+//! its store is the cluster's truth. kubectl (with the kubeconfig at
+//! `/run/strait/NAME/kubeconfig`) and `strait lab apply` write the desired
+//! objects there; each round the controller reads them, runs the standalone
+//! controllers, and writes back what it made and saw — Pods of Deployments
+//! with their status, EndpointSlices, allocated Service addresses, Nodes —
+//! so that `kubectl get` shows the cluster as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strait_apiserver::admission::ModelAdmission;
+use strait_apiserver::auth::Tokens;
+use strait_apiserver::server::{PodLogs, Server, ServerConfig};
+use strait_apiserver::store::{DeleteOptions, ListOptions, Store};
+use strait_apiserver::tls::Pki;
+use strait_apiserver::{Resource, Subresource, RESOURCES};
+use strait_model::controllers::LABEL_MANAGED_BY;
+use strait_model::{parse_str_with, Admission, ClusterState, Format, Object, Origin};
+
+use crate::layout::Layout;
+use crate::{Error, Result};
+
+/// How many events the API server's watch history keeps.
+const HISTORY: usize = 100_000;
+
+/// One stored object: its kind, namespace and name.
+type Key = (&'static str, String, String);
+
+fn resource_of(key: &Key) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.kind == key.0)
+}
+
+/// The API server of a lab and what the controller remembers of its writes.
+pub struct LabApi {
+    server: Option<Server>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Objects `lab apply` put there (desired.json) as they were put:
+    /// deleted when they leave it, written again only when they change.
+    imported: BTreeMap<Key, Value>,
+    /// What the controller last wrote of each object, and the
+    /// resourceVersion that write got: unchanged, it is not written again.
+    published: BTreeMap<Key, (Value, String)>,
+    /// The store's version after the controller's own last write.
+    seen: u64,
+}
+
+/// `kubectl logs` reads the container logs the lab keeps.
+struct LabLogs {
+    layout: Layout,
+}
+
+impl PodLogs for LabLogs {
+    fn log(&self, namespace: &str, name: &str, container: Option<&str>) -> Result<Vec<u8>, String> {
+        let dir = self.layout.pod_dir(namespace, name);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|_| format!("pod {namespace}/{name} is not running"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        let file = match container {
+            Some(c) => files
+                .into_iter()
+                .find(|p| p.file_stem().is_some_and(|s| s == c))
+                .ok_or_else(|| format!("container {c} is not valid for pod {name}"))?,
+            None => files
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("pod {namespace}/{name} has no log yet"))?,
+        };
+        std::fs::read(&file).map_err(|e| format!("cannot read the log: {e}"))
+    }
+}
+
+impl LabApi {
+    /// Start the API server on `listen` (port 0: any) and write the admin
+    /// kubeconfig beside the lab's other files.
+    pub fn start(layout: &Layout, listen: SocketAddr) -> Result<LabApi> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strait-apiserver")
+            .enable_all()
+            .build()
+            .map_err(crate::error::io("start the API server's runtime"))?;
+        let pki = Pki::create(&["127.0.0.1".into(), "localhost".into()])
+            .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+        let server = runtime
+            .block_on(Server::start(ServerConfig {
+                listen,
+                pki,
+                tokens: Tokens::default(),
+                admission: Box::new(ModelAdmission),
+                history: HISTORY,
+            }))
+            .map_err(|e| Error::Step(format!("the API server: {e}")))?;
+        server.set_logs(Arc::new(LabLogs {
+            layout: layout.clone(),
+        }));
+        Layout::write_private(&layout.kubeconfig(), server.admin_kubeconfig().as_bytes())?;
+        tracing::info!(address = %server.addr(), kubeconfig = %layout.kubeconfig().display(), "API server serving");
+        Ok(LabApi {
+            server: Some(server),
+            runtime: Some(runtime),
+            imported: BTreeMap::new(),
+            published: BTreeMap::new(),
+            seen: 0,
+        })
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("running until dropped")
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        self.server().store()
+    }
+
+    /// Whether the store changed since the controller last looked, waiting
+    /// until `until` at most.
+    pub fn wait_change(&self, until: Instant) -> bool {
+        loop {
+            if self.store().resource_version() != self.seen {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+        }
+    }
+
+    /// Make the store hold `objects` (what `lab apply` wrote to
+    /// desired.json): create what is new, update what changed, delete what
+    /// an earlier import put there and is gone now. A refusal is logged and
+    /// keeps the stored version.
+    pub fn import(&mut self, objects: &[(Object, Origin)]) {
+        let mut now = BTreeMap::new();
+        for (object, _) in objects {
+            let Some((resource, value)) = to_value(object) else {
+                continue;
+            };
+            let key = key_of(resource, &value);
+            let unchanged = self.imported.get(&key) == Some(&value)
+                && self.store().get(resource, &key.1, &key.2).is_ok();
+            if !unchanged {
+                if let Err(e) = self.put(resource, &key, value.clone(), false) {
+                    tracing::error!("{} {}/{}: {e}", resource.kind, key.1, key.2);
+                }
+            }
+            now.insert(key, value);
+        }
+        let gone: Vec<Key> = self
+            .imported
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.delete(&key);
+        }
+        self.imported = now;
+        self.seen = self.store().resource_version();
+    }
+
+    /// The objects users keep in the store (everything but what the
+    /// controllers make), as the model reads them.
+    pub fn desired(&self) -> Result<Vec<(Object, Origin)>> {
+        let store = self.store();
+        let mut items = Vec::new();
+        for resource in RESOURCES.iter().filter(|r| r.model_kind().is_some()) {
+            let list = store
+                .list(resource, &ListOptions::default())
+                .map_err(|e| Error::Step(format!("list {}: {e}", resource.plural)))?;
+            items.extend(list.items.into_iter().filter(|o| !made_by_controllers(o)));
+        }
+        // Written as text: the items are shared, not copied.
+        let mut text = String::from(r#"{"apiVersion":"v1","kind":"List","items":["#);
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(
+                &serde_json::to_string(item.as_ref()).map_err(|e| Error::Step(e.to_string()))?,
+            );
+        }
+        text.push_str("]}");
+        let loaded = parse_str_with("the API server", &text, Format::Json, Admission::PerObject)?;
+        for refusal in &loaded.refused {
+            tracing::error!("{}; left out", refusal.error);
+        }
+        Ok(loaded.objects)
+    }
+
+    /// Write what the controllers made and the lab saw: objects made by
+    /// controllers (created, replaced, deleted when gone), pod status,
+    /// allocated Service addresses, and objects every cluster has.
+    pub fn publish(&mut self, actual: &ClusterState) {
+        let mut made = BTreeSet::new();
+        for object in actual.objects() {
+            let Some((resource, value)) = to_value(&object) else {
+                continue;
+            };
+            let key = key_of(resource, &value);
+            let controllers = made_by_controllers(&value);
+            if controllers {
+                made.insert(key.clone());
+            }
+            if let Err(e) = self.put(resource, &key, value, true) {
+                tracing::warn!("publish {} {}/{}: {e}", resource.kind, key.1, key.2);
+            }
+        }
+        // What controllers made before and no longer make.
+        for resource in RESOURCES.iter().filter(|r| r.model_kind().is_some()) {
+            let Ok(list) = self.store().list(resource, &ListOptions::default()) else {
+                continue;
+            };
+            for item in list.items.iter().filter(|o| made_by_controllers(o)) {
+                let key = key_of(resource, item);
+                if !made.contains(&key) {
+                    self.delete(&key);
+                }
+            }
+        }
+        self.seen = self.store().resource_version();
+    }
+
+    /// A pod whose deletion the lab finished: gone from the store.
+    pub fn pod_stopped(&mut self, namespace: &str, name: &str) {
+        let key = ("Pod", namespace.to_owned(), name.to_owned());
+        self.delete(&key);
+        self.seen = self.store().resource_version();
+    }
+
+    fn delete(&mut self, key: &Key) {
+        let Some(resource) = resource_of(key) else {
+            return;
+        };
+        let options = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..DeleteOptions::default()
+        };
+        let store = self.server().store().clone();
+        let result = self
+            .server()
+            .with_write_context(|ctx| store.delete(resource, &key.1, &key.2, &options, ctx));
+        match result {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => tracing::warn!("delete {} {}/{}: {e}", resource.kind, key.1, key.2),
+        }
+        self.published.remove(key);
+    }
+
+    /// Create `value`, or bring the stored object to it. `observed`: the
+    /// lab's own observations (controller outputs, status, allocations)
+    /// rather than a user's object.
+    fn put(
+        &mut self,
+        resource: &'static Resource,
+        key: &Key,
+        value: Value,
+        observed: bool,
+    ) -> Result<(), String> {
+        let store = self.server().store().clone();
+        let current = match store.get(resource, &key.1, &key.2) {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        let Some(current) = current else {
+            let created = self
+                .server()
+                .with_write_context(|ctx| store.create(resource, &key.1, value.clone(), ctx))
+                .map_err(|e| e.to_string())?;
+            if resource.has(Subresource::Status) && value.get("status").is_some() && observed {
+                self.write_status(resource, key, &created, &value)?;
+            }
+            if observed {
+                self.remember(key, value, &store, resource);
+            }
+            return Ok(());
+        };
+        let rv = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if observed
+            && self
+                .published
+                .get(key)
+                .is_some_and(|(sent, at)| *sent == value && *at == rv)
+        {
+            return Ok(());
+        }
+        let new = if observed && !made_by_controllers(&value) {
+            // A user's object: only what the lab decides goes in.
+            match merge_observed(resource, &current, &value) {
+                Some(n) => n,
+                None => {
+                    self.remember(key, value, &store, resource);
+                    return Ok(());
+                }
+            }
+        } else {
+            let mut new = value.clone();
+            new["metadata"]["resourceVersion"] = rv.clone().into();
+            new
+        };
+        if !same_object(&current, &new) {
+            self.server()
+                .with_write_context(|ctx| {
+                    store.update(resource, &key.1, &key.2, new.clone(), None, ctx)
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        if observed && resource.has(Subresource::Status) && value.get("status").is_some() {
+            let now = store
+                .get(resource, &key.1, &key.2)
+                .map_err(|e| e.to_string())?;
+            if now.get("status") != value.get("status") {
+                self.write_status(resource, key, &now, &value)?;
+            }
+        }
+        if observed {
+            self.remember(key, value, &store, resource);
+        }
+        Ok(())
+    }
+
+    fn write_status(
+        &self,
+        resource: &Resource,
+        key: &Key,
+        current: &Value,
+        value: &Value,
+    ) -> Result<(), String> {
+        let store = self.server().store().clone();
+        let mut with_status = (*current).clone();
+        with_status["status"] = value["status"].clone();
+        self.server()
+            .with_write_context(|ctx| {
+                store.update(
+                    resource,
+                    &key.1,
+                    &key.2,
+                    with_status,
+                    Some(Subresource::Status),
+                    ctx,
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn remember(&mut self, key: &Key, value: Value, store: &Store, resource: &Resource) {
+        if let Ok(now) = store.get(resource, &key.1, &key.2) {
+            let rv = now["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            self.published.insert(key.clone(), (value, rv));
+        }
+    }
+}
+
+impl Drop for LabApi {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// An object of the model as the API serves it.
+fn to_value(object: &Object) -> Option<(&'static Resource, Value)> {
+    let kind = object.kind();
+    let resource = Resource::by_kind(kind.api_version(), kind.as_str())?;
+    let mut value = serde_json::to_value(object).ok()?;
+    value["apiVersion"] = kind.api_version().into();
+    value["kind"] = kind.as_str().into();
+    Some((resource, value))
+}
+
+fn key_of(resource: &'static Resource, value: &Value) -> Key {
+    let meta = &value["metadata"];
+    (
+        resource.kind,
+        meta["namespace"].as_str().unwrap_or("").to_owned(),
+        meta["name"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Made by the standalone controllers (and so made again each round):
+/// Pods of a Deployment's ReplicaSet, EndpointSlices of the EndpointSlice
+/// (or mirroring) controller, Endpoints of a Service.
+fn made_by_controllers(object: &Value) -> bool {
+    let kind = object["kind"].as_str().unwrap_or("");
+    let owners = object["metadata"]["ownerReferences"].as_array();
+    let owned_by = |k: &str| owners.is_some_and(|o| o.iter().any(|r| r["kind"] == k));
+    match kind {
+        "Pod" => owned_by("ReplicaSet"),
+        "EndpointSlice" => object["metadata"]["labels"][LABEL_MANAGED_BY].is_string(),
+        "Endpoints" => owned_by("Service"),
+        _ => false,
+    }
+}
+
+/// The fields the lab decides of a user's object: a Service's allocated
+/// addresses and ports, a Pod's node. `None` when the stored object
+/// already has them.
+fn merge_observed(resource: &Resource, current: &Value, observed: &Value) -> Option<Value> {
+    let mut new = current.clone();
+    let mut changed = false;
+    let mut take = |pointer: &str, new: &mut Value| {
+        let seen = observed.pointer(pointer);
+        let stored = new.pointer(pointer);
+        if seen.is_some() && stored.is_none_or(Value::is_null) {
+            set_pointer(new, pointer, seen.cloned().unwrap_or_default());
+            changed = true;
+        }
+    };
+    match resource.kind {
+        "Service" => {
+            for p in [
+                "/spec/clusterIP",
+                "/spec/clusterIPs",
+                "/spec/ipFamilies",
+                "/spec/healthCheckNodePort",
+            ] {
+                take(p, &mut new);
+            }
+            // Node ports are allocated per port.
+            let ports = observed
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned();
+            if let (Some(ports), Some(stored)) = (
+                ports,
+                new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
+            ) {
+                for (s, o) in stored.iter_mut().zip(ports.iter()) {
+                    if s.get("nodePort").is_none_or(Value::is_null)
+                        && o.get("nodePort").is_some_and(|n| !n.is_null())
+                    {
+                        s["nodePort"] = o["nodePort"].clone();
+                        changed = true;
+                    }
+                }
+            }
+        }
+        "Pod" => take("/spec/nodeName", &mut new),
+        _ => {}
+    }
+    changed.then_some(new)
+}
+
+fn set_pointer(value: &mut Value, pointer: &str, new: Value) {
+    let mut at = value;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !at.is_object() {
+            *at = Value::Object(Default::default());
+        }
+        let map = at.as_object_mut().expect("made an object");
+        if i + 1 == parts.len() {
+            map.insert((*part).to_owned(), new);
+            return;
+        }
+        at = map
+            .entry((*part).to_owned())
+            .or_insert(Value::Object(Default::default()));
+    }
+}
+
+/// Equal but for what the server sets.
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                meta.remove(k);
+            }
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
