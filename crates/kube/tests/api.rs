@@ -1,0 +1,362 @@
+//! KubeSource against the lab's API server, in process on 127.0.0.1:0 (no
+//! root needed): the first update holds what was created, it plans the
+//! same rules as the same objects read from manifests, a change arrives
+//! as a change set of just that object (timed), a refused object hurts
+//! only itself, and a client the server refuses is said clearly.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use serde_json::json;
+use strait_agent::Changes;
+use strait_apiserver::auth::{Tokens, UserInfo};
+use strait_apiserver::server::{Server, ServerConfig};
+use strait_apiserver::store::AdmitAll;
+use strait_apiserver::tls::Pki;
+use strait_kube::{ClientConfig, KubeSource, Options};
+use strait_model::{Change, ClusterState, Kind, ObjectKey};
+use strait_proxy::{plan, render, render_full, Family, NodeContext};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    server: Option<Server>,
+    client: Client,
+}
+
+impl Cluster {
+    fn start(tokens: Tokens) -> Cluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pki = Pki::create(&["127.0.0.1".into()]).expect("pki");
+        let server = runtime
+            .block_on(Server::start(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                pki,
+                tokens,
+                // The agent's own admission is what is tested: the server stores as given.
+                admission: Box::new(AdmitAll),
+                history: 10_000,
+            }))
+            .expect("server starts");
+        let kubeconfig = server.admin_kubeconfig();
+        let client = runtime.block_on(async {
+            let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            Client::try_from(config).unwrap()
+        });
+        Cluster {
+            runtime,
+            server: Some(server),
+            client,
+        }
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.server.as_ref().unwrap().admin_kubeconfig()
+    }
+
+    fn create<K>(&self, namespace: Option<&str>, object: serde_json::Value)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let o: K = serde_json::from_value(object).unwrap();
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace.unwrap_or("default"));
+        self.runtime
+            .block_on(api.create(&PostParams::default(), &o))
+            .expect("created");
+    }
+
+    fn create_cluster<K>(&self, object: serde_json::Value)
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let o: K = serde_json::from_value(object).unwrap();
+        let api: Api<K> = Api::all(self.client.clone());
+        self.runtime
+            .block_on(api.create(&PostParams::default(), &o))
+            .expect("created");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+fn namespace(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+fn node() -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+        "spec": {"podCIDRs": ["10.244.1.0/24"], "podCIDR": "10.244.1.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.11"}]}})
+}
+
+fn service(name: &str, cluster_ip: &str, port: i64) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": port, "targetPort": 8080, "protocol": "TCP", "nodePort": 30080}]}})
+}
+
+fn slice(service: &str, addresses: &[&str]) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}, "nodeName": "node-1"}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints})
+}
+
+/// The objects as manifests, through the file path's reader and admission.
+fn from_manifests(objects: &[serde_json::Value]) -> ClusterState {
+    let text: String = objects
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let loaded = strait_model::parse_str("objects.json", &text, strait_model::Format::Json)
+        .expect("manifests read");
+    ClusterState::from_objects(
+        loaded
+            .objects
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )
+    .expect("no duplicates")
+}
+
+fn ruleset(state: &ClusterState) -> String {
+    let ctx = NodeContext {
+        node_name: "node-1".into(),
+        node_ips: vec!["192.168.50.11".parse().unwrap()],
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        ..NodeContext::default()
+    };
+    let table = plan(state, &ctx);
+    assert!(!table.ports.is_empty(), "something is planned");
+    render_full(&render(&table, Family::V4))
+}
+
+fn start_source(cluster: &Cluster) -> KubeSource {
+    KubeSource::start(
+        ClientConfig::KubeconfigYaml(cluster.kubeconfig()),
+        Options::default(),
+    )
+    .expect("source starts")
+}
+
+fn set(update: &strait_agent::Update) -> Vec<Change> {
+    match &update.changes {
+        Changes::Set(s) => s.changes.clone(),
+        Changes::Everything => panic!("a change set was expected, got everything"),
+    }
+}
+
+#[test]
+fn the_first_update_plans_as_the_manifests_and_changes_arrive_alone() {
+    let cluster = Cluster::start(Tokens::default());
+    let objects = vec![
+        namespace("default"),
+        node(),
+        service("web", "10.96.0.50", 80),
+        slice("web", &["10.244.1.5", "10.244.1.6"]),
+        service("db", "10.96.0.51", 5432),
+        slice("db", &["10.244.1.7"]),
+    ];
+    cluster.create_cluster::<Namespace>(objects[0].clone());
+    cluster.create_cluster::<Node>(objects[1].clone());
+    for o in &objects[2..] {
+        if o["kind"] == "Service" {
+            cluster.create::<Service>(None, o.clone());
+        } else {
+            cluster.create::<EndpointSlice>(None, o.clone());
+        }
+    }
+
+    let mut source = start_source(&cluster);
+    let first = source
+        .next_timeout(Some(WAIT))
+        .expect("source works")
+        .expect("a first update after every kind is listed");
+    assert!(matches!(first.changes, Changes::Everything));
+    let files = from_manifests(&objects);
+    assert_eq!(first.state.services.len(), 2);
+    assert_eq!(first.state.endpoint_slices.len(), 2);
+    assert_eq!(first.state.nodes.len(), 1);
+    assert_eq!(first.state.namespaces.len(), 1);
+    // The rules the agent would program are those of `strait proxy` for
+    // the same objects read from manifests.
+    assert_eq!(ruleset(&first.state), ruleset(&files));
+    // Nothing more until something changes.
+    assert!(source
+        .next_timeout(Some(Duration::from_millis(300)))
+        .unwrap()
+        .is_none());
+
+    // Each change through the API: an update with that object alone.
+    let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), "default");
+    let key = ObjectKey::new(Kind::EndpointSlice, "default", "web-1");
+    let mut took = Vec::new();
+    for i in 0..15 {
+        let mut s: EndpointSlice = cluster
+            .runtime
+            .block_on(api.get("web-1"))
+            .expect("get the slice");
+        let addresses = [format!("10.244.1.{}", 10 + i), "10.244.1.5".to_owned()];
+        s.endpoints = addresses
+            .iter()
+            .map(|a| {
+                serde_json::from_value(
+                    json!({"addresses": [a], "conditions": {"ready": true}, "nodeName": "node-1"}),
+                )
+                .unwrap()
+            })
+            .collect();
+        let started = Instant::now();
+        cluster
+            .runtime
+            .block_on(api.replace("web-1", &PostParams::default(), &s))
+            .expect("replaced");
+        let update = source
+            .next_timeout(Some(WAIT))
+            .unwrap()
+            .expect("the change arrives");
+        took.push(started.elapsed());
+        assert_eq!(set(&update), vec![Change::Modified(key.clone())]);
+        let got = update
+            .state
+            .endpoint_slices
+            .get("default", "web-1")
+            .unwrap();
+        assert_eq!(got.endpoints[0].addresses[0], addresses[0]);
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    println!(
+        "API change → KubeSource update: median {:.2} ms, max {:.2} ms over {} changes (target < 50 ms)",
+        median.as_secs_f64() * 1e3,
+        took.last().unwrap().as_secs_f64() * 1e3,
+        took.len()
+    );
+
+    // A deletion: just that key.
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
+    cluster
+        .runtime
+        .block_on(services.delete("db", &Default::default()))
+        .expect("deleted");
+    let update = source
+        .next_timeout(Some(WAIT))
+        .unwrap()
+        .expect("the deletion arrives");
+    assert_eq!(
+        set(&update),
+        vec![Change::Deleted(ObjectKey::new(
+            Kind::Service,
+            "default",
+            "db"
+        ))]
+    );
+}
+
+#[test]
+fn a_refused_object_hurts_only_itself() {
+    let cluster = Cluster::start(Tokens::default());
+    cluster.create_cluster::<Namespace>(namespace("default"));
+    cluster.create::<Service>(None, service("web", "10.96.0.50", 80));
+    let mut source = start_source(&cluster);
+    let first = source
+        .next_timeout(Some(WAIT))
+        .unwrap()
+        .expect("first update");
+    assert_eq!(first.state.services.len(), 1);
+    // The server stores it as given (AdmitAll); the agent's admission refuses it.
+    let mut bad = service("bad", "10.96.0.52", 80);
+    bad["spec"]["ports"][0]["port"] = json!(70000);
+    cluster.create::<Service>(None, bad);
+    cluster.create::<Service>(None, service("good", "10.96.0.53", 80));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !seen.contains(&Change::Added(ObjectKey::new(
+        Kind::Service,
+        "default",
+        "good",
+    ))) {
+        assert!(Instant::now() < deadline, "the good Service never came");
+        if let Some(u) = source.next_timeout(Some(WAIT)).unwrap() {
+            seen.extend(set(&u));
+            assert!(u.state.services.get("default", "bad").is_none());
+        }
+    }
+    assert!(!seen.iter().any(|c| c.key().name == "bad"), "{seen:?}");
+    assert_eq!(source.refused(), 1);
+}
+
+#[test]
+fn a_client_the_server_refuses_is_said_with_the_resource_and_verb() {
+    let tokens = Tokens {
+        tokens: vec![(
+            "no-rights-token".into(),
+            UserInfo {
+                name: "system:serviceaccount:kube-system:nobody".into(),
+                groups: vec!["system:serviceaccounts".into()],
+            },
+        )],
+    };
+    let cluster = Cluster::start(tokens);
+    let kubeconfig = cluster
+        .server
+        .as_ref()
+        .unwrap()
+        .kubeconfig("nobody", "no-rights-token");
+    let mut source =
+        KubeSource::start(ClientConfig::KubeconfigYaml(kubeconfig), Options::default())
+            .expect("source starts");
+    // No update: nothing can be listed.
+    assert!(source
+        .next_timeout(Some(Duration::from_secs(2)))
+        .unwrap()
+        .is_none());
+    let report = source.health().report();
+    assert!(report.last_updated.is_none());
+    let services = report
+        .failing
+        .iter()
+        .find(|(k, _, _)| *k == Kind::Service)
+        .expect("the Services' list fails");
+    assert!(
+        services
+            .2
+            .contains("forbids us to list services (403 Forbidden)"),
+        "{}",
+        services.2
+    );
+}
