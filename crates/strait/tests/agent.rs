@@ -3,8 +3,15 @@
 //! programming it): the rules it would program for the node are those of
 //! `strait proxy --dry-run` for the same objects read from manifests.
 
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{root_or_skip, spawn_in, wait_for, TestNs};
 
 use kube::api::{Api, DynamicObject, PostParams};
 use strait_apiserver::auth::Tokens;
@@ -148,4 +155,219 @@ fn agent_dry_run_programs_what_proxy_dry_run_does_for_the_same_objects() {
         .unwrap();
     server.shutdown();
     assert_eq!(rules(&agent), expected);
+}
+
+/// `GET path` from inside `ns`: status and body.
+fn get(ns: &TestNs, addr: SocketAddr, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    })
+}
+
+/// `nft list table ip strait` in `ns` (empty when there is none).
+fn table(ns: &TestNs) -> String {
+    let out = ns.command("nft", &["list", "table", "ip", "strait"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent for real, as root, in a namespace of the test's own (the API
+/// server listens in it too: its loopback is the agent's): it programs
+/// the node's rules, serves health, follows a change through the API into
+/// the kernel (timed), leaves the rules on SIGTERM, and a restarted agent
+/// adopts them unchanged.
+#[test]
+fn agent_programs_follows_and_keeps_the_rules() {
+    if !root_or_skip("agent_programs_follows_and_keeps_the_rules") {
+        return;
+    }
+    let ns = TestNs::new("agent");
+    assert!(ns
+        .command("ip", &["link", "set", "lo", "up"])
+        .status
+        .success());
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("strait-agent-root-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // Worker threads start inside the namespace: every socket the server
+    // and the test's client open is in it.
+    let runtime = ns.run(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    let server = runtime
+        .block_on(runtime.spawn(Server::start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
+            tokens: Tokens::default(),
+            admission: Box::new(AdmitAll),
+            history: 1000,
+        })))
+        .unwrap()
+        .unwrap();
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
+    let text = server.admin_kubeconfig();
+    let client = runtime
+        .block_on(runtime.spawn(async move {
+            let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(config).unwrap()
+        }))
+        .unwrap();
+    let create = |yaml: &str| {
+        for doc in yaml.split("\n---\n") {
+            let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            let kind = Kind::from_name(value["kind"].as_str().unwrap()).unwrap();
+            let ar = strait_kube::api_resource(kind).unwrap();
+            let o: DynamicObject = serde_json::from_value(value).unwrap();
+            let client = client.clone();
+            runtime
+                .block_on(runtime.spawn(async move {
+                    let api: Api<DynamicObject> = match o.metadata.namespace.clone() {
+                        Some(ns) => Api::namespaced_with(client, &ns, &ar),
+                        None => Api::all_with(client, &ar),
+                    };
+                    api.create(&PostParams::default(), &o).await.map(|_| ())
+                }))
+                .unwrap()
+                .unwrap();
+        }
+    };
+    create(MANIFESTS.trim());
+
+    let kc = kubeconfig.display().to_string();
+    let args = [
+        "-v",
+        "agent",
+        "--kubeconfig",
+        &kc,
+        "--node-name",
+        "node-1",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--healthz-bind-address",
+        "127.0.0.1:0",
+    ];
+    let log = dir.0.join("agent.log");
+    let agent = spawn_in(&ns, STRAIT, &args, &log);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(20), || table(&ns)
+            .contains("10.96.0.50")),
+        "the rules never came: {}",
+        logged()
+    );
+    let health: SocketAddr = logged()
+        .split("address=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the health address is logged");
+    assert!(wait_for(Duration::from_secs(5), || get(
+        &ns, health, "/healthz"
+    )
+    .0 == 200));
+    let (_, body) = get(&ns, health, "/healthz");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["nodeEligible"], true, "{body}");
+    let (status, metrics) = get(&ns, health, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("strait_kube_watch_events_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("strait_proxy_service_ports"), "{metrics}");
+
+    // A change through the API, into the kernel: timed (the polling of
+    // `nft list` is part of the figure).
+    let slices = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+        client.clone(),
+        "default",
+    );
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let ip = format!("10.244.1.{}", 100 + i);
+        let slices = slices.clone();
+        let endpoint = ip.clone();
+        let started = Instant::now();
+        runtime
+            .block_on(runtime.spawn(async move {
+                let mut s = slices.get("web-1").await?;
+                s.endpoints[0].addresses = vec![endpoint];
+                slices.replace("web-1", &PostParams::default(), &s).await
+            }))
+            .unwrap()
+            .unwrap();
+        let mut seen = false;
+        while started.elapsed() < Duration::from_secs(10) {
+            if table(&ns).contains(&ip) {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "{ip} never reached the kernel: {}", logged());
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "API change → nft rules in the node's namespace: median {:.1} ms, max {:.1} ms over {} changes",
+        took[took.len() / 2].as_secs_f64() * 1e3,
+        took.last().unwrap().as_secs_f64() * 1e3,
+        took.len()
+    );
+
+    // SIGTERM: the agent ends, the rules stay.
+    let before = table(&ns);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    drop(agent);
+    assert_eq!(table(&ns), before, "the rules stay after SIGTERM");
+
+    // A restarted agent adopts the tables: the same rules after its first sync.
+    let log2 = dir.0.join("agent2.log");
+    let again = spawn_in(&ns, STRAIT, &args, &log2);
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read_to_string(&log2)
+            .unwrap_or_default()
+            .contains("first sync done")),
+        "{}",
+        std::fs::read_to_string(&log2).unwrap_or_default()
+    );
+    assert_eq!(
+        table(&ns),
+        before,
+        "a restarted agent changes nothing that is right"
+    );
+    drop(again);
+
+    // --cleanup removes them.
+    let out = ns.command(STRAIT, &["agent", "--cleanup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table(&ns).is_empty());
+    runtime.block_on(async move { server.shutdown() });
+    runtime.shutdown_background();
 }
