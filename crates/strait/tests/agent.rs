@@ -371,3 +371,150 @@ fn agent_programs_follows_and_keeps_the_rules() {
     runtime.block_on(async move { server.shutdown() });
     runtime.shutdown_background();
 }
+
+/// A field `key=VALUE` of the log lines, once it is there.
+fn logged_addr(log: &std::path::Path, key: &str) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(a) = text
+            .split(key)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "no {key} in the log: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_records(server: SocketAddr, name: &str) -> Vec<String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::query();
+    m.metadata.id = 7;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket.send_to(&m.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `strait dns --kubernetes` answers from the API once it has listed, and
+/// a Service created through the API is answered (timed).
+#[test]
+fn dns_from_the_api_answers_and_follows() {
+    let dir = TempDir(std::env::temp_dir().join(format!("strait-dns-kube-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime
+        .block_on(Server::start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
+            tokens: Tokens::default(),
+            admission: Box::new(AdmitAll),
+            history: 1000,
+        }))
+        .unwrap();
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
+    let text = server.admin_kubeconfig();
+    let client = runtime.block_on(async {
+        let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    });
+    let create = |yaml: &str| {
+        for doc in yaml.split("\n---\n") {
+            let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            let kind = Kind::from_name(value["kind"].as_str().unwrap()).unwrap();
+            let ar = strait_kube::api_resource(kind).unwrap();
+            let o: DynamicObject = serde_json::from_value(value).unwrap();
+            let api: Api<DynamicObject> = match o.metadata.namespace.clone() {
+                Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            runtime
+                .block_on(api.create(&PostParams::default(), &o))
+                .unwrap();
+        }
+    };
+    create(MANIFESTS.trim());
+
+    let log = dir.0.join("dns.log");
+    let mut child = Command::new(STRAIT)
+        .args(["-v", "dns", "--kubernetes", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let dns = logged_addr(&log, "udp=");
+    let http = logged_addr(&log, "address=");
+    assert_eq!(
+        a_records(dns, "web.default.svc.cluster.local."),
+        vec!["10.96.0.50"]
+    );
+    let mut ready = TcpStream::connect(http).unwrap();
+    write!(ready, "GET /ready HTTP/1.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = ready.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let name = format!("new-{i}");
+        let ip = format!("10.96.1.{}", 10 + i);
+        let started = Instant::now();
+        create(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, clusterIPs: [{ip}], ports: [{{port: 80, protocol: TCP}}]}}"
+        ));
+        let question = format!("{name}.default.svc.cluster.local.");
+        while a_records(dns, &question) != vec![ip.clone()] {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} never answered"
+            );
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "Service created through the API → answered by strait dns --kubernetes: median {:.1} ms, max {:.1} ms over {}",
+        took[took.len() / 2].as_secs_f64() * 1e3,
+        took.last().unwrap().as_secs_f64() * 1e3,
+        took.len()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    server.shutdown();
+}
