@@ -92,6 +92,14 @@ impl KubeMetrics {
             .inc();
     }
 
+    pub(crate) fn full_lists(&self, kind: Kind) -> u64 {
+        self.lists
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .get()
+    }
+
     pub(crate) fn update(&self) {
         self.updates.inc();
     }

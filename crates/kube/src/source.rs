@@ -63,6 +63,10 @@ pub struct Options {
     pub kinds: Vec<Kind>,
     /// Objects per page of a list: bounds the memory of one response.
     pub page_size: u32,
+    /// How long the server keeps one watch request open (`timeoutSeconds`;
+    /// `None`: kube-rs's default, 290 s); the watch then resumes from the
+    /// last version it saw (a relist if that is 410 Gone).
+    pub watch_timeout: Option<u32>,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
         Options {
             kinds: AGENT_KINDS.to_vec(),
             page_size: 500,
+            watch_timeout: None,
         }
     }
 }
@@ -209,7 +214,10 @@ impl KubeSource {
         let health = Arc::new(Health::default());
         let metrics = Arc::new(KubeMetrics::default());
         for &kind in &options.kinds {
-            let wc = watcher::Config::default().page_size(options.page_size);
+            let mut wc = watcher::Config::default().page_size(options.page_size);
+            if let Some(t) = options.watch_timeout {
+                wc = wc.timeout(t);
+            }
             runtime.spawn(watch_kind(
                 client.clone(),
                 kind,
@@ -241,6 +249,11 @@ impl KubeSource {
     /// Objects refused by admission now, with why.
     pub fn refused(&self) -> usize {
         self.cache.refused().len()
+    }
+
+    /// Complete lists of `kind` so far (the first, and relists).
+    pub fn full_lists(&self, kind: Kind) -> u64 {
+        self.metrics.full_lists(kind)
     }
 
     /// Kinds still waiting for their first full list.

@@ -1,0 +1,141 @@
+//! The first full sync at the scale: 10k Services × 5 endpoints
+//! and 10k pods in the lab's API server (in process, written straight to
+//! its store), listed by KubeSource. A measurement, run on purpose:
+//! `cargo test -p strait-kube --test scale -- --ignored --nocapture`
+//! (debug build unless `--release`). With the strait binary built, its
+//! `agent --dry-run` is measured too (time and peak RSS, `/usr/bin/time`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use strait_apiserver::auth::Tokens;
+use strait_apiserver::resources::Resource;
+use strait_apiserver::server::{Server, ServerConfig};
+use strait_apiserver::store::AdmitAll;
+use strait_apiserver::tls::Pki;
+use strait_kube::{ClientConfig, KubeSource, Options};
+
+const SERVICES: usize = 10_000;
+const ENDPOINTS: usize = 5;
+const PODS: usize = 10_000;
+
+fn ip(base: u32, i: usize) -> String {
+    let n = base + i as u32;
+    format!("{}.{}.{}.{}", n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn first_full_sync_of_10k_services_and_10k_pods() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime
+        .block_on(Server::start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
+            tokens: Tokens::default(),
+            admission: Box::new(AdmitAll),
+            history: 1000,
+        }))
+        .unwrap();
+    let started = Instant::now();
+    let store = server.store().clone();
+    let put = |api_version: &str, kind: &str, ns: &str, o: serde_json::Value| {
+        let r = Resource::by_kind(api_version, kind).unwrap();
+        server
+            .with_write_context(|ctx| store.create(r, ns, o, ctx))
+            .unwrap();
+    };
+    put("v1", "Namespace", "", json!({"metadata": {"name": "default"}}));
+    put("v1", "Node", "", json!({"metadata": {"name": "node-1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.11"}]}}));
+    for i in 0..SERVICES {
+        let name = format!("svc-{i}");
+        put("v1", "Service", "default", json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip(0x0a60_0000 + 10, i), "selector": {"app": name},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
+        let endpoints: Vec<serde_json::Value> = (0..ENDPOINTS)
+            .map(|e| json!({"addresses": [ip(0x0af4_0000, i * ENDPOINTS + e)], "conditions": {"ready": true}, "nodeName": "node-1"}))
+            .collect();
+        put("discovery.k8s.io/v1", "EndpointSlice", "default", json!({
+            "metadata": {"name": format!("{name}-1"), "namespace": "default",
+                "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints}));
+    }
+    for i in 0..PODS {
+        let pod_ip = ip(0x0af4_0000, i);
+        put("v1", "Pod", "default", json!({"metadata": {"name": format!("pod-{i}"), "namespace": "default",
+                "labels": {"app": format!("svc-{}", i / ENDPOINTS)}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx",
+                "ports": [{"containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+                "conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    println!(
+        "stored {} objects in {:.1} s",
+        2 + 2 * SERVICES + PODS,
+        started.elapsed().as_secs_f64()
+    );
+
+    let before = rss_kb();
+    let started = Instant::now();
+    let mut source = KubeSource::start(
+        ClientConfig::KubeconfigYaml(server.admin_kubeconfig()),
+        Options::default(),
+    )
+    .unwrap();
+    let first = source
+        .next_timeout(Some(Duration::from_secs(300)))
+        .unwrap()
+        .expect("a first update");
+    let took = started.elapsed();
+    assert_eq!(first.state.services.len(), SERVICES);
+    assert_eq!(first.state.endpoint_slices.len(), SERVICES);
+    assert_eq!(first.state.pods.len(), PODS);
+    println!(
+        "KubeSource first full sync of {SERVICES} Services, {SERVICES} EndpointSlices × {ENDPOINTS}, {PODS} Pods: {:.2} s; this process's RSS {:.0} MB → {:.0} MB (the in-process API server's list responses included)",
+        took.as_secs_f64(),
+        before as f64 / 1024.0,
+        rss_kb() as f64 / 1024.0
+    );
+    drop(first);
+    drop(source);
+
+    // The agent binary, if built: its own time and peak memory.
+    let strait = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/strait");
+    if strait.exists() && std::path::Path::new("/usr/bin/time").exists() {
+        let dir = std::env::temp_dir().join(format!("strait-scale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
+        let out = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "TIME %e s, max RSS %M KB"])
+            .arg(&strait)
+            .args(["agent", "--dry-run", "--node-name", "node-1", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let rules = String::from_utf8_lossy(&out.stdout).lines().count();
+        println!(
+            "target/debug/strait agent --dry-run (list, plan and print {rules} lines of rules): {}",
+            stderr.lines().find(|l| l.starts_with("TIME")).unwrap_or("?")
+        );
+    }
+    server.shutdown();
+}
