@@ -211,3 +211,29 @@ mod tests {
         assert!(full.status.unwrap().container_statuses.is_none());
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// How long admission takes per object (debug build): run on purpose.
+    #[test]
+    #[ignore = "a measurement"]
+    fn admission_per_object() {
+        let slice = |i: usize| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("s{i}"), "namespace": "default", "resourceVersion": "5", "uid": "x",
+                    "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": (0..5).map(|e| serde_json::json!({"addresses": [format!("10.244.{}.{e}", i % 250)], "conditions": {"ready": true}, "nodeName": "node-1"})).collect::<Vec<_>>()
+            }))
+            .unwrap()
+        };
+        let objects: Vec<DynamicObject> = (0..5000).map(slice).collect();
+        let started = std::time::Instant::now();
+        for o in objects {
+            assert!(matches!(admit(Kind::EndpointSlice, "endpointslices", o), Admitted::Object(_)));
+        }
+        println!("admission: {:.1} µs per EndpointSlice", started.elapsed().as_secs_f64() * 1e6 / 5000.0);
+    }
+}
