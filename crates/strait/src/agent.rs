@@ -125,6 +125,19 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         print_ruleset(&state, &ctx);
         return Ok(());
     }
+    let mut cni = match (&args.cni_bin_dir, &args.cni_conf_dir) {
+        (Some(bin), Some(conf)) => Some(CniInstall {
+            bin_dir: bin.into(),
+            conf_dir: conf.into(),
+            mtu: args.cni_mtu,
+            written: None,
+        }),
+        _ => None,
+    };
+    if let Some(cni) = &mut cni {
+        cni.install_binary()?;
+        cni.follow(&state, &node);
+    }
 
     let proxy = ProxyPart::new(
         ctx,
@@ -140,10 +153,17 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         return Err(e.into());
     }
     after_update(&health, &node_state, &state, &node, &proxy_metrics, &source);
-    tracing::info!(objects = state.len(), "first sync done; following the API");
+    drop(state);
+    drop(first);
+    // The lists' garbage goes back to the kernel: the agent's footprint is its state.
+    crate::dns::release_freed_memory();
+    tracing::info!("first sync done; following the API");
     while let Some(update) = source.next()? {
         for e in agent.apply(&update) {
             tracing::error!("{e}");
+        }
+        if let Some(cni) = &mut cni {
+            cni.follow(&update.state, &node);
         }
         after_update(
             &health,
@@ -245,6 +265,124 @@ fn print_ruleset(state: &ClusterState, ctx: &NodeContext) {
             print!("{}", render_full(&render(&table, family)));
         }
     }
+}
+
+/// strait as the node's CNI plugin, as flannel's install-cni and its
+/// daemon do it: the binary copied in, the configuration written from the
+/// node's pod ranges (and again when they change), each by rename so that
+/// a container runtime never reads half a file.
+struct CniInstall {
+    bin_dir: std::path::PathBuf,
+    conf_dir: std::path::PathBuf,
+    mtu: u32,
+    /// The configuration last written.
+    written: Option<String>,
+}
+
+impl CniInstall {
+    fn install_binary(&self) -> Result<(), Error> {
+        let exe = std::fs::read("/proc/self/exe")
+            .map_err(|e| Error::Output(format!("cannot read this binary to install it: {e}")))?;
+        write_atomic(&self.bin_dir.join("strait"), &exe, 0o755)?;
+        tracing::info!(dir = %self.bin_dir.display(), "CNI plugin installed");
+        Ok(())
+    }
+
+    /// Write the configuration for the node's pod ranges, if they are
+    /// known and differ from what was written.
+    fn follow(&mut self, state: &ClusterState, node: &str) {
+        let ranges = node_pod_cidrs(state, node);
+        if ranges.is_empty() {
+            if self.written.is_none() {
+                tracing::warn!(
+                    "Node {node:?} has no spec.podCIDRs yet: no CNI configuration written"
+                );
+            }
+            return;
+        }
+        let conf = conflist(&ranges, self.mtu);
+        if self.written.as_deref() == Some(conf.as_str()) {
+            return;
+        }
+        match write_atomic(
+            &self.conf_dir.join("10-strait.conflist"),
+            conf.as_bytes(),
+            0o644,
+        ) {
+            Ok(()) => {
+                tracing::info!(dir = %self.conf_dir.display(), ranges = ?ranges, "CNI configuration written");
+                self.written = Some(conf);
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+}
+
+/// This node's pod ranges, parsed (anything else in the field is left out).
+fn node_pod_cidrs(state: &ClusterState, node: &str) -> Vec<IpNet> {
+    let Some(spec) = state.nodes.get("", node).and_then(|n| n.spec.as_ref()) else {
+        return Vec::new();
+    };
+    let mut ranges: Vec<IpNet> = spec
+        .pod_cidrs
+        .iter()
+        .flatten()
+        .chain(spec.pod_cidr.as_ref())
+        .filter_map(|c| c.parse::<IpNet>().ok())
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    ranges
+}
+
+/// The conflist: strait's plugin (bridge, host-local addresses from the
+/// node's ranges, port mappings) as the lab's nodes use it.
+fn conflist(ranges: &[IpNet], mtu: u32) -> String {
+    let ranges: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|r| serde_json::json!([{"subnet": r.to_string()}]))
+        .collect();
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "strait",
+        "plugins": [{
+            "type": "strait",
+            "bridge": "cni0",
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "mtu": mtu,
+            "capabilities": {"portMappings": true},
+            "ipam": {"type": "host-local", "ranges": ranges},
+        }],
+    });
+    serde_json::to_string_pretty(&conf).unwrap_or_default() + "\n"
+}
+
+/// Write `path` by way of a temporary file in its directory and a rename.
+fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail =
+        |what: &str, e: std::io::Error| Error::Output(format!("{what} {}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.strait-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| fail("cannot write", e))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail("cannot write", e));
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -392,6 +530,49 @@ mod tests {
         );
         let tainted = state_with_node("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {taints: [{key: ToBeDeletedByClusterAutoscaler, effect: NoSchedule}]}\n");
         assert!(!node_eligible(&tainted, "n1"));
+    }
+
+    #[test]
+    fn the_cni_configuration_comes_from_the_nodes_ranges_and_is_written_whole() {
+        let state = state_with_node("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24, \"fd00:244:1::/64\"]}\n");
+        let ranges = node_pod_cidrs(&state, "n1");
+        assert_eq!(ranges.len(), 2);
+        let conf: serde_json::Value = serde_json::from_str(&conflist(&ranges, 1450)).unwrap();
+        let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["type"], "strait");
+        assert_eq!(plugin["mtu"], 1450);
+        assert_eq!(plugin["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert_eq!(plugin["ipam"]["ranges"][1][0]["subnet"], "fd00:244:1::/64");
+
+        let dir = std::env::temp_dir().join(format!("strait-cni-install-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut install = CniInstall {
+            bin_dir: dir.clone(),
+            conf_dir: dir.clone(),
+            mtu: 1450,
+            written: None,
+        };
+        install.follow(&state, "n1");
+        let written = std::fs::read_to_string(dir.join("10-strait.conflist")).unwrap();
+        assert_eq!(written, conflist(&ranges, 1450));
+        install.install_binary().unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("strait"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // Nothing but the two files: no temporary one left behind.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["10-strait.conflist", "strait"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A node without ranges: nothing written.
+        let none = state_with_node("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n");
+        assert!(node_pod_cidrs(&none, "n1").is_empty());
     }
 
     #[test]

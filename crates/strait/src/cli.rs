@@ -353,6 +353,20 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub healthz_timeout: u64,
 
+    /// Install strait as the node's CNI plugin: copy this binary to DIR/strait
+    /// (as flannel's install-cni does), atomically. Needs --cni-conf-dir.
+    #[arg(long, value_name = "DIR", requires = "cni_conf_dir")]
+    pub cni_bin_dir: Option<String>,
+
+    /// Write DIR/10-strait.conflist from this Node's spec.podCIDRs,
+    /// atomically, once they are known. Needs --cni-bin-dir.
+    #[arg(long, value_name = "DIR", requires = "cni_bin_dir")]
+    pub cni_conf_dir: Option<String>,
+
+    /// The pods' MTU in that configuration (1450: room for VXLAN's 50 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 1450)]
+    pub cni_mtu: u32,
+
     /// Wait for the first full list of every kind, print the ruleset the
     /// node would get (as `strait proxy --dry-run`) and exit.
     #[arg(long)]

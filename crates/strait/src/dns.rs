@@ -237,7 +237,7 @@ fn build_zone(
 /// what was freed back to the kernel so the server's footprint is its zone.
 // malloc_trim is glibc-only and has no safe wrapper.
 #[allow(unsafe_code)]
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists.
     unsafe {
         libc::malloc_trim(0);
