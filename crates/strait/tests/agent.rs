@@ -253,6 +253,10 @@ fn agent_programs_follows_and_keeps_the_rules() {
     create(MANIFESTS.trim());
 
     let kc = kubeconfig.display().to_string();
+    let (bin, conf) = (dir.0.join("bin"), dir.0.join("net.d"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    let (bin_arg, conf_arg) = (bin.display().to_string(), conf.display().to_string());
     let args = [
         "-v",
         "agent",
@@ -264,6 +268,10 @@ fn agent_programs_follows_and_keeps_the_rules() {
         "10.244.0.0/16",
         "--healthz-bind-address",
         "127.0.0.1:0",
+        "--cni-bin-dir",
+        &bin_arg,
+        "--cni-conf-dir",
+        &conf_arg,
     ];
     let log = dir.0.join("agent.log");
     let agent = spawn_in(&ns, STRAIT, &args, &log);
@@ -294,6 +302,10 @@ fn agent_programs_follows_and_keeps_the_rules() {
         "{metrics}"
     );
     assert!(metrics.contains("strait_proxy_service_ports"), "{metrics}");
+    // The CNI plugin installed, its configuration from the Node's podCIDRs.
+    assert!(bin.join("strait").exists());
+    let conflist = std::fs::read_to_string(conf.join("10-strait.conflist")).unwrap();
+    assert!(conflist.contains("10.244.1.0/24"), "{conflist}");
 
     // A change through the API, into the kernel: timed (the polling of
     // `nft list` is part of the figure).
@@ -368,7 +380,6 @@ fn agent_programs_follows_and_keeps_the_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(table(&ns).is_empty());
-    runtime.block_on(async move { server.shutdown() });
     runtime.shutdown_background();
 }
 
