@@ -64,9 +64,9 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let metrics = Arc::new(DnsMetrics::default());
     // Not ready until the first snapshot is served.
     let ready = Arc::new(AtomicBool::new(false));
-    let _http = {
+    let start_http = || {
         let (metrics, ready) = (metrics.clone(), ready.clone());
-        HttpServer::start(metrics_address, move |path| match path {
+        let http = HttpServer::start(metrics_address, move |path| match path {
             "/metrics" => Response {
                 status: 200,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -99,11 +99,12 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             },
         })
         .map_err(|e| tracing::error!("cannot serve /metrics on {metrics_address}: {e}"))
-        .ok()
+        .ok();
+        if let Some(http) = &http {
+            tracing::info!(address = %http.address, "serving /metrics, /healthz and /ready");
+        }
+        http
     };
-    if let Some(http) = &_http {
-        tracing::info!(address = %http.address, "serving /metrics, /healthz and /ready");
-    }
     let forwarder = Forwarder::new(
         upstreams.clone(),
         Duration::from_millis(args.upstream_timeout_ms),
@@ -122,6 +123,8 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
         // port is not served before the first full list: a client's query
         // is refused at once (and retried elsewhere) rather than answered
         // NXDOMAIN for a name that exists; /ready says 503 meanwhile.
+        // /ready answers (503) while the lists are read.
+        let _http = start_http();
         let client = match &args.kubeconfig {
             Some(path) => ClientConfig::Kubeconfig(path.into()),
             None => ClientConfig::Infer,
@@ -163,6 +166,7 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
     let mut source = open_source(files, recursive, &config, metrics.clone())?;
     let zone = SharedZone::new(build_zone(source.state(), &config, &domain, args.ttl)?);
     let server = start(&zone)?;
+    let _http = start_http();
     ready.store(true, Ordering::Relaxed);
     release_freed_memory();
     let names = zone.get().names.len();
