@@ -232,8 +232,14 @@ mod timing {
         let objects: Vec<DynamicObject> = (0..5000).map(slice).collect();
         let started = std::time::Instant::now();
         for o in objects {
-            assert!(matches!(admit(Kind::EndpointSlice, "endpointslices", o), Admitted::Object(_)));
+            assert!(matches!(
+                admit(Kind::EndpointSlice, "endpointslices", o),
+                Admitted::Object(_)
+            ));
         }
-        println!("admission: {:.1} µs per EndpointSlice", started.elapsed().as_secs_f64() * 1e6 / 5000.0);
+        println!(
+            "admission: {:.1} µs per EndpointSlice",
+            started.elapsed().as_secs_f64() * 1e6 / 5000.0
+        );
     }
 }

@@ -21,7 +21,13 @@ const PODS: usize = 10_000;
 
 fn ip(base: u32, i: usize) -> String {
     let n = base + i as u32;
-    format!("{}.{}.{}.{}", n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+    format!(
+        "{}.{}.{}.{}",
+        n >> 24,
+        (n >> 16) & 255,
+        (n >> 8) & 255,
+        n & 255
+    )
 }
 
 fn rss_kb() -> u64 {
@@ -58,31 +64,56 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
             .with_write_context(|ctx| store.create(r, ns, o, ctx))
             .unwrap();
     };
-    put("v1", "Namespace", "", json!({"metadata": {"name": "default"}}));
-    put("v1", "Node", "", json!({"metadata": {"name": "node-1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.11"}]}}));
+    put(
+        "v1",
+        "Namespace",
+        "",
+        json!({"metadata": {"name": "default"}}),
+    );
+    put(
+        "v1",
+        "Node",
+        "",
+        json!({"metadata": {"name": "node-1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.11"}]}}),
+    );
     for i in 0..SERVICES {
         let name = format!("svc-{i}");
-        put("v1", "Service", "default", json!({"metadata": {"name": name, "namespace": "default"},
+        put(
+            "v1",
+            "Service",
+            "default",
+            json!({"metadata": {"name": name, "namespace": "default"},
             "spec": {"clusterIP": ip(0x0a60_0000 + 10, i), "selector": {"app": name},
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
+        );
         let endpoints: Vec<serde_json::Value> = (0..ENDPOINTS)
             .map(|e| json!({"addresses": [ip(0x0af4_0000, i * ENDPOINTS + e)], "conditions": {"ready": true}, "nodeName": "node-1"}))
             .collect();
-        put("discovery.k8s.io/v1", "EndpointSlice", "default", json!({
+        put(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            "default",
+            json!({
             "metadata": {"name": format!("{name}-1"), "namespace": "default",
                 "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": endpoints}));
+            "endpoints": endpoints}),
+        );
     }
     for i in 0..PODS {
         let pod_ip = ip(0x0af4_0000, i);
-        put("v1", "Pod", "default", json!({"metadata": {"name": format!("pod-{i}"), "namespace": "default",
+        put(
+            "v1",
+            "Pod",
+            "default",
+            json!({"metadata": {"name": format!("pod-{i}"), "namespace": "default",
                 "labels": {"app": format!("svc-{}", i / ENDPOINTS)}},
             "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx",
                 "ports": [{"containerPort": 8080}]}]},
             "status": {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-                "conditions": [{"type": "Ready", "status": "True"}]}}));
+                "conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
     }
     println!(
         "stored {} objects in {:.1} s",
@@ -112,6 +143,43 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         rss_kb() as f64 / 1024.0
     );
     drop(first);
+
+    // One change at this scale: written to the store, handed out as an update.
+    let slices = Resource::by_kind("discovery.k8s.io/v1", "EndpointSlice").unwrap();
+    let mut took = Vec::new();
+    for i in 0..9 {
+        let started = Instant::now();
+        server
+            .with_write_context(|ctx| {
+                store.modify(
+                    slices,
+                    "default",
+                    "svc-7-1",
+                    None,
+                    &mut |old| {
+                        let mut new = old.clone();
+                        new["endpoints"][0]["addresses"][0] = json!(format!("10.250.0.{i}"));
+                        Ok(new)
+                    },
+                    ctx,
+                )
+            })
+            .unwrap();
+        let update = source
+            .next_timeout(Some(Duration::from_secs(30)))
+            .unwrap()
+            .expect("the change arrives");
+        took.push(started.elapsed());
+        match &update.changes {
+            strait_agent::Changes::Set(s) => assert_eq!(s.len(), 1),
+            strait_agent::Changes::Everything => panic!("a change set was expected"),
+        }
+    }
+    took.sort();
+    println!(
+        "one EndpointSlice change at this scale → update (copy of the snapshot included): median {:.1} ms",
+        took[took.len() / 2].as_secs_f64() * 1e3
+    );
     drop(source);
 
     // The agent binary, if built: its own time and peak memory.
@@ -124,7 +192,13 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         let out = std::process::Command::new("/usr/bin/time")
             .args(["-f", "TIME %e s, max RSS %M KB"])
             .arg(&strait)
-            .args(["agent", "--dry-run", "--node-name", "node-1", "--kubeconfig"])
+            .args([
+                "agent",
+                "--dry-run",
+                "--node-name",
+                "node-1",
+                "--kubeconfig",
+            ])
             .arg(&kubeconfig)
             .output()
             .unwrap();
@@ -134,7 +208,10 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         let rules = String::from_utf8_lossy(&out.stdout).lines().count();
         println!(
             "target/debug/strait agent --dry-run (list, plan and print {rules} lines of rules): {}",
-            stderr.lines().find(|l| l.starts_with("TIME")).unwrap_or("?")
+            stderr
+                .lines()
+                .find(|l| l.starts_with("TIME"))
+                .unwrap_or("?")
         );
     }
     server.shutdown();
