@@ -425,8 +425,9 @@ fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServe
 }
 
 /// kube-proxy's answer: 200 when the node's rules are up to date (no
-/// change has waited longer than the timeout, the first sync done), else
-/// 503; `/healthz` also says 503 when the node is being deleted.
+/// change has waited longer than the timeout, the first sync done, the
+/// last sync of the rules worked), else 503; `/healthz` also says 503 when
+/// the node is being deleted.
 fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let report = config.health.report();
     let now = SystemTime::now();
@@ -437,7 +438,9 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
         .lock()
         .map(|n| (n.known, n.eligible))
         .unwrap_or((false, false));
-    let healthy = synced && fresh && (!with_node || !known || eligible);
+    // The last sync of the rules worked (the proxy's own verdict).
+    let applied = config.proxy.healthz().status == 200;
+    let healthy = synced && fresh && applied && (!with_node || !known || eligible);
     let failing: Vec<String> = report
         .failing
         .iter()
@@ -589,6 +592,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["synced"], false);
         config.health.updated();
+        assert_eq!(
+            health_response(&config, true).status,
+            503,
+            "no sync of the rules yet"
+        );
+        config
+            .proxy
+            .synced("full", Duration::from_millis(1), 0, 0, 0);
         *config.node.lock().unwrap() = NodeState {
             known: true,
             eligible: true,
@@ -602,5 +613,9 @@ mod tests {
             serde_json::from_str(&health_response(&config, false).body).unwrap();
         assert_eq!(v["nodeEligible"], false);
         assert!(v["lastUpdated"].as_str().unwrap().ends_with('Z'));
+        // A failed sync of the rules: unhealthy until one works again.
+        config.node.lock().unwrap().eligible = true;
+        config.proxy.failed();
+        assert_eq!(health_response(&config, true).status, 503);
     }
 }
