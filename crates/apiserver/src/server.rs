@@ -105,6 +105,19 @@ impl Server {
             logs: Mutex::new(None),
             random: Mutex::new(std::fs::File::open("/dev/urandom").ok()),
         });
+        // What kube-apiserver's system namespaces controller makes at start.
+        let namespaces = Resource::by_plural("", "v1", "namespaces").expect("served");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let made =
+                shared.with_write_context(|ctx| store.create(namespaces, "", namespace, ctx));
+            if let Err(e) = made {
+                return Err(ApiError::internal(format!(
+                    "cannot create namespace {name}: {e}"
+                )));
+            }
+        }
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(
             listener,
@@ -397,27 +410,6 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
         name: name.to_owned(),
         subresource,
     })
-}
-
-/// The parts of an Accept header: media ranges with their parameters.
-fn accepts(req: &Request<Incoming>) -> Vec<(String, HashMap<String, String>)> {
-    let accept = req
-        .headers()
-        .get(hyper::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    accept
-        .split(',')
-        .map(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let params = parts
-                .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            (media, params)
-        })
-        .collect()
 }
 
 /// Whether the client asks for a `Table` before plain JSON, and which.

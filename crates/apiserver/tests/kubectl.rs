@@ -127,13 +127,6 @@ impl Cluster {
             dir,
             kubeconfig,
         };
-        // A cluster starts with the namespaces kubeadm's has. (`kubectl
-        // create namespace` would send protobuf, which this server does not
-        // speak: manifests go as JSON.)
-        cluster.apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
-             apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n",
-        );
         Some(cluster)
     }
 

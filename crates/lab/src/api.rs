@@ -141,7 +141,29 @@ impl LabApi {
     /// keeps the stored version.
     pub fn import(&mut self, objects: &[(Object, Origin)]) {
         let mut now = BTreeMap::new();
-        for (object, _) in objects {
+        // Namespaces first; and those the objects name but nobody defines
+        // are made, as `lab apply` always allowed (kubectl would refuse).
+        let mut ordered: Vec<&Object> = objects.iter().map(|(o, _)| o).collect();
+        ordered.sort_by_key(|o| o.kind() != strait_model::Kind::Namespace);
+        let namespaces = Resource::by_plural("", "v1", "namespaces").expect("served");
+        let named: BTreeSet<String> = objects
+            .iter()
+            .filter_map(|(o, _)| o.metadata().namespace.clone())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        for ns in named {
+            if self.store().get(namespaces, "", &ns).is_err() {
+                let value = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let store = self.store().clone();
+                if let Err(e) = self
+                    .server()
+                    .with_write_context(|ctx| store.create(namespaces, "", value, ctx))
+                {
+                    tracing::error!("namespace {ns}: {e}");
+                }
+            }
+        }
+        for object in ordered {
             let Some((resource, value)) = to_value(object) else {
                 continue;
             };
@@ -203,9 +225,12 @@ impl LabApi {
     pub fn publish(&mut self, actual: &ClusterState) {
         let mut made = BTreeSet::new();
         for object in actual.objects() {
-            let Some((resource, value)) = to_value(&object) else {
+            let Some((resource, mut value)) = to_value(&object) else {
                 continue;
             };
+            if resource.kind == "Deployment" {
+                value["status"] = deployment_status(actual, &value);
+            }
             let key = key_of(resource, &value);
             let controllers = made_by_controllers(&value);
             if controllers {
@@ -300,19 +325,16 @@ impl LabApi {
         }
         let new = if observed && !made_by_controllers(&value) {
             // A user's object: only what the lab decides goes in.
-            match merge_observed(resource, &current, &value) {
-                Some(n) => n,
-                None => {
-                    self.remember(key, value, &store, resource);
-                    return Ok(());
-                }
-            }
+            merge_observed(resource, &current, &value)
         } else {
+            // The server keeps its identity of the object.
             let mut new = value.clone();
-            new["metadata"]["resourceVersion"] = rv.clone().into();
-            new
+            for field in ["resourceVersion", "uid", "creationTimestamp"] {
+                new["metadata"][field] = current["metadata"][field].clone();
+            }
+            Some(new)
         };
-        if !same_object(&current, &new) {
+        if let Some(new) = new.filter(|n| !same_object(&current, n)) {
             self.server()
                 .with_write_context(|ctx| {
                     store.update(resource, &key.1, &key.2, new.clone(), None, ctx)
@@ -378,6 +400,41 @@ impl Drop for LabApi {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
+}
+
+/// A Deployment's status as the deployment controller would report it,
+/// from the pods of its ReplicaSet (`NAME-HASH`) that are not leaving.
+fn deployment_status(actual: &ClusterState, deployment: &Value) -> Value {
+    let ns = deployment["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = deployment["metadata"]["name"].as_str().unwrap_or("");
+    let prefix = format!("{name}-");
+    let mut replicas = 0;
+    let mut ready = 0;
+    for pod in actual.pods.in_namespace(ns) {
+        let meta = &pod.metadata;
+        let owned = meta.owner_references.iter().flatten().any(|o| {
+            o.kind == "ReplicaSet"
+                && o.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|hash| !hash.contains('-'))
+        });
+        if !owned || meta.deletion_timestamp.is_some() {
+            continue;
+        }
+        replicas += 1;
+        if pod.is_ready() {
+            ready += 1;
+        }
+    }
+    let generation = deployment["metadata"]["generation"].clone();
+    serde_json::json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": replicas - ready,
+    })
 }
 
 /// An object of the model as the API serves it.
