@@ -131,9 +131,8 @@ impl Pki {
             server_cert_pem: read_private(dir, SERVER_CERT_FILE)?,
             server_key_pem: read_private(dir, SERVER_KEY_FILE)?,
         };
-        KeyPair::from_pem(&pki.ca_key_pem).map_err(|e| {
-            tls_error(&format!("reading {}", dir.join(CA_KEY_FILE).display()), e)
-        })?;
+        KeyPair::from_pem(&pki.ca_key_pem)
+            .map_err(|e| tls_error(&format!("reading {}", dir.join(CA_KEY_FILE).display()), e))?;
         parse_certs(&pki.ca_cert_pem, CA_CERT_FILE)?;
         server_config(&pki)?;
         Ok(pki)
@@ -301,9 +300,10 @@ fn subject_alt_names(hosts: &[String]) -> Result<Vec<SanType>, ApiError> {
         let san = if let Ok(ip) = host.parse::<IpAddr>() {
             SanType::IpAddress(ip)
         } else if is_dns_name(host) {
-            let name = host.as_str().try_into().map_err(|e| {
-                ApiError::bad_request(format!("tls: hosts[{i}] {host:?}: {e}"))
-            })?;
+            let name = host
+                .as_str()
+                .try_into()
+                .map_err(|e| ApiError::bad_request(format!("tls: hosts[{i}] {host:?}: {e}")))?;
             SanType::DnsName(name)
         } else {
             return Err(ApiError::bad_request(format!(
@@ -397,7 +397,8 @@ fn yaml_scalar(s: &str) -> String {
         lower.as_str(),
         "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "~"
     ) || s.parse::<f64>().is_ok()
-        || s.bytes().all(|b| b.is_ascii_digit() || b"_:.-+eExXoObB".contains(&b));
+        || s.bytes()
+            .all(|b| b.is_ascii_digit() || b"_:.-+eExXoObB".contains(&b));
     if plain_chars && starts_plain && !looks_typed && !s.contains(": ") {
         s.to_owned()
     } else {

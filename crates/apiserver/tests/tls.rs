@@ -230,7 +230,10 @@ fn saved_pki_is_private_and_loads_back() {
         .collect();
     names.sort();
     // No temporary file is left behind.
-    assert_eq!(names, ["apiserver.crt", "apiserver.key", "ca.crt", "ca.key"]);
+    assert_eq!(
+        names,
+        ["apiserver.crt", "apiserver.key", "ca.crt", "ca.key"]
+    );
     for name in &names {
         let mode = std::fs::metadata(dir.join(name)).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{name}");
@@ -297,5 +300,9 @@ fn load_refuses_files_owned_by_someone_else() {
     Pki::create(&hosts()).unwrap().save(&dir).unwrap();
     std::os::unix::fs::chown(dir.join("ca.crt"), Some(65534), Some(65534)).unwrap();
     let err = Pki::load(&dir).unwrap_err();
-    assert!(err.message.contains("owned by uid 65534"), "{}", err.message);
+    assert!(
+        err.message.contains("owned by uid 65534"),
+        "{}",
+        err.message
+    );
 }
