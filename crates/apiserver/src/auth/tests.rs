@@ -723,9 +723,11 @@ mod properties {
             // The same rules cluster-wide grant at least what the Role did
             // in its namespace.
             if request.namespace == binding_ns && before {
-                let mut cluster_only = Objects::default();
-                cluster_only.cluster_roles = o.cluster_roles.clone();
-                cluster_only.cluster_role_bindings = o.cluster_role_bindings.clone();
+                let cluster_only = Objects {
+                    cluster_roles: o.cluster_roles.clone(),
+                    cluster_role_bindings: o.cluster_role_bindings.clone(),
+                    ..Objects::default()
+                };
                 prop_assert!(cluster_only.allows(&u, &request));
             }
             // Someone else gains nothing from either binding.
