@@ -601,6 +601,28 @@ async fn read_body(req: Request<Incoming>) -> Result<(Value, Bytes, Option<Strin
     Ok((value, body, content_type))
 }
 
+/// The object name RBAC sees: the URL's, or for a list or watch the one a
+/// `metadata.name=` field selector pins (as kube-apiserver does, so that
+/// `resourceNames` rules can allow watching one object).
+fn rbac_name(target: &Target, query: &HashMap<String, String>) -> String {
+    if !target.name.is_empty() {
+        return target.name.clone();
+    }
+    query
+        .get("fieldSelector")
+        .and_then(|f| {
+            let mut parts = f.split(',');
+            let only = parts.next()?;
+            if parts.next().is_some() {
+                return None;
+            }
+            only.strip_prefix("metadata.name==")
+                .or_else(|| only.strip_prefix("metadata.name="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
 /// The verb RBAC sees.
 fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -682,7 +704,7 @@ async fn resource_request(
                 .map(|s| s.name().to_owned())
                 .unwrap_or_default(),
             namespace: target.namespace.clone(),
-            name: target.name.clone(),
+            name: rbac_name(&target, &query),
             path: String::new(),
         },
     )?;
