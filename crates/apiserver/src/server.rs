@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub admission: Box<dyn Admission>,
     /// How many events the watch history keeps.
     pub history: usize,
+    /// More sockets to serve on, already bound — the lab binds one inside
+    /// its underlay namespace, where its nodes reach the control plane.
+    pub extra_listeners: Vec<std::net::TcpListener>,
 }
 
 /// A running server; dropping it does not stop it — call [`Server::shutdown`].
@@ -119,12 +122,20 @@ impl Server {
             }
         }
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(tls),
-            shared.clone(),
-            stopped,
-        ));
+        let acceptor = TlsAcceptor::from(tls);
+        for extra in config.extra_listeners {
+            let extra = extra
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(extra))
+                .map_err(|e| ApiError::internal(format!("cannot serve a listener: {e}")))?;
+            tokio::spawn(accept_loop(
+                extra,
+                acceptor.clone(),
+                shared.clone(),
+                stopped.clone(),
+            ));
+        }
+        tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
         Ok(Server {
             addr,
             store,
@@ -141,6 +152,11 @@ impl Server {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The CA (PEM) clients must trust.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
     }
 
     /// The admin user's bearer token.

@@ -114,6 +114,7 @@ impl Cluster {
                 tokens,
                 admission: Box::new(ModelAdmission),
                 history: 10_000,
+                extra_listeners: Vec::new(),
             }))
             .expect("server starts");
         server.set_logs(Arc::new(FakeLogs));

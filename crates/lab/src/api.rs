@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strait_apiserver::admission::ModelAdmission;
-use strait_apiserver::auth::Tokens;
+use strait_apiserver::auth::{Tokens, UserInfo};
 use strait_apiserver::server::{PodLogs, Server, ServerConfig};
 use strait_apiserver::store::{DeleteOptions, ListOptions, Store};
 use strait_apiserver::tls::Pki;
@@ -26,6 +26,18 @@ use crate::{Error, Result};
 
 /// How many events the API server's watch history keeps.
 const HISTORY: usize = 100_000;
+
+/// Where the lab's nodes reach the control plane: the underlay's gateway
+/// address, in the underlay's namespace, on kube-apiserver's port.
+pub const CONTROL_PLANE: ([u8; 4], u16) = ([172, 18, 0, 1], 6443);
+
+/// The identities and least-privilege roles strait runs with in a real
+/// cluster: the lab's agents and DNS are held to the very same RBAC.
+const DEPLOY_RBAC: &str = include_str!("../../../deploy/00-rbac.yaml");
+
+/// The service accounts the lab gives tokens to: (namespace, name).
+const AGENT_ACCOUNT: (&str, &str) = ("kube-system", "strait");
+const DNS_ACCOUNT: (&str, &str) = ("kube-system", "strait-dns");
 
 /// One stored object: its kind, namespace and name.
 type Key = (&'static str, String, String);
@@ -78,26 +90,70 @@ impl PodLogs for LabLogs {
 }
 
 impl LabApi {
-    /// Start the API server on `listen` (port 0: any) and write the admin
-    /// kubeconfig beside the lab's other files.
-    pub fn start(layout: &Layout, listen: SocketAddr) -> Result<LabApi> {
+    /// Start the API server on `listen` (port 0: any) and, inside the
+    /// `underlay` namespace, on [`CONTROL_PLANE`]; write the admin
+    /// kubeconfig and the nodes' (a service-account token each for the
+    /// agent and DNS, held to `deploy/`'s RBAC) beside the lab's other files.
+    pub fn start(
+        layout: &Layout,
+        listen: SocketAddr,
+        underlay: &strait_linux::NetNs,
+    ) -> Result<LabApi> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("strait-apiserver")
             .enable_all()
             .build()
             .map_err(crate::error::io("start the API server's runtime"))?;
-        let pki = Pki::create(&["127.0.0.1".into(), "localhost".into()])
-            .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+        let control_plane = SocketAddr::from(CONTROL_PLANE);
+        let pki = Pki::create(&[
+            "127.0.0.1".into(),
+            "localhost".into(),
+            control_plane.ip().to_string(),
+            "kubernetes".into(),
+            "kubernetes.default.svc".into(),
+        ])
+        .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+        // Bound from a thread inside the underlay: the socket stays there.
+        let inside = underlay
+            .run(move || std::net::TcpListener::bind(control_plane))?
+            .map_err(crate::error::io(format!(
+                "listen on {control_plane} in the underlay"
+            )))?;
+        let agent_token = (strait_apiserver::tls::new_token(), AGENT_ACCOUNT);
+        let dns_token = (strait_apiserver::tls::new_token(), DNS_ACCOUNT);
+        let tokens = Tokens {
+            tokens: [&agent_token, &dns_token]
+                .iter()
+                .map(|(t, (ns, name))| (t.clone(), UserInfo::service_account(ns, name)))
+                .collect(),
+        };
         let server = runtime
             .block_on(Server::start(ServerConfig {
                 listen,
                 pki,
-                tokens: Tokens::default(),
+                tokens,
                 admission: Box::new(ModelAdmission),
                 history: HISTORY,
+                extra_listeners: vec![inside],
             }))
             .map_err(|e| Error::Step(format!("the API server: {e}")))?;
+        seed_rbac(&server)?;
+        let url = format!("https://{control_plane}");
+        for ((token, (ns, name)), path) in [
+            (&agent_token, layout.agent_kubeconfig()),
+            (&dns_token, layout.dns_kubeconfig()),
+        ] {
+            let user = format!("system:serviceaccount:{ns}:{name}");
+            let text = strait_apiserver::tls::kubeconfig(
+                "strait-lab",
+                &url,
+                server.ca_cert_pem(),
+                &user,
+                token,
+            );
+            Layout::write_private(&path, text.as_bytes())?;
+        }
         server.set_logs(Arc::new(LabLogs {
             layout: layout.clone(),
         }));
@@ -389,6 +445,27 @@ impl LabApi {
             self.published.insert(key.clone(), (value, rv));
         }
     }
+}
+
+/// `deploy/`'s ServiceAccounts, ClusterRoles and Bindings, in the store.
+fn seed_rbac(server: &Server) -> Result<()> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(DEPLOY_RBAC)
+        .map_err(|e| Error::Step(format!("deploy/00-rbac.yaml: {e}")))?;
+    for document in documents.into_iter().filter(Value::is_object) {
+        let api_version = document["apiVersion"].as_str().unwrap_or("").to_owned();
+        let kind = document["kind"].as_str().unwrap_or("").to_owned();
+        let resource = Resource::by_kind(&api_version, &kind)
+            .ok_or_else(|| Error::Step(format!("deploy/00-rbac.yaml: {kind} is not served")))?;
+        let ns = document["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let store = server.store().clone();
+        server
+            .with_write_context(|ctx| store.create(resource, &ns, document, ctx))
+            .map_err(|e| Error::Step(format!("deploy/00-rbac.yaml: {kind}: {e}")))?;
+    }
+    Ok(())
 }
 
 impl Drop for LabApi {

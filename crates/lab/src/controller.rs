@@ -120,7 +120,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
     let mut admitted = Admitted::default();
     // The API server: its store is the desired state from here on.
-    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into())?;
+    let underlay = NetNs::open(format!("/run/netns/{}", layout.underlay_ns()))?;
+    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into(), &underlay)?;
     let mut desired_file: Option<Vec<u8>> = None;
     loop {
         let started = Instant::now();
