@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub admission: Box<dyn Admission>,
     /// How many events the watch history keeps.
     pub history: usize,
+    /// More sockets to serve on, already bound — the lab binds one inside
+    /// its underlay namespace, where its nodes reach the control plane.
+    pub extra_listeners: Vec<std::net::TcpListener>,
 }
 
 /// A running server; dropping it does not stop it — call [`Server::shutdown`].
@@ -105,13 +108,34 @@ impl Server {
             logs: Mutex::new(None),
             random: Mutex::new(std::fs::File::open("/dev/urandom").ok()),
         });
+        // What kube-apiserver's system namespaces controller makes at start.
+        let namespaces = Resource::by_plural("", "v1", "namespaces").expect("served");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let made =
+                shared.with_write_context(|ctx| store.create(namespaces, "", namespace, ctx));
+            if let Err(e) = made {
+                return Err(ApiError::internal(format!(
+                    "cannot create namespace {name}: {e}"
+                )));
+            }
+        }
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(tls),
-            shared.clone(),
-            stopped,
-        ));
+        let acceptor = TlsAcceptor::from(tls);
+        for extra in config.extra_listeners {
+            let extra = extra
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(extra))
+                .map_err(|e| ApiError::internal(format!("cannot serve a listener: {e}")))?;
+            tokio::spawn(accept_loop(
+                extra,
+                acceptor.clone(),
+                shared.clone(),
+                stopped.clone(),
+            ));
+        }
+        tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
         Ok(Server {
             addr,
             store,
@@ -128,6 +152,11 @@ impl Server {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The CA (PEM) clients must trust.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
     }
 
     /// The admin user's bearer token.
@@ -399,27 +428,6 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
     })
 }
 
-/// The parts of an Accept header: media ranges with their parameters.
-fn accepts(req: &Request<Incoming>) -> Vec<(String, HashMap<String, String>)> {
-    let accept = req
-        .headers()
-        .get(hyper::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    accept
-        .split(',')
-        .map(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let params = parts
-                .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            (media, params)
-        })
-        .collect()
-}
-
 /// Whether the client asks for a `Table` before plain JSON, and which.
 fn wants_table(req: &Request<Incoming>) -> Option<TableVersion> {
     let accept = req
@@ -609,6 +617,28 @@ async fn read_body(req: Request<Incoming>) -> Result<(Value, Bytes, Option<Strin
     Ok((value, body, content_type))
 }
 
+/// The object name RBAC sees: the URL's, or for a list or watch the one a
+/// `metadata.name=` field selector pins (as kube-apiserver does, so that
+/// `resourceNames` rules can allow watching one object).
+fn rbac_name(target: &Target, query: &HashMap<String, String>) -> String {
+    if !target.name.is_empty() {
+        return target.name.clone();
+    }
+    query
+        .get("fieldSelector")
+        .and_then(|f| {
+            let mut parts = f.split(',');
+            let only = parts.next()?;
+            if parts.next().is_some() {
+                return None;
+            }
+            only.strip_prefix("metadata.name==")
+                .or_else(|| only.strip_prefix("metadata.name="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
 /// The verb RBAC sees.
 fn verb(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -690,7 +720,7 @@ async fn resource_request(
                 .map(|s| s.name().to_owned())
                 .unwrap_or_default(),
             namespace: target.namespace.clone(),
-            name: target.name.clone(),
+            name: rbac_name(&target, &query),
             path: String::new(),
         },
     )?;

@@ -272,10 +272,9 @@ fn sign_server(
     params.distinguished_name = dn;
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    // ECDSA (P-256) keys sign the handshake; they encipher no keys, so
+    // keyEncipherment (which kubeadm's RSA certificates carry) is left out.
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let today = today();

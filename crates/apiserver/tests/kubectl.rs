@@ -114,6 +114,7 @@ impl Cluster {
                 tokens,
                 admission: Box::new(ModelAdmission),
                 history: 10_000,
+                extra_listeners: Vec::new(),
             }))
             .expect("server starts");
         server.set_logs(Arc::new(FakeLogs));
@@ -127,13 +128,6 @@ impl Cluster {
             dir,
             kubeconfig,
         };
-        // A cluster starts with the namespaces kubeadm's has. (`kubectl
-        // create namespace` would send protobuf, which this server does not
-        // speak: manifests go as JSON.)
-        cluster.apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
-             apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n",
-        );
         Some(cluster)
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strait_apiserver::admission::ModelAdmission;
-use strait_apiserver::auth::Tokens;
+use strait_apiserver::auth::{Tokens, UserInfo};
 use strait_apiserver::server::{PodLogs, Server, ServerConfig};
 use strait_apiserver::store::{DeleteOptions, ListOptions, Store};
 use strait_apiserver::tls::Pki;
@@ -26,6 +26,18 @@ use crate::{Error, Result};
 
 /// How many events the API server's watch history keeps.
 const HISTORY: usize = 100_000;
+
+/// Where the lab's nodes reach the control plane: the underlay's gateway
+/// address, in the underlay's namespace, on kube-apiserver's port.
+pub const CONTROL_PLANE: ([u8; 4], u16) = ([172, 18, 0, 1], 6443);
+
+/// The identities and least-privilege roles strait runs with in a real
+/// cluster: the lab's agents and DNS are held to the very same RBAC.
+const DEPLOY_RBAC: &str = include_str!("../../../deploy/00-rbac.yaml");
+
+/// The service accounts the lab gives tokens to: (namespace, name).
+const AGENT_ACCOUNT: (&str, &str) = ("kube-system", "strait");
+const DNS_ACCOUNT: (&str, &str) = ("kube-system", "strait-dns");
 
 /// One stored object: its kind, namespace and name.
 type Key = (&'static str, String, String);
@@ -78,26 +90,70 @@ impl PodLogs for LabLogs {
 }
 
 impl LabApi {
-    /// Start the API server on `listen` (port 0: any) and write the admin
-    /// kubeconfig beside the lab's other files.
-    pub fn start(layout: &Layout, listen: SocketAddr) -> Result<LabApi> {
+    /// Start the API server on `listen` (port 0: any) and, inside the
+    /// `underlay` namespace, on [`CONTROL_PLANE`]; write the admin
+    /// kubeconfig and the nodes' (a service-account token each for the
+    /// agent and DNS, held to `deploy/`'s RBAC) beside the lab's other files.
+    pub fn start(
+        layout: &Layout,
+        listen: SocketAddr,
+        underlay: &strait_linux::NetNs,
+    ) -> Result<LabApi> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("strait-apiserver")
             .enable_all()
             .build()
             .map_err(crate::error::io("start the API server's runtime"))?;
-        let pki = Pki::create(&["127.0.0.1".into(), "localhost".into()])
-            .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+        let control_plane = SocketAddr::from(CONTROL_PLANE);
+        let pki = Pki::create(&[
+            "127.0.0.1".into(),
+            "localhost".into(),
+            control_plane.ip().to_string(),
+            "kubernetes".into(),
+            "kubernetes.default.svc".into(),
+        ])
+        .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+        // Bound from a thread inside the underlay: the socket stays there.
+        let inside = underlay
+            .run(move || std::net::TcpListener::bind(control_plane))?
+            .map_err(crate::error::io(format!(
+                "listen on {control_plane} in the underlay"
+            )))?;
+        let agent_token = (strait_apiserver::tls::new_token(), AGENT_ACCOUNT);
+        let dns_token = (strait_apiserver::tls::new_token(), DNS_ACCOUNT);
+        let tokens = Tokens {
+            tokens: [&agent_token, &dns_token]
+                .iter()
+                .map(|(t, (ns, name))| (t.clone(), UserInfo::service_account(ns, name)))
+                .collect(),
+        };
         let server = runtime
             .block_on(Server::start(ServerConfig {
                 listen,
                 pki,
-                tokens: Tokens::default(),
+                tokens,
                 admission: Box::new(ModelAdmission),
                 history: HISTORY,
+                extra_listeners: vec![inside],
             }))
             .map_err(|e| Error::Step(format!("the API server: {e}")))?;
+        seed_rbac(&server)?;
+        let url = format!("https://{control_plane}");
+        for ((token, (ns, name)), path) in [
+            (&agent_token, layout.agent_kubeconfig()),
+            (&dns_token, layout.dns_kubeconfig()),
+        ] {
+            let user = format!("system:serviceaccount:{ns}:{name}");
+            let text = strait_apiserver::tls::kubeconfig(
+                "strait-lab",
+                &url,
+                server.ca_cert_pem(),
+                &user,
+                token,
+            );
+            Layout::write_private(&path, text.as_bytes())?;
+        }
         server.set_logs(Arc::new(LabLogs {
             layout: layout.clone(),
         }));
@@ -141,7 +197,29 @@ impl LabApi {
     /// keeps the stored version.
     pub fn import(&mut self, objects: &[(Object, Origin)]) {
         let mut now = BTreeMap::new();
-        for (object, _) in objects {
+        // Namespaces first; and those the objects name but nobody defines
+        // are made, as `lab apply` always allowed (kubectl would refuse).
+        let mut ordered: Vec<&Object> = objects.iter().map(|(o, _)| o).collect();
+        ordered.sort_by_key(|o| o.kind() != strait_model::Kind::Namespace);
+        let namespaces = Resource::by_plural("", "v1", "namespaces").expect("served");
+        let named: BTreeSet<String> = objects
+            .iter()
+            .filter_map(|(o, _)| o.metadata().namespace.clone())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        for ns in named {
+            if self.store().get(namespaces, "", &ns).is_err() {
+                let value = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let store = self.store().clone();
+                if let Err(e) = self
+                    .server()
+                    .with_write_context(|ctx| store.create(namespaces, "", value, ctx))
+                {
+                    tracing::error!("namespace {ns}: {e}");
+                }
+            }
+        }
+        for object in ordered {
             let Some((resource, value)) = to_value(object) else {
                 continue;
             };
@@ -203,9 +281,12 @@ impl LabApi {
     pub fn publish(&mut self, actual: &ClusterState) {
         let mut made = BTreeSet::new();
         for object in actual.objects() {
-            let Some((resource, value)) = to_value(&object) else {
+            let Some((resource, mut value)) = to_value(&object) else {
                 continue;
             };
+            if resource.kind == "Deployment" {
+                value["status"] = deployment_status(actual, &value);
+            }
             let key = key_of(resource, &value);
             let controllers = made_by_controllers(&value);
             if controllers {
@@ -300,19 +381,16 @@ impl LabApi {
         }
         let new = if observed && !made_by_controllers(&value) {
             // A user's object: only what the lab decides goes in.
-            match merge_observed(resource, &current, &value) {
-                Some(n) => n,
-                None => {
-                    self.remember(key, value, &store, resource);
-                    return Ok(());
-                }
-            }
+            merge_observed(resource, &current, &value)
         } else {
+            // The server keeps its identity of the object.
             let mut new = value.clone();
-            new["metadata"]["resourceVersion"] = rv.clone().into();
-            new
+            for field in ["resourceVersion", "uid", "creationTimestamp"] {
+                new["metadata"][field] = current["metadata"][field].clone();
+            }
+            Some(new)
         };
-        if !same_object(&current, &new) {
+        if let Some(new) = new.filter(|n| !same_object(&current, n)) {
             self.server()
                 .with_write_context(|ctx| {
                     store.update(resource, &key.1, &key.2, new.clone(), None, ctx)
@@ -369,6 +447,27 @@ impl LabApi {
     }
 }
 
+/// `deploy/`'s ServiceAccounts, ClusterRoles and Bindings, in the store.
+fn seed_rbac(server: &Server) -> Result<()> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(DEPLOY_RBAC)
+        .map_err(|e| Error::Step(format!("deploy/00-rbac.yaml: {e}")))?;
+    for document in documents.into_iter().filter(Value::is_object) {
+        let api_version = document["apiVersion"].as_str().unwrap_or("").to_owned();
+        let kind = document["kind"].as_str().unwrap_or("").to_owned();
+        let resource = Resource::by_kind(&api_version, &kind)
+            .ok_or_else(|| Error::Step(format!("deploy/00-rbac.yaml: {kind} is not served")))?;
+        let ns = document["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let store = server.store().clone();
+        server
+            .with_write_context(|ctx| store.create(resource, &ns, document, ctx))
+            .map_err(|e| Error::Step(format!("deploy/00-rbac.yaml: {kind}: {e}")))?;
+    }
+    Ok(())
+}
+
 impl Drop for LabApi {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -378,6 +477,41 @@ impl Drop for LabApi {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
+}
+
+/// A Deployment's status as the deployment controller would report it,
+/// from the pods of its ReplicaSet (`NAME-HASH`) that are not leaving.
+fn deployment_status(actual: &ClusterState, deployment: &Value) -> Value {
+    let ns = deployment["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = deployment["metadata"]["name"].as_str().unwrap_or("");
+    let prefix = format!("{name}-");
+    let mut replicas = 0;
+    let mut ready = 0;
+    for pod in actual.pods.in_namespace(ns) {
+        let meta = &pod.metadata;
+        let owned = meta.owner_references.iter().flatten().any(|o| {
+            o.kind == "ReplicaSet"
+                && o.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|hash| !hash.contains('-'))
+        });
+        if !owned || meta.deletion_timestamp.is_some() {
+            continue;
+        }
+        replicas += 1;
+        if pod.is_ready() {
+            ready += 1;
+        }
+    }
+    let generation = deployment["metadata"]["generation"].clone();
+    serde_json::json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": replicas - ready,
+    })
 }
 
 /// An object of the model as the API serves it.

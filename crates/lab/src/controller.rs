@@ -21,7 +21,10 @@ use nix::unistd::Pid;
 use strait_agent::{Agent, Changes, ChannelSource, DirWatch, ProxyPart, ProxyReporting, Update};
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
-use strait_model::k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodIP, PodStatus};
+use strait_model::k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodIP,
+    PodStatus,
+};
 use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, parse_str_with, Admission, ClusterState, Format, Object, Origin};
@@ -117,7 +120,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
     let mut admitted = Admitted::default();
     // The API server: its store is the desired state from here on.
-    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into())?;
+    let underlay = NetNs::open(format!("/run/netns/{}", layout.underlay_ns()))?;
+    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into(), &underlay)?;
     let mut desired_file: Option<Vec<u8>> = None;
     loop {
         let started = Instant::now();
@@ -438,13 +442,14 @@ fn desired_objects(
     let mut addons = String::new();
     for i in 0..config.nodes {
         addons.push_str(&format!(
-            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{}","labels":{{"kubernetes.io/hostname":"{}"}}}},"spec":{{"podCIDR":"{}","podCIDRs":["{}"]}},"status":{{"addresses":[{{"type":"InternalIP","address":"{}"}},{{"type":"Hostname","address":"{}"}}]}}}}"#,
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{}","labels":{{"kubernetes.io/hostname":"{}"}}}},"spec":{{"podCIDR":"{}","podCIDRs":["{}"]}},"status":{{"addresses":[{{"type":"InternalIP","address":"{}"}},{{"type":"Hostname","address":"{}"}}],"conditions":[{{"type":"Ready","status":"True","reason":"StraitLab","message":"the lab node's namespace is up"}}],"nodeInfo":{{"kubeletVersion":"v1.34.0-strait","kubeProxyVersion":"","containerRuntimeVersion":"strait-lab://{}","operatingSystem":"linux","architecture":"amd64","osImage":"strait lab","kernelVersion":"","machineID":"","systemUUID":"","bootID":""}}}}}}"#,
             config.node_name(i),
             config.node_name(i),
             config.node_pod_cidr(i),
             config.node_pod_cidr(i),
             config.node_ip(i),
             config.node_name(i),
+            env!("CARGO_PKG_VERSION"),
         ));
         addons.push('\n');
     }
@@ -968,6 +973,25 @@ fn with_status(pod: &Pod, record: &PodRecord, config: &LabConfig) -> Pod {
             status: ready.into(),
             ..Default::default()
         }]),
+        // What `kubectl get pods` reads READY and RESTARTS from.
+        container_statuses: pod.spec.as_ref().map(|spec| {
+            spec.containers
+                .iter()
+                .map(|c| ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    image_id: String::new(),
+                    ready: record.ready,
+                    restart_count: record.restarts as i32,
+                    started: Some(record.phase == "Running"),
+                    state: (record.phase == "Running").then(|| ContainerState {
+                        running: Some(ContainerStateRunning::default()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        }),
         ..Default::default()
     });
     pod

@@ -175,6 +175,15 @@ impl Layout {
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
+    /// The kubeconfig of the nodes' agents (service account
+    /// kube-system/strait, the control plane's underlay address).
+    pub fn agent_kubeconfig(&self) -> PathBuf {
+        self.dir.join("agent.kubeconfig")
+    }
+    /// The kubeconfig of the lab's DNS pod (kube-system/strait-dns).
+    pub fn dns_kubeconfig(&self) -> PathBuf {
+        self.dir.join("dns.kubeconfig")
+    }
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }

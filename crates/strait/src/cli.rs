@@ -87,6 +87,8 @@ pub enum LabCommand {
     Logs(LabLogsArgs),
     /// Explain a packet's way through the lab, from the rules its nodes run.
     Trace(LabTraceArgs),
+    /// Print the admin kubeconfig of the lab's API server (for kubectl).
+    Kubeconfig(LabName),
     /// Remove every namespace, process and file of a lab.
     Down(LabName),
     /// (internal) The lab's controller process.

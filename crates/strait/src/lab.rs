@@ -41,6 +41,7 @@ pub fn run(command: LabCommand) -> Result<(), Error> {
         LabCommand::Exec(args) => exec(&args).map(|_| ()),
         LabCommand::Logs(args) => logs(&args),
         LabCommand::Trace(args) => trace(&args),
+        LabCommand::Kubeconfig(args) => kubeconfig(&args.name),
         LabCommand::Down(args) => down(&args.name),
         LabCommand::Controller(args) => {
             let exe = std::env::current_exe().map_err(|e| {
@@ -245,6 +246,19 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<(), Error> {
 }
 
 /// `lab trace`: the lab's current state, nodes, backend and tables.
+/// The admin kubeconfig the controller wrote when its API server started.
+fn kubeconfig(name: &str) -> Result<(), Error> {
+    let layout = running(name)?;
+    let text = std::fs::read_to_string(layout.kubeconfig()).map_err(|e| {
+        lab_error(
+            name,
+            format!("no kubeconfig yet ({}): {e}", layout.kubeconfig().display()),
+        )
+    })?;
+    print!("{text}");
+    Ok(())
+}
+
 fn trace(args: &crate::cli::LabTraceArgs) -> Result<(), Error> {
     let layout = running(&args.lab.name)?;
     let config = layout.read_config()?;

@@ -1066,3 +1066,141 @@ fn lab_trace_agrees_with_the_kernels_own_trace() {
         "tracer: {ours:#?}\nkernel: {kernel:#?}\n{trace}"
     );
 }
+
+/// kubectl, with the lab's kubeconfig, drives the lab: what it reads is
+/// the cluster as it runs, and what it writes moves the traffic.
+#[test]
+fn kubectl_drives_the_lab() {
+    if !common::root_or_skip("kubectl_drives_the_lab") {
+        return;
+    }
+    let Some(kubectl) = common::kubectl() else {
+        eprintln!("skipped kubectl_drives_the_lab: no kubectl 1.30+ (run-tests installs one)");
+        return;
+    };
+    let lab = Lab::up(&[], &["examples/service-demo.yaml"]);
+    let kubeconfig = lab.strait(&["lab", "kubeconfig", "--name", &lab.name]);
+    assert!(
+        kubeconfig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kubeconfig.stderr)
+    );
+    let home = common::TempDir::new("kubectl-home");
+    let config = home.0.join("kubeconfig");
+    std::fs::write(&config, &kubeconfig.stdout).unwrap();
+    let kubectl = |args: &[&str], stdin: Option<&str>| -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .env("HOME", &home.0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let ok = |args: &[&str], stdin: Option<&str>| -> String {
+        let out = kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // What kubectl reads is the lab as it runs: pods with their addresses
+    // and nodes, ready; the Service with its allocated address.
+    let pods: serde_json::Value =
+        serde_json::from_str(&ok(&["get", "pods", "-o", "json"], None)).unwrap();
+    let ips: BTreeSet<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ips.len(),
+        3,
+        "two servers and a client, each with its address: {pods}"
+    );
+    assert!(ips.contains(&lab.pod_ip("default", "service-demo-client")));
+    let table = ok(&["get", "pods", "-o", "wide"], None);
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("1/1") && l.contains("Running") && l.contains("node-")),
+        "{table}"
+    );
+    let svc = ok(
+        &[
+            "get",
+            "svc",
+            "service-demo",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    );
+    assert!(svc.starts_with("10."), "allocated: {svc}");
+
+    // kubectl scale: a third replica starts and answers.
+    ok(
+        &["scale", "deployment", "service-demo", "--replicas=3"],
+        None,
+    );
+    assert!(common::wait_for(Duration::from_secs(20), || lab
+        .pods_named("service-demo-")
+        .iter()
+        .filter(|n| *n != "service-demo-client")
+        .count()
+        == 3));
+    let seen = answers(&lab, "service-demo-client", "http://service-demo", 80, 3);
+    assert_eq!(seen.len(), 3, "three replicas answer: {seen:?}");
+    let ready = ok(
+        &[
+            "get",
+            "deploy",
+            "service-demo",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        None,
+    );
+    assert!(
+        common::wait_for(Duration::from_secs(20), || ok(
+            &[
+                "get",
+                "deploy",
+                "service-demo",
+                "-o",
+                "jsonpath={.status.readyReplicas}"
+            ],
+            None
+        ) == "3"),
+        "readyReplicas {ready}"
+    );
+
+    // kubectl apply: a new Service is in DNS and in every node's rules.
+    let second = "apiVersion: v1\nkind: Service\nmetadata: {name: second, namespace: default}\nspec:\n  selector: {app: service_demo_pod}\n  ports: [{port: 8000, targetPort: 8080}]\n";
+    let out = ok(&["apply", "-f", "-"], Some(second));
+    assert!(out.contains("service/second created"), "{out}");
+    let seen = answers(&lab, "service-demo-client", "http://second:8000", 40, 1);
+    assert_eq!(seen.len(), 1, "the new Service answers by name: {seen:?}");
+
+    // kubectl delete waits until the pod is gone, and the lab stopped it.
+    let out = ok(&["delete", "pod", "service-demo-client"], None);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(common::wait_for(Duration::from_secs(10), || lab
+        .pod_ip("default", "service-demo-client")
+        .is_empty()));
+    let missing = kubectl(&["get", "pod", "service-demo-client"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
+}

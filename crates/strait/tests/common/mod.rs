@@ -270,3 +270,29 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// A current kubectl (1.30+): `$STRAIT_KUBECTL`, `target/tools/kubectl`
+/// (where run-tests puts it) or `kubectl` on PATH; `None` says why not.
+#[allow(dead_code)]
+pub fn kubectl() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("STRAIT_KUBECTL").map(std::path::PathBuf::from),
+        Some(repo().join("target/tools/kubectl")),
+        Some(std::path::PathBuf::from("kubectl")),
+    ];
+    candidates.into_iter().flatten().find(|k| {
+        Command::new(k)
+            .args(["version", "--client", "-o", "json"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| {
+                v["clientVersion"]["minor"]
+                    .as_str()?
+                    .trim_end_matches('+')
+                    .parse::<u32>()
+                    .ok()
+            })
+            .is_some_and(|minor| minor >= 30)
+    })
+}
