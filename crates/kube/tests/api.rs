@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use kube::Client;
@@ -44,6 +44,7 @@ impl Cluster {
                 // The agent's own admission is what is tested: the server stores as given.
                 admission: Box::new(AdmitAll),
                 history: 10_000,
+                extra_listeners: Vec::new(),
             }))
             .expect("server starts");
         let kubeconfig = server.admin_kubeconfig();
@@ -191,7 +192,7 @@ fn the_first_update_plans_as_the_manifests_and_changes_arrive_alone() {
         service("db", "10.96.0.51", 5432),
         slice("db", &["10.244.1.7"]),
     ];
-    cluster.create_cluster::<Namespace>(objects[0].clone());
+    // The server makes `default` itself, as kube-apiserver does.
     cluster.create_cluster::<Node>(objects[1].clone());
     for o in &objects[2..] {
         if o["kind"] == "Service" {
@@ -211,7 +212,7 @@ fn the_first_update_plans_as_the_manifests_and_changes_arrive_alone() {
     assert_eq!(first.state.services.len(), 2);
     assert_eq!(first.state.endpoint_slices.len(), 2);
     assert_eq!(first.state.nodes.len(), 1);
-    assert_eq!(first.state.namespaces.len(), 1);
+    assert!(first.state.namespaces.get("", "default").is_some());
     // The rules the agent would program are those of `strait proxy` for
     // the same objects read from manifests.
     assert_eq!(ruleset(&first.state), ruleset(&files));
@@ -290,7 +291,6 @@ fn the_first_update_plans_as_the_manifests_and_changes_arrive_alone() {
 #[test]
 fn a_refused_object_hurts_only_itself() {
     let cluster = Cluster::start(Tokens::default());
-    cluster.create_cluster::<Namespace>(namespace("default"));
     cluster.create::<Service>(None, service("web", "10.96.0.50", 80));
     let mut source = start_source(&cluster);
     let first = source

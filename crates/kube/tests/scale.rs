@@ -54,6 +54,7 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
             tokens: Tokens::default(),
             admission: Box::new(AdmitAll),
             history: 1000,
+            extra_listeners: Vec::new(),
         }))
         .unwrap();
     let started = Instant::now();
