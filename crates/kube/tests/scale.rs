@@ -65,12 +65,7 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
             .with_write_context(|ctx| store.create(r, ns, o, ctx))
             .unwrap();
     };
-    put(
-        "v1",
-        "Namespace",
-        "",
-        json!({"metadata": {"name": "default"}}),
-    );
+    // `default` is made by the server itself.
     put(
         "v1",
         "Node",
