@@ -12,13 +12,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use strait_agent::{Agent, Changes, ChannelSource, DirWatch, ProxyPart, ProxyReporting, Update};
+use strait_agent::DirWatch;
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{
@@ -28,10 +27,10 @@ use strait_model::k8s_openapi::api::core::v1::{
 use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{parse_str, parse_str_with, Admission, ClusterState, Format, Object, Origin};
-use strait_proxy::NodeContext;
 
+use crate::agents::NodeAgents;
 use crate::api::LabApi;
-use crate::layout::{LabConfig, LabState, Layout, NodeProblem, PodRecord};
+use crate::layout::{LabConfig, LabState, Layout, PodRecord};
 use crate::procs::{self, ProcessId};
 use crate::{net, Error, Result};
 
@@ -72,10 +71,6 @@ pub fn run_controller(name: &str, strait: &Path) -> Result<()> {
     result
 }
 
-/// Nodes whose Service proxy is not working, and why; shared between the
-/// proxy threads and the controller's state.
-type NodeProblems = Arc<Mutex<BTreeMap<String, NodeProblem>>>;
-
 /// The DNS Service's ClusterIP, as pods are told in their resolv.conf:
 /// kube-system/kube-dns as allocated, else the 10th address of the first
 /// service CIDR (what allocation reserves for it).
@@ -102,17 +97,11 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     tracing::info!(nodes = nodes.len(), backend = ?config.backend, "network built");
     let cluster_config =
         ClusterConfig::default().with_service_cidrs(std::slice::from_ref(&config.service_cidr))?;
-    let node_problems: NodeProblems = Arc::default();
-    let agents: Vec<Sender<Update>> = (0..config.nodes)
-        .map(|i| node_agent(layout, config, i, node_problems.clone()))
-        .collect();
     // A `lab apply` or `lab delete` wakes the controller at once: the
     // directory of desired.json is watched (the file is replaced by rename).
     let mut watch = DirWatch::new()?;
     let desired = layout.desired();
     watch.watch(desired.parent().unwrap_or(Path::new("/")))?;
-    // What the agents were last sent: the change sets are relative to it.
-    let mut sent: Option<Arc<ClusterState>> = None;
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     let mut previous: Option<ClusterState> = None;
     let mut last_written = String::new();
@@ -122,6 +111,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     // The API server: its store is the desired state from here on.
     let underlay = NetNs::open(format!("/run/netns/{}", layout.underlay_ns()))?;
     let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into(), &underlay)?;
+    // Every node's network is run by `strait agent` against the API server.
+    let mut agents = NodeAgents::start(layout, config, strait);
     let mut desired_file: Option<Vec<u8>> = None;
     loop {
         let started = Instant::now();
@@ -252,26 +243,12 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             Ok(list) if list != last_written => {
                 Layout::write_atomic(&layout.cluster(), list.as_bytes())?;
                 last_written = list;
-                let shared = Arc::new(actual.clone());
-                // The change set is found once here, for every node: no
-                // node's proxy walks the cluster.
-                let changes = match &sent {
-                    Some(old) => Changes::Set(Arc::new(old.diff(&shared))),
-                    None => Changes::Everything,
-                };
-                let update = Update {
-                    state: shared.clone(),
-                    changes,
-                };
-                for agent in &agents {
-                    let _ = agent.send(update.clone());
-                }
-                sent = Some(shared);
             }
             Ok(_) => {}
             // The file keeps the last good cluster; never an empty one.
             Err(e) => tracing::error!("cannot serialise the cluster: {e}"),
         }
+        let node_problems = agents.supervise(layout, config, strait, &nodes);
         let state = LabState {
             pods: running
                 .values()
@@ -282,14 +259,15 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                     )
                 })
                 .collect(),
-            ready: running.values().all(|r| r.record.ready),
+            // Ready: every pod, and every node's agent has synced its rules.
+            ready: running.values().all(|r| r.record.ready) && agents.all_synced(),
             error: None,
             problems: failures
                 .iter()
                 .filter(|(k, _)| wanted.contains(*k))
                 .map(|((ns, n), (_, m))| (format!("{ns}/{n}"), m.clone()))
                 .collect(),
-            node_problems: node_problems.lock().map(|p| p.clone()).unwrap_or_default(),
+            node_problems: node_problems.into_iter().collect(),
         };
         if let Err(e) = Layout::write_json(&layout.state(), &state) {
             tracing::error!("{e}; state.json keeps the previous round");
@@ -334,79 +312,6 @@ fn key_of(meta: &ObjectMeta) -> (String, String) {
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
     )
-}
-
-/// The agent of node `i`: a thread inside the node's namespace running
-/// the node's parts (today the Service proxy) on every snapshot the
-/// controller sends, with its change set.
-fn node_agent(
-    layout: &Layout,
-    config: &LabConfig,
-    i: usize,
-    problems: NodeProblems,
-) -> Sender<Update> {
-    let (tx, rx) = channel::<Update>();
-    let ns_path = format!("/run/netns/{}", layout.node_ns(i));
-    let node = config.node_name(i);
-    let ctx = NodeContext {
-        node_name: node.clone(),
-        node_ips: vec![IpAddr::V4(config.node_ip(i))],
-        cluster_cidrs: vec![ipnet::IpNet::V4(config.pod_cidr)],
-        // Unused Service addresses are dropped; NodePorts answer on the
-        // node's underlay address (its primary IP), as kube-proxy's default.
-        service_cidrs: config.service_cidr.parse().into_iter().collect(),
-        nodeport_addresses: Vec::new(),
-    };
-    let report = move |problem: Option<NodeProblem>| {
-        if let Ok(mut p) = problems.lock() {
-            match problem {
-                Some(m) => p.insert(node.clone(), m),
-                None => p.remove(&node),
-            };
-        }
-    };
-    std::thread::spawn(move || {
-        // Without its namespace the node has no Service proxy at all: say
-        // so (log and `lab get nodes`) rather than run without one.
-        let entered = NetNs::open(&ns_path).and_then(|ns| ns.enter());
-        let _inside = match entered {
-            Ok(inside) => inside,
-            Err(e) => {
-                let message = format!("no Service proxy: cannot enter {ns_path}: {e}");
-                tracing::error!(node = i + 1, "{message}");
-                report(Some(NodeProblem {
-                    message,
-                    no_proxy: true,
-                }));
-                return;
-            }
-        };
-        let proxy = ProxyPart::new(ctx, ProxyReporting::default());
-        let mut agent = Agent::new(vec![Box::new(proxy)]);
-        let mut source = ChannelSource::new(rx);
-        // The channel source never fails; it ends when the controller does.
-        let _ = agent.run(&mut source, |update, errors| match errors.first() {
-            None => {
-                tracing::debug!(node = i + 1, changes = ?changes_len(update), "node synced");
-                report(None);
-            }
-            Some(e) => {
-                tracing::error!(node = i + 1, "{e}");
-                report(Some(NodeProblem {
-                    message: format!("Service proxy: {e}"),
-                    no_proxy: false,
-                }));
-            }
-        });
-    });
-    tx
-}
-
-fn changes_len(update: &Update) -> Option<usize> {
-    match &update.changes {
-        Changes::Set(s) => Some(s.len()),
-        Changes::Everything => None,
-    }
 }
 
 /// The desired objects admitted at the last round, and the refusals said.
@@ -465,10 +370,10 @@ fn desired_objects(
         addons.push('\n');
     }
     if !has("Deployment", "kube-system", "strait-dns") {
-        let cluster = layout.cluster().display().to_string();
+        let kubeconfig = layout.dns_kubeconfig().display().to_string();
         let exe = strait.display().to_string();
         addons.push_str(&format!(
-            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"strait-dns","namespace":"kube-system"}},"spec":{{"replicas":1,"selector":{{"matchLabels":{{"k8s-app":"kube-dns"}}}},"template":{{"metadata":{{"labels":{{"k8s-app":"kube-dns"}}}},"spec":{{"containers":[{{"name":"dns","image":"strait","command":["{exe}","dns","-f","{cluster}","--listen","0.0.0.0:53","--metrics-address","127.0.0.1:9153","--upstream","127.0.0.1:9","--upstream-timeout-ms","200","--poll-ms","100"],"ports":[{{"name":"dns","containerPort":53,"protocol":"UDP"}},{{"name":"dns-tcp","containerPort":53,"protocol":"TCP"}}],"readinessProbe":{{"tcpSocket":{{"port":53}},"periodSeconds":1}}}}]}}}}}}}}"#
+            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"strait-dns","namespace":"kube-system"}},"spec":{{"replicas":1,"selector":{{"matchLabels":{{"k8s-app":"kube-dns"}}}},"template":{{"metadata":{{"labels":{{"k8s-app":"kube-dns"}}}},"spec":{{"containers":[{{"name":"dns","image":"strait","command":["{exe}","dns","--kubernetes","--kubeconfig","{kubeconfig}","--listen","0.0.0.0:53","--metrics-address","127.0.0.1:9153","--upstream","127.0.0.1:9","--upstream-timeout-ms","200"],"ports":[{{"name":"dns","containerPort":53,"protocol":"UDP"}},{{"name":"dns-tcp","containerPort":53,"protocol":"TCP"}}],"readinessProbe":{{"tcpSocket":{{"port":53}},"periodSeconds":1}}}}]}}}}}}}}"#
         ));
         addons.push('\n');
     }
@@ -1010,31 +915,6 @@ mod tests {
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.100.0.0/16".into(),
         }
-    }
-
-    #[test]
-    fn a_node_agent_that_cannot_enter_its_namespace_says_so() {
-        // A lab whose node namespace does not exist.
-        let name = format!("nons{}", std::process::id() % 100_000);
-        let layout = Layout::new(&name).unwrap();
-        let problems = NodeProblems::default();
-        let _tx = node_agent(&layout, &config(&name), 0, problems.clone());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = None;
-        while Instant::now() < deadline {
-            seen = problems.lock().unwrap().get("node-1").cloned();
-            if seen.is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let problem = seen.expect("the failure is reported for node-1");
-        assert!(problem.no_proxy);
-        let message = problem.message;
-        assert!(
-            message.contains("no Service proxy") && message.contains(&layout.node_ns(0)),
-            "{message}"
-        );
     }
 
     #[test]

@@ -180,6 +180,10 @@ impl Layout {
     pub fn agent_kubeconfig(&self) -> PathBuf {
         self.dir.join("agent.kubeconfig")
     }
+    /// The log of node `i`'s `strait agent`.
+    pub fn agent_log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("agent-node{}.log", i + 1))
+    }
     /// The kubeconfig of the lab's DNS pod (kube-system/strait-dns).
     pub fn dns_kubeconfig(&self) -> PathBuf {
         self.dir.join("dns.kubeconfig")

@@ -11,6 +11,7 @@
 //! the Kubernetes API (kubectl works against `/run/strait/<name>/kubeconfig`);
 //! its store holds the desired state.
 
+mod agents;
 mod api;
 mod controller;
 mod error;

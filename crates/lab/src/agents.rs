@@ -1,0 +1,222 @@
+//! Each lab node runs `strait agent` — the cluster-mode binary, against the
+//! lab's API server at the control-plane address, with the service account
+//! and RBAC `deploy/` gives it — as a process inside the node's network
+//! namespace. The controller starts them, restarts one that exits, and
+//! reads their health the way a kubelet would (`/healthz` on port 10256).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+use strait_linux::NetNs;
+
+use crate::layout::{LabConfig, Layout, NodeProblem};
+use crate::procs::ProcessId;
+use crate::{Error, Result};
+
+/// Where each agent serves its health, inside its node's namespace.
+const HEALTH_PORT: u16 = 10256;
+/// How often a healthy agent is asked again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a failed agent waits before it is started again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+struct NodeAgent {
+    child: Option<(Child, ProcessId)>,
+    /// Its rules are synced (`/healthz` answered 200 at the last probe).
+    healthy: bool,
+    /// Ever synced: `lab up` waits for the first sync of every node.
+    synced_once: bool,
+    last_probe: Option<Instant>,
+    restart_at: Option<Instant>,
+    problem: Option<String>,
+}
+
+/// The agents of every node.
+pub struct NodeAgents {
+    agents: Vec<NodeAgent>,
+}
+
+impl NodeAgents {
+    pub fn start(layout: &Layout, config: &LabConfig, strait: &Path) -> NodeAgents {
+        let mut agents = NodeAgents {
+            agents: (0..config.nodes)
+                .map(|_| NodeAgent {
+                    child: None,
+                    healthy: false,
+                    synced_once: false,
+                    last_probe: None,
+                    restart_at: None,
+                    problem: None,
+                })
+                .collect(),
+        };
+        for i in 0..config.nodes {
+            agents.spawn(layout, config, strait, i);
+        }
+        agents
+    }
+
+    fn spawn(&mut self, layout: &Layout, config: &LabConfig, strait: &Path, i: usize) {
+        let agent = &mut self.agents[i];
+        match spawn_agent(layout, config, strait, i) {
+            Ok(child) => {
+                tracing::info!(node = %config.node_name(i), pid = child.1.pid, "strait agent started");
+                agent.child = Some(child);
+                agent.restart_at = None;
+            }
+            Err(e) => {
+                tracing::error!(node = %config.node_name(i), "{e}");
+                agent.problem = Some(format!("no Service proxy: {e}"));
+                agent.restart_at = Some(Instant::now() + RESTART_AFTER);
+            }
+        }
+    }
+
+    /// Restart what exited, probe what runs; the nodes' problems.
+    pub fn supervise(
+        &mut self,
+        layout: &Layout,
+        config: &LabConfig,
+        strait: &Path,
+        nodes: &[NetNs],
+    ) -> Vec<(String, NodeProblem)> {
+        for i in 0..self.agents.len() {
+            let agent = &mut self.agents[i];
+            if let Some((child, _)) = agent.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let message = format!(
+                        "strait agent exited ({status}); see {}",
+                        layout.agent_log(i).display()
+                    );
+                    tracing::error!(node = %config.node_name(i), "{message}");
+                    agent.child = None;
+                    agent.healthy = false;
+                    agent.problem = Some(message);
+                    agent.restart_at = Some(Instant::now() + RESTART_AFTER);
+                }
+            }
+            if agent.child.is_none() {
+                if agent.restart_at.is_some_and(|t| Instant::now() >= t) {
+                    self.spawn(layout, config, strait, i);
+                }
+                continue;
+            }
+            let due = !agent.healthy || agent.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+            if due {
+                if let Some(ns) = nodes.get(i) {
+                    let answer = healthz(ns);
+                    agent.last_probe = Some(Instant::now());
+                    agent.healthy = answer.as_ref().is_ok_and(|code| *code == 200);
+                    agent.synced_once |= agent.healthy;
+                    agent.problem = match answer {
+                        Ok(200) => None,
+                        Ok(code) if agent.synced_once => {
+                            Some(format!("strait agent: /healthz answers {code}"))
+                        }
+                        // Still listing the API before its first sync.
+                        Ok(_) | Err(_) if !agent.synced_once => None,
+                        Ok(code) => Some(format!("strait agent: /healthz answers {code}")),
+                        Err(e) => Some(format!("strait agent: /healthz: {e}")),
+                    };
+                }
+            }
+        }
+        self.agents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let message = a.problem.clone()?;
+                Some((
+                    config.node_name(i),
+                    NodeProblem {
+                        no_proxy: a.child.is_none() && a.restart_at.is_none(),
+                        message,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Every node's agent has synced its rules at least once.
+    pub fn all_synced(&self) -> bool {
+        self.agents.iter().all(|a| a.synced_once)
+    }
+}
+
+fn spawn_agent(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    i: usize,
+) -> Result<(Child, ProcessId)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.agent_log(i))
+        .map_err(crate::error::io("open the agent's log"))?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", layout.node_ns(i)))
+        .arg("--")
+        .arg(strait)
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(layout.agent_kubeconfig())
+        .args(["--node-name", &config.node_name(i)])
+        .args(["--node-ip", &config.node_ip(i).to_string()])
+        .args(["--cluster-cidr", &config.pod_cidr.to_string()])
+        .args(["--service-cidr", &config.service_cidr])
+        .args([
+            "--healthz-bind-address",
+            &SocketAddr::from((Ipv4Addr::LOCALHOST, HEALTH_PORT)).to_string(),
+        ])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(crate::error::io("log"))?)
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(crate::error::io(format!(
+        "start strait agent on {}",
+        config.node_name(i)
+    )))?;
+    match ProcessId::of(child.id() as i32) {
+        Some(id) => Ok((child, id)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::Step("strait agent vanished at start".into()))
+        }
+    }
+}
+
+/// The status code of `GET /healthz` on the agent, asked from inside its node.
+fn healthz(ns: &NetNs) -> std::result::Result<u16, String> {
+    let asked = ns.run(|| -> std::result::Result<u16, String> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, HEALTH_PORT));
+        let mut s = TcpStream::connect_timeout(&address, Duration::from_millis(200))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).map_err(|e| e.to_string())?;
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| "not an HTTP answer".to_owned())
+    });
+    asked.map_err(|e| e.to_string())?
+}
