@@ -311,6 +311,27 @@ impl LabApi {
         self.seen = self.store().resource_version();
     }
 
+    /// Pods deleted through the API and still in their grace period: the
+    /// lab stops them (a Deployment's pod is then made again, as its
+    /// ReplicaSet would replace it).
+    pub fn leaving_pods(&self) -> BTreeSet<(String, String)> {
+        let pods = Resource::by_plural("", "v1", "pods").expect("served");
+        let Ok(list) = self.store().list(pods, &ListOptions::default()) else {
+            return BTreeSet::new();
+        };
+        list.items
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_string())
+            .map(|p| {
+                let meta = &p["metadata"];
+                (
+                    meta["namespace"].as_str().unwrap_or("").to_owned(),
+                    meta["name"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// A pod whose deletion the lab finished: gone from the store.
     pub fn pod_stopped(&mut self, namespace: &str, name: &str) {
         let key = ("Pod", namespace.to_owned(), name.to_owned());

@@ -152,11 +152,13 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         // Pods that should run and do not yet; pods that run and should not.
         // A pod deleted through the API keeps running through its grace
         // period: it is leaving, not wanted.
+        let leaving = api.leaving_pods();
         let wanted: BTreeSet<(String, String)> = state0
             .pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| key_of(&p.metadata))
+            .filter(|k| !leaving.contains(k))
             .collect();
         // Pods that left: terminating first (SIGTERM, endpoint marked
         // terminating), gone after their grace period or once they exit.
@@ -175,14 +177,15 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         for key in done {
             if let Some(pod) = running.remove(&key) {
                 stop_pod(layout, config, strait, pod);
-                if state0
-                    .pods
-                    .get(&key.0, &key.1)
-                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
-                {
+                if leaving.contains(&key) {
                     api.pod_stopped(&key.0, &key.1);
                 }
             }
+        }
+        // Deleted through the API and not running (never started, or
+        // stopped already): nothing to wait for.
+        for key in leaving.iter().filter(|k| !running.contains_key(*k)) {
+            api.pod_stopped(&key.0, &key.1);
         }
         for pod in state0.pods.iter() {
             let key = key_of(&pod.metadata);

@@ -1195,6 +1195,30 @@ fn kubectl_drives_the_lab() {
     let seen = answers(&lab, "service-demo-client", "http://second:8000", 40, 1);
     assert_eq!(seen.len(), 1, "the new Service answers by name: {seen:?}");
 
+    // A Deployment's pod deleted with kubectl is stopped and replaced.
+    let victim = ok(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=service_demo_pod",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    let old_ip = lab.pod_ip("default", &victim);
+    assert!(!old_ip.is_empty());
+    let out = ok(&["delete", "pod", &victim], None);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(
+        common::wait_for(Duration::from_secs(20), || {
+            let ip = lab.pod_ip("default", &victim);
+            !ip.is_empty() && ip != old_ip
+        }),
+        "replaced with a new pod"
+    );
+
     // kubectl delete waits until the pod is gone, and the lab stopped it.
     let out = ok(&["delete", "pod", "service-demo-client"], None);
     assert!(out.contains("deleted"), "{out}");
