@@ -1405,26 +1405,16 @@ fn uuid(ctx: &mut WriteContext<'_>) -> String {
     )
 }
 
-/// `2026-11-30T21:35:48Z` for Unix seconds (UTC; proleptic Gregorian).
+/// `2026-11-30T21:35:48Z` for Unix seconds (UTC), as kube writes
+/// timestamps; instants outside jiff's range (±9999 years) are clamped.
 pub fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil: days since 1970-01-01 to y-m-d.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    use strait_model::k8s_openapi::jiff::Timestamp;
+    let t = Timestamp::from_second(unix).unwrap_or(if unix < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// A `continue` token: the list's version and the last key served.

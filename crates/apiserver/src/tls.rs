@@ -365,22 +365,22 @@ fn set_validity(params: &mut CertificateParams, from: i64, to: i64) {
     params.not_after = rcgen::date_time_ymd(y, m, d);
 }
 
-/// Proleptic Gregorian (year, month, day) of a day number (Howard
-/// Hinnant's well-known algorithm). Always a valid date, which
-/// `date_time_ymd` requires.
+/// The (year, month, day) of a day number (days since 1970-01-01, UTC),
+/// clamped to years 1–9999: always a valid date, which `date_time_ymd`
+/// requires.
 fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Day numbers here are within a few thousand years of 1970.
-    let year = i32::try_from(year.clamp(1, 9999)).unwrap_or(1970);
-    (year, month as u8, day as u8)
+    use strait_model::k8s_openapi::jiff::{tz::TimeZone, Timestamp};
+    let t = days
+        .checked_mul(86_400)
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(if days < 0 {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        });
+    let date = t.to_zoned(TimeZone::UTC).date();
+    let year = i32::from(date.year()).clamp(1, 9999);
+    (year, date.month() as u8, date.day() as u8)
 }
 
 /// A YAML scalar: plain when YAML reads it back as this very string,
