@@ -98,6 +98,7 @@ impl LabApi {
         layout: &Layout,
         listen: SocketAddr,
         underlay: &strait_linux::NetNs,
+        extra_hosts: &[String],
     ) -> Result<LabApi> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -106,14 +107,17 @@ impl LabApi {
             .build()
             .map_err(crate::error::io("start the API server's runtime"))?;
         let control_plane = SocketAddr::from(CONTROL_PLANE);
-        let pki = Pki::create(&[
+        let mut hosts: Vec<String> = vec![
             "127.0.0.1".into(),
             "localhost".into(),
             control_plane.ip().to_string(),
             "kubernetes".into(),
+            "kubernetes.default".into(),
             "kubernetes.default.svc".into(),
-        ])
-        .map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
+            "kubernetes.default.svc.cluster.local".into(),
+        ];
+        hosts.extend_from_slice(extra_hosts);
+        let pki = Pki::create(&hosts).map_err(|e| Error::Step(format!("the lab's CA: {e}")))?;
         // Bound from a thread inside the underlay: the socket stays there.
         let inside = underlay
             .run(move || std::net::TcpListener::bind(control_plane))?

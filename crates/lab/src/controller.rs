@@ -110,7 +110,20 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     let mut admitted = Admitted::default();
     // The API server: its store is the desired state from here on.
     let underlay = NetNs::open(format!("/run/netns/{}", layout.underlay_ns()))?;
-    let mut api = LabApi::start(layout, ([127, 0, 0, 1], 0).into(), &underlay)?;
+    // The certificate also names the `kubernetes` Service's address.
+    let first_service_ip = config
+        .service_cidr
+        .split(',')
+        .next()
+        .and_then(|c| c.trim().parse::<ipnet::IpNet>().ok())
+        .and_then(|net| net.hosts().next())
+        .map(|ip| ip.to_string());
+    let mut api = LabApi::start(
+        layout,
+        ([127, 0, 0, 1], 0).into(),
+        &underlay,
+        first_service_ip.as_slice(),
+    )?;
     // Every node's network is run by `strait agent` against the API server.
     let mut agents = NodeAgents::start(layout, config, strait);
     let mut desired_file: Option<Vec<u8>> = None;
@@ -368,6 +381,21 @@ fn desired_objects(
                 && o.metadata().name.as_deref() == Some(name)
         })
     };
+    // What kube-apiserver keeps for `default/kubernetes`: its own address,
+    // so that pods reach the API at the Service (10.96.0.1:443).
+    if !has("Endpoints", "default", "kubernetes") {
+        let (ip, port) = crate::api::CONTROL_PLANE;
+        addons.push_str(&format!(
+            r#"{{"apiVersion":"v1","kind":"Endpoints","metadata":{{"name":"kubernetes","namespace":"default","labels":{{"endpointslice.kubernetes.io/skip-mirror":"true"}}}},"subsets":[{{"addresses":[{{"ip":"{}"}}],"ports":[{{"name":"https","port":{port},"protocol":"TCP"}}]}}]}}"#,
+            std::net::Ipv4Addr::from(ip)
+        ));
+        addons.push('\n');
+        addons.push_str(&format!(
+            r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"name":"kubernetes","namespace":"default","labels":{{"kubernetes.io/service-name":"kubernetes"}}}},"addressType":"IPv4","endpoints":[{{"addresses":["{}"],"conditions":{{"ready":true}}}}],"ports":[{{"name":"https","port":{port},"protocol":"TCP"}}]}}"#,
+            std::net::Ipv4Addr::from(ip)
+        ));
+        addons.push('\n');
+    }
     if !has("Service", "kube-system", "kube-dns") {
         addons.push_str(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}"#);
         addons.push('\n');
