@@ -674,6 +674,8 @@ fn fifty_thousand_pods_listed_by_kubectl() {
     // JSON; one namespace (1000 pods, 2 pages).
     for args in [
         &["get", "pods", "-A", "--no-headers", "--chunk-size=0"][..],
+        &["get", "pods", "-A", "--no-headers", "--chunk-size=5000"][..],
+        &["get", "pods", "-A", "--no-headers", "-o", "name"][..],
         &["get", "--raw", "/api/v1/pods?limit=500"][..],
         &["get", "pods", "-n", "ns-1", "--no-headers"][..],
     ] {
