@@ -58,6 +58,17 @@ pub struct LabApi {
     published: BTreeMap<Key, (Value, String)>,
     /// The store's version after the controller's own last write.
     seen: u64,
+    /// The last read of the desired objects and of the pods being deleted,
+    /// at the store version it was made: read again only when the store
+    /// changed (a refused object is logged once per change, not per round).
+    read: Option<Read>,
+}
+
+/// One read of the store by the controller.
+struct Read {
+    resource_version: u64,
+    desired: Vec<(Object, Origin)>,
+    leaving: BTreeSet<(String, String)>,
 }
 
 /// `kubectl logs` reads the container logs the lab keeps.
@@ -85,8 +96,23 @@ impl PodLogs for LabLogs {
                 .next()
                 .ok_or_else(|| format!("pod {namespace}/{name} has no log yet"))?,
         };
-        std::fs::read(&file).map_err(|e| format!("cannot read the log: {e}"))
+        read_tail(&file, MAX_LOG_BYTES).map_err(|e| format!("cannot read the log: {e}"))
     }
+}
+
+/// The most of a container's log one `kubectl logs` gets: its end, as
+/// `--limit-bytes` would (a log grows without bound; a reply must not).
+const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The last `max` bytes of `path`.
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut out = Vec::new();
+    file.take(max).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 impl LabApi {
@@ -169,6 +195,7 @@ impl LabApi {
             imported: BTreeMap::new(),
             published: BTreeMap::new(),
             seen: 0,
+            read: None,
         })
     }
 
@@ -252,13 +279,41 @@ impl LabApi {
 
     /// The objects users keep in the store (everything but what the
     /// controllers make), as the model reads them.
-    pub fn desired(&self) -> Result<Vec<(Object, Origin)>> {
-        let store = self.store();
+    pub fn desired(&mut self) -> Result<Vec<(Object, Origin)>> {
+        Ok(self.read()?.desired.clone())
+    }
+
+    /// The store as the controller reads it, again only when it changed.
+    fn read(&mut self) -> Result<&Read> {
+        let store = self.store().clone();
+        let resource_version = store.resource_version();
+        if self
+            .read
+            .as_ref()
+            .is_some_and(|r| r.resource_version == resource_version)
+        {
+            return Ok(self.read.as_ref().expect("checked"));
+        }
         let mut items = Vec::new();
+        let mut leaving = BTreeSet::new();
         for resource in RESOURCES.iter().filter(|r| r.model_kind().is_some()) {
             let list = store
                 .list(resource, &ListOptions::default())
                 .map_err(|e| Error::Step(format!("list {}: {e}", resource.plural)))?;
+            if resource.kind == "Pod" {
+                leaving.extend(
+                    list.items
+                        .iter()
+                        .filter(|p| p["metadata"]["deletionTimestamp"].is_string())
+                        .map(|p| {
+                            let meta = &p["metadata"];
+                            (
+                                meta["namespace"].as_str().unwrap_or("").to_owned(),
+                                meta["name"].as_str().unwrap_or("").to_owned(),
+                            )
+                        }),
+                );
+            }
             items.extend(list.items.into_iter().filter(|o| !made_by_controllers(o)));
         }
         // Written as text: the items are shared, not copied.
@@ -276,7 +331,11 @@ impl LabApi {
         for refusal in &loaded.refused {
             tracing::error!("{}; left out", refusal.error);
         }
-        Ok(loaded.objects)
+        Ok(self.read.insert(Read {
+            resource_version,
+            desired: loaded.objects,
+            leaving,
+        }))
     }
 
     /// Write what the controllers made and the lab saw: objects made by
@@ -318,22 +377,14 @@ impl LabApi {
     /// Pods deleted through the API and still in their grace period: the
     /// lab stops them (a Deployment's pod is then made again, as its
     /// ReplicaSet would replace it).
-    pub fn leaving_pods(&self) -> BTreeSet<(String, String)> {
-        let pods = Resource::by_plural("", "v1", "pods").expect("served");
-        let Ok(list) = self.store().list(pods, &ListOptions::default()) else {
-            return BTreeSet::new();
-        };
-        list.items
-            .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_string())
-            .map(|p| {
-                let meta = &p["metadata"];
-                (
-                    meta["namespace"].as_str().unwrap_or("").to_owned(),
-                    meta["name"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect()
+    pub fn leaving_pods(&mut self) -> BTreeSet<(String, String)> {
+        match self.read() {
+            Ok(read) => read.leaving.clone(),
+            Err(e) => {
+                tracing::error!("{e}");
+                BTreeSet::new()
+            }
+        }
     }
 
     /// A pod whose deletion the lab finished: gone from the store.

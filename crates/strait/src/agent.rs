@@ -17,10 +17,7 @@ use strait_agent::{Agent, ProxyPart, ProxyReporting, Source};
 use strait_kube::{ClientConfig, Health, KubeMetrics, KubeSource, Options};
 use strait_linux::{HttpServer, Response};
 use strait_model::ClusterState;
-use strait_proxy::{
-    colliding_ports, family_in_use, plan, render, render_full, Family, NodeContext, ProxyMetrics,
-    ServiceProxy,
-};
+use strait_proxy::{plan, NodeContext, ProxyMetrics, ServiceProxy};
 
 use crate::cli::AgentArgs;
 use crate::error::Error;
@@ -254,17 +251,7 @@ fn print_ruleset(state: &ClusterState, ctx: &NodeContext) {
         ctx.node_name,
         table.ports.len()
     );
-    for problem in &table.problems {
-        tracing::warn!("{problem}");
-    }
-    for id in colliding_ports(&table) {
-        tracing::error!("service ports share the chain id {id}: left out of the ruleset");
-    }
-    for family in Family::ALL {
-        if family == Family::V4 || family_in_use(&table, family) {
-            print!("{}", render_full(&render(&table, family)));
-        }
-    }
+    crate::proxy::print_tables(&table);
 }
 
 /// strait as the node's CNI plugin, as flannel's install-cni and its

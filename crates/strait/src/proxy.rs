@@ -79,18 +79,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), Error> {
             or_none(&ips),
             or_none(&cidrs)
         );
-        for problem in &table.problems {
-            tracing::warn!("{problem}");
-        }
-        for id in colliding_ports(&table) {
-            tracing::error!("service ports share the chain id {id}: left out of the ruleset");
-        }
-        // The IPv6 table only when something needs it, as the applier does.
-        for family in Family::ALL {
-            if family == Family::V4 || family_in_use(&table, family) {
-                print!("{}", render_full(&render(&table, family)));
-            }
-        }
+        print_tables(&table);
         return Ok(());
     }
 
@@ -209,6 +198,23 @@ fn check_bridge_netfilter(ipv6: bool) {
             _ => tracing::warn!(
                 "{key} is not 1 here: replies between pods on one bridge bypass nftables and Service traffic between them breaks; run `modprobe br_netfilter; sysctl -w {key}=1`"
             ),
+        }
+    }
+}
+
+/// A plan's problems (logged) and its tables (printed), as `--dry-run`
+/// shows them: `strait proxy` and `strait agent` alike.
+pub(crate) fn print_tables(table: &strait_proxy::ServiceTable) {
+    for problem in &table.problems {
+        tracing::warn!("{problem}");
+    }
+    for id in colliding_ports(table) {
+        tracing::error!("service ports share the chain id {id}: left out of the ruleset");
+    }
+    // The IPv6 table only when something needs it, as the applier does.
+    for family in Family::ALL {
+        if family == Family::V4 || family_in_use(table, family) {
+            print!("{}", render_full(&render(table, family)));
         }
     }
 }
