@@ -38,7 +38,10 @@ use crate::tls::Pki;
 const MAX_BODY: usize = 3 * 1024 * 1024;
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
-/// A watch without `timeoutSeconds` ends after this (kube: 30–60 min).
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A watch without `timeoutSeconds` ends after this (kube: 30–60 min);
+/// a longer one asked for is cut to it.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// A container's output, for `kubectl logs` (the lab plugs in its files).
@@ -250,10 +253,15 @@ async fn accept_loop(
         let shared = shared.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            let stream = match tls.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            // A client that never finishes its handshake is let go.
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake: timed out");
                     return;
                 }
             };
@@ -1136,7 +1144,8 @@ fn watch(
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+        // No later than the default: a huge value must not overflow the deadline.
+        .map_or(DEFAULT_WATCH_TIMEOUT, |t| t.min(DEFAULT_WATCH_TIMEOUT));
     let include = include_object(query)?;
     let mut watch = shared.store.watch(target.resource, &options)?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);

@@ -108,6 +108,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     // Pods that failed to start: not retried before the instant, and why.
     let mut failures: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
     let mut admitted = Admitted::default();
+    // Objects the controllers refused (a taken ClusterIP, …), logged once.
+    let mut left_out: BTreeSet<String> = BTreeSet::new();
     // The API server: its store is the desired state from here on.
     let underlay = NetNs::open(format!("/run/netns/{}", layout.underlay_ns()))?;
     // The certificate also names the `kubernetes` Service's address.
@@ -142,14 +144,16 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 .into_iter()
                 .map(|(o, origin)| (o, Some(origin))),
         )?;
-        let state0 = match controllers::reconcile(desired, previous.as_ref(), &cluster_config) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e}; keeping the cluster as it is");
-                wait_for_desired(&mut watch, &layout.desired(), &api, Instant::now() + ROUND);
-                continue;
-            }
-        };
+        let state0 =
+            match reconcile_leaving_out(desired, previous.as_ref(), &cluster_config, &mut left_out)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}; keeping the cluster as it is");
+                    wait_for_desired(&mut watch, &layout.desired(), &api, Instant::now() + ROUND);
+                    continue;
+                }
+            };
         // The cluster's objects are on file before the first pod starts:
         // the DNS pod reads them at start and exits if there are none.
         if last_written.is_empty() {
@@ -292,6 +296,45 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         // Probes and pod supervision keep a round; a change of the desired
         // objects starts the next one at once.
         wait_for_desired(&mut watch, &layout.desired(), &api, started + ROUND);
+    }
+}
+
+/// The controllers over `desired`; an object they refuse (a ClusterIP taken
+/// or outside the service CIDR, no NodePort left) is left out, logged once,
+/// and the rest go on: one bad object stops no other.
+fn reconcile_leaving_out(
+    mut desired: ClusterState,
+    previous: Option<&ClusterState>,
+    config: &ClusterConfig,
+    logged: &mut BTreeSet<String>,
+) -> Result<ClusterState> {
+    let mut refused = BTreeSet::new();
+    loop {
+        match controllers::reconcile(desired.clone(), previous, config) {
+            Ok(state) => {
+                logged.retain(|m| refused.contains(m));
+                return Ok(state);
+            }
+            Err(e) => {
+                // Only an error that names one object can leave it out.
+                let named = match &e {
+                    strait_model::Error::Object { object, .. } => desired
+                        .objects()
+                        .map(|o| strait_model::ObjectKey::of(&o))
+                        .find(|k| k.to_string() == *object),
+                    _ => None,
+                };
+                let Some(key) = named else {
+                    return Err(e.into());
+                };
+                let message = e.to_string();
+                if logged.insert(message.clone()) {
+                    tracing::error!("{message}; left out, the others go on");
+                }
+                refused.insert(message);
+                desired.remove(&key);
+            }
+        }
     }
 }
 

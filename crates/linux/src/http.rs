@@ -72,12 +72,23 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// How long one client may take to send its request, or to take the answer.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
+
 fn answer(mut stream: TcpStream, handler: &impl Fn(&str) -> Response) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    // One deadline for the whole request, not per read: connections are
+    // answered one at a time, and a client trickling bytes must not hold
+    // the health endpoint for longer than this.
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => request.extend_from_slice(&buf[..n]),

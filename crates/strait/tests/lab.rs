@@ -1188,6 +1188,11 @@ fn kubectl_drives_the_lab() {
         "readyReplicas {ready}"
     );
 
+    // A Service the controllers must refuse (its address is outside the
+    // service CIDR) stops no other: the next one still goes everywhere.
+    let outside = "apiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\nspec:\n  clusterIP: 192.0.2.10\n  selector: {app: service_demo_pod}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    ok(&["apply", "-f", "-"], Some(outside));
+
     // kubectl apply: a new Service is in DNS and in every node's rules.
     let second = "apiVersion: v1\nkind: Service\nmetadata: {name: second, namespace: default}\nspec:\n  selector: {app: service_demo_pod}\n  ports: [{port: 8000, targetPort: 8080}]\n";
     let out = ok(&["apply", "-f", "-"], Some(second));
