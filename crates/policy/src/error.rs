@@ -1,0 +1,19 @@
+/// What can go wrong planning, tracing or applying policy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A policy that cannot be honoured as written; the traffic it would
+    /// govern stays denied (fail closed).
+    #[error("NetworkPolicy {namespace}/{name}: {field}: {why}")]
+    Policy {
+        namespace: String,
+        name: String,
+        field: String,
+        why: String,
+    },
+    #[error(transparent)]
+    Nft(#[from] strait_nft::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
