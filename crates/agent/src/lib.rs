@@ -16,6 +16,7 @@
 mod agent;
 mod error;
 mod file;
+pub mod overlay;
 mod proxy_part;
 mod scope;
 mod source;
@@ -23,6 +24,7 @@ mod watch;
 
 pub use agent::{Agent, Part};
 pub use error::{Error, Result};
+pub use overlay::OverlayPart;
 pub use file::{FileSource, FileSourceStats, Reader};
 pub use proxy_part::{ProxyPart, ProxyReporting};
 pub use scope::{cluster_wide_flip, scoped_changes, Scope};

@@ -16,7 +16,9 @@ mod sysctl;
 
 pub use error::{Error, Result};
 pub use http::{HttpServer, Response};
-pub use netlink::{mac_string, parse_mac, Link, Netlink, RouteInfo, Vxlan};
+pub use netlink::{
+    mac_string, parse_mac, Link, NeighbourEntry, Netlink, RouteEntry, RouteInfo, Vxlan,
+};
 pub use netns::{NetNs, NsGuard};
 pub use nft::{nft_apply, nft_list, nft_spawn, NftRun};
 pub use ops::{Kernel, Namespaces, NetOps};

@@ -649,6 +649,308 @@ impl Netlink {
     }
 }
 
+/// An IPv4 route of the main table, with what tells whose it is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteEntry {
+    pub destination: ipnet::Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub output: Option<u32>,
+    /// `proto` of `ip route`: who made it (strait marks its own).
+    pub protocol: u8,
+    pub onlink: bool,
+}
+
+/// A neighbour (ARP) entry of one link.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NeighbourEntry {
+    pub ip: Ipv4Addr,
+    pub mac: Option<[u8; 6]>,
+    pub permanent: bool,
+}
+
+/// Six bytes of a link-layer address, or `None` for anything else.
+fn mac_of(bytes: &[u8]) -> Option<[u8; 6]> {
+    bytes.try_into().ok()
+}
+
+impl Netlink {
+    /// The VXLAN settings of link `index` as the kernel reports them
+    /// (`None`: no such link, or not a VXLAN device). `mac` and `mtu` are
+    /// the link's.
+    pub async fn vxlan_of(&self, index: u32) -> Result<Option<Vxlan>> {
+        use netlink_packet_route::link::InfoVxlan;
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        let msg = match stream.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let e = nl_error(format!("find link {index}"), e);
+                return if e.is_not_found() { Ok(None) } else { Err(e) };
+            }
+        };
+        let link = link_of(&msg);
+        let mut data = None;
+        for attr in &msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos {
+                    if let LinkInfo::Data(InfoData::Vxlan(d)) = info {
+                        data = Some(d.clone());
+                    }
+                }
+            }
+        }
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let mut v = Vxlan {
+            name: link.name,
+            vni: 0,
+            dstport: 0,
+            dev: 0,
+            local: Ipv4Addr::UNSPECIFIED,
+            // The kernel's default when the attribute is absent.
+            learning: true,
+            mac: parse_mac(&link.mac).unwrap_or_default(),
+            mtu: link.mtu,
+        };
+        for d in data {
+            match d {
+                InfoVxlan::Id(id) => v.vni = id,
+                InfoVxlan::Port(p) => v.dstport = p,
+                InfoVxlan::Link(l) => v.dev = l,
+                InfoVxlan::Local(ip) => v.local = ip,
+                InfoVxlan::Learning(l) => v.learning = l,
+                _ => {}
+            }
+        }
+        Ok(Some(v))
+    }
+
+    /// Set the MTU of link `index`.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(|e| nl_error(format!("set mtu {mtu} on link {index}"), e))
+    }
+
+    /// Remove `addr` from link `index`; already gone is fine.
+    pub async fn del_address(&self, index: u32, addr: IpNet) -> Result<()> {
+        let mut msg = netlink_packet_route::address::AddressMessage::default();
+        msg.header.family = match addr {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.prefix_len = addr.prefix_len();
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.addr()));
+        msg.attributes.push(AddressAttribute::Address(addr.addr()));
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_error(format!("remove address {addr} from link {index}"), e);
+                if e.is_not_found() || e.errno() == Some(99) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The unicast IPv4 routes of the main table.
+    pub async fn routes_v4_main(&self) -> Result<Vec<RouteEntry>> {
+        use netlink_packet_route::route::{RouteFlags, RouteHeader};
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_error("list routes", e))?;
+        let mut out = Vec::new();
+        for msg in msgs {
+            let mut table = u32::from(msg.header.table);
+            let mut dest = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = None;
+            let mut output = None;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dest = *a,
+                    RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                    RouteAttribute::Oif(i) => output = Some(*i),
+                    _ => {}
+                }
+            }
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) || msg.header.kind != RouteType::Unicast {
+                continue;
+            }
+            if let Ok(destination) = ipnet::Ipv4Net::new(dest, msg.header.destination_prefix_length) {
+                out.push(RouteEntry {
+                    destination,
+                    gateway,
+                    output,
+                    protocol: u8::from(msg.header.protocol),
+                    onlink: msg.header.flags.contains(RouteFlags::Onlink),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add or replace the route to `destination` in the main table: via
+    /// `gateway` out of link `index`, marked with `protocol`.
+    pub async fn replace_route_v4(
+        &self,
+        destination: ipnet::Ipv4Net,
+        gateway: Ipv4Addr,
+        index: u32,
+        onlink: bool,
+        protocol: u8,
+    ) -> Result<()> {
+        let mut msg = route_v4_message(destination, gateway, index, onlink);
+        msg.header.protocol = RouteProtocol::from(protocol);
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_error(format!("set route to {destination} via {gateway}"), e))
+    }
+
+    /// Remove the main table's route to `destination` out of link `index`;
+    /// already gone is fine.
+    pub async fn del_route_v4(&self, destination: ipnet::Ipv4Net, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .output_interface(index)
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_error(format!("remove route to {destination}"), e);
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Dump neighbour messages of one family (`Inet`: ARP; `Bridge`: FDB).
+    async fn neighbour_dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>> {
+        self.handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_error("list neighbours", e))
+    }
+
+    /// The IPv4 neighbour entries of link `index`.
+    pub async fn neighbours_v4(&self, index: u32) -> Result<Vec<NeighbourEntry>> {
+        let mut out = Vec::new();
+        for msg in self.neighbour_dump(AddressFamily::Inet).await? {
+            if msg.header.ifindex != index {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = ip {
+                out.push(NeighbourEntry {
+                    ip,
+                    mac,
+                    permanent: msg.header.state == NeighbourState::Permanent,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the neighbour entry `ip` of link `index`; already gone is fine.
+    pub async fn del_neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_error(format!("remove neighbour {ip} from link {index}"), e);
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The forwarding entries of the device `index` itself (`bridge fdb
+    /// show dev LINK` with `self`): MAC and remote, if any.
+    pub async fn fdb_of(&self, index: u32) -> Result<Vec<([u8; 6], Option<Ipv4Addr>)>> {
+        let mut out = Vec::new();
+        for msg in self.neighbour_dump(AddressFamily::Bridge).await? {
+            if msg.header.ifindex != index || !msg.header.flags.contains(NeighbourFlags::Own) {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac {
+                out.push((mac, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the forwarding entry `mac` → `dst` of the device `index`;
+    /// already gone is fine.
+    pub async fn del_fdb(&self, index: u32, mac: [u8; 6], dst: Option<Ipv4Addr>) -> Result<()> {
+        let mut msg = fdb_message(index, mac, dst.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        if dst.is_none() {
+            msg.attributes
+                .retain(|a| !matches!(a, NeighbourAttribute::Destination(_)));
+        }
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_error(
+                    format!("remove fdb entry {} from link {index}", mac_string(&mac)),
+                    e,
+                );
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
