@@ -431,3 +431,6 @@ async fn ensure_device(
     }
     Ok((index, want.mac))
 }
+
+#[cfg(test)]
+mod tests;
