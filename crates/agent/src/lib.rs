@@ -24,8 +24,8 @@ mod watch;
 
 pub use agent::{Agent, Part};
 pub use error::{Error, Result};
-pub use overlay::OverlayPart;
 pub use file::{FileSource, FileSourceStats, Reader};
+pub use overlay::OverlayPart;
 pub use proxy_part::{ProxyPart, ProxyReporting};
 pub use scope::{cluster_wide_flip, scoped_changes, Scope};
 pub use source::{merge_changes, Changes, ChannelSource, Source, Update};

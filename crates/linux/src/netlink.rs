@@ -786,10 +786,13 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if table != u32::from(RouteHeader::RT_TABLE_MAIN) || msg.header.kind != RouteType::Unicast {
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN)
+                || msg.header.kind != RouteType::Unicast
+            {
                 continue;
             }
-            if let Ok(destination) = ipnet::Ipv4Net::new(dest, msg.header.destination_prefix_length) {
+            if let Ok(destination) = ipnet::Ipv4Net::new(dest, msg.header.destination_prefix_length)
+            {
                 out.push(RouteEntry {
                     destination,
                     gateway,
@@ -826,10 +829,15 @@ impl Netlink {
     /// Remove the main table's route to `destination` out of link `index`;
     /// already gone is fine.
     pub async fn del_route_v4(&self, destination: ipnet::Ipv4Net, index: u32) -> Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        use netlink_packet_route::route::RouteScope;
+        let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(destination.network(), destination.prefix_len())
             .output_interface(index)
             .build();
+        // As `ip route del` asks: any protocol, any scope (the kernel
+        // matches a given protocol, and would then find no route).
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.scope = RouteScope::NoWhere;
         match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -916,6 +924,12 @@ impl Netlink {
                 match attr {
                     NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    // In the bridge family the address comes undecoded.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                        dst = <[u8; 4]>::try_from(bytes.as_slice())
+                            .ok()
+                            .map(Ipv4Addr::from);
+                    }
                     _ => {}
                 }
             }

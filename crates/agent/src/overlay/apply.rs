@@ -125,7 +125,8 @@ pub fn steps(
     };
     let onlink = backend == Backend::Vxlan;
     let wanted: BTreeMap<Ipv4Net, &Remote> = remotes.iter().map(|r| (r.pod_cidr, r)).collect();
-    let ours = |r: &RouteEntry| r.protocol == ROUTE_PROTOCOL || (vtep.is_some() && r.output == vtep);
+    let ours =
+        |r: &RouteEntry| r.protocol == ROUTE_PROTOCOL || (vtep.is_some() && r.output == vtep);
     let mut out = Vec::new();
     // Routes: ours that no Node wants go; a wanted one that is already
     // exactly right (whoever made it) stays.
@@ -423,7 +424,10 @@ async fn ensure_device(
             applied.changes += 1;
         }
     }
-    if !addresses.iter().any(|(_, net)| *net == ipnet::IpNet::V4(own)) {
+    if !addresses
+        .iter()
+        .any(|(_, net)| *net == ipnet::IpNet::V4(own))
+    {
         nl.add_address_without_broadcast(index, own.into())
             .await
             .map_err(fail)?;

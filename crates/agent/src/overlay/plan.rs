@@ -173,7 +173,10 @@ pub fn node_pod_cidr(node: &Node) -> Result<Option<Ipv4Net>, NodeProblem> {
             return Err(problem(
                 name,
                 &field,
-                format!("{text:?} has host bits set (the network is {})", net.trunc()),
+                format!(
+                    "{text:?} has host bits set (the network is {})",
+                    net.trunc()
+                ),
             ));
         }
         if let IpNet::V4(v4) = net {
@@ -204,9 +207,13 @@ fn usable_ip(ip: Ipv4Addr) -> bool {
 }
 
 fn parse_public_ip(name: &str, key: &str, text: &str) -> Result<Ipv4Addr, NodeProblem> {
-    let ip: Ipv4Addr = text
-        .parse()
-        .map_err(|_| problem(name, annotation_field(key), format!("{text:?} is not an IPv4 address")))?;
+    let ip: Ipv4Addr = text.parse().map_err(|_| {
+        problem(
+            name,
+            annotation_field(key),
+            format!("{text:?} is not an IPv4 address"),
+        )
+    })?;
     if !usable_ip(ip) {
         return Err(problem(
             name,
@@ -245,18 +252,22 @@ pub fn local_node(
             .map(Vec::as_slice)
             .unwrap_or_default();
         let pick = |kind: &str| {
-            addresses
-                .iter()
-                .filter(|a| a.type_ == kind)
-                .find_map(|a| a.address.parse::<Ipv4Addr>().ok().filter(|ip| usable_ip(*ip)))
+            addresses.iter().filter(|a| a.type_ == kind).find_map(|a| {
+                a.address
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .filter(|ip| usable_ip(*ip))
+            })
         };
-        pick("InternalIP").or_else(|| pick("ExternalIP")).ok_or_else(|| {
-            problem(
-                name,
-                "status.addresses",
-                "no IPv4 InternalIP or ExternalIP (give the agent --node-ip)",
-            )
-        })?
+        pick("InternalIP")
+            .or_else(|| pick("ExternalIP"))
+            .ok_or_else(|| {
+                problem(
+                    name,
+                    "status.addresses",
+                    "no IPv4 InternalIP or ExternalIP (give the agent --node-ip)",
+                )
+            })?
     };
     Ok(LocalNode {
         name: name.to_owned(),
@@ -269,8 +280,8 @@ pub fn local_node(
 /// checking the VNI agrees with ours when it is given.
 fn vtep_of(name: &str, text: &str, vni: u32) -> Result<[u8; 6], NodeProblem> {
     let field = annotation_field(BACKEND_DATA);
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| problem(name, &field, format!("not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| problem(name, &field, format!("not JSON: {e}")))?;
     let Some(object) = value.as_object() else {
         return Err(problem(name, &field, "not a JSON object"));
     };
@@ -397,7 +408,10 @@ pub fn plan(state: &ClusterState, local: &LocalNode, config: &OverlayConfig) -> 
                 Some(problem(
                     name,
                     "spec.podCIDRs",
-                    format!("{} overlaps Node {:?}'s {}", remote.pod_cidr, r.node, r.pod_cidr),
+                    format!(
+                        "{} overlaps Node {:?}'s {}",
+                        remote.pod_cidr, r.node, r.pod_cidr
+                    ),
                 ))
             } else if remote.vtep_mac.is_some() && r.vtep_mac == remote.vtep_mac {
                 Some(problem(
@@ -431,7 +445,11 @@ pub fn annotations(
 ) -> BTreeMap<String, String> {
     let data = match (config.backend, vtep_mac) {
         (Backend::Vxlan, Some(mac)) => {
-            format!("{{\"VNI\":{},\"VtepMAC\":\"{}\"}}", config.vni, mac_string(&mac))
+            format!(
+                "{{\"VNI\":{},\"VtepMAC\":\"{}\"}}",
+                config.vni,
+                mac_string(&mac)
+            )
         }
         _ => "null".to_owned(),
     };

@@ -29,7 +29,13 @@ fn lines(steps: &[Step]) -> Vec<String> {
 #[test]
 fn an_empty_node_gets_entries_before_routes() {
     let remotes = [remote("b", "10.244.1.0/24", "172.18.0.3", 3)];
-    let s = steps(Backend::Vxlan, &remotes, Some(VTEP), ETH0, &Observed::default());
+    let s = steps(
+        Backend::Vxlan,
+        &remotes,
+        Some(VTEP),
+        ETH0,
+        &Observed::default(),
+    );
     assert_eq!(
         lines(&s),
         [
@@ -55,9 +61,15 @@ fn what_is_right_is_adopted_and_nothing_is_done() {
             mac: Some([0x0a, 0x58, 0, 0, 0, 3]),
             permanent: true,
         }],
-        fdb: vec![([0x0a, 0x58, 0, 0, 0, 3], Some("172.18.0.3".parse().unwrap()))],
+        fdb: vec![(
+            [0x0a, 0x58, 0, 0, 0, 3],
+            Some("172.18.0.3".parse().unwrap()),
+        )],
     };
-    assert_eq!(steps(Backend::Vxlan, &remotes, Some(VTEP), ETH0, &observed), vec![]);
+    assert_eq!(
+        steps(Backend::Vxlan, &remotes, Some(VTEP), ETH0, &observed),
+        vec![]
+    );
 }
 
 #[test]
@@ -84,8 +96,14 @@ fn a_removed_node_loses_its_route_first_and_a_moved_one_is_replaced() {
             },
         ],
         fdb: vec![
-            ([0x0a, 0x58, 0, 0, 0, 3], Some("172.18.0.3".parse().unwrap())),
-            ([0x0a, 0x58, 0, 0, 0, 4], Some("172.18.0.4".parse().unwrap())),
+            (
+                [0x0a, 0x58, 0, 0, 0, 3],
+                Some("172.18.0.3".parse().unwrap()),
+            ),
+            (
+                [0x0a, 0x58, 0, 0, 0, 4],
+                Some("172.18.0.4".parse().unwrap()),
+            ),
         ],
     };
     let s = steps(Backend::Vxlan, &remotes, Some(VTEP), ETH0, &observed);
@@ -124,7 +142,10 @@ fn host_gw_owns_only_its_marked_routes() {
     let s = steps(Backend::HostGw, &remotes, None, ETH0, &observed);
     assert_eq!(
         lines(&s),
-        ["remove route 10.244.2.0/24", "set route 10.244.1.0/24 via 172.18.0.3"]
+        [
+            "remove route 10.244.2.0/24",
+            "set route 10.244.1.0/24 via 172.18.0.3"
+        ]
     );
 }
 
@@ -145,12 +166,18 @@ fn the_device_is_adopted_fixed_or_replaced() {
     // flannel's own device, with its random MAC: kept as it is.
     let mut flannels = want.clone();
     flannels.mac = [0xd6, 0x0f, 0x7b, 0x3c, 0x91, 0x5e];
-    assert_eq!(device_action(Some(Some((&flannels, true))), &want), DeviceAction::Keep);
+    assert_eq!(
+        device_action(Some(Some((&flannels, true))), &want),
+        DeviceAction::Keep
+    );
     let mut low = flannels.clone();
     low.mtu = 1400;
     assert_eq!(
         device_action(Some(Some((&low, false))), &want),
-        DeviceAction::Fix { mtu: true, up: true }
+        DeviceAction::Fix {
+            mtu: true,
+            up: true
+        }
     );
     for change in [
         |v: &mut Vxlan| v.vni = 2,
@@ -161,6 +188,9 @@ fn the_device_is_adopted_fixed_or_replaced() {
     ] {
         let mut other = want.clone();
         change(&mut other);
-        assert_eq!(device_action(Some(Some((&other, true))), &want), DeviceAction::Recreate);
+        assert_eq!(
+            device_action(Some(Some((&other, true))), &want),
+            DeviceAction::Recreate
+        );
     }
 }

@@ -3,8 +3,13 @@ use super::*;
 /// Nodes (and whatever else) from YAML, as the agent's sources admit them.
 fn state(yaml: &str) -> ClusterState {
     let loaded = strait_model::parse_str("nodes.yaml", yaml, strait_model::Format::Yaml).unwrap();
-    ClusterState::from_objects(loaded.objects.into_iter().map(|(o, origin)| (o, Some(origin))))
-        .unwrap()
+    ClusterState::from_objects(
+        loaded
+            .objects
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )
+    .unwrap()
 }
 
 /// A Node as strait publishes it (or with `extra` annotations / spec).
@@ -176,14 +181,23 @@ fn each_malformed_node_is_left_out_naming_its_field() {
             "spec.podCIDRs",
         ),
     ];
-    let good = node("good", "10.244.1.0/24", "192.168.56.11", &vxlan_annotations("192.168.56.11", "0a:58:c0:a8:38:0b"));
+    let good = node(
+        "good",
+        "10.244.1.0/24",
+        "192.168.56.11",
+        &vxlan_annotations("192.168.56.11", "0a:58:c0:a8:38:0b"),
+    );
     for (bad, field) in cases {
         let yaml = node("a", "10.244.0.0/24", "192.168.56.10", "") + &good + &bad;
         let s = state(&yaml);
         let p = plan(&s, &local(), &vxlan());
         assert_eq!(p.problems.len(), 1, "{bad}: {:?}", p.problems);
         assert_eq!(p.problems[0].field, field, "{}", p.problems[0]);
-        assert!(p.problems[0].to_string().starts_with("Node \""), "{}", p.problems[0]);
+        assert!(
+            p.problems[0].to_string().starts_with("Node \""),
+            "{}",
+            p.problems[0]
+        );
         let names: Vec<&str> = p.remotes.iter().map(|r| r.node.as_str()).collect();
         assert_eq!(names, ["good"], "{bad}");
     }
@@ -192,9 +206,24 @@ fn each_malformed_node_is_left_out_naming_its_field() {
 #[test]
 fn clashes_between_nodes_leave_out_the_later_one() {
     let yaml = node("a", "10.244.0.0/24", "192.168.56.10", "")
-        + &node("b", "10.244.1.0/24", "192.168.56.11", &vxlan_annotations("192.168.56.11", "0a:58:00:00:00:0b"))
-        + &node("c", "10.244.1.0/24", "192.168.56.12", &vxlan_annotations("192.168.56.12", "0a:58:00:00:00:0c"))
-        + &node("d", "10.244.3.0/24", "192.168.56.13", &vxlan_annotations("192.168.56.13", "0a:58:00:00:00:0b"))
+        + &node(
+            "b",
+            "10.244.1.0/24",
+            "192.168.56.11",
+            &vxlan_annotations("192.168.56.11", "0a:58:00:00:00:0b"),
+        )
+        + &node(
+            "c",
+            "10.244.1.0/24",
+            "192.168.56.12",
+            &vxlan_annotations("192.168.56.12", "0a:58:00:00:00:0c"),
+        )
+        + &node(
+            "d",
+            "10.244.3.0/24",
+            "192.168.56.13",
+            &vxlan_annotations("192.168.56.13", "0a:58:00:00:00:0b"),
+        )
         + &node("e", "10.244.4.0/24", "192.168.56.14", "");
     let p = plan(&state(&yaml), &local(), &vxlan());
     let names: Vec<&str> = p.remotes.iter().map(|r| r.node.as_str()).collect();
@@ -215,7 +244,11 @@ fn clashes_between_nodes_leave_out_the_later_one() {
 fn host_gw_routes_go_via_the_node() {
     let yaml = node("a", "10.244.0.0/24", "192.168.56.10", "")
         + &node("b", "10.244.1.0/24", "192.168.56.11", "flannel.alpha.coreos.com/backend-type: host-gw, flannel.alpha.coreos.com/backend-data: 'null', flannel.alpha.coreos.com/public-ip: 192.168.56.11, flannel.alpha.coreos.com/kube-subnet-manager: \"true\"");
-    let p = plan(&state(&yaml), &local(), &OverlayConfig::new(Backend::HostGw));
+    let p = plan(
+        &state(&yaml),
+        &local(),
+        &OverlayConfig::new(Backend::HostGw),
+    );
     assert_eq!(p.problems, vec![]);
     assert_eq!(p.remotes.len(), 1);
     assert_eq!(p.remotes[0].vtep_mac, None);
