@@ -7,6 +7,9 @@ pub enum Error {
     Client(String),
     #[error("cannot start the watch runtime: {0}")]
     Runtime(String),
+    /// A write the API server refused (or could not be sent), with what it was.
+    #[error("cannot {what}: {message}")]
+    Write { what: String, message: String },
     /// The watch tasks ended (the runtime stopped).
     #[error("the watches stopped")]
     Stopped,

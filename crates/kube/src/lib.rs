@@ -13,6 +13,7 @@ mod admit;
 mod cache;
 mod error;
 mod metrics;
+mod node;
 mod source;
 
 pub use admit::admit;

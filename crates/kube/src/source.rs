@@ -193,6 +193,8 @@ pub struct KubeSource {
     health: Arc<Health>,
     metrics: Arc<KubeMetrics>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// For the few writes the agent makes (its Node's annotations).
+    pub(crate) client: Client,
 }
 
 impl KubeSource {
@@ -233,7 +235,13 @@ impl KubeSource {
             health,
             metrics,
             runtime: Some(runtime),
+            client,
         })
+    }
+
+    /// The runtime the watches run on (writes run there too).
+    pub(crate) fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        self.runtime.as_ref().ok_or(Error::Stopped)
     }
 
     /// Freshness for `/healthz`; the consumer calls [`Health::updated`]

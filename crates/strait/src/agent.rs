@@ -143,13 +143,22 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
             health_checks: true,
         },
     );
-    let mut agent = Agent::new(vec![Box::new(proxy)]);
+    let (overlay, mut publisher) = crate::overlay::part(args, &node)?.unzip();
+    let parts: Vec<Box<dyn strait_agent::Part>> = overlay
+        .map(|o| Box::new(o) as Box<dyn strait_agent::Part>)
+        .into_iter()
+        .chain([Box::new(proxy) as Box<dyn strait_agent::Part>])
+        .collect();
+    let mut agent = Agent::new(parts);
     // The first sync must work; after it, errors are logged and counted
     // and the rules of the last good state stay.
     if let Some(e) = agent.apply(&first).into_iter().next() {
         return Err(e.into());
     }
     after_update(&health, &node_state, &state, &node, &proxy_metrics, &source);
+    if let Some(p) = &mut publisher {
+        p.publish(&source, &state, &node);
+    }
     drop(state);
     drop(first);
     // The lists' garbage goes back to the kernel: the agent's footprint is its state.
@@ -161,6 +170,9 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         }
         if let Some(cni) = &mut cni {
             cni.follow(&update.state, &node);
+        }
+        if let Some(p) = &mut publisher {
+            p.publish(&source, &update.state, &node);
         }
         after_update(
             &health,

@@ -369,6 +369,23 @@ pub struct AgentArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1450)]
     pub cni_mtu: u32,
 
+    /// The node network: other nodes' pod ranges over VXLAN, or routed via
+    /// the nodes themselves (host-gw, one L2 underlay), as flannel makes
+    /// them; this node's VTEP is published in its Node's flannel
+    /// annotations, so flannel's nodes and strait's reach each other.
+    /// `none`: another plugin (or flannel) does it.
+    #[arg(long, value_enum, default_value_t = OverlayMode::None)]
+    pub overlay: OverlayMode,
+
+    /// The VXLAN network identifier; every node must use the same one
+    /// (flannel's default: 1).
+    #[arg(long, value_name = "VNI", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..16_777_216))]
+    pub overlay_vni: u32,
+
+    /// The VXLAN UDP port (flannel's and Linux's default: 8472).
+    #[arg(long, value_name = "PORT", default_value_t = 8472, value_parser = clap::value_parser!(u16).range(1..))]
+    pub overlay_port: u16,
+
     /// Wait for the first full list of every kind, print the ruleset the
     /// node would get (as `strait proxy --dry-run`) and exit.
     #[arg(long)]
@@ -377,6 +394,14 @@ pub struct AgentArgs {
     /// Remove strait's rules from this network namespace and exit.
     #[arg(long, conflicts_with = "dry_run")]
     pub cleanup: bool,
+}
+
+/// How the agent joins the nodes' pod ranges (`--overlay`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OverlayMode {
+    None,
+    Vxlan,
+    HostGw,
 }
 
 /// Manifests for `strait dns`, which can read the API instead.
