@@ -152,8 +152,7 @@ fn agent_publishes_its_vtep_and_reaches_a_flannel_node() {
     };
     assert!(
         wait_for(Duration::from_secs(10), || annotated()
-            .get("flannel.alpha.coreos.com/backend-data")
-            .is_some()),
+            .contains_key("flannel.alpha.coreos.com/backend-data")),
         "never published: {}",
         logged()
     );
