@@ -169,9 +169,11 @@ impl Part for OverlayPart {
         new: &ClusterState,
         changes: &ChangeSet,
     ) -> Result<()> {
-        // Only Nodes shape the overlay; a failed sync is retried on any change.
+        // Only Nodes shape the overlay; a sync that failed (in whole or in
+        // part) is retried on any change.
         let nodes = changes.changes.iter().any(|c| c.key().kind == Kind::Node);
-        if nodes || self.last.is_none() {
+        let failed = self.last.as_ref().is_none_or(|a| !a.failures.is_empty());
+        if nodes || failed {
             self.sync(new)
         } else {
             Ok(())
