@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 
 use strait_linux::NetNs;
 
-use crate::layout::{LabConfig, Layout, NodeProblem};
+use crate::layout::{Backend, LabConfig, Layout, NodeProblem};
 use crate::procs::ProcessId;
 use crate::{Error, Result};
 
@@ -112,7 +112,12 @@ impl NodeAgents {
                     let answer = healthz(ns);
                     agent.last_probe = Some(Instant::now());
                     agent.healthy = answer.as_ref().is_ok_and(|code| *code == 200);
-                    agent.synced_once |= agent.healthy;
+                    // The first sync counts once the node also reaches every
+                    // other node's pods: its overlay needs the others'
+                    // published annotations, a round through the API.
+                    if agent.healthy && !agent.synced_once {
+                        agent.synced_once = overlay_complete(ns, config, i);
+                    }
                     agent.problem = match answer {
                         Ok(200) => None,
                         Ok(code) if agent.synced_once => {
@@ -171,6 +176,13 @@ fn spawn_agent(
         .args(["--cluster-cidr", &config.pod_cidr.to_string()])
         .args(["--service-cidr", &config.service_cidr])
         .args([
+            "--overlay",
+            match config.backend {
+                Backend::Vxlan => "vxlan",
+                Backend::HostGw => "host-gw",
+            },
+        ])
+        .args([
             "--healthz-bind-address",
             &SocketAddr::from((Ipv4Addr::LOCALHOST, HEALTH_PORT)).to_string(),
         ])
@@ -199,6 +211,31 @@ fn spawn_agent(
             Err(Error::Step("strait agent vanished at start".into()))
         }
     }
+}
+
+/// Whether node `i` has a route to every other node's pod range (its
+/// overlay part has read every other node's annotations).
+fn overlay_complete(ns: &NetNs, config: &LabConfig, i: usize) -> bool {
+    let wanted: Vec<ipnet::IpNet> = (0..config.nodes)
+        .filter(|&j| j != i)
+        .map(|j| config.node_pod_cidr(j).into())
+        .collect();
+    let routes = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let nl = strait_linux::Netlink::connect().ok()?;
+            nl.routes(false).await.ok()
+        })
+    });
+    let Ok(Some(routes)) = routes else {
+        return false;
+    };
+    wanted
+        .iter()
+        .all(|w| routes.iter().any(|r| r.destination == *w))
 }
 
 /// The status code of `GET /healthz` on the agent, asked from inside its node.

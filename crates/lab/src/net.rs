@@ -1,15 +1,15 @@
 //! The lab's wiring: an underlay bridge in a namespace of its own, a node
-//! namespace per node attached to it, and the pod ranges of the nodes joined
-//! by VXLAN (as flannel does) or by plain routes (host-gw).
+//! namespace per node attached to it; the nodes' agents join their pod
+//! ranges by VXLAN or by plain routes (host-gw), as flannel does.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use strait_linux::{NetNs, NetOps, Netlink, Vxlan};
+use strait_linux::{NetNs, NetOps, Netlink};
 use strait_nft::{Chain, ChainType, Expr, Family, Field, Hook, Priority, Table, Value};
 
-use crate::layout::{Backend, LabConfig, Layout};
+use crate::layout::{LabConfig, Layout};
 use crate::{Error, Result};
 
 /// The node's own table: traffic leaving the pod network for the underlay
@@ -68,11 +68,6 @@ fn open_or_create(name: &str) -> Result<NetNs> {
     }
 }
 
-/// A VTEP MAC for node `i`: stable, locally administered.
-fn vtep_mac(i: usize) -> [u8; 6] {
-    [0x0a, 0x58, 0xac, 0x12, 0x00, (i + 2) as u8]
-}
-
 /// Build the underlay and every node, all over netlink: no `ip` or `bridge`
 /// process, one thread per namespace.
 pub fn build(layout: &Layout, config: &LabConfig) -> Result<Vec<NetNs>> {
@@ -116,8 +111,7 @@ async fn wire_underlay<N: NetOps>(nl: &N, node_fds: &[i32]) -> Result<()> {
 }
 
 /// Node `i`, from inside its namespace: its underlay address and default
-/// route, what kubeadm asks of a node, and the way to the other nodes' pod
-/// ranges.
+/// route, and what kubeadm asks of a node.
 async fn wire_node<N: NetOps>(nl: &N, config: &LabConfig, i: usize) -> Result<()> {
     let node_ip = config.node_ip(i);
     let lo = index_of(nl, "lo").await?;
@@ -133,42 +127,9 @@ async fn wire_node<N: NetOps>(nl: &N, config: &LabConfig, i: usize) -> Result<()
     // inherit some of the host's values and not others.
     nl.write_sysctl("net.ipv4.ip_forward", "1")?;
     nl.write_sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
-    let flannel = match config.backend {
-        Backend::Vxlan => {
-            let index = nl
-                .add_vxlan(&Vxlan {
-                    name: "flannel.1".into(),
-                    vni: 1,
-                    dstport: 8472,
-                    dev: eth0,
-                    local: node_ip,
-                    learning: false,
-                    mac: vtep_mac(i),
-                    mtu: config.pod_mtu(),
-                })
-                .await?;
-            let own = Ipv4Net::new(config.node_pod_cidr(i).network(), 32).expect("a /32");
-            nl.add_address_without_broadcast(index, own.into()).await?;
-            Some(index)
-        }
-        Backend::HostGw => None,
-    };
-    for j in (0..config.nodes).filter(|&j| j != i) {
-        let remote_cidr = config.node_pod_cidr(j);
-        let remote_ip = config.node_ip(j);
-        match flannel {
-            None => nl.add_route_v4(remote_cidr, remote_ip, eth0, false).await?,
-            Some(index) => {
-                // As flannel does: the remote range via the remote VTEP's
-                // address, which ARP never resolves (a permanent entry) and
-                // whose MAC the VXLAN device sends to the remote node.
-                let gw = remote_cidr.network();
-                nl.add_route_v4(remote_cidr, gw, index, true).await?;
-                nl.replace_neighbour(index, gw, vtep_mac(j)).await?;
-                nl.append_fdb(index, vtep_mac(j), remote_ip).await?;
-            }
-        }
-    }
+    // The way to the other nodes' pod ranges (VXLAN or host-gw) is the
+    // node agent's overlay part, from the Nodes' flannel annotations, as
+    // on a production node: `strait agent --overlay`.
     Ok(())
 }
 
