@@ -12,6 +12,7 @@ use k8s_openapi::Metadata;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::cnp::ClusterNetworkPolicy;
 pub use crate::kind::{Kind, ObjectKey};
 use crate::pod::CompactPod;
 use crate::validate;
@@ -110,6 +111,7 @@ impl Object {
             Object::NetworkPolicy(np) => validate::network_policy(np),
             Object::Node(node) => validate::node_pod_cidrs(node),
             Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
+            Object::ClusterNetworkPolicy(cnp) => crate::cnp::validate(cnp),
         }
     }
 }

@@ -175,7 +175,8 @@ fn object_name(kind: Kind, name: &str) -> Check {
         // it becomes environment variable names as well as DNS names.
         Kind::Service => dns1035_label(name),
         Kind::Namespace => dns_label(name),
-        Kind::Deployment
+        Kind::ClusterNetworkPolicy
+        | Kind::Deployment
         | Kind::EndpointSlice
         | Kind::Endpoints
         | Kind::Ingress
