@@ -243,6 +243,12 @@ fn selects_target(np: &NetworkPolicy, pod: &End<'_>) -> bool {
     }
 }
 
+/// One rule's peers (`from`/`to`) and ports, whichever the direction.
+type Rule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 /// Any rule of `np` for `direction` matches the connection: its peers
 /// match `peer` and its ports match (names resolved on `dst`).
 fn rule_allows(
@@ -258,10 +264,7 @@ fn rule_allows(
         return false;
     };
     let policy_namespace = np.metadata.namespace.as_deref().unwrap_or_default();
-    let rules: Vec<(
-        Option<&Vec<NetworkPolicyPeer>>,
-        Option<&Vec<NetworkPolicyPort>>,
-    )> = match direction {
+    let rules: Vec<Rule<'_>> = match direction {
         Direction::Ingress => spec
             .ingress
             .iter()
