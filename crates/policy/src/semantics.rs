@@ -74,6 +74,11 @@ struct End<'a> {
     namespace: &'a str,
     pod: &'a CompactPod,
     host_network: bool,
+    /// The labels of its namespace.
+    namespace_labels: &'a BTreeMap<String, String>,
+    /// The policies of its namespace that isolate it, per direction.
+    ingress: &'a [&'a NetworkPolicy],
+    egress: &'a [&'a NetworkPolicy],
     /// The address this end uses for the connection.
     ip: Option<IpAddr>,
 }
@@ -88,37 +93,87 @@ pub fn allowed(
     port: u16,
     protocol: Protocol,
 ) -> bool {
-    let (Some(src), Some(dst)) = (
-        state.pods.get(&from.namespace, &from.name),
-        state.pods.get(&to.namespace, &to.name),
-    ) else {
+    let (Some(src), Some(dst)) = (Known::of(state, from), Known::of(state, to)) else {
         return false;
     };
+    allowed_between(&src, &dst, port, protocol)
+}
+
+/// A pod with what the reading needs of it, read once (a matrix asks
+/// about every pod many times).
+struct Known<'a> {
+    namespace: &'a str,
+    pod: &'a CompactPod,
+    host_network: bool,
+    addresses: Vec<IpAddr>,
+    namespace_labels: BTreeMap<String, String>,
+    ingress: Vec<&'a NetworkPolicy>,
+    egress: Vec<&'a NetworkPolicy>,
+}
+
+impl<'a> Known<'a> {
+    fn of(state: &'a ClusterState, pod: &'a PodRef) -> Option<Known<'a>> {
+        let p = state.pods.get(&pod.namespace, &pod.name)?;
+        let host_network = host_network(p);
+        Some(Known {
+            namespace: &pod.namespace,
+            pod: p,
+            host_network,
+            addresses: addresses(p),
+            namespace_labels: namespace_labels(state, &pod.namespace),
+            ingress: isolating(state, Direction::Ingress, &pod.namespace, p, host_network),
+            egress: isolating(state, Direction::Egress, &pod.namespace, p, host_network),
+        })
+    }
+
+    fn end(&self, ip: IpAddr) -> End<'_> {
+        End {
+            namespace: self.namespace,
+            pod: self.pod,
+            host_network: self.host_network,
+            namespace_labels: &self.namespace_labels,
+            ingress: &self.ingress,
+            egress: &self.egress,
+            ip: Some(ip),
+        }
+    }
+}
+
+/// The policies of the pod's namespace that isolate it for `direction`:
+/// they select it and govern that direction.
+fn isolating<'a>(
+    state: &'a ClusterState,
+    direction: Direction,
+    namespace: &str,
+    pod: &CompactPod,
+    host_network: bool,
+) -> Vec<&'a NetworkPolicy> {
+    state
+        .network_policies
+        .in_namespace(namespace)
+        .map(|np| &**np)
+        .filter(|np| governs(np, direction) && selects_target(np, pod, host_network))
+        .collect()
+}
+
+fn allowed_between(from: &Known<'_>, to: &Known<'_>, port: u16, protocol: Protocol) -> bool {
     // The connection goes to the destination's first address; the source
     // uses its address of the same family.
-    let Some(dst_ip) = addresses(dst).into_iter().next() else {
+    let Some(dst_ip) = to.addresses.first().copied() else {
         return false;
     };
-    let Some(src_ip) = addresses(src)
-        .into_iter()
+    let Some(src_ip) = from
+        .addresses
+        .iter()
+        .copied()
         .find(|ip| ip.is_ipv4() == dst_ip.is_ipv4())
     else {
         return false;
     };
-    let src = End {
-        namespace: &from.namespace,
-        pod: src,
-        host_network: host_network(src),
-        ip: Some(src_ip),
-    };
-    let dst = End {
-        namespace: &to.namespace,
-        pod: dst,
-        host_network: host_network(dst),
-        ip: Some(dst_ip),
-    };
-    direction_allows(state, Direction::Egress, &src, &dst, port, protocol)
-        && direction_allows(state, Direction::Ingress, &src, &dst, port, protocol)
+    let src = from.end(src_ip);
+    let dst = to.end(dst_ip);
+    direction_allows(Direction::Egress, &src, &dst, port, protocol)
+        && direction_allows(Direction::Ingress, &src, &dst, port, protocol)
 }
 
 /// The whole table: pods are those of `state` with an address that are not
@@ -126,23 +181,28 @@ pub fn allowed(
 /// destination pod, protocol (in the order given), port (in the order given).
 pub fn matrix(state: &ClusterState, ports: &[u16], protocols: &[Protocol]) -> Matrix {
     let pods = matrix_pods(state);
+    let known: Vec<Known<'_>> = pods.iter().filter_map(|p| Known::of(state, p)).collect();
     let mut cells = Vec::with_capacity(pods.len() * pods.len() * ports.len() * protocols.len());
-    for from in &pods {
-        for to in &pods {
+    for from in &known {
+        for to in &known {
             for &protocol in protocols {
                 for &port in ports {
                     cells.push(Cell {
-                        from: from.to_string(),
-                        to: to.to_string(),
+                        from: format!("{}/{}", from.namespace, name_of(from.pod)),
+                        to: format!("{}/{}", to.namespace, name_of(to.pod)),
                         port,
                         protocol,
-                        allowed: allowed(state, from, to, port, protocol),
+                        allowed: allowed_between(from, to, port, protocol),
                     });
                 }
             }
         }
     }
     Matrix { pods, cells }
+}
+
+fn name_of(pod: &CompactPod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
 }
 
 /// The pods a matrix has rows and columns for: with an address, not
@@ -187,7 +247,6 @@ fn host_network(pod: &CompactPod) -> bool {
 /// Whether the end governed in `direction` (the source for egress, the
 /// destination for ingress) lets the connection through.
 fn direction_allows(
-    state: &ClusterState,
     direction: Direction,
     src: &End<'_>,
     dst: &End<'_>,
@@ -198,19 +257,17 @@ fn direction_allows(
         Direction::Egress => (src, dst),
         Direction::Ingress => (dst, src),
     };
-    let isolating: Vec<&NetworkPolicy> = state
-        .network_policies
-        .in_namespace(subject.namespace)
-        .map(|np| &**np)
-        .filter(|np| governs(np, direction) && selects_target(np, subject))
-        .collect();
+    let isolating = match direction {
+        Direction::Ingress => subject.ingress,
+        Direction::Egress => subject.egress,
+    };
     // Not isolated in this direction: everything is allowed.
     if isolating.is_empty() {
         return true;
     }
     isolating
         .iter()
-        .any(|np| rule_allows(state, np, direction, peer, dst, port, protocol))
+        .any(|np| rule_allows(np, direction, peer, dst, port, protocol))
 }
 
 /// `spec.policyTypes` after defaulting has `direction`.
@@ -230,14 +287,14 @@ fn governs(np: &NetworkPolicy, direction: Direction) -> bool {
 
 /// `spec.podSelector` selects the pod (policies apply within their own
 /// namespace, which the caller has settled).
-fn selects_target(np: &NetworkPolicy, pod: &End<'_>) -> bool {
-    if pod.host_network {
+fn selects_target(np: &NetworkPolicy, pod: &CompactPod, host_network: bool) -> bool {
+    if host_network {
         return false;
     }
     let selector = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
     match selector.map(Selector::from_label_selector) {
         None => true,
-        Some(Ok(s)) => s.matches_opt(pod.pod.metadata.labels.as_ref()),
+        Some(Ok(s)) => s.matches_opt(pod.metadata.labels.as_ref()),
         // Unreadable: fail closed, the policy isolates every pod.
         Some(Err(_)) => true,
     }
@@ -252,7 +309,6 @@ type Rule<'a> = (
 /// Any rule of `np` for `direction` matches the connection: its peers
 /// match `peer` and its ports match (names resolved on `dst`).
 fn rule_allows(
-    state: &ClusterState,
     np: &NetworkPolicy,
     direction: Direction,
     peer: &End<'_>,
@@ -284,7 +340,7 @@ fn rule_allows(
             Some(peers) if peers.is_empty() => true,
             Some(peers) => peers
                 .iter()
-                .any(|p| peer_matches(state, policy_namespace, p, peer)),
+                .any(|p| peer_matches(policy_namespace, p, peer)),
         };
         let port_ok = match ports {
             None => true,
@@ -296,12 +352,7 @@ fn rule_allows(
 }
 
 /// One `from`/`to` entry matches the other end of the connection.
-fn peer_matches(
-    state: &ClusterState,
-    policy_namespace: &str,
-    peer: &NetworkPolicyPeer,
-    other: &End<'_>,
-) -> bool {
+fn peer_matches(policy_namespace: &str, peer: &NetworkPolicyPeer, other: &End<'_>) -> bool {
     if let Some(block) = &peer.ip_block {
         // ipBlock with a selector beside it is refused by admission; read
         // as matching nothing (fail closed).
@@ -323,7 +374,7 @@ fn peer_matches(
     let namespace_ok = match &peer.namespace_selector {
         // No namespaceSelector: the policy's own namespace.
         None => other.namespace == policy_namespace,
-        Some(sel) => selector_matches(sel, namespace_labels(state, other.namespace).as_ref()),
+        Some(sel) => selector_matches(sel, Some(other.namespace_labels)),
     };
     let pod_ok = match &peer.pod_selector {
         None => true,
@@ -340,20 +391,16 @@ fn selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String
 /// The labels of namespace `name`. A namespace the state does not hold
 /// (manifests without Namespace objects) has the one label the API server
 /// gives every namespace: its name.
-fn namespace_labels(state: &ClusterState, name: &str) -> Option<BTreeMap<String, String>> {
-    match state.namespaces.get("", name) {
-        Some(ns) => {
-            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
-            labels
-                .entry(METADATA_NAME.to_owned())
-                .or_insert_with(|| name.to_owned());
-            Some(labels)
-        }
-        None => Some(BTreeMap::from([(
-            METADATA_NAME.to_owned(),
-            name.to_owned(),
-        )])),
-    }
+fn namespace_labels(state: &ClusterState, name: &str) -> BTreeMap<String, String> {
+    let mut labels = state
+        .namespaces
+        .get("", name)
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default();
+    labels
+        .entry(METADATA_NAME.to_owned())
+        .or_insert_with(|| name.to_owned());
+    labels
 }
 
 /// `ip` is inside `cidr` and outside every `except`. A CIDR that does not
