@@ -717,3 +717,131 @@ fn check_reports_a_wrong_expectation() {
         failures[0]
     );
 }
+
+#[test]
+fn the_topology_is_upstreams_model() {
+    let state = topology();
+    let m = semantics::matrix(&state, &[80], &[Tcp]);
+    assert_eq!(
+        m.pods.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        all_pods()
+    );
+    let y = state.namespaces.get("", "y").expect("namespace y");
+    let labels = y.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("ns").map(String::as_str), Some("y"));
+    assert_eq!(
+        labels
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("y")
+    );
+    let b = state.pods.get("z", "b").expect("pod z/b");
+    assert_eq!(
+        b.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod"))
+            .map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(b.container_port_by_name("serve-81-udp", "UDP"), Some(81));
+    assert_eq!(b.container_port_by_name("serve-81-udp", "TCP"), None);
+    assert_eq!(b.pod_ip(), Some(ip("z/b").as_str()));
+    // With no policy, everything is open.
+    assert!(m.cells.iter().all(|c| c.allowed));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One random NetworkPolicy spec of the forms the API allows.
+    fn spec() -> impl Strategy<Value = String> {
+        let selector = prop_oneof![
+            Just("{}".to_owned()),
+            Just("{matchLabels: {pod: a}}".to_owned()),
+            Just("{matchExpressions: [{key: pod, operator: NotIn, values: [b]}]}".to_owned()),
+        ];
+        let peer = prop_oneof![
+            Just("{podSelector: {matchLabels: {pod: b}}}".to_owned()),
+            Just("{namespaceSelector: {matchLabels: {ns: z}}}".to_owned()),
+            Just("{namespaceSelector: {}, podSelector: {matchLabels: {pod: c}}}".to_owned()),
+            Just(format!(
+                "{{ipBlock: {{cidr: 10.244.0.0/16, except: [{}/32]}}}}",
+                ip("y/a")
+            )),
+        ];
+        let port = prop_oneof![
+            Just("{port: 80}".to_owned()),
+            Just("{port: 81, protocol: UDP}".to_owned()),
+            Just("{port: serve-81-tcp}".to_owned()),
+            Just("{port: 80, endPort: 81, protocol: SCTP}".to_owned()),
+            Just("{protocol: UDP}".to_owned()),
+        ];
+        let rule = (
+            proptest::collection::vec(peer, 0..3),
+            proptest::collection::vec(port, 0..3),
+        );
+        let types = prop_oneof![
+            Just("[Ingress]"),
+            Just("[Egress]"),
+            Just("[Ingress, Egress]"),
+        ];
+        (selector, types, proptest::collection::vec(rule, 0..3)).prop_map(|(sel, types, rules)| {
+            // The same rules read for each direction: `from` for ingress,
+            // `to` for egress.
+            let direction = |peers_field: &str| -> String {
+                let rules: Vec<String> = rules
+                    .iter()
+                    .map(|(peers, ports)| {
+                        format!(
+                            "{{{peers_field}: [{}], ports: [{}]}}",
+                            peers.join(", "),
+                            ports.join(", ")
+                        )
+                    })
+                    .collect();
+                format!("[{}]", rules.join(", "))
+            };
+            format!(
+                "podSelector: {sel}\npolicyTypes: {types}\ningress: {}\negress: {}",
+                direction("from"),
+                direction("to")
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// A policy governs the pods of its own namespace only: cells with
+        /// neither end in x keep their answer (open, with no other policy).
+        #[test]
+        fn a_policy_governs_only_its_own_namespace(spec in spec()) {
+            let mut state = topology();
+            act(&mut state, &Action::Apply(np("x", "random", &spec)));
+            let m = semantics::matrix(&state, &PORTS, &PROTOCOLS);
+            for c in &m.cells {
+                if !c.from.starts_with("x/") && !c.to.starts_with("x/") {
+                    prop_assert!(c.allowed, "{spec}\n{c:?}");
+                }
+            }
+        }
+
+        /// Rules add up: an allow-all policy beside any policies opens
+        /// everything again, whatever the others isolate.
+        #[test]
+        fn an_allow_all_policy_beside_any_others_opens_everything(specs in proptest::collection::vec(spec(), 1..4)) {
+            let mut state = topology();
+            for (i, spec) in specs.iter().enumerate() {
+                let namespace = NAMESPACES[i % NAMESPACES.len()];
+                act(&mut state, &Action::Apply(np(namespace, &format!("random-{i}"), spec)));
+            }
+            for namespace in NAMESPACES {
+                act(&mut state, &Action::Apply(np(namespace, "allow-all", "podSelector: {}\npolicyTypes: [Ingress, Egress]\ningress: [{}]\negress: [{}]")));
+            }
+            let m = semantics::matrix(&state, &PORTS, &PROTOCOLS);
+            prop_assert!(m.cells.iter().all(|c| c.allowed), "{specs:#?}");
+        }
+    }
+}
