@@ -80,8 +80,9 @@ pub enum PolicyCommand {
     /// The reachability matrix: for every pair of pods, port and protocol,
     /// whether a new connection is allowed.
     ///
-    /// Pods are those of the manifests with an address (status.podIP) that
-    /// are not hostNetwork. Printed as cyclonus prints it: one table per
+    /// Pods are those of the manifests that are not hostNetwork; a pod
+    /// without status.podIP (a Deployment's) is given a node and an address
+    /// as the lab would, and said so. Printed as cyclonus prints it: one table per
     /// protocol/port, a row per source pod, a column per destination pod,
     /// `.` allowed and `X` denied; `-o json` lists every cell.
     Matrix(PolicyMatrixArgs),

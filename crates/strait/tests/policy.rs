@@ -129,12 +129,19 @@ fn bad_flags_and_bad_policies_are_refused_with_object_and_field() {
 }
 
 #[test]
-fn pods_without_an_address_are_named_as_left_out() {
+fn pods_without_an_address_are_placed_as_the_lab_would_and_said_so() {
     let dir = TempDir::new("policy-noip");
     let file = format!("{}/pods.yaml", dir.path());
     std::fs::write(
         &file,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: waiting}\nspec: {containers: [{name: c, image: x}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: running}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 10.244.1.5}\n",
+        concat!(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\nspec: {podCIDR: 10.244.5.0/24}\n---\n",
+            "apiVersion: v1\nkind: Node\nmetadata: {name: node-b}\nspec: {podCIDR: 10.244.6.0/24}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: running}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\nstatus: {podIP: 10.244.5.2}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: waiting}\nspec: {nodeName: node-a, containers: [{name: c, image: x}]}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: anywhere}\nspec: {containers: [{name: c, image: x}]}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: agent}\nspec: {hostNetwork: true, containers: [{name: c, image: x}]}\n",
+        ),
     )
     .unwrap();
     let out = strait(&[
@@ -149,13 +156,19 @@ fn pods_without_an_address_are_named_as_left_out() {
     ]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The named node's next free address; the emptier node for the other.
     assert!(
-        stderr.contains("1 pod(s) left out of the matrix"),
+        stderr.contains("2 pod(s) had no address and were placed")
+            && stderr.contains("default/anywhere -> node-b 10.244.6.2")
+            && stderr.contains("default/waiting -> node-a 10.244.5.3"),
         "{stderr}"
     );
+    assert!(stderr.contains("1 hostNetwork pod(s) left out"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("| default/running |") && !stdout.contains("waiting"),
+        stdout.contains("| default/running ")
+            && stdout.contains("| default/waiting ")
+            && !stdout.contains("agent"),
         "{stdout}"
     );
 }
