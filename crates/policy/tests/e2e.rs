@@ -677,8 +677,12 @@ fn strait_cases_hold_for_the_reference_reading() {
 fn upstream_cases_hold_for_the_traced_plan() {
     let all = cases().into_iter().chain(strait_cases()).collect();
     run_all("traced plan", all, |state, ports, protocols| {
-        strait_policy::plan::traced_matrix(state, ports, protocols)
-            .unwrap_or_else(|e| panic!("traced_matrix failed: {e}"))
+        // An error fails the probe (an empty matrix), not the run: every
+        // case is still tried and reported.
+        strait_policy::plan::traced_matrix(state, ports, protocols).unwrap_or_else(|e| {
+            println!("       traced_matrix failed: {e}");
+            Matrix::default()
+        })
     });
 }
 
