@@ -108,7 +108,7 @@ impl Object {
             }
             Object::Endpoints(e) => validate::endpoints(Arc::make_mut(e)),
             Object::EndpointSlice(s) => validate::endpoint_slice(Arc::make_mut(s)),
-            Object::NetworkPolicy(np) => validate::network_policy(np),
+            Object::NetworkPolicy(np) => validate::network_policy(Arc::make_mut(np)),
             Object::Node(node) => validate::node_pod_cidrs(node),
             Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
             Object::ClusterNetworkPolicy(cnp) => crate::cnp::validate(cnp),
