@@ -351,6 +351,23 @@ fn pods_reach_each_other_across_strait_and_flannel_nodes() {
     );
     assert!(connects(&a, &b).is_err(), "b is gone, yet reachable");
     connects(&a, &c).expect("c still reachable");
+
+    // `strait agent --cleanup`: strait's routes and the device go.
+    let cfg = config.clone();
+    let removed = a.ns.run(move || overlay::cleanup(&cfg)).unwrap().unwrap();
+    assert_eq!(removed, 2, "the route to c, then the device");
+    let (routes, vtep) = netlink_in(&a.ns, |nl| async move {
+        (
+            nl.routes_v4_main().await.unwrap(),
+            nl.link_by_name("flannel.1").await.unwrap(),
+        )
+    });
+    assert!(vtep.is_none());
+    assert!(
+        !routes.iter().any(|r| r.destination == c.cidr),
+        "{routes:?}"
+    );
+    assert!(connects(&a, &c).is_err(), "cleaned up, yet reachable");
 }
 
 #[test]
@@ -403,4 +420,17 @@ fn host_gw_routes_via_the_nodes_and_only_its_own() {
         .iter()
         .any(|r| r.destination == "10.50.0.0/16".parse::<Ipv4Net>().unwrap()));
     assert!(!routes.iter().any(|r| r.destination == b.cidr));
+
+    // --cleanup on b: its route to a goes, nothing else.
+    let routes_of =
+        |ns: &NetNs| netlink_in(ns, |nl| async move { nl.routes_v4_main().await.unwrap() });
+    let before = routes_of(&b.ns);
+    let removed =
+        b.ns.run(move || overlay::cleanup(&config))
+            .unwrap()
+            .unwrap();
+    assert_eq!(removed, 1);
+    let after = routes_of(&b.ns);
+    assert_eq!(after.len() + 1, before.len());
+    assert!(!after.iter().any(|r| r.destination == a.cidr));
 }

@@ -32,6 +32,7 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
     if args.cleanup {
         ServiceProxy::cleanup()?;
         println!("removed table ip strait");
+        crate::overlay::cleanup(args)?;
         return Ok(());
     }
     let node = match &args.node_name {

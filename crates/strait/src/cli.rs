@@ -451,7 +451,8 @@ pub struct AgentArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Remove strait's rules from this network namespace and exit.
+    /// Remove strait's rules from this network namespace and exit (with
+    /// --overlay vxlan|host-gw: the overlay's device and routes too).
     #[arg(long, conflicts_with = "dry_run")]
     pub cleanup: bool,
 }

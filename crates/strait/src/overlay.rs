@@ -10,6 +10,18 @@ use strait_model::ClusterState;
 use crate::cli::{AgentArgs, OverlayMode};
 use crate::error::Error;
 
+/// `--cleanup --overlay vxlan|host-gw`: remove the overlay too.
+pub fn cleanup(args: &AgentArgs) -> Result<(), Error> {
+    let backend = match args.overlay {
+        OverlayMode::None => return Ok(()),
+        OverlayMode::Vxlan => Backend::Vxlan,
+        OverlayMode::HostGw => Backend::HostGw,
+    };
+    let removed = overlay::cleanup(&OverlayConfig::new(backend))?;
+    println!("removed the overlay ({removed} routes and devices)");
+    Ok(())
+}
+
 /// The overlay part the flags ask for, with its publisher (`None`:
 /// `--overlay none`).
 pub fn part(args: &AgentArgs, node: &str) -> Result<Option<(OverlayPart, Publisher)>, Error> {

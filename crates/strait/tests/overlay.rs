@@ -181,5 +181,16 @@ fn agent_publishes_its_vtep_and_reaches_a_flannel_node() {
     let fdb = out(&ns, "bridge", &["fdb", "show", "dev", "flannel.1"]);
     assert!(!fdb.contains("d6:0f:7b:3c:91:5e"), "{fdb}");
     drop(agent);
+    // The device stays when the agent ends; --cleanup --overlay removes it.
+    assert!(ns
+        .command("ip", &["link", "show", "flannel.1"])
+        .status
+        .success());
+    let cleanup = ns.command(STRAIT, &["agent", "--cleanup", "--overlay", "vxlan"]);
+    assert!(cleanup.status.success(), "{cleanup:?}");
+    assert!(!ns
+        .command("ip", &["link", "show", "flannel.1"])
+        .status
+        .success());
     runtime.shutdown_background();
 }

@@ -154,6 +154,41 @@ impl OverlayPart {
     }
 }
 
+/// Remove the overlay from the calling thread's network namespace, as
+/// `strait agent --cleanup` does: strait's routes (protocol
+/// [`ROUTE_PROTOCOL`]) and the VXLAN device `config.device` (its routes,
+/// neighbour and forwarding entries go with it). A link of that name that
+/// is no VXLAN device is left alone. Returns how many things were removed.
+pub fn cleanup(config: &OverlayConfig) -> Result<usize> {
+    let fail = |message: String| Error::Part {
+        part: "overlay",
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start a netlink runtime: {e}")))?;
+    runtime
+        .block_on(async {
+            let nl = Netlink::connect()?;
+            let mut removed = 0;
+            for r in nl.routes_v4_main().await? {
+                if let (true, Some(out)) = (r.protocol == ROUTE_PROTOCOL, r.output) {
+                    nl.del_route_v4(r.destination, out).await?;
+                    removed += 1;
+                }
+            }
+            if let Some(link) = nl.link_by_name(&config.device).await? {
+                if nl.vxlan_of(link.index).await?.is_some() {
+                    nl.del_link(link.index).await?;
+                    removed += 1;
+                }
+            }
+            Ok::<usize, strait_linux::Error>(removed)
+        })
+        .map_err(|e| fail(e.to_string()))
+}
+
 impl Part for OverlayPart {
     fn name(&self) -> &'static str {
         "overlay"
