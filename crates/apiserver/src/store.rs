@@ -126,6 +126,43 @@ pub trait Admission: Send + Sync {
         object: &mut Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError>;
+
+    /// Run under the store's lock right before a create or an update of
+    /// `object` is stored (`old`: the stored version), with the resource's
+    /// objects as stored now: what must be unique across objects (a
+    /// Service's ClusterIPs and NodePorts) is checked and allocated here,
+    /// in the same step as the write, so two writes never take the same
+    /// one. A refusal stores nothing. It must not call the store.
+    fn allocate(
+        &self,
+        _resource: &Resource,
+        _object: &mut Value,
+        _old: Option<&Value>,
+        _stored: &Stored<'_>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// The stored objects of one resource, as [`Admission::allocate`] sees them.
+pub struct Stored<'a> {
+    objects: Option<&'a BTreeMap<Key, Arc<Value>>>,
+}
+
+impl Stored<'_> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects?
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|v| &**v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.map_or(0, BTreeMap::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Admits everything as it is.
@@ -558,6 +595,11 @@ impl Store {
             name = generated_name(&generate, ctx);
             set_meta(&mut object, "name", name.clone().into());
         }
+        let stored = Stored {
+            objects: inner.bucket(resource).map(|b| &b.objects),
+        };
+        self.admission
+            .allocate(resource, &mut object, None, &stored)?;
         Ok(inner.commit(
             resource,
             self.history,
@@ -631,7 +673,7 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let Some(new) = new else {
+            let Some(mut new) = new else {
                 // Nothing changed: no new version, no event (`kubectl
                 // apply` reports "unchanged" from exactly this).
                 return Ok(old);
@@ -643,6 +685,11 @@ impl Store {
                 // The last finalizer is gone from an object being deleted.
                 return Ok(inner.commit(resource, self.history, k, EventType::Deleted, new, None));
             }
+            let stored = Stored {
+                objects: inner.bucket(resource).map(|b| &b.objects),
+            };
+            self.admission
+                .allocate(resource, &mut new, Some(&old), &stored)?;
             return Ok(inner.commit(
                 resource,
                 self.history,

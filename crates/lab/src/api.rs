@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strait_apiserver::admission::ModelAdmission;
 use strait_apiserver::auth::{Tokens, UserInfo};
 use strait_apiserver::server::{PodLogs, Server, ServerConfig};
 use strait_apiserver::store::{DeleteOptions, ListOptions, Store};
@@ -125,6 +124,7 @@ impl LabApi {
         listen: SocketAddr,
         underlay: &strait_linux::NetNs,
         extra_hosts: &[String],
+        cluster: &strait_model::controllers::ClusterConfig,
     ) -> Result<LabApi> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -163,7 +163,9 @@ impl LabApi {
                 listen,
                 pki,
                 tokens,
-                admission: Box::new(ModelAdmission),
+                // Service addresses are allocated in the write, as
+                // kube-apiserver does, by the controllers' own rules.
+                admission: Box::new(crate::alloc::LabAdmission::new(cluster.clone())),
                 history: HISTORY,
                 extra_listeners: vec![inside],
             }))

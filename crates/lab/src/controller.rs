@@ -125,6 +125,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         ([127, 0, 0, 1], 0).into(),
         &underlay,
         first_service_ip.as_slice(),
+        &cluster_config,
     )?;
     // Every node's network is run by `strait agent` against the API server.
     let mut agents = NodeAgents::start(layout, config, strait);
