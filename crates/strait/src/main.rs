@@ -9,6 +9,7 @@ mod cli;
 mod dns;
 mod error;
 mod lab;
+mod lab_client;
 mod proxy;
 mod render;
 mod state;
