@@ -3,8 +3,8 @@
 //! starts and stops pods (namespace, CNI ADD/DEL, container processes),
 //! probes readiness, writes the cluster as it is, and hands it with its
 //! change set to every node's agent. A round starts every 200 ms (probes,
-//! supervision) or at once when `lab apply`/`lab delete` changes the
-//! desired objects (inotify on their directory).
+//! supervision) or at once when the API server's store changes (kubectl,
+//! `strait lab apply/delete`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
