@@ -182,6 +182,117 @@ fn check_immutable(resource: &Resource, new: &Value, old: &Value) -> Result<(), 
     Ok(())
 }
 
+/// kube-apiserver's own refusals of what a Service asks for, in its words:
+/// an address or NodePort another Service holds, or one outside the
+/// range. (What else the allocation refuses is the model's message.)
+fn refuse_as_kube(
+    resource: &Resource,
+    object: &Value,
+    old: Option<&Service>,
+    config: &ClusterConfig,
+    held_ip: &dyn Fn(IpAddr) -> Option<String>,
+    held_port: &dyn Fn(i32) -> Option<String>,
+) -> Result<(), ApiError> {
+    let name = text(object, "/metadata/name");
+    let invalid = |field: String, message: String| {
+        ApiError::invalid(
+            resource,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message,
+                field,
+            }],
+        )
+    };
+    let old_spec = old.and_then(|o| o.spec.as_ref());
+    let had_ip = |ip: &str| {
+        old_spec.is_some_and(|s| {
+            s.cluster_ip.as_deref() == Some(ip) || s.cluster_ips.iter().flatten().any(|i| i == ip)
+        })
+    };
+    if needs_cluster_ip(object) {
+        let listed: Vec<&str> = match object.pointer("/spec/clusterIPs").and_then(Value::as_array) {
+            Some(ips) if !ips.is_empty() => ips.iter().filter_map(Value::as_str).collect(),
+            _ => Some(text(object, "/spec/clusterIP"))
+                .filter(|ip| !ip.is_empty())
+                .into_iter()
+                .collect(),
+        };
+        let shown = format!(
+            "[]string{{{}}}",
+            listed
+                .iter()
+                .map(|ip| format!("{:?}", ip.escape_debug().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for text_ip in listed.iter().filter(|ip| !had_ip(ip)) {
+            let Ok(ip) = text_ip.parse::<IpAddr>() else {
+                continue;
+            };
+            let family = config
+                .service_cidrs
+                .iter()
+                .find(|c| c.is_ipv4() == ip.is_ipv4());
+            let problem = match family {
+                Some(cidr) if !cidr.net().contains(&ip) => Some(format!(
+                    "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
+                    cidr.net()
+                )),
+                Some(_) if held_ip(ip).is_some() => {
+                    Some("provided IP is already allocated".to_owned())
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Err(invalid(
+                    "spec.clusterIPs".into(),
+                    format!("Invalid value: {shown}: failed to allocate IP {ip}: {problem}"),
+                ));
+            }
+        }
+    }
+    if needs_node_ports(object) {
+        let range = config.node_port_range;
+        let had_port = |port: i64| {
+            old_spec.is_some_and(|s| {
+                s.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.node_port.map(i64::from) == Some(port))
+            })
+        };
+        let ports = object
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        for (i, port) in ports.iter().enumerate() {
+            let Some(np) = port["nodePort"]
+                .as_i64()
+                .filter(|p| *p != 0 && !had_port(*p))
+            else {
+                continue;
+            };
+            let problem = if !(i64::from(range.first)..=i64::from(range.last)).contains(&np) {
+                format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    range.first, range.last
+                )
+            } else if i32::try_from(np).ok().and_then(held_port).is_some() {
+                "provided port is already allocated".to_owned()
+            } else {
+                continue;
+            };
+            return Err(invalid(
+                format!("spec.ports[{i}].nodePort"),
+                format!("Invalid value: {np}: {problem}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the stored Service `holder` names still holds `wanted`.
 fn holds(stored: &Stored<'_>, holder: &Holder, wanted: &dyn Fn(&Value) -> bool) -> bool {
     stored
@@ -263,6 +374,14 @@ impl Admission for LabAdmission {
                 .filter(|h| !same(h) && holds(stored, h, &|s| has_port(s, port)))
                 .map(owner)
         };
+        refuse_as_kube(
+            resource,
+            object,
+            old.as_ref(),
+            &self.config,
+            &held_ip,
+            &held_port,
+        )?;
         let held = Held {
             cluster_ip: &held_ip,
             node_port: &held_port,
@@ -465,19 +584,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, 422);
         let cause = &e.details.as_ref().unwrap().causes[0];
-        assert_eq!(cause.field, "spec.clusterIP");
-        assert!(
-            cause
-                .message
-                .contains("10.100.0.50 is already allocated to Service default/a"),
-            "{}",
-            cause.message
-        );
-        assert!(
-            e.message
-                .starts_with("Service \"b\" is invalid: spec.clusterIP:"),
-            "{}",
-            e.message
+        // kube-apiserver's words.
+        assert_eq!(cause.field, "spec.clusterIPs");
+        assert_eq!(
+            e.message,
+            "Service \"b\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.100.0.50\"}: failed to allocate IP 10.100.0.50: provided IP is already allocated"
         );
         let e = create(
             &store,
@@ -493,7 +604,7 @@ mod tests {
             "spec.clusterIPs"
         );
         assert!(
-            e.message.contains("not in the service CIDR 10.100.0.0/24"),
+            e.message.contains("failed to allocate IP 10.200.0.5: the provided IP (10.200.0.5) is not in the valid range. The range of valid IPs is 10.100.0.0/24"),
             "{}",
             e.message
         );
@@ -515,12 +626,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            e.details.as_ref().unwrap().causes[0].field,
-            "spec.ports[0].nodePort"
+            e.message,
+            "Service \"n2\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        );
+        // A NodePort outside the range.
+        let e = create(
+            &store,
+            svc(
+                "n3",
+                json!({"type": "NodePort", "ports": [{"port": 81, "nodePort": 80}]}),
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.ends_with("spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+            "{}",
+            e.message
         );
         // Only n1's create wrote anything.
         assert_eq!(store.resource_version(), before + 1);
-        for name in ["b", "c", "n2"] {
+        for name in ["b", "c", "n2", "n3"] {
             assert!(store.get(resource("services"), "default", name).is_err());
         }
     }

@@ -900,8 +900,10 @@ fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
     );
     assert!(
         stderr.contains(
-            "(Service default/svc-dup): Service \"svc-dup\" is invalid: spec.clusterIP: "
-        ) && stderr.contains("already allocated to Service default/svc-good"),
+            "(Service default/svc-dup): Service \"svc-dup\" is invalid: spec.clusterIPs: "
+        ) && stderr.contains(&format!(
+            "failed to allocate IP {good_ip}: provided IP is already allocated"
+        )),
         "{stderr}"
     );
     assert_eq!(
@@ -1262,10 +1264,7 @@ fn kubectl_drives_the_lab() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("is invalid: spec.clusterIP:")
-            && stderr.contains(&format!(
-                "{fresh_ip} is already allocated to Service default/fresh"
-            )),
+        stderr.contains(&format!("is invalid: spec.clusterIPs: Invalid value: []string{{\"{fresh_ip}\"}}: failed to allocate IP {fresh_ip}: provided IP is already allocated")),
         "{stderr}"
     );
     let outside = "apiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\nspec:\n  clusterIP: 192.0.2.10\n  selector: {app: service_demo_pod}\n  ports: [{port: 80, targetPort: 8080}]\n";
@@ -1273,7 +1272,7 @@ fn kubectl_drives_the_lab() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("spec.clusterIP: ") && stderr.contains("is not in the service CIDR"),
+        stderr.contains("spec.clusterIPs: Invalid value: []string{\"192.0.2.10\"}: failed to allocate IP 192.0.2.10: the provided IP (192.0.2.10) is not in the valid range"),
         "{stderr}"
     );
     for name in ["taken", "outside"] {
