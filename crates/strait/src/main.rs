@@ -10,6 +10,7 @@ mod dns;
 mod error;
 mod lab;
 mod lab_client;
+mod policy;
 mod proxy;
 mod render;
 mod state;
@@ -45,6 +46,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
         cli::Command::Dns(args) => dns::run(&args),
         cli::Command::Agent(args) => agent::run(&args),
         cli::Command::Trace(args) => trace::run(&args),
+        cli::Command::Policy(cli::PolicyCommand::Matrix(args)) => policy::matrix(&args),
         cli::Command::Lab(command) => lab::run(command),
     }
 }
