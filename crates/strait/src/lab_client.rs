@@ -44,13 +44,13 @@ fn lab_error(lab: &str, message: impl Into<String>) -> Error {
 pub fn api_resource(kind: Kind) -> ApiResource {
     let api_version = kind.api_version();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        Kind::Endpoints => "endpoints".to_owned(),
-        Kind::Ingress => "ingresses".to_owned(),
-        Kind::IngressClass => "ingressclasses".to_owned(),
-        Kind::NetworkPolicy => "networkpolicies".to_owned(),
-        other => format!("{}s", other.as_str().to_ascii_lowercase()),
-    };
+    // The server's own table names every kind it serves; a plural made up
+    // here could disagree with it.
+    let plural = strait_apiserver::RESOURCES
+        .iter()
+        .find(|r| r.model_kind() == Some(kind))
+        .map(|r| r.plural.to_owned())
+        .unwrap_or_else(|| format!("{}s", kind.as_str().to_ascii_lowercase()));
     ApiResource {
         group: group.to_owned(),
         version: version.to_owned(),
@@ -241,5 +241,10 @@ mod tests {
             ("discovery.k8s.io", "v1", "endpointslices")
         );
         assert_eq!(api_resource(Kind::Deployment).group, "apps");
+        let cnp = api_resource(Kind::ClusterNetworkPolicy);
+        assert_eq!(
+            (cnp.group.as_str(), cnp.plural.as_str()),
+            ("policy.networking.k8s.io", "clusternetworkpolicies")
+        );
     }
 }
