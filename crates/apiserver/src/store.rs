@@ -1009,9 +1009,8 @@ impl Store {
         for bucket in inner.buckets.values_mut() {
             bucket.history.clear();
             bucket.compacted = current;
-            let message = format!(
-                "too old resource version: the history was compacted at {current}"
-            );
+            let message =
+                format!("too old resource version: the history was compacted at {current}");
             let status = Arc::new(ApiError::gone(message).status());
             for watcher in bucket.watchers.drain(..) {
                 // A watcher whose queue is full is closed all the same:

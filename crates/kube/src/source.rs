@@ -19,7 +19,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use strait_agent::{Source, Update};
 use strait_model::Kind;
@@ -91,6 +90,9 @@ struct Message {
 #[derive(Default)]
 pub struct Health {
     inner: Mutex<HealthInner>,
+    /// Woken when the API server answers a kind that was failing: the
+    /// other kinds' watches stop backing off and retry.
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -161,8 +163,9 @@ impl Health {
 
     fn watch_ok(&self, kind: Kind) {
         let mut h = self.lock();
-        if !h.failing.is_empty() {
-            h.failing.remove(&kind);
+        if h.failing.remove(&kind).is_some() {
+            drop(h);
+            self.answered.notify_waiters();
         }
     }
 
@@ -497,10 +500,19 @@ async fn watch_kind(
     };
     let resource = ar.plural.clone();
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, config));
+    // kube-rs's (and client-go's) backoff: 0.8 s doubling to 30 s, with
+    // jitter, reset by an event. Driven here rather than by
+    // `default_backoff()` so that a wait ends early once the API server
+    // answers another kind again: after an outage every kind comes back
+    // at the first retry of any, not each at its own (up to 30 s later).
+    let mut backoff = watcher::DefaultBackoff::default();
     while let Some(item) = stream.next().await {
         let event = match item {
-            Ok(event) => event,
+            Ok(event) => {
+                kube::runtime::utils::Backoff::reset(&mut backoff);
+                event
+            }
             Err(e) => {
                 metrics.watch_error(kind);
                 let (gone, why) = describe(&resource, &e);
@@ -509,6 +521,12 @@ async fn watch_kind(
                 } else {
                     tracing::error!("{why}");
                     health.watch_failed(kind, why);
+                }
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                let answered = health.answered.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = answered, if !gone => {}
                 }
                 continue;
             }
@@ -618,13 +636,19 @@ mod tests {
         let mut service = tower::Layer::layer(
             &observe,
             tower::service_fn(|r: hyper::Request<()>| async move {
-                let status = if r.uri().path().ends_with("pods") { 503 } else { 200 };
+                let status = if r.uri().path().ends_with("pods") {
+                    503
+                } else {
+                    200
+                };
                 let mut answer = hyper::Response::new(());
                 *answer.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                 Ok::<_, std::convert::Infallible>(answer)
             }),
         );
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         for path in ["/api/v1/services?watch=true", "/api/v1/pods"] {
             let request = hyper::Request::builder().uri(path).body(()).unwrap();
             runtime

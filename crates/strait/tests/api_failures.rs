@@ -251,16 +251,18 @@ impl Probe {
             while !flag.load(Ordering::SeqCst) {
                 i += 1;
                 let t = Instant::now();
-                let result =
-                    connect(vip).and_then(|(mut s, mut r)| exchange(&mut s, &mut r, &i.to_string()));
+                let result = connect(vip)
+                    .and_then(|(mut s, mut r)| exchange(&mut s, &mut r, &i.to_string()));
                 let took = t.elapsed();
                 {
                     let mut c = counts.lock().unwrap();
                     c.tries += 1;
                     c.slowest = c.slowest.max(took);
                     if let Err(e) = result {
-                        c.failures
-                            .push(format!("#{i} at {:.1} s: {e}", started.elapsed().as_secs_f64()));
+                        c.failures.push(format!(
+                            "#{i} at {:.1} s: {e}",
+                            started.elapsed().as_secs_f64()
+                        ));
                     }
                 }
                 if i % 10 == 0 {
@@ -268,8 +270,10 @@ impl Probe {
                     let mut c = counts.lock().unwrap();
                     c.long_exchanges += 1;
                     if let Err(e) = result {
-                        c.long_failures
-                            .push(format!("#{i} at {:.1} s: {e}", started.elapsed().as_secs_f64()));
+                        c.long_failures.push(format!(
+                            "#{i} at {:.1} s: {e}",
+                            started.elapsed().as_secs_f64()
+                        ));
                     }
                 }
                 // Pacing of the load (about a hundred connections a second), not a wait for anything.
@@ -463,10 +467,16 @@ impl Bed {
                 &node.name,
             ],
         ));
-        ok(client.command("ip", &["addr", "add", &format!("{CLIENT_IP}/30"), "dev", "eth0"]));
+        ok(client.command(
+            "ip",
+            &["addr", "add", &format!("{CLIENT_IP}/30"), "dev", "eth0"],
+        ));
         ok(client.command("ip", &["link", "set", "eth0", "up"]));
         ok(client.command("ip", &["route", "add", "10.0.0.0/8", "via", NODE_IP]));
-        ok(node.command("ip", &["addr", "add", &format!("{NODE_IP}/30"), "dev", "uplink"]));
+        ok(node.command(
+            "ip",
+            &["addr", "add", &format!("{NODE_IP}/30"), "dev", "uplink"],
+        ));
         ok(node.command("ip", &["link", "set", "uplink", "up"]));
         // The pod, on a veth of its own, its gateway the node.
         ok(pod.command(
@@ -475,11 +485,17 @@ impl Bed {
                 "link", "add", "eth0", "type", "veth", "peer", "name", "pod0", "netns", &node.name,
             ],
         ));
-        ok(pod.command("ip", &["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"]));
+        ok(pod.command(
+            "ip",
+            &["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"],
+        ));
         ok(pod.command("ip", &["link", "set", "eth0", "up"]));
         ok(pod.command("ip", &["link", "set", "lo", "up"]));
         ok(pod.command("ip", &["route", "add", "default", "via", POD_GATEWAY]));
-        ok(node.command("ip", &["addr", "add", &format!("{POD_GATEWAY}/24"), "dev", "pod0"]));
+        ok(node.command(
+            "ip",
+            &["addr", "add", &format!("{POD_GATEWAY}/24"), "dev", "pod0"],
+        ));
         ok(node.command("ip", &["link", "set", "pod0", "up"]));
         let echo = Echo::start(&pod, format!("{POD_IP}:8080").parse().unwrap());
         Bed {
@@ -554,7 +570,10 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         logged()
     );
     assert!(
-        wait_for(Duration::from_secs(5), || get(&bed.node, health, "/healthz").0 == 200),
+        wait_for(Duration::from_secs(5), || get(
+            &bed.node, health, "/healthz"
+        )
+        .0 == 200),
         "{}",
         logged()
     );
@@ -576,7 +595,8 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
     let compacted_at = Instant::now();
     api.server().store().compact();
     assert!(
-        wait_for(Duration::from_secs(20), || lists(&metrics()) >= lists(&m0) + kinds),
+        wait_for(Duration::from_secs(20), || lists(&metrics())
+            >= lists(&m0) + kinds),
         "the agent did not list every kind again: {}",
         logged()
     );
@@ -588,14 +608,25 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         logged()
     );
     assert_eq!(ruleset(&bed.node), before, "the relist changed the rules");
-    assert_eq!(syncs(&m1), syncs(&m0), "the relist re-programmed the kernel");
-    assert_eq!(updates(&m1), updates(&m0), "the relist handed out an update");
+    assert_eq!(
+        syncs(&m1),
+        syncs(&m0),
+        "the relist re-programmed the kernel"
+    );
+    assert_eq!(
+        updates(&m1),
+        updates(&m0),
+        "the relist handed out an update"
+    );
 
     // (b) A restart: connections cut, the same store served again at once.
     let restarted_at = Instant::now();
     api.stop();
     api.serve_again();
-    api.create(&another_service("web2", "10.96.0.51"), Duration::from_secs(10));
+    api.create(
+        &another_service("web2", "10.96.0.51"),
+        Duration::from_secs(10),
+    );
     assert!(
         wait_for(Duration::from_secs(30), || ruleset(&bed.node)
             .contains("10.96.0.51")),
@@ -608,6 +639,15 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         lists(&m2),
         lists(&m1),
         "after a restart the watches resume from their versions, no relist"
+    );
+
+    let mut body = String::new();
+    assert!(
+        wait_for(Duration::from_secs(45), || {
+            body = get(&bed.node, health, "/healthz").1;
+            failing_watches(&body).is_empty()
+        }),
+        "after the restart the watches are still said to fail: {body}"
     );
 
     // (c) 60 s without the API server.
@@ -638,17 +678,28 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         "kube-proxy's /healthz stays 200 while nothing is queued"
     );
     let during = probe.tally();
-    assert_eq!(ruleset(&bed.node), before_down, "a rule was lost while the API was down");
+    assert_eq!(
+        ruleset(&bed.node),
+        before_down,
+        "a rule was lost while the API was down"
+    );
     assert!(
         logged().contains("cannot watch services") || logged().contains("cannot list services"),
         "{}",
         logged()
     );
     let m3 = metrics();
-    assert_eq!(syncs(&m3), syncs_before_down, "nothing to sync while the API is away");
+    assert_eq!(
+        syncs(&m3),
+        syncs_before_down,
+        "nothing to sync while the API is away"
+    );
     api.serve_again();
     let back_at = Instant::now();
-    api.create(&another_service("web3", "10.96.0.52"), Duration::from_secs(10));
+    api.create(
+        &another_service("web3", "10.96.0.52"),
+        Duration::from_secs(10),
+    );
     let created_after = back_at.elapsed();
     assert!(
         wait_for(Duration::from_secs(45), || ruleset(&bed.node)
@@ -657,7 +708,6 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         logged()
     );
     let recovered_in = back_at.elapsed();
-    let mut body = String::new();
     assert!(
         wait_for(Duration::from_secs(45), || {
             let (status, b) = get(&bed.node, health, "/healthz");
@@ -772,7 +822,9 @@ fn the_agent_reports_401_and_403_naming_the_resource_and_the_verb() {
         assert!(text.contains(expected), "{tag}: {text}");
         println!(
             "{tag}: {}",
-            text.lines().find(|l| l.contains(expected)).unwrap_or_default()
+            text.lines()
+                .find(|l| l.contains(expected))
+                .unwrap_or_default()
         );
         assert!(
             !ruleset(&bed.node).contains("strait"),
