@@ -265,7 +265,7 @@ impl Probe {
                         ));
                     }
                 }
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     let result = exchange(&mut long, &mut long_reader, &format!("long {i}"));
                     let mut c = counts.lock().unwrap();
                     c.long_exchanges += 1;
