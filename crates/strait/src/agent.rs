@@ -414,7 +414,11 @@ fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServe
 /// kube-proxy's answer: 200 when the node's rules are up to date (no
 /// change has waited longer than the timeout, the first sync done, the
 /// last sync of the rules worked), else 503; `/healthz` also says 503 when
-/// the node is being deleted.
+/// the node is being deleted. An unreachable API server queues nothing, so
+/// it does not make the node unhealthy, as with kube-proxy: load balancers
+/// health-check this port, and a control-plane outage must not drain every
+/// node at once while their rules are right. The body names the failing
+/// watches, since when and why; `lastUpdated` stays at the last update.
 fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let report = config.health.report();
     let now = SystemTime::now();
@@ -431,10 +435,11 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let failing: Vec<String> = report
         .failing
         .iter()
-        .map(|(kind, _, why)| {
+        .map(|(kind, since, why)| {
             format!(
-                "{{\"kind\":{},\"error\":{}}}",
+                "{{\"kind\":{},\"since\":{},\"error\":{}}}",
                 json(kind.as_str()),
+                json(&rfc3339(*since)),
                 json(why)
             )
         })

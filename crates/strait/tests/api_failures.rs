@@ -666,6 +666,16 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         // The scenario is the minute itself: look at health once a second.
         std::thread::sleep(Duration::from_millis(1000));
     }
+    body = get(&bed.node, health, "/healthz").1;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let failing = &v["failingWatches"][0];
+    assert!(
+        failing["since"].as_str().is_some_and(|s| s.ends_with('Z'))
+            && failing["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("retrying")),
+        "{body}"
+    );
     let all_failing_after = all_failing_after.unwrap_or_else(|| {
         panic!(
             "/healthz never named every watch failing: {}",
