@@ -1193,7 +1193,25 @@ fn watch(
         // No later than the default: a huge value must not overflow the deadline.
         .map_or(DEFAULT_WATCH_TIMEOUT, |t| t.min(DEFAULT_WATCH_TIMEOUT));
     let include = include_object(query)?;
-    let mut watch = shared.store.watch(target.resource, &options)?;
+    let mut watch = match shared.store.watch(target.resource, &options) {
+        Ok(watch) => watch,
+        // As kube-apiserver (its cacher's error watcher): once the request
+        // is authorized and its version parsed, a version too old is the
+        // watch's one `ERROR` event, under HTTP 200, not an HTTP 410. It is
+        // on that event that clients list again: kube-rs's watcher retries
+        // an HTTP 410 at watch start from the same version, forever.
+        Err(e) if e.code == 410 => {
+            let mut line = br#"{"type":"ERROR","object":"#.to_vec();
+            let _ = serde_json::to_writer(&mut line, &e.status());
+            line.extend_from_slice(b"}\n");
+            let mut response = Response::new(ResponseBody::Full(Full::new(Bytes::from(line))));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(response);
+        }
+        Err(e) => return Err(e),
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let resource = target.resource;
     let bookmarks = options.allow_bookmarks;
