@@ -418,7 +418,8 @@ fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServe
 /// it does not make the node unhealthy, as with kube-proxy: load balancers
 /// health-check this port, and a control-plane outage must not drain every
 /// node at once while their rules are right. The body names the failing
-/// watches, since when and why; `lastUpdated` stays at the last update.
+/// watches, since when and why, and how long the oldest change not yet
+/// applied has waited; `lastUpdated` stays at the last update.
 fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let report = config.health.report();
     let now = SystemTime::now();
@@ -445,10 +446,14 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
         })
         .collect();
     let body = format!(
-        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"failingWatches\":[{}]}}",
+        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"oldestQueuedSeconds\":{},\"failingWatches\":[{}]}}",
         json(&report.last_updated.map(rfc3339).unwrap_or_default()),
         json(&rfc3339(now)),
         known && eligible,
+        // What the timeout is compared with; null: nothing waits to be applied.
+        report
+            .oldest_queued
+            .map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
         failing.join(",")
     );
     Response {
@@ -570,6 +575,7 @@ mod tests {
         assert_eq!(r.status, 503);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["synced"], false);
+        assert!(v["oldestQueuedSeconds"].is_null(), "nothing queued");
         config.health.updated();
         assert_eq!(
             health_response(&config, true).status,

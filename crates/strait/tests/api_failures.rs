@@ -684,19 +684,20 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
         "every kind lists again after 410: {}",
         logged()
     );
-    // Every update handed out since is applied (each one changed rules
-    // here: a sync each), so nothing is in flight when the API goes down.
-    let mut m2b = metrics();
+    // The relists are taken (above) and everything they brought is
+    // applied: nothing is in flight when the API goes down.
+    let mut body = String::new();
     assert!(
         wait_for(Duration::from_secs(20), || {
-            m2b = metrics();
-            syncs(&m2b) - syncs(&m2) == updates(&m2b) - updates(&m2)
+            body = get(&bed.node, health, "/healthz").1;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["oldestQueuedSeconds"].is_null())
         }),
-        "updates handed out but not synced: {m2b}"
+        "changes wait to be applied: {body}"
     );
+    let m2b = metrics();
     assert!(syncs(&m2b) > syncs(&m2), "the difference was synced");
 
-    let mut body = String::new();
     assert!(
         wait_for(Duration::from_secs(45), || {
             body = get(&bed.node, health, "/healthz").1;
