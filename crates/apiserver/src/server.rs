@@ -75,6 +75,9 @@ pub struct Server {
     ca_cert_pem: String,
     stop: watch::Sender<bool>,
     shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    /// The accept loop of `addr`, while serving.
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What every request handler reads.
@@ -138,7 +141,12 @@ impl Server {
                 stopped.clone(),
             ));
         }
-        tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            acceptor.clone(),
+            shared.clone(),
+            stopped,
+        ));
         Ok(Server {
             addr,
             store,
@@ -146,6 +154,8 @@ impl Server {
             ca_cert_pem: config.pki.ca_cert_pem.clone(),
             stop,
             shared,
+            acceptor,
+            accepting: Some(accepting),
         })
     }
 
@@ -197,6 +207,42 @@ impl Server {
     /// Stop accepting; open connections (watches too) are closed.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Go down as a crashed or restarting kube-apiserver does: the
+    /// listening socket is closed (new connections are refused) and every
+    /// open connection, watches included, is cut. The store, the tokens
+    /// and the certificate stay for [`Server::serve_again`]. Returns once
+    /// the socket is closed. The extra listeners of the configuration are
+    /// closed too and are not served again.
+    pub async fn stop_serving(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(accepting) = self.accepting.take() {
+            // The loop returns at once on the signal; its end drops the socket.
+            let _ = accepting.await;
+        }
+    }
+
+    /// Serve the same store again on the same address (after
+    /// [`Server::stop_serving`]): clients reconnect and resume their
+    /// watches from the versions they have, as after a kube-apiserver
+    /// restart. Fails if the address is taken meanwhile.
+    pub async fn serve_again(&mut self) -> Result<(), ApiError> {
+        if self.accepting.is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot listen on {}: {e}", self.addr)))?;
+        let (stop, stopped) = watch::channel(false);
+        self.stop = stop;
+        self.accepting = Some(tokio::spawn(accept_loop(
+            listener,
+            self.acceptor.clone(),
+            self.shared.clone(),
+            stopped,
+        )));
+        Ok(())
     }
 }
 
@@ -1147,7 +1193,25 @@ fn watch(
         // No later than the default: a huge value must not overflow the deadline.
         .map_or(DEFAULT_WATCH_TIMEOUT, |t| t.min(DEFAULT_WATCH_TIMEOUT));
     let include = include_object(query)?;
-    let mut watch = shared.store.watch(target.resource, &options)?;
+    let mut watch = match shared.store.watch(target.resource, &options) {
+        Ok(watch) => watch,
+        // As kube-apiserver (its cacher's error watcher): once the request
+        // is authorized and its version parsed, a version too old is the
+        // watch's one `ERROR` event, under HTTP 200, not an HTTP 410. It is
+        // on that event that clients list again: kube-rs's watcher retries
+        // an HTTP 410 at watch start from the same version, forever.
+        Err(e) if e.code == 410 => {
+            let mut line = br#"{"type":"ERROR","object":"#.to_vec();
+            let _ = serde_json::to_writer(&mut line, &e.status());
+            line.extend_from_slice(b"}\n");
+            let mut response = Response::new(ResponseBody::Full(Full::new(Bytes::from(line))));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(response);
+        }
+        Err(e) => return Err(e),
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let resource = target.resource;
     let bookmarks = options.allow_bookmarks;
@@ -1192,7 +1256,7 @@ fn watch(
                 },
                 Next::End => return,
             };
-            if tx.send(encoder.encode(&event)).await.is_err() {
+            if tx.send(encoder.encode(&event)).await.is_err() || event.kind == EventType::Error {
                 return;
             }
         }
@@ -1218,7 +1282,9 @@ impl Encoder {
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(event.kind.as_str().as_bytes());
         line.extend_from_slice(b"\",\"object\":");
-        if let (Some(version), false) = (self.table, event.kind == EventType::Bookmark) {
+        // Bookmarks and errors are sent as they are, never as Table rows.
+        let plain = matches!(event.kind, EventType::Bookmark | EventType::Error);
+        if let (Some(version), false) = (self.table, plain) {
             let options = TableOptions {
                 version,
                 include_object: self.include,

@@ -29,13 +29,16 @@ use tokio::sync::mpsc;
 use crate::error::{ApiError, Cause};
 use crate::resources::{Resource, Subresource};
 
-/// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` as a watch sends them.
+/// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, `ERROR` as a watch sends them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Added,
     Modified,
     Deleted,
     Bookmark,
+    /// The watch cannot go on; the object is a `Status` (410 `Expired`
+    /// after [`Store::compact`]) and the watch ends after it.
+    Error,
 }
 
 impl EventType {
@@ -45,6 +48,7 @@ impl EventType {
             EventType::Modified => "MODIFIED",
             EventType::Deleted => "DELETED",
             EventType::Bookmark => "BOOKMARK",
+            EventType::Error => "ERROR",
         }
     }
 }
@@ -126,6 +130,43 @@ pub trait Admission: Send + Sync {
         object: &mut Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError>;
+
+    /// Run under the store's lock right before a create or an update of
+    /// `object` is stored (`old`: the stored version), with the resource's
+    /// objects as stored now: what must be unique across objects (a
+    /// Service's ClusterIPs and NodePorts) is checked and allocated here,
+    /// in the same step as the write, so two writes never take the same
+    /// one. A refusal stores nothing. It must not call the store.
+    fn allocate(
+        &self,
+        _resource: &Resource,
+        _object: &mut Value,
+        _old: Option<&Value>,
+        _stored: &Stored<'_>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// The stored objects of one resource, as [`Admission::allocate`] sees them.
+pub struct Stored<'a> {
+    objects: Option<&'a BTreeMap<Key, Arc<Value>>>,
+}
+
+impl Stored<'_> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects?
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|v| &**v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.map_or(0, BTreeMap::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Admits everything as it is.
@@ -558,6 +599,11 @@ impl Store {
             name = generated_name(&generate, ctx);
             set_meta(&mut object, "name", name.clone().into());
         }
+        let stored = Stored {
+            objects: inner.bucket(resource).map(|b| &b.objects),
+        };
+        self.admission
+            .allocate(resource, &mut object, None, &stored)?;
         Ok(inner.commit(
             resource,
             self.history,
@@ -631,7 +677,7 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let Some(new) = new else {
+            let Some(mut new) = new else {
                 // Nothing changed: no new version, no event (`kubectl
                 // apply` reports "unchanged" from exactly this).
                 return Ok(old);
@@ -643,6 +689,11 @@ impl Store {
                 // The last finalizer is gone from an object being deleted.
                 return Ok(inner.commit(resource, self.history, k, EventType::Deleted, new, None));
             }
+            let stored = Stored {
+                objects: inner.bucket(resource).map(|b| &b.objects),
+            };
+            self.admission
+                .allocate(resource, &mut new, Some(&old), &stored)?;
             return Ok(inner.commit(
                 resource,
                 self.history,
@@ -990,6 +1041,37 @@ impl Store {
             .live
             .is_empty()
             .then(|| bookmark_event(resource, inner.resource_version, false))
+    }
+
+    /// Forget every event so far, as etcd's compaction does, and end every
+    /// open watch with an `ERROR` event carrying a 410 `Expired` Status, as
+    /// kube-apiserver ends the watches it can no longer serve: each client
+    /// lists again (a reflector's relist). A watch from a version before
+    /// the current one is 410 from now on. The objects stay. Returns the
+    /// version compacted to. (How a test forces what a long API outage or
+    /// a slow client meets in a real cluster.)
+    pub fn compact(&self) -> u64 {
+        let mut inner = self.lock();
+        let current = inner.resource_version;
+        for bucket in inner.buckets.values_mut() {
+            bucket.history.clear();
+            bucket.compacted = current;
+            let message =
+                format!("too old resource version: the history was compacted at {current}");
+            let status = Arc::new(ApiError::gone(message).status());
+            for watcher in bucket.watchers.drain(..) {
+                // A watcher whose queue is full is closed all the same:
+                // dropping its sender ends the stream, and it re-watches
+                // from a version that is now too old.
+                let _ = watcher.tx.try_send(Event {
+                    kind: EventType::Error,
+                    object: status.clone(),
+                    previous: None,
+                    resource_version: current,
+                });
+            }
+        }
+        current
     }
 
     /// How many watchers of `resource` are registered (closed ones are
@@ -2705,6 +2787,51 @@ mod tests {
     }
 
     #[test]
+    fn compaction_ends_open_watches_with_410_and_keeps_the_objects() {
+        let mut lab = Lab::new();
+        lab.create("configmaps", "default", cm("a", "1")).unwrap();
+        let before = lab.store.resource_version();
+        let watch_from = |store: &Store, rv: u64| {
+            store.watch(
+                resource("configmaps"),
+                &ListOptions {
+                    resource_version: Some(rv.to_string()),
+                    ..Default::default()
+                },
+            )
+        };
+        let mut open = watch_from(&lab.store, before).unwrap();
+        lab.create("configmaps", "default", cm("b", "1")).unwrap();
+        let at = lab.store.compact();
+        assert_eq!(at, lab.store.resource_version());
+        let events = drain(&mut open);
+        assert_eq!(kinds(&events)[0], ("ADDED", "default/b".to_owned()));
+        let last = events.last().unwrap();
+        assert_eq!(last.kind, EventType::Error);
+        assert_eq!(last.object["code"], 410);
+        assert_eq!(last.object["reason"], "Expired");
+        // The stream ends after the error: its sender is gone.
+        assert!(matches!(
+            open.live.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(lab.store.watchers(resource("configmaps")), 0);
+        // From the old version: 410; from the compacted one: fine.
+        let Err(e) = watch_from(&lab.store, before) else {
+            panic!("a watch from before the compaction")
+        };
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        assert!(watch_from(&lab.store, at).is_ok());
+        // The objects stay, at their versions.
+        let list = lab
+            .store
+            .list(resource("configmaps"), &ListOptions::default())
+            .unwrap();
+        assert_eq!(list.items.len(), 2);
+        assert_eq!(list.resource_version, at);
+    }
+
+    #[test]
     fn initial_events_end_with_a_bookmark() {
         let mut lab = Lab::new();
         lab.create("configmaps", "default", cm("a", "1")).unwrap();
@@ -3448,6 +3575,7 @@ mod tests {
                     EventType::Modified => prop_assert!(state.insert(k, (*event.object).clone()).is_some()),
                     EventType::Deleted => prop_assert!(state.remove(&k).is_some()),
                     EventType::Bookmark => {}
+                    EventType::Error => prop_assert!(false, "no compaction here"),
                 }
             }
             let end = lab.store.list(resource("configmaps"), &options).unwrap();

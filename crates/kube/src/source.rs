@@ -19,7 +19,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use strait_agent::{Source, Update};
 use strait_model::Kind;
@@ -91,6 +90,9 @@ struct Message {
 #[derive(Default)]
 pub struct Health {
     inner: Mutex<HealthInner>,
+    /// Woken when the API server answers a kind that was failing: the
+    /// other kinds' watches stop backing off and retry.
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -161,8 +163,9 @@ impl Health {
 
     fn watch_ok(&self, kind: Kind) {
         let mut h = self.lock();
-        if !h.failing.is_empty() {
-            h.failing.remove(&kind);
+        if h.failing.remove(&kind).is_some() {
+            drop(h);
+            self.answered.notify_waiters();
         }
     }
 
@@ -208,12 +211,15 @@ impl KubeSource {
             .build()
             .map_err(|e| Error::Runtime(e.to_string()))?;
         let config = runtime.block_on(load_config(config))?;
+        let health = Arc::new(Health::default());
         let client = {
             let _inside = runtime.enter();
-            Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?
+            kube::client::ClientBuilder::try_from(config)
+                .map_err(|e| Error::Client(e.to_string()))?
+                .with_layer(&Observe::new(health.clone(), &options.kinds))
+                .build()
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        let health = Arc::new(Health::default());
         let metrics = Arc::new(KubeMetrics::default());
         for &kind in &options.kinds {
             let mut wc = watcher::Config::default().page_size(options.page_size);
@@ -397,6 +403,95 @@ pub fn api_resource(kind: Kind) -> Option<ApiResource> {
     })
 }
 
+/// Sees every answer of the API server on its way to kube-rs: a kind
+/// whose list or watch request is answered 2xx again is no longer failing.
+/// A watch that resumes after an outage brings no event by itself (kube-rs
+/// says nothing when a re-watch works), so without this a recovered kind
+/// would be reported failing until its next change.
+#[derive(Clone)]
+struct Observe {
+    health: Arc<Health>,
+    /// The resource (plural) of each watched kind.
+    kinds: Arc<Vec<(String, Kind)>>,
+}
+
+impl Observe {
+    fn new(health: Arc<Health>, kinds: &[Kind]) -> Observe {
+        let kinds = kinds
+            .iter()
+            .filter_map(|&k| Some((api_resource(k)?.plural, k)))
+            .collect();
+        Observe {
+            health,
+            kinds: Arc::new(kinds),
+        }
+    }
+
+    /// The watched kind a request's path lists or watches
+    /// (`/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`).
+    fn kind_of(&self, path: &str) -> Option<Kind> {
+        let last = path.rsplit('/').next()?;
+        self.kinds
+            .iter()
+            .find(|(plural, _)| plural == last)
+            .map(|(_, k)| *k)
+    }
+}
+
+impl<S> tower::Layer<S> for Observe {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            inner,
+            observe: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Observed<S> {
+    inner: S,
+    observe: Observe,
+}
+
+type BoxedFuture<T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
+
+impl<S, B, R> tower::Service<hyper::Request<B>> for Observed<S>
+where
+    S: tower::Service<hyper::Request<B>, Response = hyper::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxedFuture<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<B>) -> Self::Future {
+        let kind = self.observe.kind_of(request.uri().path());
+        let health = self.observe.health.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            if let (Some(kind), Ok(response)) = (kind, &answer) {
+                if response.status().is_success() {
+                    health.watch_ok(kind);
+                }
+            }
+            answer
+        })
+    }
+}
+
 /// Follow one kind until the runtime stops: events admitted and sent;
 /// errors said (kube-runtime's default backoff spaces the retries, the
 /// last state stays).
@@ -414,10 +509,19 @@ async fn watch_kind(
     };
     let resource = ar.plural.clone();
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, config));
+    // kube-rs's (and client-go's) backoff: 0.8 s doubling to 30 s, with
+    // jitter, reset by an event. Driven here rather than by
+    // `default_backoff()` so that a wait ends early once the API server
+    // answers another kind again: after an outage every kind comes back
+    // at the first retry of any, not each at its own (up to 30 s later).
+    let mut backoff = watcher::DefaultBackoff::default();
     while let Some(item) = stream.next().await {
         let event = match item {
-            Ok(event) => event,
+            Ok(event) => {
+                kube::runtime::utils::Backoff::reset(&mut backoff);
+                event
+            }
             Err(e) => {
                 metrics.watch_error(kind);
                 let (gone, why) = describe(&resource, &e);
@@ -426,6 +530,12 @@ async fn watch_kind(
                 } else {
                     tracing::error!("{why}");
                     health.watch_failed(kind, why);
+                }
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                let answered = health.answered.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = answered, if !gone => {}
                 }
                 continue;
             }
@@ -517,6 +627,45 @@ mod tests {
         h.handing_out();
         h.updated();
         assert!(h.report().oldest_queued.is_none());
+    }
+
+    #[test]
+    fn an_answer_to_a_kinds_list_or_watch_clears_its_failure() {
+        let health = Arc::new(Health::default());
+        let observe = Observe::new(health.clone(), AGENT_KINDS);
+        assert_eq!(observe.kind_of("/api/v1/services"), Some(Kind::Service));
+        assert_eq!(
+            observe.kind_of("/apis/discovery.k8s.io/v1/endpointslices"),
+            Some(Kind::EndpointSlice)
+        );
+        assert_eq!(observe.kind_of("/api/v1/namespaces"), Some(Kind::Namespace));
+        assert_eq!(observe.kind_of("/api/v1/configmaps"), None);
+        health.watch_failed(Kind::Service, "down".into());
+        health.watch_failed(Kind::Pod, "down".into());
+        let mut service = tower::Layer::layer(
+            &observe,
+            tower::service_fn(|r: hyper::Request<()>| async move {
+                let status = if r.uri().path().ends_with("pods") {
+                    503
+                } else {
+                    200
+                };
+                let mut answer = hyper::Response::new(());
+                *answer.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                Ok::<_, std::convert::Infallible>(answer)
+            }),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for path in ["/api/v1/services?watch=true", "/api/v1/pods"] {
+            let request = hyper::Request::builder().uri(path).body(()).unwrap();
+            runtime
+                .block_on(tower::Service::call(&mut service, request))
+                .unwrap();
+        }
+        let failing: Vec<Kind> = health.report().failing.iter().map(|f| f.0).collect();
+        assert_eq!(failing, vec![Kind::Pod], "a 503 leaves pods failing");
     }
 
     #[test]

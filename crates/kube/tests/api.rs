@@ -360,3 +360,73 @@ fn a_client_the_server_refuses_is_said_with_the_resource_and_verb() {
         services.2
     );
 }
+
+/// A watch from a version compacted away is one `ERROR` event with a 410
+/// Status (HTTP 200), as kube-apiserver sends it; a source that missed
+/// changes while the server was away lists again on it and hands out
+/// exactly what differs.
+#[test]
+fn a_compacted_version_is_an_error_event_and_the_source_relists() {
+    let mut cluster = Cluster::start(Tokens::default());
+    cluster.create::<Service>(None, service("web", "10.96.0.50", 80));
+    let mut source = start_source(&cluster);
+    let first = source
+        .next_timeout(Some(WAIT))
+        .unwrap()
+        .expect("first update");
+    assert_eq!(first.state.services.len(), 1);
+    let old = cluster
+        .server
+        .as_ref()
+        .unwrap()
+        .store()
+        .resource_version()
+        .to_string();
+
+    // Away: changes taken meanwhile (by another API server, say), then compacted.
+    let mut server = cluster.server.take().unwrap();
+    cluster.runtime.block_on(server.stop_serving());
+    let services = strait_apiserver::Resource::by_plural("", "v1", "services").unwrap();
+    server
+        .with_write_context(|ctx| {
+            server
+                .store()
+                .create(services, "default", service("db", "10.96.0.51", 5432), ctx)
+        })
+        .unwrap();
+    server.store().compact();
+    cluster.runtime.block_on(server.serve_again()).unwrap();
+    cluster.server = Some(server);
+
+    let api: Api<Service> = Api::all(cluster.client.clone());
+    let first_event = cluster.runtime.block_on(async {
+        use futures_util::StreamExt;
+        let params = kube::api::WatchParams::default();
+        let stream = api.watch(&params, &old).await.expect("HTTP 200");
+        let mut stream = std::pin::pin!(stream);
+        stream.next().await
+    });
+    match first_event {
+        Some(Ok(kube::api::WatchEvent::Error(status))) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected an ERROR 410 event, got {other:?}"),
+    }
+
+    let deadline = Instant::now() + WAIT;
+    let update = loop {
+        assert!(Instant::now() < deadline, "no relist after 410");
+        if let Some(u) = source.next_timeout(Some(WAIT)).unwrap() {
+            break u;
+        }
+    };
+    assert_eq!(
+        set(&update),
+        vec![Change::Added(ObjectKey::new(
+            Kind::Service,
+            "default",
+            "db"
+        ))]
+    );
+    assert!(source.full_lists(Kind::Service) >= 2);
+}

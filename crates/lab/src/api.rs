@@ -3,7 +3,8 @@
 //! `/run/strait/NAME/kubeconfig`) and `strait lab apply` write the desired
 //! objects there; each round the controller reads them, runs the standalone
 //! controllers, and writes back what it made and saw — Pods of Deployments
-//! with their status, EndpointSlices, allocated Service addresses, Nodes —
+//! with their status, EndpointSlices, Nodes (Service addresses are
+//! allocated in the write itself: `crate::alloc`) —
 //! so that `kubectl get` shows the cluster as it is.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strait_apiserver::admission::ModelAdmission;
 use strait_apiserver::auth::{Tokens, UserInfo};
 use strait_apiserver::server::{PodLogs, Server, ServerConfig};
 use strait_apiserver::store::{DeleteOptions, ListOptions, Store};
@@ -50,7 +50,7 @@ fn resource_of(key: &Key) -> Option<&'static Resource> {
 pub struct LabApi {
     server: Option<Server>,
     runtime: Option<tokio::runtime::Runtime>,
-    /// Objects `lab apply` put there (desired.json) as they were put:
+    /// Objects `lab up -f` put there (desired.json) as they were put:
     /// deleted when they leave it, written again only when they change.
     imported: BTreeMap<Key, Value>,
     /// What the controller last wrote of each object, and the
@@ -125,6 +125,7 @@ impl LabApi {
         listen: SocketAddr,
         underlay: &strait_linux::NetNs,
         extra_hosts: &[String],
+        cluster: &strait_model::controllers::ClusterConfig,
     ) -> Result<LabApi> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -163,7 +164,9 @@ impl LabApi {
                 listen,
                 pki,
                 tokens,
-                admission: Box::new(ModelAdmission),
+                // Service addresses are allocated in the write, as
+                // kube-apiserver does, by the controllers' own rules.
+                admission: Box::new(crate::alloc::LabAdmission::new(cluster.clone())),
                 history: HISTORY,
                 extra_listeners: vec![inside],
             }))
@@ -222,10 +225,10 @@ impl LabApi {
         }
     }
 
-    /// Make the store hold `objects` (what `lab apply` wrote to
-    /// desired.json): create what is new, update what changed, delete what
-    /// an earlier import put there and is gone now. A refusal is logged and
-    /// keeps the stored version.
+    /// Make the store hold `objects` (what `lab up -f` wrote to
+    /// desired.json, imported once when the controller starts): create what
+    /// is new, update what changed, delete what an earlier import put there
+    /// and is gone now. A refusal is logged and keeps the stored version.
     pub fn import(&mut self, objects: &[(Object, Origin)]) {
         let mut now = BTreeMap::new();
         // Namespaces first; and those the objects name but nobody defines

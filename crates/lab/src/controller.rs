@@ -3,8 +3,8 @@
 //! starts and stops pods (namespace, CNI ADD/DEL, container processes),
 //! probes readiness, writes the cluster as it is, and hands it with its
 //! change set to every node's agent. A round starts every 200 ms (probes,
-//! supervision) or at once when `lab apply`/`lab delete` changes the
-//! desired objects (inotify on their directory).
+//! supervision) or at once when the API server's store changes (kubectl,
+//! `strait lab apply/delete`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use strait_agent::DirWatch;
 use strait_linux::NetNs;
 use strait_model::controllers::{self, ClusterConfig};
 use strait_model::k8s_openapi::api::core::v1::{
@@ -97,11 +96,6 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
     tracing::info!(nodes = nodes.len(), backend = ?config.backend, "network built");
     let cluster_config =
         ClusterConfig::default().with_service_cidrs(std::slice::from_ref(&config.service_cidr))?;
-    // A `lab apply` or `lab delete` wakes the controller at once: the
-    // directory of desired.json is watched (the file is replaced by rename).
-    let mut watch = DirWatch::new()?;
-    let desired = layout.desired();
-    watch.watch(desired.parent().unwrap_or(Path::new("/")))?;
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     let mut previous: Option<ClusterState> = None;
     let mut last_written = String::new();
@@ -125,20 +119,19 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         ([127, 0, 0, 1], 0).into(),
         &underlay,
         first_service_ip.as_slice(),
+        &cluster_config,
     )?;
     // Every node's network is run by `strait agent` against the API server.
     let mut agents = NodeAgents::start(layout, config, strait);
-    let mut desired_file: Option<Vec<u8>> = None;
+    // desired.json holds what `lab up -f` was given (and the objects every
+    // cluster has): it seeds the store once. From here on the store is the
+    // one source of truth: kubectl and `strait lab apply/delete` write there.
+    let objects = desired_objects(layout, config, strait, &mut admitted)?;
+    api.import(&objects);
+    // What the agents report, for the Nodes' Ready condition.
+    let mut node_problems: BTreeMap<String, crate::layout::NodeProblem> = BTreeMap::new();
     loop {
         let started = Instant::now();
-        // `lab apply` and `lab delete` edit desired.json: what it holds goes
-        // to the store when it changes; kubectl writes to the store directly.
-        let file = std::fs::read(layout.desired()).ok();
-        if desired_file.is_none() || file != desired_file {
-            let objects = desired_objects(layout, config, strait, &mut admitted)?;
-            api.import(&objects);
-            desired_file = Some(file.unwrap_or_default());
-        }
         let desired = ClusterState::from_objects(
             api.desired()?
                 .into_iter()
@@ -150,7 +143,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("{e}; keeping the cluster as it is");
-                    wait_for_desired(&mut watch, &layout.desired(), &api, Instant::now() + ROUND);
+                    api.wait_change(Instant::now() + ROUND);
                     continue;
                 }
             };
@@ -257,7 +250,8 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             }
             actual.insert(Object::Pod(Arc::new(p.into())));
         }
-        let actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
+        let mut actual = controllers::reconcile(actual, None, &cluster_config).unwrap_or(state0);
+        not_ready_nodes(&mut actual, &node_problems);
         api.publish(&actual);
         match serde_json::to_string(&actual.as_list()) {
             Ok(list) if list != last_written => {
@@ -268,7 +262,10 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             // The file keeps the last good cluster; never an empty one.
             Err(e) => tracing::error!("cannot serialise the cluster: {e}"),
         }
-        let node_problems = agents.supervise(layout, config, strait, &nodes);
+        node_problems = agents
+            .supervise(layout, config, strait, &nodes)
+            .into_iter()
+            .collect();
         let state = LabState {
             pods: running
                 .values()
@@ -287,7 +284,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
                 .filter(|(k, _)| wanted.contains(*k))
                 .map(|((ns, n), (_, m))| (format!("{ns}/{n}"), m.clone()))
                 .collect(),
-            node_problems: node_problems.into_iter().collect(),
+            node_problems: node_problems.clone(),
         };
         if let Err(e) = Layout::write_json(&layout.state(), &state) {
             tracing::error!("{e}; state.json keeps the previous round");
@@ -295,7 +292,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
         previous = Some(actual);
         // Probes and pod supervision keep a round; a change of the desired
         // objects starts the next one at once.
-        wait_for_desired(&mut watch, &layout.desired(), &api, started + ROUND);
+        api.wait_change(started + ROUND);
     }
 }
 
@@ -338,31 +335,29 @@ fn reconcile_leaving_out(
     }
 }
 
-/// Wait until `until`, or until `desired` or the API's store changes,
-/// whichever comes first. The controller writes other files of the same
-/// directory every round: those do not wake it.
-fn wait_for_desired(watch: &mut DirWatch, desired: &Path, api: &LabApi, until: Instant) -> bool {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        if api.wait_change(Instant::now()) {
-            return true;
-        }
-        match watch.wait(Some(left.min(Duration::from_millis(5)))) {
-            Ok(events) if events.is_empty() => continue,
-            Ok(events) if events.overflowed || events.paths.iter().any(|p| p == desired) => {
-                return true
-            }
-            Ok(_) => {}
-            Err(e) => {
-                // Without the watch the round still runs: sleep it out.
-                tracing::error!("{e}");
-                std::thread::sleep(left);
-                return false;
-            }
-        }
+/// A node whose agent does not run or sync is not Ready, with the reason,
+/// as the kubelet reports a node it cannot run: `kubectl get nodes` and
+/// `strait lab get nodes` show it.
+fn not_ready_nodes(
+    state: &mut ClusterState,
+    problems: &BTreeMap<String, crate::layout::NodeProblem>,
+) {
+    for (name, problem) in problems {
+        let Some(node) = state.nodes.get("", name) else {
+            continue;
+        };
+        let mut node = (**node).clone();
+        let status = node.status.get_or_insert_with(Default::default);
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != "Ready");
+        conditions.push(strait_model::k8s_openapi::api::core::v1::NodeCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("StraitAgentNotReady".into()),
+            message: Some(problem.message.clone()),
+            ..Default::default()
+        });
+        state.insert(Object::Node(Arc::new(node)));
     }
 }
 

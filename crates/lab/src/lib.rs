@@ -12,6 +12,7 @@
 //! its store holds the desired state.
 
 mod agents;
+mod alloc;
 mod api;
 mod controller;
 mod error;

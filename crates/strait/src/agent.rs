@@ -427,7 +427,12 @@ fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServe
 /// kube-proxy's answer: 200 when the node's rules are up to date (no
 /// change has waited longer than the timeout, the first sync done, the
 /// last sync of the rules worked), else 503; `/healthz` also says 503 when
-/// the node is being deleted.
+/// the node is being deleted. An unreachable API server queues nothing, so
+/// it does not make the node unhealthy, as with kube-proxy: load balancers
+/// health-check this port, and a control-plane outage must not drain every
+/// node at once while their rules are right. The body names the failing
+/// watches, since when and why, and how long the oldest change not yet
+/// applied has waited; `lastUpdated` stays at the last update.
 fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let report = config.health.report();
     let now = SystemTime::now();
@@ -444,19 +449,24 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let failing: Vec<String> = report
         .failing
         .iter()
-        .map(|(kind, _, why)| {
+        .map(|(kind, since, why)| {
             format!(
-                "{{\"kind\":{},\"error\":{}}}",
+                "{{\"kind\":{},\"since\":{},\"error\":{}}}",
                 json(kind.as_str()),
+                json(&rfc3339(*since)),
                 json(why)
             )
         })
         .collect();
     let body = format!(
-        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"failingWatches\":[{}]}}",
+        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"oldestQueuedSeconds\":{},\"failingWatches\":[{}]}}",
         json(&report.last_updated.map(rfc3339).unwrap_or_default()),
         json(&rfc3339(now)),
         known && eligible,
+        // What the timeout is compared with; null: nothing waits to be applied.
+        report
+            .oldest_queued
+            .map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
         failing.join(",")
     );
     Response {
@@ -578,6 +588,7 @@ mod tests {
         assert_eq!(r.status, 503);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["synced"], false);
+        assert!(v["oldestQueuedSeconds"].is_null(), "nothing queued");
         config.health.updated();
         assert_eq!(
             health_response(&config, true).status,

@@ -1,6 +1,6 @@
 //! `strait lab …`: the commands around a lab's controller process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use crate::cli::{
     LabUpArgs,
 };
 use crate::error::Error;
+use crate::lab_client::{api_resource, LabClient, Refusal, LAST_APPLIED};
 
 fn lab_error(lab: &str, message: impl Into<String>) -> Error {
     Error::Lab(strait_lab::Error::Lab {
@@ -68,17 +69,6 @@ fn read_objects(files: &[String], recursive: bool) -> Result<Vec<Object>, Error>
     Ok(crate::state::read_objects(files, recursive)?
         .into_iter()
         .map(|(o, _)| o)
-        .collect())
-}
-
-fn read_desired(layout: &Layout) -> Result<BTreeMap<ObjectKey, Object>, Error> {
-    let text = std::fs::read_to_string(layout.desired())
-        .unwrap_or_else(|_| r#"{"apiVersion":"v1","kind":"List","items":[]}"#.into());
-    let loaded = strait_model::parse_str("desired.json", &text, strait_model::Format::Json)?;
-    Ok(loaded
-        .objects
-        .into_iter()
-        .map(|(o, _)| (ObjectKey::of(&o), o))
         .collect())
 }
 
@@ -352,41 +342,132 @@ fn ports(spec: &strait_model::k8s_openapi::api::core::v1::ServiceSpec) -> String
     }
 }
 
-/// As `kubectl apply -f`: every object admission lets through is applied,
-/// every refused one is printed with its error (and stays as it was), and
-/// the command fails if any was refused.
+/// As `kubectl apply -f`, through the lab's API server: each object is
+/// created, or patched to what the file says (`created`, `configured`,
+/// `unchanged`); an object refused (by admission here, or by the API
+/// server: a 422 naming the field) is printed with its error and changes
+/// nothing, the others are applied, and the command fails if any was
+/// refused.
 fn apply(args: &LabApplyArgs) -> Result<(), Error> {
-    need_root(&args.lab.name)?;
     let layout = running(&args.lab.name)?;
-    let mut desired = read_desired(&layout)?;
     let loaded = crate::state::read_objects_alone(&args.files, args.recursive)?;
+    let client = LabClient::connect(&layout)?;
+    let mut refused = loaded.refused.len();
     for refusal in &loaded.refused {
         eprintln!("error: {}", refusal.error);
     }
-    for (o, _) in loaded.objects {
-        let key = ObjectKey::of(&o);
-        println!(
-            "{} {}",
-            key,
-            if desired.contains_key(&key) {
-                "configured"
-            } else {
-                "created"
-            }
-        );
-        desired.insert(key, o);
+    let mut objects = loaded.objects;
+    // Namespaces first, as the objects in them need them.
+    objects.sort_by_key(|(o, _)| o.kind() != Kind::Namespace);
+    // Namespaces the objects name and nobody defines are made, as `lab
+    // apply` always allowed (kubectl would refuse).
+    let defined: BTreeSet<String> = objects
+        .iter()
+        .filter(|(o, _)| o.kind() == Kind::Namespace)
+        .filter_map(|(o, _)| o.metadata().name.clone())
+        .collect();
+    let named: BTreeSet<String> = objects
+        .iter()
+        .filter(|(o, _)| o.kind().is_namespaced())
+        .filter_map(|(o, _)| o.metadata().namespace.clone())
+        .filter(|ns| !ns.is_empty() && !defined.contains(ns))
+        .collect();
+    for ns in named {
+        let made = match client.get(Kind::Namespace, "", &ns) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => client
+                .create(
+                    Kind::Namespace,
+                    "",
+                    serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                )
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            // Its objects are refused by the server in turn, each said.
+            eprintln!("error: Namespace {ns}: {}", e.message);
+        }
     }
-    write_desired(&layout, desired)?;
-    match loaded.refused.len() {
+    for (object, origin) in &objects {
+        let key = ObjectKey::of(object);
+        match apply_one(&client, object) {
+            Ok(word) => println!("{key} {word}"),
+            Err(e) => {
+                eprintln!("error: {origin} ({key}): {}", e.message);
+                refused += 1;
+            }
+        }
+    }
+    match refused {
         0 => Ok(()),
         refused => Err(Error::Refused { refused }),
     }
 }
 
+/// Create the object, or patch the stored one to it as kubectl's
+/// client-side apply does (keeping the applied configuration in the
+/// `last-applied-configuration` annotation).
+fn apply_one(client: &LabClient, object: &Object) -> Result<&'static str, Refusal> {
+    let kind = object.kind();
+    let mut value = serde_json::to_value(object).map_err(|e| Refusal {
+        message: e.to_string(),
+    })?;
+    value["apiVersion"] = kind.api_version().into();
+    value["kind"] = kind.as_str().into();
+    // What the server owns is not the file's to send.
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+        ] {
+            meta.remove(field);
+        }
+        if let Some(annotations) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            annotations.remove(LAST_APPLIED);
+        }
+    }
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    let applied = serde_json::to_string(&value).map_err(|e| Refusal {
+        message: e.to_string(),
+    })?;
+    value["metadata"]["annotations"][LAST_APPLIED] = applied.into();
+    let meta = object.metadata();
+    let ns = if kind.is_namespaced() {
+        meta.namespace.as_deref().unwrap_or("default")
+    } else {
+        ""
+    };
+    let name = meta.name.as_deref().unwrap_or_default();
+    match client.get(kind, ns, name)? {
+        None => {
+            client.create(kind, ns, value)?;
+            Ok("created")
+        }
+        Some(current) => {
+            let last: Option<serde_json::Value> = current["metadata"]["annotations"][LAST_APPLIED]
+                .as_str()
+                .and_then(|t| serde_json::from_str(t).ok());
+            let patch = crate::lab_client::apply_patch(&value, last.as_ref());
+            let after = client.merge_patch(kind, ns, name, patch)?;
+            let version = |v: &serde_json::Value| v["metadata"]["resourceVersion"].clone();
+            Ok(if version(&after) == version(&current) {
+                "unchanged"
+            } else {
+                "configured"
+            })
+        }
+    }
+}
+
+/// Delete through the API server (pods gracefully, as kubectl does).
 fn delete(args: &LabDeleteArgs) -> Result<(), Error> {
-    need_root(&args.lab.name)?;
     let layout = running(&args.lab.name)?;
-    let mut desired = read_desired(&layout)?;
     let mut keys: Vec<ObjectKey> = read_objects(&args.files, args.recursive)?
         .iter()
         .map(ObjectKey::of)
@@ -412,166 +493,228 @@ fn delete(args: &LabDeleteArgs) -> Result<(), Error> {
         };
         keys.push(ObjectKey::new(*kind, ns, name));
     }
+    let client = LabClient::connect(&layout)?;
+    let mut refused = 0;
     for key in keys {
-        match desired.remove(&key) {
-            Some(_) => println!("{key} deleted"),
-            None => println!("{key} not found"),
+        let ns = if key.kind.is_namespaced() && key.namespace.is_empty() {
+            "default"
+        } else {
+            key.namespace.as_str()
+        };
+        match client.delete(key.kind, ns, &key.name) {
+            Ok(true) => println!("{key} deleted"),
+            Ok(false) => println!("{key} not found"),
+            Err(e) => {
+                eprintln!("error: {key}: {}", e.message);
+                refused += 1;
+            }
         }
     }
-    write_desired(&layout, desired)
+    match refused {
+        0 => Ok(()),
+        refused => Err(Error::Refused { refused }),
+    }
 }
 
+/// The kind a `lab get` argument names.
+fn get_kind(name: &str) -> Option<Kind> {
+    Some(match name {
+        "node" | "nodes" | "no" => Kind::Node,
+        "pod" | "pods" | "po" => Kind::Pod,
+        "service" | "services" | "svc" => Kind::Service,
+        "endpointslice" | "endpointslices" | "eps" => Kind::EndpointSlice,
+        _ => return None,
+    })
+}
+
+fn text<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+fn items<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a [serde_json::Value] {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// As `kubectl get`, from the lab's API server.
 fn get(args: &LabGetArgs) -> Result<(), Error> {
     let layout = running(&args.lab.name)?;
-    let state =
-        cluster(&layout).ok_or_else(|| lab_error(&args.lab.name, "no cluster state yet"))?;
-    let in_ns = |ns: Option<&str>| {
-        args.all_namespaces
-            || ns.unwrap_or_default() == args.namespace.as_deref().unwrap_or("default")
-    };
-    match args.output.as_deref() {
-        Some("json") | Some("yaml") => {
-            let kinds: Vec<String> = args
-                .kinds
-                .split(',')
-                .map(|k| k.trim().to_ascii_lowercase())
-                .collect();
-            let mut picked = ClusterState::default();
-            for o in state.objects() {
-                let k = o.kind().as_str().to_ascii_lowercase();
-                let wanted = kinds
-                    .iter()
-                    .any(|w| w.trim_end_matches('s') == k.trim_end_matches('s'));
-                if wanted && (!o.kind().is_namespaced() || in_ns(o.metadata().namespace.as_deref()))
-                {
-                    picked.insert(o);
-                }
-            }
-            let text = if args.output.as_deref() == Some("json") {
-                serde_json::to_string_pretty(&picked.as_list())
-                    .map_err(|e| Error::Output(e.to_string()))?
-            } else {
-                serde_saphyr::to_string(&picked.as_list())
-                    .map_err(|e| Error::Output(e.to_string()))?
-            };
-            println!("{text}");
-            return Ok(());
-        }
-        _ => {}
+    let mut kinds = Vec::new();
+    for name in args.kinds.split(',').map(|k| k.trim().to_ascii_lowercase()) {
+        kinds.push(get_kind(&name).ok_or_else(|| {
+            lab_error(
+                &args.lab.name,
+                format!("unknown kind {name:?}: nodes, pods, services or endpointslices"),
+            )
+        })?);
+    }
+    let client = LabClient::connect(&layout)?;
+    let namespace = args.namespace.as_deref().unwrap_or("default");
+    let scope = (!args.all_namespaces).then_some(namespace);
+    let mut listed = Vec::new();
+    for kind in &kinds {
+        let list = client.list(*kind, scope).map_err(|e| {
+            lab_error(
+                &args.lab.name,
+                format!("list {}: {}", api_resource(*kind).plural, e.message),
+            )
+        })?;
+        listed.push((*kind, list));
+    }
+    if let Some(format @ ("json" | "yaml")) = args.output.as_deref() {
+        let all: Vec<serde_json::Value> = listed.into_iter().flat_map(|(_, l)| l).collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": all});
+        let text = if format == "json" {
+            serde_json::to_string_pretty(&list).map_err(|e| Error::Output(e.to_string()))?
+        } else {
+            serde_saphyr::to_string(&list).map_err(|e| Error::Output(e.to_string()))?
+        };
+        println!("{text}");
+        return Ok(());
     }
     let wide = args.output.as_deref() == Some("wide");
-    let lab_state = layout.read_state();
     // kubectl's -A: a NAMESPACE column first.
     let ns_header = if args.all_namespaces {
         "NAMESPACE     "
     } else {
         ""
     };
-    let ns_column = |ns: &str| {
+    let ns_column = |o: &serde_json::Value| {
         if args.all_namespaces {
-            format!("{ns:<13} ")
+            format!("{:<13} ", text(o, "/metadata/namespace"))
         } else {
             String::new()
         }
     };
-    for kind in args.kinds.split(',').map(|k| k.trim().to_ascii_lowercase()) {
-        match kind.as_str() {
-            "node" | "nodes" | "no" => {
+    for (kind, list) in listed {
+        match kind {
+            Kind::Node => {
                 println!("NAME      STATUS     INTERNAL-IP   POD-CIDR");
-                for n in state.nodes.iter() {
-                    let ip = n
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.addresses.as_ref())
-                        .and_then(|a| a.first())
-                        .map(|a| a.address.clone())
+                for n in &list {
+                    let ip = items(n, "/status/addresses")
+                        .iter()
+                        .find(|a| a["type"] == "InternalIP")
+                        .map(|a| text(a, "/address"))
                         .unwrap_or_default();
-                    let cidr = n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.pod_cidr.clone())
-                        .unwrap_or_default();
-                    let name = n.metadata.name.as_deref().unwrap_or_default();
+                    let cidr = text(n, "/spec/podCIDR");
+                    let name = text(n, "/metadata/name");
+                    let ready = items(n, "/status/conditions")
+                        .iter()
+                        .find(|c| c["type"] == "Ready");
                     // A node whose Service proxy does not work is not Ready.
-                    match lab_state.node_problems.get(name) {
-                        None => println!("{name:<9} Ready      {ip:<13} {cidr}"),
-                        Some(why) => {
-                            println!("{name:<9} NotReady   {ip:<13} {cidr}   ({})", why.message)
+                    match ready {
+                        Some(c) if c["status"] == "True" => {
+                            println!("{name:<9} Ready      {ip:<13} {cidr}")
                         }
+                        other => println!(
+                            "{name:<9} NotReady   {ip:<13} {cidr}   ({})",
+                            other.map_or("no Ready condition", |c| text(c, "/message"))
+                        ),
                     }
                 }
             }
-            "pod" | "pods" | "po" => {
+            Kind::Pod => {
                 println!("{ns_header}NAME                                  READY   STATUS    RESTARTS   IP            NODE");
-                for p in state
-                    .pods
-                    .iter()
-                    .filter(|p| in_ns(p.metadata.namespace.as_deref()))
-                {
-                    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-                    let name = p.metadata.name.as_deref().unwrap_or_default();
-                    let rec = lab_state.pods.get(&format!("{ns}/{name}"));
-                    let ready = rec.is_some_and(|r| r.ready);
-                    let prefix = ns_column(ns);
-                    println!(
-                        "{prefix}{:<37} {:<7} {:<9} {:<10} {:<13} {}",
-                        name,
-                        if ready { "1/1" } else { "0/1" },
-                        rec.map(|r| r.phase.as_str()).unwrap_or("Pending"),
-                        rec.map(|r| r.restarts).unwrap_or(0),
-                        rec.map(|r| r.ip.as_str()).unwrap_or("<none>"),
-                        rec.map(|r| r.node.as_str()).unwrap_or("<none>")
-                    );
-                }
-            }
-            "service" | "services" | "svc" => {
-                println!("{ns_header}NAME                 TYPE           CLUSTER-IP       PORT(S)");
-                for s in state
-                    .services
-                    .iter()
-                    .filter(|s| in_ns(s.metadata.namespace.as_deref()))
-                {
-                    let spec = s.spec.clone().unwrap_or_default();
-                    let prefix = ns_column(s.metadata.namespace.as_deref().unwrap_or_default());
-                    let ip = if spec.type_.as_deref() == Some("ExternalName") {
-                        spec.external_name.clone().unwrap_or_default()
+                for p in &list {
+                    let statuses = items(p, "/status/containerStatuses");
+                    let containers = items(p, "/spec/containers").len();
+                    let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+                    let restarts: i64 = statuses
+                        .iter()
+                        .filter_map(|c| c["restartCount"].as_i64())
+                        .sum();
+                    let status = if p.pointer("/metadata/deletionTimestamp").is_some() {
+                        "Terminating"
                     } else {
-                        spec.cluster_ip.clone().unwrap_or_default()
+                        match text(p, "/status/phase") {
+                            "" => "Pending",
+                            phase => phase,
+                        }
+                    };
+                    let or_none = |s: &'static str| -> &str {
+                        match text(p, s) {
+                            "" => "<none>",
+                            v => v,
+                        }
                     };
                     println!(
-                        "{prefix}{:<20} {:<14} {:<16} {}",
-                        s.metadata.name.as_deref().unwrap_or_default(),
-                        spec.type_.clone().unwrap_or_default(),
-                        ip,
-                        ports(&spec)
+                        "{}{:<37} {:<7} {:<9} {:<10} {:<13} {}",
+                        ns_column(p),
+                        text(p, "/metadata/name"),
+                        format!("{ready}/{containers}"),
+                        status,
+                        restarts,
+                        or_none("/status/podIP"),
+                        or_none("/spec/nodeName"),
                     );
                 }
             }
-            "endpointslice" | "endpointslices" | "eps" => {
-                println!("{ns_header}NAME                      ADDRESSTYPE   PORTS     ENDPOINTS");
-                for s in state
-                    .endpoint_slices
-                    .iter()
-                    .filter(|s| in_ns(s.metadata.namespace.as_deref()))
-                {
-                    let ports: Vec<String> = s
-                        .ports
+            Kind::Service => {
+                println!("{ns_header}NAME                 TYPE           CLUSTER-IP       PORT(S)");
+                for s in &list {
+                    let spec = &s["spec"];
+                    let ip = if text(s, "/spec/type") == "ExternalName" {
+                        text(s, "/spec/externalName")
+                    } else {
+                        text(s, "/spec/clusterIP")
+                    };
+                    let ports: Vec<String> = items(spec, "/ports")
                         .iter()
-                        .flatten()
-                        .filter_map(|p| p.port.map(|n| n.to_string()))
+                        .map(|p| {
+                            let protocol = match text(p, "/protocol") {
+                                "" => "TCP",
+                                p => p,
+                            };
+                            match p["nodePort"].as_i64() {
+                                Some(np) => format!("{}:{np}/{protocol}", p["port"]),
+                                None => format!("{}/{protocol}", p["port"]),
+                            }
+                        })
                         .collect();
-                    let eps: Vec<String> =
-                        s.endpoints.iter().map(|e| e.addresses.join(",")).collect();
-                    let prefix = ns_column(s.metadata.namespace.as_deref().unwrap_or_default());
+                    println!(
+                        "{}{:<20} {:<14} {:<16} {}",
+                        ns_column(s),
+                        text(s, "/metadata/name"),
+                        text(s, "/spec/type"),
+                        ip,
+                        if ports.is_empty() {
+                            "<none>".into()
+                        } else {
+                            ports.join(",")
+                        }
+                    );
+                }
+            }
+            Kind::EndpointSlice => {
+                println!("{ns_header}NAME                      ADDRESSTYPE   PORTS     ENDPOINTS");
+                for s in &list {
+                    let ports: Vec<String> = items(s, "/ports")
+                        .iter()
+                        .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                        .collect();
+                    let eps: Vec<String> = items(s, "/endpoints")
+                        .iter()
+                        .map(|e| {
+                            items(e, "/addresses")
+                                .iter()
+                                .filter_map(serde_json::Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .collect();
                     let shown = if wide || eps.len() <= 3 {
                         eps.join(",")
                     } else {
                         format!("{} + {} more", eps[..3].join(","), eps.len() - 3)
                     };
                     println!(
-                        "{prefix}{:<25} {:<13} {:<9} {}",
-                        s.metadata.name.as_deref().unwrap_or_default(),
-                        s.address_type,
+                        "{}{:<25} {:<13} {:<9} {}",
+                        ns_column(s),
+                        text(s, "/metadata/name"),
+                        text(s, "/addressType"),
                         if ports.is_empty() {
                             "<unset>".into()
                         } else {
@@ -585,12 +728,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                     );
                 }
             }
-            other => {
-                return Err(lab_error(
-                    &args.lab.name,
-                    format!("unknown kind {other:?}: nodes, pods, services or endpointslices"),
-                ))
-            }
+            _ => {}
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod cli;
 mod dns;
 mod error;
 mod lab;
+mod lab_client;
 mod overlay;
 mod policy;
 mod proxy;

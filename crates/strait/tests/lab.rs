@@ -804,12 +804,6 @@ fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
             file.to_str().unwrap(),
         ])
     };
-    // What `lab apply` keeps (desired.json), and what the controller made
-    // of it (`lab get`).
-    let desired = || -> serde_json::Value {
-        let path = format!("/run/strait/{}/desired.json", lab.name);
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
     let ports_in = |services: serde_json::Value| -> Vec<(String, u64)> {
         let mut ports: Vec<(String, u64)> = services["items"]
             .as_array()
@@ -827,7 +821,8 @@ fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
         ports.sort();
         ports
     };
-    let ports = || ports_in(desired());
+    // What the API server holds (`lab get` reads it there).
+    let ports = || ports_in(lab.get_json("services"));
     let served = |want: &[(&str, u64)]| {
         let want: Vec<(String, u64)> = want.iter().map(|(n, p)| (n.to_string(), *p)).collect();
         common::wait_for(Duration::from_secs(10), || {
@@ -877,6 +872,59 @@ fn lab_apply_applies_the_good_objects_and_fails_naming_the_refused_ones() {
     );
     assert_eq!(ports(), [("svc-good".to_owned(), 81)]);
     assert!(served(&[("svc-good", 81)]), "{}", lab.log());
+
+    // What only the API server can refuse (an address another Service
+    // holds) is its 422, naming the field; the good object beside it is
+    // applied, as kubectl apply does.
+    let services = lab.get_json("services");
+    let good_ip = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == "svc-good")
+        .and_then(|s| s["spec"]["clusterIP"].as_str())
+        .unwrap()
+        .to_owned();
+    let out = apply(&format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-dup}}\nspec: {{clusterIP: {good_ip}, ports: [{{port: 80}}]}}\n",
+        service("svc-more", 82)
+    ));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Service default/svc-more created"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "(Service default/svc-dup): Service \"svc-dup\" is invalid: spec.clusterIPs: "
+        ) && stderr.contains(&format!(
+            "failed to allocate IP {good_ip}: provided IP is already allocated"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        ports(),
+        [("svc-good".to_owned(), 81), ("svc-more".to_owned(), 82)]
+    );
+    // Applied again unchanged: nothing written, as kubectl says it.
+    let out = apply(&service("svc-more", 82));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Service default/svc-more unchanged"),
+        "{stdout}"
+    );
+    // And deleted through the API.
+    let out = lab.strait(&["lab", "delete", "--name", &lab.name, "service/svc-more"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Service default/svc-more deleted"),
+        "{stdout}"
+    );
+    assert_eq!(ports(), [("svc-good".to_owned(), 81)]);
 }
 
 /// The rules the first traced SYN matched in table `ip strait`, hook after
@@ -1188,10 +1236,49 @@ fn kubectl_drives_the_lab() {
         "readyReplicas {ready}"
     );
 
-    // A Service the controllers must refuse (its address is outside the
-    // service CIDR) stops no other: the next one still goes everywhere.
+    // Addresses are allocated in the create, as kube-apiserver does: the
+    // response has them, and an address that is taken or outside the
+    // service CIDR is a 422 naming the field, with nothing stored.
+    let fresh = "apiVersion: v1\nkind: Service\nmetadata: {name: fresh, namespace: default}\nspec:\n  type: NodePort\n  selector: {app: service_demo_pod}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let created: serde_json::Value =
+        serde_json::from_str(&ok(&["create", "-f", "-", "-o", "json"], Some(fresh))).unwrap();
+    let fresh_ip = created["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        fresh_ip.starts_with("10."),
+        "in the create's response: {created}"
+    );
+    assert!(
+        created["spec"]["ports"][0]["nodePort"].as_i64().is_some(),
+        "{created}"
+    );
+    let got = ok(
+        &["get", "svc", "fresh", "-o", "jsonpath={.spec.clusterIP}"],
+        None,
+    );
+    assert_eq!(got, fresh_ip);
+    let taken = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: taken, namespace: default}}\nspec:\n  clusterIP: {fresh_ip}\n  ports: [{{port: 80}}]\n");
+    let out = kubectl(&["create", "-f", "-"], Some(&taken));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("is invalid: spec.clusterIPs: Invalid value: []string{{\"{fresh_ip}\"}}: failed to allocate IP {fresh_ip}: provided IP is already allocated")),
+        "{stderr}"
+    );
     let outside = "apiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\nspec:\n  clusterIP: 192.0.2.10\n  selector: {app: service_demo_pod}\n  ports: [{port: 80, targetPort: 8080}]\n";
-    ok(&["apply", "-f", "-"], Some(outside));
+    let out = kubectl(&["apply", "-f", "-"], Some(outside));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("spec.clusterIPs: Invalid value: []string{\"192.0.2.10\"}: failed to allocate IP 192.0.2.10: the provided IP (192.0.2.10) is not in the valid range"),
+        "{stderr}"
+    );
+    for name in ["taken", "outside"] {
+        let missing = kubectl(&["get", "svc", name], None);
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
+    }
 
     // kubectl apply: a new Service is in DNS and in every node's rules.
     let second = "apiVersion: v1\nkind: Service\nmetadata: {name: second, namespace: default}\nspec:\n  selector: {app: service_demo_pod}\n  ports: [{port: 8000, targetPort: 8080}]\n";

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-pub use services::{NodePortRange, ServiceCidr};
+pub use services::{allocate_service, Held, NodePortRange, ServiceCidr};
 
 use crate::object::{Object, ObjectKey};
 use crate::state::ClusterState;

@@ -161,12 +161,32 @@ fn key_of(svc: &Service) -> ObjectKey {
     )
 }
 
+/// What Services outside the state being allocated hold. The API server's
+/// allocator gives one Service at a time ([`allocate_service`]) and answers
+/// here for the others: each returns who holds the address or port
+/// (`Service ns/name`), if anyone but the Service being allocated.
+pub struct Held<'a> {
+    pub cluster_ip: &'a dyn Fn(IpAddr) -> Option<String>,
+    pub node_port: &'a dyn Fn(i32) -> Option<String>,
+}
+
 struct IpPool<'a> {
     cidr: &'a ServiceCidr,
     used: HashMap<u128, ObjectKey>,
+    held: Option<&'a Held<'a>>,
 }
 
 impl IpPool<'_> {
+    /// Who holds the address at `offset`: a Service of this state, or one
+    /// outside it.
+    fn owner(&self, offset: u128) -> Option<String> {
+        if let Some(owner) = self.used.get(&offset) {
+            return Some(owner.to_string());
+        }
+        self.held
+            .and_then(|held| (held.cluster_ip)(self.cidr.nth(offset)))
+    }
+
     fn take_dynamic(&mut self, key: &ObjectKey) -> Option<u128> {
         let band = self.cidr.static_band();
         let dns = ObjectKey::new(Kind::Service, "kube-system", "kube-dns");
@@ -185,7 +205,7 @@ impl IpPool<'_> {
             for i in 0..len {
                 let offset = lo + (start + i) % len;
                 let reserved = offset == 10 && *key != dns;
-                if !reserved && !self.used.contains_key(&offset) {
+                if !reserved && self.owner(offset).is_none() {
                     self.used.insert(offset, key.clone());
                     return Some(offset);
                 }
@@ -225,6 +245,42 @@ pub fn allocate(
     previous: Option<&ClusterState>,
     config: &super::ClusterConfig,
 ) -> Result<()> {
+    allocate_with(state, previous, config, None)
+}
+
+/// One Service's addresses and NodePorts at its create or update, as
+/// kube-apiserver allocates them in the write: the same rules (and the same
+/// choices, given the same free addresses) as the controllers' allocation.
+/// `old` is the stored version, whose allocations the Service keeps; `held`
+/// answers for every other Service. The error names the field.
+pub fn allocate_service(
+    service: Service,
+    old: Option<&Service>,
+    config: &super::ClusterConfig,
+    held: &Held<'_>,
+) -> Result<Service> {
+    let key = key_of(&service);
+    let mut state = ClusterState::default();
+    state.insert(Object::Service(service.into()));
+    let previous = old.map(|old| {
+        let mut previous = ClusterState::default();
+        previous.insert(Object::Service(old.clone().into()));
+        previous
+    });
+    allocate_with(&mut state, previous.as_ref(), config, Some(held))?;
+    state
+        .services
+        .get(&key.namespace, &key.name)
+        .map(|s| (**s).clone())
+        .ok_or_else(|| object_error(&state, &key, "metadata.name", "the Service went missing"))
+}
+
+fn allocate_with(
+    state: &mut ClusterState,
+    previous: Option<&ClusterState>,
+    config: &super::ClusterConfig,
+    held: Option<&Held<'_>>,
+) -> Result<()> {
     let mut services: BTreeMap<ObjectKey, Service> = state
         .services
         .iter()
@@ -236,8 +292,14 @@ pub fn allocate(
             .map(|s| &**s)
     };
 
-    allocate_cluster_ips(state, &mut services, &previous_of, config)?;
-    allocate_node_ports(state, &mut services, &previous_of, config.node_port_range)?;
+    allocate_cluster_ips(state, &mut services, &previous_of, config, held)?;
+    allocate_node_ports(
+        state,
+        &mut services,
+        &previous_of,
+        config.node_port_range,
+        held,
+    )?;
 
     for (key, svc) in services {
         let unchanged = state
@@ -266,6 +328,7 @@ fn allocate_cluster_ips<'p>(
     services: &mut BTreeMap<ObjectKey, Service>,
     previous_of: &dyn Fn(&ObjectKey) -> Option<&'p Service>,
     config: &super::ClusterConfig,
+    held: Option<&Held<'_>>,
 ) -> Result<()> {
     let mut pools: Vec<IpPool> = config
         .service_cidrs
@@ -273,6 +336,7 @@ fn allocate_cluster_ips<'p>(
         .map(|cidr| IpPool {
             cidr,
             used: HashMap::new(),
+            held,
         })
         .collect();
     let kubernetes = ObjectKey::new(Kind::Service, "default", "kubernetes");
@@ -363,7 +427,7 @@ fn allocate_cluster_ips<'p>(
                     ),
                 ));
             }
-            if let Some(owner) = pool.used.get(&offset) {
+            if let Some(owner) = pool.owner(offset) {
                 return Err(err(field, format!("{ip} is already allocated to {owner}")));
             }
             pool.used.insert(offset, key.clone());
@@ -398,8 +462,8 @@ fn allocate_cluster_ips<'p>(
             .iter_mut()
             .find(|p| p.cidr.family() == primary.family())
             .expect("the primary family has a pool");
-        if let std::collections::hash_map::Entry::Vacant(e) = pool.used.entry(10) {
-            e.insert(dns.clone());
+        if pool.owner(10).is_none() {
+            pool.used.insert(10, dns.clone());
             let spec = services
                 .get_mut(&dns)
                 .and_then(|s| s.spec.as_mut())
@@ -534,8 +598,18 @@ fn allocate_node_ports<'p>(
     services: &mut BTreeMap<ObjectKey, Service>,
     previous_of: &dyn Fn(&ObjectKey) -> Option<&'p Service>,
     range: NodePortRange,
+    held: Option<&Held<'_>>,
 ) -> Result<()> {
     let mut used: HashMap<i32, ObjectKey> = HashMap::new();
+    // Who holds `port`, other than `key`: a Service of this state or one
+    // outside it.
+    let owner = |used: &HashMap<i32, ObjectKey>, port: i32, key: &ObjectKey| -> Option<String> {
+        match used.get(&port) {
+            Some(o) if o != key => Some(o.to_string()),
+            Some(_) => None,
+            None => held.and_then(|h| (h.node_port)(port)),
+        }
+    };
     let wants_node_ports = |spec: &ServiceSpec| match spec.type_.as_deref() {
         Some("NodePort") => true,
         Some("LoadBalancer") => spec.allocate_load_balancer_node_ports != Some(false),
@@ -571,7 +645,7 @@ fn allocate_node_ports<'p>(
                     ),
                 ));
             }
-            if let Some(owner) = used.get(&node_port).filter(|o| *o != key) {
+            if let Some(owner) = owner(&used, node_port, key) {
                 return Err(object_error(
                     state,
                     key,
@@ -599,7 +673,11 @@ fn allocate_node_ports<'p>(
                     format!("{hc} is outside the NodePort range {}", range.describe()),
                 ));
             }
-            if let Some(owner) = used.get(&hc) {
+            if let Some(owner) = used
+                .get(&hc)
+                .map(ToString::to_string)
+                .or_else(|| owner(&used, hc, key))
+            {
                 return Err(object_error(
                     state,
                     key,
@@ -626,7 +704,7 @@ fn allocate_node_ports<'p>(
                     .find(|b| b.port == port.port && b.protocol == port.protocol)
                     .and_then(|b| b.node_port);
                 if let Some(np) =
-                    had.filter(|np| range.contains(*np) && used.get(np).is_none_or(|o| o == key))
+                    had.filter(|np| range.contains(*np) && owner(&used, *np, key).is_none())
                 {
                     port.node_port = Some(np);
                     used.insert(np, key.clone());
@@ -634,10 +712,9 @@ fn allocate_node_ports<'p>(
             }
         }
         if needs_health_check(spec) && spec.health_check_node_port.is_none() {
-            if let Some(hc) = before
-                .health_check_node_port
-                .filter(|p| range.contains(*p) && !used.contains_key(p))
-            {
+            if let Some(hc) = before.health_check_node_port.filter(|p| {
+                range.contains(*p) && owner(&used, *p, key).is_none() && !used.contains_key(p)
+            }) {
                 spec.health_check_node_port = Some(hc);
                 used.insert(hc, key.clone());
             }
@@ -663,8 +740,8 @@ fn allocate_node_ports<'p>(
             let start = seed % len;
             for i in 0..len {
                 let port = lo + ((start + i) % len) as i32;
-                if let std::collections::hash_map::Entry::Vacant(e) = used.entry(port) {
-                    e.insert(key.clone());
+                if !used.contains_key(&port) && held.is_none_or(|h| (h.node_port)(port).is_none()) {
+                    used.insert(port, key.clone());
                     return Ok(port);
                 }
             }
