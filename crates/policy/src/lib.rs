@@ -14,6 +14,8 @@
 //!   tables (`strait policy matrix`).
 
 mod error;
+#[doc(hidden)]
+pub mod fixture;
 pub mod matrix;
 pub mod plan;
 pub mod semantics;
