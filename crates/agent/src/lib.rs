@@ -16,6 +16,7 @@
 mod agent;
 mod error;
 mod file;
+mod policy_part;
 mod proxy_part;
 mod scope;
 mod source;
@@ -24,6 +25,7 @@ mod watch;
 pub use agent::{Agent, Part};
 pub use error::{Error, Result};
 pub use file::{FileSource, FileSourceStats, Reader};
+pub use policy_part::PolicyPart;
 pub use proxy_part::{ProxyPart, ProxyReporting};
 pub use scope::{cluster_wide_flip, scoped_changes, Scope};
 pub use source::{merge_changes, Changes, ChannelSource, Source, Update};

@@ -268,6 +268,11 @@ impl<'a> Analysis<'a> {
         &self.problems
     }
 
+    /// The problems, for keeping after the analysis is gone.
+    pub fn into_problems(self) -> Vec<Error> {
+        self.problems
+    }
+
     /// The tables of `node`.
     pub fn plan(&self, node: &str) -> Plan {
         // Per local pod and direction, the policies isolating it.
