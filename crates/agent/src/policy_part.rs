@@ -12,6 +12,7 @@ pub struct PolicyPart {
     applier: PolicyApplier,
     /// The problems last logged, so that each is said once.
     reported: Vec<String>,
+    last: Option<Sync>,
 }
 
 impl PolicyPart {
@@ -20,6 +21,7 @@ impl PolicyPart {
         PolicyPart {
             applier: PolicyApplier::new(node),
             reported: Vec::new(),
+            last: None,
         }
     }
 
@@ -27,7 +29,13 @@ impl PolicyPart {
         &self.applier
     }
 
+    /// What the last sync did (`None` before the first, or when it failed).
+    pub fn last_sync(&self) -> Option<Sync> {
+        self.last
+    }
+
     fn record(&mut self, sync: Sync) {
+        self.last = Some(sync);
         let problems: Vec<String> = self
             .applier
             .problems()
@@ -70,6 +78,7 @@ impl Part for PolicyPart {
     }
 
     fn sync_all(&mut self, state: &ClusterState) -> Result<()> {
+        self.last = None;
         let sync = self.applier.full_sync(state)?;
         self.record(sync);
         Ok(())
@@ -89,6 +98,7 @@ impl Part for PolicyPart {
         if !relevant {
             return Ok(());
         }
+        self.last = None;
         let sync = self.applier.update(new)?;
         self.record(sync);
         Ok(())
