@@ -25,6 +25,13 @@ impl PolicyPart {
         }
     }
 
+    /// Remove the policy tables from this network namespace (missing is
+    /// fine): `strait agent --cleanup`.
+    pub fn cleanup() -> Result<()> {
+        PolicyApplier::new("").cleanup()?;
+        Ok(())
+    }
+
     pub fn applier(&self) -> &PolicyApplier {
         &self.applier
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use strait_agent::{Agent, ProxyPart, ProxyReporting, Source};
+use strait_agent::{Agent, Part, PolicyPart, ProxyPart, ProxyReporting, Source};
 use strait_kube::{ClientConfig, Health, KubeMetrics, KubeSource, Options};
 use strait_linux::{HttpServer, Response};
 use strait_model::ClusterState;
@@ -32,6 +32,8 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
     if args.cleanup {
         ServiceProxy::cleanup()?;
         println!("removed table ip strait");
+        PolicyPart::cleanup()?;
+        println!("removed tables ip strait-policy, ip6 strait-policy");
         return Ok(());
     }
     let node = match &args.node_name {
@@ -143,7 +145,20 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
             health_checks: true,
         },
     );
-    let mut agent = Agent::new(vec![Box::new(proxy)]);
+    let mut parts: Vec<Box<dyn Part>> = vec![Box::new(proxy)];
+    if args.network_policy {
+        // Pods of one node talk over its bridge: only with br_netfilter on
+        // does that traffic meet the forward hook where policy is judged.
+        if strait_linux::read_sysctl("net.bridge.bridge-nf-call-iptables")
+            .ok()
+            .as_deref()
+            != Some("1")
+        {
+            tracing::warn!("net.bridge.bridge-nf-call-iptables is not 1: NetworkPolicy is not enforced between pods of this node's bridge");
+        }
+        parts.push(Box::new(PolicyPart::new(&node)));
+    }
+    let mut agent = Agent::new(parts);
     // The first sync must work; after it, errors are logged and counted
     // and the rules of the last good state stay.
     if let Some(e) = agent.apply(&first).into_iter().next() {

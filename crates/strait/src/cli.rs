@@ -369,6 +369,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1450)]
     pub cni_mtu: u32,
 
+    /// Enforce NetworkPolicy for this node's pods: tables `ip strait-policy`
+    /// and `ip6 strait-policy`, judged in the forward hook after DNAT.
+    #[arg(long)]
+    pub network_policy: bool,
+
     /// Wait for the first full list of every kind, print the ruleset the
     /// node would get (as `strait proxy --dry-run`) and exit.
     #[arg(long)]
