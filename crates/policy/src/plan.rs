@@ -984,3 +984,6 @@ fn passes(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod prop;
