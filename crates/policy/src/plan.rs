@@ -59,9 +59,11 @@
 //! (fail closed). A broken `podSelector` isolates every pod of the
 //! policy's namespace.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_model::k8s_openapi::api::networking::v1::{
@@ -72,8 +74,8 @@ use strait_model::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_model::{ClusterState, CompactPod, Selector};
 use strait_nft::trace::{trace, Node, Packet};
 use strait_nft::{
-    ct_state, Chain, ChainType, DataType, Expr, Family, Field, Hook, MapData, Priority, Set, Table,
-    Value, Verdict, L3,
+    ct_state, Chain, ChainType, DataType, ElementValue, Expr, Family, Field, Hook, MapData,
+    Priority, Set, Table, Value, Verdict, L3,
 };
 
 use crate::{Cell, Error, Matrix, PodRef, Protocol, Result};
@@ -151,8 +153,13 @@ struct PodInfo<'a> {
 enum Peers {
     /// Every address (`from`/`to` absent or empty).
     Any,
-    /// These networks (ipBlocks, exceptions cut out) and these pods.
-    Some { nets: Vec<IpNet>, pods: Vec<usize> },
+    /// These networks (ipBlocks, exceptions cut out) and the pods of these
+    /// groups (one per peer; groups are shared between rules that name the
+    /// same selectors, so that 10,000 rules do not copy the same pods).
+    Some {
+        nets: Vec<IpNet>,
+        groups: Vec<Arc<[usize]>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +259,7 @@ impl<'a> Analysis<'a> {
             pods: &pods,
             by_namespace: &by_namespace,
             namespaces: &namespaces,
+            groups: RefCell::new(HashMap::new()),
         };
         for np in state.network_policies.iter() {
             policies.push(ctx.policy(np, &mut problems));
@@ -317,9 +325,7 @@ impl<'a> Analysis<'a> {
                     for ip in self.pods[m].ips.iter().filter(|ip| L3::of(**ip) == l3) {
                         table.sets[map].insert(
                             vec![Value::Addr(*ip)],
-                            Some(strait_nft::ElementValue::Verdict(Verdict::Jump(
-                                name.clone(),
-                            ))),
+                            Some(ElementValue::Verdict(Verdict::Jump(name.clone()))),
                         );
                         count += 1;
                     }
@@ -332,7 +338,8 @@ impl<'a> Analysis<'a> {
                     Direction::Egress => stats.isolated_egress += count,
                 }
                 stats.classes += 1;
-                stats.elements += render_class(table, l3, &name, key.direction, &grants);
+                stats.elements +=
+                    render_class(table, l3, &name, key.direction, &grants, &self.pods);
             }
         }
         stats.elements += stats.isolated_ingress + stats.isolated_egress;
@@ -366,56 +373,60 @@ impl<'a> Analysis<'a> {
             .collect()
     }
 
-    /// What a class allows: addresses on every port, and per protocol
-    /// (address set, port range) pieces. `member` is one pod of the class
-    /// (for ingress, named ports resolve against it; all members agree).
+    /// What a class allows. `member` is one pod of the class (for
+    /// ingress, named ports resolve against it; all members agree).
     fn grants(&self, key: &ClassKey, member: usize) -> Grants {
         let mut g = Grants::default();
         for &pi in &key.policies {
             for rule in self.policies[pi].rules(key.direction).into_iter().flatten() {
-                let addresses = || -> Vec<IpNet> {
-                    match &rule.peers {
-                        Peers::Any => {
-                            vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())]
-                        }
-                        Peers::Some { nets, pods } => nets
-                            .iter()
-                            .copied()
-                            .chain(pods.iter().flat_map(|&p| self.pods[p].ips.iter().map(host)))
-                            .collect(),
-                    }
+                let (nets, groups): (Vec<IpNet>, &[Arc<[usize]>]) = match &rule.peers {
+                    Peers::Any => (
+                        vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())],
+                        &[],
+                    ),
+                    Peers::Some { nets, groups } => (nets.clone(), groups),
                 };
-                match &rule.ports {
-                    Ports::All => g.any.extend(addresses()),
-                    Ports::Listed(entries) => {
-                        for e in entries {
-                            match e {
-                                PortEntry::Range { proto, lo, hi } => {
-                                    g.ports.push((*proto, addresses(), *lo, *hi))
-                                }
-                                PortEntry::Named { proto, name } => match key.direction {
-                                    Direction::Ingress => {
-                                        if let Some(p) =
-                                            resolve(self.pods[member].pod, name, *proto)
-                                        {
-                                            g.ports.push((proto.number(), addresses(), p, p));
-                                        }
-                                    }
-                                    Direction::Egress => {
-                                        for p in self.peer_pods(&rule.peers) {
-                                            let info = &self.pods[p];
-                                            if let Some(port) = resolve(info.pod, name, *proto) {
-                                                g.ports.push((
-                                                    proto.number(),
-                                                    info.ips.iter().map(host).collect(),
-                                                    port,
-                                                    port,
-                                                ));
-                                            }
-                                        }
-                                    }
-                                },
+                let pods = || groups.iter().flat_map(|grp| grp.iter().copied());
+                let entries = match &rule.ports {
+                    Ports::All => {
+                        g.any.extend(nets);
+                        for p in pods() {
+                            g.any.extend(self.pods[p].ips.iter().map(host));
+                        }
+                        continue;
+                    }
+                    Ports::Listed(entries) => entries,
+                };
+                for e in entries {
+                    let range = match e {
+                        PortEntry::Range { proto, lo, hi } => Some((*proto, *lo, *hi)),
+                        PortEntry::Named { proto, name } if key.direction == Direction::Ingress => {
+                            // The destination is the local pod itself.
+                            match resolve(self.pods[member].pod, name, *proto) {
+                                Some(p) => Some((proto.number(), p, p)),
+                                None => continue,
                             }
+                        }
+                        PortEntry::Named { proto, name } => {
+                            // Each destination pod's own number; a
+                            // destination that is no pod has none.
+                            for p in self.peer_pods(&rule.peers) {
+                                if let Some(port) = resolve(self.pods[p].pod, name, *proto) {
+                                    g.pods
+                                        .entry(p)
+                                        .or_default()
+                                        .push((proto.number(), port, port));
+                                }
+                            }
+                            None
+                        }
+                    };
+                    if let Some((proto, lo, hi)) = range {
+                        if !nets.is_empty() {
+                            g.nets.push((proto, nets.clone(), lo, hi));
+                        }
+                        for p in pods() {
+                            g.pods.entry(p).or_default().push((proto, lo, hi));
                         }
                     }
                 }
@@ -430,8 +441,9 @@ impl<'a> Analysis<'a> {
     fn peer_pods(&self, peers: &Peers) -> Vec<usize> {
         match peers {
             Peers::Any => (0..self.pods.len()).collect(),
-            Peers::Some { nets, pods } => {
-                let mut out: BTreeSet<usize> = pods.iter().copied().collect();
+            Peers::Some { nets, groups } => {
+                let mut out: BTreeSet<usize> =
+                    groups.iter().flat_map(|g| g.iter().copied()).collect();
                 if !nets.is_empty() {
                     for (i, p) in self.pods.iter().enumerate() {
                         if p.ips.iter().any(|ip| nets.iter().any(|n| n.contains(ip))) {
@@ -492,8 +504,10 @@ fn class_name(a: &Analysis, key: &ClassKey, taken: &mut BTreeSet<String>) -> Str
 struct Grants {
     /// Peers allowed on every port and protocol.
     any: Vec<IpNet>,
-    /// (protocol, peers, first port, last port).
-    ports: Vec<(u8, Vec<IpNet>, u16, u16)>,
+    /// Networks allowed on some ports: (protocol, networks, first, last).
+    nets: Vec<(u8, Vec<IpNet>, u16, u16)>,
+    /// Pods allowed on some ports: (protocol, first, last) each.
+    pods: BTreeMap<usize, Vec<(u8, u16, u16)>>,
 }
 
 /// The base chain and the two verdict maps.
@@ -520,7 +534,15 @@ fn skeleton(family: Family, l3: L3) -> Table {
 }
 
 /// Add one class's chain and sets to `table`; returns the element count.
-fn render_class(table: &mut Table, l3: L3, name: &str, d: Direction, g: &Grants) -> usize {
+/// Port-set chains (`ports-<hash>`) are shared by every class of the table.
+fn render_class(
+    table: &mut Table,
+    l3: L3,
+    name: &str,
+    d: Direction,
+    g: &Grants,
+    pods: &[PodInfo],
+) -> usize {
     let in_family = |n: &IpNet| L3::of(n.addr()) == l3;
     let peer = match d {
         Direction::Ingress => Field::saddr(l3),
@@ -528,7 +550,8 @@ fn render_class(table: &mut Table, l3: L3, name: &str, d: Direction, g: &Grants)
     };
     let addr = DataType::addr(l3);
     let any_name = format!("{name}-any");
-    let ports_name = format!("{name}-ports");
+    let nets_name = format!("{name}-nets");
+    let pods_name = format!("{name}-pods");
 
     let mut any = Set::new(&[addr]).interval();
     let any_nets: Vec<IpNet> = g.any.iter().copied().filter(in_family).collect();
@@ -536,44 +559,126 @@ fn render_class(table: &mut Table, l3: L3, name: &str, d: Direction, g: &Grants)
         any.insert(vec![Value::Net(net)], None);
     }
 
-    let mut ports = Set::new(&[addr, DataType::InetProto, DataType::InetService]).interval();
-    let protos: BTreeSet<u8> = g.ports.iter().map(|p| p.0).collect();
+    let mut nets = Set::new(&[addr, DataType::InetProto, DataType::InetService]).interval();
+    let protos: BTreeSet<u8> = g.nets.iter().map(|p| p.0).collect();
     for proto in protos {
         let pieces: Vec<(Vec<IpNet>, u16, u16)> = g
-            .ports
+            .nets
             .iter()
             .filter(|p| p.0 == proto)
             .map(|p| (p.1.iter().copied().filter(in_family).collect(), p.2, p.3))
             .filter(|p: &(Vec<IpNet>, u16, u16)| !p.0.is_empty())
             .collect();
-        for (nets, lo, hi) in disjoint(&pieces) {
-            let port = if lo == hi {
-                Value::Port(lo)
-            } else {
-                Value::PortRange(lo, hi)
-            };
-            for net in nets {
-                ports.insert(
-                    vec![Value::Net(net), Value::Proto(proto), port.clone()],
+        for (nets_of, lo, hi) in disjoint(&pieces) {
+            for net in nets_of {
+                nets.insert(
+                    vec![Value::Net(net), Value::Proto(proto), port(lo, hi)],
                     None,
                 );
             }
         }
     }
-    let count = any.elements.len() + ports.elements.len();
+
+    let mut by_pod = Set::map(&[addr], MapData::Verdict);
+    for (&p, ranges) in &g.pods {
+        let chain = port_set(table, ranges);
+        for ip in pods[p].ips.iter().filter(|ip| L3::of(**ip) == l3) {
+            by_pod.insert(
+                vec![Value::Addr(*ip)],
+                Some(ElementValue::Verdict(Verdict::Goto(chain.clone()))),
+            );
+        }
+    }
+
+    let count = any.elements.len() + nets.elements.len() + by_pod.elements.len();
     table.set(&any_name, any);
-    table.set(&ports_name, ports);
+    table.set(&nets_name, nets);
+    table.set(&pods_name, by_pod);
     let chain = table.chain(
         name,
         Chain::regular().with_note(format!("NetworkPolicy {} class", d.as_str())),
     );
     chain.rule(vec![Expr::lookup(&[peer], &any_name), Expr::ret()]);
     chain.rule(vec![
-        Expr::lookup(&[peer, Field::L4Proto, Field::ThDport], &ports_name),
+        Expr::lookup(&[peer, Field::L4Proto, Field::ThDport], &nets_name),
+        Expr::ret(),
+    ]);
+    // A peer pod: on to the chain of its ports, which returns to the
+    // forward chain when the port is one of them.
+    chain.rule(vec![Expr::vmap(&[peer], &pods_name)]);
+    chain.rule(vec![Expr::drop()]);
+    count
+}
+
+fn port(lo: u16, hi: u16) -> Value {
+    if lo == hi {
+        Value::Port(lo)
+    } else {
+        Value::PortRange(lo, hi)
+    }
+}
+
+/// The chain that returns for these (protocol, first, last) ports and
+/// drops the rest, added to `table` once; its name.
+fn port_set(table: &mut Table, ranges: &[(u8, u16, u16)]) -> String {
+    // Merged per protocol: sorted, overlapping and touching ranges joined.
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u8, u16, u16)> = Vec::with_capacity(sorted.len());
+    for (proto, lo, hi) in sorted {
+        match merged.last_mut() {
+            Some(last) if last.0 == proto && u32::from(lo) <= u32::from(last.2) + 1 => {
+                last.2 = last.2.max(hi)
+            }
+            _ => merged.push((proto, lo, hi)),
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    merged.hash(&mut h);
+    let name = format!("ports-{:016x}", h.finish());
+    let set_name = format!("{name}-set");
+    if let Some(existing) = table.sets.get(&set_name) {
+        let same = existing.elements.len() == merged.len()
+            && merged.iter().all(|(proto, lo, hi)| {
+                existing
+                    .elements
+                    .contains_key(&vec![Value::Proto(*proto), port(*lo, *hi)])
+            });
+        if same {
+            return name;
+        }
+        // A hash collision: fall back to a name that says what it is not.
+        return port_set_collided(table, &merged, &name);
+    }
+    add_port_set(table, &merged, &name);
+    name
+}
+
+fn port_set_collided(table: &mut Table, merged: &[(u8, u16, u16)], base: &str) -> String {
+    let mut n = 2;
+    loop {
+        let name = format!("{base}-{n}");
+        if !table.chains.contains_key(&name) {
+            add_port_set(table, merged, &name);
+            return name;
+        }
+        n += 1;
+    }
+}
+
+fn add_port_set(table: &mut Table, merged: &[(u8, u16, u16)], name: &str) {
+    let set_name = format!("{name}-set");
+    let mut set = Set::new(&[DataType::InetProto, DataType::InetService]).interval();
+    for (proto, lo, hi) in merged {
+        set.insert(vec![Value::Proto(*proto), port(*lo, *hi)], None);
+    }
+    table.set(&set_name, set);
+    let chain = table.chain(name, Chain::regular().with_note("NetworkPolicy ports"));
+    chain.rule(vec![
+        Expr::lookup(&[Field::L4Proto, Field::ThDport], &set_name),
         Expr::ret(),
     ]);
     chain.rule(vec![Expr::drop()]);
-    count
 }
 
 /// Cut (peers, port range) pieces into pieces whose port ranges do not
@@ -634,6 +739,8 @@ struct Ctx<'c, 'a> {
     pods: &'c [PodInfo<'a>],
     by_namespace: &'c HashMap<&'a str, Vec<usize>>,
     namespaces: &'c BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods by peer selectors (see [`Peers::Some`]).
+    groups: RefCell<HashMap<String, Arc<[usize]>>>,
 }
 
 impl Ctx<'_, '_> {
@@ -758,7 +865,7 @@ impl Ctx<'_, '_> {
             return Peers::Any;
         }
         let mut nets: Vec<IpNet> = Vec::new();
-        let mut pods: BTreeSet<usize> = BTreeSet::new();
+        let mut groups: Vec<Arc<[usize]>> = Vec::new();
         for (i, peer) in peers.iter().enumerate() {
             let at = format!("{at}[{i}]");
             match (&peer.ip_block, &peer.pod_selector, &peer.namespace_selector) {
@@ -789,6 +896,15 @@ impl Ctx<'_, '_> {
                     }
                 }
                 (None, pod_sel, ns_sel) if pod_sel.is_some() || ns_sel.is_some() => {
+                    // The same selectors select the same pods: read once.
+                    let key = format!(
+                        "{}|{pod_sel:?}|{ns_sel:?}",
+                        if ns_sel.is_some() { "" } else { namespace }
+                    );
+                    if let Some(group) = self.groups.borrow().get(&key) {
+                        groups.push(group.clone());
+                        continue;
+                    }
                     let pod_sel = match pod_sel.as_ref().map(Selector::from_label_selector) {
                         None => None,
                         Some(Ok(s)) => Some(s),
@@ -814,16 +930,20 @@ impl Ctx<'_, '_> {
                             .map(|(n, _)| n.as_str())
                             .collect(),
                     };
+                    let mut pods: Vec<usize> = Vec::new();
                     for ns in namespaces {
                         for &p in self.by_namespace.get(ns).into_iter().flatten() {
                             if pod_sel
                                 .as_ref()
                                 .is_none_or(|s| s.matches_opt(self.pods[p].labels))
                             {
-                                pods.insert(p);
+                                pods.push(p);
                             }
                         }
                     }
+                    let group: Arc<[usize]> = pods.into();
+                    self.groups.borrow_mut().insert(key, group.clone());
+                    groups.push(group);
                 }
                 _ => problem(
                     at,
@@ -832,10 +952,7 @@ impl Ctx<'_, '_> {
                 ),
             }
         }
-        Peers::Some {
-            nets,
-            pods: pods.into_iter().collect(),
-        }
+        Peers::Some { nets, groups }
     }
 }
 
