@@ -10,24 +10,36 @@
 //!     ip daddr vmap @ingress       # local pod isolated for ingress -> jump its class
 //! }
 //! chain egress-<hash> {            # one per policy class
-//!     ip daddr @egress-<hash>-any return
-//!     ip daddr . meta l4proto . th dport @egress-<hash>-ports return
+//!     ip daddr @egress-<hash>-any return                               # peers on every port
+//!     ip daddr . meta l4proto . th dport @egress-<hash>-nets return     # ipBlocks x ports
+//!     ip daddr vmap @egress-<hash>-pods                                 # peer pod -> goto its ports
+//!     drop
+//! }
+//! chain ports-<hash> {             # one per distinct set of ports, shared
+//!     meta l4proto . th dport @ports-<hash>-set return
 //!     drop
 //! }
 //! ```
 //!
-//! Why this shape:
+//! Why this shape (measured: see `tests/scale.rs` and the report):
 //!
 //! - **Cost per packet does not grow with the number of policies.** A
-//!   packet meets at most two verdict-map lookups keyed on a local pod's
-//!   address and, per isolated direction, two set lookups (the peers
-//!   allowed on every port, and the `peer . protocol . port` triples). No
-//!   chain has a rule per policy or per peer: everything that grows with
-//!   the cluster is a set element.
+//!   packet meets one verdict-map lookup per direction keyed on the local
+//!   pod's address and, when that pod is isolated, at most three lookups
+//!   in its class chain (a hash lookup for peer pods, interval lookups for
+//!   networks) and one in a small port set. No chain has a rule per policy
+//!   or per peer: everything that grows with the cluster is an element.
+//! - **No peers x ports product.** A first cut kept one
+//!   `peer . protocol . port` set per class; at 10,000 policies over 10,000
+//!   pods that is millions of elements (the peers of a class times its
+//!   ports, again per class). Peer pods now map to a chain per distinct set
+//!   of ports, shared by the whole table, so a class costs one element per
+//!   peer pod. Only ipBlocks (few, and networks) keep the concatenation,
+//!   which needs interval (pipapo) sets.
 //! - **Policy classes.** Pods selected by the same policies (and, for
 //!   ingress, mapping the named ports those policies use to the same
 //!   numbers) are allowed exactly the same peers, so they share one chain
-//!   and its two sets. A class is named from a hash of what defines it, not
+//!   and its sets. A class is named from a hash of what defines it, not
 //!   from its position, so a pod whose labels change moves between existing
 //!   classes by one verdict-map element; only a combination never seen
 //!   before adds a chain.
@@ -43,9 +55,9 @@
 //!   node's address.
 //!
 //! Named ports are resolved per destination pod: for ingress against the
-//! local pod (part of its class), for egress against every peer pod (one
-//! `/32 . protocol . port` element each); a named port toward an address
-//! that is no pod cannot be resolved and stays denied.
+//! local pod (part of its class), for egress against every peer pod (its
+//! own port set); a named port toward an address that is no pod cannot be
+//! resolved and stays denied.
 //!
 //! Interval sets (`ipBlock`, port ranges) must not overlap in the kernel
 //! (nft 1.0.6 and the pipapo/rbtree backends refuse it), so the elements
@@ -315,10 +327,14 @@ impl<'a> Analysis<'a> {
         let mut v6 = skeleton(Family::Ip6, L3::V6);
         let mut stats = Stats::default();
         let mut names: BTreeSet<String> = BTreeSet::new();
+        let (mut ports4, mut ports6) = (PortSets::new(), PortSets::new());
         for (key, members) in &classes {
             let name = class_name(self, key, &mut names);
             let grants = self.grants(key, members[0]);
-            for (table, l3) in [(&mut v4, L3::V4), (&mut v6, L3::V6)] {
+            for (table, l3, port_sets) in [
+                (&mut v4, L3::V4, &mut ports4),
+                (&mut v6, L3::V6, &mut ports6),
+            ] {
                 let map = key.direction.as_str();
                 let mut count = 0;
                 for &m in members {
@@ -338,8 +354,15 @@ impl<'a> Analysis<'a> {
                     Direction::Egress => stats.isolated_egress += count,
                 }
                 stats.classes += 1;
-                stats.elements +=
-                    render_class(table, l3, &name, key.direction, &grants, &self.pods);
+                stats.elements += render_class(
+                    table,
+                    l3,
+                    &name,
+                    key.direction,
+                    &grants,
+                    &self.pods,
+                    port_sets,
+                );
             }
         }
         stats.elements += stats.isolated_ingress + stats.isolated_egress;
@@ -542,6 +565,7 @@ fn render_class(
     d: Direction,
     g: &Grants,
     pods: &[PodInfo],
+    port_sets: &mut PortSets,
 ) -> usize {
     let in_family = |n: &IpNet| L3::of(n.addr()) == l3;
     let peer = match d {
@@ -581,7 +605,7 @@ fn render_class(
 
     let mut by_pod = Set::map(&[addr], MapData::Verdict);
     for (&p, ranges) in &g.pods {
-        let chain = port_set(table, ranges);
+        let chain = port_set(table, port_sets, ranges);
         for ip in pods[p].ips.iter().filter(|ip| L3::of(**ip) == l3) {
             by_pod.insert(
                 vec![Value::Addr(*ip)],
@@ -618,9 +642,12 @@ fn port(lo: u16, hi: u16) -> Value {
     }
 }
 
+/// The port-set chains of a table, by their merged ranges.
+type PortSets = HashMap<Vec<(u8, u16, u16)>, String>;
+
 /// The chain that returns for these (protocol, first, last) ports and
 /// drops the rest, added to `table` once; its name.
-fn port_set(table: &mut Table, ranges: &[(u8, u16, u16)]) -> String {
+fn port_set(table: &mut Table, known: &mut PortSets, ranges: &[(u8, u16, u16)]) -> String {
     // Merged per protocol: sorted, overlapping and touching ranges joined.
     let mut sorted = ranges.to_vec();
     sorted.sort_unstable();
@@ -633,37 +660,22 @@ fn port_set(table: &mut Table, ranges: &[(u8, u16, u16)]) -> String {
             _ => merged.push((proto, lo, hi)),
         }
     }
+    if let Some(name) = known.get(&merged) {
+        return name.clone();
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     merged.hash(&mut h);
-    let name = format!("ports-{:016x}", h.finish());
-    let set_name = format!("{name}-set");
-    if let Some(existing) = table.sets.get(&set_name) {
-        let same = existing.elements.len() == merged.len()
-            && merged.iter().all(|(proto, lo, hi)| {
-                existing
-                    .elements
-                    .contains_key(&vec![Value::Proto(*proto), port(*lo, *hi)])
-            });
-        if same {
-            return name;
-        }
-        // A hash collision: fall back to a name that says what it is not.
-        return port_set_collided(table, &merged, &name);
-    }
-    add_port_set(table, &merged, &name);
-    name
-}
-
-fn port_set_collided(table: &mut Table, merged: &[(u8, u16, u16)], base: &str) -> String {
+    let base = format!("ports-{:016x}", h.finish());
+    // Another set of ports with the same hash gets a suffix.
+    let mut name = base.clone();
     let mut n = 2;
-    loop {
-        let name = format!("{base}-{n}");
-        if !table.chains.contains_key(&name) {
-            add_port_set(table, merged, &name);
-            return name;
-        }
+    while table.chains.contains_key(&name) {
+        name = format!("{base}-{n}");
         n += 1;
     }
+    add_port_set(table, &merged, &name);
+    known.insert(merged, name.clone());
+    name
 }
 
 fn add_port_set(table: &mut Table, merged: &[(u8, u16, u16)], name: &str) {
