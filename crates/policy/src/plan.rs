@@ -1087,8 +1087,9 @@ pub fn traced_matrix(
     Ok(matrix)
 }
 
-/// Whether a new connection from `from` to `to` passes `plan` (in the
-/// family of `to`'s first address that `from` also has).
+/// Whether a new connection from `from` to `to` passes `plan`: to the
+/// destination's first address, from the source's address of the same
+/// family (none: no connection).
 fn passes(
     plan: &Plan,
     node: &Node,
@@ -1097,13 +1098,10 @@ fn passes(
     protocol: Protocol,
     port: u16,
 ) -> Result<bool> {
-    let pair = to.ips.iter().find_map(|d| {
-        from.ips
-            .iter()
-            .find(|s| L3::of(**s) == L3::of(*d))
-            .map(|s| (*s, *d))
-    });
-    let Some((saddr, daddr)) = pair else {
+    let Some(&daddr) = to.ips.first() else {
+        return Ok(false);
+    };
+    let Some(&saddr) = from.ips.iter().find(|s| L3::of(**s) == L3::of(daddr)) else {
         return Ok(false);
     };
     let packet = Packet::new("pod", protocol.number(), saddr, 40000, daddr, port);
