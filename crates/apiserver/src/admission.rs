@@ -104,6 +104,9 @@ pub fn unknown_fields(resource: &Resource, object: &Value) -> Vec<String> {
         ("networking.k8s.io", "Ingress") => round_trip::<networking::Ingress>(&typed),
         ("networking.k8s.io", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(&typed),
         ("policy", "PodDisruptionBudget") => round_trip::<policy::PodDisruptionBudget>(&typed),
+        ("policy.networking.k8s.io", "ClusterNetworkPolicy") => {
+            round_trip::<strait_model::ClusterNetworkPolicy>(&typed)
+        }
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             round_trip::<rbac::ClusterRoleBinding>(&typed)
         }

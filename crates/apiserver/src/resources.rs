@@ -137,6 +137,7 @@ pub const RESOURCES: &[Resource] = &[
     resource!("networking.k8s.io" "v1" "ingresses" "ingress" "Ingress", namespaced: true, short: ["ing"], categories: &[], sub: STATUS),
     resource!("networking.k8s.io" "v1" "networkpolicies" "networkpolicy" "NetworkPolicy", namespaced: true, short: ["netpol"], categories: &[], sub: NONE),
     resource!("policy" "v1" "poddisruptionbudgets" "poddisruptionbudget" "PodDisruptionBudget", namespaced: true, short: ["pdb"], categories: &[], sub: STATUS),
+    resource!("policy.networking.k8s.io" "v1alpha2" "clusternetworkpolicies" "clusternetworkpolicy" "ClusterNetworkPolicy", namespaced: false, short: ["cnp"], categories: &[], sub: STATUS),
     resource!("rbac.authorization.k8s.io" "v1" "clusterrolebindings" "clusterrolebinding" "ClusterRoleBinding", namespaced: false, short: [], categories: &[], sub: NONE),
     resource!("rbac.authorization.k8s.io" "v1" "clusterroles" "clusterrole" "ClusterRole", namespaced: false, short: [], categories: &[], sub: NONE),
     resource!("rbac.authorization.k8s.io" "v1" "rolebindings" "rolebinding" "RoleBinding", namespaced: true, short: [], categories: &[], sub: NONE),

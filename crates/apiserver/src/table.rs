@@ -376,6 +376,23 @@ const NETWORK_POLICY: &[Column] = &[
     AGE,
 ];
 
+/// The CRD's additionalPrinterColumns (Tier and Priority, both declared as
+/// strings).
+const CLUSTER_NETWORK_POLICY: &[Column] = &[
+    NAME,
+    col(
+        "Tier",
+        "string",
+        "The tier of the policy: Admin (before NetworkPolicy) or Baseline (after it).",
+    ),
+    col(
+        "Priority",
+        "string",
+        "The precedence of the policy within its tier: lower values first.",
+    ),
+    AGE,
+];
+
 const POD_DISRUPTION_BUDGET: &[Column] = &[
     NAME,
     col(
@@ -444,6 +461,7 @@ enum Printer {
     IngressClass,
     Ingress,
     NetworkPolicy,
+    ClusterNetworkPolicy,
     PodDisruptionBudget,
     RoleBinding,
     ClusterRoleBinding,
@@ -470,6 +488,7 @@ impl Printer {
             ("networking.k8s.io", "IngressClass") => Printer::IngressClass,
             ("networking.k8s.io", "Ingress") => Printer::Ingress,
             ("networking.k8s.io", "NetworkPolicy") => Printer::NetworkPolicy,
+            ("policy.networking.k8s.io", "ClusterNetworkPolicy") => Printer::ClusterNetworkPolicy,
             ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
             ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
             ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
@@ -496,6 +515,7 @@ impl Printer {
             Printer::IngressClass => INGRESS_CLASS,
             Printer::Ingress => INGRESS,
             Printer::NetworkPolicy => NETWORK_POLICY,
+            Printer::ClusterNetworkPolicy => CLUSTER_NETWORK_POLICY,
             Printer::PodDisruptionBudget => POD_DISRUPTION_BUDGET,
             Printer::RoleBinding => ROLE_BINDING,
             Printer::ClusterRoleBinding => CLUSTER_ROLE_BINDING,
@@ -549,6 +569,17 @@ impl Printer {
             Printer::NetworkPolicy => vec![
                 name_cell(obj),
                 Value::String(format_label_selector(at(obj, &["spec", "podSelector"]))),
+                age_cell(obj, now),
+            ],
+            Printer::ClusterNetworkPolicy => vec![
+                name_cell(obj),
+                Value::String(string_at(obj, &["spec", "tier"]).to_owned()),
+                // A string column over an integer, as the CRD declares it.
+                Value::String(
+                    at(obj, &["spec", "priority"])
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                ),
                 age_cell(obj, now),
             ],
             Printer::PodDisruptionBudget => pdb_cells(obj, now),

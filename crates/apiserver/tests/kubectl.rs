@@ -713,3 +713,64 @@ fn fifty_thousand_pods_listed_by_kubectl() {
     }
     println!("curl, {pages} pages of 500: {:?}", started.elapsed());
 }
+
+const CNP: &str = "apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata:
+  name: deny-b-to-a
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {team: a}}
+  ingress:
+  - name: from-b
+    action: Deny
+    from:
+    - namespaces: {matchLabels: {team: b}}
+    protocols:
+    - tcp: {destinationPort: {number: 80}}
+";
+
+#[test]
+fn cluster_network_policies_are_served_as_their_crd_would_be() {
+    let Some(c) = Cluster::start("cnp") else {
+        return;
+    };
+    let out = c.apply(CNP);
+    assert!(
+        out.contains("clusternetworkpolicy.policy.networking.k8s.io/deny-b-to-a created"),
+        "{out}"
+    );
+    let again = c.apply(CNP);
+    assert!(again.contains("unchanged"), "{again}");
+    let table = c.ok(&["get", "cnp"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TIER", "PRIORITY", "AGE"], "{table}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["deny-b-to-a", "Admin", "10"], "{table}");
+
+    // Apply of a change: kubectl merges CRD objects with a JSON merge patch.
+    let out = c.apply(&CNP.replace("priority: 10", "priority: 20"));
+    assert!(out.contains("configured"), "{out}");
+    let got = c.json(&["get", "clusternetworkpolicy", "deny-b-to-a"]);
+    assert_eq!(got["spec"]["priority"], 20);
+    assert_eq!(got["spec"]["ingress"][0]["action"], "Deny");
+
+    // What the CRD's schema refuses is a 422 naming the field, and nothing
+    // changes.
+    let bad = CNP
+        .replace("name: deny-b-to-a", "name: other")
+        .replace("action: Deny", "action: Allow");
+    let out = c.with_stdin(&["create", "-f", "-"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is invalid") && err.contains("spec.ingress[0].action"),
+        "{err}"
+    );
+    assert!(c.fails(&["get", "cnp", "other"]).contains("NotFound"));
+    let out = c.ok(&["delete", "cnp", "deny-b-to-a"]);
+    assert!(out.contains("deleted"), "{out}");
+}

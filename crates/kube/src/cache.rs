@@ -318,6 +318,7 @@ impl ObjectsOf for ClusterState {
             }))
         }
         match kind {
+            Kind::ClusterNetworkPolicy => keys(kind, &self.cluster_network_policies),
             Kind::Deployment => keys(kind, &self.deployments),
             Kind::EndpointSlice => keys(kind, &self.endpoint_slices),
             Kind::Endpoints => keys(kind, &self.endpoints),

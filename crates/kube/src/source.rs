@@ -382,6 +382,7 @@ pub fn api_resource(kind: Kind) -> Option<ApiResource> {
         Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
         Kind::Ingress => ApiResource::erase::<Ingress>(&()),
         Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
+        Kind::ClusterNetworkPolicy => ApiResource::erase::<strait_model::ClusterNetworkPolicy>(&()),
         // Controllers' input, not a node's: the API server's controllers
         // turn them into Pods and EndpointSlices.
         Kind::Deployment | Kind::Endpoints => return None,

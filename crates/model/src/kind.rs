@@ -9,6 +9,7 @@ use std::fmt;
 macro_rules! kind_table {
     ($then:ident) => {
         $then! {
+            ClusterNetworkPolicy(ClusterNetworkPolicy) => "policy.networking.k8s.io/v1alpha2", namespaced: false;
             Deployment(Deployment) => "apps/v1", namespaced: true;
             EndpointSlice(EndpointSlice) => "discovery.k8s.io/v1", namespaced: true;
             Endpoints(Endpoints) => "v1", namespaced: true;

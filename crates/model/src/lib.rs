@@ -8,6 +8,7 @@
 //! allocation and EndpointSlices. No I/O apart from reading manifest files,
 //! no clock, no randomness: the same input gives the same output.
 
+pub mod cnp;
 mod error;
 mod hash;
 mod json;
@@ -24,6 +25,7 @@ mod validate;
 
 pub mod controllers;
 
+pub use cnp::ClusterNetworkPolicy;
 pub use error::{Error, Result};
 pub use kind::{Kind, ObjectKey};
 pub use manifest::{

@@ -12,6 +12,7 @@ use k8s_openapi::Metadata;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::cnp::ClusterNetworkPolicy;
 pub use crate::kind::{Kind, ObjectKey};
 use crate::pod::CompactPod;
 use crate::validate;
@@ -107,9 +108,10 @@ impl Object {
             }
             Object::Endpoints(e) => validate::endpoints(Arc::make_mut(e)),
             Object::EndpointSlice(s) => validate::endpoint_slice(Arc::make_mut(s)),
-            Object::NetworkPolicy(np) => validate::network_policy(np),
+            Object::NetworkPolicy(np) => validate::network_policy(Arc::make_mut(np)),
             Object::Node(node) => validate::node_pod_cidrs(node),
             Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
+            Object::ClusterNetworkPolicy(cnp) => crate::cnp::validate(cnp),
         }
     }
 }

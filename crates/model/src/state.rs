@@ -13,6 +13,7 @@ use k8s_openapi::Metadata;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::Serialize;
 
+use crate::cnp::ClusterNetworkPolicy;
 use crate::manifest::Origin;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::pod::CompactPod;
@@ -381,6 +382,7 @@ macro_rules! cluster_state {
 
 // In `Kind` order, so that iteration is sorted by kind.
 cluster_state! {
+    ClusterNetworkPolicy(ClusterNetworkPolicy) => cluster_network_policies,
     Deployment(Deployment) => deployments,
     EndpointSlice(EndpointSlice) => endpoint_slices,
     Endpoints(Endpoints) => endpoints,

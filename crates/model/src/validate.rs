@@ -53,69 +53,145 @@ pub(crate) fn metadata(kind: Kind, meta: &mut ObjectMeta) -> Check {
     Ok(())
 }
 
-/// A NetworkPolicy's pod selector and `ipBlock`s.
-pub(crate) fn network_policy(np: &NetworkPolicy) -> Check {
-    if let Some(sel) = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref()) {
+/// A NetworkPolicy, defaulted and validated as kube-apiserver does
+/// (networking/v1 defaults, `ValidateNetworkPolicySpec`): every field a
+/// planner reads must be honourable as written, or the object is refused —
+/// a policy read "as best we can" could open traffic its author closed.
+/// Defaults: each port's `protocol` to TCP; `policyTypes`, when empty, to
+/// `[Ingress]` plus `Egress` when `spec.egress` has a rule.
+pub(crate) fn network_policy(np: &mut NetworkPolicy) -> Check {
+    let Some(spec) = np.spec.as_mut() else {
+        return Ok(());
+    };
+    if let Some(sel) = &spec.pod_selector {
         if let Err(e) = Selector::from_label_selector(sel) {
             return bad("spec.podSelector", e.to_string());
         }
     }
-    network_policy_blocks(np)
+    for (r, rule) in spec.ingress.iter_mut().flatten().enumerate() {
+        for (i, port) in rule.ports.iter_mut().flatten().enumerate() {
+            network_policy_port(&format!("spec.ingress[{r}].ports[{i}]"), port)?;
+        }
+        for (i, peer) in rule.from.iter().flatten().enumerate() {
+            network_policy_peer(&format!("spec.ingress[{r}].from[{i}]"), peer)?;
+        }
+    }
+    for (r, rule) in spec.egress.iter_mut().flatten().enumerate() {
+        for (i, port) in rule.ports.iter_mut().flatten().enumerate() {
+            network_policy_port(&format!("spec.egress[{r}].ports[{i}]"), port)?;
+        }
+        for (i, peer) in rule.to.iter().flatten().enumerate() {
+            network_policy_peer(&format!("spec.egress[{r}].to[{i}]"), peer)?;
+        }
+    }
+    let types = spec.policy_types.get_or_insert_with(Vec::new);
+    if types.len() > 2 {
+        return bad(
+            "spec.policyTypes",
+            "may not specify more than two policyTypes",
+        );
+    }
+    for (i, t) in types.iter().enumerate() {
+        one_of(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"])?;
+    }
+    if types.is_empty() {
+        types.push("Ingress".to_owned());
+        if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
+            types.push("Egress".to_owned());
+        }
+    }
+    Ok(())
 }
 
-/// `ipBlock`s of a NetworkPolicy: a CIDR, and exceptions inside it, as
-/// kube-apiserver requires.
-fn network_policy_blocks(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> Check {
-    let Some(spec) = np.spec.as_ref() else {
-        return Ok(());
-    };
-    let ingress = spec
-        .ingress
-        .iter()
-        .flatten()
-        .enumerate()
-        .flat_map(|(r, rule)| {
-            rule.from
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(move |(p, peer)| (format!("spec.ingress[{r}].from[{p}]"), peer))
-        });
-    let egress = spec
-        .egress
-        .iter()
-        .flatten()
-        .enumerate()
-        .flat_map(|(r, rule)| {
-            rule.to
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(move |(p, peer)| (format!("spec.egress[{r}].to[{p}]"), peer))
-        });
-    for (at, peer) in ingress.chain(egress) {
-        let Some(block) = &peer.ip_block else {
-            continue;
-        };
-        let Ok(cidr) = block.cidr.parse::<ipnet::IpNet>() else {
-            return bad(
-                format!("{at}.ipBlock.cidr"),
-                format!("{:?} is not an IP range such as 10.0.0.0/8", block.cidr),
-            );
-        };
-        for (e, except) in block.except.iter().flatten().enumerate() {
-            let inside = except.parse::<ipnet::IpNet>().is_ok_and(|ex| {
-                cidr.trunc().contains(&ex.trunc()) && ex.prefix_len() > cidr.prefix_len()
-            });
-            if !inside {
+/// One `ports` entry: a known protocol (TCP by default), a port number or
+/// an IANA name, and `endPort` only after a numeric `port`, not below it.
+fn network_policy_port(
+    at: &str,
+    port: &mut k8s_openapi::api::networking::v1::NetworkPolicyPort,
+) -> Check {
+    protocol(format!("{at}.protocol"), &mut port.protocol)?;
+    match (&port.port, port.end_port) {
+        (Some(IntOrString::Int(first)), end) => {
+            port_number(format!("{at}.port"), *first)?;
+            if let Some(end) = end {
+                if end < *first {
+                    return bad(
+                        format!("{at}.endPort"),
+                        format!("{end} must be greater than or equal to port ({first})"),
+                    );
+                }
+                port_number(format!("{at}.endPort"), end)?;
+            }
+        }
+        (Some(IntOrString::String(name)), end) => {
+            if let Some(end) = end {
                 return bad(
-                    format!("{at}.ipBlock.except[{e}]"),
-                    format!(
-                        "{except:?} must be an IP range strictly inside {}",
-                        block.cidr
-                    ),
+                    format!("{at}.endPort"),
+                    format!("{end} may not be given with a named port ({name:?})"),
                 );
             }
+            if let Err(why) = port_name(name) {
+                return bad(format!("{at}.port"), format!("{name:?} {why}"));
+            }
+        }
+        (None, Some(end)) => {
+            return bad(
+                format!("{at}.endPort"),
+                format!("{end} may not be given without port"),
+            );
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// One `from`/`to` entry: at least one of podSelector, namespaceSelector,
+/// ipBlock; ipBlock alone; selectors readable; the block a CIDR with its
+/// exceptions strictly inside.
+fn network_policy_peer(
+    at: &str,
+    peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer,
+) -> Check {
+    for (field, sel) in [
+        ("podSelector", &peer.pod_selector),
+        ("namespaceSelector", &peer.namespace_selector),
+    ] {
+        if let Some(sel) = sel {
+            if let Err(e) = Selector::from_label_selector(sel) {
+                return bad(format!("{at}.{field}"), e.to_string());
+            }
+        }
+    }
+    let Some(block) = &peer.ip_block else {
+        if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+            return bad(
+                at,
+                "must specify a peer: podSelector, namespaceSelector or ipBlock",
+            );
+        }
+        return Ok(());
+    };
+    if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
+        return bad(at, "may not specify both ipBlock and another peer");
+    }
+    let Ok(cidr) = block.cidr.parse::<ipnet::IpNet>() else {
+        return bad(
+            format!("{at}.ipBlock.cidr"),
+            format!("{:?} is not an IP range such as 10.0.0.0/8", block.cidr),
+        );
+    };
+    for (e, except) in block.except.iter().flatten().enumerate() {
+        let inside = except.parse::<ipnet::IpNet>().is_ok_and(|ex| {
+            cidr.trunc().contains(&ex.trunc()) && ex.prefix_len() > cidr.prefix_len()
+        });
+        if !inside {
+            return bad(
+                format!("{at}.ipBlock.except[{e}]"),
+                format!(
+                    "{except:?} must be an IP range strictly inside {}",
+                    block.cidr
+                ),
+            );
         }
     }
     Ok(())
@@ -175,7 +251,8 @@ fn object_name(kind: Kind, name: &str) -> Check {
         // it becomes environment variable names as well as DNS names.
         Kind::Service => dns1035_label(name),
         Kind::Namespace => dns_label(name),
-        Kind::Deployment
+        Kind::ClusterNetworkPolicy
+        | Kind::Deployment
         | Kind::EndpointSlice
         | Kind::Endpoints
         | Kind::Ingress
@@ -1447,5 +1524,104 @@ mod tests {
             "{err}"
         );
         parse(&policy("{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}")).unwrap();
+    }
+
+    #[test]
+    fn network_policies_that_cannot_be_honoured_are_refused() {
+        let policy = |spec: &str| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n{spec}")
+        };
+        let cases = [
+            (
+                "  ingress: [{ports: [{port: 80, protocol: ICMP}]}]\n",
+                "(NetworkPolicy shop/p): spec.ingress[0].ports[0].protocol: unsupported protocol \"ICMP\"",
+            ),
+            (
+                "  egress: [{ports: [{port: 70000}]}]\n",
+                "spec.egress[0].ports[0].port: 70000 is not a port number",
+            ),
+            (
+                "  ingress: [{ports: [{port: 0}]}]\n",
+                "spec.ingress[0].ports[0].port: 0 is not a port number",
+            ),
+            (
+                "  ingress: [{ports: [{endPort: 90}]}]\n",
+                "spec.ingress[0].ports[0].endPort: 90 may not be given without port",
+            ),
+            (
+                "  ingress: [{ports: [{port: 90, endPort: 80}]}]\n",
+                "spec.ingress[0].ports[0].endPort: 80 must be greater than or equal to port (90)",
+            ),
+            (
+                "  ingress: [{ports: [{port: 90, endPort: 65536}]}]\n",
+                "spec.ingress[0].ports[0].endPort: 65536 is not a port number",
+            ),
+            (
+                "  ingress: [{ports: [{port: http, endPort: 90}]}]\n",
+                "spec.ingress[0].ports[0].endPort: 90 may not be given with a named port (\"http\")",
+            ),
+            (
+                "  ingress: [{ports: [{port: HTTP_1}]}]\n",
+                "spec.ingress[0].ports[0].port: \"HTTP_1\" may contain only",
+            ),
+            (
+                "  ingress: [{from: [{podSelector: {matchExpressions: [{key: app, operator: Equals, values: [a]}]}}]}]\n",
+                "spec.ingress[0].from[0].podSelector: matchExpressions[0]: operator \"Equals\"",
+            ),
+            (
+                "  egress: [{to: [{namespaceSelector: {matchLabels: {'bad key': x}}}]}]\n",
+                "spec.egress[0].to[0].namespaceSelector: label key",
+            ),
+            (
+                "  ingress: [{from: [{}]}]\n",
+                "spec.ingress[0].from[0]: must specify a peer",
+            ),
+            (
+                "  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]\n",
+                "spec.ingress[0].from[0]: may not specify both ipBlock and another peer",
+            ),
+            (
+                "  podSelector: {matchExpressions: [{key: app, operator: In}]}\n",
+                "spec.podSelector: matchExpressions[0]: operator In needs at least one value",
+            ),
+            (
+                "  policyTypes: [Ingress, Sideways]\n",
+                "spec.policyTypes[1]: unsupported value \"Sideways\"",
+            ),
+            (
+                "  policyTypes: [Ingress, Egress, Ingress]\n",
+                "spec.policyTypes: may not specify more than two policyTypes",
+            ),
+        ];
+        for (spec, want) in cases {
+            let err = refused(&policy(spec));
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn network_policies_are_defaulted_as_the_api_server_does() {
+        let admitted = |spec: &str| {
+            let text = format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p}}\nspec:\n{spec}");
+            let loaded = parse(&text).unwrap();
+            serde_json::to_value(&loaded.objects[0].0).unwrap()
+        };
+        let np = admitted(
+            "  podSelector: {}\n  ingress: [{ports: [{port: 80}, {port: web, protocol: UDP}]}]\n",
+        );
+        assert_eq!(np["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(np["spec"]["ingress"][0]["ports"][1]["protocol"], "UDP");
+        assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        // `egress: []` does not make the policy govern egress; a rule does.
+        let np = admitted("  podSelector: {}\n  egress: []\n");
+        assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        let np = admitted("  podSelector: {}\n  egress: [{}]\n");
+        assert_eq!(
+            np["spec"]["policyTypes"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        let np = admitted("  podSelector: {}\n  policyTypes: [Egress]\n");
+        assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+        admitted("  ingress: [{ports: [{port: 8000, endPort: 8000}], from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}]}]\n");
     }
 }

@@ -64,11 +64,71 @@ pub enum Command {
     /// packet the rule that did it.
     Trace(TraceArgs),
 
+    /// NetworkPolicy: what the policies of the manifests allow.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+
     /// A whole cluster network on this machine: nodes and pods are network
     /// namespaces, containers are host processes (images are recorded, not
     /// pulled). Needs root.
     #[command(subcommand)]
     Lab(LabCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The reachability matrix: for every pair of pods, port and protocol,
+    /// whether a new connection is allowed.
+    ///
+    /// Pods are those of the manifests that are not hostNetwork; a pod
+    /// without status.podIP (a Deployment's) is given a node and an address
+    /// as the lab would, and said so. Printed as cyclonus prints it: one table per
+    /// protocol/port, a row per source pod, a column per destination pod,
+    /// `.` allowed and `X` denied; `-o json` lists every cell.
+    Matrix(PolicyMatrixArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyMatrixArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Destination ports to probe, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "80,81", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// Protocols to probe, comma-separated: tcp, udp, sctp.
+    #[arg(long, value_delimiter = ',', default_value = "tcp", value_parser = policy_protocol)]
+    pub protocols: Vec<strait_policy::Protocol>,
+
+    /// text (the tables) or json (a list of cells).
+    #[arg(short, long, value_enum, default_value_t = MatrixOutput::Text)]
+    pub output: MatrixOutput,
+
+    /// How the matrix is computed: `traced` walks packets through the
+    /// planned nftables rules (what the kernel would decide); `reference`
+    /// reads the policies as the API reference words them.
+    #[arg(long, value_enum, default_value_t = PolicyReading::Traced)]
+    pub reading: PolicyReading,
+}
+
+fn policy_protocol(s: &str) -> Result<strait_policy::Protocol, String> {
+    s.parse()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MatrixOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyReading {
+    Traced,
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

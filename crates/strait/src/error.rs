@@ -13,6 +13,9 @@ pub enum Error {
     #[error(transparent)]
     Lab(#[from] strait_lab::Error),
 
+    #[error(transparent)]
+    Policy(#[from] strait_policy::Error),
+
     #[error("trace: {0}")]
     Trace(String),
 

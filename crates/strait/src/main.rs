@@ -9,6 +9,7 @@ mod cli;
 mod dns;
 mod error;
 mod lab;
+mod policy;
 mod proxy;
 mod render;
 mod state;
@@ -44,6 +45,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
         cli::Command::Dns(args) => dns::run(&args),
         cli::Command::Agent(args) => agent::run(&args),
         cli::Command::Trace(args) => trace::run(&args),
+        cli::Command::Policy(cli::PolicyCommand::Matrix(args)) => policy::matrix(&args),
         cli::Command::Lab(command) => lab::run(command),
     }
 }
