@@ -1064,15 +1064,14 @@ pub fn traced_matrix(
         for to in &analysis.pods {
             for &protocol in protocols {
                 for &port in ports {
-                    let allowed = if std::ptr::eq(from, to) {
-                        // A pod reaching itself never leaves its namespace.
-                        true
-                    } else {
-                        let probe = |node: &str| -> Result<bool> {
-                            passes(&plans[node], &nodes[node], from, to, protocol, port)
-                        };
-                        probe(from.node)? && (from.node == to.node || probe(to.node)?)
+                    // A pod's connection to its own address is traced too,
+                    // as the reference reading judges it: in the kernel it
+                    // stays inside the pod's namespace (never judged), but
+                    // through a Service (hairpin) it crosses the node.
+                    let probe = |node: &str| -> Result<bool> {
+                        passes(&plans[node], &nodes[node], from, to, protocol, port)
                     };
+                    let allowed = probe(from.node)? && (from.node == to.node || probe(to.node)?);
                     matrix.cells.push(Cell {
                         from: format!("{}/{}", from.namespace, from.name),
                         to: format!("{}/{}", to.namespace, to.name),

@@ -673,7 +673,6 @@ fn strait_cases_hold_for_the_reference_reading() {
 }
 
 #[test]
-#[ignore = "the planner (plan::traced_matrix) is another helper's work and still a placeholder; enabled at merge"]
 fn upstream_cases_hold_for_the_traced_plan() {
     let all = cases().into_iter().chain(strait_cases()).collect();
     run_all("traced plan", all, |state, ports, protocols| {
