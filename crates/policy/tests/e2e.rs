@@ -15,8 +15,8 @@
 //! Expected reachability is written the upstream way: a default for every
 //! pair, then `expect`, `expect_all_ingress`, `expect_all_egress` and
 //! `expect_peer` overrides, in order. [`check`] is generic over how the
-//! matrix is computed: the reference reading ([`semantics::matrix`]) now,
-//! the planner's traced matrix (`plan::traced_matrix`) once it lands.
+//! matrix is computed: the reference reading ([`semantics::matrix`]) and
+//! the planner's traced matrix (`plan::traced_matrix`).
 //!
 //! Expectations that depend on a choice the API leaves to implementations:
 //!
