@@ -41,6 +41,8 @@ pub struct PolicyApplier {
     problems: Vec<Error>,
     /// How the last change went in: "netlink" or "nft".
     last_path: &'static str,
+    /// How long the kernel's transactions of the last sync took.
+    last_transaction: Duration,
 }
 
 impl PolicyApplier {
@@ -52,6 +54,7 @@ impl PolicyApplier {
             stats: Stats::default(),
             problems: Vec::new(),
             last_path: "none",
+            last_transaction: Duration::ZERO,
         }
     }
 
@@ -74,6 +77,12 @@ impl PolicyApplier {
         self.last_path
     }
 
+    /// How long the last sync's transactions took (encoding and the
+    /// kernel's work; planning and diffing not included).
+    pub fn last_transaction(&self) -> Duration {
+        self.last_transaction
+    }
+
     /// The tables as last applied.
     pub fn applied(&self) -> Option<&[Table; 2]> {
         self.applied.as_ref()
@@ -91,9 +100,12 @@ impl PolicyApplier {
         let started = Instant::now();
         let plan = self.plan(state);
         self.applied = None;
+        self.last_transaction = Duration::ZERO;
         for t in plan.tables() {
             t.validate()?;
+            let sent = Instant::now();
             self.last_path = replace(&mut self.netlink, t)?;
+            self.last_transaction += sent.elapsed();
         }
         self.stats = plan.stats;
         self.applied = Some([plan.v4, plan.v6]);
@@ -110,6 +122,7 @@ impl PolicyApplier {
         };
         let plan = self.plan(state);
         let mut steps = 0;
+        self.last_transaction = Duration::ZERO;
         for (old, new) in applied.iter().zip(plan.tables()) {
             new.validate()?;
             let tx = strait_nft::diff::diff(old, new);
@@ -117,7 +130,10 @@ impl PolicyApplier {
                 continue;
             }
             steps += tx.ops.len();
-            match apply(&mut self.netlink, &tx) {
+            let sent = Instant::now();
+            let result = apply(&mut self.netlink, &tx);
+            self.last_transaction += sent.elapsed();
+            match result {
                 Ok(path) => self.last_path = path,
                 Err(e) => {
                     tracing::warn!("policy update refused ({e}); replacing the tables");

@@ -530,7 +530,7 @@ struct Grants {
     /// Networks allowed on some ports: (protocol, networks, first, last).
     nets: Vec<(u8, Vec<IpNet>, u16, u16)>,
     /// Pods allowed on some ports: (protocol, first, last) each.
-    pods: BTreeMap<usize, Vec<(u8, u16, u16)>>,
+    pods: HashMap<usize, Vec<(u8, u16, u16)>>,
 }
 
 /// The base chain and the two verdict maps.
@@ -604,7 +604,11 @@ fn render_class(
     }
 
     let mut by_pod = Set::map(&[addr], MapData::Verdict);
-    for (&p, ranges) in &g.pods {
+    // In pod order, so that port-set names (suffixes on a hash collision)
+    // do not depend on a hash map's order.
+    let mut peers: Vec<_> = g.pods.iter().collect();
+    peers.sort_unstable_by_key(|(p, _)| **p);
+    for (&p, ranges) in peers {
         let chain = port_set(table, port_sets, ranges);
         for ip in pods[p].ips.iter().filter(|ip| L3::of(**ip) == l3) {
             by_pod.insert(
