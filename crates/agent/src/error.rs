@@ -7,6 +7,8 @@ pub enum Error {
     Model(#[from] strait_model::Error),
     #[error(transparent)]
     Proxy(#[from] strait_proxy::Error),
+    #[error(transparent)]
+    Policy(#[from] strait_policy::Error),
     #[error("cannot watch {}: {errno}", path.display())]
     Watch {
         path: PathBuf,

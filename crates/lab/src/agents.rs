@@ -175,6 +175,7 @@ fn spawn_agent(
         .args(["--node-ip", &config.node_ip(i).to_string()])
         .args(["--cluster-cidr", &config.pod_cidr.to_string()])
         .args(["--service-cidr", &config.service_cidr])
+        .arg("--network-policy")
         .args([
             "--overlay",
             match config.backend {

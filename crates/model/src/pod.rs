@@ -41,6 +41,8 @@ struct Facts {
     pod_ips: Box<[Box<str>]>,
     /// `status.conditions` has `Ready` = `True`.
     ready: bool,
+    /// `spec.hostNetwork`: the pod uses its node's network namespace.
+    host_network: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +63,7 @@ impl CompactPod {
             facts.node_name = boxed(&spec.node_name);
             facts.hostname = boxed(&spec.hostname);
             facts.subdomain = boxed(&spec.subdomain);
+            facts.host_network = spec.host_network == Some(true);
             // Sidecars (init containers with `restartPolicy: Always`) count:
             // they keep running beside the main containers.
             let sidecars = spec
@@ -177,6 +180,12 @@ impl CompactPod {
     /// `status.podIPs`, in order.
     pub fn pod_ips(&self) -> impl Iterator<Item = &str> {
         self.facts.pod_ips.iter().map(|ip| &**ip)
+    }
+
+    /// `spec.hostNetwork`: the pod shares its node's addresses, so no
+    /// NetworkPolicy selects it (the common reading of the API).
+    pub fn host_network(&self) -> bool {
+        self.facts.host_network
     }
 
     /// The pod's `Ready` condition is `True`.

@@ -13,10 +13,14 @@
 //!   by the reference reading or by tracing packets through the planned
 //!   tables (`strait policy matrix`).
 
+pub mod apply;
 mod error;
+#[doc(hidden)]
+pub mod fixture;
 pub mod matrix;
 pub mod plan;
 pub mod semantics;
 
+pub use apply::{PolicyApplier, Sync};
 pub use error::{Error, Result};
 pub use matrix::{Cell, Matrix, PodRef, Protocol};

@@ -15,8 +15,8 @@
 //! Expected reachability is written the upstream way: a default for every
 //! pair, then `expect`, `expect_all_ingress`, `expect_all_egress` and
 //! `expect_peer` overrides, in order. [`check`] is generic over how the
-//! matrix is computed: the reference reading ([`semantics::matrix`]) now,
-//! the planner's traced matrix (`plan::traced_matrix`) once it lands.
+//! matrix is computed: the reference reading ([`semantics::matrix`]) and
+//! the planner's traced matrix (`plan::traced_matrix`).
 //!
 //! Expectations that depend on a choice the API leaves to implementations:
 //!
@@ -673,7 +673,6 @@ fn strait_cases_hold_for_the_reference_reading() {
 }
 
 #[test]
-#[ignore = "the planner (plan::traced_matrix) is another helper's work and still a placeholder; enabled at merge"]
 fn upstream_cases_hold_for_the_traced_plan() {
     let all = cases().into_iter().chain(strait_cases()).collect();
     run_all("traced plan", all, |state, ports, protocols| {

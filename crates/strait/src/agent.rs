@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use strait_agent::{Agent, ProxyPart, ProxyReporting, Source};
+use strait_agent::{Agent, Part, PolicyPart, ProxyPart, ProxyReporting, Source};
 use strait_kube::{ClientConfig, Health, KubeMetrics, KubeSource, Options};
 use strait_linux::{HttpServer, Response};
 use strait_model::ClusterState;
@@ -33,6 +33,8 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         ServiceProxy::cleanup()?;
         println!("removed table ip strait");
         crate::overlay::cleanup(args)?;
+        PolicyPart::cleanup()?;
+        println!("removed tables ip strait-policy, ip6 strait-policy");
         return Ok(());
     }
     let node = match &args.node_name {
@@ -145,11 +147,25 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         },
     );
     let (overlay, mut publisher) = crate::overlay::part(args, &node)?.unzip();
-    let parts: Vec<Box<dyn strait_agent::Part>> = overlay
-        .map(|o| Box::new(o) as Box<dyn strait_agent::Part>)
+    // The overlay first (other nodes' pods must be reachable), then the
+    // Service proxy, then policy.
+    let mut parts: Vec<Box<dyn Part>> = overlay
+        .map(|o| Box::new(o) as Box<dyn Part>)
         .into_iter()
-        .chain([Box::new(proxy) as Box<dyn strait_agent::Part>])
+        .chain([Box::new(proxy) as Box<dyn Part>])
         .collect();
+    if args.network_policy {
+        // Pods of one node talk over its bridge: only with br_netfilter on
+        // does that traffic meet the forward hook where policy is judged.
+        if strait_linux::read_sysctl("net.bridge.bridge-nf-call-iptables")
+            .ok()
+            .as_deref()
+            != Some("1")
+        {
+            tracing::warn!("net.bridge.bridge-nf-call-iptables is not 1: NetworkPolicy is not enforced between pods of this node's bridge");
+        }
+        parts.push(Box::new(PolicyPart::new(&node)));
+    }
     let mut agent = Agent::new(parts);
     // The first sync must work; after it, errors are logged and counted
     // and the rules of the last good state stay.

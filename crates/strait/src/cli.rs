@@ -446,6 +446,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PORT", default_value_t = 8472, value_parser = clap::value_parser!(u16).range(1..))]
     pub overlay_port: u16,
 
+    /// Enforce NetworkPolicy for this node's pods: tables `ip strait-policy`
+    /// and `ip6 strait-policy`, judged in the forward hook after DNAT.
+    #[arg(long)]
+    pub network_policy: bool,
+
     /// Wait for the first full list of every kind, print the ruleset the
     /// node would get (as `strait proxy --dry-run`) and exit.
     #[arg(long)]

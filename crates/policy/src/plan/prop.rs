@@ -1,0 +1,210 @@
+//! Property test: for random small clusters and random policies, the
+//! matrix traced through the planned tables equals the reference reading
+//! ([`crate::semantics::matrix`]), cell for cell.
+
+use proptest::prelude::*;
+use serde_json::{json, Value as Json};
+
+use super::traced_matrix;
+use crate::fixture::Cluster;
+use crate::Protocol;
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+
+/// A pod: (namespace index, name index, node, app, named ports).
+type PodSpec = (usize, usize, usize, usize, Vec<(usize, usize, usize)>);
+
+fn pod_spec() -> impl Strategy<Value = PodSpec> {
+    (
+        0..3usize,
+        0..3usize,
+        0..2usize,
+        0..2usize,
+        prop::collection::vec((0..2usize, 0..3usize, 0..2usize), 0..3),
+    )
+}
+
+fn selector() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        Just(json!({})),
+        (0..3usize).prop_map(|p| json!({"matchLabels": {"pod": (["a", "b", "c"][p])}})),
+        Just(json!({"matchLabels": {"app": "web"}})),
+        Just(json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]})),
+        Just(json!({"matchExpressions": [{"key": "team", "operator": "Exists"}]})),
+    ]
+}
+
+fn ns_selector() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        Just(json!({})),
+        (0..3usize).prop_map(|n| json!({"matchLabels": {"ns": NAMESPACES[n]}})),
+        Just(json!({"matchLabels": {"team": "a"}})),
+        Just(
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["x", "z"]}]})
+        ),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        1 => selector().prop_map(|s| json!({"podSelector": s})),
+        1 => ns_selector().prop_map(|s| json!({"namespaceSelector": s})),
+        1 => (selector(), ns_selector())
+            .prop_map(|(p, n)| json!({"podSelector": p, "namespaceSelector": n})),
+        2 => (0..4usize, prop::option::of((1..4u8, 2..5u8))).prop_map(|(c, except)| {
+            let cidr = if c == 0 {
+                "10.0.0.0/16".to_owned()
+            } else {
+                format!("10.0.{c}.0/24")
+            };
+            let mut block = json!({"cidr": cidr});
+            if let Some((n, m)) = except {
+                let inside = if c == 0 { n } else { c as u8 };
+                block["except"] = json!([format!("10.0.{inside}.{m}/32")]);
+            }
+            json!({"ipBlock": block})
+        }),
+    ]
+}
+
+fn port() -> impl Strategy<Value = Json> {
+    let protocol = prop_oneof![
+        Just(None),
+        Just(Some("TCP")),
+        Just(Some("UDP")),
+        Just(Some("SCTP"))
+    ];
+    let number = prop_oneof![
+        Just(json!(null)),
+        Just(json!(80)),
+        Just(json!(81)),
+        Just(json!("serve")),
+        Just(json!("alt")),
+    ];
+    (protocol, number, any::<bool>()).prop_map(|(proto, number, end)| {
+        let mut p = json!({});
+        if let Some(proto) = proto {
+            p["protocol"] = json!(proto);
+        }
+        if !number.is_null() {
+            if end && number == json!(80) {
+                p["endPort"] = json!(81);
+            }
+            p["port"] = number;
+        }
+        p
+    })
+}
+
+fn rule(peer_key: &'static str) -> impl Strategy<Value = Json> {
+    (
+        prop::option::of(prop::collection::vec(peer(), 0..3)),
+        prop::option::of(prop::collection::vec(port(), 0..3)),
+    )
+        .prop_map(move |(peers, ports)| {
+            let mut r = json!({});
+            if let Some(peers) = peers {
+                r[peer_key] = json!(peers);
+            }
+            if let Some(ports) = ports {
+                r["ports"] = json!(ports);
+            }
+            r
+        })
+}
+
+fn policy() -> impl Strategy<Value = (usize, Json)> {
+    let types = prop_oneof![
+        Just(None),
+        Just(Some(json!(["Ingress"]))),
+        Just(Some(json!(["Egress"]))),
+        Just(Some(json!(["Ingress", "Egress"]))),
+    ];
+    (
+        0..3usize,
+        selector(),
+        types,
+        prop::option::of(prop::collection::vec(rule("from"), 0..3)),
+        prop::option::of(prop::collection::vec(rule("to"), 0..3)),
+    )
+        .prop_map(|(ns, sel, types, ingress, egress)| {
+            let mut spec = json!({"podSelector": sel});
+            if let Some(t) = types {
+                spec["policyTypes"] = t;
+            }
+            if let Some(i) = ingress {
+                spec["ingress"] = json!(i);
+            }
+            if let Some(e) = egress {
+                spec["egress"] = json!(e);
+            }
+            (ns, spec)
+        })
+}
+
+/// The cluster: pods by (namespace, name), later specs winning.
+fn cluster(pods: &[PodSpec], teams: &[bool; 3], policies: &[(usize, Json)]) -> Cluster {
+    let mut c = Cluster::default();
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        c.namespace(
+            ns,
+            json!({"ns": ns, "team": if teams[i] { "a" } else { "b" }}),
+        );
+    }
+    for (ns, name, node, app, ports) in pods {
+        let names = ["a", "b", "c"];
+        let ports: Vec<(&str, &str, i32)> = ports
+            .iter()
+            .map(|(n, p, num)| {
+                (
+                    ["serve", "alt"][*n],
+                    ["TCP", "UDP", "SCTP"][*p],
+                    [80, 81][*num],
+                )
+            })
+            .collect();
+        // One name per protocol: the API refuses duplicates.
+        let mut seen = std::collections::BTreeSet::new();
+        let ports: Vec<(&str, &str, i32)> =
+            ports.into_iter().filter(|p| seen.insert(p.0)).collect();
+        c.pod(
+            NAMESPACES[*ns],
+            names[*name],
+            json!({"pod": names[*name], "app": (["web", "db"][*app])}),
+            ["n0", "n1"][*node],
+            &format!("10.0.{}.{}", ns + 1, name + 2),
+            &ports,
+        );
+    }
+    for (i, (ns, spec)) in policies.iter().enumerate() {
+        c.policy(NAMESPACES[*ns], &format!("p{i}"), spec.clone());
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_traced_matrix_is_the_reference_reading(
+        pods in prop::collection::vec(pod_spec(), 1..7),
+        teams in any::<[bool; 3]>(),
+        policies in prop::collection::vec(policy(), 0..4),
+    ) {
+        let c = cluster(&pods, &teams, &policies);
+        let ports = [80, 81];
+        let protocols = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+        let traced = traced_matrix(&c.state, &ports, &protocols).expect("traced");
+        let reference = crate::semantics::matrix(&c.state, &ports, &protocols);
+        prop_assert_eq!(&traced.pods, &reference.pods);
+        let differ: Vec<String> = traced
+            .cells
+            .iter()
+            .zip(&reference.cells)
+            .filter(|(t, r)| t != r)
+            .map(|(t, r)| format!("{} -> {} {}/{}: traced {} reference {}",
+                t.from, t.to, t.port, t.protocol.as_str(), t.allowed, r.allowed))
+            .collect();
+        prop_assert!(differ.is_empty(), "{:#?}\npolicies: {:#}", differ, json!(policies));
+    }
+}
