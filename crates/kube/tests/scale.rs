@@ -5,7 +5,7 @@
 //! (debug build unless `--release`). With the strait binary built, its
 //! `agent --dry-run` is measured too (time and peak RSS, `/usr/bin/time`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,38 @@ use strait_apiserver::server::{Server, ServerConfig};
 use strait_apiserver::store::AdmitAll;
 use strait_apiserver::tls::Pki;
 use strait_kube::{ClientConfig, KubeSource, Options};
+
+/// Bytes allocated and not yet freed, whichever thread did it: what the
+/// source keeps, apart from the allocator's own overhead and free space.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to the system allocator with the caller's own
+// layout and pointer; the counter is only arithmetic on the side.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        std::alloc::System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        std::alloc::System.realloc(ptr, layout, new)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_mb() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+}
 
 const SERVICES: usize = 10_000;
 const ENDPOINTS: usize = 5;
@@ -128,6 +160,7 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
     let (_runtime, server) = cluster();
     let store = server.store().clone();
     let before = rss_kb();
+    let live_before = live_mb();
     let started = Instant::now();
     let mut source = KubeSource::start(
         ClientConfig::KubeconfigYaml(server.admin_kubeconfig()),
@@ -148,6 +181,37 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         before as f64 / 1024.0,
         rss_kb() as f64 / 1024.0
     );
+    let live_synced = live_mb() - live_before;
+    let (services, slices, pods) = (
+        first.state.services.clone(),
+        first.state.endpoint_slices.clone(),
+        first.state.pods.clone(),
+    );
+    let live_with_indexes = live_mb() - live_before;
+    let indexes = live_with_indexes - live_synced;
+    drop((services, slices, pods));
+    // The objects themselves, kind by kind: a deep copy of each, counted
+    // while it lives.
+    let at = live_mb();
+    let copies: Vec<_> = first.state.services.iter().map(|o| (**o).clone()).collect();
+    let per_service = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    let at = live_mb();
+    let copies: Vec<_> = first
+        .state
+        .endpoint_slices
+        .iter()
+        .map(|o| (**o).clone())
+        .collect();
+    let per_slice = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    let at = live_mb();
+    let copies: Vec<_> = first.state.pods.iter().map(|o| (**o).clone()).collect();
+    let per_pod = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    println!(
+        "bytes per object kept: Service {per_service:.0}, EndpointSlice (5 endpoints) {per_slice:.0}, Pod (compact) {per_pod:.0}"
+    );
     let copying = Instant::now();
     let copy = (*first.state).clone();
     println!(
@@ -156,6 +220,10 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
     );
     drop(copy);
     drop(first);
+    println!(
+        "live heap of the source with its first snapshot: {live_synced:.1} MB (indexes of Services, EndpointSlices and Pods, one copy: {indexes:.1} MB); the snapshot dropped: {:.1} MB",
+        live_mb() - live_before
+    );
 
     // One change at this scale: written to the store, handed out as an update.
     let slices = Resource::by_kind("discovery.k8s.io/v1", "EndpointSlice").unwrap();
@@ -194,6 +262,10 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         took[took.len() / 2].as_secs_f64() * 1e3
     );
     drop(source);
+    println!(
+        "live heap after the source is dropped: {:.1} MB more than before it",
+        live_mb() - live_before
+    );
 
     // The agent binary, if built: its own time and peak memory.
     // The binary of this build's profile.

@@ -258,9 +258,11 @@ fn log_memory(what: &str) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
+    // RssAnon is the heap's share; the rest is mostly the binary's own pages.
     tracing::info!(
         rss_kb = field("VmRSS:"),
         peak_rss_kb = field("VmHWM:"),
+        anon_rss_kb = field("RssAnon:"),
         "{what}"
     );
 }
