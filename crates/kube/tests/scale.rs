@@ -5,6 +5,8 @@
 //! (debug build unless `--release`). With the strait binary built, its
 //! `agent --dry-run` is measured too (time and peak RSS, `/usr/bin/time`).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -14,6 +16,38 @@ use strait_apiserver::server::{Server, ServerConfig};
 use strait_apiserver::store::AdmitAll;
 use strait_apiserver::tls::Pki;
 use strait_kube::{ClientConfig, KubeSource, Options};
+
+/// Bytes allocated and not yet freed, whichever thread did it: what the
+/// source keeps, apart from the allocator's own overhead and free space.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to the system allocator with the caller's own
+// layout and pointer; the counter is only arithmetic on the side.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        std::alloc::System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        std::alloc::System.realloc(ptr, layout, new)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_mb() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+}
 
 const SERVICES: usize = 10_000;
 const ENDPOINTS: usize = 5;
@@ -39,9 +73,9 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-fn first_full_sync_of_10k_services_and_10k_pods() {
+/// The lab's API server on 127.0.0.1:0 holding the cluster:
+/// 10k Services, one EndpointSlice of 5 endpoints each, 10k pods.
+fn cluster() -> (tokio::runtime::Runtime, Server) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,7 +151,16 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         started.elapsed().as_secs_f64()
     );
 
+    (runtime, server)
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn first_full_sync_of_10k_services_and_10k_pods() {
+    let (_runtime, server) = cluster();
+    let store = server.store().clone();
     let before = rss_kb();
+    let live_before = live_mb();
     let started = Instant::now();
     let mut source = KubeSource::start(
         ClientConfig::KubeconfigYaml(server.admin_kubeconfig()),
@@ -138,6 +181,37 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         before as f64 / 1024.0,
         rss_kb() as f64 / 1024.0
     );
+    let live_synced = live_mb() - live_before;
+    let (services, slices, pods) = (
+        first.state.services.clone(),
+        first.state.endpoint_slices.clone(),
+        first.state.pods.clone(),
+    );
+    let live_with_indexes = live_mb() - live_before;
+    let indexes = live_with_indexes - live_synced;
+    drop((services, slices, pods));
+    // The objects themselves, kind by kind: a deep copy of each, counted
+    // while it lives.
+    let at = live_mb();
+    let copies: Vec<_> = first.state.services.iter().map(|o| (**o).clone()).collect();
+    let per_service = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    let at = live_mb();
+    let copies: Vec<_> = first
+        .state
+        .endpoint_slices
+        .iter()
+        .map(|o| (**o).clone())
+        .collect();
+    let per_slice = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    let at = live_mb();
+    let copies: Vec<_> = first.state.pods.iter().map(|o| (**o).clone()).collect();
+    let per_pod = (live_mb() - at) * 1048576.0 / copies.len() as f64;
+    drop(copies);
+    println!(
+        "bytes per object kept: Service {per_service:.0}, EndpointSlice (5 endpoints) {per_slice:.0}, Pod (compact) {per_pod:.0}"
+    );
     let copying = Instant::now();
     let copy = (*first.state).clone();
     println!(
@@ -146,6 +220,10 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
     );
     drop(copy);
     drop(first);
+    println!(
+        "live heap of the source with its first snapshot: {live_synced:.1} MB (indexes of Services, EndpointSlices and Pods, one copy: {indexes:.1} MB); the snapshot dropped: {:.1} MB",
+        live_mb() - live_before
+    );
 
     // One change at this scale: written to the store, handed out as an update.
     let slices = Resource::by_kind("discovery.k8s.io/v1", "EndpointSlice").unwrap();
@@ -184,6 +262,10 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
         took[took.len() / 2].as_secs_f64() * 1e3
     );
     drop(source);
+    println!(
+        "live heap after the source is dropped: {:.1} MB more than before it",
+        live_mb() - live_before
+    );
 
     // The agent binary, if built: its own time and peak memory.
     // The binary of this build's profile.
@@ -205,6 +287,7 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
             .args(["-f", "TIME %e s, max RSS %M KB"])
             .arg(&strait)
             .args([
+                "-v",
                 "agent",
                 "--dry-run",
                 "--node-name",
@@ -225,6 +308,148 @@ fn first_full_sync_of_10k_services_and_10k_pods() {
                 .find(|l| l.starts_with("TIME"))
                 .unwrap_or("?")
         );
+        // The agent's own account of its memory, phase by phase.
+        for line in stderr.lines().filter(|l| l.contains("rss_kb")) {
+            println!("  {}", line.split_once("INFO ").map_or(line, |(_, l)| l));
+        }
     }
+    server.shutdown();
+}
+
+/// One change fanned out to 10 watching sources (each a KubeSource of its
+/// own, as 10 nodes' agents are, every one holding the whole cluster): the
+/// time from the write to the API server's store until the last of the 10
+/// has the change in its update. Services and EndpointSlices in turn.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn one_change_fanned_out_to_10_watching_sources() {
+    const WATCHERS: usize = 10;
+    const ROUNDS: usize = 40;
+    let (_runtime, server) = cluster();
+    let store = server.store().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (got_tx, got_rx) = mpsc::channel::<(usize, Instant, usize)>();
+    let started = Instant::now();
+    let mut watchers = Vec::new();
+    for w in 0..WATCHERS {
+        let kubeconfig = server.admin_kubeconfig();
+        let (stop, ready_tx, got_tx) = (stop.clone(), ready_tx.clone(), got_tx.clone());
+        watchers.push(std::thread::spawn(move || {
+            let mut source =
+                KubeSource::start(ClientConfig::KubeconfigYaml(kubeconfig), Options::default())
+                    .unwrap();
+            let first = source
+                .next_timeout(Some(Duration::from_secs(600)))
+                .unwrap()
+                .expect("a first update");
+            assert_eq!(first.state.services.len(), SERVICES);
+            drop(first);
+            ready_tx.send(()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                // A short wait: the loop looks at `stop` between updates.
+                if let Some(u) = source
+                    .next_timeout(Some(Duration::from_millis(200)))
+                    .unwrap()
+                {
+                    let at = Instant::now();
+                    let n = match &u.changes {
+                        strait_agent::Changes::Set(s) => s.len(),
+                        strait_agent::Changes::Everything => usize::MAX,
+                    };
+                    if got_tx.send((w, at, n)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..WATCHERS {
+        ready_rx
+            .recv_timeout(Duration::from_secs(900))
+            .expect("every source synced");
+    }
+    println!(
+        "{WATCHERS} sources synced in {:.1} s (in parallel, on this machine's cores)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let slices = Resource::by_kind("discovery.k8s.io/v1", "EndpointSlice").unwrap();
+    let services = Resource::by_kind("v1", "Service").unwrap();
+    let mut last = Vec::new();
+    let mut each = Vec::new();
+    for round in 0..ROUNDS {
+        let written = Instant::now();
+        server
+            .with_write_context(|ctx| {
+                if round % 2 == 0 {
+                    store.modify(
+                        slices,
+                        "default",
+                        "svc-7-1",
+                        None,
+                        &mut |old| {
+                            let mut new = old.clone();
+                            new["endpoints"][0]["addresses"][0] =
+                                json!(format!("10.250.0.{round}"));
+                            Ok(new)
+                        },
+                        ctx,
+                    )
+                } else {
+                    store.modify(
+                        services,
+                        "default",
+                        "svc-9",
+                        None,
+                        &mut |old| {
+                            let mut new = old.clone();
+                            new["spec"]["ports"][0]["port"] = json!(8000 + round);
+                            Ok(new)
+                        },
+                        ctx,
+                    )
+                }
+            })
+            .unwrap();
+        let mut seen = [false; WATCHERS];
+        let mut latest = Duration::ZERO;
+        for _ in 0..WATCHERS {
+            let (w, at, n) = got_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("every source gets the change");
+            assert_eq!(n, 1, "one object changed");
+            assert!(!seen[w], "source {w} had two updates for one change");
+            seen[w] = true;
+            let took = at.duration_since(written);
+            each.push(took);
+            latest = latest.max(took);
+        }
+        if round == 0 {
+            println!(
+                "the first change after the sync → all {WATCHERS} sources: {:.2} ms",
+                latest.as_secs_f64() * 1e3
+            );
+        }
+        last.push(latest);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in watchers {
+        w.join().unwrap();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pick = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    println!(
+        "one change → all {WATCHERS} sources' updates ({ROUNDS} changes, Services and EndpointSlices in turn): median {:.2} ms, p99 {:.2} ms, min {:.2} ms, max {:.2} ms; per source: median {:.2} ms, p99 {:.2} ms",
+        ms(pick(&mut last, 0.5)),
+        ms(pick(&mut last, 0.99)),
+        ms(pick(&mut last, 0.0)),
+        ms(pick(&mut last, 1.0)),
+        ms(pick(&mut each, 0.5)),
+        ms(pick(&mut each, 0.99)),
+    );
     server.shutdown();
 }

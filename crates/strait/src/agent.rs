@@ -98,6 +98,7 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
     let Some(first) = source.next()? else {
         return Ok(());
     };
+    log_memory("every kind listed");
     let state = first.state.clone();
     let mut ctx = NodeContext {
         node_name: node.clone(),
@@ -123,6 +124,7 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
 
     if args.dry_run {
         print_ruleset(&state, &ctx);
+        log_memory("ruleset printed");
         return Ok(());
     }
     let mut cni = match (&args.cni_bin_dir, &args.cni_conf_dir) {
@@ -178,9 +180,10 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
     }
     drop(state);
     drop(first);
+    log_memory("first sync applied");
     // The lists' garbage goes back to the kernel: the agent's footprint is its state.
     crate::dns::release_freed_memory();
-    tracing::info!("first sync done; following the API");
+    log_memory("first sync done; following the API");
     while let Some(update) = source.next()? {
         for e in agent.apply(&update) {
             tracing::error!("{e}");
@@ -270,6 +273,27 @@ fn node_eligible(state: &ClusterState, node: &str) -> bool {
             .into_iter()
             .flatten()
             .any(|t| t.key == TO_BE_DELETED)
+}
+
+/// This process's resident memory now and at its peak, as the kernel
+/// counts it (`VmRSS`, `VmHWM` of /proc/self/status, kB; 0 when unread):
+/// logged at the first sync, where a node's operator looks for it.
+fn log_memory(what: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    // RssAnon is the heap's share; the rest is mostly the binary's own pages.
+    tracing::info!(
+        rss_kb = field("VmRSS:"),
+        peak_rss_kb = field("VmHWM:"),
+        anon_rss_kb = field("RssAnon:"),
+        "{what}"
+    );
 }
 
 /// The ruleset as `strait proxy --dry-run` prints it.
