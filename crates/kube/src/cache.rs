@@ -51,6 +51,9 @@ pub enum Notice {
         message: String,
         kept: bool,
     },
+    /// A NetworkPolicy refused by admission stands as one that isolates
+    /// every pod of its namespace, both ways, and allows nothing.
+    RefusedPolicyIsolates { key: ObjectKey, message: String },
     /// A relist of `kind` is complete: how many objects it changed.
     Relisted { kind: Kind, changed: usize },
 }
@@ -186,6 +189,21 @@ impl Cache {
                 self.state.insert(o);
                 self.touched.insert(key);
                 true
+            }
+            Admitted::Refused { key, message } if key.kind == Kind::NetworkPolicy => {
+                // Fail closed (ARCHITECTURE.md, trust boundaries): a
+                // policy strait cannot read must not leave open what it
+                // may have closed, so in its place stands the strictest
+                // policy of its namespace, and not its previous version.
+                self.refused.insert(key.clone(), message.clone());
+                let placeholder = isolating_policy(&key, &message);
+                let changed = self.state.get(&key).as_ref() != Some(&placeholder);
+                if changed {
+                    self.state.insert(placeholder);
+                    self.touched.insert(key.clone());
+                }
+                notices.push(Notice::RefusedPolicyIsolates { key, message });
+                changed
             }
             Admitted::Refused { key, message } => {
                 let kept = self.state.contains(&key);
@@ -338,6 +356,32 @@ impl ObjectsOf for ClusterState {
         }
     }
 }
+
+/// A NetworkPolicy named `key` that selects every pod of its namespace
+/// for ingress and egress and allows nothing; annotated with why.
+fn isolating_policy(key: &ObjectKey, why: &str) -> Object {
+    use strait_model::k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+    use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    Object::NetworkPolicy(Arc::new(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            annotations: Some(
+                [(REFUSED_ANNOTATION.to_owned(), why.to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ..NetworkPolicySpec::default()
+        }),
+    }))
+}
+
+/// On the stand-in of a refused NetworkPolicy: why it was refused.
+pub const REFUSED_ANNOTATION: &str = "strait.dev/refused";
 
 #[cfg(test)]
 mod tests {
@@ -633,5 +677,86 @@ mod tests {
         c.apply(Kind::Pod, Event::Init);
         c.apply(Kind::Pod, Event::InitDone);
         assert!(c.take().is_none());
+    }
+}
+
+#[cfg(test)]
+mod refused_policy_tests {
+    use super::*;
+    use kube::core::DynamicObject;
+
+    fn policy(protocol: &str) -> Admitted {
+        let o: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-in", "namespace": "a"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"ports": [{"port": 80, "protocol": protocol}]}],
+            }
+        }))
+        .unwrap();
+        crate::admit(Kind::NetworkPolicy, "networkpolicies", o)
+    }
+
+    #[test]
+    fn a_refused_network_policy_stands_as_one_isolating_its_namespace_both_ways() {
+        let mut c = Cache::new([Kind::NetworkPolicy]);
+        c.apply(Kind::NetworkPolicy, Event::Init);
+        c.apply(Kind::NetworkPolicy, Event::InitApply(policy("TCP")));
+        c.apply(Kind::NetworkPolicy, Event::InitDone);
+        let first = c.take().expect("first snapshot");
+        let web_in = first.state.network_policies.get("a", "web-in").unwrap();
+        assert!(web_in.spec.as_ref().unwrap().ingress.is_some());
+
+        // An update strait cannot honour (ICMP is no protocol of the API):
+        // not the previous version, which may be more open, but the
+        // strictest policy of the namespace.
+        let notices = c.apply(Kind::NetworkPolicy, Event::Apply(policy("ICMP")));
+        match &notices[..] {
+            [Notice::RefusedPolicyIsolates { key, message }] => {
+                assert_eq!(key.name, "web-in");
+                assert!(message.contains("protocol"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let u = c.take().expect("the stand-in is a change");
+        let stand_in = u.state.network_policies.get("a", "web-in").unwrap();
+        let spec = stand_in.spec.as_ref().unwrap();
+        assert_eq!(spec.pod_selector, Default::default(), "every pod");
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+        );
+        assert!(
+            spec.ingress.is_none() && spec.egress.is_none(),
+            "nothing allowed"
+        );
+        assert!(
+            stand_in.metadata.annotations.as_ref().unwrap()[REFUSED_ANNOTATION]
+                .contains("protocol")
+        );
+        assert_eq!(c.refused().len(), 1);
+
+        // The same refusal again changes nothing; the fix replaces it.
+        c.apply(Kind::NetworkPolicy, Event::Apply(policy("ICMP")));
+        assert!(c.take().is_none());
+        c.apply(Kind::NetworkPolicy, Event::Apply(policy("UDP")));
+        assert!(c.refused().is_empty());
+        let fixed = c.take().expect("fixed");
+        let web_in = fixed.state.network_policies.get("a", "web-in").unwrap();
+        assert!(web_in.metadata.annotations.is_none());
+        assert!(web_in.spec.as_ref().unwrap().ingress.is_some());
+
+        // A new policy refused in a list stands in too; deleted, it is gone.
+        c.apply(Kind::NetworkPolicy, Event::Delete(policy("UDP")));
+        c.take();
+        c.apply(Kind::NetworkPolicy, Event::Init);
+        c.apply(Kind::NetworkPolicy, Event::InitApply(policy("ICMP")));
+        c.apply(Kind::NetworkPolicy, Event::InitDone);
+        let relisted = c.take().expect("relist");
+        assert!(relisted.state.network_policies.get("a", "web-in").is_some());
+        c.apply(Kind::NetworkPolicy, Event::Delete(policy("ICMP")));
+        let gone = c.take().expect("deleted");
+        assert!(gone.state.network_policies.get("a", "web-in").is_none());
+        assert!(c.refused().is_empty());
     }
 }

@@ -287,6 +287,12 @@ impl KubeSource {
                         tracing::error!("{message}; left out");
                     }
                 }
+                Notice::RefusedPolicyIsolates { key, message } => {
+                    tracing::error!(
+                        "{message}; until it is fixed, every pod of namespace {:?} is isolated both ways in its place (fail closed)",
+                        key.namespace
+                    );
+                }
                 Notice::Relisted { kind, changed } => {
                     self.metrics.relisted(kind);
                     tracing::info!(%kind, changed, "full list");

@@ -169,12 +169,23 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         parts.push(Box::new(PolicyPart::new(&node)));
     }
     let mut agent = Agent::new(parts);
-    // The first sync must work; after it, errors are logged and counted
-    // and the rules of the last good state stay.
-    if let Some(e) = agent.apply(&first).into_iter().next() {
-        return Err(e.into());
+    // A part that fails does not stop the node: the others are applied,
+    // the failed one is synced fully again on the next change or, when
+    // nothing changes, on a timer (kube-proxy retries a failed sync too);
+    // until it works /healthz counts the update as not applied.
+    let errors = agent.apply(&first);
+    for e in &errors {
+        tracing::error!("first sync: {e}");
     }
-    after_update(&health, &node_state, &state, &node, &proxy_metrics, &source);
+    after_update(
+        &health,
+        &node_state,
+        &state,
+        &node,
+        &proxy_metrics,
+        &source,
+        errors.is_empty(),
+    );
     if let Some(p) = &mut publisher {
         p.publish(&source, &state, &node);
     }
@@ -184,9 +195,34 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
     // The lists' garbage goes back to the kernel: the agent's footprint is its state.
     crate::dns::release_freed_memory();
     log_memory("first sync done; following the API");
-    while let Some(update) = source.next()? {
-        for e in agent.apply(&update) {
+    let mut retry_in = RETRY_FIRST;
+    loop {
+        let failing = agent.failing();
+        let timeout = (!failing.is_empty()).then_some(retry_in);
+        let update = match source.next_timeout(timeout)? {
+            Some(update) => update,
+            None if timeout.is_some() => {
+                let errors = agent.retry();
+                for e in &errors {
+                    tracing::error!("retried after {retry_in:?}: {e}");
+                }
+                if errors.is_empty() {
+                    tracing::info!(parts = ?failing, "retry worked");
+                    health.updated();
+                    retry_in = RETRY_FIRST;
+                } else {
+                    retry_in = (retry_in * 2).min(RETRY_MAX);
+                }
+                continue;
+            }
+            None => break,
+        };
+        let errors = agent.apply(&update);
+        for e in &errors {
             tracing::error!("{e}");
+        }
+        if errors.is_empty() {
+            retry_in = RETRY_FIRST;
         }
         if let Some(cni) = &mut cni {
             cni.follow(&update.state, &node);
@@ -201,12 +237,18 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
             &node,
             &proxy_metrics,
             &source,
+            errors.is_empty(),
         );
     }
     drop(server);
     Ok(())
 }
 
+/// The first wait before a failed part is synced again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+#[allow(clippy::too_many_arguments)]
 fn after_update(
     health: &Health,
     node_state: &Mutex<NodeState>,
@@ -214,8 +256,11 @@ fn after_update(
     node: &str,
     metrics: &ProxyMetrics,
     source: &KubeSource,
+    applied: bool,
 ) {
-    health.updated();
+    if applied {
+        health.updated();
+    }
     metrics.refused_objects(source.refused());
     let eligible = node_eligible(state, node);
     if let Ok(mut n) = node_state.lock() {

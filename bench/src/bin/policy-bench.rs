@@ -1,0 +1,344 @@
+//! The data path with NetworkPolicy: new connections from a client pod to
+//! a server pod on one node, with no policy table and with 1,000
+//! policies installed, measured alternately in one run (root; everything
+//! in network namespaces it creates and removes).
+//!
+//! The 1,000 policies (100 namespaces × 10) select pods of this node and
+//! allow ingress from pods, namespaces, a named port and a numeric one;
+//! half also restrict egress. The server and the client are among the
+//! selected pods: every packet of the measured connections is judged by
+//! the verdict maps (the client's egress, the server's ingress). Before
+//! measuring, a connection the policies deny is checked to be dropped, so
+//! the table measured is the one enforcing.
+//!
+//! Usage: policy-bench [ROUNDS] [CONNECTIONS]   (default 5 rounds of 3000)
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use strait_linux::NetNs;
+use strait_model::ClusterState;
+use strait_policy::fixture::Cluster;
+use strait_policy::PolicyApplier;
+
+const NODE: &str = "node-0";
+const SERVER: &str = "10.244.0.6";
+const CLIENT: &str = "10.244.0.2";
+const PORT: u16 = 8080;
+/// A port of the server no policy opens to the client.
+const DENIED_PORT: u16 = 9999;
+
+struct Ns(String, NetNs);
+
+impl Ns {
+    fn new(role: &str) -> Ns {
+        let name = format!("strait-bench-{}-{role}", std::process::id());
+        let _ = NetNs::delete(&name);
+        Ns(
+            name.clone(),
+            NetNs::create(&name).unwrap_or_else(|e| panic!("{name}: {e}")),
+        )
+    }
+    fn sh(&self, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = self
+            .1
+            .run(move || Command::new(&args[0]).args(&args[1..]).output().unwrap())
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = NetNs::delete(&self.0);
+    }
+}
+
+/// 1,000 policies over 1,000 pods of this node, plus the measured pair:
+/// `ns-0/server` (app=server, port `http` = 8080) isolated for ingress,
+/// open to `ns-0/client` on `http` only; the client isolated for egress,
+/// open to the server's namespace on 8080.
+fn cluster() -> ClusterState {
+    let mut c = Cluster::default();
+    for n in 0..100 {
+        let ns = format!("ns-{n}");
+        c.namespace(&ns, json!({"team": format!("team-{}", n % 5)}));
+        for p in 0..10 {
+            let i = n * 10 + p;
+            let ip = format!("10.1.{}.{}", i / 256, i % 256);
+            let http = if p % 2 == 0 { 8080 } else { 9090 };
+            c.pod(
+                &ns,
+                &format!("pod-{p}"),
+                json!({"app": format!("app-{p}"), "tier": format!("t{}", p % 3)}),
+                NODE,
+                &ip,
+                &[("http", "TCP", http)],
+            );
+        }
+        for k in 0..10 {
+            let mut spec = json!({
+                "podSelector": {"matchLabels": {"app": format!("app-{k}")}},
+                "ingress": [{
+                    "from": [
+                        {"podSelector": {"matchLabels": {"app": format!("app-{}", (k + 1) % 10)}}},
+                        {"namespaceSelector": {"matchLabels": {"team": format!("team-{}", k % 5)}},
+                         "podSelector": {"matchLabels": {"tier": format!("t{}", k % 3)}}},
+                    ],
+                    "ports": [{"port": 8000 + k}, {"port": "http"}],
+                }],
+            });
+            if k % 2 == 0 {
+                spec["egress"] = json!([{
+                    "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": [format!("10.{}.0.0/16", 2 + k % 3)]}}],
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 30000, "endPort": 30000 + k}],
+                }]);
+            }
+            c.policy(&ns, &format!("policy-{k}"), spec);
+        }
+    }
+    c.pod(
+        "ns-0",
+        "server",
+        json!({"app": "server"}),
+        NODE,
+        SERVER,
+        &[("http", "TCP", PORT.into())],
+    );
+    c.pod(
+        "ns-0",
+        "client",
+        json!({"app": "client"}),
+        NODE,
+        CLIENT,
+        &[],
+    );
+    c.policy(
+        "ns-0",
+        "server-from-client",
+        json!({
+            "podSelector": {"matchLabels": {"app": "server"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                         "ports": [{"port": "http"}]}],
+        }),
+    );
+    c.policy(
+        "ns-0",
+        "client-to-ns-0",
+        json!({
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "team-0"}}}],
+                        "ports": [{"port": PORT}]}],
+        }),
+    );
+    c.state
+}
+
+fn listen(server: &Ns, port: u16) {
+    let listener = server
+        .1
+        .run(move || TcpListener::bind((SERVER, port)).expect("bind in the server pod"))
+        .unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.write_all(b"x");
+        }
+    });
+}
+
+/// One round: `n` new connections, each connect + one byte read + close.
+/// (connections per second, p50 and p99 of one connection)
+fn round(client: &Ns, n: usize) -> (f64, Duration, Duration) {
+    let target: SocketAddr = (SERVER.parse::<std::net::IpAddr>().unwrap(), PORT).into();
+    let mut times = client
+        .1
+        .run(move || {
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let mut s =
+                    TcpStream::connect_timeout(&target, Duration::from_secs(2)).expect("connect");
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).expect("reply");
+                drop(s);
+                times.push(t.elapsed());
+            }
+            times
+        })
+        .unwrap();
+    let total: Duration = times.iter().sum();
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];
+    (n as f64 / total.as_secs_f64(), pct(0.5), pct(0.99))
+}
+
+fn connects(client: &Ns, port: u16) -> bool {
+    let target: SocketAddr = (SERVER.parse::<std::net::IpAddr>().unwrap(), port).into();
+    client
+        .1
+        .run(move || {
+            TcpStream::connect_timeout(&target, Duration::from_millis(500))
+                .and_then(|mut s| {
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b)
+                })
+                .is_ok()
+        })
+        .unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3000);
+
+    let node = Ns::new("pol-node");
+    let client = Ns::new("pol-client");
+    let server = Ns::new("pol-server");
+    node.sh(&[
+        "ip", "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &client.0,
+    ]);
+    node.sh(&[
+        "ip", "link", "add", "s0", "type", "veth", "peer", "name", "eth0", "netns", &server.0,
+    ]);
+    node.sh(&["ip", "addr", "add", "10.244.0.1/30", "dev", "c0"]);
+    node.sh(&["ip", "addr", "add", "10.244.0.5/30", "dev", "s0"]);
+    for dev in ["c0", "s0"] {
+        node.sh(&["ip", "link", "set", dev, "up"]);
+    }
+    node.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    client.sh(&["ip", "addr", "add", &format!("{CLIENT}/30"), "dev", "eth0"]);
+    server.sh(&["ip", "addr", "add", &format!("{SERVER}/30"), "dev", "eth0"]);
+    for (ns, gw) in [(&client, "10.244.0.1"), (&server, "10.244.0.5")] {
+        ns.sh(&["ip", "link", "set", "eth0", "up"]);
+        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        ns.sh(&["ip", "route", "add", "default", "via", gw]);
+    }
+    // The client opens many short connections: let it reuse its ports.
+    client.sh(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    listen(&server, PORT);
+    listen(&server, DENIED_PORT);
+
+    let state = cluster();
+    let policies = state.network_policies.len();
+    let load = move |node: &Ns| {
+        let state = state.clone();
+        node.1
+            .run(move || {
+                let mut applier = PolicyApplier::new(NODE);
+                let t = Instant::now();
+                applier.full_sync(&state).expect("the policy table loads");
+                (t.elapsed(), applier.stats())
+            })
+            .unwrap()
+    };
+    let unload = |node: &Ns| {
+        node.1
+            .run(|| PolicyApplier::new(NODE).cleanup().expect("cleanup"))
+            .unwrap()
+    };
+
+    println!("NetworkPolicy data path: {n} new connections per round, client pod -> server pod through the node's forward hook");
+    assert!(
+        connects(&client, DENIED_PORT),
+        "without policy, all is open"
+    );
+    let (took, stats) = load(&node);
+    println!(
+        "  {policies} policies loaded in {:.0} ms: isolated ingress {}, egress {}, {} classes, {} elements",
+        took.as_secs_f64() * 1e3,
+        stats.isolated_ingress,
+        stats.isolated_egress,
+        stats.classes,
+        stats.elements
+    );
+    assert!(connects(&client, PORT), "the allowed port answers");
+    assert!(
+        !connects(&client, DENIED_PORT),
+        "the policies are live: a port they do not open is dropped"
+    );
+    unload(&node);
+    // Warm up both paths (caches, conntrack), unmeasured.
+    round(&client, n / 5);
+
+    println!(
+        "  {:>5} {:>12} {:>14} {:>10} {:>10}",
+        "round", "policies", "conn/s", "p50 (us)", "p99 (us)"
+    );
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (mut rate_none, mut rate_pol, mut p50_none, mut p50_pol) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ratios_rate = Vec::new();
+    let mut ratios_p50 = Vec::new();
+    for r in 0..rounds {
+        // Alternate which goes first so that a drift of the machine
+        // does not favour one side.
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut this = [(0.0, Duration::ZERO); 2];
+        for with_policy in order {
+            if with_policy {
+                load(&node);
+            }
+            let (rate, p50, p99) = round(&client, n);
+            if with_policy {
+                unload(&node);
+            }
+            println!(
+                "  {:>5} {:>12} {:>14.0} {:>10.1} {:>10.1}",
+                r + 1,
+                if with_policy { policies } else { 0 },
+                rate,
+                us(p50),
+                us(p99)
+            );
+            this[usize::from(with_policy)] = (rate, p50);
+            if with_policy {
+                rate_pol.push(rate);
+                p50_pol.push(us(p50));
+            } else {
+                rate_none.push(rate);
+                p50_none.push(us(p50));
+            }
+        }
+        ratios_rate.push(this[1].0 / this[0].0);
+        ratios_p50.push(us(this[1].1) / us(this[0].1));
+    }
+    let spread = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{min:.3}–{max:.3}")
+    };
+    println!(
+        "  with {policies} policies / none: conn/s ratio median {:.3} (rounds {}), p50 ratio median {:.3} (rounds {})",
+        median(&mut ratios_rate.clone()),
+        spread(&ratios_rate),
+        median(&mut ratios_p50.clone()),
+        spread(&ratios_p50),
+    );
+    println!(
+        "  medians: none {:.0} conn/s p50 {:.1} us; policies {:.0} conn/s p50 {:.1} us (goal: within 2 %)",
+        median(&mut rate_none),
+        median(&mut p50_none),
+        median(&mut rate_pol),
+        median(&mut p50_pol),
+    );
+}
