@@ -911,7 +911,9 @@ pub fn node_context(topology: &Topology, node: &NodeInfo) -> NodeContext {
     }
 }
 
-/// The proxy's tables on `node`, for both families that are in use.
+/// The tables on `node`: the proxy's, for both families that are in use,
+/// and, when the cluster has NetworkPolicies, the policy part's (so a
+/// trace shows which policy class and rule let a packet pass or dropped it).
 pub fn proxy_tables(
     state: &ClusterState,
     topology: &Topology,
@@ -927,6 +929,11 @@ pub fn proxy_tables(
             let ruleset = strait_proxy::render(&planned, family);
             tables.push(strait_proxy::to_table(family, [&ruleset]));
         }
+    }
+    if !state.network_policies.is_empty() {
+        let policy = strait_policy::plan::plan(state, &node.name);
+        tables.push(policy.v4);
+        tables.push(policy.v6);
     }
     Ok(tables)
 }
