@@ -179,11 +179,14 @@ pub enum LabPolicyCommand {
     /// failed probe tried again; the pods must serve those ports (`strait
     /// lab serve`, hidden, does). A denied connection is a timeout.
     ///
-    /// Printed: both tables (`.` allowed, `X` denied, `?` not probed),
-    /// then every cell where they differ; the command fails when any does.
-    /// SCTP is not probed: this kernel has no SCTP sockets, so SCTP cells
-    /// are listed as not probed, never as passing. A pod's connection to
-    /// its own address never leaves its network namespace, so no policy
+    /// Printed: both tables (`.` allowed, `X` denied, `?` no verdict),
+    /// then every cell where they differ; the command fails when any does,
+    /// or when a probe had no verdict (refused: nothing serves the port).
+    /// SCTP: this kernel has no SCTP sockets, so an SCTP probe is the
+    /// association's first packet, an INIT sent through a raw socket from
+    /// the source pod and watched for by a raw socket in the destination
+    /// pod: arrived is allowed (no answer comes back). A pod's connection
+    /// to its own address never leaves its network namespace, so no policy
     /// can judge it: such loopback cells are probed and shown, and a
     /// difference there is listed apart and does not fail the command
     /// (upstream's e2e ignores them too) unless --loopback compare.
@@ -205,12 +208,12 @@ pub struct LabPolicyMatrixArgs {
     #[arg(long, value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
-    /// Protocols to probe, comma-separated: tcp, udp, sctp (sctp: not probed, see above).
+    /// Protocols to probe, comma-separated: tcp, udp, sctp (sctp: by raw INITs, see above).
     #[arg(long, value_delimiter = ',', default_value = "tcp", value_parser = policy_protocol)]
     pub protocols: Vec<strait_policy::Protocol>,
 
     /// text (the tables and the differences) or json (`planned`, `probed`,
-    /// `differences`, `loopbackDifferences`, `notProbed`, `errors`).
+    /// `differences`, `loopbackDifferences`, `errors`, timings).
     #[arg(short, long, value_enum, default_value_t = MatrixOutput::Text)]
     pub output: MatrixOutput,
 

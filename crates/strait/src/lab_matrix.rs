@@ -20,9 +20,18 @@
 //! reverse. Anything else (refused: nothing serves the port; unreachable)
 //! is an error, reported and failing the command — never a verdict.
 //!
-//! SCTP is not probed: this kernel has no SCTP sockets (socket(2) with
-//! IPPROTO_SCTP answers EPROTONOSUPPORT). SCTP cells are listed as not
-//! probed, never counted as passing.
+//! SCTP: this kernel has no SCTP sockets (socket(2) with IPPROTO_SCTP
+//! answers EPROTONOSUPPORT), so there is no SCTP server to connect to.
+//! The probe is the first packet of an association instead: an SCTP INIT,
+//! checksummed as RFC 9260 says, sent through a raw socket from the source
+//! pod's namespace, and watched for by a raw socket in the destination
+//! pod's namespace (raw sockets get every SCTP packet the kernel delivers
+//! there). Arrived is allowed, not arrived denied: the INIT crossed (or
+//! not) the source node's egress and the destination node's ingress
+//! verdicts, which policy takes on a connection's first packet. What is
+//! not tested is an answer coming back (no SCTP stack answers); with
+//! `--protocols sctp` the report says so. Each probe's INIT carries its
+//! own initiate tag, so an INIT is never taken for another probe's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -55,6 +64,9 @@ const POLICY_KINDS: [Kind; 4] = [
     Kind::NetworkPolicy,
     Kind::ClusterNetworkPolicy,
 ];
+
+/// SCTP's IP protocol number.
+const IPPROTO_SCTP: i32 = 132;
 
 /// What a UDP probe sends; the server answers with its `namespace/pod`.
 const UDP_PROBE: &[u8] = b"strait-probe\n";
@@ -338,8 +350,11 @@ struct Probe {
     to: usize,
     port: u16,
     protocol: Protocol,
-    /// The UDP source port this probe uses.
+    /// The UDP or SCTP source port this probe uses.
     source_port: u16,
+    /// The initiate tag of an SCTP probe's INIT: its number in the run
+    /// (from 1: a tag is never 0).
+    tag: u32,
 }
 
 /// A probe's result: allowed or denied, or an error.
@@ -447,11 +462,202 @@ fn udp_attempt(to: SocketAddr, source_port: u16, expected: &str, timeout: Durati
     }
 }
 
+// ---------------------------------------------------------------------------
+// SCTP: an INIT sent raw, watched for raw
+
+/// CRC32c (Castagnoli), as SCTP checksums its packets (RFC 9260
+/// appendix A): reflected polynomial 0x82F63B78, initial and final
+/// inversion.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// An SCTP packet of one INIT chunk from `source` to `destination` port
+/// with initiate tag `tag`: the common header (verification tag 0, as an
+/// INIT has), the chunk (a_rwnd 64 KiB, 1 stream each way, initial TSN =
+/// tag), and the CRC32c over all of it, stored as Linux stores it (the
+/// value's little-endian bytes).
+fn sctp_init(source: u16, destination: u16, tag: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(32);
+    p.extend_from_slice(&source.to_be_bytes());
+    p.extend_from_slice(&destination.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes()); // verification tag
+    p.extend_from_slice(&0u32.to_be_bytes()); // checksum, filled below
+    p.push(1); // chunk type: INIT
+    p.push(0); // flags
+    p.extend_from_slice(&20u16.to_be_bytes()); // chunk length
+    p.extend_from_slice(&tag.to_be_bytes()); // initiate tag
+    p.extend_from_slice(&65_536u32.to_be_bytes()); // a_rwnd
+    p.extend_from_slice(&1u16.to_be_bytes()); // outbound streams
+    p.extend_from_slice(&1u16.to_be_bytes()); // inbound streams
+    p.extend_from_slice(&tag.to_be_bytes()); // initial TSN
+    let crc = crc32c(&p);
+    p[8..12].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// What an INIT that arrived says: from which address, to which port,
+/// with which initiate tag. `packet` is what a raw IPv4 socket reads (the
+/// IP header first).
+fn read_init(packet: &[u8]) -> Option<(Ipv4Addr, u16, u32)> {
+    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
+    if packet.get(9) != Some(&(IPPROTO_SCTP as u8)) || ihl < 20 {
+        return None;
+    }
+    let source = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let sctp = packet.get(ihl..)?;
+    if sctp.len() < 32 || sctp[12] != 1 {
+        return None;
+    }
+    let port = u16::from_be_bytes([sctp[2], sctp[3]]);
+    let tag = u32::from_be_bytes([sctp[16], sctp[17], sctp[18], sctp[19]]);
+    Some((source, port, tag))
+}
+
+/// INITs seen in the destination pods: initiate tag → (namespace of the
+/// pod that saw it, source address, destination port).
+#[derive(Default)]
+struct Arrivals {
+    seen: Mutex<BTreeMap<u32, (usize, Ipv4Addr, u16)>>,
+    changed: std::sync::Condvar,
+}
+
+fn raw_sctp_socket() -> std::io::Result<socket2::Socket> {
+    socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::from(libc::SOCK_RAW),
+        Some(socket2::Protocol::from(IPPROTO_SCTP)),
+    )
+}
+
+/// Watch for INITs in the namespace of every target with one (on a thread
+/// each, inside it) until `stop`; returns once every watcher's socket is
+/// open, so no probe is sent before it can be seen.
+fn watch_inits<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    targets: &'s [Target],
+    arrivals: &'s Arrivals,
+    stop: &'s std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut watching = 0;
+    for (i, target) in targets.iter().enumerate() {
+        let Some(path) = target.netns.clone() else {
+            continue;
+        };
+        watching += 1;
+        let ready = ready_tx.clone();
+        scope.spawn(move || {
+            let opened = NetNs::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|ns| {
+                    // This thread stays in the pod's namespace until it ends.
+                    let guard = ns.enter().map_err(|e| e.to_string())?;
+                    let socket = raw_sctp_socket().map_err(|e| format!("raw SCTP socket: {e}"))?;
+                    socket
+                        .set_read_timeout(Some(Duration::from_millis(100)))
+                        .map_err(|e| e.to_string())?;
+                    Ok((guard, socket))
+                });
+            let (_guard, socket) = match opened {
+                Ok(o) => {
+                    let _ = ready.send(Ok(()));
+                    o
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("{}: {e}", target.pod)));
+                    return;
+                }
+            };
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(n) = (&socket).read(&mut buf) else {
+                    continue;
+                };
+                if let Some((from, port, tag)) = read_init(&buf[..n]) {
+                    if let Ok(mut seen) = arrivals.seen.lock() {
+                        seen.insert(tag, (i, from, port));
+                    }
+                    arrivals.changed.notify_all();
+                }
+            }
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..watching {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("an SCTP watcher ended at start".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Send the probe's INIT from the calling thread (inside the source pod)
+/// until it is seen where it should arrive, or `timeout` passes.
+fn sctp_attempt(
+    probe: &Probe,
+    from: IpAddr,
+    to: SocketAddr,
+    arrivals: &Arrivals,
+    timeout: Duration,
+) -> Attempt {
+    let socket = match raw_sctp_socket() {
+        Ok(s) => s,
+        Err(e) => return Attempt::Failed(format!("raw SCTP socket: {e}")),
+    };
+    let packet = sctp_init(probe.source_port, probe.port, probe.tag);
+    let address = socket2::SockAddr::from(SocketAddr::new(to.ip(), 0));
+    let resend = (timeout / 4).max(Duration::from_millis(10));
+    let deadline = Instant::now() + timeout;
+    let Ok(mut seen) = arrivals.seen.lock() else {
+        return Attempt::Failed("the SCTP watchers failed".into());
+    };
+    loop {
+        if let Err(e) = socket.send_to(&packet, &address) {
+            return Attempt::Failed(format!("SCTP INIT to {to}: {e}"));
+        }
+        let next = (Instant::now() + resend).min(deadline);
+        while Instant::now() < next {
+            if let Some(&(at, source, port)) = seen.get(&probe.tag) {
+                return if at == probe.to && IpAddr::V4(source) == from && port == probe.port {
+                    Attempt::Answered
+                } else {
+                    Attempt::Failed(format!(
+                        "the INIT to {to} arrived elsewhere (target {at}, from {source}, port {port})"
+                    ))
+                };
+            }
+            let wait = next.saturating_duration_since(Instant::now());
+            seen = match arrivals.changed.wait_timeout(seen, wait) {
+                Ok((guard, _)) => guard,
+                Err(_) => return Attempt::Failed("the SCTP watchers failed".into()),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Attempt::Silent;
+        }
+    }
+}
+
 /// Run one probe inside the source pod's namespace (the calling thread
 /// enters it and leaves it again), up to `attempts` times until answered.
 fn run_probe(
     probe: &Probe,
     targets: &[Target],
+    arrivals: &Arrivals,
     namespaces: &mut BTreeMap<String, NetNs>,
     timeout: Duration,
     attempts: u32,
@@ -477,7 +683,10 @@ fn run_probe(
         last = match probe.protocol {
             Protocol::Tcp => tcp_attempt(target, &expected, timeout),
             Protocol::Udp => udp_attempt(target, probe.source_port, &expected, timeout),
-            Protocol::Sctp => return Err("SCTP is not probed".into()),
+            Protocol::Sctp => match from.address {
+                Some(source) => sctp_attempt(probe, source, target, arrivals, timeout),
+                None => return Err(format!("{} has no address", from.pod)),
+            },
         };
         if last == Attempt::Answered {
             return Ok(true);
@@ -500,24 +709,55 @@ fn run_probes(
 ) -> Vec<Verdict> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Verdict>>> = Mutex::new(vec![None; probes.len()]);
+    let arrivals = Arrivals::default();
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        for _ in 0..parallel.min(probes.len()).max(1) {
-            scope.spawn(|| {
-                // Each worker is a thread of its own: entering a pod's
-                // namespace moves this thread only.
-                let mut namespaces = BTreeMap::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(probe) = probes.get(i) else {
-                        break;
-                    };
-                    let verdict = run_probe(probe, targets, &mut namespaces, timeout, attempts);
-                    if let Ok(mut r) = results.lock() {
-                        r[i] = Some(verdict);
+        if probes.iter().any(|p| p.protocol == Protocol::Sctp) {
+            if let Err(e) = watch_inits(scope, targets, &arrivals, &stop) {
+                stop.store(true, Ordering::Relaxed);
+                if let Ok(mut r) = results.lock() {
+                    for (i, p) in probes.iter().enumerate() {
+                        if p.protocol == Protocol::Sctp {
+                            r[i] = Some(Err(format!("cannot watch for SCTP: {e}")));
+                        }
                     }
                 }
-            });
+            }
         }
+        let workers: Vec<_> = (0..parallel.min(probes.len()).max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    // Each worker is a thread of its own: entering a pod's
+                    // namespace moves this thread only.
+                    let mut namespaces = BTreeMap::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(probe) = probes.get(i) else {
+                            break;
+                        };
+                        let done = results.lock().map(|r| r[i].is_some()).unwrap_or(false);
+                        if done {
+                            continue;
+                        }
+                        let verdict = run_probe(
+                            probe,
+                            targets,
+                            &arrivals,
+                            &mut namespaces,
+                            timeout,
+                            attempts,
+                        );
+                        if let Ok(mut r) = results.lock() {
+                            r[i] = Some(verdict);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        stop.store(true, Ordering::Relaxed);
     });
     results
         .into_inner()
@@ -572,15 +812,14 @@ fn port_at(first: u16, i: usize) -> u16 {
 // ---------------------------------------------------------------------------
 // The command
 
-/// A cell without a verdict: not probed (SCTP) or failed.
+/// A probe without a verdict, and why.
 #[derive(Serialize)]
 struct Unanswered {
     from: String,
     to: String,
     port: u16,
     protocol: Protocol,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    error: String,
 }
 
 /// One cell where planned and probed differ.
@@ -617,7 +856,6 @@ struct Report {
     probed: Vec<Cell>,
     differences: Vec<Differs>,
     loopback_differences: Vec<Differs>,
-    not_probed: Vec<Unanswered>,
     errors: Vec<Unanswered>,
     sync_seconds: f64,
     probe_seconds: f64,
@@ -690,24 +928,14 @@ pub fn matrix(args: &LabPolicyMatrixArgs) -> Result<(), Error> {
         .collect();
 
     let mut probes = Vec::new();
-    let mut not_probed = Vec::new();
-    for c in &planned.cells {
-        if c.protocol == Protocol::Sctp {
-            not_probed.push(Unanswered {
-                from: c.from.clone(),
-                to: c.to.clone(),
-                port: c.port,
-                protocol: c.protocol,
-                error: None,
-            });
-            continue;
-        }
+    for (i, c) in planned.cells.iter().enumerate() {
         probes.push(Probe {
             from: index[&c.from],
             to: index[&c.to],
             port: c.port,
             protocol: c.protocol,
             source_port: 0,
+            tag: u32::try_from(i + 1).unwrap_or(u32::MAX),
         });
     }
     let first_port = udp_source_ports(&layout, probes.len());
@@ -745,7 +973,7 @@ pub fn matrix(args: &LabPolicyMatrixArgs) -> Result<(), Error> {
                 to,
                 port: p.port,
                 protocol: p.protocol,
-                error: Some(e),
+                error: e,
             }),
         }
     }
@@ -789,7 +1017,6 @@ pub fn matrix(args: &LabPolicyMatrixArgs) -> Result<(), Error> {
         probed: probed.cells.clone(),
         differences,
         loopback_differences,
-        not_probed,
         errors,
         sync_seconds,
         probe_seconds,
@@ -855,11 +1082,8 @@ fn text_report(
             out.push_str(&format!("  {d}\n"));
         }
     }
-    if !report.not_probed.is_empty() {
-        out.push_str(&format!(
-            "\n{} SCTP cell(s) not probed: this kernel has no SCTP sockets (they show as ? above)\n",
-            report.not_probed.len()
-        ));
+    if args.protocols.contains(&Protocol::Sctp) {
+        out.push_str("\nSCTP (no SCTP sockets in this kernel): a probe is an INIT sent raw from the source pod and seen arriving (or not) by a raw socket in the destination pod; no answer comes back\n");
     }
     if !report.errors.is_empty() {
         out.push_str(&format!(
@@ -873,7 +1097,7 @@ fn text_report(
                 e.to,
                 e.protocol.as_str(),
                 e.port,
-                e.error.as_deref().unwrap_or_default()
+                e.error
             ));
         }
     }
@@ -920,6 +1144,36 @@ fn probed_text(planned: &Matrix, probed: &Matrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_is_castagnolis() {
+        // The check value of CRC-32C (RFC 3720 B.4's parameters).
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+    }
+
+    #[test]
+    fn an_init_reads_back_from_an_ip_packet() {
+        let init = sctp_init(20_001, 80, 7);
+        assert_eq!(init.len(), 32);
+        // The checksum covers the packet with the field zeroed.
+        let mut zeroed = init.clone();
+        zeroed[8..12].fill(0);
+        assert_eq!(&init[8..12], &crc32c(&zeroed).to_le_bytes());
+        let mut ip = vec![
+            0x45, 0, 0, 52, 0, 0, 0, 0, 64, 132, 0, 0, 10, 244, 0, 3, 10, 244, 1, 2,
+        ];
+        ip.extend_from_slice(&init);
+        assert_eq!(read_init(&ip), Some((Ipv4Addr::new(10, 244, 0, 3), 80, 7)));
+        // Another protocol, or a chunk that is no INIT: not ours.
+        let mut udp = ip.clone();
+        udp[9] = 17;
+        assert_eq!(read_init(&udp), None);
+        let mut data = ip.clone();
+        data[32] = 0;
+        assert_eq!(read_init(&data), None);
+        assert_eq!(read_init(&ip[..30]), None);
+    }
 
     #[test]
     fn udp_source_ports_wrap_inside_their_range() {
