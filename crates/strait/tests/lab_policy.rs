@@ -493,3 +493,62 @@ fn a_pod_that_serves_nothing_fails_the_matrix() {
         "{report:#}"
     );
 }
+
+/// The probes see the kernel, not the plan: with the policy table taken
+/// out of every node behind the agents' backs, the planned denies are
+/// probed open, and the command fails listing each such cell.
+#[test]
+fn rules_missing_from_the_kernel_are_caught() {
+    if !common::root_or_skip("rules_missing_from_the_kernel_are_caught") {
+        return;
+    }
+    let dir = common::TempDir::new("np-tamper");
+    let file = dir.0.join("pods.yaml");
+    let pods: Vec<String> = ["a", "b"].iter().map(|p| pod_yaml("x", p, &[])).collect();
+    std::fs::write(
+        &file,
+        format!("{}---\n{}", namespace_yaml("x", &[]), pods.join("---\n")),
+    )
+    .unwrap();
+    let lab = Lab::up(&[file.to_str().unwrap()]);
+    lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n");
+    let (report, out) = lab.matrix(80, Protocol::Tcp);
+    assert!(out.status.success(), "{report:#}");
+    assert!(report["differences"].as_array().unwrap().is_empty());
+    // Only the lab's own node namespaces are touched.
+    for node in 1..=2 {
+        let ns = format!("/run/netns/strait-{}-node{node}", lab.name);
+        let deleted = Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .args(["--", "nft", "delete", "table", "ip", "strait-policy"])
+            .output()
+            .unwrap();
+        assert!(
+            deleted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&deleted.stderr)
+        );
+    }
+    let (report, out) = lab.matrix(80, Protocol::Tcp);
+    assert!(!out.status.success(), "{report:#}");
+    let differences = report["differences"].as_array().unwrap();
+    let cells: Vec<(String, String)> = differences
+        .iter()
+        .map(|d| {
+            assert_eq!(d["planned"], false, "{d}");
+            assert_eq!(d["probed"], true, "{d}");
+            (
+                d["from"].as_str().unwrap().to_owned(),
+                d["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("x/a".to_owned(), "x/b".to_owned()),
+            ("x/b".to_owned(), "x/a".to_owned())
+        ]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 cell(s) of the probed matrix differ"));
+}
