@@ -231,7 +231,7 @@ fn controller(layout: &Layout, config: &LabConfig, strait: &Path) -> Result<()> 
             .values_mut()
             .filter(|p| p.terminating_until.is_none())
         {
-            supervise(&nodes, pod);
+            supervise(&nodes, pod, strait);
         }
 
         // The cluster as it is: pods with their status, slices recomputed.
@@ -602,7 +602,7 @@ fn start_pod(
         deleted_at: 0,
     };
     for i in 0..running.containers.len() {
-        let child = spawn_container(&running.record, &spec.containers[i], &spec);
+        let child = spawn_container(&running.record, &spec.containers[i], &spec, strait);
         match child {
             Ok(c) => {
                 if i == 0 {
@@ -629,14 +629,21 @@ fn start_pod(
 /// namespace of its own (hostname = pod name or spec.hostname) and a mount
 /// namespace where /etc/resolv.conf is the pod's. `nsenter` and `unshare`
 /// exec in place, so the PID is the container's own; its process group is
-/// what the lab signals, and it is recorded with its start time.
+/// what the lab signals, and it is recorded with its start time. A command
+/// that is exactly `strait` runs the lab's own binary (as the lab's DNS
+/// pods do), so manifests can run `strait lab serve` wherever strait is
+/// installed.
 fn spawn_container(
     pod: &PodRecord,
     c: &Container,
     spec: &strait_model::k8s_openapi::api::core::v1::PodSpec,
+    strait: &Path,
 ) -> Result<(Child, ProcessId)> {
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
+    if argv.first().is_some_and(|a| a == "strait") {
+        argv[0] = strait.display().to_string();
+    }
     if argv.is_empty() {
         return Err(Error::Step(format!(
             "container {}: images are not run in the lab; give a command",
@@ -713,7 +720,7 @@ fn record_processes(pod: &mut Running) {
 }
 
 /// Restart what exited (restartPolicy), probe readiness.
-fn supervise(nodes: &[NetNs], pod: &mut Running) {
+fn supervise(nodes: &[NetNs], pod: &mut Running, strait: &Path) {
     let spec = pod.spec.spec.clone().unwrap_or_default();
     let policy = spec
         .restart_policy
@@ -744,7 +751,7 @@ fn supervise(nodes: &[NetNs], pod: &mut Running) {
                 pod.started_at = Instant::now();
                 pod.probe_ok = false;
                 pod.probe_streak = (0, 0);
-                match spawn_container(&pod.record, &spec.containers[i], &spec) {
+                match spawn_container(&pod.record, &spec.containers[i], &spec, strait) {
                     Ok(c) => {
                         if i == 0 {
                             pod.record.pid = Some(c.1.pid);

@@ -14,6 +14,8 @@
 //!   tables (`strait policy matrix`).
 
 pub mod apply;
+#[doc(hidden)]
+pub mod e2e;
 mod error;
 #[doc(hidden)]
 pub mod fixture;

@@ -252,7 +252,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 fn after_update(
     health: &Health,
     node_state: &Mutex<NodeState>,
-    state: &ClusterState,
+    state: &Arc<ClusterState>,
     node: &str,
     metrics: &ProxyMetrics,
     source: &KubeSource,
@@ -266,6 +266,7 @@ fn after_update(
     if let Ok(mut n) = node_state.lock() {
         n.known = true;
         n.eligible = eligible;
+        n.applied = Some(state.clone());
     }
 }
 
@@ -475,6 +476,45 @@ struct NodeState {
     /// A first sync happened: `eligible` says something.
     known: bool,
     eligible: bool,
+    /// The cluster state the node's rules were last brought up to.
+    applied: Option<Arc<ClusterState>>,
+}
+
+/// Per kind the agent watches, how many objects the applied state holds
+/// and the newest resourceVersion among them (`""`: none, or none is a
+/// number). A client that lists the same kinds from the API server knows
+/// the node caught up with what it listed when both agree: a change the
+/// node lacks is either newer than every object it has, or a deletion
+/// that leaves the API server with fewer objects. `strait lab policy
+/// matrix` waits for this before it probes.
+fn applied_objects(state: Option<&ClusterState>) -> String {
+    let mut kinds: std::collections::BTreeMap<&str, (usize, Option<u64>)> =
+        strait_kube::AGENT_KINDS
+            .iter()
+            .map(|k| (k.as_str(), (0, None)))
+            .collect();
+    for object in state.into_iter().flat_map(ClusterState::objects) {
+        if let Some((count, newest)) = kinds.get_mut(object.kind().as_str()) {
+            *count += 1;
+            let version = object
+                .metadata()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok());
+            *newest = (*newest).max(version);
+        }
+    }
+    let fields: Vec<String> = kinds
+        .iter()
+        .map(|(kind, (count, newest))| {
+            format!(
+                "{}:{{\"count\":{count},\"newestResourceVersion\":\"{}\"}}",
+                json(kind),
+                newest.map(|v| v.to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 struct HealthConfig {
@@ -523,11 +563,11 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
     let now = SystemTime::now();
     let synced = report.last_updated.is_some();
     let fresh = report.oldest_queued.is_none_or(|w| w <= config.timeout);
-    let (known, eligible) = config
+    let (known, eligible, applied_state) = config
         .node
         .lock()
-        .map(|n| (n.known, n.eligible))
-        .unwrap_or((false, false));
+        .map(|n| (n.known, n.eligible, n.applied.clone()))
+        .unwrap_or((false, false, None));
     // The last sync of the rules worked (the proxy's own verdict).
     let applied = config.proxy.healthz().status == 200;
     let healthy = synced && fresh && applied && (!with_node || !known || eligible);
@@ -544,7 +584,7 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
         })
         .collect();
     let body = format!(
-        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"oldestQueuedSeconds\":{},\"failingWatches\":[{}]}}",
+        "{{\"lastUpdated\":{},\"currentTime\":{},\"nodeEligible\":{},\"synced\":{synced},\"oldestQueuedSeconds\":{},\"failingWatches\":[{}],\"appliedObjects\":{}}}",
         json(&report.last_updated.map(rfc3339).unwrap_or_default()),
         json(&rfc3339(now)),
         known && eligible,
@@ -552,7 +592,8 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
         report
             .oldest_queued
             .map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
-        failing.join(",")
+        failing.join(","),
+        applied_objects(applied_state.as_deref())
     );
     Response {
         status: if healthy { 200 } else { 503 },
@@ -686,8 +727,26 @@ mod tests {
         *config.node.lock().unwrap() = NodeState {
             known: true,
             eligible: true,
+            applied: None,
         };
         assert_eq!(health_response(&config, true).status, 200);
+        let v: serde_json::Value =
+            serde_json::from_str(&health_response(&config, true).body).unwrap();
+        assert_eq!(
+            v["appliedObjects"]["NetworkPolicy"],
+            serde_json::json!({"count": 0, "newestResourceVersion": ""})
+        );
+        // What the node applied: counted per watched kind, newest version.
+        let state = state_with_node("apiVersion: v1\nkind: Node\nmetadata: {name: n1, resourceVersion: \"12\"}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns-a, resourceVersion: \"9\"}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns-b, resourceVersion: \"31\"}\n");
+        config.node.lock().unwrap().applied = Some(Arc::new(state));
+        let v: serde_json::Value =
+            serde_json::from_str(&health_response(&config, true).body).unwrap();
+        assert_eq!(
+            v["appliedObjects"]["Namespace"],
+            serde_json::json!({"count": 2, "newestResourceVersion": "31"})
+        );
+        assert_eq!(v["appliedObjects"]["Node"]["newestResourceVersion"], "12");
+        assert_eq!(v["appliedObjects"]["Pod"]["count"], 0);
         // Being deleted: /healthz says so, /livez does not.
         config.node.lock().unwrap().eligible = false;
         assert_eq!(health_response(&config, true).status, 503);

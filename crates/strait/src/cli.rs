@@ -147,6 +147,9 @@ pub enum LabCommand {
     Logs(LabLogsArgs),
     /// Explain a packet's way through the lab, from the rules its nodes run.
     Trace(LabTraceArgs),
+    /// NetworkPolicy in the lab: the planned truth table against real connections.
+    #[command(subcommand)]
+    Policy(LabPolicyCommand),
     /// Print the admin kubeconfig of the lab's API server (for kubectl).
     Kubeconfig(LabName),
     /// Remove every namespace, process and file of a lab.
@@ -154,6 +157,104 @@ pub enum LabCommand {
     /// (internal) The lab's controller process.
     #[command(hide = true)]
     Controller(LabName),
+    /// (internal) A server for probes, run as a pod's container: accepts
+    /// TCP connections and answers UDP datagrams on the given ports, each
+    /// time with `namespace/pod`, so a prober knows who it reached.
+    #[command(hide = true)]
+    Serve(LabServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabPolicyCommand {
+    /// Probe the reachability matrix with real connections between the
+    /// lab's pods, and compare it with the planned one.
+    ///
+    /// The planned matrix is `strait policy matrix`'s traced reading over
+    /// the lab's current objects, read from its API server. Before probing,
+    /// the command waits until every node's agent has applied those very
+    /// objects (its /healthz names the newest it applied), so a policy just
+    /// changed is what is probed. Then, from inside each source pod's
+    /// network namespace, it connects to every pod's address on each port
+    /// (TCP: a connection; UDP: a datagram and its answer), in parallel, a
+    /// failed probe tried again; the pods must serve those ports (`strait
+    /// lab serve`, hidden, does). A denied connection is a timeout.
+    ///
+    /// Printed: both tables (`.` allowed, `X` denied, `?` no verdict),
+    /// then every cell where they differ; the command fails when any does,
+    /// or when a probe had no verdict (refused: nothing serves the port).
+    /// SCTP: this kernel has no SCTP sockets, so an SCTP probe is the
+    /// association's first packet, an INIT sent through a raw socket from
+    /// the source pod and watched for by a raw socket in the destination
+    /// pod: arrived is allowed (no answer comes back). A pod's connection
+    /// to its own address never leaves its network namespace, so no policy
+    /// can judge it: such loopback cells are probed and shown, and a
+    /// difference there is listed apart and does not fail the command
+    /// (upstream's e2e ignores them too) unless --loopback compare.
+    Matrix(LabPolicyMatrixArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabPolicyMatrixArgs {
+    #[command(flatten)]
+    pub lab: LabName,
+
+    /// Destination ports to probe, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "80,81", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// The namespaces whose pods are probed (and shown), comma-separated.
+    /// Default: every namespace but kube-system (the lab's DNS). Policies
+    /// of every namespace count either way.
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Protocols to probe, comma-separated: tcp, udp, sctp (sctp: by raw INITs, see above).
+    #[arg(long, value_delimiter = ',', default_value = "tcp", value_parser = policy_protocol)]
+    pub protocols: Vec<strait_policy::Protocol>,
+
+    /// text (the tables and the differences) or json (`planned`, `probed`,
+    /// `differences`, `loopbackDifferences`, `errors`, timings).
+    #[arg(short, long, value_enum, default_value_t = MatrixOutput::Text)]
+    pub output: MatrixOutput,
+
+    /// How long one attempt waits for a connection or an answer, in milliseconds.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub probe_timeout_ms: u64,
+
+    /// Attempts per probe: a probe that got no answer is tried again, up to
+    /// this many times in all (as cyclonus does); one answer decides.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub attempts: u32,
+
+    /// Probes run at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+
+    /// How long to wait for the nodes' agents to apply the current objects, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub sync_timeout: u64,
+
+    /// Whether differences on loopback cells (a pod to itself) fail the command.
+    #[arg(long, value_enum, default_value_t = LoopbackCells::Ignore)]
+    pub loopback: LoopbackCells,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LoopbackCells {
+    /// Shown and listed apart; they do not fail the command.
+    Ignore,
+    /// Counted like every other cell.
+    Compare,
+}
+
+#[derive(Debug, Args)]
+pub struct LabServeArgs {
+    /// TCP ports to listen on, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    pub tcp: Vec<u16>,
+    /// UDP ports to answer on, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp: Vec<u16>,
 }
 
 #[derive(Debug, Args)]

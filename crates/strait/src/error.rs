@@ -29,6 +29,10 @@ pub enum Error {
     #[error(transparent)]
     Kube(#[from] strait_kube::Error),
 
+    /// `strait lab policy matrix`: probed and planned disagree.
+    #[error("{differ} cell(s) of the probed matrix differ from the planned one (listed above)")]
+    MatrixDiffers { differ: usize },
+
     #[error("invalid {flag}: {message}")]
     Flag { flag: &'static str, message: String },
 }

@@ -15,14 +15,14 @@ use crate::cli::{
 use crate::error::Error;
 use crate::lab_client::{api_resource, LabClient, Refusal, LAST_APPLIED};
 
-fn lab_error(lab: &str, message: impl Into<String>) -> Error {
+pub(crate) fn lab_error(lab: &str, message: impl Into<String>) -> Error {
     Error::Lab(strait_lab::Error::Lab {
         lab: lab.to_owned(),
         message: message.into(),
     })
 }
 
-fn need_root(lab: &str) -> Result<(), Error> {
+pub(crate) fn need_root(lab: &str) -> Result<(), Error> {
     if strait_linux::is_root() {
         Ok(())
     } else {
@@ -42,6 +42,10 @@ pub fn run(command: LabCommand) -> Result<(), Error> {
         LabCommand::Exec(args) => exec(&args).map(|_| ()),
         LabCommand::Logs(args) => logs(&args),
         LabCommand::Trace(args) => trace(&args),
+        LabCommand::Policy(crate::cli::LabPolicyCommand::Matrix(args)) => {
+            crate::lab_matrix::matrix(&args)
+        }
+        LabCommand::Serve(args) => crate::lab_matrix::serve(&args),
         LabCommand::Kubeconfig(args) => kubeconfig(&args.name),
         LabCommand::Down(args) => down(&args.name),
         LabCommand::Controller(args) => {
@@ -53,7 +57,7 @@ pub fn run(command: LabCommand) -> Result<(), Error> {
     }
 }
 
-fn running(name: &str) -> Result<Layout, Error> {
+pub(crate) fn running(name: &str) -> Result<Layout, Error> {
     let layout = Layout::new(name)?;
     if !layout.config().exists() {
         return Err(lab_error(

@@ -10,6 +10,7 @@ mod dns;
 mod error;
 mod lab;
 mod lab_client;
+mod lab_matrix;
 mod overlay;
 mod policy;
 mod proxy;
