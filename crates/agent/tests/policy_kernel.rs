@@ -328,17 +328,27 @@ fn the_kernel_enforces_the_cluster_policy_tiers() {
                "egress": [{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [tcp(p3)]}]}),
     );
     let state = cl.state;
+    // The NetworkPolicies first; the ClusterNetworkPolicies come as a
+    // change (a partial sync: new chains and interval maps by diff).
+    let before = cluster(p1, true, true).state;
+    let changes = before.diff(&state);
     let part = lab
         .node
         .run({
-            let state = state.clone();
+            let (before, state) = (before.clone(), state.clone());
             move || {
                 let mut part = PolicyPart::new("n");
-                part.sync_all(&state).map(|()| part)
+                part.sync_all(&before)?;
+                part.sync_changes(&before, &state, &changes).map(|()| part)
             }
         })
         .expect("enter the node")
-        .expect("full sync");
+        .expect("full sync, then the cluster policies");
+    assert!(
+        matches!(part.last_sync(), Some(Sync::Partial(_, _))),
+        "{:?}",
+        part.last_sync()
+    );
     assert_eq!(part.applier().last_path(), "netlink");
 
     let probes: Vec<(usize, usize, u16, bool)> = vec![
@@ -384,6 +394,32 @@ fn the_kernel_enforces_the_cluster_policy_tiers() {
         assert_eq!(
             reference, want,
             "{name_from} -> {name_to}:{port}: the reference"
+        );
+    }
+
+    // The cluster policies go again: what they decided is the
+    // NetworkPolicies' again.
+    let changes = state.diff(&before);
+    lab.node
+        .run({
+            let (state, before) = (state.clone(), before.clone());
+            move || {
+                let mut part = part;
+                part.sync_changes(&state, &before, &changes)
+            }
+        })
+        .expect("enter the node")
+        .expect("partial sync");
+    for (from, to, port, want) in [
+        (0, 1, p2, false), // x/b's NetworkPolicy: p1 only
+        (2, 1, p1, true),  // c is a client
+        (1, 0, pa, true),  // a is not isolated
+    ] {
+        let (_, _, k) = PODS[to];
+        let kernel = connect(&lab.pods[from], SocketAddr::new(pod_ip(k), port)).is_some();
+        assert_eq!(
+            kernel, want,
+            "{from} -> {to}:{port} without the cluster policies"
         );
     }
 }
