@@ -98,10 +98,18 @@ impl Part for PolicyPart {
         changes: &ChangeSet,
     ) -> Result<()> {
         // Only pods, namespaces (their labels) and policies change what
-        // is allowed.
-        let relevant = [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]
-            .into_iter()
-            .any(|k| changes.touches(k));
+        // is allowed; Nodes (their addresses) only where a
+        // ClusterNetworkPolicy names `nodes` peers: their status changes
+        // with every heartbeat.
+        let relevant = [
+            Kind::Pod,
+            Kind::Namespace,
+            Kind::NetworkPolicy,
+            Kind::ClusterNetworkPolicy,
+        ]
+        .into_iter()
+        .any(|k| changes.touches(k))
+            || (changes.touches(Kind::Node) && names_nodes(new));
         if !relevant {
             return Ok(());
         }
@@ -110,4 +118,15 @@ impl Part for PolicyPart {
         self.record(sync);
         Ok(())
     }
+}
+
+/// Whether a ClusterNetworkPolicy has a `nodes` peer.
+fn names_nodes(state: &ClusterState) -> bool {
+    state.cluster_network_policies.iter().any(|c| {
+        c.spec
+            .egress
+            .iter()
+            .flat_map(|r| &r.to)
+            .any(|p| p.nodes.is_some())
+    })
 }

@@ -63,15 +63,16 @@ struct Lab {
     pods: Vec<NetNs>,
 }
 
-fn build(guard: &mut Namespaces) -> Result<Lab, String> {
+/// `tag` keeps the namespaces of tests running side by side apart.
+fn build(guard: &mut Namespaces, tag: &str) -> Result<Lab, String> {
     let pid = std::process::id();
-    let node_name = format!("strait-polk-n-{pid}");
+    let node_name = format!("strait-polk{tag}-n-{pid}");
     guard.names.push(node_name.clone());
     let node = NetNs::create(&node_name).map_err(|e| e.to_string())?;
     ip(&["-n", &node_name, "link", "set", "lo", "up"])?;
     let mut pods = Vec::new();
     for (_, name, k) in PODS {
-        let ns = format!("strait-polk-{name}-{pid}");
+        let ns = format!("strait-polk{tag}-{name}-{pid}");
         guard.names.push(ns.clone());
         pods.push(NetNs::create(&ns).map_err(|e| e.to_string())?);
         let veth = format!("v{name}");
@@ -165,7 +166,7 @@ fn the_kernel_enforces_what_was_planned_and_follows_label_changes() {
         return;
     }
     let mut guard = Namespaces { names: Vec::new() };
-    let lab = build(&mut guard).expect("namespaces");
+    let lab = build(&mut guard, "").expect("namespaces");
     let (a, b, c) = (&lab.pods[0], &lab.pods[1], &lab.pods[2]);
     let (lb1, p1) = listen(b);
     let (_lb2, p2) = listen(b);
@@ -280,4 +281,145 @@ fn the_kernel_enforces_what_was_planned_and_follows_label_changes() {
         .read_exact(&mut got)
         .expect("the established connection passes");
     assert_eq!(&got, b"still here");
+}
+
+/// ClusterNetworkPolicy tiers in the kernel: the Admin tier's Accept, Deny
+/// and Pass around the NetworkPolicies, a Baseline Deny, egress networks —
+/// each probe a real connection that must agree with the tracer and with
+/// the reference reading. The table's interval verdict maps go in through
+/// netlink.
+#[test]
+fn the_kernel_enforces_the_cluster_policy_tiers() {
+    if !is_root() {
+        eprintln!("SKIPPED the_kernel_enforces_the_cluster_policy_tiers: needs root (network namespaces, nf_tables)");
+        return;
+    }
+    let mut guard = Namespaces { names: Vec::new() };
+    let lab = build(&mut guard, "t").expect("namespaces");
+    let (a, b, c) = (&lab.pods[0], &lab.pods[1], &lab.pods[2]);
+    let (_lb1, p1) = listen(b);
+    let (_lb2, p2) = listen(b);
+    let (_lb3, p3) = listen(b);
+    let (_la, pa) = listen(a);
+    let _ = c;
+
+    // The NetworkPolicies of `cluster`: x/b takes clients (a and c) on p1;
+    // y/c sends only to 10.0.2.0/24 on p1.
+    let mut cl = cluster(p1, true, true);
+    let tcp = |p: u16| json!({"tcp": {"destinationPort": {"number": p}}});
+    cl.cluster_policy(
+        "x-admin",
+        json!({"tier": "Admin", "priority": 1,
+               "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [
+                   {"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}],
+                    "protocols": [tcp(p1)]},
+                   {"action": "Accept", "from": [{"namespaces": {"matchLabels": {"ns": "x"}}}],
+                    "protocols": [tcp(p2), tcp(p3)]},
+                   {"action": "Pass", "from": [{"namespaces": {"matchLabels": {"ns": "x"}}}]}],
+               "egress": [
+                   {"action": "Deny", "to": [{"networks": ["10.0.1.0/24"]}]}]}),
+    );
+    cl.cluster_policy(
+        "x-baseline",
+        json!({"tier": "Baseline", "priority": 1,
+               "subject": {"pods": {"namespaceSelector": {"matchLabels": {"ns": "x"}},
+                                    "podSelector": {"matchLabels": {"role": "client"}}}},
+               "egress": [{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [tcp(p3)]}]}),
+    );
+    let state = cl.state;
+    // The NetworkPolicies first; the ClusterNetworkPolicies come as a
+    // change (a partial sync: new chains and interval maps by diff).
+    let before = cluster(p1, true, true).state;
+    let changes = before.diff(&state);
+    let part = lab
+        .node
+        .run({
+            let (before, state) = (before.clone(), state.clone());
+            move || {
+                let mut part = PolicyPart::new("n");
+                part.sync_all(&before)?;
+                part.sync_changes(&before, &state, &changes).map(|()| part)
+            }
+        })
+        .expect("enter the node")
+        .expect("full sync, then the cluster policies");
+    assert!(
+        matches!(part.last_sync(), Some(Sync::Partial(_, _))),
+        "{:?}",
+        part.last_sync()
+    );
+    assert_eq!(part.applier().last_path(), "netlink");
+
+    let probes: Vec<(usize, usize, u16, bool)> = vec![
+        (0, 1, p1, true),  // Pass: x/b's NetworkPolicy takes a client
+        (0, 1, p2, true),  // Admin Accept where the NetworkPolicy isolates
+        (0, 1, p3, false), // accepted in, but a's Baseline egress Deny
+        (2, 1, p1, false), // Admin Deny where the NetworkPolicy allows
+        (1, 0, pa, false), // Admin egress Deny to 10.0.1.0/24
+    ];
+    let ports: Vec<u16> = probes.iter().map(|p| p.2).collect();
+    let traced = traced_matrix(&state, &ports, &[Protocol::Tcp]).expect("traced");
+    for (from, to, port, want) in probes {
+        let (ns_from, name_from, _) = PODS[from];
+        let (ns_to, name_to, k) = PODS[to];
+        let kernel = connect(&lab.pods[from], SocketAddr::new(pod_ip(k), port)).is_some();
+        let cell = traced
+            .cells
+            .iter()
+            .find(|c| {
+                c.from == format!("{ns_from}/{name_from}")
+                    && c.to == format!("{ns_to}/{name_to}")
+                    && c.port == port
+            })
+            .expect("a traced cell");
+        let reference = strait_policy::semantics::allowed(
+            &state,
+            &strait_policy::PodRef {
+                namespace: ns_from.into(),
+                name: name_from.into(),
+            },
+            &strait_policy::PodRef {
+                namespace: ns_to.into(),
+                name: name_to.into(),
+            },
+            port,
+            Protocol::Tcp,
+        );
+        assert_eq!(kernel, want, "{name_from} -> {name_to}:{port}: the kernel");
+        assert_eq!(
+            cell.allowed, want,
+            "{name_from} -> {name_to}:{port}: the tracer"
+        );
+        assert_eq!(
+            reference, want,
+            "{name_from} -> {name_to}:{port}: the reference"
+        );
+    }
+
+    // The cluster policies go again: what they decided is the
+    // NetworkPolicies' again.
+    let changes = state.diff(&before);
+    lab.node
+        .run({
+            let (state, before) = (state.clone(), before.clone());
+            move || {
+                let mut part = part;
+                part.sync_changes(&state, &before, &changes)
+            }
+        })
+        .expect("enter the node")
+        .expect("partial sync");
+    for (from, to, port, want) in [
+        (0, 1, p2, false), // x/b's NetworkPolicy: p1 only
+        (2, 1, p1, true),  // c is a client
+        (1, 0, pa, true),  // a is not isolated
+    ] {
+        let (_, _, k) = PODS[to];
+        let kernel = connect(&lab.pods[from], SocketAddr::new(pod_ip(k), port)).is_some();
+        assert_eq!(
+            kernel, want,
+            "{from} -> {to}:{port} without the cluster policies"
+        );
+    }
 }

@@ -156,6 +156,7 @@ fn the_agent_may_do_exactly_what_it_needs() {
         ("networking.k8s.io", "networkpolicies", watch),
         ("networking.k8s.io", "ingresses", watch),
         ("networking.k8s.io", "ingressclasses", watch),
+        ("policy.networking.k8s.io", "clusternetworkpolicies", watch),
         ("", "nodes", &["get", "list", "watch", "patch"]),
         ("", "events", &["create", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),

@@ -21,7 +21,8 @@ pub use cache::{Admitted, Cache, Notice};
 pub use error::{Error, Result};
 pub use metrics::KubeMetrics;
 pub use source::{
-    api_resource, ClientConfig, Health, HealthReport, KubeSource, Options, AGENT_KINDS, DNS_KINDS,
+    api_resource, ClientConfig, Health, HealthReport, KubeSource, Options, AGENT_KINDS,
+    AGENT_OPTIONAL_KINDS, DNS_KINDS,
 };
 
 /// Re-exported for tests and callers that build clients themselves.

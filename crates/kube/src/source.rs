@@ -40,6 +40,12 @@ pub const AGENT_KINDS: &[Kind] = &[
     Kind::IngressClass,
 ];
 
+/// What the node agent watches when the API server serves it (looked up
+/// in discovery at start): ClusterNetworkPolicy is a CRD a cluster may not
+/// have installed, and a kind that is never listed would hold the first
+/// update back forever.
+pub const AGENT_OPTIONAL_KINDS: &[Kind] = &[Kind::ClusterNetworkPolicy];
+
 /// What the DNS server reads: Services, their endpoints, and pods (pod
 /// names, hostnames of headless Services).
 pub const DNS_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod];
@@ -60,6 +66,10 @@ pub enum ClientConfig {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub kinds: Vec<Kind>,
+    /// Kinds watched only if the API server serves them (discovery, once
+    /// at start; a kind installed later needs a restart): one it does not
+    /// serve counts as listed, with no object.
+    pub optional: Vec<Kind>,
     /// Objects per page of a list: bounds the memory of one response.
     pub page_size: u32,
     /// How long the server keeps one watch request open (`timeoutSeconds`;
@@ -72,6 +82,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             kinds: AGENT_KINDS.to_vec(),
+            optional: AGENT_OPTIONAL_KINDS.to_vec(),
             page_size: 500,
             watch_timeout: None,
         }
@@ -212,16 +223,23 @@ impl KubeSource {
             .map_err(|e| Error::Runtime(e.to_string()))?;
         let config = runtime.block_on(load_config(config))?;
         let health = Arc::new(Health::default());
+        let mut kinds = options.kinds.clone();
+        kinds.extend(
+            options
+                .optional
+                .iter()
+                .filter(|k| !options.kinds.contains(k)),
+        );
         let client = {
             let _inside = runtime.enter();
             kube::client::ClientBuilder::try_from(config)
                 .map_err(|e| Error::Client(e.to_string()))?
-                .with_layer(&Observe::new(health.clone(), &options.kinds))
+                .with_layer(&Observe::new(health.clone(), &kinds))
                 .build()
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let metrics = Arc::new(KubeMetrics::default());
-        for &kind in &options.kinds {
+        for &kind in &kinds {
             let mut wc = watcher::Config::default().page_size(options.page_size);
             if let Some(t) = options.watch_timeout {
                 wc = wc.timeout(t);
@@ -229,6 +247,7 @@ impl KubeSource {
             runtime.spawn(watch_kind(
                 client.clone(),
                 kind,
+                !options.kinds.contains(&kind),
                 wc,
                 tx.clone(),
                 health.clone(),
@@ -237,7 +256,7 @@ impl KubeSource {
         }
         Ok(KubeSource {
             rx,
-            cache: Cache::new(options.kinds.iter().copied()),
+            cache: Cache::new(kinds.iter().copied()),
             health,
             metrics,
             runtime: Some(runtime),
@@ -500,10 +519,13 @@ where
 
 /// Follow one kind until the runtime stops: events admitted and sent;
 /// errors said (kube-runtime's default backoff spaces the retries, the
-/// last state stays).
+/// last state stays). An `optional` kind is first looked up in discovery;
+/// one the API server does not serve is sent as an empty full list.
+#[allow(clippy::too_many_arguments)]
 async fn watch_kind(
     client: Client,
     kind: Kind,
+    optional: bool,
     config: watcher::Config,
     tx: Sender<Message>,
     health: Arc<Health>,
@@ -514,6 +536,19 @@ async fn watch_kind(
         return;
     };
     let resource = ar.plural.clone();
+    if optional && !served(&client, kind, &ar, &health).await {
+        tracing::info!(
+            "the API server does not serve {}/{resource}: {kind} not watched (restart the agent once it is installed)",
+            ar.api_version
+        );
+        for event in [Event::Init, Event::InitDone] {
+            health.queued();
+            if tx.send(Message { kind, event }).is_err() {
+                return;
+            }
+        }
+        return;
+    }
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let mut stream = std::pin::pin!(watcher::watcher(api, config));
     // kube-rs's (and client-go's) backoff: 0.8 s doubling to 30 s, with
@@ -558,6 +593,40 @@ async fn watch_kind(
         if tx.send(Message { kind, event }).is_err() {
             // The source is gone.
             return;
+        }
+    }
+}
+
+/// Whether the API server serves `ar` (its group version lists the
+/// resource). Asked until it answers: 404 is "not served", any other
+/// failure is retried with backoff (the watches of the other kinds wait
+/// for the same server).
+async fn served(client: &Client, kind: Kind, ar: &ApiResource, health: &Health) -> bool {
+    let mut backoff = watcher::DefaultBackoff::default();
+    loop {
+        match client.list_api_group_resources(&ar.api_version).await {
+            Ok(list) => {
+                health.watch_ok(kind);
+                return list.resources.iter().any(|r| r.name == ar.plural);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                health.watch_ok(kind);
+                return false;
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot look up {} in discovery ({}): {e}; retrying with backoff",
+                    ar.plural, ar.api_version
+                );
+                tracing::error!("{why}");
+                health.watch_failed(kind, why);
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                let answered = health.answered.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = answered => {}
+                }
+            }
         }
     }
 }
@@ -612,6 +681,52 @@ fn api_status(e: &kube::Error) -> Option<(u16, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Discovery against the lab's API server: ClusterNetworkPolicy is
+    /// served, a group version it does not have is not (404), and neither
+    /// leaves the kind failing.
+    #[test]
+    fn discovery_tells_a_served_kind_from_one_that_is_not() {
+        use strait_apiserver::auth::Tokens;
+        use strait_apiserver::server::{Server, ServerConfig};
+        use strait_apiserver::store::AdmitAll;
+        use strait_apiserver::tls::Pki;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime
+            .block_on(Server::start(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                pki: Pki::create(&["127.0.0.1".into()]).expect("pki"),
+                tokens: Tokens::default(),
+                admission: Box::new(AdmitAll),
+                history: 100,
+                extra_listeners: Vec::new(),
+            }))
+            .expect("server starts");
+        let kubeconfig = server.admin_kubeconfig();
+        let health = Health::default();
+        let (cnp, widgets) = runtime.block_on(async {
+            let config = load_config(ClientConfig::KubeconfigYaml(kubeconfig))
+                .await
+                .expect("config");
+            let client = Client::try_from(config).expect("client");
+            let ar = api_resource(Kind::ClusterNetworkPolicy).expect("resource");
+            let cnp = served(&client, Kind::ClusterNetworkPolicy, &ar, &health).await;
+            let mut widgets = ar.clone();
+            widgets.api_version = "widgets.example.com/v1".into();
+            widgets.group = "widgets.example.com".into();
+            widgets.plural = "widgets".into();
+            let other = served(&client, Kind::ClusterNetworkPolicy, &widgets, &health).await;
+            (cnp, other)
+        });
+        server.shutdown();
+        assert!(cnp, "the lab serves clusternetworkpolicies");
+        assert!(!widgets, "widgets.example.com/v1 is not served");
+        assert!(health.report().failing.is_empty());
+    }
 
     #[test]
     fn health_counts_a_queued_event_until_the_update_is_applied() {

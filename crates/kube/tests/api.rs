@@ -430,3 +430,55 @@ fn a_compacted_version_is_an_error_event_and_the_source_relists() {
     );
     assert!(source.full_lists(Kind::Service) >= 2);
 }
+
+fn cluster_policy(name: &str, action: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "tier": "Admin",
+            "priority": 5,
+            "subject": {"namespaces": {}},
+            "ingress": [{"action": action, "from": [{"namespaces": {}}]}],
+        },
+    })
+}
+
+/// The lab's API server serves ClusterNetworkPolicy (discovery says so):
+/// the agent's source watches it, its objects come in the first update and
+/// a new one arrives as a change of that object alone; one the agent's
+/// admission refuses stays out.
+#[test]
+fn cluster_network_policies_are_watched_when_the_server_serves_them() {
+    let cluster = Cluster::start(Tokens::default());
+    cluster.create_cluster::<strait_model::ClusterNetworkPolicy>(cluster_policy("first", "Deny"));
+    let mut source = start_source(&cluster);
+    let first = source
+        .next_timeout(Some(WAIT))
+        .unwrap()
+        .expect("a first update once every kind, CNPs included, is listed");
+    assert_eq!(first.state.cluster_network_policies.len(), 1);
+    let got = first
+        .state
+        .cluster_network_policies
+        .get("", "first")
+        .expect("the policy");
+    assert_eq!(got.spec.ingress[0].action, "Deny");
+
+    // The server stores what it is given (AdmitAll): the agent refuses it.
+    cluster.create_cluster::<strait_model::ClusterNetworkPolicy>(cluster_policy("bad", "Allow"));
+    cluster.create_cluster::<strait_model::ClusterNetworkPolicy>(cluster_policy("second", "Pass"));
+    let key = ObjectKey::new(Kind::ClusterNetworkPolicy, "", "second");
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while !seen.contains(&Change::Added(key.clone())) {
+        assert!(Instant::now() < deadline, "the second policy never came");
+        if let Some(u) = source.next_timeout(Some(WAIT)).unwrap() {
+            seen.extend(set(&u));
+            assert!(u.state.cluster_network_policies.get("", "bad").is_none());
+        }
+    }
+    assert!(!seen.iter().any(|c| c.key().name == "bad"), "{seen:?}");
+    assert_eq!(source.refused(), 1);
+}

@@ -10,6 +10,14 @@ pub enum Error {
         field: String,
         why: String,
     },
+    /// The same for a ClusterNetworkPolicy: what it cannot do is
+    /// closed as the API asks (see [`crate::semantics`]).
+    #[error("ClusterNetworkPolicy {name}: {field}: {why}")]
+    ClusterPolicy {
+        name: String,
+        field: String,
+        why: String,
+    },
     #[error(transparent)]
     Nft(#[from] strait_nft::Error),
     #[error("{0}")]

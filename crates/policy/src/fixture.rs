@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
-use strait_model::k8s_openapi::api::core::v1::{Namespace, Pod};
+use strait_model::k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use strait_model::k8s_openapi::api::networking::v1::NetworkPolicy;
-use strait_model::{ClusterState, CompactPod, Object};
+use strait_model::{ClusterNetworkPolicy, ClusterState, CompactPod, Object};
 
 /// A cluster being built.
 #[derive(Default)]
@@ -78,6 +78,32 @@ impl Cluster {
         }))
         .expect("a policy");
         self.state.insert(Object::NetworkPolicy(Arc::new(np)));
+        self
+    }
+
+    /// A ClusterNetworkPolicy with `spec` (`tier`, `priority`, ...).
+    pub fn cluster_policy(&mut self, name: &str, spec: Json) -> &mut Self {
+        let cnp: ClusterNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a cluster network policy");
+        self.state
+            .insert(Object::ClusterNetworkPolicy(Arc::new(cnp)));
+        self
+    }
+
+    /// A Node with `labels` and one InternalIP `address`.
+    pub fn node(&mut self, name: &str, labels: Json, address: &str) -> &mut Self {
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+        }))
+        .expect("a node");
+        self.state.insert(Object::Node(Arc::new(node)));
         self
     }
 

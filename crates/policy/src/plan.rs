@@ -6,8 +6,12 @@
 //! ```text
 //! chain forward { type filter hook forward priority filter; policy accept;
 //!     ct state established,related accept
-//!     ip saddr vmap @egress        # local pod isolated for egress  -> jump its class
-//!     ip daddr vmap @ingress       # local pod isolated for ingress -> jump its class
+//!     jump egress-admin            # the tiers of each direction (see `tiers`):
+//!     jump ingress-admin           # Admin CNPs, then these, then Baseline CNPs
+//! }
+//! chain egress-np {
+//!     ip saddr vmap @egress        # local pod isolated for egress  -> goto its class
+//!     goto egress-baseline         # not isolated: the Baseline tier decides
 //! }
 //! chain egress-<hash> {            # one per policy class
 //!     ip daddr @egress-<hash>-any return                               # peers on every port
@@ -36,6 +40,9 @@
 //!   of ports, shared by the whole table, so a class costs one element per
 //!   peer pod. Only ipBlocks (few, and networks) keep the concatenation,
 //!   which needs interval (pipapo) sets.
+//! - **ClusterNetworkPolicy tiers** wrap this: see [`tiers`] (an Admin
+//!   tier chain before `egress-np`/`ingress-np`, a Baseline one after,
+//!   first-match resolved while planning into per-class interval maps).
 //! - **Policy classes.** Pods selected by the same policies (and, for
 //!   ingress, mapping the named ports those policies use to the same
 //!   numbers) are allowed exactly the same peers, so they share one chain
@@ -218,6 +225,8 @@ impl PolicyInfo {
 pub struct Analysis<'a> {
     pods: Vec<PodInfo<'a>>,
     policies: Vec<PolicyInfo>,
+    /// ClusterNetworkPolicies, in the order the tiers consult them.
+    cnps: Vec<tiers::CnpInfo>,
     problems: Vec<Error>,
 }
 
@@ -276,9 +285,31 @@ impl<'a> Analysis<'a> {
         for np in state.network_policies.iter() {
             policies.push(ctx.policy(np, &mut problems));
         }
+        // Nodes' labels and addresses, for `nodes` peers.
+        let nodes: Vec<(BTreeMap<String, String>, Vec<IpAddr>)> = state
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.metadata.labels.clone().unwrap_or_default(),
+                    n.status
+                        .iter()
+                        .flat_map(|s| s.addresses.iter().flatten())
+                        .filter_map(|a| a.address.parse().ok())
+                        .collect(),
+                )
+            })
+            .collect();
+        let cnps = tiers::read_all(
+            &ctx,
+            state.cluster_network_policies.iter().map(|c| &**c),
+            &nodes,
+            &mut problems,
+        );
         Analysis {
             pods,
             policies,
+            cnps,
             problems,
         }
     }
@@ -339,9 +370,10 @@ impl<'a> Analysis<'a> {
                 let mut count = 0;
                 for &m in members {
                     for ip in self.pods[m].ips.iter().filter(|ip| L3::of(**ip) == l3) {
+                        // `goto`: the class's `return` ends the direction.
                         table.sets[map].insert(
                             vec![Value::Addr(*ip)],
-                            Some(ElementValue::Verdict(Verdict::Jump(name.clone()))),
+                            Some(ElementValue::Verdict(Verdict::Goto(name.clone()))),
                         );
                         count += 1;
                     }
@@ -366,6 +398,7 @@ impl<'a> Analysis<'a> {
             }
         }
         stats.elements += stats.isolated_ingress + stats.isolated_egress;
+        self.plan_tiers(node, &mut v4, &mut v6, &mut stats, &mut names);
         Plan { v4, v6, stats }
     }
 
@@ -551,8 +584,11 @@ fn skeleton(family: Family, l3: L3) -> Table {
         ),
         Expr::accept(),
     ]);
-    forward.rule(vec![Expr::vmap(&[Field::saddr(l3)], "egress")]);
-    forward.rule(vec![Expr::vmap(&[Field::daddr(l3)], "ingress")]);
+    // Each direction through its tiers; a `return` ends one direction.
+    forward.rule(vec![Expr::jump("egress-admin")]);
+    forward.rule(vec![Expr::jump("ingress-admin")]);
+    tiers::skeleton(&mut t, l3, Direction::Egress);
+    tiers::skeleton(&mut t, l3, Direction::Ingress);
     t
 }
 
@@ -1111,6 +1147,8 @@ fn passes(
     let outcomes = trace(&plan.tables(), node, &packet)?;
     Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.fate.passes()))
 }
+
+mod tiers;
 
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,39 @@
 //!   that protocol — each pod may map it differently — and a pod without it
 //!   matches nothing for that entry.
 //!
+//! ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`) wraps that
+//! reading in tiers, each direction on its own (egress at the source, ingress
+//! at the destination; both must let the connection through):
+//!
+//! - **Admin tier** first: the Admin policies whose `subject` selects the
+//!   pod, lowest `priority` first, each policy's rules of the direction in
+//!   the order written. The first rule whose peers (`from`/`to`) and
+//!   `protocols` match decides: `Accept` (this direction allows, no
+//!   NetworkPolicy is consulted), `Deny`, or `Pass` (leave the tier).
+//! - **NetworkPolicy** next, as above: a pod isolated for the direction is
+//!   decided here (allowed when a rule allows, else denied).
+//! - **Baseline tier** then, as the Admin tier; `Pass` there leaves it too.
+//! - Nothing decided: allowed (the default of Kubernetes).
+//!
+//! Two policies of one tier with the same priority: the API lets the
+//! implementation choose; strait orders them by name (then the rules of the
+//! first come first), so the outcome is stable and the same in the kernel.
+//! A CNP peer is `namespaces` (every pod of the selected namespaces), `pods`
+//! (namespace selector and pod selector), `networks` (CIDRs, matched against
+//! pod addresses too), `nodes` (the addresses in the selected Nodes'
+//! `status.addresses`) or `domainNames` (not enforced: strait does not follow
+//! DNS answers, so such an Accept rule matches nothing). `protocols` absent
+//! is all traffic; an entry is TCP, UDP or SCTP with every port, one port or
+//! a range, or a `destinationNamedPort` looked up on the destination pod
+//! (with the protocol its container port declares).
+//!
+//! A CNP that admission would refuse still gets a reading, closed as the API
+//! asks: a rule that cannot be read (no or two peer fields, a bad selector
+//! or CIDR, a bad protocol entry, an unknown action, a named port beside a
+//! non-pod peer) matches nothing when it accepts and denies everything when
+//! it denies or passes; an unreadable `subject` selects every pod and keeps
+//! only the policy's Deny rules; an unknown `tier` is read as Admin.
+//!
 //! Where the API leaves the choice to implementations, the common one:
 //! hostNetwork pods are never selected by `podSelector` (neither as the
 //! policy's target nor as a peer); they are reached and seen by address
@@ -41,6 +74,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use strait_model::cnp::{ClusterNetworkPolicy, Peer, ProtocolMatch};
 use strait_model::k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
 };
@@ -79,8 +113,20 @@ struct End<'a> {
     /// The policies of its namespace that isolate it, per direction.
     ingress: &'a [&'a NetworkPolicy],
     egress: &'a [&'a NetworkPolicy],
+    /// The ClusterNetworkPolicies whose subject selects it, per tier, in
+    /// the order they are consulted.
+    admin: &'a [Subjected<'a>],
+    baseline: &'a [Subjected<'a>],
     /// The address this end uses for the connection.
     ip: Option<IpAddr>,
+}
+
+/// A ClusterNetworkPolicy that selects a pod, and whether it did so only
+/// because its subject could not be read (then only its Deny rules count).
+#[derive(Clone, Copy)]
+struct Subjected<'a> {
+    cnp: &'a ClusterNetworkPolicy,
+    broken_subject: bool,
 }
 
 /// Whether a new connection from `from` to `to` on `port`/`protocol` is
@@ -96,7 +142,29 @@ pub fn allowed(
     let (Some(src), Some(dst)) = (Known::of(state, from), Known::of(state, to)) else {
         return false;
     };
-    allowed_between(&src, &dst, port, protocol)
+    allowed_between(&nodes(state), &src, &dst, port, protocol)
+}
+
+/// A Node's labels and addresses (`nodes` peers).
+struct NodeInfo {
+    labels: BTreeMap<String, String>,
+    addresses: Vec<IpAddr>,
+}
+
+fn nodes(state: &ClusterState) -> Vec<NodeInfo> {
+    state
+        .nodes
+        .iter()
+        .map(|n| NodeInfo {
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            addresses: n
+                .status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
+        })
+        .collect()
 }
 
 /// A pod with what the reading needs of it, read once (a matrix asks
@@ -109,20 +177,26 @@ struct Known<'a> {
     namespace_labels: BTreeMap<String, String>,
     ingress: Vec<&'a NetworkPolicy>,
     egress: Vec<&'a NetworkPolicy>,
+    admin: Vec<Subjected<'a>>,
+    baseline: Vec<Subjected<'a>>,
 }
 
 impl<'a> Known<'a> {
     fn of(state: &'a ClusterState, pod: &'a PodRef) -> Option<Known<'a>> {
         let p = state.pods.get(&pod.namespace, &pod.name)?;
         let host_network = host_network(p);
+        let namespace_labels = namespace_labels(state, &pod.namespace);
+        let (admin, baseline) = subjected(state, p, &namespace_labels, host_network);
         Some(Known {
             namespace: &pod.namespace,
             pod: p,
             host_network,
             addresses: addresses(p),
-            namespace_labels: namespace_labels(state, &pod.namespace),
             ingress: isolating(state, Direction::Ingress, &pod.namespace, p, host_network),
             egress: isolating(state, Direction::Egress, &pod.namespace, p, host_network),
+            namespace_labels,
+            admin,
+            baseline,
         })
     }
 
@@ -134,6 +208,8 @@ impl<'a> Known<'a> {
             namespace_labels: &self.namespace_labels,
             ingress: &self.ingress,
             egress: &self.egress,
+            admin: &self.admin,
+            baseline: &self.baseline,
             ip: Some(ip),
         }
     }
@@ -156,7 +232,13 @@ fn isolating<'a>(
         .collect()
 }
 
-fn allowed_between(from: &Known<'_>, to: &Known<'_>, port: u16, protocol: Protocol) -> bool {
+fn allowed_between(
+    nodes: &[NodeInfo],
+    from: &Known<'_>,
+    to: &Known<'_>,
+    port: u16,
+    protocol: Protocol,
+) -> bool {
     // The connection goes to the destination's first address; the source
     // uses its address of the same family.
     let Some(dst_ip) = to.addresses.first().copied() else {
@@ -172,8 +254,8 @@ fn allowed_between(from: &Known<'_>, to: &Known<'_>, port: u16, protocol: Protoc
     };
     let src = from.end(src_ip);
     let dst = to.end(dst_ip);
-    direction_allows(Direction::Egress, &src, &dst, port, protocol)
-        && direction_allows(Direction::Ingress, &src, &dst, port, protocol)
+    direction_allows(nodes, Direction::Egress, &src, &dst, port, protocol)
+        && direction_allows(nodes, Direction::Ingress, &src, &dst, port, protocol)
 }
 
 /// The whole table: pods are those of `state` with an address that are not
@@ -181,6 +263,7 @@ fn allowed_between(from: &Known<'_>, to: &Known<'_>, port: u16, protocol: Protoc
 /// destination pod, protocol (in the order given), port (in the order given).
 pub fn matrix(state: &ClusterState, ports: &[u16], protocols: &[Protocol]) -> Matrix {
     let pods = matrix_pods(state);
+    let nodes = nodes(state);
     let known: Vec<Known<'_>> = pods.iter().filter_map(|p| Known::of(state, p)).collect();
     let mut cells = Vec::with_capacity(pods.len() * pods.len() * ports.len() * protocols.len());
     for from in &known {
@@ -192,7 +275,7 @@ pub fn matrix(state: &ClusterState, ports: &[u16], protocols: &[Protocol]) -> Ma
                         to: format!("{}/{}", to.namespace, name_of(to.pod)),
                         port,
                         protocol,
-                        allowed: allowed_between(from, to, port, protocol),
+                        allowed: allowed_between(&nodes, from, to, port, protocol),
                     });
                 }
             }
@@ -247,6 +330,7 @@ fn host_network(pod: &CompactPod) -> bool {
 /// Whether the end governed in `direction` (the source for egress, the
 /// destination for ingress) lets the connection through.
 fn direction_allows(
+    nodes: &[NodeInfo],
     direction: Direction,
     src: &End<'_>,
     dst: &End<'_>,
@@ -257,17 +341,27 @@ fn direction_allows(
         Direction::Egress => (src, dst),
         Direction::Ingress => (dst, src),
     };
+    let tier = |policies: &[Subjected<'_>]| {
+        tier_verdict(policies, nodes, direction, peer, dst, port, protocol)
+    };
+    // The Admin tier: a final Accept or Deny; Pass goes on.
+    match tier(subject.admin) {
+        Some(Action::Accept) => return true,
+        Some(Action::Deny) => return false,
+        Some(Action::Pass) | None => {}
+    }
     let isolating = match direction {
         Direction::Ingress => subject.ingress,
         Direction::Egress => subject.egress,
     };
-    // Not isolated in this direction: everything is allowed.
-    if isolating.is_empty() {
-        return true;
+    // NetworkPolicy decides for the pods it isolates.
+    if !isolating.is_empty() {
+        return isolating
+            .iter()
+            .any(|np| rule_allows(np, direction, peer, dst, port, protocol));
     }
-    isolating
-        .iter()
-        .any(|np| rule_allows(np, direction, peer, dst, port, protocol))
+    // The Baseline tier, then the default: allowed.
+    tier(subject.baseline) != Some(Action::Deny)
 }
 
 /// `spec.policyTypes` after defaulting has `direction`.
@@ -445,6 +539,255 @@ fn port_matches(entry: &NetworkPolicyPort, dst: &End<'_>, port: u16, protocol: P
         // endPort with a named port is refused by admission.
         (Some(IntOrString::String(_)), Some(_)) => false,
     }
+}
+
+/// What a ClusterNetworkPolicy rule does to the traffic it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Accept,
+    Deny,
+    Pass,
+}
+
+/// The ClusterNetworkPolicies selecting the pod, Admin tier and Baseline
+/// tier, each in the order consulted: priority, then name.
+fn subjected<'a>(
+    state: &'a ClusterState,
+    pod: &CompactPod,
+    namespace_labels: &BTreeMap<String, String>,
+    host_network: bool,
+) -> (Vec<Subjected<'a>>, Vec<Subjected<'a>>) {
+    let (mut admin, mut baseline) = (Vec::new(), Vec::new());
+    if host_network {
+        // Not selected by any subject (the API says so).
+        return (admin, baseline);
+    }
+    for cnp in state.cluster_network_policies.iter() {
+        let cnp: &ClusterNetworkPolicy = cnp;
+        let subject = &cnp.spec.subject;
+        let selected = match (&subject.namespaces, &subject.pods) {
+            (Some(ns), None) => Selector::from_label_selector(ns)
+                .map(|s| s.matches(namespace_labels))
+                .map_err(|_| ()),
+            (None, Some(pods)) => match (
+                Selector::from_label_selector(&pods.namespace_selector),
+                Selector::from_label_selector(&pods.pod_selector),
+            ) {
+                (Ok(n), Ok(p)) => {
+                    Ok(n.matches(namespace_labels) && p.matches_opt(pod.metadata.labels.as_ref()))
+                }
+                _ => Err(()),
+            },
+            _ => Err(()),
+        };
+        let entry = match selected {
+            Ok(false) => continue,
+            Ok(true) => Subjected {
+                cnp,
+                broken_subject: false,
+            },
+            // Unreadable: every pod, with only the Deny rules.
+            Err(()) => Subjected {
+                cnp,
+                broken_subject: true,
+            },
+        };
+        if cnp.spec.tier == "Baseline" {
+            baseline.push(entry);
+        } else {
+            // Admin, and (fail closed) a tier that is neither.
+            admin.push(entry);
+        }
+    }
+    let order = |s: &Subjected<'_>| (s.cnp.spec.priority, s.cnp.metadata.name.clone());
+    admin.sort_by_key(order);
+    baseline.sort_by_key(order);
+    (admin, baseline)
+}
+
+/// A CNP rule as written: action, peers, protocols.
+type CnpRule<'a> = (&'a str, &'a [Peer], Option<&'a [ProtocolMatch]>);
+
+/// The first rule of the tier's policies that matches the connection, in
+/// order; `None` when none does.
+fn tier_verdict(
+    policies: &[Subjected<'_>],
+    nodes: &[NodeInfo],
+    direction: Direction,
+    peer: &End<'_>,
+    dst: &End<'_>,
+    port: u16,
+    protocol: Protocol,
+) -> Option<Action> {
+    for s in policies {
+        let spec = &s.cnp.spec;
+        let rules: Vec<CnpRule<'_>> = match direction {
+            Direction::Ingress => spec
+                .ingress
+                .iter()
+                .map(|r| (r.action.as_str(), r.from.as_slice(), r.protocols.as_deref()))
+                .collect(),
+            Direction::Egress => spec
+                .egress
+                .iter()
+                .map(|r| (r.action.as_str(), r.to.as_slice(), r.protocols.as_deref()))
+                .collect(),
+        };
+        for (action, peers, protocols) in rules {
+            let action = match action {
+                "Accept" => Some(Action::Accept),
+                "Deny" => Some(Action::Deny),
+                "Pass" => Some(Action::Pass),
+                _ => None,
+            };
+            let peers_match = peers_match(peers, direction, nodes, peer);
+            let ports_match = protocols_match(protocols, dst, port, protocol);
+            let named = protocols
+                .into_iter()
+                .flatten()
+                .any(|p| p.destination_named_port.is_some());
+            let not_pods = peers
+                .iter()
+                .any(|p| p.pods.is_none() && p.namespaces.is_none());
+            let readable = action.is_some()
+                && peers_match.is_some()
+                && ports_match.is_some()
+                && !(named && not_pods);
+            if !readable {
+                // Fail closed: an Accept matches nothing, the rest deny all.
+                if action == Some(Action::Accept) {
+                    continue;
+                }
+                return Some(Action::Deny);
+            }
+            let action = action?;
+            if s.broken_subject && action != Action::Deny {
+                continue;
+            }
+            if peers_match == Some(true) && ports_match == Some(true) {
+                return Some(action);
+            }
+        }
+    }
+    None
+}
+
+/// Whether one of the rule's peers is the other end; `None` when a peer
+/// cannot be read.
+fn peers_match(
+    peers: &[Peer],
+    direction: Direction,
+    nodes: &[NodeInfo],
+    other: &End<'_>,
+) -> Option<bool> {
+    if peers.is_empty() {
+        return None;
+    }
+    let mut any = false;
+    for p in peers {
+        let set = [
+            p.namespaces.is_some(),
+            p.pods.is_some(),
+            p.nodes.is_some(),
+            p.networks.is_some(),
+            p.domain_names.is_some(),
+        ]
+        .into_iter()
+        .filter(|s| *s)
+        .count();
+        if set != 1 {
+            return None;
+        }
+        let pod_peer = p.namespaces.is_some() || p.pods.is_some();
+        if direction == Direction::Ingress && !pod_peer {
+            return None;
+        }
+        let hit = if let Some(ns) = &p.namespaces {
+            let sel = Selector::from_label_selector(ns).ok()?;
+            !other.host_network && sel.matches(other.namespace_labels)
+        } else if let Some(pods) = &p.pods {
+            let n = Selector::from_label_selector(&pods.namespace_selector).ok()?;
+            let s = Selector::from_label_selector(&pods.pod_selector).ok()?;
+            !other.host_network
+                && n.matches(other.namespace_labels)
+                && s.matches_opt(other.pod.metadata.labels.as_ref())
+        } else if let Some(networks) = &p.networks {
+            if networks.is_empty() {
+                return None;
+            }
+            let mut hit = false;
+            for cidr in networks {
+                let net = cidr.parse::<IpNet>().ok()?;
+                hit |= other.ip.is_some_and(|ip| net.trunc().contains(&ip));
+            }
+            hit
+        } else if let Some(sel) = &p.nodes {
+            let sel = Selector::from_label_selector(sel).ok()?;
+            other.ip.is_some_and(|ip| {
+                nodes
+                    .iter()
+                    .any(|n| sel.matches(&n.labels) && n.addresses.contains(&ip))
+            })
+        } else {
+            // domainNames: not enforced, matches no connection.
+            false
+        };
+        any |= hit;
+    }
+    Some(any)
+}
+
+/// Whether the rule's `protocols` match the connection (absent: all
+/// traffic); `None` when an entry cannot be read.
+fn protocols_match(
+    protocols: Option<&[ProtocolMatch]>,
+    dst: &End<'_>,
+    port: u16,
+    protocol: Protocol,
+) -> Option<bool> {
+    let Some(list) = protocols else {
+        return Some(true);
+    };
+    if list.is_empty() {
+        return None;
+    }
+    let mut any = false;
+    for p in list {
+        let entries = [
+            (Protocol::Tcp, &p.tcp),
+            (Protocol::Udp, &p.udp),
+            (Protocol::Sctp, &p.sctp),
+        ];
+        let set = entries.iter().filter(|(_, m)| m.is_some()).count()
+            + usize::from(p.destination_named_port.is_some());
+        if set != 1 {
+            return None;
+        }
+        if let Some(name) = &p.destination_named_port {
+            if name.is_empty() {
+                return None;
+            }
+            // The name's own protocol, from the destination's container port.
+            any |= dst.pod.container_port_by_name(name, protocol.as_str()) == Some(i32::from(port));
+            continue;
+        }
+        for (proto, m) in entries {
+            let Some(m) = m else { continue };
+            let (first, last) = match &m.destination_port {
+                None => (1, 65535),
+                Some(spec) => match (spec.number, &spec.range) {
+                    (Some(n), None) => (n, n),
+                    (None, Some(r)) => (r.start, r.end),
+                    _ => return None,
+                },
+            };
+            if !(1..=65535).contains(&first) || !(first..=65535).contains(&last) {
+                return None;
+            }
+            any |= proto == protocol && (first..=last).contains(&i32::from(port));
+        }
+    }
+    Some(any)
 }
 
 #[cfg(test)]

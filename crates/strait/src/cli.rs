@@ -64,7 +64,7 @@ pub enum Command {
     /// packet the rule that did it.
     Trace(TraceArgs),
 
-    /// NetworkPolicy: what the policies of the manifests allow.
+    /// NetworkPolicy and ClusterNetworkPolicy: what the policies of the manifests allow.
     #[command(subcommand)]
     Policy(PolicyCommand),
 

@@ -133,6 +133,7 @@ pub fn run(args: &DnsArgs) -> Result<(), Error> {
             client,
             KubeOptions {
                 kinds: DNS_KINDS.to_vec(),
+                optional: Vec::new(),
                 ..KubeOptions::default()
             },
         )?;

@@ -1,5 +1,6 @@
 //! `strait policy matrix`: the reachability matrix of the manifests'
-//! NetworkPolicies, computed by the packet tracer over the planned rules
+//! NetworkPolicies and ClusterNetworkPolicies (Admin tier, NetworkPolicy,
+//! Baseline tier), computed by the packet tracer over the planned rules
 //! (`--reading traced`, what the kernel would decide) or by the reference
 //! reading of the API (`--reading reference`).
 

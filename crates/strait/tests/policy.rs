@@ -52,9 +52,10 @@ fn json_lists_every_cell_in_order() {
     let cells: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     // 4 pods × 4 pods × 2 protocols × 2 ports.
     assert_eq!(cells.len(), 64);
+    // Closed by the Baseline ClusterNetworkPolicy `monitoring-closed`.
     assert_eq!(
         cells[0],
-        serde_json::json!({"from": "monitoring/prometheus", "to": "monitoring/prometheus", "port": 80, "protocol": "TCP", "allowed": true})
+        serde_json::json!({"from": "monitoring/prometheus", "to": "monitoring/prometheus", "port": 80, "protocol": "TCP", "allowed": false})
     );
     let cell = |from: &str, to: &str, port: u64, protocol: &str| {
         cells
@@ -100,6 +101,67 @@ fn the_traced_reading_agrees_with_the_reference_or_says_why_not() {
     }
 }
 
+/// The demo's ClusterNetworkPolicies (`cluster-policies.yaml`) change
+/// what its NetworkPolicies alone allow, the same way in both readings:
+/// an Admin Deny over a NetworkPolicy allowance, an Admin Accept over a
+/// NetworkPolicy isolation, a Pass handing over to the NetworkPolicy, and
+/// a Baseline Deny for pods no NetworkPolicy isolates.
+#[test]
+fn cluster_network_policies_in_the_manifests_are_honoured() {
+    let run = |files: &[&str], reading: &str| -> Vec<serde_json::Value> {
+        let mut args = vec!["policy", "matrix"];
+        for f in files {
+            args.extend(["-f", f]);
+        }
+        args.extend([
+            "--ports",
+            "8080,5432,9100",
+            "--protocols",
+            "tcp",
+            "-o",
+            "json",
+            "--reading",
+            reading,
+        ]);
+        serde_json::from_str(&strait_ok(&args)).unwrap()
+    };
+    let allowed = |cells: &[serde_json::Value], from: &str, to: &str, port: u64| {
+        cells
+            .iter()
+            .find(|c| c["from"] == from && c["to"] == to && c["port"] == port)
+            .unwrap_or_else(|| panic!("no cell {from} {to} {port}"))["allowed"]
+            .as_bool()
+            .unwrap()
+    };
+    let np_only = [
+        "examples/policy-demo/cluster.yaml",
+        "examples/policy-demo/policies.yaml",
+    ];
+    let before = run(&np_only, "reference");
+    for reading in ["reference", "traced"] {
+        let after = run(&[DEMO], reading);
+        // (from, to, port, with NetworkPolicies only, with the CNPs too)
+        for (from, to, port, np, cnp) in [
+            // db-lockdown (Admin Deny) over allow-monitoring.
+            ("monitoring/prometheus", "shop/db", 9100, true, false),
+            // health-checks (Admin Accept) over default-deny-ingress.
+            ("monitoring/prometheus", "shop/frontend", 8080, false, true),
+            // db-lockdown passes the backend to db-from-backend.
+            ("shop/backend", "shop/db", 5432, true, true),
+            ("shop/backend", "shop/db", 9100, false, false),
+            // monitoring-closed (Baseline Deny): no NetworkPolicy there.
+            ("shop/frontend", "monitoring/prometheus", 9100, true, false),
+        ] {
+            assert_eq!(allowed(&before, from, to, port), np, "{from} {to} {port}");
+            assert_eq!(
+                allowed(&after, from, to, port),
+                cnp,
+                "{reading}: {from} {to} {port}"
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_flags_and_bad_policies_are_refused_with_object_and_field() {
     let out = strait(&["policy", "matrix", "-f", DEMO, "--protocols", "icmp"]);
@@ -123,6 +185,21 @@ fn bad_flags_and_bad_policies_are_refused_with_object_and_field() {
     assert!(
         stderr.contains("NetworkPolicy shop/ranged")
             && stderr.contains("spec.ingress[0].ports[0].endPort: 9100 must be greater than or equal to port (9200)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    std::fs::write(
+        &file,
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: typo}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n  ingress: [{action: Allow, from: [{namespaces: {}}]}]\n",
+    )
+    .unwrap();
+    let out = strait(&["policy", "matrix", "-f", &file]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ClusterNetworkPolicy typo")
+            && stderr.contains("spec.ingress[0].action: Unsupported value: \"Allow\""),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

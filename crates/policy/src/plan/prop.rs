@@ -1,6 +1,8 @@
-//! Property test: for random small clusters and random policies, the
-//! matrix traced through the planned tables equals the reference reading
-//! ([`crate::semantics::matrix`]), cell for cell.
+//! Property test: for random small clusters and random policies
+//! (NetworkPolicies and ClusterNetworkPolicies of both tiers, with equal
+//! priorities on purpose), the matrix traced through the planned tables
+//! equals the reference reading ([`crate::semantics::matrix`]), cell for
+//! cell.
 
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
@@ -142,8 +144,105 @@ fn policy() -> impl Strategy<Value = (usize, Json)> {
         })
 }
 
+fn cnp_peer(egress: bool) -> impl Strategy<Value = Json> {
+    let pod_peers = prop_oneof![
+        ns_selector().prop_map(|n| json!({"namespaces": n})),
+        (ns_selector(), selector())
+            .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}})),
+    ];
+    let networks = prop::collection::vec(
+        prop_oneof![
+            Just("10.0.0.0/16"),
+            Just("10.0.2.0/24"),
+            Just("10.0.1.3/32"),
+            Just("10.0.3.2/31"),
+            Just("0.0.0.0/0"),
+            Just("::/0"),
+        ],
+        1..3,
+    )
+    .prop_map(|n| json!({"networks": n}));
+    if egress {
+        prop_oneof![2 => pod_peers, 1 => networks].boxed()
+    } else {
+        pod_peers.boxed()
+    }
+}
+
+fn cnp_protocol() -> impl Strategy<Value = Json> {
+    let port = prop_oneof![
+        Just(None),
+        Just(Some(json!({"number": 80}))),
+        Just(Some(json!({"number": 81}))),
+        Just(Some(json!({"range": {"start": 79, "end": 80}}))),
+        Just(Some(json!({"range": {"start": 80, "end": 81}}))),
+    ];
+    prop_oneof![
+        3 => (0..3usize, port).prop_map(|(p, port)| {
+            let mut m = json!({});
+            if let Some(port) = port {
+                m["destinationPort"] = port;
+            }
+            json!({(["tcp", "udp", "sctp"][p]): m})
+        }),
+        1 => (0..2usize).prop_map(|n| json!({"destinationNamedPort": (["serve", "alt"][n])})),
+    ]
+}
+
+fn cnp_rule(egress: bool) -> impl Strategy<Value = Json> {
+    (
+        0..3usize,
+        prop::collection::vec(cnp_peer(egress), 1..3),
+        prop::option::of(prop::collection::vec(cnp_protocol(), 1..3)),
+    )
+        .prop_map(move |(action, peers, protocols)| {
+            let mut r = json!({"action": (["Accept", "Deny", "Pass"][action])});
+            r[if egress { "to" } else { "from" }] = json!(peers);
+            if let Some(mut protocols) = protocols {
+                // Admission refuses named ports beside networks.
+                if peers.iter().any(|p| p.get("networks").is_some()) {
+                    protocols.retain(|p| p.get("destinationNamedPort").is_none());
+                }
+                if !protocols.is_empty() {
+                    r["protocols"] = json!(protocols);
+                }
+            }
+            r
+        })
+}
+
+/// A ClusterNetworkPolicy spec; priorities 0..3 so that ties happen.
+fn cnp() -> impl Strategy<Value = Json> {
+    let subject = prop_oneof![
+        ns_selector().prop_map(|n| json!({"namespaces": n})),
+        (ns_selector(), selector())
+            .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}})),
+    ];
+    (
+        any::<bool>(),
+        0..3i32,
+        subject,
+        prop::collection::vec(cnp_rule(false), 0..3),
+        prop::collection::vec(cnp_rule(true), 0..3),
+    )
+        .prop_map(|(admin, priority, subject, ingress, egress)| {
+            json!({
+                "tier": if admin { "Admin" } else { "Baseline" },
+                "priority": priority,
+                "subject": subject,
+                "ingress": ingress,
+                "egress": egress,
+            })
+        })
+}
+
 /// The cluster: pods by (namespace, name), later specs winning.
-fn cluster(pods: &[PodSpec], teams: &[bool; 3], policies: &[(usize, Json)]) -> Cluster {
+fn cluster(
+    pods: &[PodSpec],
+    teams: &[bool; 3],
+    policies: &[(usize, Json)],
+    cnps: &[Json],
+) -> Cluster {
     let mut c = Cluster::default();
     for (i, ns) in NAMESPACES.iter().enumerate() {
         c.namespace(
@@ -179,6 +278,9 @@ fn cluster(pods: &[PodSpec], teams: &[bool; 3], policies: &[(usize, Json)]) -> C
     for (i, (ns, spec)) in policies.iter().enumerate() {
         c.policy(NAMESPACES[*ns], &format!("p{i}"), spec.clone());
     }
+    for (i, spec) in cnps.iter().enumerate() {
+        c.cluster_policy(&format!("c{i}"), spec.clone());
+    }
     c
 }
 
@@ -190,8 +292,9 @@ proptest! {
         pods in prop::collection::vec(pod_spec(), 1..7),
         teams in any::<[bool; 3]>(),
         policies in prop::collection::vec(policy(), 0..4),
+        cnps in prop::collection::vec(cnp(), 0..4),
     ) {
-        let c = cluster(&pods, &teams, &policies);
+        let c = cluster(&pods, &teams, &policies, &cnps);
         let ports = [80, 81];
         let protocols = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
         let traced = traced_matrix(&c.state, &ports, &protocols).expect("traced");
@@ -205,6 +308,12 @@ proptest! {
             .map(|(t, r)| format!("{} -> {} {}/{}: traced {} reference {}",
                 t.from, t.to, t.port, t.protocol.as_str(), t.allowed, r.allowed))
             .collect();
-        prop_assert!(differ.is_empty(), "{:#?}\npolicies: {:#}", differ, json!(policies));
+        prop_assert!(
+            differ.is_empty(),
+            "{:#?}\npolicies: {:#}\ncluster policies: {:#}",
+            differ,
+            json!(policies),
+            json!(cnps)
+        );
     }
 }

@@ -329,3 +329,255 @@ fn overlaps(a: &Value, b: &Value) -> bool {
     let (a, b) = (range(a), range(b));
     a.0 <= b.1 && b.0 <= a.1
 }
+
+// ------------------------------------------------- ClusterNetworkPolicy tiers
+
+/// Every cell of the traced matrix equals the reference reading's.
+fn agrees_with_reference(c: &Cluster) -> Matrix {
+    let traced = matrix(c);
+    let reference = crate::semantics::matrix(&c.state, &[80, 81], &ALL);
+    let differ: Vec<String> = traced
+        .cells
+        .iter()
+        .zip(&reference.cells)
+        .filter(|(t, r)| t != r)
+        .map(|(t, r)| {
+            format!(
+                "{} -> {} {}/{}: traced {} reference {}",
+                t.from,
+                t.to,
+                t.port,
+                t.protocol.as_str(),
+                t.allowed,
+                r.allowed
+            )
+        })
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    traced
+}
+
+#[test]
+fn admin_deny_beats_network_policy_and_pass_hands_over_to_it() {
+    let mut c = Cluster::three_by_three();
+    // x's NetworkPolicy lets y in on every port.
+    c.policy(
+        "x",
+        "from-y",
+        json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    c.cluster_policy(
+        "admin",
+        json!({"tier": "Admin", "priority": 1,
+               "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [
+                   {"action": "Pass", "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}}]},
+                   {"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}],
+                    "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]},
+                   {"action": "Accept", "from": [{"namespaces": {"matchLabels": {"ns": "z"}}}],
+                    "protocols": [{"udp": {"destinationPort": {"range": {"start": 80, "end": 81}}}}]}
+               ]}),
+    );
+    let m = agrees_with_reference(&c);
+    // y/a is passed: the NetworkPolicy allows it everywhere.
+    assert!(allowed(&m, "y/a", "x/b", 80, Protocol::Tcp));
+    // y/b: denied on TCP 80 by the Admin tier, else the NetworkPolicy.
+    assert!(!allowed(&m, "y/b", "x/b", 80, Protocol::Tcp));
+    assert!(allowed(&m, "y/b", "x/b", 81, Protocol::Tcp));
+    // z is accepted on UDP 80-81 though the NetworkPolicy isolates x.
+    assert!(allowed(&m, "z/c", "x/a", 81, Protocol::Udp));
+    assert!(!allowed(&m, "z/c", "x/a", 81, Protocol::Tcp));
+}
+
+#[test]
+fn baseline_applies_only_where_no_network_policy_isolates() {
+    let mut c = Cluster::three_by_three();
+    c.cluster_policy(
+        "baseline",
+        json!({"tier": "Baseline", "priority": 5,
+               "subject": {"namespaces": {}},
+               "egress": [{"action": "Deny", "to": [{"networks": ["10.0.2.0/24"]}]}]}),
+    );
+    // z/a's egress is isolated by a NetworkPolicy that allows y: the
+    // Baseline tier does not apply to it.
+    c.policy(
+        "z",
+        "to-y",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    let m = agrees_with_reference(&c);
+    assert!(!allowed(&m, "x/a", "y/b", 80, Protocol::Tcp));
+    assert!(allowed(&m, "x/a", "z/b", 80, Protocol::Tcp));
+    assert!(allowed(&m, "z/a", "y/b", 80, Protocol::Tcp));
+    assert!(!allowed(&m, "z/a", "x/b", 80, Protocol::Tcp));
+}
+
+#[test]
+fn an_egress_accept_still_meets_the_destinations_ingress() {
+    let mut c = Cluster::three_by_three();
+    c.cluster_policy(
+        "out",
+        json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "egress": [{"action": "Accept", "to": [{"networks": ["0.0.0.0/0"]}]}]}),
+    );
+    c.cluster_policy(
+        "in",
+        json!({"tier": "Admin", "priority": 2, "subject": {"namespaces": {"matchLabels": {"ns": "y"}}},
+               "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "x"}}}]}]}),
+    );
+    let m = agrees_with_reference(&c);
+    assert!(!allowed(&m, "x/a", "y/a", 80, Protocol::Tcp));
+    assert!(allowed(&m, "x/a", "z/a", 80, Protocol::Tcp));
+}
+
+#[test]
+fn named_ports_resolve_on_each_destination_in_both_directions() {
+    let mut c = Cluster::three_by_three();
+    // b serves `serve` on 80, c on 81, a has none.
+    c.cluster_policy(
+        "named",
+        json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [
+                   {"action": "Accept", "from": [{"namespaces": {}}], "protocols": [{"destinationNamedPort": "serve"}]},
+                   {"action": "Deny", "from": [{"namespaces": {}}]}],
+               "egress": [
+                   {"action": "Deny", "to": [{"namespaces": {"matchLabels": {"ns": "y"}}}], "protocols": [{"destinationNamedPort": "serve"}]}]}),
+    );
+    let m = agrees_with_reference(&c);
+    assert!(allowed(&m, "z/a", "x/b", 80, Protocol::Tcp));
+    assert!(!allowed(&m, "z/a", "x/b", 81, Protocol::Tcp));
+    assert!(allowed(&m, "z/a", "x/c", 81, Protocol::Tcp));
+    assert!(!allowed(&m, "z/a", "x/a", 80, Protocol::Tcp));
+    assert!(!allowed(&m, "x/a", "y/b", 80, Protocol::Tcp));
+    assert!(allowed(&m, "x/a", "y/b", 81, Protocol::Tcp));
+    assert!(!allowed(&m, "x/a", "y/c", 81, Protocol::Tcp));
+}
+
+#[test]
+fn unreadable_cluster_policies_fail_closed_alike_in_both_readings() {
+    let mut c = Cluster::three_by_three();
+    // A bad peer selector in an Accept: the rule matches nothing.
+    c.cluster_policy(
+        "bad-accept",
+        json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [
+                   {"action": "Accept", "from": [{"namespaces": {"matchExpressions": [{"key": "ns", "operator": "Bogus"}]}}]},
+                   {"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    // A bad port in a Pass: the rule denies everything.
+    c.cluster_policy(
+        "bad-pass",
+        json!({"tier": "Baseline", "priority": 1, "subject": {"namespaces": {"matchLabels": {"ns": "z"}}},
+               "egress": [{"action": "Pass", "to": [{"namespaces": {}}],
+                           "protocols": [{"tcp": {"destinationPort": {"number": 0}}}]}]}),
+    );
+    // No subject: every pod, with its Deny rules only.
+    c.cluster_policy(
+        "no-subject",
+        json!({"tier": "Platform", "priority": 3, "subject": {},
+               "ingress": [
+                   {"action": "Accept", "from": [{"namespaces": {}}]},
+                   {"action": "Deny", "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "c"}}}}],
+                    "protocols": [{"udp": {}}]}]}),
+    );
+    let analysis = Analysis::new(&c.state);
+    let problems: Vec<String> = analysis.problems().iter().map(|e| e.to_string()).collect();
+    for expected in [
+        "ClusterNetworkPolicy bad-accept: spec.ingress[0].from[0].namespaces:",
+        "ClusterNetworkPolicy bad-pass: spec.egress[0].protocols[0].tcp.destinationPort: 0..0 is not a port range",
+        "ClusterNetworkPolicy no-subject: spec.tier:",
+        "ClusterNetworkPolicy no-subject: spec.subject:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected}\n{problems:#?}"
+        );
+    }
+    let m = agrees_with_reference(&c);
+    assert!(!allowed(&m, "y/a", "x/a", 80, Protocol::Tcp));
+    assert!(allowed(&m, "x/b", "x/a", 80, Protocol::Tcp));
+    assert!(!allowed(&m, "z/a", "x/b", 80, Protocol::Tcp));
+    assert!(!allowed(&m, "x/c", "y/a", 80, Protocol::Udp));
+    assert!(allowed(&m, "x/c", "y/a", 80, Protocol::Tcp));
+}
+
+#[test]
+fn node_peers_are_the_nodes_addresses() {
+    let mut c = Cluster::three_by_three();
+    c.node("n0", json!({"role": "infra"}), "192.168.0.1");
+    c.node("n1", json!({}), "192.168.0.2");
+    c.cluster_policy(
+        "no-infra",
+        json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+               "egress": [{"action": "Deny", "to": [{"nodes": {"matchLabels": {"role": "infra"}}}]}]}),
+    );
+    let plan = plan(&c.state, "n1");
+    let node = Node::default();
+    let through = |daddr: &str| {
+        // x/b (10.0.1.3) is on n1.
+        let packet = Packet::new(
+            "pod",
+            Protocol::Tcp.number(),
+            "10.0.1.3".parse().unwrap(),
+            40000,
+            daddr.parse().unwrap(),
+            80,
+        );
+        let outcomes = trace(&plan.tables(), &node, &packet).expect("traced");
+        outcomes.iter().all(|o| o.fate.passes())
+    };
+    assert!(!through("192.168.0.1"));
+    assert!(through("192.168.0.2"));
+    // The reference reading agrees, seen from a hostNetwork pod on n0.
+    c.pod_with("x", "agent", json!({}), "n0", "192.168.0.1", &[], true);
+    c.pod_with("x", "agent-2", json!({}), "n1", "192.168.0.2", &[], true);
+    let to = |name: &str| PodRef {
+        namespace: "x".into(),
+        name: name.into(),
+    };
+    let from = to("b");
+    assert!(!crate::semantics::allowed(
+        &c.state,
+        &from,
+        &to("agent"),
+        80,
+        Protocol::Tcp
+    ));
+    assert!(crate::semantics::allowed(
+        &c.state,
+        &from,
+        &to("agent-2"),
+        80,
+        Protocol::Tcp
+    ));
+}
+
+#[test]
+fn the_cost_per_packet_does_not_grow_with_the_number_of_cluster_policies() {
+    // 1 and 200 Admin policies over the same pods: the forward chain and
+    // every chain a packet can go through keep their number of rules.
+    let rules_on_the_longest_path = |n: usize| {
+        let mut c = Cluster::three_by_three();
+        for i in 0..n {
+            let action = ["Accept", "Deny", "Pass"][i % 3];
+            let pod = ["a", "b", "c"][i % 3];
+            c.cluster_policy(
+                &format!("p{i:03}"),
+                json!({"tier": if i % 2 == 0 { "Admin" } else { "Baseline" }, "priority": i % 7,
+                       "subject": {"namespaces": {}},
+                       "ingress": [{"action": action,
+                                    "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": pod}}}}],
+                                    "protocols": [{"tcp": {"destinationPort": {"number": 1000 + i as i32}}}]}]}),
+            );
+        }
+        let plan = plan(&c.state, "n0");
+        plan.v4
+            .chains
+            .values()
+            .map(|chain| chain.rules.len())
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(rules_on_the_longest_path(1), rules_on_the_longest_path(200));
+}
