@@ -1,7 +1,7 @@
 //! `ClusterState`: an immutable snapshot of the objects strait needs, indexed
 //! by namespace/name and by labels, and the set of what changed between two.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,8 +27,18 @@ use crate::{Error, Result};
 pub struct Store<T> {
     items: BTreeMap<String, BTreeMap<String, Arc<T>>>,
     len: usize,
-    /// (namespace, label key, label value) → names.
-    by_label: HashMap<(String, String, String), BTreeSet<String>>,
+    /// (namespace, label key, label value), packed by [`label_key`] →
+    /// names, sorted. Every snapshot has its own copy of this index (the
+    /// objects are shared), so it is kept small: one allocation per key
+    /// and a plain vector of names (a label rarely holds many), where a
+    /// tuple of three strings and a `BTreeSet` cost ~450 bytes per label.
+    by_label: HashMap<Box<str>, Vec<Box<str>>>,
+}
+
+/// The index key of a label in a namespace: each part but the last with
+/// its length in front, so that no two triples give the same key.
+fn label_key(namespace: &str, key: &str, value: &str) -> Box<str> {
+    format!("{}:{namespace}{}:{key}{value}", namespace.len(), key.len()).into_boxed_str()
 }
 
 impl<T> Default for Store<T> {
@@ -84,7 +94,7 @@ impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
         let matches = |o: &&Arc<T>| selector.matches_opt(o.metadata().labels.as_ref());
         match selector.equality() {
             Some((k, v)) => {
-                let key = (namespace.to_owned(), k.to_owned(), v.to_owned());
+                let key = label_key(namespace, k, v);
                 self.by_label
                     .get(&key)
                     .into_iter()
@@ -105,10 +115,14 @@ impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
         let name = meta.name.clone().unwrap_or_default();
         let old = self.remove(&namespace, &name);
         for (k, v) in meta.labels.iter().flatten() {
-            self.by_label
-                .entry((namespace.clone(), k.clone(), v.clone()))
-                .or_default()
-                .insert(name.clone());
+            let names = self
+                .by_label
+                .entry(label_key(&namespace, k, v))
+                .or_default();
+            // Objects mostly come in name order (a list is): then this is a push.
+            if let Err(at) = names.binary_search_by(|n| (**n).cmp(name.as_str())) {
+                names.insert(at, name.as_str().into());
+            }
         }
         // Look up first: the namespace is nearly always there already.
         match self.items.get_mut(&namespace) {
@@ -132,9 +146,11 @@ impl<T: Metadata<Ty = ObjectMeta>> Store<T> {
         }
         self.len -= 1;
         for (k, v) in old.metadata().labels.iter().flatten() {
-            let key = (namespace.to_owned(), k.clone(), v.clone());
+            let key = label_key(namespace, k, v);
             if let Some(names) = self.by_label.get_mut(&key) {
-                names.remove(name);
+                if let Ok(at) = names.binary_search_by(|n| (**n).cmp(name)) {
+                    names.remove(at);
+                }
                 if names.is_empty() {
                     self.by_label.remove(&key);
                 }

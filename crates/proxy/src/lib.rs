@@ -26,7 +26,7 @@ pub use plan::{
     ServiceTable, MASQUERADE_MARK,
 };
 pub use render::{
-    colliding_ports, family_in_use, is_shared_chain, label, nft_family, port_id, render,
-    render_full, render_port, table, to_table, Elements, Ruleset, TABLE, TABLE_NAME,
+    colliding_ports, family_in_use, into_table, is_shared_chain, label, nft_family, port_id,
+    render, render_full, render_port, table, to_table, Elements, Ruleset, TABLE, TABLE_NAME,
 };
 pub use sync::{ServiceProxy, Sync};

@@ -905,25 +905,32 @@ fn text_rank(name: &str) -> u8 {
 /// part and Service fragments) in it. Where two parts hold the same chain
 /// or element the later one wins.
 pub fn to_table<'a>(family: Family, parts: impl IntoIterator<Item = &'a Ruleset>) -> Table {
+    into_table(family, parts.into_iter().cloned())
+}
+
+/// [`to_table`] of parts given away: their chains and elements are moved
+/// into the table, not copied (the full sync at 10k Services would hold
+/// both copies at once).
+pub fn into_table(family: Family, parts: impl IntoIterator<Item = Ruleset>) -> Table {
     let mut t = Table::new(nft_family(family), TABLE_NAME);
-    let mut chains: BTreeMap<&str, &Chain> = BTreeMap::new();
-    let mut affinity_sets: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
+    let mut affinity_sets: BTreeMap<String, u32> = BTreeMap::new();
     let mut elements: BTreeMap<&str, Vec<(Vec<Value>, Element)>> = BTreeMap::new();
     for part in parts {
-        for (name, part_elements) in &part.elements {
+        for (name, part_elements) in part.elements {
             elements
                 .entry(name)
                 .or_default()
-                .extend(part_elements.iter().map(|(key, value)| {
+                .extend(part_elements.into_iter().map(|(key, value)| {
                     let element = Element {
-                        value: value.clone(),
+                        value,
                         comment: None,
                     };
-                    (key.clone(), element)
+                    (key, element)
                 }));
         }
-        chains.extend(part.chains.iter().map(|(n, c)| (n.as_str(), c)));
-        affinity_sets.extend(part.affinity_sets.iter().map(|(n, t)| (n.as_str(), *t)));
+        chains.extend(part.chains);
+        affinity_sets.extend(part.affinity_sets);
     }
     for name in SET_NAMES {
         let set = t.set(name, skeleton_set(name, family));
@@ -936,15 +943,18 @@ pub fn to_table<'a>(family: Family, parts: impl IntoIterator<Item = &'a Ruleset>
             .collect();
     }
     for (name, timeout) in affinity_sets {
-        t.set(name, affinity_set(family, timeout));
+        t.set(&name, affinity_set(family, timeout));
     }
     for (name, chain) in skeleton_chains(family) {
         t.chain(name, chain);
     }
-    for rank in 0..3 {
-        for (name, chain) in chains.iter().filter(|(n, _)| text_rank(n) == rank) {
-            t.chain(name, (*chain).clone());
-        }
+    let mut ranked: [Vec<(String, Chain)>; 3] = Default::default();
+    for (name, chain) in chains {
+        let rank = usize::from(text_rank(&name)).min(2);
+        ranked[rank].push((name, chain));
+    }
+    for (name, chain) in ranked.into_iter().flatten() {
+        t.chain(&name, chain);
     }
     t
 }

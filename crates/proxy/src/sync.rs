@@ -4,12 +4,13 @@
 //! through `nft -f` of its text when netlink does not take it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strait_linux::nft_apply;
 use strait_model::{ChangeSet, ClusterState, Kind};
 use strait_nft::netlink::Socket;
-use strait_nft::{text, Chain, Element, ElementValue, Op, Rule, Table, Transaction, Value};
+use strait_nft::{text, Chain, Element, Op, Rule, Table, Transaction, Value};
 
 use crate::health::HealthCheck;
 use crate::plan::{
@@ -17,12 +18,16 @@ use crate::plan::{
     ServicePort,
 };
 use crate::render::{
-    affinity_set, is_shared_chain, merge, nft_family, port_id, render_base, render_port, table,
-    to_table, Ruleset, TABLE_NAME,
+    affinity_set, into_table, is_shared_chain, merge, nft_family, port_id, render_base,
+    render_port, table, to_table, Ruleset, TABLE_NAME,
 };
 use crate::{Error, Result};
 
 type ServiceKey = (String, String);
+
+/// One Service's plan in one family: its ports, shared between what is
+/// planned and what is programmed.
+type Plan = Arc<[ServicePort]>;
 
 /// What one sync did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,11 +174,17 @@ struct FamilyProxy {
     family: Family,
     /// Whether the table may exist (a family nothing uses gets none).
     has_table: bool,
-    fragments: BTreeMap<ServiceKey, Ruleset>,
+    /// The plan whose rules the kernel holds, per Service. Its rules are
+    /// rendered again when a partial sync diffs them (rendering is
+    /// deterministic, and the node context never changes): keeping every
+    /// Service's rendered rules instead cost ~130 MB at 10k Services.
+    programmed: BTreeMap<ServiceKey, Plan>,
+    /// Per-service chains the programmed rules have (shared ones apart).
+    chain_count: usize,
     health: BTreeMap<ServiceKey, HealthCheck>,
-    planned: BTreeMap<ServiceKey, Vec<ServicePort>>,
-    /// Every element with its value and how many Services want it (several
-    /// Services may share a hairpin pair or a ClusterIP).
+    planned: BTreeMap<ServiceKey, Plan>,
+    /// How many Services want each element (several Services may share a
+    /// hairpin pair, or claim the same address).
     elements: ElementCounts,
     in_kernel: bool,
     /// The long-lived socket for partial syncs, opened on first use.
@@ -196,14 +207,85 @@ struct FamilyProxy {
     conntrack_failures: u64,
 }
 
-/// A Service's new rules (`None`: it has none any more).
-type Change = (ServiceKey, Option<Ruleset>);
+/// A Service's new plan (`None`: it has no rules any more).
+type Change = (ServiceKey, Option<Plan>);
 
 /// An element of a set or map of the table.
 type ElementKey = (&'static str, Vec<Value>);
 
-/// Every element with its value and how many Services want it.
-type ElementCounts = BTreeMap<ElementKey, (Option<ElementValue>, u32)>;
+/// An element's set and key, packed into bytes (see [`packed`]): a tenth of
+/// the typed key's heap. The proxy remembers one per element programmed
+/// (120k at 10k Services × 5 endpoints).
+type PackedKey = Box<[u8]>;
+
+/// How many Services want each element. The values are not kept: those
+/// of the Services a sync changes are rendered again.
+type ElementCounts = HashMap<PackedKey, u32>;
+
+/// An element's set and key as bytes, one to one: the set's name, then
+/// each value with a tag that says how long it is.
+fn packed(set: &str, key: &[Value]) -> PackedKey {
+    let mut out = Vec::with_capacity(set.len() + 1 + key.len() * 6);
+    out.extend_from_slice(set.as_bytes());
+    out.push(0);
+    let addr = |out: &mut Vec<u8>, ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    };
+    for v in key {
+        match v {
+            Value::Addr(ip) => {
+                out.push(1);
+                addr(&mut out, ip);
+            }
+            Value::Net(net) => {
+                out.push(2);
+                addr(&mut out, &net.addr());
+                out.push(net.prefix_len());
+            }
+            Value::Proto(p) => out.extend_from_slice(&[3, *p]),
+            Value::Port(p) => {
+                out.push(4);
+                out.extend_from_slice(&p.to_be_bytes());
+            }
+            Value::PortRange(a, b) => {
+                out.push(5);
+                out.extend_from_slice(&a.to_be_bytes());
+                out.extend_from_slice(&b.to_be_bytes());
+            }
+            Value::Number(n) | Value::Mark(n) | Value::CtState(n) | Value::CtStatus(n) => {
+                let tag = match v {
+                    Value::Number(_) => 6,
+                    Value::Mark(_) => 7,
+                    Value::CtState(_) => 8,
+                    _ => 9,
+                };
+                out.push(tag);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Value::AddrType(t) => out.extend_from_slice(&[10, *t]),
+            Value::NfProto(l3) => out.extend_from_slice(&[
+                11,
+                match l3 {
+                    strait_nft::L3::V4 => 4,
+                    strait_nft::L3::V6 => 6,
+                },
+            ]),
+            Value::Ifname(name) => {
+                out.push(12);
+                out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(name.as_bytes());
+            }
+        }
+    }
+    out.into_boxed_slice()
+}
 
 impl FamilyProxy {
     fn new(ctx: NodeContext, family: Family) -> FamilyProxy {
@@ -213,10 +295,11 @@ impl FamilyProxy {
             // Unknown until the first sync: a table left by an earlier run
             // that this cluster no longer needs is removed then.
             has_table: true,
-            fragments: BTreeMap::new(),
+            programmed: BTreeMap::new(),
+            chain_count: 0,
             health: BTreeMap::new(),
             planned: BTreeMap::new(),
-            elements: BTreeMap::new(),
+            elements: HashMap::new(),
             in_kernel: false,
             netlink: None,
             last_path: "none",
@@ -239,21 +322,50 @@ impl FamilyProxy {
         )
     }
 
-    /// The whole table this family wants (the fragments programmed, and
-    /// `shared`: shared chains no fragment uses any more but the kernel has).
-    fn table(&self, shared: &BTreeMap<String, Chain>) -> Table {
+    /// The rules of one Service's plan, exactly as they were rendered when
+    /// it was programmed: [`render_port`] depends on the port and on the
+    /// node context only.
+    fn render(&self, ports: &[ServicePort]) -> Ruleset {
+        let masq = self.has_pod_network();
+        let mut rs = Ruleset {
+            family: self.family,
+            ..Ruleset::default()
+        };
+        for sp in ports {
+            merge(&mut rs, render_port(sp, masq));
+        }
+        rs.elements.retain(|_, e| !e.is_empty());
+        rs
+    }
+
+    /// The rules of every programmed Service, in one ruleset.
+    fn render_programmed(&self) -> Ruleset {
+        let mut all = Ruleset {
+            family: self.family,
+            ..Ruleset::default()
+        };
+        for ports in self.programmed.values() {
+            merge(&mut all, self.render(ports));
+        }
+        all
+    }
+
+    /// The whole table this family wants: `services` (the rules of the
+    /// programmed Services) and `shared`, shared chains no Service uses
+    /// any more but the kernel has.
+    fn table_with(&self, services: Ruleset, shared: &BTreeMap<String, Chain>) -> Table {
         let base = self.base();
         let kept = Ruleset {
             family: self.family,
             chains: shared.clone(),
             ..Ruleset::default()
         };
-        to_table(
-            self.family,
-            std::iter::once(&base)
-                .chain(std::iter::once(&kept))
-                .chain(self.fragments.values()),
-        )
+        into_table(self.family, [base, kept, services])
+    }
+
+    /// The whole table this family wants, rendered from the programmed plans.
+    fn table(&self, shared: &BTreeMap<String, Chain>) -> Table {
+        self.table_with(self.render_programmed(), shared)
     }
 
     /// Whether Services' rules can go to the kernel: every name an
@@ -295,14 +407,13 @@ impl FamilyProxy {
         }
     }
 
-    /// Plan one Service: its rules, and remember its health check and size.
-    /// `None` when it has no rules (gone) or cannot have any (refused).
-    fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Option<Ruleset> {
+    /// Plan one Service, and remember its health check and size. `None`
+    /// when it has no rules (gone) or cannot have any (refused).
+    fn fragment(&mut self, state: &ClusterState, key: &ServiceKey) -> Option<Plan> {
         self.forget(key);
         self.refused.remove(key);
         let service = state.services.get(&key.0, &key.1)?;
         let slices = slices_of(state, &key.0, &key.1);
-        let masq = self.has_pod_network();
         let ports = plan_family(service, &slices, &self.ctx, self.family);
         let ids: BTreeSet<String> = ports.iter().map(port_id).collect();
         if let Some((id, other)) = ids
@@ -320,14 +431,6 @@ impl FamilyProxy {
             self.id_owner.insert(id.clone(), key.clone());
         }
         self.ids_of.insert(key.clone(), ids.into_iter().collect());
-        let mut rs = Ruleset {
-            family: self.family,
-            ..Ruleset::default()
-        };
-        for sp in &ports {
-            merge(&mut rs, render_port(sp, masq));
-        }
-        rs.elements.retain(|_, e| !e.is_empty());
         let problems = service_problems(service);
         if !problems.is_empty() && !ports.is_empty() {
             self.problems.insert(key.clone(), problems);
@@ -345,8 +448,9 @@ impl FamilyProxy {
                 );
             }
         }
-        self.planned.insert(key.clone(), ports);
-        Some(rs)
+        let ports: Plan = ports.into();
+        self.planned.insert(key.clone(), ports.clone());
+        Some(ports)
     }
 
     /// Report a Service that is not programmed.
@@ -363,16 +467,9 @@ impl FamilyProxy {
 
     /// Service ports, per-service chains and map elements programmed.
     fn stats(&self) -> (usize, usize, usize) {
-        let chains = self
-            .fragments
-            .values()
-            .flat_map(|f| f.chains.keys())
-            .filter(|n| !is_shared_chain(n))
-            .count()
-            + self.shared_chains.len();
         (
-            self.planned.values().map(Vec::len).sum(),
-            chains,
+            self.planned.values().map(|p| p.len()).sum(),
+            self.chain_count + self.shared_chains.len(),
             self.elements.len(),
         )
     }
@@ -382,7 +479,8 @@ impl FamilyProxy {
     /// it refuses, so that only the Services it refuses alone are left out.
     fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
-        self.fragments.clear();
+        self.programmed.clear();
+        self.chain_count = 0;
         self.elements.clear();
         self.health.clear();
         self.planned.clear();
@@ -390,18 +488,26 @@ impl FamilyProxy {
         self.refused.clear();
         self.id_owner.clear();
         self.ids_of.clear();
+        // Every Service's rules go into one ruleset as they are rendered;
+        // only their plans are kept.
+        let mut all = Ruleset {
+            family: self.family,
+            ..Ruleset::default()
+        };
         for service in state.services.iter() {
             let key = (
                 service.metadata.namespace.clone().unwrap_or_default(),
                 service.metadata.name.clone().unwrap_or_default(),
             );
-            if let Some(f) = self.fragment(state, &key) {
-                self.count(&f, 1);
-                self.fragments.insert(key, f);
+            if let Some(ports) = self.fragment(state, &key) {
+                let rules = self.render(&ports);
+                self.count(&rules, 1);
+                merge(&mut all, rules);
+                self.programmed.insert(key, ports);
             }
         }
         self.in_kernel = false;
-        let whole = self.table(&BTreeMap::new());
+        let whole = self.table_with(all, &BTreeMap::new());
         if self.in_use() {
             let applied = whole.validate().map_err(Error::from);
             if let Err(e) = applied.and_then(|()| self.replace(&whole)) {
@@ -411,11 +517,12 @@ impl FamilyProxy {
                 );
                 // The table without Services first: if even that fails the
                 // problem is not a Service's.
-                let fresh: Vec<Change> = std::mem::take(&mut self.fragments)
+                let fresh: Vec<Change> = std::mem::take(&mut self.programmed)
                     .into_iter()
                     .map(|(k, f)| (k, Some(f)))
                     .collect();
                 self.elements.clear();
+                self.chain_count = 0;
                 self.replace(&self.table(&BTreeMap::new()))?;
                 self.shared_chains.clear();
                 self.has_table = true;
@@ -437,17 +544,19 @@ impl FamilyProxy {
         Ok(Sync::Full(started.elapsed()))
     }
 
+    /// Count a Service's rules in (`delta` 1) or out (-1): its elements,
+    /// and its own chains.
     fn count(&mut self, f: &Ruleset, delta: i32) {
+        let own = f.chains.keys().filter(|n| !is_shared_chain(n)).count();
+        if delta > 0 {
+            self.chain_count += own;
+        } else {
+            self.chain_count = self.chain_count.saturating_sub(own);
+        }
         for (set, elements) in &f.elements {
-            for (k, v) in elements {
-                let entry = self
-                    .elements
-                    .entry((*set, k.clone()))
-                    .or_insert((v.clone(), 0));
-                entry.1 = (entry.1 as i32 + delta).max(0) as u32;
-                if delta > 0 {
-                    entry.0 = v.clone();
-                }
+            for k in elements.keys() {
+                let entry = self.elements.entry(packed(set, k)).or_insert(0);
+                *entry = (*entry as i32 + delta).max(0) as u32;
             }
         }
     }
@@ -468,7 +577,7 @@ impl FamilyProxy {
         let planned_before: Vec<ServicePort> = affected
             .iter()
             .filter_map(|k| self.planned.get(k))
-            .flatten()
+            .flat_map(|p| p.iter())
             .cloned()
             .collect();
         let fresh: Vec<Change> = affected
@@ -493,7 +602,7 @@ impl FamilyProxy {
         let planned_after: Vec<&ServicePort> = affected
             .iter()
             .filter_map(|k| self.planned.get(k))
-            .flatten()
+            .flat_map(|p| p.iter())
             .collect();
         let elapsed = started.elapsed();
         let mut deletions = std::mem::take(&mut self.conntrack_pending);
@@ -524,7 +633,7 @@ impl FamilyProxy {
         let (key, _) = changes.into_iter().next().expect("one change");
         self.refuse(&key, format!("the kernel refused its rules: {e}"));
         // Its old rules go too, so that what runs matches what is reported.
-        if self.fragments.contains_key(&key) {
+        if self.programmed.contains_key(&key) {
             if let Err(e) = self.try_apply(&[(key.clone(), None)]) {
                 tracing::warn!(
                     "cannot remove the old rules of Service {:?}/{:?}: {e}",
@@ -538,17 +647,24 @@ impl FamilyProxy {
     /// Apply `changes` as one transaction, or nothing: on failure the
     /// proxy's memory is as before. Whether anything was sent.
     fn try_apply(&mut self, changes: &[Change]) -> Result<bool> {
+        // The rules the kernel has for these Services, rendered again from
+        // their programmed plans, and the rules they get.
+        let rendered: Vec<(Option<Ruleset>, Option<Ruleset>)> = changes
+            .iter()
+            .map(|(key, new)| {
+                let old = self.programmed.get(key).map(|p| self.render(p));
+                (old, new.as_ref().map(|p| self.render(p)))
+            })
+            .collect();
         let mut before = Ruleset::default();
         let mut after = Ruleset::default();
         let mut touched: BTreeSet<ElementKey> = BTreeSet::new();
-        for (key, new_f) in changes {
-            let old_f = self.fragments.get(key).cloned().unwrap_or_default();
-            for f in [Some(&old_f), new_f.as_ref()].into_iter().flatten() {
+        for (old_f, new_f) in &rendered {
+            for f in [old_f, new_f].into_iter().flatten() {
                 for (set, els) in &f.elements {
                     touched.extend(els.keys().map(|k| (*set, k.clone())));
                 }
             }
-            merge(&mut before, old_f);
             if let Some(f) = new_f {
                 merge(&mut after, f.clone());
             }
@@ -557,14 +673,19 @@ impl FamilyProxy {
         // The reference counts before, of the elements these Services touch.
         let elements_before: ElementCounts = touched
             .iter()
-            .filter_map(|k| self.elements.get(k).map(|v| (k.clone(), v.clone())))
+            .map(|(set, k)| packed(set, k))
+            .filter_map(|k| self.elements.get(&k).map(|n| (k, *n)))
             .collect();
-        for (key, new_f) in changes {
-            if let Some(old_f) = self.fragments.get(key).cloned() {
-                self.count(&old_f, -1);
+        let chains_before = self.chain_count;
+        for (old_f, new_f) in rendered {
+            if let Some(f) = &old_f {
+                self.count(f, -1);
             }
-            if let Some(f) = new_f {
+            if let Some(f) = &new_f {
                 self.count(f, 1);
+            }
+            if let Some(f) = old_f {
+                merge(&mut before, f);
             }
         }
         let mut shared_before = self.shared_chains.clone();
@@ -607,10 +728,11 @@ impl FamilyProxy {
             result = self.apply(self.transaction(ops));
         }
         if let Err(e) = result {
-            for k in touched {
+            for (set, k) in touched {
+                let k = packed(set, &k);
                 match elements_before.get(&k) {
-                    Some(v) => {
-                        self.elements.insert(k, v.clone());
+                    Some(n) => {
+                        self.elements.insert(k, *n);
                     }
                     None => {
                         self.elements.remove(&k);
@@ -618,15 +740,16 @@ impl FamilyProxy {
                 }
             }
             self.shared_chains = shared_before;
+            self.chain_count = chains_before;
             return Err(e);
         }
-        for (key, new_f) in changes {
-            match new_f {
-                Some(f) => {
-                    self.fragments.insert(key.clone(), f.clone());
+        for (key, new) in changes {
+            match new {
+                Some(ports) => {
+                    self.programmed.insert(key.clone(), ports.clone());
                 }
                 None => {
-                    self.fragments.remove(key);
+                    self.programmed.remove(key);
                 }
             }
         }
@@ -764,9 +887,10 @@ fn add_rules(ops: &mut Vec<Op>, name: &str, chain: &Chain) {
     }));
 }
 
-/// The steps from `before` to `after` (the fragments of the changed
-/// Services). Elements go by reference count: one is deleted only when no
-/// Service wants it any more, added only when the first one does. Order
+/// The steps from `before` to `after` (the rules of the changed Services,
+/// before and after). Elements go by reference count: one is deleted only
+/// when no Service wants it any more, added only when the first one does,
+/// and replaced when the value a changed Service gives it changes. Order
 /// matters: what is jumped to exists first; nothing is deleted while used.
 fn diff_ops(
     before: &Ruleset,
@@ -827,29 +951,43 @@ fn diff_ops(
         .collect();
     let mut deletes: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
     let mut adds: BTreeMap<&'static str, Vec<(Vec<Value>, Element)>> = BTreeMap::new();
-    for key in touched {
+    for (set, k) in touched {
+        let key = packed(set, &k);
         // Forget what no Service wants any more (only these can have dropped to 0).
-        if elements_now.get(&key).is_some_and(|(_, n)| *n == 0) {
+        if elements_now.get(&key) == Some(&0) {
             elements_now.remove(&key);
         }
-        let was = elements_before
-            .get(&key)
-            .filter(|(_, n)| *n > 0)
-            .map(|(v, _)| v.clone());
-        let is = elements_now
-            .get(&key)
-            .filter(|(_, n)| *n > 0)
-            .map(|(v, _)| v.clone());
-        if was == is {
-            continue;
-        }
-        let (set, k) = key;
-        if was.is_some() {
+        let wanted_before = elements_before.get(&key).copied().unwrap_or(0);
+        let wanted_now = elements_now.get(&key).copied().unwrap_or(0);
+        let value_before = before.elements.get(set).and_then(|e| e.get(&k));
+        let value_after = after.elements.get(set).and_then(|e| e.get(&k));
+        let (delete, add) = match (wanted_before > 0, wanted_now > 0, value_after) {
+            (false, false, _) => (false, None),
+            (true, false, _) => (true, None),
+            // Only the changed Services can have added it.
+            (false, true, value) => (false, value),
+            // Still wanted, and no changed Service sets it: it stays as is.
+            (true, true, None) => (false, None),
+            // A set's element has no value to change.
+            (true, true, Some(None)) => (false, None),
+            (true, true, Some(value)) => {
+                // A changed Service alone had it: its own value is the
+                // kernel's. Otherwise (Services that claim the same
+                // address and port) the changed Service's value is put in.
+                let unchanged = wanted_before == 1 && value_before == Some(value);
+                if unchanged {
+                    (false, None)
+                } else {
+                    (true, Some(value))
+                }
+            }
+        };
+        if delete {
             deletes.entry(set).or_default().push(k.clone());
         }
-        if let Some(value) = is {
+        if let Some(value) = add {
             let element = Element {
-                value,
+                value: value.clone(),
                 comment: None,
             };
             adds.entry(set).or_default().push((k, element));
@@ -1028,10 +1166,10 @@ mod tests {
                     .flat_map(|(s, els)| els.keys().map(move |k| (*s, k.clone())))
             })
             .collect();
-        let before_touched: ElementCounts = counts_before
+        let before_touched: ElementCounts = touched
             .iter()
-            .filter(|(k, _)| touched.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(s, k)| packed(s, k))
+            .filter_map(|k| counts_before.get(&k).map(|n| (k, *n)))
             .collect();
         let mut shared = BTreeMap::new();
         for (n, c) in before.chains.iter().filter(|(n, _)| is_shared_chain(n)) {
@@ -1051,9 +1189,8 @@ mod tests {
         let mut out = ElementCounts::new();
         for f in fragments {
             for (set, els) in &f.elements {
-                for (k, v) in els {
-                    let e = out.entry((*set, k.clone())).or_insert((v.clone(), 0));
-                    e.1 += 1;
+                for k in els.keys() {
+                    *out.entry(packed(set, k)).or_insert(0) += 1;
                 }
             }
         }
@@ -1104,7 +1241,7 @@ mod tests {
             ],
         );
         let before = counts(&[&a, &b]);
-        assert_eq!(before[&hairpin].1, 2);
+        assert_eq!(before[&packed(hairpin.0, &hairpin.1)], 2);
         // `a` goes: its ClusterIP goes, the shared hairpin pair stays.
         let mut now = counts(&[&b]);
         let ops = diff(&a, &Ruleset::default(), &before, &mut now);

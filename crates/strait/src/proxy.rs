@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use strait_agent::{Agent, FileSource, ProxyPart, ProxyReporting, Source};
 use strait_model::ClusterState;
 use strait_proxy::{
-    colliding_ports, family_in_use, plan, render, render_full, serve_metrics, Family, NodeContext,
+    colliding_ports, family_in_use, into_table, plan, render, serve_metrics, Family, NodeContext,
     ProxyMetrics, ServiceProxy,
 };
 
@@ -214,7 +214,10 @@ pub(crate) fn print_tables(table: &strait_proxy::ServiceTable) {
     // The IPv6 table only when something needs it, as the applier does.
     for family in Family::ALL {
         if family == Family::V4 || family_in_use(table, family) {
-            print!("{}", render_full(&render(table, family)));
+            // The rendered rules moved into the table, not copied: at 10k
+            // Services a copy is tens of MB at the peak.
+            let whole = into_table(family, [render(table, family)]);
+            print!("{}", strait_nft::text::table_script(&whole));
         }
     }
 }
