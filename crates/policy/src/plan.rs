@@ -130,6 +130,9 @@ pub struct Plan {
     /// `ip6 strait-policy`.
     pub v6: Table,
     pub stats: Stats,
+    /// What each class chain stands for, by chain name: the direction and
+    /// the policies that made it (`strait trace` names them).
+    pub chains: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -358,9 +361,21 @@ impl<'a> Analysis<'a> {
         let mut v6 = skeleton(Family::Ip6, L3::V6);
         let mut stats = Stats::default();
         let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut chains = BTreeMap::new();
         let (mut ports4, mut ports6) = (PortSets::new(), PortSets::new());
         for (key, members) in &classes {
             let name = class_name(self, key, &mut names);
+            chains.insert(
+                name.clone(),
+                format!(
+                    "{} of pods isolated by NetworkPolicy {}",
+                    key.direction.as_str(),
+                    describe(key.policies.iter().map(|&pi| format!(
+                        "{}/{}",
+                        self.policies[pi].namespace, self.policies[pi].name
+                    )))
+                ),
+            );
             let grants = self.grants(key, members[0]);
             for (table, l3, port_sets) in [
                 (&mut v4, L3::V4, &mut ports4),
@@ -398,8 +413,13 @@ impl<'a> Analysis<'a> {
             }
         }
         stats.elements += stats.isolated_ingress + stats.isolated_egress;
-        self.plan_tiers(node, &mut v4, &mut v6, &mut stats, &mut names);
-        Plan { v4, v6, stats }
+        self.plan_tiers(node, &mut v4, &mut v6, &mut stats, &mut names, &mut chains);
+        Plan {
+            v4,
+            v6,
+            stats,
+            chains,
+        }
     }
 
     /// For ingress classes: how the local pod maps the named ports the
@@ -511,6 +531,20 @@ impl<'a> Analysis<'a> {
             }
         }
     }
+}
+
+/// Names for a description: all of them up to a handful, then a count.
+fn describe(names: impl Iterator<Item = String>) -> String {
+    const SHOWN: usize = 5;
+    let names: Vec<String> = names.collect();
+    if names.len() <= SHOWN {
+        return names.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        names[..SHOWN].join(", "),
+        names.len() - SHOWN
+    )
 }
 
 /// A host route as a network.

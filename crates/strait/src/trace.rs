@@ -6,6 +6,7 @@
 //! probability); the nodes' addresses and pod ranges give the routing and
 //! the overlay hop.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;
@@ -85,6 +86,7 @@ pub fn print(
         zone: &zone,
         topology,
         tables: &tables,
+        policy_chains: policy_chains(state, topology),
     };
     let from = source(state, topology, &packet.from, node)?;
     let from = Source {
@@ -443,6 +445,9 @@ pub struct RuleStep {
     pub rule: String,
     /// Whether all its matches held (its statements ran).
     pub matched: bool,
+    /// In a policy class chain: the policies it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// A whole trace.
@@ -534,6 +539,22 @@ pub struct Cluster<'a> {
     pub topology: &'a Topology,
     /// The proxy's tables of a node, as it would program them.
     pub tables: &'a dyn Fn(&NodeInfo) -> Result<Vec<Table>, Error>,
+    /// The policy tables' class chains, by name: what each stands for.
+    pub policy_chains: BTreeMap<String, String>,
+}
+
+/// What the policy planner's class chains stand for, on every node (a
+/// chain's name is a hash of its policies, the same on every node).
+pub fn policy_chains(state: &ClusterState, topology: &Topology) -> BTreeMap<String, String> {
+    if state.network_policies.is_empty() && state.cluster_network_policies.is_empty() {
+        return BTreeMap::new();
+    }
+    let analysis = strait_policy::plan::Analysis::new(state);
+    let mut chains = BTreeMap::new();
+    for n in &topology.nodes {
+        chains.extend(analysis.plan(&n.name).chains);
+    }
+    chains
 }
 
 /// Trace a packet from `from` to `to` (`NAME[:PORT]` or `IP:PORT`).
@@ -698,16 +719,23 @@ fn way(
             index: s.rule,
             rule: s.text.clone(),
             matched: s.matched,
+            policy: (s.table == strait_policy::plan::TABLE_NAME)
+                .then(|| cluster.policy_chains.get(&s.chain).cloned())
+                .flatten(),
         })
         .collect();
     let stopped_by = o.stopped_by().map(|s| {
-        format!(
+        let by = format!(
             "{} {} chain {}: {}",
             strait_nft::text::family(s.family),
             s.table,
             s.chain,
             s.text
-        )
+        );
+        match cluster.policy_chains.get(&s.chain) {
+            Some(p) if s.table == strait_policy::plan::TABLE_NAME => format!("{by} ({p})"),
+            _ => by,
+        }
     });
     let source_after = if o.masquerade || o.snat.is_some() {
         o.snat.or(Some(packet.saddr))
@@ -893,6 +921,9 @@ fn write_hop(out: &mut String, hop: &Hop, indent: usize) {
                 "{pad}           {} {} {} {} {at}: {}\n",
                 r.hook, r.family, r.table, r.chain, r.rule
             ));
+            if let Some(p) = &r.policy {
+                out.push_str(&format!("{pad}             ({p})\n"));
+            }
         }
         if let Some(next) = &w.next {
             write_hop(out, next, indent + 3);
@@ -930,7 +961,7 @@ pub fn proxy_tables(
             tables.push(strait_proxy::to_table(family, [&ruleset]));
         }
     }
-    if !state.network_policies.is_empty() {
+    if !state.network_policies.is_empty() || !state.cluster_network_policies.is_empty() {
         let policy = strait_policy::plan::plan(state, &node.name);
         tables.push(policy.v4);
         tables.push(policy.v6);

@@ -249,3 +249,58 @@ fn pods_without_an_address_are_placed_as_the_lab_would_and_said_so() {
         "{stdout}"
     );
 }
+
+#[test]
+fn strait_trace_names_the_policies_that_dropped_or_let_a_packet_pass() {
+    let files = [
+        "-f",
+        "examples/policy-demo/cluster.yaml",
+        "-f",
+        "examples/policy-demo/policies.yaml",
+    ];
+    let trace = |to: &str| {
+        let mut args = vec!["trace"];
+        args.extend(files);
+        args.extend(["--from", "shop/frontend", "--to", to]);
+        strait_ok(&args)
+    };
+    // shop/backend (10.244.2.10) takes `http` (8080) from anyone, 5432
+    // from no one: its ingress class is the shop's three ingress policies.
+    let class = "ingress of pods isolated by NetworkPolicy shop/allow-http, shop/allow-monitoring, shop/default-deny-ingress";
+    let dropped = trace("10.244.2.10:5432");
+    assert!(
+        dropped.contains("dropped (pod shop/backend on node-2)"),
+        "{dropped}"
+    );
+    let by = dropped
+        .lines()
+        .find(|l| l.trim_start().starts_with("by rule:"))
+        .unwrap_or_else(|| panic!("no rule named: {dropped}"));
+    assert!(by.contains("strait-policy") && by.contains(class), "{by}");
+
+    let passed = trace("10.244.2.10:8080");
+    assert!(
+        passed.contains("forwarded to 10.244.2.10:8080 (pod shop/backend on node-2)"),
+        "{passed}"
+    );
+    assert!(!passed.contains("dropped"), "{passed}");
+    assert!(
+        passed.contains(&format!("({class})")),
+        "the class that let it pass: {passed}"
+    );
+
+    // JSON: the step carries the policies.
+    let mut args = vec!["trace"];
+    args.extend(files);
+    args.extend([
+        "--from",
+        "shop/frontend",
+        "--to",
+        "10.244.2.10:8080",
+        "-o",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&strait_ok(&args)).expect("json");
+    let text = json.to_string();
+    assert!(text.contains(&format!("\"policy\":\"{class}\"")), "{text}");
+}

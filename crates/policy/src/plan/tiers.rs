@@ -637,6 +637,7 @@ impl Analysis<'_> {
         v6: &mut Table,
         stats: &mut Stats,
         names: &mut BTreeSet<String>,
+        chains: &mut BTreeMap<String, String>,
     ) {
         let mut lists: BTreeMap<(Tier, Direction, usize), Vec<usize>> = BTreeMap::new();
         for (ci, c) in self.cnps.iter().enumerate() {
@@ -681,6 +682,15 @@ impl Analysis<'_> {
         let mut fns6 = PortFns::new();
         for (key, members) in &classes {
             let name = self.tier_class_name(key, names);
+            chains.insert(
+                name.clone(),
+                format!(
+                    "{} of pods selected by ClusterNetworkPolicy {} ({} tier)",
+                    key.direction.as_str(),
+                    super::describe(key.policies.iter().map(|&ci| self.cnps[ci].name.clone())),
+                    key.tier.as_str()
+                ),
+            );
             for (table, l3, fns) in [(&mut *v4, L3::V4, &mut fns4), (&mut *v6, L3::V6, &mut fns6)] {
                 let map = classes_map(key.tier, key.direction);
                 let mut count = 0;
