@@ -1,10 +1,12 @@
-//! NetworkPolicy, enforced in the kernel.
+//! NetworkPolicy, and ClusterNetworkPolicy's Admin and Baseline tiers
+//! around it, enforced in the kernel.
 //!
 //! Three readings of the same objects, kept apart on purpose:
 //!
 //! - [`semantics`]: the reference reading — a direct, slow transcription of
-//!   the NetworkPolicy API reference ("is this connection allowed?"), with
-//!   no kernel in it. It is the oracle the tests hold the planner to.
+//!   the NetworkPolicy and ClusterNetworkPolicy API references ("is this
+//!   connection allowed?"), with no kernel in it. It is the oracle the
+//!   tests hold the planner to.
 //! - [`plan`]: the planner — cluster state and the node's own pods to a
 //!   typed nftables table whose cost per packet does not grow with the
 //!   number of policies (verdict maps keyed on pod address and port), and

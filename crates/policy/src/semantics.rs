@@ -1,5 +1,6 @@
-//! The reference reading of NetworkPolicy: whether one connection is
-//! allowed, straight from the API reference (networking.k8s.io/v1), with no
+//! The reference reading of NetworkPolicy and ClusterNetworkPolicy:
+//! whether one connection is allowed, straight from the API references
+//! (networking.k8s.io/v1, policy.networking.k8s.io/v1alpha2), with no
 //! kernel in it. Slow on purpose and written to be read beside the
 //! reference: it is the oracle the planner's tables are held to.
 //!

@@ -1325,3 +1325,50 @@ fn kubectl_drives_the_lab() {
     let missing = kubectl(&["get", "pod", "service-demo-client"], None);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
 }
+
+/// A ClusterNetworkPolicy applied to a running lab is enforced by the
+/// nodes' agents (`--network-policy`, which watch the kind because the
+/// lab's API server serves it): an Admin Deny cuts new connections to the
+/// echo pod from another node, and the same policy changed to Pass (no
+/// NetworkPolicy behind it) lets them through again.
+#[test]
+fn the_agents_enforce_a_cluster_network_policy() {
+    if !common::root_or_skip("the_agents_enforce_a_cluster_network_policy") {
+        return;
+    }
+    let dir = common::TempDir::new("lab-cnp");
+    let file = dir.0.join("pods.yaml");
+    let pods = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: echo, labels: {{app: echo}}}}\nspec:\n  nodeName: node-1\n  containers: [{{name: c, image: python, command: [python3, -c, {:?}]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: caller}}\nspec:\n  nodeName: node-2\n  containers: [{{name: c, image: alpine, command: [sleep, '36000']}}]\n",
+        ECHO_SOURCE
+    );
+    std::fs::write(&file, pods).unwrap();
+    let lab = Lab::up(&[], &[file.to_str().unwrap()]);
+    let echo_ip = lab.pod_ip("default", "echo");
+    let script = format!(
+        "python3 -c \"import socket; print(socket.create_connection(('{echo_ip}', 9000), 2).recv(64).decode())\""
+    );
+    let reaches = |want: bool| {
+        common::wait_for(Duration::from_secs(20), || {
+            lab.sh("caller", "default", &script).0 == want
+        })
+    };
+    assert!(reaches(true), "caller cannot reach echo\n{}", lab.log());
+    let policy = |action: &str| {
+        format!(
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: echo-closed}}\nspec:\n  tier: Admin\n  priority: 1\n  subject:\n    pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: echo}}}}}}\n  ingress:\n  - action: {action}\n    from: [{{namespaces: {{}}}}]\n    protocols: [{{tcp: {{destinationPort: {{number: 9000}}}}}}]\n"
+        )
+    };
+    lab.apply(&policy("Deny"));
+    assert!(
+        reaches(false),
+        "the Admin Deny is not enforced\n{}",
+        lab.log()
+    );
+    lab.apply(&policy("Pass"));
+    assert!(
+        reaches(true),
+        "Pass (no NetworkPolicy behind it) does not let the caller in again\n{}",
+        lab.log()
+    );
+}
