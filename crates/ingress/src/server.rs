@@ -332,6 +332,13 @@ struct Worker {
     config: Config,
 }
 
+/// The peer of a connection.
+struct Client {
+    ip: IpAddr,
+    /// `ip` as X-Forwarded-For says it.
+    header: Option<HeaderValue>,
+}
+
 /// Where a request goes.
 enum Decision {
     NoRoute,
@@ -345,9 +352,14 @@ impl Worker {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
     {
         let this = self.clone();
+        // The client's address as a header value, made once per connection.
+        let client = Rc::new(Client {
+            ip: peer.ip(),
+            header: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        });
         let service = service_fn(move |req| {
-            let this = this.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, peer.ip(), https).await) }
+            let (this, client) = (this.clone(), client.clone());
+            async move { Ok::<_, Infallible>(this.handle(req, &client, https).await) }
         });
         if let Err(e) = self
             .server
@@ -383,7 +395,7 @@ impl Worker {
     async fn handle(
         self: Rc<Self>,
         req: Request<Incoming>,
-        client: IpAddr,
+        client: &Client,
         https: bool,
     ) -> Response<Body> {
         let decision = {
@@ -524,7 +536,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// The request as the endpoint gets it: origin-form target, HTTP/1.1,
 /// without hop-by-hop headers, with X-Forwarded-For/-Proto/-Host.
-fn upstream_request(req: Request<Incoming>, client: IpAddr, https: bool) -> Request<Incoming> {
+fn upstream_request(req: Request<Incoming>, client: &Client, https: bool) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     if let Some(authority) = parts.uri.authority().cloned() {
         if !parts.headers.contains_key(header::HOST) {
@@ -539,17 +551,18 @@ fn upstream_request(req: Request<Incoming>, client: IpAddr, https: bool) -> Requ
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    let forwarded_for = match parts
-        .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
+    let forwarded_for = match parts.headers.get(&X_FORWARDED_FOR) {
+        Some(earlier) => earlier
+            .to_str()
+            .ok()
+            .and_then(|e| HeaderValue::from_str(&format!("{e}, {}", client.ip)).ok()),
+        None => client.header.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    // An earlier value that is not text is replaced, not passed on.
+    match forwarded_for {
+        Some(v) => parts.headers.insert(X_FORWARDED_FOR.clone(), v),
+        None => parts.headers.remove(&X_FORWARDED_FOR),
+    };
     parts.headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if https { "https" } else { "http" }),
