@@ -352,6 +352,7 @@ impl ObjectsOf for ClusterState {
             Kind::NetworkPolicy => keys(kind, &self.network_policies),
             Kind::Node => keys(kind, &self.nodes),
             Kind::Pod => keys(kind, &self.pods),
+            Kind::Secret => keys(kind, &self.secrets),
             Kind::Service => keys(kind, &self.services),
         }
     }

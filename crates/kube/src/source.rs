@@ -425,6 +425,9 @@ pub fn api_resource(kind: Kind) -> Option<ApiResource> {
         // Controllers' input, not a node's: the API server's controllers
         // turn them into Pods and EndpointSlices.
         Kind::Deployment | Kind::Endpoints => return None,
+        // The Ingress controller's certificates; watched only by what
+        // serves TLS (not yet a part of the agent).
+        Kind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
     })
 }
 

@@ -19,6 +19,7 @@ macro_rules! kind_table {
             NetworkPolicy(NetworkPolicy) => "networking.k8s.io/v1", namespaced: true;
             Node(Node) => "v1", namespaced: false;
             Pod(CompactPod) => "v1", namespaced: true;
+            Secret(Secret) => "v1", namespaced: true;
             Service(Service) => "v1", namespaced: true;
         }
     };

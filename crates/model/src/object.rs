@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -111,6 +111,7 @@ impl Object {
             Object::NetworkPolicy(np) => validate::network_policy(Arc::make_mut(np)),
             Object::Node(node) => validate::node_pod_cidrs(node),
             Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
+            Object::Secret(secret) => validate::secret(Arc::make_mut(secret)),
             Object::ClusterNetworkPolicy(cnp) => crate::cnp::validate(cnp),
         }
     }

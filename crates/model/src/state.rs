@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -408,6 +408,7 @@ cluster_state! {
     NetworkPolicy(NetworkPolicy) => network_policies,
     Node(Node) => nodes,
     Pod(CompactPod) => pods,
+    Secret(Secret) => secrets,
     Service(Service) => services,
 }
 

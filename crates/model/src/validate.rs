@@ -241,6 +241,118 @@ pub(crate) fn namespace(ns: &mut k8s_openapi::api::core::v1::Namespace, name: &s
         .insert(LABEL_METADATA_NAME.to_owned(), name.to_owned());
 }
 
+/// The most a Secret may hold (kube-apiserver's `MaxSecretSize`).
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// A Secret as kube-apiserver admits it: `stringData` merged into `data`
+/// (its entries win, as the API's conversion writes them), `type` defaulted
+/// to `Opaque`, keys checked as config keys, the 1 MiB limit, and the keys
+/// each built-in type requires (`tls.crt` and `tls.key` for
+/// `kubernetes.io/tls`; their content is not parsed here, as the API
+/// server does not either: the Ingress controller reports a bad pair).
+pub(crate) fn secret(secret: &mut k8s_openapi::api::core::v1::Secret) -> Check {
+    if let Some(strings) = secret.string_data.take() {
+        for (key, value) in strings {
+            secret_key(&format!("stringData[{key:?}]"), &key)?;
+            secret
+                .data
+                .get_or_insert_with(Default::default)
+                .insert(key, k8s_openapi::ByteString(value.into_bytes()));
+        }
+    }
+    let kind = secret.type_.get_or_insert_with(|| "Opaque".to_owned());
+    if kind.is_empty() {
+        *kind = "Opaque".to_owned();
+    }
+    let data = secret.data.clone().unwrap_or_default();
+    let mut total = 0usize;
+    for (key, value) in &data {
+        secret_key(&format!("data[{key:?}]"), key)?;
+        total += value.0.len();
+    }
+    if total > MAX_SECRET_BYTES {
+        return bad(
+            "data",
+            format!("too long: {total} bytes, a Secret holds at most {MAX_SECRET_BYTES}"),
+        );
+    }
+    let need = |key: &str| -> Check {
+        if data.contains_key(key) {
+            Ok(())
+        } else {
+            bad(format!("data[{key}]"), "missing: required for this type")
+        }
+    };
+    match secret.type_.as_deref().unwrap_or_default() {
+        "kubernetes.io/tls" => {
+            need("tls.crt")?;
+            need("tls.key")
+        }
+        "kubernetes.io/ssh-auth" => need("ssh-privatekey"),
+        "kubernetes.io/basic-auth"
+            if !data.contains_key("username") && !data.contains_key("password") =>
+        {
+            bad(
+                "data",
+                "must have at least one of username or password for type kubernetes.io/basic-auth",
+            )
+        }
+        "kubernetes.io/dockercfg" => docker_json(&data, ".dockercfg"),
+        "kubernetes.io/dockerconfigjson" => docker_json(&data, ".dockerconfigjson"),
+        "kubernetes.io/service-account-token" => {
+            let named = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                .is_some_and(|n| !n.is_empty());
+            if named {
+                Ok(())
+            } else {
+                bad(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "missing: required for type kubernetes.io/service-account-token",
+                )
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn docker_json(
+    data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+    key: &str,
+) -> Check {
+    match data.get(key) {
+        None => bad(format!("data[{key}]"), "missing: required for this type"),
+        Some(v) if serde_json::from_slice::<serde_json::Value>(&v.0).is_err() => {
+            bad(format!("data[{key}]"), "not valid JSON")
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// A key of `data`/`stringData`: kube-apiserver's config-key rule (it
+/// becomes a file name when the Secret is mounted).
+fn secret_key(field: &str, key: &str) -> Check {
+    let why = if key.is_empty() || key.len() > 253 {
+        Some("must be 1 to 253 characters")
+    } else if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Some("must consist of alphanumeric characters, '-', '_' or '.'")
+    } else if key == "." || key == ".." || key.starts_with("..") {
+        Some("must not be '.' or '..' nor start with '..'")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => bad(field, format!("{key:?} is not a valid key: {why}")),
+        None => Ok(()),
+    }
+}
+
 /// `metadata.name` by the rule kube-apiserver applies to the kind.
 fn object_name(kind: Kind, name: &str) -> Check {
     if name.is_empty() {
@@ -259,7 +371,8 @@ fn object_name(kind: Kind, name: &str) -> Check {
         | Kind::IngressClass
         | Kind::NetworkPolicy
         | Kind::Node
-        | Kind::Pod => dns_subdomain(name),
+        | Kind::Pod
+        | Kind::Secret => dns_subdomain(name),
     };
     if let Err(why) = valid {
         return bad("metadata.name", format!("{name:?} {why}"));
@@ -1057,6 +1170,50 @@ mod tests {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {namespace}}}\nspec: {{ports: [{{port: 80}}]}}\n"
         )
+    }
+
+    // ---- Secrets ----
+
+    #[test]
+    fn tls_secrets_need_both_keys_and_string_data_is_merged() {
+        let tls = |data: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: cert}}\ntype: kubernetes.io/tls\n{data}")
+        };
+        let err = refused(&tls("data: {tls.crt: YQ==}\n"));
+        assert!(
+            err.ends_with("data[tls.key]: missing: required for this type"),
+            "{err}"
+        );
+        let err = refused(&tls("stringData: {tls.key: k}\n"));
+        assert!(err.contains("data[tls.crt]: missing"), "{err}");
+        let loaded = parse(&tls(
+            "data: {tls.crt: YQ==, tls.key: YQ==}\nstringData: {tls.key: k}\n",
+        ))
+        .unwrap();
+        let Object::Secret(secret) = &loaded.objects[0].0 else {
+            panic!("not a Secret")
+        };
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data["tls.crt"].0, b"a");
+        assert_eq!(data["tls.key"].0, b"k", "stringData wins over data");
+        assert!(secret.string_data.is_none());
+        // Untyped is Opaque, which needs nothing.
+        let opaque = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n").unwrap();
+        let Object::Secret(secret) = &opaque.objects[0].0 else {
+            panic!("not a Secret")
+        };
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        let err =
+            refused("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {'../x': v}\n");
+        assert!(
+            err.contains("stringData[\"../x\"]: \"../x\" is not a valid key"),
+            "{err}"
+        );
+        let big = "QUFB".repeat(400_000);
+        let err = refused(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: {{a: {big}}}\n"
+        ));
+        assert!(err.contains("data: too long: 1200000 bytes"), "{err}");
     }
 
     // ---- names and namespaces ----

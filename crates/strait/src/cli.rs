@@ -43,6 +43,19 @@ pub enum Command {
     /// upstream servers with a cache.
     Dns(DnsArgs),
 
+    /// The Ingress controller: HTTP and HTTPS routes of Ingress objects.
+    ///
+    /// Serves the Ingresses whose IngressClass has `spec.controller:
+    /// strait.dev/ingress` (or, without a class, the default IngressClass if
+    /// it is strait's): hosts (exact and `*.` wildcards), paths (Exact,
+    /// Prefix, ImplementationSpecific, longest first), `defaultBackend`,
+    /// TLS with certificates from `kubernetes.io/tls` Secrets chosen by SNI.
+    /// Requests go straight to the Service's ready endpoints over kept-alive
+    /// connections; a change of the manifests is served without dropping a
+    /// connection. 404: no route; 503: no ready endpoint; 502: the endpoint
+    /// could not be reached.
+    Ingress(IngressArgs),
+
     /// The node agent of a real cluster (cluster mode), fed by the Kubernetes API.
     ///
     /// What kube-proxy does on a node, as a DaemonSet pod: watches Services,
@@ -638,6 +651,32 @@ pub struct DnsArgs {
     /// it is made. Still accepted so that existing command lines work.
     #[arg(long, value_name = "MILLISECONDS", default_value_t = 500, hide = true)]
     pub poll_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Where to serve HTTP.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:80")]
+    pub listen: String,
+
+    /// Where to serve HTTPS (certificates of the Ingresses' `tls`).
+    #[arg(long, value_name = "IP:PORT")]
+    pub tls_listen: Option<String>,
+
+    /// The `spec.controller` of the IngressClasses to serve.
+    #[arg(long, value_name = "NAME", default_value = strait_ingress::CONTROLLER)]
+    pub controller: String,
+
+    /// Worker threads, each with its own event loop (default: one per CPU
+    /// this process may run on).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// What `strait trace` and `strait lab trace` print.

@@ -14,6 +14,9 @@ pub enum Error {
     Lab(#[from] strait_lab::Error),
 
     #[error(transparent)]
+    Ingress(#[from] strait_ingress::Error),
+
+    #[error(transparent)]
     Policy(#[from] strait_policy::Error),
 
     #[error("trace: {0}")]

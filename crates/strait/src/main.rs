@@ -8,6 +8,7 @@ mod agent;
 mod cli;
 mod dns;
 mod error;
+mod ingress;
 mod lab;
 mod lab_client;
 mod lab_matrix;
@@ -46,6 +47,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
         cli::Command::Render(args) => render::run(&args),
         cli::Command::Proxy(args) => proxy::run(&args),
         cli::Command::Dns(args) => dns::run(&args),
+        cli::Command::Ingress(args) => ingress::run(&args),
         cli::Command::Agent(args) => agent::run(&args),
         cli::Command::Trace(args) => trace::run(&args),
         cli::Command::Policy(cli::PolicyCommand::Matrix(args)) => policy::matrix(&args),

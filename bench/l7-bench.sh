@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# L7 proxy throughput: wrk against `strait ingress`, nginx and haproxy, each
+# reverse-proxying to the same two nginx backends (a static body) with
+# keep-alive on both sides, the proxy pinned to core 1 (one worker), wrk and
+# the backends on core 0. Everything runs in network namespaces this script
+# creates and removes (client, proxy, backends joined by veth pairs); nothing
+# touches the host's namespace. Runs alternate between the proxies, several
+# times, at 10 and 256 connections; prints requests/s and p50/p99 of each run,
+# the medians, and the ratios strait/nginx and strait/haproxy.
+# Usage (root): bench/l7-bench.sh [SECONDS] [RUNS]   (STRAIT=PATH: that binary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+secs=${1:-10}
+runs=${2:-3}
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+if [ ${#need[@]} -gt 0 ]; then apt-get install -y -qq "${need[@]}" >/dev/null; fi
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxy on one, wrk and backends on the other)" >&2; exit 1; }
+# STRAIT=PATH measures that binary instead of building this checkout's.
+if [ -n "${STRAIT:-}" ]; then
+  strait=$(realpath "$STRAIT")
+else
+  cargo build --release -q -p strait
+  strait=$PWD/target/release/strait
+fi
+
+tag=strait-l7b-$$
+cns=$tag-client pns=$tag-proxy bns=$tag-backends
+work=$(mktemp -d /tmp/strait-l7-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for ns in "$cns" "$pns" "$bns"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# client 10.77.1.2 -- 10.77.1.1 proxy 10.77.2.1 -- 10.77.2.2, 10.77.2.3 backends
+for ns in "$cns" "$pns" "$bns"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip link add l7c0 netns "$cns" type veth peer name l7p0 netns "$pns"
+ip link add l7p1 netns "$pns" type veth peer name l7b0 netns "$bns"
+ip -n "$cns" addr add 10.77.1.2/24 dev l7c0; ip -n "$cns" link set l7c0 up
+ip -n "$pns" addr add 10.77.1.1/24 dev l7p0; ip -n "$pns" link set l7p0 up
+ip -n "$pns" addr add 10.77.2.1/24 dev l7p1; ip -n "$pns" link set l7p1 up
+ip -n "$bns" addr add 10.77.2.2/24 dev l7b0; ip -n "$bns" addr add 10.77.2.3/24 dev l7b0
+ip -n "$bns" link set l7b0 up
+
+# The backends: nginx, one worker each, a static body of 612 bytes (nginx's
+# own welcome page size), keep-alive without a request limit.
+mkdir -p "$work/www"
+head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
+for ip in 10.77.2.2 10.77.2.3; do
+  cat >"$work/backend-$ip.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/backend-$ip.pid;
+error_log $work/backend-$ip.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  server { listen $ip:8080 backlog=4096; root $work/www; location / { index index.html; } }
+}
+CONF
+  ip netns exec "$bns" taskset -c 0 nginx -c "$work/backend-$ip.conf" -e "$work/backend-$ip.log" &
+  pids+=($!)
+done
+
+# The proxies, on core 1, one worker each, keep-alive to the backends.
+cat >"$work/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/nginx.pid;
+error_log $work/nginx.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  upstream web { server 10.77.2.2:8080; server 10.77.2.3:8080; keepalive 512; keepalive_requests 100000000; }
+  server {
+    listen 10.77.1.1:8002 backlog=4096;
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  option http-keep-alive
+  http-reuse always
+frontend web
+  bind 10.77.1.1:8003
+  default_backend web
+backend web
+  balance roundrobin
+  server b1 10.77.2.2:8080
+  server b2 10.77.2.3:8080
+CONF
+cat >"$work/ingress.yaml" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: strait
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: strait.dev/ingress}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: [10.77.2.2]}, {addresses: [10.77.2.3]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  rules:
+  - http:
+      paths: [{pathType: Prefix, path: /, backend: {service: {name: web, port: {number: 80}}}}]
+YAML
+ip netns exec "$pns" taskset -c 1 "$strait" ingress -f "$work/ingress.yaml" --listen 10.77.1.1:8001 \
+  --workers 1 2>"$work/strait.log" &
+pids+=($!); strait_pid=$!
+ip netns exec "$pns" taskset -c 1 nginx -c "$work/nginx.conf" -e "$work/nginx.log" &
+pids+=($!)
+ip netns exec "$pns" taskset -c 1 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
+pids+=($!)
+
+ready() { # port
+  for _ in $(seq 1 200); do
+    if ip netns exec "$cns" bash -c "exec 3<>/dev/tcp/10.77.1.1/$1" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "proxy on port $1 did not come up" >&2; cat "$work"/*.log >&2; return 1
+}
+ready 8001; ready 8002; ready 8003
+for p in 8001 8002 8003; do
+  body=$(ip netns exec "$cns" wrk -t1 -c1 -d1s "http://10.77.1.1:$p/" 2>&1 | awk '/Non-2xx/ {print "non-2xx"}')
+  [ -z "$body" ] || { echo "proxy on $p answers errors" >&2; exit 1; }
+done
+
+# wrk output -> "rps p50_ms p99_ms errors"
+parse() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+    /Requests\/sec/ { rps = $2 } /Non-2xx/ { err += $NF } /Socket errors/ { err += 1 }
+    END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err }'
+}
+declare -A port=([strait]=8001 [nginx]=8002 [haproxy]=8003)
+order=(strait nginx haproxy)
+results=$work/results
+: >"$results"
+printf '%-5s %-4s %-8s %10s %9s %9s %6s\n' conns run proxy req/s p50/ms p99/ms errors
+for c in 10 256; do
+  for run in $(seq 1 "$runs"); do
+    # Rotate who goes first, so that drift in the machine's load is shared.
+    for i in 0 1 2; do
+      p=${order[$(( (i + run) % 3 ))]}
+      threads=2; [ "$c" -lt 2 ] && threads=1
+      out=$(ip netns exec "$cns" taskset -c 0 wrk -t"$threads" -c"$c" -d"${secs}s" --latency "http://10.77.1.1:${port[$p]}/" 2>&1)
+      read -r rps p50 p99 err < <(parse <<<"$out")
+      printf '%-5s %-4s %-8s %10s %9s %9s %6s\n' "$c" "$run" "$p" "$rps" "$p50" "$p99" "$err"
+      echo "$c $p $rps $p50 $p99 $err" >>"$results"
+    done
+  done
+done
+echo
+echo "medians over $runs runs of ${secs}s (wrk -t2, the proxy alone on core 1):"
+printf '%-5s %-8s %10s %9s %9s\n' conns proxy req/s p50/ms p99/ms
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+for c in 10 256; do
+  declare -A med_rps=() med_p99=()
+  for p in strait nginx haproxy; do
+    rps=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $3}' "$results" | median)
+    p50=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $4}' "$results" | median)
+    p99=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $5}' "$results" | median)
+    med_rps[$p]=$rps; med_p99[$p]=$p99
+    printf '%-5s %-8s %10.0f %9.3f %9.3f\n' "$c" "$p" "$rps" "$p50" "$p99"
+  done
+  awk -v c="$c" -v s="${med_rps[strait]}" -v n="${med_rps[nginx]}" -v h="${med_rps[haproxy]}" \
+      -v sp="${med_p99[strait]}" -v np="${med_p99[nginx]}" -v hp="${med_p99[haproxy]}" \
+    'BEGIN {printf "%s connections: req/s strait/nginx %.2f, strait/haproxy %.2f; p99 strait/nginx %.2f, strait/haproxy %.2f\n", c, s/n, s/h, sp/np, sp/hp}'
+done
+echo "strait RSS: $(awk '/VmRSS/ {print int($2/1024)}' /proc/$strait_pid/status) MB"
