@@ -771,16 +771,35 @@ impl Analysis<'_> {
             })
             .collect();
         let cuts: Vec<u128> = cuts.into_iter().collect();
+        // Which rules name an address as a pod, and which have networks:
+        // an interval looks at those only (not at every rule).
+        let mut by_addr: HashMap<u128, Vec<usize>> = HashMap::new();
+        let mut with_nets: Vec<usize> = Vec::new();
+        for (ri, (nets, addrs)) in shapes.iter().enumerate() {
+            for &a in addrs {
+                by_addr.entry(a).or_default().push(ri);
+            }
+            if !nets.is_empty() {
+                with_nets.push(ri);
+            }
+        }
         let mut out: Vec<(u128, u128, PortFn)> = Vec::new();
         for (i, &lo) in cuts.iter().enumerate() {
             let hi = cuts.get(i + 1).map_or(max, |next| next - 1);
+            // The rules naming [lo, hi], in rule order.
+            let mut hits: Vec<usize> = with_nets
+                .iter()
+                .copied()
+                .filter(|&ri| shapes[ri].0.iter().any(|&(a, b)| a <= lo && hi <= b))
+                .collect();
+            if lo == hi {
+                hits.extend(by_addr.get(&lo).into_iter().flatten().copied());
+            }
+            hits.sort_unstable();
+            hits.dedup();
             let mut matched: Vec<Matched> = Vec::new();
-            for (r, (nets, addrs)) in rules.iter().zip(&shapes) {
-                let hit = nets.iter().any(|&(a, b)| a <= lo && hi <= b)
-                    || (lo == hi && addrs.contains(&lo));
-                if !hit {
-                    continue;
-                }
+            for ri in hits {
+                let r = rules[ri];
                 let ports = match &r.ports {
                     RulePorts::All => None,
                     RulePorts::Listed { ranges, named } => {
