@@ -204,3 +204,8 @@ for c in 10 256; do
     'BEGIN {printf "%s connections: req/s strait/nginx %.2f, strait/haproxy %.2f; p99 strait/nginx %.2f, strait/haproxy %.2f\n", c, s/n, s/h, sp/np, sp/hp}'
 done
 echo "strait RSS: $(awk '/VmRSS/ {print int($2/1024)}' /proc/$strait_pid/status) MB"
+# Connections each proxy holds to the backends now, and connections closed
+# in the last minute (TIME-WAIT on the proxy's side: churn).
+echo "connections to the backends held after the runs (by process): $(ip netns exec "$pns" ss -tnpH state established dst 10.77.2.0/24 \
+  | grep -o 'users:(("[^"]*"' | cut -d'"' -f2 | sort | uniq -c | awk '{printf "%s %s; ", $2, $1}')"
+echo "TIME-WAIT in the proxy's namespace: $(ip netns exec "$pns" ss -tnH state time-wait | wc -l)"
