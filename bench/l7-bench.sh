@@ -132,9 +132,9 @@ ip netns exec "$pns" taskset -c 1 "$strait" ingress -f "$work/ingress.yaml" --li
   --workers 1 2>"$work/strait.log" &
 pids+=($!); strait_pid=$!
 ip netns exec "$pns" taskset -c 1 nginx -c "$work/nginx.conf" -e "$work/nginx.log" &
-pids+=($!)
+pids+=($!); nginx_pid=$!
 ip netns exec "$pns" taskset -c 1 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
-pids+=($!)
+pids+=($!); haproxy_pid=$!
 
 ready() { # port
   for _ in $(seq 1 200); do
@@ -158,26 +158,36 @@ parse() {
     END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err }'
 }
 declare -A port=([strait]=8001 [nginx]=8002 [haproxy]=8003)
+declare -A pid=([strait]=$strait_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+# The CPU time a process used so far (user + system, in clock ticks): per
+# request, it says how much of its core each proxy spends, whether or not
+# the core was the bottleneck of the run.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 order=(strait nginx haproxy)
 results=$work/results
 : >"$results"
-printf '%-5s %-4s %-8s %10s %9s %9s %6s\n' conns run proxy req/s p50/ms p99/ms errors
+printf '%-5s %-4s %-8s %10s %9s %9s %6s %12s\n' conns run proxy req/s p50/ms p99/ms errors "cpu-us/req"
 for c in 10 256; do
   for run in $(seq 1 "$runs"); do
     # Rotate who goes first, so that drift in the machine's load is shared.
     for i in 0 1 2; do
       p=${order[$(( (i + run) % 3 ))]}
       threads=2; [ "$c" -lt 2 ] && threads=1
+      before=$(cpu_ticks "${pid[$p]}")
       out=$(ip netns exec "$cns" taskset -c 0 wrk -t"$threads" -c"$c" -d"${secs}s" --latency "http://10.77.1.1:${port[$p]}/" 2>&1)
+      after=$(cpu_ticks "${pid[$p]}")
       read -r rps p50 p99 err < <(parse <<<"$out")
-      printf '%-5s %-4s %-8s %10s %9s %9s %6s\n' "$c" "$run" "$p" "$rps" "$p50" "$p99" "$err"
-      echo "$c $p $rps $p50 $p99 $err" >>"$results"
+      requests=$(awk '/requests in/ {print $1}' <<<"$out")
+      cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+      printf '%-5s %-4s %-8s %10s %9s %9s %6s %12s\n' "$c" "$run" "$p" "$rps" "$p50" "$p99" "$err" "$cpu"
+      echo "$c $p $rps $p50 $p99 $err $cpu" >>"$results"
     done
   done
 done
 echo
 echo "medians over $runs runs of ${secs}s (wrk -t2, the proxy alone on core 1):"
-printf '%-5s %-8s %10s %9s %9s\n' conns proxy req/s p50/ms p99/ms
+printf '%-5s %-8s %10s %9s %9s %12s\n' conns proxy req/s p50/ms p99/ms "cpu-us/req"
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 for c in 10 256; do
   declare -A med_rps=() med_p99=()
@@ -185,11 +195,17 @@ for c in 10 256; do
     rps=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $3}' "$results" | median)
     p50=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $4}' "$results" | median)
     p99=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $5}' "$results" | median)
+    cpu=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $7}' "$results" | median)
     med_rps[$p]=$rps; med_p99[$p]=$p99
-    printf '%-5s %-8s %10.0f %9.3f %9.3f\n' "$c" "$p" "$rps" "$p50" "$p99"
+    printf '%-5s %-8s %10.0f %9.3f %9.3f %12.1f\n' "$c" "$p" "$rps" "$p50" "$p99" "$cpu"
   done
   awk -v c="$c" -v s="${med_rps[strait]}" -v n="${med_rps[nginx]}" -v h="${med_rps[haproxy]}" \
       -v sp="${med_p99[strait]}" -v np="${med_p99[nginx]}" -v hp="${med_p99[haproxy]}" \
     'BEGIN {printf "%s connections: req/s strait/nginx %.2f, strait/haproxy %.2f; p99 strait/nginx %.2f, strait/haproxy %.2f\n", c, s/n, s/h, sp/np, sp/hp}'
 done
 echo "strait RSS: $(awk '/VmRSS/ {print int($2/1024)}' /proc/$strait_pid/status) MB"
+# Connections each proxy holds to the backends now, and connections closed
+# in the last minute (TIME-WAIT on the proxy's side: churn).
+echo "connections to the backends held after the runs (by process): $(ip netns exec "$pns" ss -tnpH state established dst 10.77.2.0/24 \
+  | grep -o 'users:(("[^"]*"' | cut -d'"' -f2 | sort | uniq -c | awk '{printf "%s %s; ", $2, $1}')"
+echo "TIME-WAIT in the proxy's namespace: $(ip netns exec "$pns" ss -tnH state time-wait | wc -l)"
