@@ -591,7 +591,9 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
     let syncs = |m: &str| metric(m, "strait_proxy_sync_duration_seconds_count");
     let updates = |m: &str| metric(m, "strait_kube_updates_total");
     let lists = |m: &str| metric(m, "strait_kube_full_lists_total");
-    let kinds = strait_kube::AGENT_KINDS.len() as f64;
+    // The lab's API server serves the optional kinds too (ClusterNetworkPolicy),
+    // so the agent watches them all: a 410 relists every one of them.
+    let kinds = (strait_kube::AGENT_KINDS.len() + strait_kube::AGENT_OPTIONAL_KINDS.len()) as f64;
 
     let vip: SocketAddr = "10.96.0.50:80".parse().unwrap();
     let probe = Probe::start(bed.client.ns.path().to_owned(), vip);
