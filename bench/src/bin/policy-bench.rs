@@ -21,52 +21,20 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use strait_linux::NetNs;
+use strait_bench::{routed_pods, Ns, CLIENT_IP, SERVER_IP};
 use strait_model::ClusterState;
 use strait_policy::fixture::Cluster;
 use strait_policy::PolicyApplier;
 
 const NODE: &str = "node-0";
-const SERVER: &str = "10.244.0.6";
-const CLIENT: &str = "10.244.0.2";
+const SERVER: &str = SERVER_IP;
+const CLIENT: &str = CLIENT_IP;
 const PORT: u16 = 8080;
 /// A port of the server no policy opens to the client.
 const DENIED_PORT: u16 = 9999;
-
-struct Ns(String, NetNs);
-
-impl Ns {
-    fn new(role: &str) -> Ns {
-        let name = format!("strait-bench-{}-{role}", std::process::id());
-        let _ = NetNs::delete(&name);
-        Ns(
-            name.clone(),
-            NetNs::create(&name).unwrap_or_else(|e| panic!("{name}: {e}")),
-        )
-    }
-    fn sh(&self, args: &[&str]) {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let out = self
-            .1
-            .run(move || Command::new(&args[0]).args(&args[1..]).output().unwrap())
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.0);
-    }
-}
 
 /// 1,000 policies over 1,000 pods of this node, plus the measured pair:
 /// `ns-0/server` (app=server, port `http` = 8080) isolated for ingress,
@@ -218,28 +186,7 @@ fn main() {
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3000);
 
-    let node = Ns::new("pol-node");
-    let client = Ns::new("pol-client");
-    let server = Ns::new("pol-server");
-    node.sh(&[
-        "ip", "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &client.0,
-    ]);
-    node.sh(&[
-        "ip", "link", "add", "s0", "type", "veth", "peer", "name", "eth0", "netns", &server.0,
-    ]);
-    node.sh(&["ip", "addr", "add", "10.244.0.1/30", "dev", "c0"]);
-    node.sh(&["ip", "addr", "add", "10.244.0.5/30", "dev", "s0"]);
-    for dev in ["c0", "s0"] {
-        node.sh(&["ip", "link", "set", dev, "up"]);
-    }
-    node.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    client.sh(&["ip", "addr", "add", &format!("{CLIENT}/30"), "dev", "eth0"]);
-    server.sh(&["ip", "addr", "add", &format!("{SERVER}/30"), "dev", "eth0"]);
-    for (ns, gw) in [(&client, "10.244.0.1"), (&server, "10.244.0.5")] {
-        ns.sh(&["ip", "link", "set", "eth0", "up"]);
-        ns.sh(&["ip", "link", "set", "lo", "up"]);
-        ns.sh(&["ip", "route", "add", "default", "via", gw]);
-    }
+    let (node, client, server) = routed_pods("pol");
     // The client opens many short connections: let it reuse its ports.
     client.sh(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
     let proxy = strait_proxy::render(

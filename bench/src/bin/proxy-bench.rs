@@ -15,44 +15,13 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use strait_agent::{Agent, Changes, FileSource, ProxyPart, ProxyReporting, Source};
+use strait_bench::{routed_pods, Ns};
 use strait_linux::{nft_apply, NetNs};
 use strait_model::{controllers, parse_str, ClusterState, Format, Kind, ObjectKey};
 use strait_proxy::{plan, render, render_full, Family, NodeContext, ServiceProxy, Sync};
-
-struct Ns(String, NetNs);
-
-impl Ns {
-    fn new(role: &str) -> Ns {
-        let name = format!("strait-bench-{}-{role}", std::process::id());
-        let _ = NetNs::delete(&name);
-        Ns(
-            name.clone(),
-            NetNs::create(&name).unwrap_or_else(|e| panic!("{name}: {e}")),
-        )
-    }
-    fn sh(&self, args: &[&str]) {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let out = self
-            .1
-            .run(move || Command::new(&args[0]).args(&args[1..]).output().unwrap())
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.0);
-    }
-}
 
 /// The ClusterIP of Service `s`: clear of the addresses Kubernetes reserves.
 fn vip(s: usize) -> std::net::Ipv4Addr {
@@ -491,28 +460,7 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 fn datapath(ctx: &NodeContext) {
-    let node = Ns::new("dp-node");
-    let client = Ns::new("dp-client");
-    let server = Ns::new("dp-server");
-    node.sh(&[
-        "ip", "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &client.0,
-    ]);
-    node.sh(&[
-        "ip", "link", "add", "s0", "type", "veth", "peer", "name", "eth0", "netns", &server.0,
-    ]);
-    node.sh(&["ip", "addr", "add", "10.244.0.1/30", "dev", "c0"]);
-    node.sh(&["ip", "addr", "add", "10.244.0.5/30", "dev", "s0"]);
-    for dev in ["c0", "s0"] {
-        node.sh(&["ip", "link", "set", dev, "up"]);
-    }
-    node.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    client.sh(&["ip", "addr", "add", "10.244.0.2/30", "dev", "eth0"]);
-    server.sh(&["ip", "addr", "add", "10.244.0.6/30", "dev", "eth0"]);
-    for (ns, gw) in [(&client, "10.244.0.1"), (&server, "10.244.0.5")] {
-        ns.sh(&["ip", "link", "set", "eth0", "up"]);
-        ns.sh(&["ip", "link", "set", "lo", "up"]);
-        ns.sh(&["ip", "route", "add", "default", "via", gw]);
-    }
+    let (node, client, server) = routed_pods("dp");
     // 10k Services; the first one's endpoints are all the server.
     let mut json = cluster_json(10000, None);
     json = json.replacen(
