@@ -6,6 +6,7 @@
 //! probability); the nodes' addresses and pod ranges give the routing and
 //! the overlay hop.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -80,13 +81,14 @@ pub fn print(
         .map(|c| c.dns_ip())
         .collect();
     let zone = Zone::build(state, domain, 5, 1, &dns_ips);
-    let tables = |n: &NodeInfo| proxy_tables(state, topology, n);
+    let policy_chains = RefCell::new(BTreeMap::new());
+    let tables = |n: &NodeInfo| node_tables(state, topology, n, &policy_chains);
     let cluster = Cluster {
         state,
         zone: &zone,
         topology,
         tables: &tables,
-        policy_chains: policy_chains(state, topology),
+        policy_chains: &policy_chains,
     };
     let from = source(state, topology, &packet.from, node)?;
     let from = Source {
@@ -539,22 +541,10 @@ pub struct Cluster<'a> {
     pub topology: &'a Topology,
     /// The proxy's tables of a node, as it would program them.
     pub tables: &'a dyn Fn(&NodeInfo) -> Result<Vec<Table>, Error>,
-    /// The policy tables' class chains, by name: what each stands for.
-    pub policy_chains: BTreeMap<String, String>,
-}
-
-/// What the policy planner's class chains stand for, on every node (a
-/// chain's name is a hash of its policies, the same on every node).
-pub fn policy_chains(state: &ClusterState, topology: &Topology) -> BTreeMap<String, String> {
-    if state.network_policies.is_empty() && state.cluster_network_policies.is_empty() {
-        return BTreeMap::new();
-    }
-    let analysis = strait_policy::plan::Analysis::new(state);
-    let mut chains = BTreeMap::new();
-    for n in &topology.nodes {
-        chains.extend(analysis.plan(&n.name).chains);
-    }
-    chains
+    /// The policy tables' class chains, by name: what each stands for
+    /// (filled by `tables` for the nodes it plans; a chain's name is a
+    /// hash of its policies, the same on every node).
+    pub policy_chains: &'a RefCell<BTreeMap<String, String>>,
 }
 
 /// Trace a packet from `from` to `to` (`NAME[:PORT]` or `IP:PORT`).
@@ -720,7 +710,7 @@ fn way(
             rule: s.text.clone(),
             matched: s.matched,
             policy: (s.table == strait_policy::plan::TABLE_NAME)
-                .then(|| cluster.policy_chains.get(&s.chain).cloned())
+                .then(|| cluster.policy_chains.borrow().get(&s.chain).cloned())
                 .flatten(),
         })
         .collect();
@@ -732,7 +722,7 @@ fn way(
             s.chain,
             s.text
         );
-        match cluster.policy_chains.get(&s.chain) {
+        match cluster.policy_chains.borrow().get(&s.chain) {
             Some(p) if s.table == strait_policy::plan::TABLE_NAME => format!("{by} ({p})"),
             _ => by,
         }
@@ -944,11 +934,13 @@ pub fn node_context(topology: &Topology, node: &NodeInfo) -> NodeContext {
 
 /// The tables on `node`: the proxy's, for both families that are in use,
 /// and, when the cluster has NetworkPolicies, the policy part's (so a
-/// trace shows which policy class and rule let a packet pass or dropped it).
-pub fn proxy_tables(
+/// trace shows which policy class and rule let a packet pass or dropped
+/// it); what the policy class chains stand for goes into `policy_chains`.
+pub fn node_tables(
     state: &ClusterState,
     topology: &Topology,
     node: &NodeInfo,
+    policy_chains: &RefCell<BTreeMap<String, String>>,
 ) -> Result<Vec<Table>, Error> {
     let ctx = node_context(topology, node);
     let planned = strait_proxy::plan(state, &ctx);
@@ -963,6 +955,7 @@ pub fn proxy_tables(
     }
     if !state.network_policies.is_empty() || !state.cluster_network_policies.is_empty() {
         let policy = strait_policy::plan::plan(state, &node.name);
+        policy_chains.borrow_mut().extend(policy.chains);
         tables.push(policy.v4);
         tables.push(policy.v6);
     }
