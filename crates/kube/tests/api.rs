@@ -402,7 +402,18 @@ fn a_compacted_version_is_an_error_event_and_the_source_relists() {
     let first_event = cluster.runtime.block_on(async {
         use futures_util::StreamExt;
         let params = kube::api::WatchParams::default();
-        let stream = api.watch(&params, &old).await.expect("HTTP 200");
+        // The client's pooled connection may be one the restart closed:
+        // that send fails before any request is made; the next opens anew.
+        let mut tries = 0;
+        let stream = loop {
+            match api.watch(&params, &old).await {
+                Ok(stream) => break stream,
+                Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if tries < 3 => {
+                    tries += 1
+                }
+                Err(e) => panic!("HTTP 200: {e:?}"),
+            }
+        };
         let mut stream = std::pin::pin!(stream);
         stream.next().await
     });
