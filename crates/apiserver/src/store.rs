@@ -292,6 +292,30 @@ struct Inner {
 }
 
 impl Inner {
+    /// The IngressClass marked default
+    /// (`ingressclass.kubernetes.io/is-default-class: "true"`); of several,
+    /// the newest, then the first by name, as kube-apiserver chooses.
+    fn default_ingress_class(&self) -> Option<String> {
+        let classes = self.buckets.get(&("networking.k8s.io", "ingressclasses"))?;
+        classes
+            .objects
+            .values()
+            .filter(|c| {
+                c.pointer("/metadata/annotations/ingressclass.kubernetes.io~1is-default-class")
+                    .and_then(Value::as_str)
+                    == Some("true")
+            })
+            .map(|c| {
+                (
+                    meta_str(c, "creationTimestamp").unwrap_or_default(),
+                    meta_str(c, "name").unwrap_or_default(),
+                )
+            })
+            // RFC 3339 times in UTC with a fixed format order as they read.
+            .max_by(|a, b| a.0.cmp(b.0).then_with(|| b.1.cmp(a.1)))
+            .map(|(_, name)| name.to_owned())
+    }
+
     fn bucket(&self, resource: &Resource) -> Option<&Bucket> {
         self.buckets.get(&(resource.group, resource.plural))
     }
@@ -547,6 +571,10 @@ impl Store {
         };
         check_name(resource, &name)?;
         set_identity(&mut object, resource, &namespace, &name);
+        if is_ingresses(resource) {
+            let class = self.lock().default_ingress_class();
+            set_default_ingress_class(&mut object, class);
+        }
         // Admission runs without the store's lock: it may be slow, and an
         // admission that reads the store (address allocation) must not
         // deadlock. The checks against the stored objects follow, locked.
@@ -1151,6 +1179,31 @@ fn is_pods(resource: &Resource) -> bool {
 
 fn is_namespaces(resource: &Resource) -> bool {
     resource.group.is_empty() && resource.plural == "namespaces"
+}
+
+fn is_ingresses(resource: &Resource) -> bool {
+    resource.group == "networking.k8s.io" && resource.plural == "ingresses"
+}
+
+/// kube-apiserver's DefaultIngressClass admission, on create: an Ingress
+/// that names no class (neither `spec.ingressClassName` nor the older
+/// `kubernetes.io/ingress.class` annotation) gets the default one's name.
+fn set_default_ingress_class(ingress: &mut Value, class: Option<String>) {
+    let Some(class) = class else {
+        return;
+    };
+    if ingress
+        .pointer("/spec/ingressClassName")
+        .is_some_and(|c| !c.is_null())
+        || ingress
+            .pointer("/metadata/annotations/kubernetes.io~1ingress.class")
+            .is_some()
+    {
+        return;
+    }
+    if let Some(spec) = ingress.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("ingressClassName".into(), class.into());
+    }
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -2516,6 +2569,52 @@ mod tests {
         held["metadata"]["finalizers"] = json!([]);
         lab.update("namespaces", "", "held", held, None).unwrap();
         assert_eq!(lab.get("namespaces", "", "held").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn an_ingress_without_a_class_gets_the_newest_default_one_on_create() {
+        let mut lab = Lab::new();
+        let class = |name: &str, default: Option<&str>| {
+            let mut c = json!({"metadata": {"name": name}, "spec": {"controller": "x.dev/c"}});
+            if let Some(d) = default {
+                c["metadata"]["annotations"] =
+                    json!({"ingressclass.kubernetes.io/is-default-class": d});
+            }
+            c
+        };
+        let ingress = |name: &str| json!({"metadata": {"name": name}, "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}});
+        let class_of = |o: &Value| o.pointer("/spec/ingressClassName").cloned();
+        // No default class: nothing is set.
+        let plain = lab.create("ingresses", "default", ingress("a")).unwrap();
+        assert_eq!(class_of(&plain), None);
+        lab.create("ingressclasses", "", class("old", Some("true")))
+            .unwrap();
+        lab.create("ingressclasses", "", class("other", Some("false")))
+            .unwrap();
+        let b = lab.create("ingresses", "default", ingress("b")).unwrap();
+        assert_eq!(class_of(&b), Some(json!("old")));
+        // Of two defaults, the newer; in the same second, the first by name.
+        lab.now += 10;
+        lab.create("ingressclasses", "", class("newer", Some("true")))
+            .unwrap();
+        lab.create("ingressclasses", "", class("newest-z", Some("true")))
+            .unwrap();
+        let c = lab.create("ingresses", "default", ingress("c")).unwrap();
+        assert_eq!(class_of(&c), Some(json!("newer")));
+        // A class named, or the older annotation, is left as written.
+        let mut named = ingress("d");
+        named["spec"]["ingressClassName"] = "other".into();
+        let d = lab.create("ingresses", "default", named).unwrap();
+        assert_eq!(class_of(&d), Some(json!("other")));
+        let mut annotated = ingress("e");
+        annotated["metadata"]["annotations"] = json!({"kubernetes.io/ingress.class": "nginx"});
+        let e = lab.create("ingresses", "default", annotated).unwrap();
+        assert_eq!(class_of(&e), None);
+        // Only on create: an update keeps what it writes.
+        let mut a = (*lab.get("ingresses", "default", "a").unwrap()).clone();
+        a["spec"]["rules"] = json!([]);
+        let a = lab.update("ingresses", "default", "a", a, None).unwrap();
+        assert_eq!(class_of(&a), None);
     }
 
     #[test]

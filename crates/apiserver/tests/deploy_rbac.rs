@@ -186,6 +186,22 @@ fn the_dns_server_may_only_read_what_it_answers_from() {
 }
 
 #[test]
+fn the_ingress_controller_reads_what_it_routes_and_writes_only_status() {
+    let deploy = Deploy::load();
+    let ingress = UserInfo::service_account("kube-system", "strait-ingress");
+    let watch: &[&str] = &["list", "watch"];
+    let expected = set(&[
+        ("", "services", watch),
+        ("", "secrets", watch),
+        ("discovery.k8s.io", "endpointslices", watch),
+        ("networking.k8s.io", "ingresses", watch),
+        ("networking.k8s.io", "ingressclasses", watch),
+        ("networking.k8s.io", "ingresses/status", &["patch"]),
+    ]);
+    assert_eq!(deploy.granted(&ingress), expected);
+}
+
+#[test]
 fn others_get_nothing_from_deploy() {
     let deploy = Deploy::load();
     for user in [
@@ -272,6 +288,10 @@ fn bindings_and_workloads_name_the_same_service_accounts() {
     };
     assert_eq!(workload_account("DaemonSet", "strait"), "strait");
     assert_eq!(workload_account("Deployment", "strait-dns"), "strait-dns");
+    assert_eq!(
+        workload_account("DaemonSet", "strait-ingress"),
+        "strait-ingress"
+    );
 }
 
 #[test]
@@ -280,7 +300,7 @@ fn the_agent_is_not_privileged_and_adds_only_net_admin() {
     let ds = deploy
         .docs
         .iter()
-        .find(|d| d["kind"] == "DaemonSet")
+        .find(|d| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "strait")
         .unwrap();
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
@@ -300,4 +320,35 @@ fn the_agent_is_not_privileged_and_adds_only_net_admin() {
         .unwrap();
     assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10");
     assert_eq!(dns["spec"]["selector"]["k8s-app"], "strait-dns");
+}
+
+#[test]
+fn the_ingress_controller_is_not_root_and_adds_only_net_bind_service() {
+    let deploy = Deploy::load();
+    let ds = deploy
+        .docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "strait-ingress")
+        .unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_ne!(sc["privileged"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_ne!(sc["runAsUser"], 0);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            sc["capabilities"]["add"],
+            serde_json::json!(["NET_BIND_SERVICE"])
+        );
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert!(args.starts_with(&["ingress", "--kubernetes"]), "{args:?}");
+    }
 }

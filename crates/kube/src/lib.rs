@@ -15,6 +15,7 @@ mod error;
 mod metrics;
 mod node;
 mod source;
+mod status;
 
 pub use admit::admit;
 pub use cache::{Admitted, Cache, Notice};
@@ -22,7 +23,7 @@ pub use error::{Error, Result};
 pub use metrics::KubeMetrics;
 pub use source::{
     api_resource, ClientConfig, Health, HealthReport, KubeSource, Options, AGENT_KINDS,
-    AGENT_OPTIONAL_KINDS, DNS_KINDS,
+    AGENT_OPTIONAL_KINDS, DNS_KINDS, INGRESS_KINDS,
 };
 
 /// Re-exported for tests and callers that build clients themselves.

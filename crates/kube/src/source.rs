@@ -50,6 +50,18 @@ pub const AGENT_OPTIONAL_KINDS: &[Kind] = &[Kind::ClusterNetworkPolicy];
 /// names, hostnames of headless Services).
 pub const DNS_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod];
 
+/// What the Ingress controller reads: its classes, the Ingresses, the
+/// Services and endpoints they send to, and the `kubernetes.io/tls`
+/// Secrets their `tls` names (an Ingress controller must read Secrets; the
+/// node agent and DNS never do).
+pub const INGRESS_KINDS: &[Kind] = &[
+    Kind::IngressClass,
+    Kind::Ingress,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Secret,
+];
+
 /// Where the client's configuration comes from.
 #[derive(Clone, Debug)]
 pub enum ClientConfig {

@@ -3,6 +3,11 @@
 //! and RBAC `deploy/` gives it — as a process inside the node's network
 //! namespace. The controller starts them, restarts one that exits, and
 //! reads their health the way a kubelet would (`/healthz` on port 10256).
+//!
+//! Beside it, each node runs `strait ingress --kubernetes` (deploy/'s
+//! `strait-ingress` DaemonSet: hostNetwork, ports 80 and 443 of the node's
+//! underlay address), the lab's way in from "the internet" (the underlay
+//! namespace) at L7.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -27,6 +32,10 @@ const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 struct NodeAgent {
     child: Option<(Child, ProcessId)>,
+    /// The node's Ingress controller, and when to start it again after it
+    /// exited.
+    ingress: Option<(Child, ProcessId)>,
+    ingress_restart_at: Option<Instant>,
     /// Its rules are synced (`/healthz` answered 200 at the last probe).
     healthy: bool,
     /// Ever synced: `lab up` waits for the first sync of every node.
@@ -47,6 +56,8 @@ impl NodeAgents {
             agents: (0..config.nodes)
                 .map(|_| NodeAgent {
                     child: None,
+                    ingress: None,
+                    ingress_restart_at: None,
                     healthy: false,
                     synced_once: false,
                     last_probe: None,
@@ -57,8 +68,48 @@ impl NodeAgents {
         };
         for i in 0..config.nodes {
             agents.spawn(layout, config, strait, i);
+            agents.spawn_ingress(layout, config, strait, i);
         }
         agents
+    }
+
+    fn spawn_ingress(&mut self, layout: &Layout, config: &LabConfig, strait: &Path, i: usize) {
+        let agent = &mut self.agents[i];
+        match spawn_ingress(layout, config, strait, i) {
+            Ok(child) => {
+                tracing::info!(node = %config.node_name(i), pid = child.1.pid, "strait ingress started");
+                agent.ingress = Some(child);
+                agent.ingress_restart_at = None;
+            }
+            Err(e) => {
+                tracing::error!(node = %config.node_name(i), "{e}");
+                agent.ingress_restart_at = Some(Instant::now() + RESTART_AFTER);
+            }
+        }
+    }
+
+    /// Restart an Ingress controller that exited (it serves nothing the
+    /// node's readiness depends on, so it is no node problem).
+    fn supervise_ingress(&mut self, layout: &Layout, config: &LabConfig, strait: &Path, i: usize) {
+        let agent = &mut self.agents[i];
+        if let Some((child, _)) = agent.ingress.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                tracing::error!(
+                    node = %config.node_name(i),
+                    "strait ingress exited ({status}); see {}",
+                    layout.ingress_log(i).display()
+                );
+                agent.ingress = None;
+                agent.ingress_restart_at = Some(Instant::now() + RESTART_AFTER);
+            }
+        }
+        if agent.ingress.is_none()
+            && agent
+                .ingress_restart_at
+                .is_some_and(|t| Instant::now() >= t)
+        {
+            self.spawn_ingress(layout, config, strait, i);
+        }
     }
 
     fn spawn(&mut self, layout: &Layout, config: &LabConfig, strait: &Path, i: usize) {
@@ -86,6 +137,7 @@ impl NodeAgents {
         nodes: &[NetNs],
     ) -> Vec<(String, NodeProblem)> {
         for i in 0..self.agents.len() {
+            self.supervise_ingress(layout, config, strait, i);
             let agent = &mut self.agents[i];
             if let Some((child, _)) = agent.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -210,6 +262,61 @@ fn spawn_agent(
             let _ = child.kill();
             let _ = child.wait();
             Err(Error::Step("strait agent vanished at start".into()))
+        }
+    }
+}
+
+/// `strait ingress --kubernetes` in node `i`'s namespace, on its underlay
+/// address, publishing every node's address in the Ingresses' status.
+fn spawn_ingress(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    i: usize,
+) -> Result<(Child, ProcessId)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.ingress_log(i))
+        .map_err(crate::error::io("open the Ingress controller's log"))?;
+    let ip = config.node_ip(i);
+    let published: Vec<String> = (0..config.nodes)
+        .map(|j| config.node_ip(j).to_string())
+        .collect();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", layout.node_ns(i)))
+        .arg("--")
+        .arg(strait)
+        .args(["ingress", "--kubernetes", "--kubeconfig"])
+        .arg(layout.ingress_kubeconfig())
+        .args(["--listen", &SocketAddr::from((ip, 80)).to_string()])
+        .args(["--tls-listen", &SocketAddr::from((ip, 443)).to_string()])
+        .args(["--publish-status-address", &published.join(",")])
+        // A lab node is a namespace on a shared machine: one event loop.
+        .args(["--workers", "1"])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(crate::error::io("log"))?)
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(crate::error::io(format!(
+        "start strait ingress on {}",
+        config.node_name(i)
+    )))?;
+    match ProcessId::of(child.id() as i32) {
+        Some(id) => Ok((child, id)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::Step("strait ingress vanished at start".into()))
         }
     }
 }

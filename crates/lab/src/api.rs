@@ -38,6 +38,7 @@ const DEPLOY_RBAC: &str = include_str!("../../../deploy/00-rbac.yaml");
 /// The service accounts the lab gives tokens to: (namespace, name).
 const AGENT_ACCOUNT: (&str, &str) = ("kube-system", "strait");
 const DNS_ACCOUNT: (&str, &str) = ("kube-system", "strait-dns");
+const INGRESS_ACCOUNT: (&str, &str) = ("kube-system", "strait-ingress");
 
 /// One stored object: its kind, namespace and name.
 type Key = (&'static str, String, String);
@@ -119,7 +120,7 @@ impl LabApi {
     /// Start the API server on `listen` (port 0: any) and, inside the
     /// `underlay` namespace, on [`CONTROL_PLANE`]; write the admin
     /// kubeconfig and the nodes' (a service-account token each for the
-    /// agent and DNS, held to `deploy/`'s RBAC) beside the lab's other files.
+    /// agent, DNS and Ingress controller, held to `deploy/`'s RBAC) beside the lab's other files.
     pub fn start(
         layout: &Layout,
         listen: SocketAddr,
@@ -153,8 +154,9 @@ impl LabApi {
             )))?;
         let agent_token = (strait_apiserver::tls::new_token(), AGENT_ACCOUNT);
         let dns_token = (strait_apiserver::tls::new_token(), DNS_ACCOUNT);
+        let ingress_token = (strait_apiserver::tls::new_token(), INGRESS_ACCOUNT);
         let tokens = Tokens {
-            tokens: [&agent_token, &dns_token]
+            tokens: [&agent_token, &dns_token, &ingress_token]
                 .iter()
                 .map(|(t, (ns, name))| (t.clone(), UserInfo::service_account(ns, name)))
                 .collect(),
@@ -176,6 +178,7 @@ impl LabApi {
         for ((token, (ns, name)), path) in [
             (&agent_token, layout.agent_kubeconfig()),
             (&dns_token, layout.dns_kubeconfig()),
+            (&ingress_token, layout.ingress_kubeconfig()),
         ] {
             let user = format!("system:serviceaccount:{ns}:{name}");
             let text = strait_apiserver::tls::kubeconfig(
@@ -231,10 +234,16 @@ impl LabApi {
     /// and is gone now. A refusal is logged and keeps the stored version.
     pub fn import(&mut self, objects: &[(Object, Origin)]) {
         let mut now = BTreeMap::new();
-        // Namespaces first; and those the objects name but nobody defines
-        // are made, as `lab apply` always allowed (kubectl would refuse).
+        // Namespaces first, and those the objects name but nobody defines
+        // are made, as `lab apply` always allowed (kubectl would refuse);
+        // then IngressClasses (an Ingress created before the default class
+        // would not get it, as with kube-apiserver's admission).
         let mut ordered: Vec<&Object> = objects.iter().map(|(o, _)| o).collect();
-        ordered.sort_by_key(|o| o.kind() != strait_model::Kind::Namespace);
+        ordered.sort_by_key(|o| match o.kind() {
+            strait_model::Kind::Namespace => 0,
+            strait_model::Kind::IngressClass => 1,
+            _ => 2,
+        });
         let namespaces = Resource::by_plural("", "v1", "namespaces").expect("served");
         let named: BTreeSet<String> = objects
             .iter()

@@ -446,6 +446,18 @@ fn desired_objects(
         ));
         addons.push('\n');
     }
+    // The class of the nodes' Ingress controllers, the lab's default (an
+    // Ingress without spec.ingressClassName is served, as on a cluster
+    // whose admin marked one class default).
+    let has_class = loaded.objects.iter().any(|(o, _)| {
+        o.kind().as_str() == "IngressClass" && o.metadata().name.as_deref() == Some("strait")
+    });
+    if !has_class {
+        // The controller name `strait ingress` serves by default
+        // (strait_ingress::CONTROLLER).
+        addons.push_str(r#"{"apiVersion":"networking.k8s.io/v1","kind":"IngressClass","metadata":{"name":"strait","annotations":{"ingressclass.kubernetes.io/is-default-class":"true"}},"spec":{"controller":"strait.dev/ingress"}}"#);
+        addons.push('\n');
+    }
     let extra = parse_str("lab addons", &addons, Format::Json)?;
     loaded.objects.extend(extra.objects);
     Ok(loaded.objects)

@@ -188,6 +188,15 @@ impl Layout {
     pub fn dns_kubeconfig(&self) -> PathBuf {
         self.dir.join("dns.kubeconfig")
     }
+    /// The kubeconfig of the nodes' Ingress controllers
+    /// (kube-system/strait-ingress).
+    pub fn ingress_kubeconfig(&self) -> PathBuf {
+        self.dir.join("ingress.kubeconfig")
+    }
+    /// The log of node `i`'s `strait ingress`.
+    pub fn ingress_log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("ingress-node{}.log", i + 1))
+    }
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }

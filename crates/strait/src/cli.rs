@@ -584,9 +584,10 @@ pub enum OverlayMode {
     HostGw,
 }
 
-/// Manifests for `strait dns`, which can read the API instead.
+/// Manifests for `strait dns` and `strait ingress`, which can read the API
+/// instead (`--kubernetes`).
 #[derive(Debug, Args)]
-pub struct DnsManifestArgs {
+pub struct ApiOrManifestArgs {
     /// A manifest file, a directory (its *.yaml, *.yml and *.json files, in name
     /// order) or - for standard input. Repeat for more.
     #[arg(
@@ -607,7 +608,7 @@ pub struct DnsManifestArgs {
 #[derive(Debug, Args)]
 pub struct DnsArgs {
     #[command(flatten)]
-    pub manifests: DnsManifestArgs,
+    pub manifests: ApiOrManifestArgs,
 
     /// Read Services, EndpointSlices and Pods from the Kubernetes API
     /// (cluster mode) instead of manifests; ready after the first full list.
@@ -656,7 +657,29 @@ pub struct DnsArgs {
 #[derive(Debug, Args)]
 pub struct IngressArgs {
     #[command(flatten)]
-    pub manifests: ManifestArgs,
+    pub manifests: ApiOrManifestArgs,
+
+    /// Read IngressClasses, Ingresses, Services, EndpointSlices and TLS
+    /// Secrets from the Kubernetes API (cluster mode) instead of manifests;
+    /// nothing is served before the first full list.
+    #[arg(long)]
+    pub kubernetes: bool,
+
+    /// With --kubernetes: a kubeconfig file (default: $KUBECONFIG,
+    /// ~/.kube/config, else the pod's service account).
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<String>,
+
+    /// With --kubernetes: the addresses clients reach this controller at,
+    /// written to `status.loadBalancer.ingress` of every Ingress it serves
+    /// (comma-separated or repeated; none: the status is left alone).
+    #[arg(
+        long,
+        value_name = "IP",
+        value_delimiter = ',',
+        requires = "kubernetes"
+    )]
+    pub publish_status_address: Vec<std::net::IpAddr>,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,

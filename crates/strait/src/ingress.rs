@@ -1,13 +1,15 @@
 //! `strait ingress`: the Ingress controller and its data plane, fed from
-//! manifests (followed with inotify: a change is served without dropping a
-//! connection).
+//! manifests (followed with inotify) or from the Kubernetes API
+//! (`--kubernetes`); a change is served without dropping a connection.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use strait_agent::{FileSource, Source};
 use strait_ingress::{plan, Config, IngressServer, RouteTable};
-use strait_model::ClusterState;
+use strait_kube::{ClientConfig, KubeSource, Options as KubeOptions, INGRESS_KINDS};
+use strait_model::{ClusterState, Kind, ObjectKey};
 
 use crate::cli::IngressArgs;
 use crate::error::Error;
@@ -38,6 +40,15 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let serving = Config {
+        http: Some(http),
+        https,
+        workers,
+        ..Config::default()
+    };
+    if args.kubernetes {
+        return run_kubernetes(args, serving);
+    }
     let mut source = FileSource::open(
         &args.manifests.files,
         args.manifests.recursive,
@@ -53,15 +64,52 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
         }),
     )?;
     let table = planned(source.state(), &args.controller);
-    let (server, problems) = IngressServer::start(
-        Config {
-            http: Some(http),
-            https,
-            workers,
-            ..Config::default()
+    let server = start(serving, table, workers)?;
+    // The first snapshot is the table already served.
+    let _ = source.next()?;
+    loop {
+        if let Some(update) = source.wait_batch(None)? {
+            reload(&server, &update.state, &args.controller);
+        }
+    }
+}
+
+/// Cluster mode: nothing is listened on before every kind's first full
+/// list (a client is refused and tries another node rather than getting a
+/// 404 for a route that exists); then each update is planned and swapped
+/// in, and the Ingresses served get this controller's addresses in their
+/// status.
+fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
+    let workers = config.workers;
+    let client = match &args.kubeconfig {
+        Some(path) => ClientConfig::Kubeconfig(path.into()),
+        None => ClientConfig::Infer,
+    };
+    let mut source = KubeSource::start(
+        client,
+        KubeOptions {
+            kinds: INGRESS_KINDS.to_vec(),
+            optional: Vec::new(),
+            ..KubeOptions::default()
         },
-        table,
     )?;
+    tracing::info!("waiting for the first full list of IngressClasses, Ingresses, Services, EndpointSlices and Secrets");
+    let Some(first) = source.next()? else {
+        return Ok(());
+    };
+    let server = start(config, planned(&first.state, &args.controller), workers)?;
+    let mut status = StatusWriter::new(&args.publish_status_address);
+    status.write(&source, &first.state, &server.table());
+    while let Some(update) = source.next()? {
+        reload(&server, &update.state, &args.controller);
+        source.health().updated();
+        status.write(&source, &update.state, &server.table());
+    }
+    Ok(())
+}
+
+fn start(config: Config, table: RouteTable, workers: usize) -> Result<IngressServer, Error> {
+    let (server, problems) = IngressServer::start(config, table)?;
     for problem in problems {
         tracing::warn!("{problem}");
     }
@@ -89,16 +137,74 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
             .unwrap_or_default()
     );
     drop(served);
-    // The first snapshot is the table already served.
-    let _ = source.next()?;
-    loop {
-        if let Some(update) = source.wait_batch(None)? {
-            let table = planned(&update.state, &args.controller);
-            let (ingresses, paths) = (table.ingresses.len(), table.len());
-            for problem in server.swap(table) {
-                tracing::warn!("{problem}");
+    Ok(server)
+}
+
+fn reload(server: &IngressServer, state: &Arc<ClusterState>, controller: &str) {
+    let table = planned(state, controller);
+    let (ingresses, paths) = (table.ingresses.len(), table.len());
+    for problem in server.swap(table) {
+        tracing::warn!("{problem}");
+    }
+    tracing::info!(ingresses, paths, "routes reloaded");
+}
+
+/// `status.loadBalancer.ingress`, as Ingress controllers keep it: the
+/// published addresses on every Ingress served, none on one this
+/// controller stopped serving. Written only where it differs from what the
+/// API holds, so several replicas publishing the same addresses settle at
+/// once.
+struct StatusWriter {
+    addresses: Vec<IpAddr>,
+}
+
+impl StatusWriter {
+    fn new(addresses: &[IpAddr]) -> StatusWriter {
+        let mut addresses = addresses.to_vec();
+        addresses.sort();
+        addresses.dedup();
+        StatusWriter { addresses }
+    }
+
+    fn write(&mut self, source: &KubeSource, state: &ClusterState, table: &RouteTable) {
+        if self.addresses.is_empty() {
+            return;
+        }
+        let served: BTreeSet<&ObjectKey> = table.ingresses.iter().collect();
+        for ingress in state.ingresses.iter() {
+            let meta = &ingress.metadata;
+            let (namespace, name) = (
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            );
+            let mut current: Vec<IpAddr> = ingress
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect();
+            current.sort();
+            let key = ObjectKey::new(Kind::Ingress, namespace, name);
+            let wanted: &[IpAddr] = if served.contains(&key) {
+                &self.addresses
+            } else if current == self.addresses {
+                // Ours from before (its class changed, or it lost a
+                // conflict): another controller's addresses are left alone.
+                &[]
+            } else {
+                continue;
+            };
+            if current == wanted {
+                continue;
             }
-            tracing::info!(ingresses, paths, "routes reloaded");
+            match source.patch_ingress_status(namespace, name, wanted) {
+                Ok(()) => tracing::info!(ingress = %key, addresses = ?wanted, "status written"),
+                // Tried again with the next update.
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
     }
 }

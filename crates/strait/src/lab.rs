@@ -520,15 +520,100 @@ fn delete(args: &LabDeleteArgs) -> Result<(), Error> {
     }
 }
 
-/// The kind a `lab get` argument names.
+/// The kind a `lab get` argument names: the API server's plural, singular
+/// or short name of any kind strait reads (`ingresses`, `ing`, …).
 fn get_kind(name: &str) -> Option<Kind> {
-    Some(match name {
-        "node" | "nodes" | "no" => Kind::Node,
-        "pod" | "pods" | "po" => Kind::Pod,
-        "service" | "services" | "svc" => Kind::Service,
-        "endpointslice" | "endpointslices" | "eps" => Kind::EndpointSlice,
-        _ => return None,
-    })
+    if name == "eps" {
+        return Some(Kind::EndpointSlice);
+    }
+    strait_apiserver::RESOURCES
+        .iter()
+        .filter(|r| r.plural == name || r.singular == name || r.short_names.contains(&name))
+        .find_map(|r| r.model_kind())
+}
+
+/// Columns as `kubectl get` prints them, from the API server's own `Table`
+/// of the kind (the same columns kubectl gets from it): left-aligned,
+/// three spaces apart, the wide ones only with `-o wide`.
+fn print_table(kind: Kind, list: &[serde_json::Value], all_namespaces: bool, wide: bool) {
+    let all_namespaces = all_namespaces && kind.is_namespaced();
+    let plural = api_resource(kind).plural;
+    let Some(resource) = strait_apiserver::RESOURCES
+        .iter()
+        .find(|r| r.model_kind() == Some(kind) && r.plural == plural)
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let objects: Vec<&serde_json::Value> = list.iter().collect();
+    let table = strait_apiserver::table::table(
+        resource,
+        &objects,
+        &strait_apiserver::table::TableOptions {
+            headers: true,
+            now_unix: now,
+            ..Default::default()
+        },
+    );
+    let columns: Vec<usize> = items(&table, "/columnDefinitions")
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| wide || c["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|(i, _)| i)
+        .collect();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "<none>".into(),
+        other => other.to_string(),
+    };
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    let mut header: Vec<String> = Vec::new();
+    if all_namespaces {
+        header.push("NAMESPACE".into());
+    }
+    let definitions = items(&table, "/columnDefinitions");
+    header.extend(
+        columns
+            .iter()
+            .map(|&i| text(&definitions[i], "/name").to_ascii_uppercase()),
+    );
+    lines.push(header);
+    for (row, object) in items(&table, "/rows").iter().zip(list) {
+        let cells = items(row, "/cells");
+        let mut line = Vec::new();
+        if all_namespaces {
+            line.push(text(object, "/metadata/namespace").to_owned());
+        }
+        line.extend(
+            columns
+                .iter()
+                .map(|&i| cells.get(i).map(cell).unwrap_or_default()),
+        );
+        lines.push(line);
+    }
+    let mut widths = vec![0; lines[0].len()];
+    for line in &lines {
+        for (w, c) in widths.iter_mut().zip(line) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for line in &lines {
+        let last = line.len().saturating_sub(1);
+        let text: String = line
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else {
+                    format!("{c:<width$}   ", width = widths[i])
+                }
+            })
+            .collect();
+        println!("{text}");
+    }
 }
 
 fn text<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
@@ -551,7 +636,10 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
         kinds.push(get_kind(&name).ok_or_else(|| {
             lab_error(
                 &args.lab.name,
-                format!("unknown kind {name:?}: nodes, pods, services or endpointslices"),
+                format!(
+                    "unknown kind {name:?}: nodes, pods, services, endpointslices, \
+                     ingresses, ingressclasses or another kind strait reads"
+                ),
             )
         })?);
     }
@@ -732,7 +820,7 @@ fn get(args: &LabGetArgs) -> Result<(), Error> {
                     );
                 }
             }
-            _ => {}
+            other => print_table(other, &list, args.all_namespaces, wide),
         }
     }
     Ok(())

@@ -1372,3 +1372,175 @@ fn the_agents_enforce_a_cluster_network_policy() {
         lab.log()
     );
 }
+
+/// `python3` in the lab's underlay namespace ("the internet"): stdout, and
+/// whether it succeeded.
+fn from_underlay(lab: &Lab, script: &str) -> (bool, String) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/strait-{}-underlay", lab.name))
+        .args(["--", "python3", "-c", script])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    )
+}
+
+/// GET `path` with `Host: host` from `node_ip:80`, as a client outside the
+/// cluster sends it: the status and body.
+fn http_get(lab: &Lab, node_ip: &str, host: &str, path: &str) -> (bool, String) {
+    from_underlay(
+        lab,
+        &format!(
+            "import http.client as h\n\
+             c = h.HTTPConnection('{node_ip}', 80, timeout=3)\n\
+             c.request('GET', '{path}', headers={{'Host': '{host}'}})\n\
+             r = c.getresponse()\n\
+             print(r.status, r.read().decode().strip())"
+        ),
+    )
+}
+
+#[test]
+fn the_nodes_serve_ingresses_to_the_outside() {
+    if !common::root_or_skip("the_nodes_serve_ingresses_to_the_outside") {
+        return;
+    }
+    let lab = Lab::up(&[], &["examples/ingress-lab.yaml"]);
+    let logs = || {
+        let ingress_log = |n: usize| {
+            std::fs::read_to_string(format!("/run/strait/{}/ingress-node{n}.log", lab.name))
+                .unwrap_or_default()
+        };
+        format!(
+            "{}\n--- ingress node-1:\n{}\n--- ingress node-2:\n{}",
+            lab.log(),
+            ingress_log(1),
+            ingress_log(2)
+        )
+    };
+    // Every node answers for the Ingress, by host and longest path prefix,
+    // straight to the Services' pods.
+    for node_ip in ["172.18.0.2", "172.18.0.3"] {
+        let mut last = String::new();
+        let ok = common::wait_for(Duration::from_secs(30), || {
+            last = http_get(&lab, node_ip, "demo.example", "/api/v1").1;
+            last.starts_with("200 api api-")
+        });
+        assert!(ok, "{node_ip}: {last}\n{}", logs());
+        let (_, web) = http_get(&lab, node_ip, "demo.example", "/index");
+        assert!(
+            web.starts_with("200 web web-") && web.ends_with(" /index"),
+            "{web}"
+        );
+        // `/apis` is not under the prefix `/api` (element-wise matching).
+        let (_, apis) = http_get(&lab, node_ip, "demo.example", "/apis");
+        assert!(apis.starts_with("200 web "), "{apis}");
+        // A host no rule names, and no default backend: 404.
+        let (_, other) = http_get(&lab, node_ip, "other.example", "/");
+        assert!(other.starts_with("404"), "{other}");
+    }
+    // Both web pods get requests through one node (round robin over the
+    // endpoints, not one sticky connection).
+    let mut pods = BTreeSet::new();
+    for _ in 0..20 {
+        let (_, web) = http_get(&lab, "172.18.0.2", "demo.example", "/");
+        if let Some(pod) = web.split_whitespace().nth(2) {
+            pods.insert(pod.to_owned());
+        }
+        if pods.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pods.len(), 2, "{pods:?}");
+
+    // The controllers publish the nodes' addresses in the Ingress's status,
+    // as kubectl and `lab get` show it.
+    let mut status = serde_json::Value::Null;
+    let ok = common::wait_for(Duration::from_secs(20), || {
+        status = lab.get_json("ingresses")["items"][0]["status"].clone();
+        status["loadBalancer"]["ingress"]
+            == serde_json::json!([{"ip": "172.18.0.2"}, {"ip": "172.18.0.3"}])
+    });
+    assert!(ok, "{status}\n{}", logs());
+    let table = lab.strait(&["lab", "get", "--name", &lab.name, "ingresses"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("CLASS") && header.contains("ADDRESS"),
+        "{table}"
+    );
+    let row = lines.next().unwrap_or_default();
+    assert!(
+        row.starts_with("demo ")
+            && row.contains("strait")
+            && row.contains("demo.example")
+            && row.contains("172.18.0.2,172.18.0.3"),
+        "{table}"
+    );
+
+    // TLS: a kubernetes.io/tls Secret and the Ingress's `tls`, chosen by
+    // SNI; the client verifies the certificate it is served.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["demo.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    lab.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-tls}}\ntype: kubernetes.io/tls\n\
+         data:\n  tls.crt: {}\n  tls.key: {}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: demo}}\nspec:\n\
+         \x20 tls:\n  - hosts: [demo.example]\n    secretName: demo-tls\n\
+         \x20 rules:\n  - host: demo.example\n    http:\n      paths:\n\
+         \x20     - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: web, port: {{name: http}}}}\n\
+         \x20     - path: /api\n        pathType: Prefix\n        backend:\n          service: {{name: api, port: {{number: 80}}}}\n",
+        b64(&cert.pem()),
+        b64(&key.serialize_pem()),
+    ));
+    let ca = common::TempDir::new("ingress-ca");
+    let ca_file = ca.0.join("ca.pem");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let https = |node_ip: &str| {
+        from_underlay(
+            &lab,
+            &format!(
+                "import socket, ssl\n\
+                 ctx = ssl.create_default_context(cafile='{}')\n\
+                 s = ctx.wrap_socket(socket.create_connection(('{node_ip}', 443), timeout=3), server_hostname='demo.example')\n\
+                 s.sendall(b'GET /api/tls HTTP/1.1\\r\\nHost: demo.example\\r\\nConnection: close\\r\\n\\r\\n')\n\
+                 data = b''\n\
+                 while True:\n\
+                 \x20   chunk = s.recv(65536)\n\
+                 \x20   if not chunk: break\n\
+                 \x20   data += chunk\n\
+                 print(data.decode().split('\\r\\n\\r\\n', 1)[1].strip())",
+                ca_file.display()
+            ),
+        )
+    };
+    for node_ip in ["172.18.0.2", "172.18.0.3"] {
+        let mut last = (false, String::new());
+        let ok = common::wait_for(Duration::from_secs(20), || {
+            last = https(node_ip);
+            last.0 && last.1.starts_with("api api-") && last.1.ends_with(" /api/tls")
+        });
+        assert!(ok, "{node_ip}: {last:?}\n{}", logs());
+    }
+
+    // A Service's pods going away is followed: api scaled to 0 is 503.
+    lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: http\n        image: python:3\n        command: [sleep, '3600']\n");
+    let mut last = String::new();
+    let ok = common::wait_for(Duration::from_secs(30), || {
+        last = http_get(&lab, "172.18.0.2", "demo.example", "/api/v1").1;
+        last.starts_with("503")
+    });
+    assert!(ok, "{last}\n{}", logs());
+}
