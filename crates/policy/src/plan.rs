@@ -665,7 +665,32 @@ struct Grants {
     /// Networks allowed on some ports: (protocol, networks, first, last).
     nets: Vec<(u8, Vec<IpNet>, u16, u16)>,
     /// Pods allowed on some ports: (protocol, first, last) each.
-    pods: HashMap<usize, Vec<(u8, u16, u16)>>,
+    pods: PodMap<Vec<(u8, u16, u16)>>,
+}
+
+/// A map keyed by pod index. Planning 10,000 policies pushes millions of
+/// (pod, ports) entries; the default SipHash was a tenth of the plan, and
+/// these keys are our own small integers (nothing for an attacker to pick).
+type PodMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<IndexHasher>>;
+
+/// Fibonacci hashing of an index (multiply by 2^64/φ).
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// The base chain and the two verdict maps.

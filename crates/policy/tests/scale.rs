@@ -108,6 +108,21 @@ fn ten_thousand_policies_over_ten_thousand_pods() {
         let plan = analysis.plan("node-0");
         let planned = started.elapsed();
         let (rss1, peak) = memory();
+        // Again, four times, for the spread on a shared machine.
+        let mut again: Vec<f64> = (0..4)
+            .map(|_| {
+                let t = Instant::now();
+                let p = Analysis::new(&state).plan("node-0");
+                let took = t.elapsed().as_secs_f64() * 1e3;
+                drop(p);
+                took
+            })
+            .collect();
+        again.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "analysis + plan again, 4 times: min {:.0} ms, max {:.0} ms",
+            again[0], again[3]
+        );
         for t in plan.tables() {
             t.validate().expect("a valid table");
         }
@@ -242,6 +257,8 @@ fn load_and_change(state: &ClusterState) {
         // remote ones (peers: elements of the classes naming them).
         let mut current = state.clone();
         let (mut local, mut remote, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
+        // What is not the kernel's transaction: planning and diffing.
+        let (mut local_plan, mut remote_plan) = (Vec::new(), Vec::new());
         let mut steps = 0;
         for j in 0..40usize {
             let (n, p) = if j.is_multiple_of(2) { (j / 2, 0) } else { (j, 1 + j % 99) };
@@ -262,8 +279,10 @@ fn load_and_change(state: &ClusterState) {
             if let strait_policy::Sync::Partial(_, s) = sync {
                 steps += s;
             }
-            kernel.push(applier.last_transaction().as_secs_f64() * 1e3);
+            let tx = applier.last_transaction().as_secs_f64() * 1e3;
+            kernel.push(tx);
             if j.is_multiple_of(2) { &mut local } else { &mut remote }.push(took);
+            if j.is_multiple_of(2) { &mut local_plan } else { &mut remote_plan }.push(took - tx);
             current = next;
         }
         // The incremental plan is the full plan of the final state.
@@ -273,6 +292,11 @@ fn load_and_change(state: &ClusterState) {
         let (lm, lp) = median_p99(&mut local);
         let (rm, rp) = median_p99(&mut remote);
         let (km, kp) = median_p99(&mut kernel);
+        let (lpm, _) = median_p99(&mut local_plan);
+        let (rpm, _) = median_p99(&mut remote_plan);
+        println!(
+            "the planner's share of a change (the rest is the kernel's transaction): median local {lpm:.2} ms, remote {rpm:.2} ms"
+        );
         // The path before: plan in full, diff the whole table.
         let mut before = Vec::new();
         for j in 0..5 {

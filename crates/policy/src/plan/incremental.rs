@@ -708,7 +708,7 @@ impl Incremental {
         let mut g = Grants {
             any,
             nets,
-            pods: HashMap::new(),
+            pods: Default::default(),
         };
         {
             for (labels, p) in &scanned {
