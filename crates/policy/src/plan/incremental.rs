@@ -73,6 +73,11 @@ pub struct Incremental {
     pods: BTreeMap<String, BTreeMap<String, Arc<CompactPod>>>,
     /// Namespace labels (with the name label) as last planned.
     ns_labels: HashMap<String, BTreeMap<String, String>>,
+    /// How many pods of the view hold each address. Elements are keyed
+    /// by address: while two pods share one (an address reused before
+    /// the old pod is gone), an element cannot be said to be one pod's,
+    /// so changes touching a shared address are planned in full.
+    owners: HashMap<IpAddr, u32>,
     /// Per family: port-set chains by ranges, and how many elements go
     /// to each.
     port_sets: [PortSets; 2],
@@ -118,8 +123,12 @@ impl Incremental {
         // Members from the verdict maps of the plan (what it put there).
         let mut member_of: HashMap<IpAddr, PodKey> = HashMap::new();
         let mut pods: BTreeMap<String, BTreeMap<String, Arc<CompactPod>>> = BTreeMap::new();
+        let mut owners: HashMap<IpAddr, u32> = HashMap::new();
         for p in state.pods.iter() {
             if let Some(info) = read_pod(p) {
+                for ip in &info.ips {
+                    *owners.entry(*ip).or_default() += 1;
+                }
                 if info.node == node {
                     for ip in &info.ips {
                         member_of.insert(*ip, (info.namespace.to_owned(), info.name.to_owned()));
@@ -190,6 +199,7 @@ impl Incremental {
             names,
             pods,
             ns_labels,
+            owners,
             port_sets,
             port_refs,
             tiers,
@@ -310,6 +320,40 @@ impl Incremental {
                 old: old.as_deref().and_then(read_pod).map(|p| (p, old_ns(ns))),
                 new: now.and_then(|p| read_pod(p)).map(|p| (p, new_ns(ns))),
             });
+        }
+        // Shared addresses, before or after: plan in full (nothing has
+        // changed yet).
+        let mut after: HashMap<IpAddr, u32> = HashMap::new();
+        for d in &deltas {
+            for (p, _) in d.old.iter().chain(&d.new) {
+                for ip in &p.ips {
+                    after
+                        .entry(*ip)
+                        .or_insert_with(|| self.owners.get(ip).copied().unwrap_or(0));
+                }
+            }
+        }
+        if after.values().any(|n| *n > 1) {
+            return None;
+        }
+        for d in &deltas {
+            for ip in d.old.iter().flat_map(|(p, _)| &p.ips) {
+                let n = after.get_mut(ip).expect("counted");
+                *n = n.saturating_sub(1);
+            }
+            for ip in d.new.iter().flat_map(|(p, _)| &p.ips) {
+                *after.get_mut(ip).expect("counted") += 1;
+            }
+        }
+        if after.values().any(|n| *n > 1) {
+            return None;
+        }
+        for (ip, n) in after {
+            if n == 0 {
+                self.owners.remove(&ip);
+            } else {
+                self.owners.insert(ip, n);
+            }
         }
 
         let mut touched = Touched::default();
