@@ -114,7 +114,7 @@ impl Part for PolicyPart {
             return Ok(());
         }
         self.last = None;
-        let sync = self.applier.update(new)?;
+        let sync = self.applier.apply_changes(new, changes)?;
         self.record(sync);
         Ok(())
     }

@@ -2,22 +2,25 @@
 //! network namespace, each change one atomic transaction.
 //!
 //! At start (and after any failure) both tables are replaced whole, which
-//! also adopts whatever a previous run left. Afterwards each sync plans
-//! again (planning is cheap, see the crate's benchmark) and sends only the
-//! difference ([`strait_nft::diff::diff`]): a pod that changes labels or
-//! comes and goes is a verdict-map element; a policy change is set
-//! elements, and chains only for policy classes that appear or vanish.
+//! also adopts whatever a previous run left. Afterwards a change set of
+//! pods and namespaces goes through the incremental planner
+//! ([`Incremental`]: only what the changed objects reach is planned again,
+//! and the transaction is made of the touched sets and chains), and any
+//! other change plans again in full and sends the difference
+//! ([`strait_nft::diff::diff`]): a pod that changes labels or comes and
+//! goes is a verdict-map element; a policy change is set elements, and
+//! chains only for policy classes that appear or vanish.
 //! Netlink first; when the kernel's netlink refuses a batch the same
 //! change goes through `nft -f` (which names the problem in its words).
 
 use std::time::{Duration, Instant};
 
 use strait_linux::nft_apply;
-use strait_model::ClusterState;
+use strait_model::{ChangeSet, ClusterState};
 use strait_nft::netlink::Socket;
 use strait_nft::{text, Family, Op, Table, Transaction};
 
-use crate::plan::{Analysis, Plan, Stats, TABLE_NAME};
+use crate::plan::{Incremental, Stats, TABLE_NAME};
 use crate::{Error, Result};
 
 /// What one sync did.
@@ -34,11 +37,12 @@ pub enum Sync {
 pub struct PolicyApplier {
     node: String,
     netlink: Option<Socket>,
-    /// What the kernel has, as last applied; `None` until a full sync
-    /// went through (or after a failure).
-    applied: Option<[Table; 2]>,
+    /// The plan as last made, and what changes to it need.
+    planner: Option<Incremental>,
+    /// Whether the kernel has the planner's tables: not until a full sync
+    /// went through, nor after a failure.
+    in_kernel: bool,
     stats: Stats,
-    problems: Vec<Error>,
     /// How the last change went in: "netlink" or "nft".
     last_path: &'static str,
     /// How long the kernel's transactions of the last sync took.
@@ -50,9 +54,9 @@ impl PolicyApplier {
         PolicyApplier {
             node: node.to_owned(),
             netlink: None,
-            applied: None,
+            planner: None,
+            in_kernel: false,
             stats: Stats::default(),
-            problems: Vec::new(),
             last_path: "none",
             last_transaction: Duration::ZERO,
         }
@@ -70,7 +74,7 @@ impl PolicyApplier {
 
     /// What the last plan could not honour (it opened nothing for them).
     pub fn problems(&self) -> &[Error] {
-        &self.problems
+        self.planner.as_ref().map_or(&[], |p| p.problems())
     }
 
     pub fn last_path(&self) -> &'static str {
@@ -84,32 +88,71 @@ impl PolicyApplier {
     }
 
     /// The tables as last applied.
-    pub fn applied(&self) -> Option<&[Table; 2]> {
-        self.applied.as_ref()
-    }
-
-    fn plan(&mut self, state: &ClusterState) -> Plan {
-        let analysis = Analysis::new(state);
-        let plan = analysis.plan(&self.node);
-        self.problems = analysis.into_problems();
-        plan
+    pub fn applied(&self) -> Option<[&Table; 2]> {
+        self.planner
+            .as_ref()
+            .filter(|_| self.in_kernel)
+            .map(|p| p.plan().tables())
     }
 
     /// Plan everything and replace both tables.
     pub fn full_sync(&mut self, state: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
-        let plan = self.plan(state);
-        self.applied = None;
+        self.in_kernel = false;
+        let planner = self.planner.insert(Incremental::new(state, &self.node));
         self.last_transaction = Duration::ZERO;
-        for t in plan.tables() {
+        for t in planner.plan().tables() {
             t.validate()?;
             let sent = Instant::now();
             self.last_path = replace(&mut self.netlink, t)?;
             self.last_transaction += sent.elapsed();
         }
-        self.stats = plan.stats;
-        self.applied = Some([plan.v4, plan.v6]);
+        self.stats = planner.plan().stats;
+        self.in_kernel = true;
         Ok(Sync::Full(started.elapsed()))
+    }
+
+    /// Bring the kernel from the state last planned to `new`, where
+    /// `changes` says what differs: pods and namespaces through the
+    /// incremental planner, anything else as [`PolicyApplier::update`].
+    pub fn apply_changes(&mut self, new: &ClusterState, changes: &ChangeSet) -> Result<Sync> {
+        let started = Instant::now();
+        let Some(planner) = self.planner.as_mut().filter(|_| self.in_kernel) else {
+            return self.full_sync(new);
+        };
+        let Some(txs) = planner.update(new, changes.changes.iter().map(|c| c.key())) else {
+            if planner.spoilt() {
+                return self.full_sync(new);
+            }
+            return self.update(new);
+        };
+        self.last_transaction = Duration::ZERO;
+        let mut steps = 0;
+        for tx in &txs {
+            if tx.is_empty() {
+                continue;
+            }
+            steps += tx.ops.len();
+            let sent = Instant::now();
+            let result = apply(&mut self.netlink, tx);
+            self.last_transaction += sent.elapsed();
+            match result {
+                Ok(path) => self.last_path = path,
+                Err(e) => {
+                    tracing::warn!("policy change refused ({e}); replacing the tables");
+                    if let Some(s) = self.netlink.as_mut() {
+                        s.forget(tx.family, &tx.table);
+                    }
+                    return self.full_sync(new);
+                }
+            }
+        }
+        self.stats = planner.plan().stats;
+        Ok(if steps == 0 {
+            Sync::Unchanged
+        } else {
+            Sync::Partial(started.elapsed(), steps)
+        })
     }
 
     /// Bring the kernel to what `state` asks, sending only the difference;
@@ -117,15 +160,26 @@ impl PolicyApplier {
     /// is refused.
     pub fn update(&mut self, state: &ClusterState) -> Result<Sync> {
         let started = Instant::now();
-        let Some(applied) = self.applied.take() else {
+        let Some(applied) = self.planner.take().filter(|_| self.in_kernel) else {
             return self.full_sync(state);
         };
-        let plan = self.plan(state);
+        self.in_kernel = false;
+        let planner = Incremental::new(state, &self.node);
         let mut steps = 0;
         self.last_transaction = Duration::ZERO;
-        for (old, new) in applied.iter().zip(plan.tables()) {
+        let mut txs = Vec::new();
+        for (old, new) in applied
+            .plan()
+            .tables()
+            .into_iter()
+            .zip(planner.plan().tables())
+        {
             new.validate()?;
-            let tx = strait_nft::diff::diff(old, new);
+            txs.push(strait_nft::diff::diff(old, new));
+        }
+        let stats = planner.plan().stats;
+        self.planner = Some(planner);
+        for tx in txs {
             if tx.is_empty() {
                 continue;
             }
@@ -138,14 +192,14 @@ impl PolicyApplier {
                 Err(e) => {
                     tracing::warn!("policy update refused ({e}); replacing the tables");
                     if let Some(s) = self.netlink.as_mut() {
-                        s.forget(new.family, &new.name);
+                        s.forget(tx.family, &tx.table);
                     }
                     return self.full_sync(state);
                 }
             }
         }
-        self.stats = plan.stats;
-        self.applied = Some([plan.v4, plan.v6]);
+        self.stats = stats;
+        self.in_kernel = true;
         Ok(if steps == 0 {
             Sync::Unchanged
         } else {
@@ -163,7 +217,7 @@ impl PolicyApplier {
             };
             apply(&mut self.netlink, &tx)?;
         }
-        self.applied = None;
+        self.in_kernel = false;
         Ok(())
     }
 }

@@ -28,3 +28,4 @@ pub mod semantics;
 pub use apply::{PolicyApplier, Sync};
 pub use error::{Error, Result};
 pub use matrix::{Cell, Matrix, PodRef, Protocol};
+pub use plan::Incremental;

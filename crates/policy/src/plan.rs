@@ -170,6 +170,41 @@ struct PodInfo<'a> {
     pod: &'a CompactPod,
 }
 
+/// A pod as policy sees it; `None` when it takes no part (hostNetwork,
+/// finished, or no address yet).
+fn read_pod(pod: &CompactPod) -> Option<PodInfo<'_>> {
+    if pod.host_network() || matches!(pod.phase(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let mut ips: Vec<IpAddr> = pod.pod_ips().filter_map(|ip| ip.parse().ok()).collect();
+    if ips.is_empty() {
+        ips.extend(pod.pod_ip().and_then(|ip| ip.parse::<IpAddr>().ok()));
+    }
+    if ips.is_empty() {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+        name: pod.metadata.name.as_deref().unwrap_or(""),
+        node: pod.node_name().unwrap_or(""),
+        ips,
+        labels: pod.metadata.labels.as_ref(),
+        pod,
+    })
+}
+
+/// A namespace's labels with the name label every namespace has (only
+/// that when the namespace is not in the state).
+fn namespace_labels(state: &ClusterState, namespace: &str) -> BTreeMap<String, String> {
+    let mut labels = state
+        .namespaces
+        .get("", namespace)
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
+    labels
+}
+
 /// Which peers a rule names.
 #[derive(Clone, Debug)]
 enum Peers {
@@ -181,7 +216,46 @@ enum Peers {
     Some {
         nets: Vec<IpNet>,
         groups: Vec<Arc<[usize]>>,
+        /// What made each group (same order as `groups`): the incremental
+        /// planner asks whether one changed pod belongs, without the
+        /// cluster-wide lists.
+        sels: Vec<Arc<GroupSel>>,
     },
+}
+
+/// The selectors of a peer group: pods in `namespace` (no
+/// namespaceSelector) or in the namespaces `namespaces` selects, and that
+/// `pods` selects (absent: all of them).
+#[derive(Debug)]
+pub(crate) struct GroupSel {
+    namespace: String,
+    namespaces: Option<Selector>,
+    pods: Option<Selector>,
+}
+
+impl GroupSel {
+    /// Whether a pod of `namespace` (labelled `ns_labels`) with `labels`
+    /// is in the group.
+    fn matches(
+        &self,
+        namespace: &str,
+        ns_labels: &BTreeMap<String, String>,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        let in_namespace = match &self.namespaces {
+            None => namespace == self.namespace,
+            Some(sel) => sel.matches(ns_labels),
+        };
+        in_namespace && self.pods.as_ref().is_none_or(|s| s.matches_opt(labels))
+    }
+
+    /// Whether the group can hold pods of a namespace so labelled.
+    fn covers(&self, namespace: &str, ns_labels: &BTreeMap<String, String>) -> bool {
+        match &self.namespaces {
+            None => namespace == self.namespace,
+            Some(sel) => sel.matches(ns_labels),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +286,9 @@ struct PolicyInfo {
     egress: Option<Vec<RuleInfo>>,
     /// Indexes of the pods it selects.
     selected: Vec<usize>,
+    /// Its podSelector; `None` when broken (it then selects every pod of
+    /// its namespace, fail closed).
+    pod_selector: Option<Selector>,
 }
 
 impl PolicyInfo {
@@ -235,28 +312,7 @@ pub struct Analysis<'a> {
 
 impl<'a> Analysis<'a> {
     pub fn new(state: &'a ClusterState) -> Analysis<'a> {
-        let mut pods: Vec<PodInfo<'a>> = Vec::new();
-        for pod in state.pods.iter() {
-            let pod: &'a CompactPod = pod;
-            if pod.host_network() || matches!(pod.phase(), Some("Succeeded" | "Failed")) {
-                continue;
-            }
-            let mut ips: Vec<IpAddr> = pod.pod_ips().filter_map(|ip| ip.parse().ok()).collect();
-            if ips.is_empty() {
-                ips.extend(pod.pod_ip().and_then(|ip| ip.parse::<IpAddr>().ok()));
-            }
-            if ips.is_empty() {
-                continue;
-            }
-            pods.push(PodInfo {
-                namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
-                name: pod.metadata.name.as_deref().unwrap_or(""),
-                node: pod.node_name().unwrap_or(""),
-                ips,
-                labels: pod.metadata.labels.as_ref(),
-                pod,
-            });
-        }
+        let mut pods: Vec<PodInfo<'a>> = state.pods.iter().filter_map(|p| read_pod(p)).collect();
         pods.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
 
         let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -284,6 +340,7 @@ impl<'a> Analysis<'a> {
             by_namespace: &by_namespace,
             namespaces: &namespaces,
             groups: RefCell::new(HashMap::new()),
+            sels: RefCell::new(HashMap::new()),
         };
         for np in state.network_policies.iter() {
             policies.push(ctx.policy(np, &mut problems));
@@ -329,6 +386,13 @@ impl<'a> Analysis<'a> {
 
     /// The tables of `node`.
     pub fn plan(&self, node: &str) -> Plan {
+        self.plan_parts(node).0
+    }
+
+    /// The tables of `node`, with the classes (key, chain name, local
+    /// members) and the port-set chains of each family, which the
+    /// incremental planner keeps.
+    fn plan_parts(&self, node: &str) -> (Plan, Vec<(ClassKey, String)>, [PortSets; 2]) {
         // Per local pod and direction, the policies isolating it.
         let mut isolating: BTreeMap<(usize, Direction), Vec<usize>> = BTreeMap::new();
         for (pi, policy) in self.policies.iter().enumerate() {
@@ -346,7 +410,7 @@ impl<'a> Analysis<'a> {
         let mut classes: BTreeMap<ClassKey, Vec<usize>> = BTreeMap::new();
         for ((pod, d), list) in isolating {
             let named = if d == Direction::Ingress {
-                self.named_ports(pod, &list)
+                named_ports(&self.policies, self.pods[pod].pod, &list)
             } else {
                 Vec::new()
             };
@@ -363,8 +427,10 @@ impl<'a> Analysis<'a> {
         let mut names: BTreeSet<String> = BTreeSet::new();
         let mut chains = BTreeMap::new();
         let (mut ports4, mut ports6) = (PortSets::new(), PortSets::new());
+        let mut keys = Vec::with_capacity(classes.len());
         for (key, members) in &classes {
-            let name = class_name(self, key, &mut names);
+            let name = class_name(&self.policies, key, &mut names);
+            keys.push((key.clone(), name.clone()));
             chains.insert(
                 name.clone(),
                 format!(
@@ -414,39 +480,16 @@ impl<'a> Analysis<'a> {
         }
         stats.elements += stats.isolated_ingress + stats.isolated_egress;
         self.plan_tiers(node, &mut v4, &mut v6, &mut stats, &mut names, &mut chains);
-        Plan {
-            v4,
-            v6,
-            stats,
-            chains,
-        }
-    }
-
-    /// For ingress classes: how the local pod maps the named ports the
-    /// policies' ingress rules use.
-    fn named_ports(&self, pod: usize, policies: &[usize]) -> Vec<(Protocol, String, Option<u16>)> {
-        let mut names: BTreeSet<(Protocol, &str)> = BTreeSet::new();
-        for &pi in policies {
-            for rule in self.policies[pi].ingress.iter().flatten() {
-                if let Ports::Listed(entries) = &rule.ports {
-                    for e in entries {
-                        if let PortEntry::Named { proto, name } = e {
-                            names.insert((*proto, name));
-                        }
-                    }
-                }
-            }
-        }
-        names
-            .into_iter()
-            .map(|(proto, name)| {
-                (
-                    proto,
-                    name.to_owned(),
-                    resolve(self.pods[pod].pod, name, proto),
-                )
-            })
-            .collect()
+        (
+            Plan {
+                v4,
+                v6,
+                stats,
+                chains,
+            },
+            keys,
+            [ports4, ports6],
+        )
     }
 
     /// What a class allows. `member` is one pod of the class (for
@@ -460,7 +503,7 @@ impl<'a> Analysis<'a> {
                         vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())],
                         &[],
                     ),
-                    Peers::Some { nets, groups } => (nets.clone(), groups),
+                    Peers::Some { nets, groups, .. } => (nets.clone(), groups),
                 };
                 let pods = || groups.iter().flat_map(|grp| grp.iter().copied());
                 let entries = match &rule.ports {
@@ -517,7 +560,7 @@ impl<'a> Analysis<'a> {
     fn peer_pods(&self, peers: &Peers) -> Vec<usize> {
         match peers {
             Peers::Any => (0..self.pods.len()).collect(),
-            Peers::Some { nets, groups } => {
+            Peers::Some { nets, groups, .. } => {
                 let mut out: BTreeSet<usize> =
                     groups.iter().flat_map(|g| g.iter().copied()).collect();
                 if !nets.is_empty() {
@@ -531,6 +574,31 @@ impl<'a> Analysis<'a> {
             }
         }
     }
+}
+
+/// For ingress classes: how the local pod maps the named ports the
+/// policies' ingress rules use.
+fn named_ports(
+    all: &[PolicyInfo],
+    pod: &CompactPod,
+    policies: &[usize],
+) -> Vec<(Protocol, String, Option<u16>)> {
+    let mut names: BTreeSet<(Protocol, &str)> = BTreeSet::new();
+    for &pi in policies {
+        for rule in all[pi].ingress.iter().flatten() {
+            if let Ports::Listed(entries) = &rule.ports {
+                for e in entries {
+                    if let PortEntry::Named { proto, name } = e {
+                        names.insert((*proto, name));
+                    }
+                }
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|(proto, name)| (proto, name.to_owned(), resolve(pod, name, proto)))
+        .collect()
 }
 
 /// Names for a description: all of them up to a handful, then a count.
@@ -560,7 +628,7 @@ fn resolve(pod: &CompactPod, name: &str, proto: Protocol) -> Option<u16> {
 }
 
 /// What defines a policy class.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct ClassKey {
     direction: Direction,
     /// Indexes into [`Analysis::policies`], ascending.
@@ -572,10 +640,10 @@ struct ClassKey {
 /// A class chain's name: the direction and a hash of the policies (by
 /// namespace/name) and named ports, so that it does not move when other
 /// classes come and go. A collision gets a suffix.
-fn class_name(a: &Analysis, key: &ClassKey, taken: &mut BTreeSet<String>) -> String {
+fn class_name(policies: &[PolicyInfo], key: &ClassKey, taken: &mut BTreeSet<String>) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for &pi in &key.policies {
-        let p = &a.policies[pi];
+        let p = &policies[pi];
         (p.namespace.as_str(), p.name.as_str()).hash(&mut h);
     }
     key.named.hash(&mut h);
@@ -597,7 +665,32 @@ struct Grants {
     /// Networks allowed on some ports: (protocol, networks, first, last).
     nets: Vec<(u8, Vec<IpNet>, u16, u16)>,
     /// Pods allowed on some ports: (protocol, first, last) each.
-    pods: HashMap<usize, Vec<(u8, u16, u16)>>,
+    pods: PodMap<Vec<(u8, u16, u16)>>,
+}
+
+/// A map keyed by pod index. Planning 10,000 policies pushes millions of
+/// (pod, ports) entries; the default SipHash was a tenth of the plan, and
+/// these keys are our own small integers (nothing for an attacker to pick).
+type PodMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<IndexHasher>>;
+
+/// Fibonacci hashing of an index (multiply by 2^64/φ).
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// The base chain and the two verdict maps.
@@ -679,6 +772,11 @@ fn render_class(
     let mut peers: Vec<_> = g.pods.iter().collect();
     peers.sort_unstable_by_key(|(p, _)| **p);
     for (&p, ranges) in peers {
+        // Only for a peer of this family: a port-set chain exists while an
+        // element goes to it (what the incremental planner counts).
+        if !pods[p].ips.iter().any(|ip| L3::of(*ip) == l3) {
+            continue;
+        }
         let chain = port_set(table, port_sets, ranges);
         for ip in pods[p].ips.iter().filter(|ip| L3::of(**ip) == l3) {
             by_pod.insert(
@@ -827,6 +925,8 @@ struct Ctx<'c, 'a> {
     namespaces: &'c BTreeMap<String, BTreeMap<String, String>>,
     /// Pods by peer selectors (see [`Peers::Some`]).
     groups: RefCell<HashMap<String, Arc<[usize]>>>,
+    /// The selectors of those groups, by the same keys.
+    sels: RefCell<HashMap<String, Arc<GroupSel>>>,
 }
 
 impl Ctx<'_, '_> {
@@ -852,19 +952,24 @@ impl Ctx<'_, '_> {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let empty = LabelSelector::default();
-        let selected: Vec<usize> =
+        let pod_selector =
             match Selector::from_label_selector(spec.pod_selector.as_ref().unwrap_or(&empty)) {
-                Ok(sel) => in_ns
-                    .iter()
-                    .copied()
-                    .filter(|&i| sel.matches_opt(self.pods[i].labels))
-                    .collect(),
+                Ok(sel) => Some(sel),
                 Err(e) => {
                     // Fail closed: isolate the whole namespace.
                     problem("spec.podSelector".into(), e.to_string());
-                    in_ns.to_vec()
+                    None
                 }
             };
+        let selected: Vec<usize> = in_ns
+            .iter()
+            .copied()
+            .filter(|&i| {
+                pod_selector
+                    .as_ref()
+                    .is_none_or(|s| s.matches_opt(self.pods[i].labels))
+            })
+            .collect();
         let (mut ingress_on, mut egress_on) = (false, false);
         match &spec.policy_types {
             Some(types) if !types.is_empty() => {
@@ -937,6 +1042,7 @@ impl Ctx<'_, '_> {
             ingress,
             egress,
             selected,
+            pod_selector,
         }
     }
 
@@ -952,6 +1058,7 @@ impl Ctx<'_, '_> {
         }
         let mut nets: Vec<IpNet> = Vec::new();
         let mut groups: Vec<Arc<[usize]>> = Vec::new();
+        let mut sels: Vec<Arc<GroupSel>> = Vec::new();
         for (i, peer) in peers.iter().enumerate() {
             let at = format!("{at}[{i}]");
             match (&peer.ip_block, &peer.pod_selector, &peer.namespace_selector) {
@@ -989,6 +1096,7 @@ impl Ctx<'_, '_> {
                     );
                     if let Some(group) = self.groups.borrow().get(&key) {
                         groups.push(group.clone());
+                        sels.push(self.sels.borrow()[&key].clone());
                         continue;
                     }
                     let pod_sel = match pod_sel.as_ref().map(Selector::from_label_selector) {
@@ -1028,8 +1136,15 @@ impl Ctx<'_, '_> {
                         }
                     }
                     let group: Arc<[usize]> = pods.into();
+                    let sel = Arc::new(GroupSel {
+                        namespace: namespace.to_owned(),
+                        namespaces: ns_sel,
+                        pods: pod_sel,
+                    });
+                    self.sels.borrow_mut().insert(key.clone(), sel.clone());
                     self.groups.borrow_mut().insert(key, group.clone());
                     groups.push(group);
+                    sels.push(sel);
                 }
                 _ => problem(
                     at,
@@ -1038,7 +1153,7 @@ impl Ctx<'_, '_> {
                 ),
             }
         }
-        Peers::Some { nets, groups }
+        Peers::Some { nets, groups, sels }
     }
 }
 
@@ -1182,7 +1297,10 @@ fn passes(
     Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.fate.passes()))
 }
 
+mod incremental;
 mod tiers;
+
+pub use incremental::Incremental;
 
 #[cfg(test)]
 mod tests;

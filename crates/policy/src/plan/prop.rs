@@ -317,3 +317,223 @@ proptest! {
         );
     }
 }
+
+/// One change to the cluster, for the incremental planner.
+#[derive(Clone, Debug)]
+enum Step {
+    /// (namespace, name index 0..5, node, app, address: 0 its own v4, 1
+    /// its own v6, 2 one shared by every pod that draws it, extra label,
+    /// named ports).
+    Put(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+        Vec<(usize, usize, usize)>,
+    ),
+    Remove(usize, usize),
+    /// A namespace's team label, and whether it carries another label.
+    Namespace(usize, bool, bool),
+    DeleteNamespace(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (
+            0..3usize,
+            0..5usize,
+            0..2usize,
+            0..3usize,
+            prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)],
+            any::<bool>(),
+            prop::collection::vec((0..2usize, 0..3usize, 0..2usize), 0..3),
+        )
+            .prop_map(|(ns, n, node, app, v6, extra, ports)| {
+                Step::Put(ns, n, node, app, v6, extra, ports)
+            }),
+        1 => (0..3usize, 0..5usize).prop_map(|(ns, n)| Step::Remove(ns, n)),
+        1 => (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(ns, t, e)| Step::Namespace(ns, t, e)),
+        1 => (0..3usize).prop_map(Step::DeleteNamespace),
+    ]
+}
+
+/// Apply `step` to `c`; the keys of the objects it touched.
+fn apply_step(c: &mut Cluster, step: &Step) -> Vec<strait_model::ObjectKey> {
+    use strait_model::{Kind, ObjectKey};
+    let names = ["a", "b", "c", "d", "e"];
+    match step {
+        Step::Put(ns, n, node, app, v6, extra, ports) => {
+            let ports: Vec<(&str, &str, i32)> = ports
+                .iter()
+                .map(|(n, p, num)| {
+                    (
+                        ["serve", "alt"][*n],
+                        ["TCP", "UDP", "SCTP"][*p],
+                        [80, 81][*num],
+                    )
+                })
+                .collect();
+            let mut seen = std::collections::BTreeSet::new();
+            let ports: Vec<(&str, &str, i32)> =
+                ports.into_iter().filter(|p| seen.insert(p.0)).collect();
+            let mut labels = json!({"pod": names[*n], "app": (["web", "db", "cache"][*app])});
+            if *extra {
+                labels["team"] = json!("x");
+            }
+            let ip = match v6 {
+                0 => format!("10.0.{}.{}", ns + 1, n + 2),
+                1 => format!("fd00::{}:{}", ns + 1, n + 2),
+                _ => "10.0.9.9".to_owned(),
+            };
+            c.pod(
+                NAMESPACES[*ns],
+                names[*n],
+                labels,
+                ["n0", "n1"][*node],
+                &ip,
+                &ports,
+            );
+            vec![ObjectKey {
+                kind: Kind::Pod,
+                namespace: NAMESPACES[*ns].into(),
+                name: names[*n].into(),
+            }]
+        }
+        Step::Remove(ns, n) => {
+            let key = ObjectKey {
+                kind: Kind::Pod,
+                namespace: NAMESPACES[*ns].into(),
+                name: names[*n].into(),
+            };
+            c.state.remove(&key);
+            vec![key]
+        }
+        Step::Namespace(ns, team, extra) => {
+            let mut labels = json!({"ns": NAMESPACES[*ns], "team": if *team { "a" } else { "b" }});
+            if *extra {
+                labels["extra"] = json!("yes");
+            }
+            c.namespace(NAMESPACES[*ns], labels);
+            vec![ObjectKey {
+                kind: Kind::Namespace,
+                namespace: String::new(),
+                name: NAMESPACES[*ns].into(),
+            }]
+        }
+        Step::DeleteNamespace(ns) => {
+            let key = ObjectKey {
+                kind: Kind::Namespace,
+                namespace: String::new(),
+                name: NAMESPACES[*ns].into(),
+            };
+            c.state.remove(&key);
+            vec![key]
+        }
+    }
+}
+
+/// `table` with `tx` applied, as the kernel would hold it (notes aside).
+fn applied(table: &strait_nft::Table, tx: &strait_nft::Transaction) -> strait_nft::Table {
+    use strait_nft::{Chain, Op};
+    let mut t = table.clone();
+    for op in &tx.ops {
+        match op {
+            Op::AddTable => {}
+            Op::DeleteTable => {
+                t.sets.clear();
+                t.chains.clear();
+            }
+            Op::AddSet { name, set } => {
+                t.sets.entry(name.clone()).or_insert_with(|| {
+                    let mut s = set.clone();
+                    s.elements.clear();
+                    s
+                });
+            }
+            Op::DeleteSet(name) => {
+                t.sets.shift_remove(name);
+            }
+            Op::AddChain { name, base } => {
+                t.chains.entry(name.clone()).or_insert_with(|| Chain {
+                    base: *base,
+                    ..Chain::default()
+                });
+            }
+            Op::FlushChain(name) => t.chains[name.as_str()].rules.clear(),
+            Op::DeleteChain(name) => {
+                t.chains.shift_remove(name);
+            }
+            Op::AddRule { chain, rule } => t.chains[chain.as_str()].rules.push(rule.clone()),
+            Op::AddElements { set, elements } => {
+                for (k, e) in elements {
+                    t.sets[set.as_str()].elements.insert(k.clone(), e.clone());
+                }
+            }
+            Op::DeleteElements { set, keys } => {
+                for k in keys {
+                    t.sets[set.as_str()].elements.remove(k);
+                }
+            }
+        }
+    }
+    t
+}
+
+fn without_notes(t: &strait_nft::Table) -> strait_nft::Table {
+    let mut t = t.clone();
+    for c in t.chains.values_mut() {
+        c.note = None;
+    }
+    t
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Random pod and namespace changes applied one by one through the
+    /// incremental planner give exactly the full plan of the same state
+    /// (tables, stats, chain descriptions), and its transactions bring the
+    /// previous tables to it.
+    #[test]
+    fn incremental_changes_give_the_full_plan(
+        pods in prop::collection::vec(pod_spec(), 0..7),
+        teams in any::<[bool; 3]>(),
+        policies in prop::collection::vec(policy(), 0..4),
+        steps in prop::collection::vec(step(), 1..12),
+    ) {
+        use super::Incremental;
+        let mut c = cluster(&pods, &teams, &policies, &[]);
+        let mut planners: Vec<Incremental> =
+            ["n0", "n1"].iter().map(|n| Incremental::new(&c.state, n)).collect();
+        for (i, s) in steps.iter().enumerate() {
+            let keys = apply_step(&mut c, s);
+            for planner in &mut planners {
+                let before = [planner.plan().v4.clone(), planner.plan().v6.clone()];
+                let Some(txs) = planner.update(&c.state, &keys) else {
+                    // Planned in full, as the applier then does: only
+                    // once an address has been shared, and before the
+                    // planner changed anything.
+                    prop_assert!(!planner.spoilt(), "step {} {:?}: spoilt", i, s);
+                    prop_assert!(
+                        steps[..=i].iter().any(|s| matches!(s, Step::Put(_, _, _, _, 2, _, _))),
+                        "step {} {:?}: no incremental path", i, s
+                    );
+                    *planner = Incremental::new(&c.state, planner.node());
+                    continue;
+                };
+                let full = Incremental::new(&c.state, planner.node());
+                let (inc, reference) = (planner.plan(), full.plan());
+                for (j, (got, want)) in inc.tables().into_iter().zip(reference.tables()).enumerate() {
+                    prop_assert_eq!(got, want, "step {} {:?} node {} family {}", i, s, planner.node(), j);
+                    let kernel = applied(&before[j], &txs[j]);
+                    prop_assert_eq!(without_notes(&kernel), without_notes(want),
+                        "the transaction, step {} {:?} node {} family {}: {:#?}", i, s, planner.node(), j, txs[j].ops);
+                }
+                prop_assert_eq!(inc.stats, reference.stats, "stats, step {} {:?}", i, s);
+                prop_assert_eq!(&inc.chains, &reference.chains, "descriptions, step {} {:?}", i, s);
+            }
+        }
+    }
+}
