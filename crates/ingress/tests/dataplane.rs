@@ -265,10 +265,10 @@ async fn routes_round_robin_over_kept_alive_endpoint_connections() {
 
 #[tokio::test]
 async fn no_route_is_404_no_endpoint_503_unreachable_endpoint_502() {
-    let unreachable = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Bound, not listening: refused, and not handed to a parallel test.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let unreachable = reserved.local_addr().unwrap();
     let yaml = format!(
         "{CLASS}{}{}{}",
         service("empty"),
@@ -881,10 +881,12 @@ async fn websocket_upgrade_is_a_tunnel_that_survives_a_table_swap() {
 
 #[tokio::test]
 async fn a_refused_endpoint_is_retried_on_another() {
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound and not listening: connections are refused, and the
+    // port stays ours (a closed listener's port could be handed to another
+    // test's backend running in parallel).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let refused = reserved.local_addr().unwrap();
     let a = backend("a").await;
     let server = start(one_backend(&[refused, a.address]));
     let mut client = connect(server.http_address.unwrap()).await;
