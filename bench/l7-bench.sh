@@ -7,7 +7,9 @@
 # touches the host's namespace. Runs alternate between the proxies, several
 # times, at 10 and 256 connections; prints requests/s and p50/p99 of each run,
 # the medians, and the ratios strait/nginx and strait/haproxy.
-# Usage (root): bench/l7-bench.sh [SECONDS] [RUNS]   (STRAIT=PATH: that binary)
+# Usage (root): bench/l7-bench.sh [SECONDS] [RUNS]   (STRAIT=PATH: that binary;
+# BEFORE=PATH: another strait binary measured beside it in the same runs, as
+# "before", on core 1 too, e.g. the build of the previous commit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
@@ -136,6 +138,12 @@ pids+=($!); nginx_pid=$!
 ip netns exec "$pns" taskset -c 1 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
 pids+=($!); haproxy_pid=$!
 
+if [ -n "${BEFORE:-}" ]; then
+  ip netns exec "$pns" taskset -c 1 "$(realpath "$BEFORE")" ingress -f "$work/ingress.yaml" --listen 10.77.1.1:8004 \
+    --workers 1 2>"$work/before.log" &
+  pids+=($!); before_pid=$!
+fi
+
 ready() { # port
   for _ in $(seq 1 200); do
     if ip netns exec "$cns" bash -c "exec 3<>/dev/tcp/10.77.1.1/$1" 2>/dev/null; then return 0; fi
@@ -143,8 +151,10 @@ ready() { # port
   done
   echo "proxy on port $1 did not come up" >&2; cat "$work"/*.log >&2; return 1
 }
-ready 8001; ready 8002; ready 8003
-for p in 8001 8002 8003; do
+ports=(8001 8002 8003)
+[ -n "${BEFORE:-}" ] && ports+=(8004)
+for p in "${ports[@]}"; do ready "$p"; done
+for p in "${ports[@]}"; do
   body=$(ip netns exec "$cns" wrk -t1 -c1 -d1s "http://10.77.1.1:$p/" 2>&1 | awk '/Non-2xx/ {print "non-2xx"}')
   [ -z "$body" ] || { echo "proxy on $p answers errors" >&2; exit 1; }
 done
@@ -157,22 +167,24 @@ parse() {
     /Requests\/sec/ { rps = $2 } /Non-2xx/ { err += $NF } /Socket errors/ { err += 1 }
     END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err }'
 }
-declare -A port=([strait]=8001 [nginx]=8002 [haproxy]=8003)
-declare -A pid=([strait]=$strait_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+declare -A port=([strait]=8001 [nginx]=8002 [haproxy]=8003 [before]=8004)
+declare -A pid=([strait]=$strait_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid [before]=${before_pid:-0})
 # The CPU time a process used so far (user + system, in clock ticks): per
 # request, it says how much of its core each proxy spends, whether or not
 # the core was the bottleneck of the run.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 order=(strait nginx haproxy)
+[ -n "${BEFORE:-}" ] && order+=(before)
+n=${#order[@]}
 results=$work/results
 : >"$results"
 printf '%-5s %-4s %-8s %10s %9s %9s %6s %12s\n' conns run proxy req/s p50/ms p99/ms errors "cpu-us/req"
 for c in 10 256; do
   for run in $(seq 1 "$runs"); do
     # Rotate who goes first, so that drift in the machine's load is shared.
-    for i in 0 1 2; do
-      p=${order[$(( (i + run) % 3 ))]}
+    for i in $(seq 0 $((n - 1))); do
+      p=${order[$(( (i + run) % n ))]}
       threads=2; [ "$c" -lt 2 ] && threads=1
       before=$(cpu_ticks "${pid[$p]}")
       out=$(ip netns exec "$cns" taskset -c 0 wrk -t"$threads" -c"$c" -d"${secs}s" --latency "http://10.77.1.1:${port[$p]}/" 2>&1)
@@ -191,7 +203,7 @@ printf '%-5s %-8s %10s %9s %9s %12s\n' conns proxy req/s p50/ms p99/ms "cpu-us/r
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 for c in 10 256; do
   declare -A med_rps=() med_p99=()
-  for p in strait nginx haproxy; do
+  for p in "${order[@]}"; do
     rps=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $3}' "$results" | median)
     p50=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $4}' "$results" | median)
     p99=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $5}' "$results" | median)
@@ -202,6 +214,15 @@ for c in 10 256; do
   awk -v c="$c" -v s="${med_rps[strait]}" -v n="${med_rps[nginx]}" -v h="${med_rps[haproxy]}" \
       -v sp="${med_p99[strait]}" -v np="${med_p99[nginx]}" -v hp="${med_p99[haproxy]}" \
     'BEGIN {printf "%s connections: req/s strait/nginx %.2f, strait/haproxy %.2f; p99 strait/nginx %.2f, strait/haproxy %.2f\n", c, s/n, s/h, sp/np, sp/hp}'
+  if [ -n "${BEFORE:-}" ]; then
+    awk -v c="$c" -v s="${med_rps[strait]}" -v b="${med_rps[before]}" -v sp="${med_p99[strait]}" -v bp="${med_p99[before]}" \
+      'BEGIN {printf "%s connections: req/s strait/before %.2f; p99 strait/before %.2f\n", c, s/b, sp/bp}'
+  fi
+  # The spread: each proxy's lowest and highest req/s over the runs.
+  for p in "${order[@]}"; do
+    awk -v c="$c" -v p="$p" '$1 == c && $2 == p {if (!n++ || $3 < lo) lo = $3; if ($3 > hi) hi = $3}
+      END {printf "  %s: req/s from %d to %d over %d runs\n", p, lo, hi, n}' "$results"
+  done
 done
 echo "strait RSS: $(awk '/VmRSS/ {print int($2/1024)}' /proc/$strait_pid/status) MB"
 # Connections each proxy holds to the backends now, and connections closed

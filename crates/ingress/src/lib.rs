@@ -9,6 +9,8 @@
 //! a Service's virtual IP.
 
 mod error;
+mod h1;
+mod metrics;
 mod plan;
 mod server;
 mod tls;
@@ -18,5 +20,5 @@ pub use plan::{
     plan, Backend, HostRoutes, PathType, Problem, Route, RouteTable, TlsCertificate,
     ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS, CONTROLLER,
 };
-pub use server::{Body, Config, IngressServer};
+pub use server::{Balance, Body, Config, IngressServer};
 pub use tls::Certificates;

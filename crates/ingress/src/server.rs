@@ -1,6 +1,11 @@
-//! The data plane: HTTP/1.1 (and HTTPS, certificates by SNI) in, requests
-//! straight to the endpoints the route table names, over keep-alive
+//! The data plane: HTTP/1.1 and HTTP/2 (HTTPS with certificates by SNI and
+//! ALPN, h2c with prior knowledge on cleartext) in, requests straight to
+//! the endpoints the route table names, over keep-alive HTTP/1.1
 //! connections kept per worker and per endpoint.
+//!
+//! HTTP/1.1 is proxied by our own loop (`h1`): one task per client
+//! connection. HTTP/2 is served by hyper, each stream forwarded over
+//! hyper's HTTP/1.1 client connections.
 //!
 //! Each worker is one thread with a single-threaded runtime: a connection,
 //! its requests and the backend connections they use stay on one core, with
@@ -18,11 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::cell::Cell;
+use std::time::Instant;
+
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1 as client;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1 as server;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,7 +41,9 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::plan::RouteTable;
+use crate::h1;
+use crate::metrics::Metrics;
+use crate::plan::{Backend, RouteTable};
 use crate::tls::Certificates;
 use crate::{Error, Result};
 
@@ -55,6 +65,32 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Connections kept per endpoint and worker.
     pub max_idle_per_endpoint: usize,
+    /// From a request's head to its response's head, at most (then 504).
+    pub request_timeout: Duration,
+    /// How long the rest of a request head may take once it has begun.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive client connection may wait for a request.
+    pub keep_alive_timeout: Duration,
+    /// Tries of a request: the first, and those of [`Worker`]'s safe
+    /// retries (another endpoint after a refused connection; a kept-alive
+    /// connection closed under an idempotent request).
+    pub max_attempts: u32,
+    pub balance: Balance,
+    /// One line per request on standard output.
+    pub access_log: bool,
+    /// Prometheus metrics, served on their own address.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// How an endpoint of a backend is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn (the backend's counter, shared by the workers).
+    #[default]
+    RoundRobin,
+    /// Of two endpoints drawn at random, the one with fewer requests in
+    /// flight from this worker ("power of two choices").
+    LeastRequest,
 }
 
 impl Default for Config {
@@ -65,6 +101,13 @@ impl Default for Config {
             workers: 1,
             connect_timeout: Duration::from_secs(5),
             max_idle_per_endpoint: 1024,
+            request_timeout: Duration::from_secs(60),
+            header_read_timeout: crate::h1::HEADER_READ_TIMEOUT,
+            keep_alive_timeout: crate::h1::KEEP_ALIVE_TIMEOUT,
+            max_attempts: 3,
+            balance: Balance::RoundRobin,
+            access_log: false,
+            metrics: None,
         }
     }
 }
@@ -76,6 +119,7 @@ struct Shared {
     generation: AtomicU64,
     table: RwLock<Arc<RouteTable>>,
     certificates: RwLock<Arc<Certificates>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The running data plane. Dropping it stops the workers (their
@@ -83,6 +127,8 @@ struct Shared {
 pub struct IngressServer {
     pub http_address: Option<SocketAddr>,
     pub https_address: Option<SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
+    metrics_server: Option<crate::metrics::MetricsServer>,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -97,6 +143,7 @@ impl IngressServer {
             generation: AtomicU64::new(0),
             table: RwLock::new(Arc::new(table)),
             certificates: RwLock::new(Arc::new(certificates)),
+            metrics: config.metrics.map(|_| Arc::new(Metrics::new())),
         });
         let http = config.http.map(listen).transpose()?;
         let https = config.https.map(listen).transpose()?;
@@ -111,6 +158,12 @@ impl IngressServer {
                 .map_err(Error::Worker)
         };
         let (http_address, https_address) = (address(&http)?, address(&https)?);
+        let metrics_address = match (config.metrics, &shared.metrics) {
+            (Some(address), Some(metrics)) => {
+                Some(crate::metrics::serve(address, metrics.clone())?)
+            }
+            _ => None,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
@@ -133,6 +186,8 @@ impl IngressServer {
             IngressServer {
                 http_address,
                 https_address,
+                metrics_address: metrics_address.as_ref().map(|m| m.address),
+                metrics_server: metrics_address,
                 shared,
                 stop: Some(stop),
                 threads,
@@ -176,6 +231,7 @@ impl Drop for IngressServer {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.metrics_server.take());
     }
 }
 
@@ -219,7 +275,7 @@ fn acceptor(shared: Arc<Shared>) -> Result<TlsAcceptor> {
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni(shared)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -264,17 +320,24 @@ fn worker(
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut server = server::Builder::new();
-        server
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+        let mut h2 = http2::Builder::new(LocalExec);
+        h2.timer(TokioTimer::new());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            ^ (std::thread::current().id().as_u64_lossy() << 32);
         let worker = Rc::new(Worker {
             cached: RefCell::new((shared.generation.load(Ordering::Acquire), table)),
             shared,
             pool: RefCell::new(HashMap::new()),
-            server,
+            raw_pool: RefCell::new(HashMap::new()),
+            served: RefCell::new(std::collections::HashSet::new()),
+            in_flight: RefCell::new(HashMap::new()),
+            random: Cell::new(seed | 1),
+            h2,
             config,
         });
+        worker.drain_removed(&worker.cached.borrow().1);
         for (listener, tls) in [(http, None), (https, tls)] {
             let Some(listener) = listener else { continue };
             match TcpListener::from_std(listener) {
@@ -287,6 +350,34 @@ fn worker(
         // Until the server is dropped; then the tasks go with the runtime.
         let _ = stopped.wait_for(|stop| *stop).await;
     });
+}
+
+/// A number from the thread's id, to seed each worker differently.
+trait ThreadIdBits {
+    fn as_u64_lossy(&self) -> u64;
+}
+
+impl ThreadIdBits for std::thread::ThreadId {
+    fn as_u64_lossy(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks on the worker's own thread (they hold
+/// the worker's `Rc`).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, future: F) {
+        spawn_local(future);
+    }
 }
 
 async fn accept(listener: TcpListener, worker: Rc<Worker>, tls: Option<TlsAcceptor>) {
@@ -304,7 +395,7 @@ async fn accept(listener: TcpListener, worker: Rc<Worker>, tls: Option<TlsAccept
         let worker = worker.clone();
         match &tls {
             None => {
-                spawn_local(worker.serve(stream, peer, false));
+                spawn_local(worker.serve_cleartext(stream, peer));
             }
             Some(tls) => {
                 let tls = tls.clone();
@@ -312,7 +403,15 @@ async fn accept(listener: TcpListener, worker: Rc<Worker>, tls: Option<TlsAccept
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(10), tls.accept(stream));
                     match handshake.await {
-                        Ok(Ok(stream)) => worker.serve(stream, peer, true).await,
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            if h2 {
+                                worker.serve_h2(stream, peer, true).await
+                            } else {
+                                let conn = h1::Conn::new(stream);
+                                h1::serve(worker, conn, peer, true).await
+                            }
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -323,13 +422,22 @@ async fn accept(listener: TcpListener, worker: Rc<Worker>, tls: Option<TlsAccept
 }
 
 /// One worker's state: its view of the table and its idle connections.
-struct Worker {
+pub(crate) struct Worker {
     shared: Arc<Shared>,
     /// (generation, table) last read.
     cached: RefCell<(u64, Arc<RouteTable>)>,
+    /// hyper's endpoint connections, for HTTP/2 clients.
     pool: RefCell<HashMap<SocketAddr, VecDeque<client::SendRequest<Incoming>>>>,
-    server: server::Builder,
-    config: Config,
+    /// Idle endpoint connections of the HTTP/1.1 loop, the warmest last.
+    raw_pool: RefCell<HashMap<SocketAddr, Vec<h1::Upstream>>>,
+    /// The endpoints of the table last read: only theirs are kept idle.
+    served: RefCell<std::collections::HashSet<SocketAddr>>,
+    /// Requests in flight by endpoint (least-request balancing only).
+    in_flight: RefCell<HashMap<SocketAddr, u32>>,
+    /// xorshift state, for the two random choices.
+    random: Cell<u64>,
+    h2: http2::Builder<LocalExec>,
+    pub(crate) config: Config,
 }
 
 /// The peer of a connection.
@@ -339,15 +447,72 @@ struct Client {
     header: Option<HeaderValue>,
 }
 
-/// Where a request goes.
-enum Decision {
+/// Where a request goes: the one answer the data plane asks of the route
+/// table, per request.
+pub(crate) enum Decision {
     NoRoute,
-    NoEndpoints(String),
-    Endpoint(SocketAddr),
+    NoEndpoints(Arc<Backend>),
+    Endpoint(SocketAddr, Arc<Backend>),
+}
+
+/// What a request is routed by.
+pub(crate) struct Head<'a> {
+    #[allow(dead_code)] // for method matches (Gateway API)
+    pub method: &'a str,
+    /// Lower case, without port or trailing dot.
+    pub host: &'a str,
+    /// Without the query.
+    pub path: &'a str,
+    #[allow(dead_code)] // for header matches (Gateway API)
+    pub headers: Headers<'a>,
+}
+
+/// A request's headers, as either protocol parsed them.
+#[allow(dead_code)] // read by header matches (Gateway API)
+pub(crate) enum Headers<'a> {
+    H1(&'a [httparse::Header<'a>]),
+    Hyper(&'a HeaderMap),
+}
+
+#[allow(dead_code)] // read by header matches (Gateway API)
+impl Headers<'_> {
+    /// The first value of the header `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            Headers::H1(h) => h
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value),
+            Headers::Hyper(h) => h.get(name).map(|v| v.as_bytes()),
+        }
+    }
 }
 
 impl Worker {
-    async fn serve<IO>(self: Rc<Self>, io: IO, peer: SocketAddr, https: bool)
+    /// A cleartext connection: HTTP/1.1, or HTTP/2 if it opens with the
+    /// HTTP/2 preface (h2c with prior knowledge).
+    async fn serve_cleartext(self: Rc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let mut conn = h1::Conn::new(stream);
+        loop {
+            let seen = conn.buffered();
+            if !seen.is_empty() && !h1::looks_like_h2(seen) {
+                break;
+            }
+            if seen.len() >= h1::H2_PREFACE.len() {
+                let (stream, rest) = conn.into_parts();
+                self.serve_h2(Prefixed::new(rest, stream), peer, false)
+                    .await;
+                return;
+            }
+            match tokio::time::timeout(self.config.header_read_timeout, conn.fill()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        h1::serve(self, conn, peer, false).await
+    }
+
+    async fn serve_h2<IO>(self: Rc<Self>, io: IO, peer: SocketAddr, https: bool)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
     {
@@ -361,17 +526,15 @@ impl Worker {
             let (this, client) = (this.clone(), client.clone());
             async move { Ok::<_, Infallible>(this.handle(req, &client, https).await) }
         });
-        if let Err(e) = self
-            .server
-            .serve_connection(TokioIo::new(io), service)
-            .await
-        {
-            tracing::debug!(%peer, "connection ended: {e}");
+        if let Err(e) = self.h2.serve_connection(TokioIo::new(io), service).await {
+            tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
         }
     }
 
-    /// Route on the table served now, reading it again only after a swap.
-    fn decide(&self, host: &str, path: &str) -> Decision {
+    /// Route on the table served now, reading it again only after a swap
+    /// (then idle connections to endpoints it no longer names are closed:
+    /// requests in flight to them finish, no new one goes there).
+    pub(crate) fn decide(&self, head: &Head<'_>) -> Decision {
         let generation = self.shared.generation.load(Ordering::Acquire);
         let mut cached = self.cached.borrow_mut();
         if cached.0 != generation {
@@ -382,13 +545,163 @@ impl Worker {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             *cached = (generation, table);
+            self.drain_removed(&cached.1);
         }
-        match cached.1.route(host, path) {
+        match cached.1.route(head.host, head.path) {
             None => Decision::NoRoute,
-            Some(backend) => match backend.pick() {
-                Some(endpoint) => Decision::Endpoint(endpoint),
-                None => Decision::NoEndpoints(backend.name.clone()),
+            Some(backend) => match self.pick(backend) {
+                Some(endpoint) => Decision::Endpoint(endpoint, backend.clone()),
+                None => Decision::NoEndpoints(backend.clone()),
             },
+        }
+    }
+
+    fn drain_removed(&self, table: &RouteTable) {
+        let mut served = std::collections::HashSet::new();
+        let mut add = |b: &Arc<Backend>| served.extend(b.endpoints.iter().copied());
+        for routes in table
+            .exact
+            .values()
+            .chain(table.wildcard.values())
+            .chain(std::iter::once(&table.any_host))
+        {
+            for route in &routes.routes {
+                add(&route.backend);
+            }
+        }
+        if let Some(b) = &table.default_backend {
+            add(b);
+        }
+        self.raw_pool.borrow_mut().retain(|e, _| served.contains(e));
+        self.pool.borrow_mut().retain(|e, _| served.contains(e));
+        *self.served.borrow_mut() = served;
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.set(x);
+        x
+    }
+
+    fn pick(&self, backend: &Backend) -> Option<SocketAddr> {
+        let n = backend.endpoints.len();
+        if self.config.balance == Balance::RoundRobin || n < 2 {
+            return backend.pick();
+        }
+        let r = self.next_random();
+        let a = (r % n as u64) as usize;
+        // A second, different one.
+        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+        let (a, b) = (backend.endpoints[a], backend.endpoints[b]);
+        let in_flight = self.in_flight.borrow();
+        let load = |e| in_flight.get(&e).copied().unwrap_or(0);
+        Some(if load(b) < load(a) { b } else { a })
+    }
+
+    /// Another endpoint of `backend` than `failed`, if it has one.
+    pub(crate) fn pick_other(&self, backend: &Backend, failed: SocketAddr) -> Option<SocketAddr> {
+        let others: Vec<_> = backend.endpoints.iter().filter(|e| **e != failed).collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(*others[(self.next_random() % others.len() as u64) as usize])
+    }
+
+    pub(crate) fn started(&self, endpoint: SocketAddr) {
+        if self.config.balance == Balance::LeastRequest {
+            *self.in_flight.borrow_mut().entry(endpoint).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn finished(&self, endpoint: SocketAddr) {
+        if self.config.balance == Balance::LeastRequest {
+            if let Some(n) = self.in_flight.borrow_mut().get_mut(&endpoint) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A connection to `endpoint` refused or failed: its idle ones are
+    /// likely dead too.
+    pub(crate) fn failed(&self, endpoint: SocketAddr) {
+        self.raw_pool.borrow_mut().remove(&endpoint);
+    }
+
+    /// An idle connection to `endpoint` that is still open: one the
+    /// endpoint closed (or wrote to unasked) is readable, and dropped. The
+    /// check costs no system call while the connection is quiet.
+    pub(crate) fn take_idle(&self, endpoint: SocketAddr) -> Option<h1::Upstream> {
+        let mut pool = self.raw_pool.borrow_mut();
+        let idle = pool.get_mut(&endpoint)?;
+        while let Some(conn) = idle.pop() {
+            let mut byte = [0u8; 1];
+            match conn.io.try_read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put_idle(&self, endpoint: SocketAddr, conn: h1::Upstream) {
+        if !conn.buffered().is_empty() {
+            // Bytes after the response: not a connection to trust.
+            return;
+        }
+        // Only for endpoints still served (a drained one's are closed).
+        if !self.served.borrow().contains(&endpoint) {
+            return;
+        }
+        let mut pool = self.raw_pool.borrow_mut();
+        let idle = pool.entry(endpoint).or_default();
+        if idle.len() < self.config.max_idle_per_endpoint {
+            idle.push(conn);
+        }
+    }
+
+    pub(crate) async fn connect_raw(&self, endpoint: SocketAddr) -> Result<h1::Upstream, String> {
+        let stream =
+            tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(endpoint))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "connecting timed out after {:?}",
+                        self.config.connect_timeout
+                    )
+                })?
+                .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(h1::Conn::new(stream))
+    }
+
+    /// Whether requests are logged or counted (then their method, host and
+    /// path are kept until the response).
+    pub(crate) fn observing(&self) -> bool {
+        self.config.access_log || self.shared.metrics.is_some()
+    }
+
+    /// The access log line and the metrics of one request.
+    pub(crate) fn observe(
+        &self,
+        request: &h1::RequestLog,
+        status: u16,
+        bytes: u64,
+        upstream: Option<SocketAddr>,
+        started: Instant,
+    ) {
+        if !self.observing() {
+            return;
+        }
+        let elapsed = started.elapsed();
+        let route = request.route.as_ref().map_or("", |b| b.name.as_str());
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.observe(route, status, elapsed);
+        }
+        if self.config.access_log {
+            crate::metrics::access_log(request, status, bytes, upstream, elapsed);
         }
     }
 
@@ -398,34 +711,67 @@ impl Worker {
         client: &Client,
         https: bool,
     ) -> Response<Body> {
-        let decision = {
-            let host = host_of(&req);
-            self.decide(&host, req.uri().path())
+        let started = Instant::now();
+        let host = host_of(&req);
+        let decision = self.decide(&Head {
+            method: req.method().as_str(),
+            host: &host,
+            path: req.uri().path(),
+            headers: Headers::Hyper(req.headers()),
+        });
+        let mut log = h1::RequestLog {
+            client: client.ip,
+            method: String::new(),
+            host: String::new(),
+            path: String::new(),
+            route: None,
         };
-        let endpoint = match decision {
+        if self.observing() {
+            log.method = req.method().to_string();
+            log.host = host.into_owned();
+            log.path = req.uri().path().to_owned();
+        }
+        let (endpoint, backend) = match decision {
             Decision::NoRoute => {
-                return error(StatusCode::NOT_FOUND, "no route for this host and path\n")
+                self.observe(&log, 404, 0, None, started);
+                return error(StatusCode::NOT_FOUND, "no route for this host and path\n");
             }
             Decision::NoEndpoints(backend) => {
-                tracing::debug!(backend, "no endpoints");
+                tracing::debug!(backend = backend.name, "no endpoints");
+                log.route = Some(backend);
+                self.observe(&log, 503, 0, None, started);
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no endpoint ready for this route\n",
                 );
             }
-            Decision::Endpoint(e) => e,
+            Decision::Endpoint(e, backend) => (e, backend),
         };
+        log.route = Some(backend);
         let req = upstream_request(req, client, https);
-        match self.forward(endpoint, req).await {
-            Ok(mut response) => {
+        self.started(endpoint);
+        let forwarded =
+            tokio::time::timeout(self.config.request_timeout, self.forward(endpoint, req)).await;
+        self.finished(endpoint);
+        match forwarded {
+            Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
+                self.observe(&log, response.status().as_u16(), 0, Some(endpoint), started);
                 response.map(Either::Left)
             }
-            Err(why) => {
+            Ok(Err(why)) => {
                 tracing::debug!(%endpoint, "{why}");
+                self.observe(&log, 502, 0, Some(endpoint), started);
                 error(
                     StatusCode::BAD_GATEWAY,
                     "the endpoint could not be reached\n",
+                )
+            }
+            Err(_) => {
+                self.observe(&log, 504, 0, Some(endpoint), started);
+                error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the endpoint did not answer in time\n",
                 )
             }
         }
@@ -521,6 +867,12 @@ fn host_of(req: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default();
+    normalize_host(raw)
+}
+
+/// A Host header's host, as routes name it: lower case, without port or
+/// trailing dot.
+pub(crate) fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if raw.starts_with('[') {
         // An IPv6 literal: `[::1]:8080`.
         raw.split_once(']')
@@ -618,4 +970,59 @@ fn error(status: StatusCode, message: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// A stream whose first bytes were read already (to tell h2c from
+/// HTTP/1.1): they are read again first.
+struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    fn new(prefix: Vec<u8>, io: IO) -> Prefixed<IO> {
+        Prefixed { prefix, at: 0, io }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -700,6 +700,25 @@ pub struct IngressArgs {
     /// this process may run on).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+
+    /// How an endpoint is chosen: `round-robin`, or `least-request` (of two
+    /// drawn at random, the one with fewer requests in flight).
+    #[arg(long, value_name = "POLICY", default_value = "round-robin")]
+    pub balance: String,
+
+    /// Seconds from a request to its response's head before it is answered
+    /// 504.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub request_timeout: u64,
+
+    /// Print one line per request on standard output (time, client, host,
+    /// method, path, status, bytes, endpoint, duration).
+    #[arg(long)]
+    pub access_log: bool,
+
+    /// Serve Prometheus metrics (`/metrics`) on this address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 /// What `strait trace` and `strait lab trace` print.

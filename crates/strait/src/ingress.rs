@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use strait_agent::{FileSource, Source};
-use strait_ingress::{plan, Config, IngressServer, RouteTable};
+use strait_ingress::{plan, Balance, Config, IngressServer, RouteTable};
 use strait_kube::{ClientConfig, KubeSource, Options as KubeOptions, INGRESS_KINDS};
 use strait_model::{ClusterState, Kind, ObjectKey};
 
@@ -40,10 +40,35 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let balance = match args.balance.as_str() {
+        "round-robin" => Balance::RoundRobin,
+        "least-request" => Balance::LeastRequest,
+        other => {
+            return Err(Error::Flag {
+                flag: "--balance",
+                message: format!("{other:?} is not round-robin or least-request"),
+            })
+        }
+    };
+    if args.request_timeout == 0 {
+        return Err(Error::Flag {
+            flag: "--request-timeout",
+            message: "at least one second".into(),
+        });
+    }
+    let metrics = args
+        .metrics_listen
+        .as_deref()
+        .map(|m| address("--metrics-listen", m))
+        .transpose()?;
     let serving = Config {
         http: Some(http),
         https,
         workers,
+        balance,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout),
+        access_log: args.access_log,
+        metrics,
         ..Config::default()
     };
     if args.kubernetes {
