@@ -9,11 +9,15 @@
 //! a Service's virtual IP.
 
 mod error;
+pub mod gateway;
 mod plan;
 mod server;
 mod tls;
 
 pub use error::{Error, Result};
+pub use gateway::{
+    plan_all, plan_gateways, GatewayPlan, GatewayStatuses, GatewayTable, GATEWAY_CONTROLLER,
+};
 pub use plan::{
     plan, Backend, HostRoutes, PathType, Problem, Route, RouteTable, TlsCertificate,
     ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS, CONTROLLER,

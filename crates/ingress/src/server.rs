@@ -33,6 +33,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use crate::gateway::{Decision, Reply, RequestHead};
 use crate::plan::RouteTable;
 use crate::tls::Certificates;
 use crate::{Error, Result};
@@ -339,13 +340,6 @@ struct Client {
     header: Option<HeaderValue>,
 }
 
-/// Where a request goes.
-enum Decision {
-    NoRoute,
-    NoEndpoints(String),
-    Endpoint(SocketAddr),
-}
-
 impl Worker {
     async fn serve<IO>(self: Rc<Self>, io: IO, peer: SocketAddr, https: bool)
     where
@@ -370,8 +364,8 @@ impl Worker {
         }
     }
 
-    /// Route on the table served now, reading it again only after a swap.
-    fn decide(&self, host: &str, path: &str) -> Decision {
+    /// The table served now, read again only after a swap.
+    fn table(&self) -> Arc<RouteTable> {
         let generation = self.shared.generation.load(Ordering::Acquire);
         let mut cached = self.cached.borrow_mut();
         if cached.0 != generation {
@@ -383,13 +377,7 @@ impl Worker {
                 .clone();
             *cached = (generation, table);
         }
-        match cached.1.route(host, path) {
-            None => Decision::NoRoute,
-            Some(backend) => match backend.pick() {
-                Some(endpoint) => Decision::Endpoint(endpoint),
-                None => Decision::NoEndpoints(backend.name.clone()),
-            },
-        }
+        cached.1.clone()
     }
 
     async fn handle(
@@ -398,27 +386,69 @@ impl Worker {
         client: &Client,
         https: bool,
     ) -> Response<Body> {
-        let decision = {
-            let host = host_of(&req);
-            self.decide(&host, req.uri().path())
+        let table = self.table();
+        let (mut parts, body) = req.into_parts();
+        // The one lookup: request head → decision (crate::gateway).
+        let host = host_of(&parts.headers, &parts.uri);
+        let head = RequestHead {
+            host: &host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            method: parts.method.as_str(),
+            headers: &parts.headers,
+            https,
+            listener_port: 0,
         };
-        let endpoint = match decision {
-            Decision::NoRoute => {
+        let forward = match table.decide(&head) {
+            Decision::NotFound => {
                 return error(StatusCode::NOT_FOUND, "no route for this host and path\n")
             }
-            Decision::NoEndpoints(backend) => {
-                tracing::debug!(backend, "no endpoints");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no endpoint ready for this route\n",
-                );
-            }
-            Decision::Endpoint(e) => e,
+            Decision::Reply(reply) => return own_reply(&reply),
+            Decision::Forward(f) => f,
         };
-        let req = upstream_request(req, client, https);
-        match self.forward(endpoint, req).await {
+        let Some(endpoint) = forward.backend.pick() else {
+            tracing::debug!(backend = forward.backend.name, "no endpoints");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no endpoint ready for this route\n",
+            );
+        };
+        let new_path = forward.rewritten_path(&head);
+        let mirrors = forward.mirrors();
+        drop(host);
+        forward.apply_request_headers(&mut parts.headers);
+        if let Some(path) = new_path {
+            if let Ok(uri) = path.parse::<Uri>() {
+                parts.uri = uri;
+            }
+        }
+        for mirror in mirrors {
+            if let Some(endpoint) = mirror.pick() {
+                spawn_local(send_mirror(
+                    endpoint,
+                    parts.clone(),
+                    self.config.connect_timeout,
+                ));
+            }
+        }
+        let req = upstream_request(Request::from_parts(parts, body), client, https);
+        let sent = self.forward(endpoint, req);
+        let result = match forward.timeout() {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the route's timeout passed before the endpoint answered\n",
+                    )
+                }
+            },
+            None => sent.await,
+        };
+        match result {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
+                forward.apply_response(response.headers_mut());
                 response.map(Either::Left)
             }
             Err(why) => {
@@ -514,12 +544,11 @@ impl Worker {
 
 /// The request's host: the Host header (or the authority of an
 /// absolute-form target), lower case, without port or trailing dot.
-fn host_of(req: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
-    let raw = req
-        .headers()
+fn host_of<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> std::borrow::Cow<'a, str> {
+    let raw = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
     let without_port = if raw.starts_with('[') {
         // An IPv6 literal: `[::1]:8080`.
@@ -606,6 +635,43 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// A reply of the route table's own: a redirect (with its Location) or an
+/// error for an invalid backend share.
+fn own_reply(reply: &Reply) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(reply.message.clone()))));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(location) = reply.location.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    response
+}
+
+/// RequestMirror: a copy of the request head (without its body, which is
+/// streamed to the real backend only) sent to a mirror; its answer is
+/// dropped. On a connection of its own: mirrors are rare and must not
+/// take the pool's connections.
+async fn send_mirror(endpoint: SocketAddr, parts: hyper::http::request::Parts, limit: Duration) {
+    let attempt = async {
+        let stream = TcpStream::connect(endpoint).await.ok()?;
+        let (mut sender, connection) = client::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
+        spawn_local(async move {
+            let _ = connection.await;
+        });
+        let mut parts = parts;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let req = Request::from_parts(parts, Full::new(Bytes::new()));
+        sender.send_request(req).await.ok()
+    };
+    let _ = tokio::time::timeout(limit, attempt).await;
 }
 
 fn error(status: StatusCode, message: &'static str) -> Response<Body> {

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use strait_agent::{FileSource, Source};
-use strait_ingress::{plan, Config, IngressServer, RouteTable};
-use strait_model::ClusterState;
+use strait_ingress::gateway::GatewayStatuses;
+use strait_ingress::{plan_all, Config, IngressServer, RouteTable};
+use strait_model::{ClusterState, Kind, ObjectKey};
 
 use crate::cli::IngressArgs;
 use crate::error::Error;
@@ -22,6 +23,7 @@ fn address(flag: &'static str, text: &str) -> Result<SocketAddr, Error> {
 
 pub fn run(args: &IngressArgs) -> Result<(), Error> {
     let config = cluster_config(&args.cluster)?;
+    gateways_served(args)?;
     let http = address("--listen", &args.listen)?;
     let https = args
         .tls_listen
@@ -52,7 +54,7 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
             }
         }),
     )?;
-    let table = planned(source.state(), &args.controller);
+    let table = planned(source.state(), args);
     let (server, problems) = IngressServer::start(
         Config {
             http: Some(http),
@@ -76,9 +78,10 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
         "serving"
     );
     eprintln!(
-        "strait ingress: serving {} Ingress(es), {} path(s) on http://{}{}",
+        "strait ingress: serving {} Ingress(es), {} path(s), {} Gateway API route match(es) on http://{}{}",
         served.ingresses.len(),
         served.len(),
+        served.gateway.len(),
         server
             .http_address
             .map(|a| a.to_string())
@@ -93,7 +96,7 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
     let _ = source.next()?;
     loop {
         if let Some(update) = source.wait_batch(None)? {
-            let table = planned(&update.state, &args.controller);
+            let table = planned(&update.state, args);
             let (ingresses, paths) = (table.ingresses.len(), table.len());
             for problem in server.swap(table) {
                 tracing::warn!("{problem}");
@@ -103,11 +106,75 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
     }
 }
 
-/// The table of a snapshot, its problems logged (each names the object).
-fn planned(state: &Arc<ClusterState>, controller: &str) -> RouteTable {
-    let table = plan(state, controller);
+/// `--gateway NS/NAME` as keys (checked once at start).
+fn gateways_served(args: &IngressArgs) -> Result<Option<Vec<ObjectKey>>, Error> {
+    if args.gateway.is_empty() {
+        return Ok(None);
+    }
+    args.gateway
+        .iter()
+        .map(|g| match g.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                Ok(ObjectKey::new(Kind::Gateway, ns, name))
+            }
+            _ => Err(Error::Flag {
+                flag: "--gateway",
+                message: format!("{g:?} is not NAMESPACE/NAME"),
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The table of a snapshot (Ingresses and Gateway API), its problems and
+/// the Gateway API conditions that are not True logged (each names the
+/// object).
+fn planned(state: &Arc<ClusterState>, args: &IngressArgs) -> RouteTable {
+    let only = gateways_served(args).ok().flatten();
+    let (table, statuses) = plan_all(
+        state,
+        &args.controller,
+        &args.gateway_controller,
+        only.as_deref(),
+    );
     for problem in &table.problems {
         tracing::warn!("{problem}");
     }
+    log_statuses(&statuses);
     table
+}
+
+/// Writing Gateway API status back is not done yet: what is wrong is said
+/// in the log instead, with the spec's reason.
+fn log_statuses(statuses: &GatewayStatuses) {
+    for (key, report) in &statuses.gateways {
+        let listeners = report
+            .listeners
+            .iter()
+            .flat_map(|l| l.conditions.iter().map(move |c| (Some(&l.name), c)));
+        for (listener, c) in report.conditions.iter().map(|c| (None, c)).chain(listeners) {
+            let bad = if c.type_ == "Conflicted" {
+                c.status
+            } else {
+                !c.status
+            };
+            if bad {
+                tracing::warn!(gateway = %key, listener = ?listener, condition = c.type_, reason = c.reason, "{}", c.message);
+            }
+        }
+    }
+    for (key, parents) in &statuses.routes {
+        for parent in parents {
+            for c in &parent.conditions {
+                let bad = if c.type_ == "PartiallyInvalid" {
+                    c.status
+                } else {
+                    !c.status
+                };
+                if bad {
+                    tracing::warn!(route = %key, parent = %parent.parent_ref.name, condition = c.type_, reason = c.reason, "{}", c.message);
+                }
+            }
+        }
+    }
 }
