@@ -1768,7 +1768,7 @@ fn compile_filters(
                     match resolve_backend(state, grants, key, &b, backends) {
                         Ok(backend) => {
                             let per_million = match (&m.percent, &m.fraction) {
-                                (Some(p), _) => u32::try_from(*p).unwrap_or(0) * 10_000,
+                                (Some(p), _) => u32::try_from(*p).unwrap_or(0).min(100) * 10_000,
                                 (None, Some(fr)) => {
                                     let d = i64::from(fr.denominator.unwrap_or(100).max(1));
                                     u32::try_from(i64::from(fr.numerator) * 1_000_000 / d)

@@ -1315,3 +1315,44 @@ spec:
     }
     assert_eq!(status.routes[&route_key("backend-v3")].len(), 2);
 }
+
+/// The README's example plans without a problem and routes as it says.
+#[test]
+fn the_example_manifest_plans_cleanly() {
+    let text = include_str!("../../../examples/gateway-demo.yaml");
+    let loaded = parse_str("gateway-demo.yaml", text, Format::Yaml).expect("the example loads");
+    let state = ClusterState::from_objects(
+        loaded
+            .objects
+            .into_iter()
+            .map(|(o, origin)| (o, Some(origin))),
+    )
+    .unwrap();
+    let (table, status) = plan_all(&state, CONTROLLER, GATEWAY_CONTROLLER, None);
+    for parents in status.routes.values() {
+        for p in parents {
+            for c in &p.conditions {
+                assert!(c.status, "{c:?}");
+            }
+        }
+    }
+    let got = send(&table, "shop.demo.test", "/old/a", "GET", &[], false);
+    assert_eq!(
+        (got.to.as_str(), got.location.as_deref()),
+        ("301", Some("http://shop.demo.test/new/a"))
+    );
+    assert_eq!(
+        send(
+            &table,
+            "shop.demo.test",
+            "/api",
+            "GET",
+            &[("x-canary", "yes")],
+            false
+        )
+        .request_headers["x-via"],
+        "canary"
+    );
+    assert_eq!(to(&table, "shop.demo.test", "/"), "default/web:80");
+    assert_eq!(to(&table, "other.demo.test", "/"), "404");
+}
