@@ -18,11 +18,13 @@ use std::time::Duration;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use strait_model::gateway::{
-    parse_duration, Gateway, GatewayClass, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier,
-    HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, Listener, ParentReference, RouteGroupKind, GROUP,
+    parse_duration, Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPBackendRef,
+    HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, Listener,
+    ListenerStatus, ParentReference, RouteGroupKind, RouteParentStatus, GROUP,
 };
 use strait_model::k8s_openapi::api::core::v1::Namespace;
 use strait_model::k8s_openapi::api::networking::v1::ServiceBackendPort;
+use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use strait_model::{ClusterState, Kind, ObjectKey, Selector};
 
 use crate::plan::{Backend, TlsCertificate};
@@ -83,6 +85,76 @@ pub struct GatewayStatuses {
     pub gateways: BTreeMap<ObjectKey, GatewayReport>,
     /// One entry per parentRef that names a Gateway of strait's.
     pub routes: BTreeMap<ObjectKey, Vec<RouteParentReport>>,
+}
+
+impl Cond {
+    /// As the API writes it, with the time of the transition the writer
+    /// gives (the planner has no clock).
+    pub fn to_condition(&self, now: &Time) -> Condition {
+        Condition {
+            last_transition_time: now.clone(),
+            message: self.message.clone(),
+            observed_generation: self.observed_generation,
+            reason: self.reason.to_owned(),
+            status: if self.status { "True" } else { "False" }.to_owned(),
+            type_: self.type_.to_owned(),
+        }
+    }
+}
+
+impl GatewayStatuses {
+    /// The `status` of a GatewayClass of strait's, as the API holds it.
+    pub fn gateway_class_status(&self, name: &str, now: &Time) -> Option<GatewayClassStatus> {
+        let conditions = self.classes.get(name)?;
+        Some(GatewayClassStatus {
+            conditions: conditions.iter().map(|c| c.to_condition(now)).collect(),
+        })
+    }
+
+    /// The `status` of a Gateway of strait's (without `addresses`: those
+    /// are where the data plane listens, which the planner does not know).
+    pub fn gateway_status(&self, key: &ObjectKey, now: &Time) -> Option<GatewayStatus> {
+        let report = self.gateways.get(key)?;
+        Some(GatewayStatus {
+            addresses: Vec::new(),
+            conditions: report
+                .conditions
+                .iter()
+                .map(|c| c.to_condition(now))
+                .collect(),
+            listeners: report
+                .listeners
+                .iter()
+                .map(|l| ListenerStatus {
+                    name: l.name.clone(),
+                    supported_kinds: l.supported_kinds.clone(),
+                    attached_routes: l.attached_routes,
+                    conditions: l.conditions.iter().map(|c| c.to_condition(now)).collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// strait's entries of an HTTPRoute's `status.parents` (one per
+    /// parentRef naming a Gateway of strait's; other controllers' entries
+    /// are theirs to keep).
+    pub fn route_parents(
+        &self,
+        key: &ObjectKey,
+        controller: &str,
+        now: &Time,
+    ) -> Vec<RouteParentStatus> {
+        self.routes
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|p| RouteParentStatus {
+                parent_ref: p.parent_ref.clone(),
+                controller_name: controller.to_owned(),
+                conditions: p.conditions.iter().map(|c| c.to_condition(now)).collect(),
+            })
+            .collect()
+    }
 }
 
 // ---- the table the data plane executes ----

@@ -248,6 +248,39 @@ fn simple_same_namespace() {
     }
     assert_condition(&l.conditions, "Conflicted", false, "NoConflicts");
     assert_eq!(status.classes["strait"][0].reason, "Accepted");
+    // As the API would hold it.
+    let now = strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-12-01T00:00:00Z".parse().unwrap(),
+    );
+    let gw_status = status
+        .gateway_status(
+            &ObjectKey::new(Kind::Gateway, INFRA, "same-namespace"),
+            &now,
+        )
+        .unwrap();
+    let json = serde_json::to_value(&gw_status).unwrap();
+    assert_eq!(json["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(
+        json["listeners"][0]["supportedKinds"][0]["kind"],
+        "HTTPRoute"
+    );
+    assert!(json["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Programmed" && c["status"] == "True"));
+    let parents = status.route_parents(
+        &route_key("gateway-conformance-infra-test"),
+        GATEWAY_CONTROLLER,
+        &now,
+    );
+    let json = serde_json::to_value(&parents).unwrap();
+    assert_eq!(json[0]["controllerName"], "strait.dev/gateway-controller");
+    assert_eq!(json[0]["parentRef"]["name"], "same-namespace");
+    assert_eq!(
+        json[0]["conditions"][0]["lastTransitionTime"],
+        "2026-12-01T00:00:00Z"
+    );
     assert!(
         !status.classes.contains_key("other"),
         "another controller's class is not ours to report"
