@@ -1107,8 +1107,26 @@ pub fn plan_gateways(
         }
     }
     // Most specific hostname first; the older listener first on a tie.
+    // Listeners with the same hostname on different ports share the one
+    // socket of their protocol: their routes are served together, ranked
+    // as one list (else the second would be shadowed by the first).
     for list in [&mut plan.table.http, &mut plan.table.https] {
-        list.sort_by_key(|l| Reverse(l.host.rank()));
+        list.sort_by(|a, b| {
+            Reverse(a.host.rank())
+                .cmp(&Reverse(b.host.rank()))
+                .then_with(|| a.host.cmp(&b.host))
+        });
+        let mut merged: Vec<ListenerRoutes> = Vec::with_capacity(list.len());
+        for l in list.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.host == l.host => {
+                    last.entries.extend(l.entries);
+                    last.entries.sort_by(|a, b| a.order.cmp(&b.order));
+                }
+                _ => merged.push(l),
+            }
+        }
+        *list = merged;
     }
     plan
 }

@@ -1389,3 +1389,28 @@ fn the_example_manifest_plans_cleanly() {
     assert_eq!(to(&table, "shop.demo.test", "/"), "default/web:80");
     assert_eq!(to(&table, "other.demo.test", "/"), "404");
 }
+
+/// Two HTTP listeners of one Gateway on different ports with the same
+/// hostname share strait's one HTTP socket: the routes of both are served.
+#[test]
+fn listeners_on_other_ports_are_served_together() {
+    let gw = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ports, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: strait
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: http-alt, port: 8080, protocol: HTTP}
+";
+    let a = route("on-80", INFRA, "{name: ports, sectionName: http}", "  rules: [{matches: [{path: {type: PathPrefix, value: /a}}], backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n");
+    let b = route("on-8080", INFRA, "{name: ports, port: 8080}", "  rules: [{matches: [{path: {type: PathPrefix, value: /b}}], backendRefs: [{name: infra-backend-v2, port: 8080}]}]\n");
+    let (table, status) = plan(&format!("{gw}{a}{b}"));
+    assert_eq!(to(&table, "x", "/a"), V1);
+    assert_eq!(to(&table, "x", "/b"), V2);
+    assert_eq!(to(&table, "x", "/c"), "404");
+    let g = &status.gateways[&ObjectKey::new(Kind::Gateway, INFRA, "ports")];
+    assert_eq!(g.listener("http").unwrap().attached_routes, 1);
+    assert_eq!(g.listener("http-alt").unwrap().attached_routes, 1);
+}
