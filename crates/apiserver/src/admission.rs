@@ -100,6 +100,14 @@ pub fn unknown_fields(resource: &Resource, object: &Value) -> Vec<String> {
         ("apps", "Deployment") => round_trip::<apps::Deployment>(&typed),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::Lease>(&typed),
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(&typed),
+        ("gateway.networking.k8s.io", "GatewayClass") => {
+            round_trip::<strait_model::GatewayClass>(&typed)
+        }
+        ("gateway.networking.k8s.io", "Gateway") => round_trip::<strait_model::Gateway>(&typed),
+        ("gateway.networking.k8s.io", "HTTPRoute") => round_trip::<strait_model::HTTPRoute>(&typed),
+        ("gateway.networking.k8s.io", "ReferenceGrant") => {
+            round_trip::<strait_model::ReferenceGrant>(&typed)
+        }
         ("networking.k8s.io", "IngressClass") => round_trip::<networking::IngressClass>(&typed),
         ("networking.k8s.io", "Ingress") => round_trip::<networking::Ingress>(&typed),
         ("networking.k8s.io", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(&typed),

@@ -235,21 +235,26 @@ fn api_versions_doc(addresses: Vec<Value>) -> Value {
     })
 }
 
-/// `GET /apis` (legacy): `APIGroupList`, every named group with its one
-/// version, which is also the preferred one.
+/// `GET /apis` (legacy): `APIGroupList`, every named group with its
+/// versions; the first listed (the newest) is the preferred one.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups()
+    let groups: Vec<Value> = grouped()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(group, version)| {
-            let gv = json!({
-                "groupVersion": format!("{group}/{version}"),
-                "version": version,
-            });
+        .map(|(group, versions)| {
+            let gvs: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    json!({
+                        "groupVersion": format!("{group}/{version}"),
+                        "version": version,
+                    })
+                })
+                .collect();
             json!({
                 "name": group,
-                "versions": [gv.clone()],
-                "preferredVersion": gv,
+                "preferredVersion": gvs[0].clone(),
+                "versions": gvs,
             })
         })
         .collect();
@@ -258,6 +263,19 @@ pub fn api_group_list() -> Value {
         "apiVersion": "v1",
         "groups": groups,
     })
+}
+
+/// [`groups`] with the versions of one group together (Gateway API serves
+/// v1 and, for ReferenceGrant, v1beta1), in discovery order.
+fn grouped() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (group, version) in groups() {
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => out.push((group, vec![version])),
+        }
+    }
+    out
 }
 
 /// `GET /apis/GROUP` (legacy): the `APIGroup`, or `None` for a group not
@@ -377,10 +395,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 /// `GET /api` (`core: true`) or `/apis` with aggregated discovery:
 /// `APIGroupDiscoveryList`.
 pub fn aggregated(core: bool, version: Aggregated) -> Value {
-    let items: Vec<Value> = groups()
+    let items: Vec<Value> = grouped()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(group, gv)| group_discovery(group, gv))
+        .map(|(group, versions)| group_discovery(group, &versions))
         .collect();
     json!({
         "kind": DISCOVERY_KIND,
@@ -390,10 +408,20 @@ pub fn aggregated(core: bool, version: Aggregated) -> Value {
     })
 }
 
-fn group_discovery(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = served(group, version)
-        .into_iter()
-        .map(resource_discovery)
+fn group_discovery(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let resources: Vec<Value> = served(group, version)
+                .into_iter()
+                .map(resource_discovery)
+                .collect();
+            json!({
+                "version": version,
+                "resources": resources,
+                "freshness": "Current",
+            })
+        })
         .collect();
     // The core group's name is empty, which Go's `omitempty` leaves out.
     let metadata = if group.is_empty() {
@@ -403,11 +431,7 @@ fn group_discovery(group: &str, version: &str) -> Value {
     };
     json!({
         "metadata": metadata,
-        "versions": [{
-            "version": version,
-            "resources": resources,
-            "freshness": "Current",
-        }],
+        "versions": versions,
     })
 }
 
@@ -555,18 +579,19 @@ mod tests {
         );
 
         let list: meta::APIGroupList = serde_json::from_value(api_group_list()).unwrap();
-        let named: Vec<_> = groups()
+        let named: Vec<_> = grouped()
             .into_iter()
             .filter(|(g, _)| !g.is_empty())
             .collect();
         assert_eq!(list.groups.len(), named.len());
-        for (group, (name, version)) in list.groups.iter().zip(&named) {
+        for (group, (name, versions)) in list.groups.iter().zip(&named) {
             assert_eq!(group.name, *name);
             let preferred = group.preferred_version.as_ref().unwrap();
-            assert_eq!(preferred.version, *version);
-            assert_eq!(preferred.group_version, format!("{name}/{version}"));
-            assert_eq!(group.versions.len(), 1);
+            assert_eq!(preferred.version, versions[0]);
+            assert_eq!(preferred.group_version, format!("{name}/{}", versions[0]));
+            assert_eq!(group.versions.len(), versions.len());
         }
+        let named: Vec<_> = named.into_iter().map(|(g, v)| (g, v[0])).collect();
         assert!(!list.groups.iter().any(|g| g.name.is_empty()));
 
         for (name, version) in named {
@@ -589,7 +614,10 @@ mod tests {
                 format!("{group}/{version}")
             };
             assert_eq!(list.group_version, want);
-            for r in RESOURCES.iter().filter(|r| r.group == group) {
+            for r in RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+            {
                 let entry = list
                     .resources
                     .iter()
@@ -613,7 +641,7 @@ mod tests {
             // subresources.
             let expected: usize = RESOURCES
                 .iter()
-                .filter(|r| r.group == group)
+                .filter(|r| r.group == group && r.version == version)
                 .map(|r| 1 + r.subresources.len())
                 .sum();
             assert_eq!(list.resources.len(), expected);
@@ -738,49 +766,55 @@ mod tests {
                         .and_then(|m| m.name.clone())
                         .unwrap_or_default();
                     assert_eq!(group.is_empty(), core, "core only at /api");
-                    assert_eq!(item.versions.len(), 1);
-                    let v = &item.versions[0];
-                    assert_eq!(v.freshness, "Current");
-                    for d in &v.resources {
-                        let r = Resource::by_plural(&group, &v.version, &d.resource)
-                            .unwrap_or_else(|| panic!("{group}/{} not served", d.resource));
-                        seen += 1;
-                        assert_eq!(
-                            d.response_kind,
-                            Gvk {
-                                group: r.group.into(),
-                                version: r.version.into(),
-                                kind: r.kind.into()
-                            }
-                        );
-                        let scope = if r.namespaced {
-                            "Namespaced"
-                        } else {
-                            "Cluster"
-                        };
-                        assert_eq!(d.scope, scope);
-                        assert_eq!(d.singular_resource, r.singular);
-                        assert_eq!(d.verbs, VERBS);
-                        assert_eq!(d.short_names, r.short_names);
-                        assert_eq!(d.categories, r.categories);
-                        assert_eq!(d.subresources.len(), r.subresources.len());
-                        for s in &d.subresources {
-                            let sub = r
-                                .subresources
-                                .iter()
-                                .find(|x| x.name() == s.subresource)
-                                .unwrap();
-                            assert_eq!(s.verbs, verbs_of(*sub));
-                            assert!(!s.response_kind.kind.is_empty());
-                            if *sub == Subresource::Scale {
-                                assert_eq!(
-                                    s.response_kind,
-                                    Gvk {
-                                        group: "autoscaling".into(),
-                                        version: "v1".into(),
-                                        kind: "Scale".into()
-                                    }
-                                );
+                    let versions: Vec<&str> = crate::resources::groups()
+                        .into_iter()
+                        .filter(|(g, _)| *g == group)
+                        .map(|(_, v)| v)
+                        .collect();
+                    assert_eq!(item.versions.len(), versions.len());
+                    for v in &item.versions {
+                        assert_eq!(v.freshness, "Current");
+                        for d in &v.resources {
+                            let r = Resource::by_plural(&group, &v.version, &d.resource)
+                                .unwrap_or_else(|| panic!("{group}/{} not served", d.resource));
+                            seen += 1;
+                            assert_eq!(
+                                d.response_kind,
+                                Gvk {
+                                    group: r.group.into(),
+                                    version: r.version.into(),
+                                    kind: r.kind.into()
+                                }
+                            );
+                            let scope = if r.namespaced {
+                                "Namespaced"
+                            } else {
+                                "Cluster"
+                            };
+                            assert_eq!(d.scope, scope);
+                            assert_eq!(d.singular_resource, r.singular);
+                            assert_eq!(d.verbs, VERBS);
+                            assert_eq!(d.short_names, r.short_names);
+                            assert_eq!(d.categories, r.categories);
+                            assert_eq!(d.subresources.len(), r.subresources.len());
+                            for s in &d.subresources {
+                                let sub = r
+                                    .subresources
+                                    .iter()
+                                    .find(|x| x.name() == s.subresource)
+                                    .unwrap();
+                                assert_eq!(s.verbs, verbs_of(*sub));
+                                assert!(!s.response_kind.kind.is_empty());
+                                if *sub == Subresource::Scale {
+                                    assert_eq!(
+                                        s.response_kind,
+                                        Gvk {
+                                            group: "autoscaling".into(),
+                                            version: "v1".into(),
+                                            kind: "Scale".into()
+                                        }
+                                    );
+                                }
                             }
                         }
                     }
@@ -811,7 +845,8 @@ mod tests {
                 })
                 .unwrap();
             let mut converted = Vec::new();
-            for d in &item.versions[0].resources {
+            let item_version = item.versions.iter().find(|v| v.version == version).unwrap();
+            for d in &item_version.resources {
                 converted.push((
                     d.resource.clone(),
                     d.response_kind.kind.clone(),

@@ -1329,7 +1329,10 @@ mod tests {
             let doc = v3_document(&gv_path(group, version)).unwrap();
             assert_eq!(doc["openapi"], "3.0.0");
             let schemas = doc["components"]["schemas"].as_object().unwrap();
-            for r in RESOURCES.iter().filter(|r| r.group == group) {
+            for r in RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+            {
                 for (def, kind) in [
                     (definition(r), r.kind.to_owned()),
                     (list_definition(r), format!("{}List", r.kind)),

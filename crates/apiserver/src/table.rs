@@ -378,6 +378,61 @@ const NETWORK_POLICY: &[Column] = &[
 
 /// The CRD's additionalPrinterColumns (Tier and Priority, both declared as
 /// strings).
+/// The Gateway API CRDs' printer columns.
+const GATEWAY_CLASS: &[Column] = &[
+    NAME,
+    col(
+        "Controller",
+        "string",
+        "The controller that implements the class.",
+    ),
+    col(
+        "Accepted",
+        "string",
+        "Whether the controller accepted the class (its Accepted condition).",
+    ),
+    AGE,
+];
+
+const GATEWAY: &[Column] = &[
+    NAME,
+    col("Class", "string", "The GatewayClass of the Gateway."),
+    col(
+        "Address",
+        "string",
+        "The first address the Gateway is reached at.",
+    ),
+    col(
+        "Programmed",
+        "string",
+        "Whether the Gateway is served (its Programmed condition).",
+    ),
+    AGE,
+];
+
+const HTTP_ROUTE: &[Column] = &[
+    NAME,
+    col("Hostnames", "string", "The hostnames the route matches."),
+    AGE,
+];
+
+const REFERENCE_GRANT: &[Column] = &[NAME, AGE];
+
+/// The `status` of the condition of `type_` in `status.conditions`, or
+/// "Unknown" when there is none.
+fn condition_status(obj: &Value, type_: &str) -> String {
+    at(obj, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .and_then(|list| {
+            list.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        })
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("Unknown")
+        .to_owned()
+}
+
 const CLUSTER_NETWORK_POLICY: &[Column] = &[
     NAME,
     col(
@@ -462,6 +517,10 @@ enum Printer {
     Ingress,
     NetworkPolicy,
     ClusterNetworkPolicy,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    ReferenceGrant,
     PodDisruptionBudget,
     RoleBinding,
     ClusterRoleBinding,
@@ -489,6 +548,10 @@ impl Printer {
             ("networking.k8s.io", "Ingress") => Printer::Ingress,
             ("networking.k8s.io", "NetworkPolicy") => Printer::NetworkPolicy,
             ("policy.networking.k8s.io", "ClusterNetworkPolicy") => Printer::ClusterNetworkPolicy,
+            ("gateway.networking.k8s.io", "GatewayClass") => Printer::GatewayClass,
+            ("gateway.networking.k8s.io", "Gateway") => Printer::Gateway,
+            ("gateway.networking.k8s.io", "HTTPRoute") => Printer::HTTPRoute,
+            ("gateway.networking.k8s.io", "ReferenceGrant") => Printer::ReferenceGrant,
             ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
             ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
             ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
@@ -516,6 +579,10 @@ impl Printer {
             Printer::Ingress => INGRESS,
             Printer::NetworkPolicy => NETWORK_POLICY,
             Printer::ClusterNetworkPolicy => CLUSTER_NETWORK_POLICY,
+            Printer::GatewayClass => GATEWAY_CLASS,
+            Printer::Gateway => GATEWAY,
+            Printer::HTTPRoute => HTTP_ROUTE,
+            Printer::ReferenceGrant => REFERENCE_GRANT,
             Printer::PodDisruptionBudget => POD_DISRUPTION_BUDGET,
             Printer::RoleBinding => ROLE_BINDING,
             Printer::ClusterRoleBinding => CLUSTER_ROLE_BINDING,
@@ -582,6 +649,42 @@ impl Printer {
                 ),
                 age_cell(obj, now),
             ],
+            Printer::GatewayClass => vec![
+                name_cell(obj),
+                Value::String(string_at(obj, &["spec", "controllerName"]).to_owned()),
+                Value::String(condition_status(obj, "Accepted")),
+                age_cell(obj, now),
+            ],
+            Printer::Gateway => vec![
+                name_cell(obj),
+                Value::String(string_at(obj, &["spec", "gatewayClassName"]).to_owned()),
+                Value::String(
+                    at(obj, &["status", "addresses"])
+                        .and_then(|a| a.get(0))
+                        .and_then(|a| a.get("value"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+                Value::String(condition_status(obj, "Programmed")),
+                age_cell(obj, now),
+            ],
+            Printer::HTTPRoute => vec![
+                name_cell(obj),
+                Value::String(
+                    at(obj, &["spec", "hostnames"])
+                        .and_then(Value::as_array)
+                        .map(|h| {
+                            h.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default(),
+                ),
+                age_cell(obj, now),
+            ],
+            Printer::ReferenceGrant => vec![name_cell(obj), age_cell(obj, now)],
             Printer::PodDisruptionBudget => pdb_cells(obj, now),
             Printer::RoleBinding | Printer::ClusterRoleBinding => role_binding_cells(obj, now),
             Printer::Default => vec![name_cell(obj), Value::String(created_at(obj))],

@@ -180,6 +180,9 @@ pub struct RouteTable {
     pub certificates: Vec<TlsCertificate>,
     /// The Ingresses served.
     pub ingresses: Vec<ObjectKey>,
+    /// The Gateway API listeners and routes served (before the Ingress
+    /// routes, for the hosts they cover).
+    pub gateway: crate::gateway::GatewayTable,
     pub problems: Vec<Problem>,
 }
 
@@ -625,7 +628,7 @@ impl Backends {
 
 /// The usable endpoints of a Service port, or the (field, why) of a
 /// backend that cannot be served (requests to it are answered 503).
-fn endpoints_of(
+pub(crate) fn endpoints_of(
     state: &ClusterState,
     namespace: &str,
     name: &str,

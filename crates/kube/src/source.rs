@@ -434,6 +434,11 @@ pub fn api_resource(kind: Kind) -> Option<ApiResource> {
         Kind::Ingress => ApiResource::erase::<Ingress>(&()),
         Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
         Kind::ClusterNetworkPolicy => ApiResource::erase::<strait_model::ClusterNetworkPolicy>(&()),
+        // The Gateway API controller's input (CRDs a cluster may not have).
+        Kind::GatewayClass => ApiResource::erase::<strait_model::GatewayClass>(&()),
+        Kind::Gateway => ApiResource::erase::<strait_model::Gateway>(&()),
+        Kind::HTTPRoute => ApiResource::erase::<strait_model::HTTPRoute>(&()),
+        Kind::ReferenceGrant => ApiResource::erase::<strait_model::ReferenceGrant>(&()),
         // Controllers' input, not a node's: the API server's controllers
         // turn them into Pods and EndpointSlices.
         Kind::Deployment | Kind::Endpoints => return None,

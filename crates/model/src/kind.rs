@@ -13,12 +13,16 @@ macro_rules! kind_table {
             Deployment(Deployment) => "apps/v1", namespaced: true;
             EndpointSlice(EndpointSlice) => "discovery.k8s.io/v1", namespaced: true;
             Endpoints(Endpoints) => "v1", namespaced: true;
+            Gateway(Gateway) => "gateway.networking.k8s.io/v1", namespaced: true;
+            GatewayClass(GatewayClass) => "gateway.networking.k8s.io/v1", namespaced: false;
+            HTTPRoute(HTTPRoute) => "gateway.networking.k8s.io/v1", namespaced: true;
             Ingress(Ingress) => "networking.k8s.io/v1", namespaced: true;
             IngressClass(IngressClass) => "networking.k8s.io/v1", namespaced: false;
             Namespace(Namespace) => "v1", namespaced: false;
             NetworkPolicy(NetworkPolicy) => "networking.k8s.io/v1", namespaced: true;
             Node(Node) => "v1", namespaced: false;
             Pod(CompactPod) => "v1", namespaced: true;
+            ReferenceGrant(ReferenceGrant) => "gateway.networking.k8s.io/v1beta1", namespaced: true;
             Secret(Secret) => "v1", namespaced: true;
             Service(Service) => "v1", namespaced: true;
         }

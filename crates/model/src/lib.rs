@@ -10,6 +10,7 @@
 
 pub mod cnp;
 mod error;
+pub mod gateway;
 mod hash;
 mod json;
 mod kind;
@@ -27,6 +28,7 @@ pub mod controllers;
 
 pub use cnp::ClusterNetworkPolicy;
 pub use error::{Error, Result};
+pub use gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 pub use kind::{Kind, ObjectKey};
 pub use manifest::{
     load_paths, load_paths_with, parse_str, parse_str_with, Admission, Format, Loaded, Origin,

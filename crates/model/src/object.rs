@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cnp::ClusterNetworkPolicy;
+use crate::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 pub use crate::kind::{Kind, ObjectKey};
 use crate::pod::CompactPod;
 use crate::validate;
@@ -113,6 +114,10 @@ impl Object {
             Object::Ingress(_) | Object::IngressClass(_) => Ok(()),
             Object::Secret(secret) => validate::secret(Arc::make_mut(secret)),
             Object::ClusterNetworkPolicy(cnp) => crate::cnp::validate(cnp),
+            Object::GatewayClass(c) => crate::gateway::admit_gateway_class(Arc::make_mut(c)),
+            Object::Gateway(g) => crate::gateway::admit_gateway(Arc::make_mut(g)),
+            Object::HTTPRoute(r) => crate::gateway::admit_http_route(Arc::make_mut(r)),
+            Object::ReferenceGrant(g) => crate::gateway::admit_reference_grant(g),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::Serialize;
 
 use crate::cnp::ClusterNetworkPolicy;
+use crate::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::manifest::Origin;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::pod::CompactPod;
@@ -402,12 +403,16 @@ cluster_state! {
     Deployment(Deployment) => deployments,
     EndpointSlice(EndpointSlice) => endpoint_slices,
     Endpoints(Endpoints) => endpoints,
+    Gateway(Gateway) => gateways,
+    GatewayClass(GatewayClass) => gateway_classes,
+    HTTPRoute(HTTPRoute) => http_routes,
     Ingress(Ingress) => ingresses,
     IngressClass(IngressClass) => ingress_classes,
     Namespace(Namespace) => namespaces,
     NetworkPolicy(NetworkPolicy) => network_policies,
     Node(Node) => nodes,
     Pod(CompactPod) => pods,
+    ReferenceGrant(ReferenceGrant) => reference_grants,
     Secret(Secret) => secrets,
     Service(Service) => services,
 }

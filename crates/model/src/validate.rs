@@ -367,6 +367,10 @@ fn object_name(kind: Kind, name: &str) -> Check {
         | Kind::Deployment
         | Kind::EndpointSlice
         | Kind::Endpoints
+        | Kind::Gateway
+        | Kind::GatewayClass
+        | Kind::HTTPRoute
+        | Kind::ReferenceGrant
         | Kind::Ingress
         | Kind::IngressClass
         | Kind::NetworkPolicy

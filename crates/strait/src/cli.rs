@@ -696,6 +696,18 @@ pub struct IngressArgs {
     #[arg(long, value_name = "NAME", default_value = strait_ingress::CONTROLLER)]
     pub controller: String,
 
+    /// The `spec.controllerName` of the GatewayClasses to serve (Gateway
+    /// API): their Gateways' HTTP listeners are served on --listen, their
+    /// HTTPS listeners on --tls-listen.
+    #[arg(long, value_name = "NAME", default_value = strait_ingress::GATEWAY_CONTROLLER)]
+    pub gateway_controller: String,
+
+    /// Serve only these Gateways (NAMESPACE/NAME, comma-separated or
+    /// repeated; default: every Gateway of the classes served). The status
+    /// of the others is still planned.
+    #[arg(long, value_name = "NS/NAME", value_delimiter = ',')]
+    pub gateway: Vec<String>,
+
     /// Worker threads, each with its own event loop (default: one per CPU
     /// this process may run on).
     #[arg(long, value_name = "N")]

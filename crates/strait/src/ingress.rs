@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use strait_agent::{FileSource, Source};
-use strait_ingress::{plan, Balance, Config, IngressServer, RouteTable};
+use strait_ingress::gateway::GatewayStatuses;
+use strait_ingress::{plan_all, Balance, Config, IngressServer, RouteTable};
 use strait_kube::{ClientConfig, KubeSource, Options as KubeOptions, INGRESS_KINDS};
 use strait_model::{ClusterState, Kind, ObjectKey};
 
@@ -24,6 +25,7 @@ fn address(flag: &'static str, text: &str) -> Result<SocketAddr, Error> {
 
 pub fn run(args: &IngressArgs) -> Result<(), Error> {
     let config = cluster_config(&args.cluster)?;
+    gateways_served(args)?;
     let http = address("--listen", &args.listen)?;
     let https = args
         .tls_listen
@@ -88,13 +90,13 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
             }
         }),
     )?;
-    let table = planned(source.state(), &args.controller);
+    let table = planned(source.state(), args);
     let server = start(serving, table, workers)?;
     // The first snapshot is the table already served.
     let _ = source.next()?;
     loop {
         if let Some(update) = source.wait_batch(None)? {
-            reload(&server, &update.state, &args.controller);
+            reload(&server, &update.state, args);
         }
     }
 }
@@ -122,11 +124,11 @@ fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
     let Some(first) = source.next()? else {
         return Ok(());
     };
-    let server = start(config, planned(&first.state, &args.controller), workers)?;
+    let server = start(config, planned(&first.state, args), workers)?;
     let mut status = StatusWriter::new(&args.publish_status_address);
     status.write(&source, &first.state, &server.table());
     while let Some(update) = source.next()? {
-        reload(&server, &update.state, &args.controller);
+        reload(&server, &update.state, args);
         source.health().updated();
         status.write(&source, &update.state, &server.table());
     }
@@ -149,9 +151,10 @@ fn start(config: Config, table: RouteTable, workers: usize) -> Result<IngressSer
         "serving"
     );
     eprintln!(
-        "strait ingress: serving {} Ingress(es), {} path(s) on http://{}{}",
+        "strait ingress: serving {} Ingress(es), {} path(s), {} Gateway API route match(es) on http://{}{}",
         served.ingresses.len(),
         served.len(),
+        served.gateway.len(),
         server
             .http_address
             .map(|a| a.to_string())
@@ -165,8 +168,8 @@ fn start(config: Config, table: RouteTable, workers: usize) -> Result<IngressSer
     Ok(server)
 }
 
-fn reload(server: &IngressServer, state: &Arc<ClusterState>, controller: &str) {
-    let table = planned(state, controller);
+fn reload(server: &IngressServer, state: &Arc<ClusterState>, args: &IngressArgs) {
+    let table = planned(state, args);
     let (ingresses, paths) = (table.ingresses.len(), table.len());
     for problem in server.swap(table) {
         tracing::warn!("{problem}");
@@ -234,11 +237,84 @@ impl StatusWriter {
     }
 }
 
-/// The table of a snapshot, its problems logged (each names the object).
-fn planned(state: &Arc<ClusterState>, controller: &str) -> RouteTable {
-    let table = plan(state, controller);
+/// `--gateway NS/NAME` as keys (checked once at start).
+fn gateways_served(args: &IngressArgs) -> Result<Option<Vec<ObjectKey>>, Error> {
+    if args.gateway.is_empty() {
+        return Ok(None);
+    }
+    args.gateway
+        .iter()
+        .map(|g| match g.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                Ok(ObjectKey::new(Kind::Gateway, ns, name))
+            }
+            _ => Err(Error::Flag {
+                flag: "--gateway",
+                message: format!("{g:?} is not NAMESPACE/NAME"),
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The table of a snapshot (Ingresses and Gateway API), its problems and
+/// the Gateway API conditions that are not True logged (each names the
+/// object).
+fn planned(state: &Arc<ClusterState>, args: &IngressArgs) -> RouteTable {
+    let only = gateways_served(args).ok().flatten();
+    let (table, statuses) = plan_all(
+        state,
+        &args.controller,
+        &args.gateway_controller,
+        only.as_deref(),
+    );
     for problem in &table.problems {
         tracing::warn!("{problem}");
     }
+    log_statuses(&statuses);
+    if !table.gateway.is_empty() {
+        // The planner is merged ahead of the data plane's support: say so
+        // rather than serve routes half (their filters unapplied).
+        tracing::warn!(
+            matches = table.gateway.len(),
+            "Gateway API routes are planned and their status logged, but this data plane \
+             does not serve them yet: requests for their hosts get the Ingress routes or 404"
+        );
+    }
     table
+}
+
+/// Writing Gateway API status back is not done yet: what is wrong is said
+/// in the log instead, with the spec's reason.
+fn log_statuses(statuses: &GatewayStatuses) {
+    for (key, report) in &statuses.gateways {
+        let listeners = report
+            .listeners
+            .iter()
+            .flat_map(|l| l.conditions.iter().map(move |c| (Some(&l.name), c)));
+        for (listener, c) in report.conditions.iter().map(|c| (None, c)).chain(listeners) {
+            let bad = if c.type_ == "Conflicted" {
+                c.status
+            } else {
+                !c.status
+            };
+            if bad {
+                tracing::warn!(gateway = %key, listener = ?listener, condition = c.type_, reason = c.reason, "{}", c.message);
+            }
+        }
+    }
+    for (key, parents) in &statuses.routes {
+        for parent in parents {
+            for c in &parent.conditions {
+                let bad = if c.type_ == "PartiallyInvalid" {
+                    c.status
+                } else {
+                    !c.status
+                };
+                if bad {
+                    tracing::warn!(route = %key, parent = %parent.parent_ref.name, condition = c.type_, reason = c.reason, "{}", c.message);
+                }
+            }
+        }
+    }
 }
