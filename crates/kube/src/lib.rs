@@ -2,8 +2,8 @@
 //! Kubernetes API, feeding the node agent snapshots and change sets.
 //!
 //! [`KubeSource`] watches the kinds a node reads (Services,
-//! EndpointSlices, Nodes, Namespaces, Pods, NetworkPolicies, Ingresses,
-//! IngressClasses), admits every object with the model's admission (a
+//! EndpointSlices and Nodes; with NetworkPolicy also Namespaces, Pods and
+//! the policies), admits every object with the model's admission (a
 //! refused object is logged, keeps its previous version and is counted),
 //! and hands out no snapshot before every kind completed its first full
 //! list, as kube-proxy waits for its informers. The snapshot logic is
@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use metrics::KubeMetrics;
 pub use source::{
     api_resource, ClientConfig, Health, HealthReport, KubeSource, Options, AGENT_KINDS,
-    AGENT_OPTIONAL_KINDS, DNS_KINDS, INGRESS_KINDS,
+    AGENT_OPTIONAL_KINDS, DNS_KINDS, INGRESS_KINDS, POLICY_KINDS, PROXY_KINDS,
 };
 
 /// Re-exported for tests and callers that build clients themselves.

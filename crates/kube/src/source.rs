@@ -28,7 +28,9 @@ use crate::cache::{Admitted, Cache, Notice};
 use crate::metrics::KubeMetrics;
 use crate::{Error, Result};
 
-/// What the node agent watches: everything its parts read.
+/// Every kind a part of the node agent reads (the source's default). The
+/// agent itself watches only what the parts it runs read: see
+/// [`Options::agent`].
 pub const AGENT_KINDS: &[Kind] = &[
     Kind::Service,
     Kind::EndpointSlice,
@@ -45,6 +47,18 @@ pub const AGENT_KINDS: &[Kind] = &[
 /// have installed, and a kind that is never listed would hold the first
 /// update back forever.
 pub const AGENT_OPTIONAL_KINDS: &[Kind] = &[Kind::ClusterNetworkPolicy];
+
+/// What every node agent reads: the Service proxy its Services and their
+/// EndpointSlices, and Nodes (their addresses for NodePorts, whether this
+/// node is being removed); the overlay and the CNI install read Nodes too.
+/// kube-proxy watches no more (Pods' endpoints are in the EndpointSlices).
+pub const PROXY_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Node];
+
+/// What NetworkPolicy (`strait agent --network-policy`) reads besides:
+/// pods (labels, addresses, named ports, node), namespaces (labels) and
+/// the policies. Pods are most of a cluster's objects: a node that does
+/// not enforce policy does not list them.
+pub const POLICY_KINDS: &[Kind] = &[Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
 
 /// What the DNS server reads: Services, their endpoints, and pods (pod
 /// names, hostnames of headless Services).
@@ -88,6 +102,25 @@ pub struct Options {
     /// `None`: kube-rs's default, 290 s); the watch then resumes from the
     /// last version it saw (a relist if that is 410 Gone).
     pub watch_timeout: Option<u32>,
+}
+
+impl Options {
+    /// What the node agent watches: the kinds its parts read, no more.
+    /// With NetworkPolicy, also ClusterNetworkPolicy where the API server
+    /// serves it.
+    pub fn agent(network_policy: bool) -> Options {
+        let mut kinds = PROXY_KINDS.to_vec();
+        let mut optional = Vec::new();
+        if network_policy {
+            kinds.extend_from_slice(POLICY_KINDS);
+            optional.extend_from_slice(AGENT_OPTIONAL_KINDS);
+        }
+        Options {
+            kinds,
+            optional,
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {

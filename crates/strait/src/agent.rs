@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use strait_agent::{Agent, Part, PolicyPart, ProxyPart, ProxyReporting, Source};
 use strait_kube::{ClientConfig, Health, KubeMetrics, KubeSource, Options};
 use strait_linux::{HttpServer, Response};
-use strait_model::ClusterState;
+use strait_model::{ClusterState, Kind};
 use strait_proxy::{plan, NodeContext, ProxyMetrics, ServiceProxy};
 
 use crate::cli::AgentArgs;
@@ -63,7 +63,16 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
         None => ClientConfig::Infer,
     };
 
-    let mut source = KubeSource::start(client, Options::default())?;
+    // Only the kinds the parts that run read: a node without NetworkPolicy
+    // does not list every Pod of the cluster (as kube-proxy does not).
+    let options = Options::agent(args.network_policy);
+    let watched: Vec<Kind> = options
+        .kinds
+        .iter()
+        .chain(&options.optional)
+        .copied()
+        .collect();
+    let mut source = KubeSource::start(client, options)?;
     let health = source.health();
     let proxy_metrics = Arc::new(ProxyMetrics::default());
     let node_state = Arc::new(Mutex::new(NodeState::default()));
@@ -79,6 +88,7 @@ pub fn run(args: &AgentArgs) -> Result<(), Error> {
                 proxy: proxy_metrics.clone(),
                 kube: source.metrics(),
                 node: node_state.clone(),
+                watched,
             },
         )
         .map_err(|e| Error::Flag {
@@ -480,19 +490,16 @@ struct NodeState {
     applied: Option<Arc<ClusterState>>,
 }
 
-/// Per kind the agent watches, how many objects the applied state holds
+/// Per kind the agent watches (`watched`), how many objects the applied state holds
 /// and the newest resourceVersion among them (`""`: none, or none is a
 /// number). A client that lists the same kinds from the API server knows
 /// the node caught up with what it listed when both agree: a change the
 /// node lacks is either newer than every object it has, or a deletion
 /// that leaves the API server with fewer objects. `strait lab policy
 /// matrix` waits for this before it probes.
-fn applied_objects(state: Option<&ClusterState>) -> String {
+fn applied_objects(state: Option<&ClusterState>, watched: &[Kind]) -> String {
     let mut kinds: std::collections::BTreeMap<&str, (usize, Option<u64>)> =
-        strait_kube::AGENT_KINDS
-            .iter()
-            .map(|k| (k.as_str(), (0, None)))
-            .collect();
+        watched.iter().map(|k| (k.as_str(), (0, None))).collect();
     for object in state.into_iter().flat_map(ClusterState::objects) {
         if let Some((count, newest)) = kinds.get_mut(object.kind().as_str()) {
             *count += 1;
@@ -523,6 +530,8 @@ struct HealthConfig {
     proxy: Arc<ProxyMetrics>,
     kube: Arc<KubeMetrics>,
     node: Arc<Mutex<NodeState>>,
+    /// The kinds the source watches: what `appliedObjects` counts.
+    watched: Vec<Kind>,
 }
 
 fn serve(address: SocketAddr, config: HealthConfig) -> std::io::Result<HttpServer> {
@@ -593,7 +602,7 @@ fn health_response(config: &HealthConfig, with_node: bool) -> Response {
             .oldest_queued
             .map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
         failing.join(","),
-        applied_objects(applied_state.as_deref())
+        applied_objects(applied_state.as_deref(), &config.watched)
     );
     Response {
         status: if healthy { 200 } else { 503 },
@@ -709,6 +718,7 @@ mod tests {
             proxy: Arc::new(ProxyMetrics::default()),
             kube: Arc::new(KubeMetrics::default()),
             node: Arc::new(Mutex::new(NodeState::default())),
+            watched: strait_kube::AGENT_KINDS.to_vec(),
         };
         let r = health_response(&config, true);
         assert_eq!(r.status, 503);

@@ -3,6 +3,8 @@
 //! programming it): the rules it would program for the node are those of
 //! `strait proxy --dry-run` for the same objects read from manifests.
 
+#[path = "common/api.rs"]
+mod api;
 mod common;
 
 use std::io::{Read, Write};
@@ -11,13 +13,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use api::ApiServer;
 use common::{root_or_skip, spawn_in, wait_for, TestNs};
 
 use kube::api::{Api, DynamicObject, PostParams};
 use strait_apiserver::auth::Tokens;
-use strait_apiserver::server::{Server, ServerConfig};
-use strait_apiserver::store::AdmitAll;
-use strait_apiserver::tls::Pki;
 use strait_model::Kind;
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
@@ -101,21 +101,9 @@ fn agent_dry_run_programs_what_proxy_dry_run_does_for_the_same_objects() {
     assert!(render.status.success());
     let list: serde_json::Value = serde_json::from_slice(&render.stdout).unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = runtime
-        .block_on(Server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-            tokens: Tokens::default(),
-            admission: Box::new(AdmitAll),
-            history: 1000,
-            extra_listeners: Vec::new(),
-        }))
-        .unwrap();
+    let apiserver = ApiServer::start(None, Tokens::default());
+    let runtime = &apiserver.runtime;
+    let server = apiserver.server();
     let kubeconfig = dir.0.join("kubeconfig");
     std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
     let text = server.admin_kubeconfig();
@@ -159,7 +147,7 @@ fn agent_dry_run_programs_what_proxy_dry_run_does_for_the_same_objects() {
         .args(common)
         .output()
         .unwrap();
-    server.shutdown();
+    drop(apiserver);
     assert_eq!(rules(&agent), expected);
 }
 
@@ -206,38 +194,13 @@ fn agent_programs_follows_and_keeps_the_rules() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("strait-agent-root-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    // Worker threads start inside the namespace: every socket the server
-    // and the test's client open is in it.
-    let runtime = ns.run(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    let server = runtime
-        .block_on(runtime.spawn(Server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-            tokens: Tokens::default(),
-            admission: Box::new(AdmitAll),
-            history: 1000,
-            extra_listeners: Vec::new(),
-        })))
-        .unwrap()
-        .unwrap();
+    // Its runtime's threads start inside the namespace: every socket the
+    // server and the test's client open is in it.
+    let apiserver = ApiServer::start(Some(&ns), Tokens::default());
+    let runtime = &apiserver.runtime;
     let kubeconfig = dir.0.join("kubeconfig");
-    std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
-    let text = server.admin_kubeconfig();
-    let client = runtime
-        .block_on(runtime.spawn(async move {
-            let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
-            kube::Client::try_from(config).unwrap()
-        }))
-        .unwrap();
+    std::fs::write(&kubeconfig, apiserver.server().admin_kubeconfig()).unwrap();
+    let client = apiserver.client.clone();
     let create = |yaml: &str| {
         for doc in yaml.split("\n---\n") {
             let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
@@ -393,7 +356,6 @@ fn agent_programs_follows_and_keeps_the_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(table(&ns).is_empty());
-    runtime.shutdown_background();
 }
 
 /// A field `key=VALUE` of the log lines, once it is there.
@@ -444,31 +406,11 @@ fn a_records(server: SocketAddr, name: &str) -> Vec<String> {
 fn dns_from_the_api_answers_and_follows() {
     let dir = TempDir(std::env::temp_dir().join(format!("strait-dns-kube-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = runtime
-        .block_on(Server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-            tokens: Tokens::default(),
-            admission: Box::new(AdmitAll),
-            history: 1000,
-            extra_listeners: Vec::new(),
-        }))
-        .unwrap();
+    let apiserver = ApiServer::start(None, Tokens::default());
+    let runtime = &apiserver.runtime;
     let kubeconfig = dir.0.join("kubeconfig");
-    std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
-    let text = server.admin_kubeconfig();
-    let client = runtime.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
+    std::fs::write(&kubeconfig, apiserver.server().admin_kubeconfig()).unwrap();
+    let client = apiserver.client.clone();
     let create = |yaml: &str| {
         for doc in yaml.split("\n---\n") {
             let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
@@ -544,5 +486,5 @@ fn dns_from_the_api_answers_and_follows() {
     );
     let _ = child.kill();
     let _ = child.wait();
-    server.shutdown();
+    drop(apiserver);
 }

@@ -7,17 +7,17 @@
 //! RssAnon) step by step as the agent logs it, and as /proc says once the
 //! first sync is done.
 
+#[path = "common/api.rs"]
+mod api;
 mod common;
 
 use std::time::{Duration, Instant};
 
+use api::ApiServer;
 use common::{root_or_skip, spawn_in, wait_for, TempDir, TestNs};
 use serde_json::json;
 use strait_apiserver::auth::Tokens;
 use strait_apiserver::resources::Resource;
-use strait_apiserver::server::{Server, ServerConfig};
-use strait_apiserver::store::AdmitAll;
-use strait_apiserver::tls::Pki;
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 const SERVICES: usize = 10_000;
@@ -41,37 +41,38 @@ fn memory_kb(pid: u32) -> (u64, u64, u64) {
     (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
 }
 
+/// The agent as a node runs it by default: the Service proxy (it does not
+/// watch Pods, as kube-proxy does not).
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn agent_first_sync_of_10k_services_and_10k_pods() {
     if !root_or_skip("agent_first_sync_of_10k_services_and_10k_pods") {
         return;
     }
+    first_sync(false);
+}
+
+/// With NetworkPolicy enforced (`--network-policy`): the agent also lists
+/// every Pod, Namespace and policy.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn agent_first_sync_of_10k_services_and_10k_pods_with_network_policy() {
+    if !root_or_skip("agent_first_sync_of_10k_services_and_10k_pods_with_network_policy") {
+        return;
+    }
+    first_sync(true);
+}
+
+fn first_sync(network_policy: bool) {
     let ns = TestNs::new("agent-scale");
     assert!(ns
         .command("ip", &["link", "set", "lo", "up"])
         .status
         .success());
     let dir = TempDir::new("agent-scale");
-    // Worker threads start inside the namespace: the server's socket is in it.
-    let runtime = ns.run(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    let server = runtime
-        .block_on(runtime.spawn(Server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-            tokens: Tokens::default(),
-            admission: Box::new(AdmitAll),
-            history: 1000,
-            extra_listeners: Vec::new(),
-        })))
-        .unwrap()
-        .unwrap();
+    // The server's socket is in the namespace.
+    let api = ApiServer::start(Some(&ns), Tokens::default());
+    let server = api.server();
     let store = server.store().clone();
     let put = |api_version: &str, kind: &str, ns: &str, o: serde_json::Value| {
         let r = Resource::by_kind(api_version, kind).unwrap();
@@ -131,23 +132,22 @@ fn agent_first_sync_of_10k_services_and_10k_pods() {
     let kc = kubeconfig.display().to_string();
     let log = std::path::Path::new(dir.path()).join("agent.log");
     let started = Instant::now();
-    let agent = spawn_in(
-        &ns,
-        STRAIT,
-        &[
-            "-v",
-            "agent",
-            "--kubeconfig",
-            &kc,
-            "--node-name",
-            "node-1",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--healthz-bind-address",
-            "127.0.0.1:0",
-        ],
-        &log,
-    );
+    let mut args = vec![
+        "-v",
+        "agent",
+        "--kubeconfig",
+        &kc,
+        "--node-name",
+        "node-1",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--healthz-bind-address",
+        "127.0.0.1:0",
+    ];
+    if network_policy {
+        args.push("--network-policy");
+    }
+    let agent = spawn_in(&ns, STRAIT, &args, &log);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_for(Duration::from_secs(600), || logged()
@@ -165,19 +165,30 @@ fn agent_first_sync_of_10k_services_and_10k_pods() {
         "the last Service is not in the rules"
     );
     println!(
-        "strait agent ({}), first sync of {SERVICES} Services × {ENDPOINTS} endpoints and {PODS} Pods into nftables: {:.2} s (start → logged done); then VmRSS {:.0} MB, VmHWM {:.0} MB, RssAnon {:.0} MB",
+        "strait agent ({}{}), first sync of {SERVICES} Services × {ENDPOINTS} endpoints and {PODS} Pods into nftables: {:.2} s (start → logged done); then VmRSS {:.0} MB, VmHWM {:.0} MB, RssAnon {:.0} MB",
         if cfg!(debug_assertions) { "debug" } else { "release" },
+        if network_policy {
+            ", --network-policy"
+        } else {
+            ""
+        },
         took.as_secs_f64(),
         rss as f64 / 1024.0,
         peak as f64 / 1024.0,
         anon as f64 / 1024.0
     );
-    for line in logged().lines().filter(|l| l.contains("rss_kb")) {
-        println!("  {}", line.split_once("INFO ").map_or(line, |(_, l)| l));
+    // Where the time goes: each kind's list done, the plan applied, the
+    // memory at each step (the log's own timestamps).
+    for line in logged().lines().filter(|l| {
+        ["rss_kb", "full list", "full sync", "waiting for the first"]
+            .iter()
+            .any(|w| l.contains(w))
+    }) {
+        println!("  {line}");
     }
     drop(agent);
     // The rules stay when the agent ends (as kube-proxy's): the namespace
     // goes with them.
     drop(ns);
-    server.shutdown();
+    drop(api);
 }

@@ -19,6 +19,8 @@
 //! watches are cleared. The agent with a wrong token, or without RBAC for
 //! one kind, says which resource and verb fail and stays 503.
 
+#[path = "common/api.rs"]
+mod api;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,14 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use api::ApiServer;
 use common::{root_or_skip, spawn_in, wait_for, Background, NetNs, TempDir, TestNs};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use strait_apiserver::auth::{Tokens, UserInfo};
 use strait_apiserver::resources::Resource;
-use strait_apiserver::server::{Server, ServerConfig};
-use strait_apiserver::store::AdmitAll;
-use strait_apiserver::tls::Pki;
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 
@@ -329,127 +328,6 @@ impl Drop for Probe {
     }
 }
 
-/// The API server in the node's namespace: its runtime's threads start
-/// there, so every socket it opens (the listener, again after a restart)
-/// is the node's.
-struct ApiServer {
-    runtime: tokio::runtime::Runtime,
-    server: Option<Server>,
-    client: kube::Client,
-}
-
-impl ApiServer {
-    fn start(node: &TestNs, tokens: Tokens) -> ApiServer {
-        let runtime = node.run(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-        });
-        let server = runtime
-            .block_on(runtime.spawn(Server::start(ServerConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-                tokens,
-                admission: Box::new(AdmitAll),
-                history: 1000,
-                extra_listeners: Vec::new(),
-            })))
-            .unwrap()
-            .unwrap();
-        let text = server.admin_kubeconfig();
-        let client = runtime
-            .block_on(runtime.spawn(async move {
-                let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
-                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .unwrap();
-                kube::Client::try_from(config).unwrap()
-            }))
-            .unwrap();
-        ApiServer {
-            runtime,
-            server: Some(server),
-            client,
-        }
-    }
-
-    fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
-    }
-
-    /// Create every document of `yaml` through the API; a request that
-    /// fails for want of a connection (the server just came back) is
-    /// tried again, up to `patience`.
-    fn create(&self, yaml: &str, patience: Duration) {
-        for doc in yaml.split("\n---\n") {
-            let value: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
-            let kind = value["kind"].as_str().unwrap();
-            let api_version = value["apiVersion"].as_str().unwrap();
-            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-            // The plural is the kind's, lower case, with an s: true of every kind here.
-            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-            let o: DynamicObject = serde_json::from_value(value).unwrap();
-            let started = Instant::now();
-            loop {
-                let (client, o, ar) = (self.client.clone(), o.clone(), ar.clone());
-                let made = self
-                    .runtime
-                    .block_on(self.runtime.spawn(async move {
-                        let api: Api<DynamicObject> = match o.metadata.namespace.clone() {
-                            Some(ns) => Api::namespaced_with(client, &ns, &ar),
-                            None => Api::all_with(client, &ar),
-                        };
-                        api.create(&PostParams::default(), &o).await.map(|_| ())
-                    }))
-                    .unwrap();
-                match made {
-                    Ok(()) => break,
-                    Err(kube::Error::Api(s)) => panic!("{s:?}"),
-                    Err(e) => assert!(started.elapsed() < patience, "cannot create: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    /// Go down: listener closed, connections (the agent's watches) cut.
-    fn stop(&mut self) {
-        let mut server = self.server.take().unwrap();
-        let server = self
-            .runtime
-            .block_on(self.runtime.spawn(async move {
-                server.stop_serving().await;
-                server
-            }))
-            .unwrap();
-        self.server = Some(server);
-    }
-
-    /// Come back on the same address with the same store (bound from a
-    /// worker thread: inside the node's namespace).
-    fn serve_again(&mut self) {
-        let mut server = self.server.take().unwrap();
-        let server = self
-            .runtime
-            .block_on(self.runtime.spawn(async move {
-                server.serve_again().await.unwrap();
-                server
-            }))
-            .unwrap();
-        self.server = Some(server);
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-        }
-    }
-}
-
 /// The node (agent and API server), the pod behind the Service, and a
 /// client outside the node.
 struct Bed {
@@ -568,7 +446,7 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
     }
     let test_started = Instant::now();
     let bed = Bed::new();
-    let mut api = ApiServer::start(&bed.node, Tokens::default());
+    let mut api = ApiServer::start(Some(&bed.node), Tokens::default());
     api.create(MANIFESTS, Duration::ZERO);
     let (_agent, log, health) = bed.agent(&api.server().admin_kubeconfig(), "agent");
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -591,9 +469,9 @@ fn the_agent_survives_410_a_restart_and_a_minute_of_api_downtime() {
     let syncs = |m: &str| metric(m, "strait_proxy_sync_duration_seconds_count");
     let updates = |m: &str| metric(m, "strait_kube_updates_total");
     let lists = |m: &str| metric(m, "strait_kube_full_lists_total");
-    // The lab's API server serves the optional kinds too (ClusterNetworkPolicy),
-    // so the agent watches them all: a 410 relists every one of them.
-    let kinds = (strait_kube::AGENT_KINDS.len() + strait_kube::AGENT_OPTIONAL_KINDS.len()) as f64;
+    // Without --network-policy the agent watches what the Service proxy
+    // reads: a 410 relists every one of those kinds.
+    let kinds = strait_kube::PROXY_KINDS.len() as f64;
 
     let vip: SocketAddr = "10.96.0.50:80".parse().unwrap();
     let probe = Probe::start(bed.client.ns.path().to_owned(), vip);
@@ -850,9 +728,9 @@ fn the_agent_reports_401_and_403_naming_the_resource_and_the_verb() {
         return;
     }
     let bed = Bed::new();
-    let token = "strait-agent-token-without-networkpolicies";
+    let token = "strait-agent-token-without-endpointslices";
     let api = ApiServer::start(
-        &bed.node,
+        Some(&bed.node),
         Tokens {
             tokens: vec![(
                 token.to_owned(),
@@ -861,9 +739,9 @@ fn the_agent_reports_401_and_403_naming_the_resource_and_the_verb() {
         },
     );
     api.create(MANIFESTS, Duration::ZERO);
-    // What deploy/'s ClusterRole grants, but networkpolicies.
+    // What deploy/'s ClusterRole grants, but endpointslices.
     api.create(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: strait-partial}\nrules:\n- {apiGroups: [\"\"], resources: [services, nodes, namespaces, pods], verbs: [get, list, watch]}\n- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}\n- {apiGroups: [networking.k8s.io], resources: [ingresses, ingressclasses], verbs: [get, list, watch]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: strait-partial}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: strait-partial}\nsubjects:\n- {kind: ServiceAccount, name: strait, namespace: kube-system}",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: strait-partial}\nrules:\n- {apiGroups: [\"\"], resources: [services, nodes, namespaces, pods], verbs: [get, list, watch]}\n- {apiGroups: [networking.k8s.io], resources: [networkpolicies, ingresses, ingressclasses], verbs: [get, list, watch]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: strait-partial}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: strait-partial}\nsubjects:\n- {kind: ServiceAccount, name: strait, namespace: kube-system}",
         Duration::ZERO,
     );
     let server = api.server();
@@ -875,10 +753,10 @@ fn the_agent_reports_401_and_403_naming_the_resource_and_the_verb() {
             "Service",
         ),
         (
-            "no-networkpolicies",
+            "no-endpointslices",
             server.kubeconfig("strait", token),
-            "the API server forbids us to list networkpolicies (403 Forbidden)",
-            "NetworkPolicy",
+            "the API server forbids us to list endpointslices (403 Forbidden)",
+            "EndpointSlice",
         ),
     ] {
         let (agent, log, health) = bed.agent(&kubeconfig, tag);

@@ -4,18 +4,18 @@
 //! device and the way to a flannel-annotated Node, and removes that way
 //! when the Node is deleted through the API.
 
+#[path = "common/api.rs"]
+mod api;
 mod common;
 
 use std::time::Duration;
 
+use api::ApiServer;
 use common::{root_or_skip, spawn_in, wait_for, TempDir, TestNs};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use strait_apiserver::auth::Tokens;
-use strait_apiserver::server::{Server, ServerConfig};
-use strait_apiserver::store::AdmitAll;
-use strait_apiserver::tls::Pki;
 
 const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
 
@@ -55,36 +55,11 @@ fn agent_publishes_its_vtep_and_reaches_a_flannel_node() {
         assert!(ns.command("ip", cmd).status.success(), "ip {cmd:?}");
     }
     let dir = TempDir::new("overlay");
-    let runtime = ns.run(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    let server = runtime
-        .block_on(runtime.spawn(Server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pki: Pki::create(&["127.0.0.1".into()]).unwrap(),
-            tokens: Tokens::default(),
-            admission: Box::new(AdmitAll),
-            history: 1000,
-            extra_listeners: Vec::new(),
-        })))
-        .unwrap()
-        .unwrap();
+    let api = ApiServer::start(Some(&ns), Tokens::default());
+    let runtime = &api.runtime;
     let kubeconfig = format!("{}/kubeconfig", dir.path());
-    std::fs::write(&kubeconfig, server.admin_kubeconfig()).unwrap();
-    let text = server.admin_kubeconfig();
-    let client = runtime
-        .block_on(runtime.spawn(async move {
-            let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
-            kube::Client::try_from(config).unwrap()
-        }))
-        .unwrap();
+    std::fs::write(&kubeconfig, api.server().admin_kubeconfig()).unwrap();
+    let client = api.client.clone();
     let nodes: Api<Node> = Api::all(client);
     for doc in NODES.split("\n---\n") {
         let node: Node = serde_json::from_str(doc).unwrap();
@@ -192,5 +167,4 @@ fn agent_publishes_its_vtep_and_reaches_a_flannel_node() {
         .command("ip", &["link", "show", "flannel.1"])
         .status
         .success());
-    runtime.shutdown_background();
 }
