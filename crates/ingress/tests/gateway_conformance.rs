@@ -1386,7 +1386,7 @@ fn the_example_manifest_plans_cleanly() {
         .request_headers["x-via"],
         "canary"
     );
-    assert_eq!(to(&table, "shop.demo.test", "/"), "default/web:80");
+    assert_eq!(to(&table, "shop.demo.test", "/"), "default/shop:80");
     assert_eq!(to(&table, "other.demo.test", "/"), "404");
 }
 

@@ -1430,12 +1430,12 @@ fn the_nodes_serve_ingresses_to_the_outside() {
         let mut last = String::new();
         let ok = common::wait_for(Duration::from_secs(30), || {
             last = http_get(&lab, node_ip, "demo.example", "/api/v1").1;
-            last.starts_with("200 api api-")
+            last.starts_with("200 api lab-api-")
         });
         assert!(ok, "{node_ip}: {last}\n{}", logs());
         let (_, web) = http_get(&lab, node_ip, "demo.example", "/index");
         assert!(
-            web.starts_with("200 web web-") && web.ends_with(" /index"),
+            web.starts_with("200 web lab-web-") && web.ends_with(" /index"),
             "{web}"
         );
         // `/apis` is not under the prefix `/api` (element-wise matching).
@@ -1478,7 +1478,7 @@ fn the_nodes_serve_ingresses_to_the_outside() {
     );
     let row = lines.next().unwrap_or_default();
     assert!(
-        row.starts_with("demo ")
+        row.starts_with("lab-demo ")
             && row.contains("strait")
             && row.contains("demo.example")
             && row.contains("172.18.0.2,172.18.0.3"),
@@ -1497,11 +1497,11 @@ fn the_nodes_serve_ingresses_to_the_outside() {
     lab.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-tls}}\ntype: kubernetes.io/tls\n\
          data:\n  tls.crt: {}\n  tls.key: {}\n---\n\
-         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: demo}}\nspec:\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: lab-demo}}\nspec:\n\
          \x20 tls:\n  - hosts: [demo.example]\n    secretName: demo-tls\n\
          \x20 rules:\n  - host: demo.example\n    http:\n      paths:\n\
-         \x20     - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: web, port: {{name: http}}}}\n\
-         \x20     - path: /api\n        pathType: Prefix\n        backend:\n          service: {{name: api, port: {{number: 80}}}}\n",
+         \x20     - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: lab-web, port: {{name: http}}}}\n\
+         \x20     - path: /api\n        pathType: Prefix\n        backend:\n          service: {{name: lab-api, port: {{number: 80}}}}\n",
         b64(&cert.pem()),
         b64(&key.serialize_pem()),
     ));
@@ -1530,13 +1530,13 @@ fn the_nodes_serve_ingresses_to_the_outside() {
         let mut last = (false, String::new());
         let ok = common::wait_for(Duration::from_secs(20), || {
             last = https(node_ip);
-            last.0 && last.1.starts_with("api api-") && last.1.ends_with(" /api/tls")
+            last.0 && last.1.starts_with("api lab-api-") && last.1.ends_with(" /api/tls")
         });
         assert!(ok, "{node_ip}: {last:?}\n{}", logs());
     }
 
     // A Service's pods going away is followed: api scaled to 0 is 503.
-    lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: http\n        image: python:3\n        command: [sleep, '3600']\n");
+    lab.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: lab-api}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: http\n        image: python:3\n        command: [sleep, '3600']\n");
     let mut last = String::new();
     let ok = common::wait_for(Duration::from_secs(30), || {
         last = http_get(&lab, "172.18.0.2", "demo.example", "/api/v1").1;
