@@ -141,7 +141,6 @@ async fn get(
 }
 
 #[tokio::test]
-#[ignore = "the HTTP/1.1 loop of the data plane does not run Gateway API decisions (filters, redirects, weights) yet"]
 async fn gateway_routes_are_served_as_planned() {
     let (one, _) = backend("one", false).await;
     let (two, _) = backend("two", false).await;
