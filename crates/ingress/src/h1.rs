@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::gateway::Reply;
 use crate::plan::Backend;
-use crate::server::{Decision, Head, Headers, Worker};
+use crate::server::{Decision, Edits, Head, Headers, Worker};
 
 /// The longest request or response head read (larger: 431 / 502).
 const MAX_HEAD: usize = 64 * 1024;
@@ -439,11 +442,16 @@ fn parse_request(
     };
     let host_text = std::str::from_utf8(host_header).map_err(|_| bad("bad Host\n"))?;
     let route_host = crate::server::normalize_host(host_text);
-    let path = origin.split_once('?').map_or(origin, |(p, _)| p);
+    let (path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    };
     let head = Head {
         method,
         host: &route_host,
         path,
+        query,
+        https,
         headers: Headers::H1(req.headers),
     };
     let decision = worker.decide(&head);
@@ -454,14 +462,32 @@ fn parse_request(
 
     // The head for the endpoint: origin-form, HTTP/1.1, without the
     // connection's headers, with the X-Forwarded ones.
+    // A Gateway API rule may give a new target and new headers: then the
+    // head is written from those (the connection's headers are still
+    // taken out of them below).
+    let (target, edited) = match &decision {
+        Decision::Endpoint(_, _, Some(edits)) => (
+            edits.target.as_deref().unwrap_or(origin),
+            edits.headers.as_ref(),
+        ),
+        _ => (origin, None),
+    };
     let mut up = Vec::with_capacity(head_len + 128);
     up.extend_from_slice(method.as_bytes());
     up.push(b' ');
-    up.extend_from_slice(origin.as_bytes());
+    up.extend_from_slice(target.as_bytes());
     up.extend_from_slice(b" HTTP/1.1\r\n");
     let mut wrote_host = false;
-    for h in req.headers.iter() {
-        let name = h.name;
+    let headers = edited
+        .into_iter()
+        .flat_map(|map| map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+        .chain(
+            req.headers
+                .iter()
+                .filter(|_| edited.is_none())
+                .map(|h| (h.name, h.value)),
+        );
+    for (name, value) in headers {
         if hop_by_hop(name)
             || header_is(name, "expect") && expect_continue
             || header_is(name, "x-forwarded-for")
@@ -473,14 +499,16 @@ fn parse_request(
             continue;
         }
         if header_is(name, "host") {
-            if authority.is_some() {
+            // An absolute-form target's authority is the host, unless a
+            // rule rewrote it.
+            if authority.is_some() && (edited.is_none() || Some(value) == host) {
                 continue;
             }
             wrote_host = true;
         }
         up.extend_from_slice(name.as_bytes());
         up.extend_from_slice(b": ");
-        up.extend_from_slice(h.value);
+        up.extend_from_slice(value);
         up.extend_from_slice(b"\r\n");
     }
     if !wrote_host {
@@ -582,8 +610,63 @@ async fn answer<W: AsyncWrite + Unpin>(
     io.flush().await
 }
 
+/// Write a reply a Gateway API rule asks for: a redirect with its
+/// Location, or an error with its message.
+async fn own_reply<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    keep_alive: bool,
+    is_head: bool,
+) -> io::Result<()> {
+    use std::io::Write;
+    let status = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    // Fail closed: a location that cannot be a header value (no CR or LF
+    // may reach the client) turns the redirect into a 500.
+    let location = reply
+        .location
+        .as_deref()
+        .map(|l| HeaderValue::from_str(l).map_err(|_| ()));
+    let (status, message, location) = match location {
+        Some(Err(())) => (
+            hyper::StatusCode::INTERNAL_SERVER_ERROR,
+            "the redirect's location is not a valid header\n",
+            None,
+        ),
+        Some(Ok(l)) => (status, reply.message.as_str(), Some(l)),
+        None => (status, reply.message.as_str(), None),
+    };
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        message.len(),
+    );
+    if !message.is_empty() {
+        out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    }
+    if let Some(l) = location {
+        out.extend_from_slice(b"location: ");
+        out.extend_from_slice(l.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !is_head {
+        out.extend_from_slice(message.as_bytes());
+    }
+    io.write_all(out).await?;
+    out.clear();
+    io.flush().await
+}
+
 /// The response head read from an endpoint.
-struct ResponseHead {
+pub(crate) struct ResponseHead {
     len: usize,
     status: u16,
     framing: Framing,
@@ -627,7 +710,7 @@ where
     };
     // A body left unread cannot be told from the next request: after an
     // answer of ours to a request with one, the connection closes.
-    let (mut endpoint, backend) = match decision {
+    let endpoint = match decision {
         Decision::NoRoute => {
             worker.observe(&log, 404, 0, None, started);
             let r = refuse(404, "Not Found", "no route for this host and path\n");
@@ -657,9 +740,27 @@ where
             )
             .await;
         }
-        Decision::Endpoint(e, backend) => (e, backend),
+        Decision::Reply(reply) => {
+            worker.observe(&log, reply.status, 0, None, started);
+            let keep_alive = keep_alive && framing == Framing::Empty;
+            return match own_reply(&mut client.io, out, &reply, keep_alive, is_head).await {
+                Ok(()) if keep_alive => Next::KeepAlive,
+                _ => Next::Close,
+            };
+        }
+        Decision::Endpoint(e, backend, edits) => (e, backend, edits),
     };
+    let (mut endpoint, backend, edits) = endpoint;
     log.route = Some(backend.clone());
+    if let Some(edits) = &edits {
+        // A copy for each mirror, of requests without a body only (a
+        // body is streamed once, to the endpoint).
+        if framing == Framing::Empty {
+            for m in &edits.mirrors {
+                worker.mirror(*m, first.clone());
+            }
+        }
+    }
     // The body goes with the head when it has arrived whole (most small
     // bodies): then the request can be sent again.
     let mut body_sent = match framing {
@@ -671,7 +772,11 @@ where
         }
         _ => false,
     };
-    let deadline = tokio::time::Instant::now() + worker.config.request_timeout;
+    let timeout = match edits.as_ref().and_then(|e| e.timeout) {
+        Some(route) => route.min(worker.config.request_timeout),
+        None => worker.config.request_timeout,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut attempts = 0;
     // Our answer when the endpoint gives none: the connection is kept
     // only if the request's body has been read whole.
@@ -810,7 +915,7 @@ where
             Framing::Empty,
             http10,
             true,
-            false,
+            None,
         );
         upstream.consume(head.len);
         if client.io.write_all(out).await.is_err() || client.io.flush().await.is_err() {
@@ -834,7 +939,7 @@ where
         head.framing,
         http10,
         keep_alive,
-        chunked_out,
+        edits.as_deref(),
     );
     upstream.consume(head.len);
     let head_bytes = out.len() as u64;
@@ -915,7 +1020,10 @@ where
 }
 
 /// Read a response head (skipping interim 1xx ones other than 101).
-async fn read_response_head(upstream: &mut Upstream, is_head: bool) -> io::Result<ResponseHead> {
+pub(crate) async fn read_response_head(
+    upstream: &mut Upstream,
+    is_head: bool,
+) -> io::Result<ResponseHead> {
     loop {
         if !upstream.buffered().is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -1004,8 +1112,10 @@ fn response_head(
     framing: Framing,
     http10: bool,
     keep_alive: bool,
-    chunked_out: bool,
+    edits: Option<&Edits>,
 ) {
+    // Chunked to an HTTP/1.1 client when the endpoint chose it.
+    let chunked_out = framing == Framing::Chunked && !http10;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
     // Parsed once already: cannot fail now.
@@ -1025,6 +1135,12 @@ fn response_head(
             upgrade = Some(h.value);
         }
     }
+    // ResponseHeaderModifiers work on a header map: the head is gathered
+    // into one only when a rule has them (a header hyper's types cannot
+    // hold is then left out).
+    let mut modified = edits
+        .filter(|e| !e.response.is_empty())
+        .map(|_| HeaderMap::new());
     for h in res.headers.iter() {
         if hop_by_hop(h.name)
             || listed
@@ -1034,10 +1150,28 @@ fn response_head(
         {
             continue;
         }
+        if let Some(map) = &mut modified {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
+                map.append(n, v);
+            }
+            continue;
+        }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let (Some(mut map), Some(edits)) = (modified, edits) {
+        edits.apply_response(&mut map);
+        for (name, value) in &map {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     if status == 101 {
         out.extend_from_slice(b"connection: upgrade\r\n");

@@ -41,6 +41,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use crate::gateway::{self, HeaderModifier, Reply, RequestHead};
 use crate::h1;
 use crate::metrics::Metrics;
 use crate::plan::{Backend, RouteTable};
@@ -452,38 +453,87 @@ struct Client {
 pub(crate) enum Decision {
     NoRoute,
     NoEndpoints(Arc<Backend>),
-    Endpoint(SocketAddr, Arc<Backend>),
+    /// The endpoint, its backend, and what a Gateway API rule changes on
+    /// the way (`None`: the request passes as it came, the fast path).
+    Endpoint(SocketAddr, Arc<Backend>, Option<Box<Edits>>),
+    /// A reply of ours that a Gateway API rule asks for (a redirect, the
+    /// 500 of an invalid backend share).
+    Reply(Reply),
+}
+
+/// What a Gateway API rule changes of one forwarded request, owned (the
+/// table may be swapped while the request is in flight).
+#[derive(Default)]
+pub(crate) struct Edits {
+    /// The request headers as the endpoint gets them, when a
+    /// RequestHeaderModifier or a URLRewrite hostname changes them (before
+    /// the hop-by-hop headers are taken out and X-Forwarded-* put in).
+    pub headers: Option<HeaderMap>,
+    /// URLRewrite's new path, with the query.
+    pub target: Option<String>,
+    /// ResponseHeaderModifiers, in order.
+    pub response: Vec<HeaderModifier>,
+    /// The rule's timeout (the shorter of it and `--request-timeout`
+    /// applies).
+    pub timeout: Option<Duration>,
+    /// Endpoints that get a copy of the request (RequestMirror).
+    pub mirrors: Vec<SocketAddr>,
+}
+
+impl Edits {
+    fn is_empty(&self) -> bool {
+        self.headers.is_none()
+            && self.target.is_none()
+            && self.response.is_empty()
+            && self.timeout.is_none()
+            && self.mirrors.is_empty()
+    }
+
+    /// The response headers as the client gets them.
+    pub fn apply_response(&self, headers: &mut HeaderMap) {
+        for m in &self.response {
+            m.apply(headers);
+        }
+    }
 }
 
 /// What a request is routed by.
 pub(crate) struct Head<'a> {
-    #[allow(dead_code)] // for method matches (Gateway API)
     pub method: &'a str,
     /// Lower case, without port or trailing dot.
     pub host: &'a str,
     /// Without the query.
     pub path: &'a str,
-    #[allow(dead_code)] // for header matches (Gateway API)
+    /// After the `?`, if any.
+    pub query: Option<&'a str>,
+    pub https: bool,
     pub headers: Headers<'a>,
 }
 
 /// A request's headers, as either protocol parsed them.
-#[allow(dead_code)] // read by header matches (Gateway API)
 pub(crate) enum Headers<'a> {
     H1(&'a [httparse::Header<'a>]),
     Hyper(&'a HeaderMap),
 }
 
-#[allow(dead_code)] // read by header matches (Gateway API)
 impl Headers<'_> {
-    /// The first value of the header `name` (any case).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    /// As a `HeaderMap` (built only for Gateway API matches and filters;
+    /// a header hyper's types cannot hold is left out).
+    fn to_map(&self) -> std::borrow::Cow<'_, HeaderMap> {
         match self {
-            Headers::H1(h) => h
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value),
-            Headers::Hyper(h) => h.get(name).map(|v| v.as_bytes()),
+            Headers::Hyper(h) => std::borrow::Cow::Borrowed(*h),
+            Headers::H1(list) => {
+                let mut map = HeaderMap::with_capacity(list.len());
+                for h in list.iter() {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(h.name.as_bytes()),
+                        HeaderValue::from_bytes(h.value),
+                    ) {
+                        map.append(n, v);
+                    }
+                }
+                std::borrow::Cow::Owned(map)
+            }
         }
     }
 }
@@ -547,13 +597,96 @@ impl Worker {
             *cached = (generation, table);
             self.drain_removed(&cached.1);
         }
-        match cached.1.route(head.host, head.path) {
+        let table = &cached.1;
+        if !table.gateway.is_empty() {
+            return self.decide_gateway(table, head);
+        }
+        // The fast path: Ingress rules only, no header map built.
+        match table.route(head.host, head.path) {
             None => Decision::NoRoute,
             Some(backend) => match self.pick(backend) {
-                Some(endpoint) => Decision::Endpoint(endpoint, backend.clone()),
+                Some(endpoint) => Decision::Endpoint(endpoint, backend.clone(), None),
                 None => Decision::NoEndpoints(backend.clone()),
             },
         }
+    }
+
+    /// Gateway API listeners for the hosts they cover, then the Ingress
+    /// rules (`RouteTable::decide`), with the rule's edits made owned.
+    fn decide_gateway(&self, table: &RouteTable, head: &Head<'_>) -> Decision {
+        let headers = head.headers.to_map();
+        let request = RequestHead {
+            host: head.host,
+            path: head.path,
+            query: head.query,
+            method: head.method,
+            headers: &headers,
+            https: head.https,
+            listener_port: 0,
+        };
+        let forward = match table.decide(&request) {
+            gateway::Decision::NotFound => return Decision::NoRoute,
+            gateway::Decision::Reply(r) => return Decision::Reply(r),
+            gateway::Decision::Forward(f) => f,
+        };
+        let backend = forward.backend;
+        let Some(endpoint) = self.pick(backend) else {
+            return Decision::NoEndpoints(backend.clone());
+        };
+        let filters: Vec<&gateway::Filters> =
+            [forward.action.map(|a| &a.filters), forward.backend_filters]
+                .into_iter()
+                .flatten()
+                .collect();
+        let mut edits = Edits {
+            timeout: forward.timeout(),
+            target: forward.rewritten_path(&request),
+            ..Edits::default()
+        };
+        if filters
+            .iter()
+            .any(|f| f.request_headers.is_some() || f.rewrite_host.is_some())
+        {
+            let mut edited = headers.into_owned();
+            forward.apply_request_headers(&mut edited);
+            edits.headers = Some(edited);
+        }
+        edits.response = filters
+            .iter()
+            .filter_map(|f| f.response_headers.clone())
+            .collect();
+        edits.mirrors = forward
+            .mirrors()
+            .into_iter()
+            .filter_map(|b| self.pick(b))
+            .collect();
+        let edits = (!edits.is_empty()).then(|| Box::new(edits));
+        Decision::Endpoint(endpoint, backend.clone(), edits)
+    }
+
+    /// Send a copy of a request head (one without a body) to a mirror
+    /// endpoint, in a task of its own: its answer is read and dropped, its
+    /// failure only logged, and the client never waits for it.
+    pub(crate) fn mirror(self: &Rc<Self>, endpoint: SocketAddr, head: Vec<u8>) {
+        let this = self.clone();
+        spawn_local(async move {
+            let timeout = this.config.request_timeout;
+            let copy = async {
+                let mut upstream = this.connect_raw(endpoint).await?;
+                tokio::io::AsyncWriteExt::write_all(&mut upstream.io, &head)
+                    .await
+                    .map_err(|e| format!("writing failed: {e}"))?;
+                h1::read_response_head(&mut upstream, false)
+                    .await
+                    .map_err(|e| format!("no answer: {e}"))?;
+                Ok::<_, String>(())
+            };
+            match tokio::time::timeout(timeout, copy).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => tracing::debug!(%endpoint, "mirrored request: {why}"),
+                Err(_) => tracing::debug!(%endpoint, "mirrored request timed out"),
+            }
+        });
     }
 
     fn drain_removed(&self, table: &RouteTable) {
@@ -571,6 +704,23 @@ impl Worker {
         }
         if let Some(b) = &table.default_backend {
             add(b);
+        }
+        // Gateway API backends and mirrors too: their connections are kept.
+        for listener in table.gateway.http.iter().chain(&table.gateway.https) {
+            for entry in &listener.entries {
+                let action = &entry.action;
+                for m in &action.filters.mirrors {
+                    add(&m.backend);
+                }
+                for b in &action.backends {
+                    if let gateway::Target::Backend(backend) = &b.target {
+                        add(backend);
+                    }
+                    for m in &b.filters.mirrors {
+                        add(&m.backend);
+                    }
+                }
+            }
         }
         self.raw_pool.borrow_mut().retain(|e, _| served.contains(e));
         self.pool.borrow_mut().retain(|e, _| served.contains(e));
@@ -717,6 +867,8 @@ impl Worker {
             method: req.method().as_str(),
             host: &host,
             path: req.uri().path(),
+            query: req.uri().query(),
+            https,
             headers: Headers::Hyper(req.headers()),
         });
         let mut log = h1::RequestLog {
@@ -731,7 +883,7 @@ impl Worker {
             log.host = host.into_owned();
             log.path = req.uri().path().to_owned();
         }
-        let (endpoint, backend) = match decision {
+        let endpoint = match decision {
             Decision::NoRoute => {
                 self.observe(&log, 404, 0, None, started);
                 return error(StatusCode::NOT_FOUND, "no route for this host and path\n");
@@ -745,17 +897,64 @@ impl Worker {
                     "no endpoint ready for this route\n",
                 );
             }
-            Decision::Endpoint(e, backend) => (e, backend),
+            Decision::Reply(reply) => {
+                self.observe(&log, reply.status, 0, None, started);
+                return own_reply(&reply);
+            }
+            Decision::Endpoint(e, backend, edits) => (e, backend, edits),
         };
+        let (endpoint, backend, edits) = endpoint;
         log.route = Some(backend);
+        let mut req = req;
+        let mut timeout = self.config.request_timeout;
+        if let Some(edits) = &edits {
+            if let Some(headers) = &edits.headers {
+                *req.headers_mut() = headers.clone();
+            }
+            if let Some(target) = &edits.target {
+                // The authority goes with the old target: keep it as Host.
+                if !req.headers().contains_key(header::HOST) {
+                    if let Some(v) = req
+                        .uri()
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                    {
+                        req.headers_mut().insert(header::HOST, v);
+                    }
+                }
+                match target.parse::<Uri>() {
+                    Ok(uri) => *req.uri_mut() = uri,
+                    Err(_) => {
+                        self.observe(&log, 500, 0, None, started);
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the rewritten path is not a valid target\n",
+                        );
+                    }
+                }
+            }
+            if let Some(t) = edits.timeout {
+                timeout = timeout.min(t);
+            }
+        }
         let req = upstream_request(req, client, https);
+        if let Some(edits) = &edits {
+            if !edits.mirrors.is_empty() && hyper::body::Body::is_end_stream(req.body()) {
+                let head = mirror_head(&req);
+                for m in &edits.mirrors {
+                    self.mirror(*m, head.clone());
+                }
+            }
+        }
         self.started(endpoint);
-        let forwarded =
-            tokio::time::timeout(self.config.request_timeout, self.forward(endpoint, req)).await;
+        let forwarded = tokio::time::timeout(timeout, self.forward(endpoint, req)).await;
         self.finished(endpoint);
         match forwarded {
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
+                if let Some(edits) = &edits {
+                    edits.apply_response(response.headers_mut());
+                }
                 self.observe(&log, response.status().as_u16(), 0, Some(endpoint), started);
                 response.map(Either::Left)
             }
@@ -958,6 +1157,57 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// A Gateway API rule's reply of ours: a redirect with its Location, or
+/// an error with its message.
+fn own_reply(reply: &Reply) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(reply.message.clone()))));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(location) = &reply.location {
+        match HeaderValue::from_str(location) {
+            Ok(v) => {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            // Fail closed: no redirect to a place we cannot say.
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the redirect's location is not a valid header\n",
+                )
+            }
+        }
+    }
+    if !reply.message.is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+/// An HTTP/1.1 head of a request without a body, for a mirror.
+fn mirror_head(req: &Request<Incoming>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 fn error(status: StatusCode, message: &'static str) -> Response<Body> {

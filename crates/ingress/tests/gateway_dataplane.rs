@@ -111,13 +111,29 @@ fn service(name: &str) -> String {
     format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: None, ports: [{{port: 80}}]}}\n")
 }
 
-type Sender = client::SendRequest<Full<Bytes>>;
+/// A client connection: HTTP/1.1 (strait's own loop) or h2c with prior
+/// knowledge (hyper's server in strait).
+enum Sender {
+    H1(client::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
 
-async fn connect(address: SocketAddr) -> Sender {
+async fn connect(address: SocketAddr, h2: bool) -> Sender {
     let stream = TcpStream::connect(address).await.unwrap();
-    let (sender, conn) = client::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    sender
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        Sender::H2(sender)
+    } else {
+        let (sender, conn) = client::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Sender::H1(sender)
+    }
 }
 
 async fn get(
@@ -126,23 +142,40 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Response<String> {
-    sender.ready().await.unwrap();
-    let mut req = Request::builder().uri(path).header("host", host);
+    let mut req = match sender {
+        Sender::H1(_) => Request::builder().uri(path).header("host", host),
+        Sender::H2(_) => Request::builder().uri(format!("http://{host}{path}")),
+    };
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let response = match sender {
+        Sender::H1(s) => {
+            s.ready().await.unwrap();
+            s.send_request(req).await.unwrap()
+        }
+        Sender::H2(s) => {
+            s.ready().await.unwrap();
+            s.send_request(req).await.unwrap()
+        }
+    };
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Response::from_parts(parts, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[tokio::test]
-#[ignore = "the HTTP/1.1 loop of the data plane does not run Gateway API decisions (filters, redirects, weights) yet"]
 async fn gateway_routes_are_served_as_planned() {
+    served_as_planned(false).await;
+}
+
+#[tokio::test]
+async fn gateway_routes_are_served_as_planned_over_h2c() {
+    served_as_planned(true).await;
+}
+
+async fn served_as_planned(h2: bool) {
     let (one, _) = backend("one", false).await;
     let (two, _) = backend("two", false).await;
     let (silent, _) = backend("silent", true).await;
@@ -193,7 +226,7 @@ async fn gateway_routes_are_served_as_planned() {
         ..Config::default()
     };
     let (server, _) = IngressServer::start(config, table).unwrap();
-    let mut c = connect(server.http_address.unwrap()).await;
+    let mut c = connect(server.http_address.unwrap(), h2).await;
 
     // Header modifiers, both ways.
     let r = get(
@@ -262,7 +295,7 @@ async fn gateway_routes_are_served_as_planned() {
     );
 
     // The route's timeout: 504 from a backend that never answers.
-    let mut slow = connect(server.http_address.unwrap()).await;
+    let mut slow = connect(server.http_address.unwrap(), h2).await;
     let r = tokio::time::timeout(
         Duration::from_secs(20),
         get(&mut slow, "app.gw.test", "/slow", &[]),

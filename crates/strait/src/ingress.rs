@@ -272,15 +272,6 @@ fn planned(state: &Arc<ClusterState>, args: &IngressArgs) -> RouteTable {
         tracing::warn!("{problem}");
     }
     log_statuses(&statuses);
-    if !table.gateway.is_empty() {
-        // The planner is merged ahead of the data plane's support: say so
-        // rather than serve routes half (their filters unapplied).
-        tracing::warn!(
-            matches = table.gateway.len(),
-            "Gateway API routes are planned and their status logged, but this data plane \
-             does not serve them yet: requests for their hosts get the Ingress routes or 404"
-        );
-    }
     table
 }
 
