@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use strait_model::k8s_openapi::api::{apps, core, policy, rbac};
+use strait_model::k8s_openapi::api::{apps, core, networking, policy, rbac};
 
 fn documents() -> Vec<(String, Value)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
@@ -57,6 +57,7 @@ fn every_document_is_its_kind_exactly() {
             "ClusterRole" => round_trip::<rbac::v1::ClusterRole>(at, doc),
             "ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(at, doc),
             "PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(at, doc),
+            "IngressClass" => round_trip::<networking::v1::IngressClass>(at, doc),
             other => panic!("{at}: unexpected kind {other:?}"),
         }
         kinds.push(kind.to_owned());
@@ -70,13 +71,18 @@ fn every_document_is_its_kind_exactly() {
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ConfigMap",
             "DaemonSet",
+            "DaemonSet",
             "Deployment",
+            "IngressClass",
             "PodDisruptionBudget",
             "Service",
+            "ServiceAccount",
             "ServiceAccount",
             "ServiceAccount"
         ]
