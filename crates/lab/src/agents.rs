@@ -211,59 +211,38 @@ fn spawn_agent(
     strait: &Path,
     i: usize,
 ) -> Result<(Child, ProcessId)> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(layout.agent_log(i))
-        .map_err(crate::error::io("open the agent's log"))?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", layout.node_ns(i)))
-        .arg("--")
-        .arg(strait)
-        .arg("agent")
-        .arg("--kubeconfig")
-        .arg(layout.agent_kubeconfig())
-        .args(["--node-name", &config.node_name(i)])
-        .args(["--node-ip", &config.node_ip(i).to_string()])
-        .args(["--cluster-cidr", &config.pod_cidr.to_string()])
-        .args(["--service-cidr", &config.service_cidr])
-        .arg("--network-policy")
-        .args([
+    let mut args: Vec<String> = vec!["agent".into(), "--kubeconfig".into()];
+    args.push(layout.agent_kubeconfig().display().to_string());
+    args.extend(
+        [
+            "--node-name",
+            &config.node_name(i),
+            "--node-ip",
+            &config.node_ip(i).to_string(),
+            "--cluster-cidr",
+            &config.pod_cidr.to_string(),
+            "--service-cidr",
+            &config.service_cidr,
+            "--network-policy",
             "--overlay",
             match config.backend {
                 Backend::Vxlan => "vxlan",
                 Backend::HostGw => "host-gw",
             },
-        ])
-        .args([
             "--healthz-bind-address",
             &SocketAddr::from((Ipv4Addr::LOCALHOST, HEALTH_PORT)).to_string(),
-        ])
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(crate::error::io("log"))?)
-        .stderr(log)
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(crate::error::io(format!(
-        "start strait agent on {}",
-        config.node_name(i)
-    )))?;
-    match ProcessId::of(child.id() as i32) {
-        Some(id) => Ok((child, id)),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(Error::Step("strait agent vanished at start".into()))
-        }
-    }
+        ]
+        .map(str::to_owned),
+    );
+    spawn_in_node(
+        layout,
+        config,
+        strait,
+        i,
+        "strait agent",
+        &layout.agent_log(i),
+        &args,
+    )
 }
 
 /// `strait ingress --kubernetes` in node `i`'s namespace, on its underlay
@@ -274,26 +253,62 @@ fn spawn_ingress(
     strait: &Path,
     i: usize,
 ) -> Result<(Child, ProcessId)> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(layout.ingress_log(i))
-        .map_err(crate::error::io("open the Ingress controller's log"))?;
     let ip = config.node_ip(i);
     let published: Vec<String> = (0..config.nodes)
         .map(|j| config.node_ip(j).to_string())
         .collect();
+    let mut args: Vec<String> = vec![
+        "ingress".into(),
+        "--kubernetes".into(),
+        "--kubeconfig".into(),
+    ];
+    args.push(layout.ingress_kubeconfig().display().to_string());
+    args.extend(
+        [
+            "--listen",
+            &SocketAddr::from((ip, 80)).to_string(),
+            "--tls-listen",
+            &SocketAddr::from((ip, 443)).to_string(),
+            "--publish-status-address",
+            &published.join(","),
+            // A lab node is a namespace on a shared machine: one event loop.
+            "--workers",
+            "1",
+        ]
+        .map(str::to_owned),
+    );
+    spawn_in_node(
+        layout,
+        config,
+        strait,
+        i,
+        "strait ingress",
+        &layout.ingress_log(i),
+        &args,
+    )
+}
+
+/// `strait ARGS` inside node `i`'s network namespace, in a process group
+/// of its own, its output appended to `log`, with a clean environment.
+fn spawn_in_node(
+    layout: &Layout,
+    config: &LabConfig,
+    strait: &Path,
+    i: usize,
+    what: &str,
+    log: &Path,
+    args: &[String],
+) -> Result<(Child, ProcessId)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(crate::error::io(format!("open the log of {what}")))?;
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{}", layout.node_ns(i)))
         .arg("--")
         .arg(strait)
-        .args(["ingress", "--kubernetes", "--kubeconfig"])
-        .arg(layout.ingress_kubeconfig())
-        .args(["--listen", &SocketAddr::from((ip, 80)).to_string()])
-        .args(["--tls-listen", &SocketAddr::from((ip, 443)).to_string()])
-        .args(["--publish-status-address", &published.join(",")])
-        // A lab node is a namespace on a shared machine: one event loop.
-        .args(["--workers", "1"])
+        .args(args)
         .env_clear()
         .env(
             "PATH",
@@ -308,7 +323,7 @@ fn spawn_ingress(
         .stderr(log)
         .process_group(0);
     let mut child = cmd.spawn().map_err(crate::error::io(format!(
-        "start strait ingress on {}",
+        "start {what} on {}",
         config.node_name(i)
     )))?;
     match ProcessId::of(child.id() as i32) {
@@ -316,7 +331,7 @@ fn spawn_ingress(
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(Error::Step("strait ingress vanished at start".into()))
+            Err(Error::Step(format!("{what} vanished at start")))
         }
     }
 }
