@@ -10,6 +10,9 @@ use crate::zone::{parse_reverse, Records, Rr, Zone};
 /// TTL of `dns-version.<domain>` TXT, as CoreDNS gives it.
 const DNS_VERSION_TTL: u32 = 28800;
 
+/// The largest TTL CoreDNS gives its SOA record.
+const SOA_TTL_CAP: u32 = 300;
+
 /// What to do with a query.
 pub enum Outcome {
     Answer(Message),
@@ -79,9 +82,11 @@ impl Apex {
             86400,
             zone.ttl,
         );
+        // CoreDNS: the SOA's own TTL is the zone's, at most 300 s; its
+        // minimum (the negative-caching TTL) the zone's TTL as it is.
         Some(Record::from_rdata(
             fqdn(&self.asked)?,
-            zone.ttl,
+            zone.ttl.min(SOA_TTL_CAP),
             RData::SOA(rdata),
         ))
     }
@@ -94,6 +99,11 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
     }
     if query.queries.len() != 1 {
         return Outcome::Answer(response(query, ResponseCode::FormErr));
+    }
+    // An EDNS version we do not speak: BADVERS with our version (0), before
+    // anything else, as RFC 6891 §6.1.3 says and CoreDNS's server does.
+    if query.edns.as_ref().is_some_and(|e| e.version() != 0) {
+        return Outcome::Answer(response(query, ResponseCode::BADVERS));
     }
     let q = &query.queries[0];
     // CoreDNS refuses every class but IN (CH, ANY, …), whatever the name.
@@ -179,9 +189,11 @@ pub fn answer(zone: &Zone, query: &Message) -> Outcome {
     };
     let outside = add_records(zone, &apex, &mut m, &owner, records, qtype, ttl);
     match outside {
+        // CoreDNS completes A, AAAA and TXT this way; a recursive server
+        // completes every type (RFC 1034 §4.3.2), so we do too, but ANY.
         Some(target)
             if query.metadata.recursion_desired
-                && matches!(qtype, RecordType::A | RecordType::AAAA) =>
+                && !matches!(qtype, RecordType::CNAME | RecordType::ANY) =>
         {
             Outcome::Chase(m, target)
         }

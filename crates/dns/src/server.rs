@@ -232,6 +232,16 @@ pub fn encode(query: &Message, mut m: Message, limit: usize) -> Option<Vec<u8>> 
     if bytes.len() <= limit {
         return Some(bytes);
     }
+    // Additional records are a convenience: when only they do not fit,
+    // they go and TC stays clear (RFC 2181 §9; CoreDNS does the same), so
+    // that an SRV answer is not retried over TCP for its addresses.
+    if !m.additionals.is_empty() {
+        m.additionals.clear();
+        let bytes = m.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+    }
     m.answers.clear();
     m.authorities.clear();
     m.additionals.clear();

@@ -117,12 +117,39 @@ pub struct Zone {
     pub reverse: HashMap<IpAddr, Box<[Arc<str>]>>,
 }
 
-/// `10.244.1.2` → `10-244-1-2`; IPv6 with `-` for `:`.
+/// `10.244.1.2` → `10-244-1-2`; IPv6 with `-` for `:`, and a `0` after a
+/// trailing `-` (`fd00::` → `fd00--0`), as CoreDNS names them: a label may
+/// not end with a hyphen.
 pub fn dashed(ip: &IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
-        IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
+        IpAddr::V6(v6) => {
+            let mut name = v6.to_string().replace(':', "-");
+            if name.ends_with('-') {
+                name.push('0');
+            }
+            name
+        }
     }
+}
+
+/// Whether an endpoint is published: `ready` unset counts as ready (the
+/// EndpointSlice API's rule). The controller already marks not-ready
+/// endpoints ready when their Service sets `publishNotReadyAddresses`.
+fn ready(endpoint: &strait_model::k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+    endpoint
+        .conditions
+        .as_ref()
+        .and_then(|c| c.ready)
+        .unwrap_or(true)
+}
+
+/// `<hostname or dashed address>.<service name>`, lowercase.
+fn host_name(hostname: Option<&str>, ip: &IpAddr, base: &str) -> String {
+    let host = hostname
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| dashed(ip), str::to_owned);
+    format!("{host}.{base}").to_ascii_lowercase()
 }
 
 /// The address of a reverse name (`2.1.244.10.in-addr.arpa` → 10.244.1.2).
@@ -194,15 +221,50 @@ impl Builder {
         self.names.get_mut(&key).expect("interned")
     }
 
+    /// The names of a ClusterIP Service's ready endpoints,
+    /// `<hostname or dashed IP>.<service name>`, and their PTR records:
+    /// CoreDNS answers endpoint names (and reverse lookups of endpoint
+    /// addresses) for every Service, not only headless ones. The Service's
+    /// own name keeps its cluster IPs.
+    fn add_endpoint_names(&mut self, base: &str, slices: &[&EndpointSlice]) {
+        let mut endpoints: BTreeMap<IpAddr, String> = BTreeMap::new();
+        for slice in slices {
+            for endpoint in slice.endpoints.iter().filter(|e| ready(e)) {
+                for ip in endpoint
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                {
+                    endpoints.insert(ip, host_name(endpoint.hostname.as_deref(), &ip, base));
+                }
+            }
+        }
+        for (ip, name) in endpoints {
+            let rr = Rr::address(ip);
+            let records = self.entry(&name);
+            if !records.contains(&rr) {
+                records.push(rr);
+            }
+            let target = self.intern(&name);
+            self.reverse.entry(ip).or_default().push(target);
+        }
+    }
+
     fn add_service(&mut self, service: &Service, slices: &[&EndpointSlice]) {
         let Some(spec) = &service.spec else { return };
         let ns = service.metadata.namespace.as_deref().unwrap_or_default();
         let name = service.metadata.name.as_deref().unwrap_or_default();
         let base = format!("{name}.{ns}.svc.{}", self.domain).to_ascii_lowercase();
         if spec.type_.as_deref() == Some("ExternalName") {
-            if let Some(target) = &spec.external_name {
-                self.entry(&base)
-                    .push(Rr::Cname(target.trim_end_matches('.').into()));
+            // CoreDNS makes no record of an ExternalName that is an IP
+            // address (a CNAME must name a name): the name does not exist.
+            if let Some(target) = spec
+                .external_name
+                .as_deref()
+                .map(|t| t.trim_end_matches('.'))
+                .filter(|t| !t.is_empty() && t.parse::<IpAddr>().is_err())
+            {
+                self.entry(&base).push(Rr::Cname(target.into()));
             }
             return;
         }
@@ -256,6 +318,7 @@ impl Builder {
                 };
                 self.entry(&srv_name).push(Rr::Srv(srv));
             }
+            self.add_endpoint_names(&base, slices);
             return;
         }
 
@@ -268,24 +331,14 @@ impl Builder {
         let mut bare: Vec<Option<(u16, String)>> = Vec::new();
         for slice in slices {
             for endpoint in &slice.endpoints {
-                if !endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true)
-                {
+                if !ready(endpoint) {
                     continue;
                 }
                 for address in &endpoint.addresses {
                     let Ok(ip) = address.parse::<IpAddr>() else {
                         continue;
                     };
-                    let host = endpoint
-                        .hostname
-                        .clone()
-                        .unwrap_or_else(|| dashed(&ip))
-                        .to_ascii_lowercase();
-                    let host_name = format!("{host}.{base}");
+                    let host_name = host_name(endpoint.hostname.as_deref(), &ip, &base);
                     endpoints.insert(ip, host_name.clone());
                     let mut any_port = false;
                     for port in slice.ports.iter().flatten() {
