@@ -8,6 +8,80 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Rotate the first run of two or more A (or AAAA) records of one owner
+/// in the answer section by `turn` places (modulo their number): CoreDNS's
+/// default Corefile has `loadbalance`, which reorders A and AAAA records
+/// so that clients taking the first address spread over a headless
+/// Service's endpoints. The server turns by the query's id, which clients
+/// choose at random: as even a spread as a shuffle, with no shared state,
+/// and a retransmitted query gets the same answer. Records of one run
+/// have the same owner (a compression pointer) and size, so moving them
+/// changes no offset that any other part of the message points to.
+pub fn rotate_addresses(message: &mut [u8], turn: usize) {
+    if let Some((start, size, count)) = address_run(message) {
+        message[start..start + size * count].rotate_left(turn % count * size);
+    }
+}
+
+/// Where the run starts, each record's size and how many there are.
+fn address_run(m: &[u8]) -> Option<(usize, usize, usize)> {
+    let answers = usize::from(u16::from_be_bytes([*m.get(6)?, *m.get(7)?]));
+    if answers < 2 || m.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let len = usize::from(*m.get(at)?);
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None; // our questions are never compressed
+        }
+        at += 1 + len;
+    }
+    at += 5;
+    let mut run: Option<Run> = None;
+    for _ in 0..answers {
+        let owner = [*m.get(at)?, *m.get(at + 1)?];
+        if owner[0] & 0xc0 != 0xc0 {
+            break; // a name spelt out: where this record ends needs parsing
+        }
+        let rtype = [*m.get(at + 2)?, *m.get(at + 3)?];
+        let size = 12 + usize::from(u16::from_be_bytes([*m.get(at + 10)?, *m.get(at + 11)?]));
+        let address = rtype == [0, 1] || rtype == [0, 28];
+        match &mut run {
+            Some(r) if r.owner == owner && r.rtype == rtype && r.size == size && address => {
+                r.count += 1;
+            }
+            Some(r) if r.count >= 2 => return Some((r.start, r.size, r.count)),
+            _ => {
+                run = address.then_some(Run {
+                    start: at,
+                    owner,
+                    rtype,
+                    size,
+                    count: 1,
+                })
+            }
+        }
+        at += size;
+    }
+    m.get(..at)?;
+    run.filter(|r| r.count >= 2)
+        .map(|r| (r.start, r.size, r.count))
+}
+
+/// A run of address records under way.
+struct Run {
+    start: usize,
+    /// The compression pointer every record of the run is owned by.
+    owner: [u8; 2],
+    rtype: [u8; 2],
+    size: usize,
+    count: usize,
+}
+
 /// The parts of a plain query the fast path needs.
 pub struct Quick<'a> {
     pub id: [u8; 2],
@@ -121,6 +195,7 @@ impl Stored {
             // Our OPT: root, type 41, payload 1232, no extended rcode, no options.
             out.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
         }
+        rotate_addresses(&mut out, usize::from(u16::from_be_bytes(q.id)));
         Some(out)
     }
 }

@@ -43,6 +43,14 @@ mod fuzz {
             }
         }
 
+        /// Rotating addresses reads only what is there, whatever the bytes.
+        #[test]
+        fn rotating_arbitrary_bytes_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..600), turn in any::<u16>()) {
+            let before = bytes.len();
+            crate::fast::rotate_addresses(&mut bytes, usize::from(turn));
+            prop_assert_eq!(bytes.len(), before);
+        }
+
         /// Mutations of a valid query: same property.
         #[test]
         fn mutated_queries_never_panic(flips in proptest::collection::vec((0usize..64, any::<u8>()), 1..8)) {

@@ -16,7 +16,7 @@ use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 use crate::answer::{answer, response, Outcome};
-use crate::fast::{parse, AnswerCache, Stored};
+use crate::fast::{parse, rotate_addresses, AnswerCache, Stored};
 use crate::forward::Forwarder;
 use crate::metrics::DnsMetrics;
 use crate::zone::Zone;
@@ -228,8 +228,10 @@ pub fn encode(query: &Message, mut m: Message, limit: usize) -> Option<Vec<u8>> 
         edns.set_max_payload(OUR_PAYLOAD);
         m.edns = Some(edns);
     }
-    let bytes = m.to_vec().ok()?;
+    let turn = usize::from(query.metadata.id);
+    let mut bytes = m.to_vec().ok()?;
     if bytes.len() <= limit {
+        rotate_addresses(&mut bytes, turn);
         return Some(bytes);
     }
     // Additional records are a convenience: when only they do not fit,
@@ -237,8 +239,9 @@ pub fn encode(query: &Message, mut m: Message, limit: usize) -> Option<Vec<u8>> 
     // that an SRV answer is not retried over TCP for its addresses.
     if !m.additionals.is_empty() {
         m.additionals.clear();
-        let bytes = m.to_vec().ok()?;
+        let mut bytes = m.to_vec().ok()?;
         if bytes.len() <= limit {
+            rotate_addresses(&mut bytes, turn);
             return Some(bytes);
         }
     }

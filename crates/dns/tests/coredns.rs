@@ -632,7 +632,9 @@ fn big_services() -> String {
         "apiVersion: v1\nkind: Service\nmetadata: {name: many, namespace: testns}\n\
          spec: {clusterIP: None, selector: {app: many}, ports: [{name: http, port: 80}]}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {name: srvs, namespace: testns}\n\
-         spec: {clusterIP: None, selector: {app: srvs}, ports: [{name: http, port: 80}]}\n",
+         spec: {clusterIP: None, selector: {app: srvs}, ports: [{name: http, port: 80}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: to-hdls1, namespace: testns}\n\
+         spec: {type: ExternalName, externalName: hdls1.testns.svc.cluster.local}\n",
     );
     for (app, count) in [("many", 60), ("srvs", 6)] {
         for i in 1..=count {
@@ -869,4 +871,50 @@ fn forwarding_and_external_names_over_the_wire() {
             );
         }
     }
+}
+
+/// The default Corefile's `loadbalance`: the addresses of a name come in
+/// another order from one query to the next (strait turns them by the
+/// query's id), over the first answer's path and the stored answer's
+/// alike, UDP and TCP, the records themselves unchanged; the same query
+/// (a retransmission) gets the same order.
+#[test]
+fn addresses_are_load_balanced() {
+    let upstream = Upstream::start();
+    let dns = server(&upstream);
+    let want = [
+        "hdls1.testns.svc.cluster.local. 5 A 10.244.0.2",
+        "hdls1.testns.svc.cluster.local. 5 A 10.244.0.3",
+        "hdls1.testns.svc.cluster.local. 5 A 10.244.0.4",
+        "hdls1.testns.svc.cluster.local. 5 A 10.244.0.5",
+    ];
+    let mut firsts = std::collections::BTreeSet::new();
+    for id in 0..8u16 {
+        let mut q = with_edns(question("hdls1.testns.svc.cluster.local.", A), 1232, 0);
+        q.metadata.id = id;
+        let (over_udp, _) = udp(dns.udp_address, &q);
+        let (over_tcp, _) = tcp(dns.tcp_address, &q);
+        assert_eq!(rrs(&over_udp.answers), want);
+        assert_eq!(over_udp.answers, over_tcp.answers, "id {id}");
+        firsts.insert(rr(&over_udp.answers[0]));
+    }
+    assert_eq!(
+        firsts.len(),
+        4,
+        "every address comes first in turn: {firsts:?}"
+    );
+    // Behind a CNAME the addresses turn, the CNAME stays first.
+    let mut firsts = std::collections::BTreeSet::new();
+    for id in 0..4u16 {
+        let mut q = question("to-hdls1.testns.svc.cluster.local.", A);
+        q.metadata.id = id;
+        let (m, _) = udp(dns.udp_address, &q);
+        assert_eq!(
+            rr(&m.answers[0]),
+            "to-hdls1.testns.svc.cluster.local. 5 CNAME hdls1.testns.svc.cluster.local."
+        );
+        assert_eq!(rrs(&m.answers[1..]), want);
+        firsts.insert(rr(&m.answers[1]));
+    }
+    assert_eq!(firsts.len(), 4, "{firsts:?}");
 }
