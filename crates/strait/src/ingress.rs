@@ -95,13 +95,14 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
             }
         }),
     )?;
-    let (table, _) = planned(source.state(), args, None);
+    let (table, statuses) = planned(source.state(), args, None);
+    log_statuses(&statuses);
     let server = start(serving, table, workers)?;
     // The first snapshot is the table already served.
     let _ = source.next()?;
     loop {
         if let Some(update) = source.wait_batch(None)? {
-            reload(&server, &update.state, args, None);
+            log_statuses(&reload(&server, &update.state, args, None));
         }
     }
 }
@@ -136,6 +137,7 @@ fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
         return Ok(());
     };
     let (table, statuses) = planned(&first.state, args, ports);
+    log_statuses(&statuses);
     let server = start(config, table, workers)?;
     let mut status = StatusWriter::new(&args.publish_status_address);
     let only = gateways_served(args)?;
@@ -147,11 +149,18 @@ fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
     };
     status.write(&source, &first.state, &server.table());
     gateway_status.write(&source, &first.state, &statuses);
+    let mut logged = statuses;
     while let Some(update) = source.next()? {
         let statuses = reload(&server, &update.state, args, ports);
         source.health().updated();
         status.write(&source, &update.state, &server.table());
         gateway_status.write(&source, &update.state, &statuses);
+        // Said once per change (every update is planned again, the status
+        // writes' own included), not at every update.
+        if statuses != logged {
+            log_statuses(&statuses);
+            logged = statuses;
+        }
     }
     Ok(())
 }
@@ -331,7 +340,6 @@ fn planned(
     for problem in &table.problems {
         tracing::warn!("{problem}");
     }
-    log_statuses(&statuses);
     (table, statuses)
 }
 
