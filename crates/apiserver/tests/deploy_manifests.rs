@@ -58,6 +58,7 @@ fn every_document_is_its_kind_exactly() {
             "ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(at, doc),
             "PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(at, doc),
             "IngressClass" => round_trip::<networking::v1::IngressClass>(at, doc),
+            "GatewayClass" => round_trip::<strait_model::GatewayClass>(at, doc),
             other => panic!("{at}: unexpected kind {other:?}"),
         }
         kinds.push(kind.to_owned());
@@ -79,6 +80,7 @@ fn every_document_is_its_kind_exactly() {
             "DaemonSet",
             "DaemonSet",
             "Deployment",
+            "GatewayClass",
             "IngressClass",
             "PodDisruptionBudget",
             "Service",

@@ -197,6 +197,18 @@ fn the_ingress_controller_reads_what_it_routes_and_writes_only_status() {
         ("networking.k8s.io", "ingresses", watch),
         ("networking.k8s.io", "ingressclasses", watch),
         ("networking.k8s.io", "ingresses/status", &["patch"]),
+        ("", "namespaces", watch),
+        ("gateway.networking.k8s.io", "gatewayclasses", watch),
+        ("gateway.networking.k8s.io", "gateways", watch),
+        ("gateway.networking.k8s.io", "httproutes", watch),
+        ("gateway.networking.k8s.io", "referencegrants", watch),
+        (
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            &["patch"],
+        ),
+        ("gateway.networking.k8s.io", "gateways/status", &["patch"]),
+        ("gateway.networking.k8s.io", "httproutes/status", &["patch"]),
     ]);
     assert_eq!(deploy.granted(&ingress), expected);
 }

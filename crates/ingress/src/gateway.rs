@@ -854,8 +854,30 @@ pub fn plan_all(
     gateway_controller: &str,
     only: Option<&[ObjectKey]>,
 ) -> (crate::plan::RouteTable, GatewayStatuses) {
+    plan_all_on(state, ingress_controller, gateway_controller, only, None)
+}
+
+/// The ports a process listens on: a listener on another port is not
+/// served (`Accepted=False/PortUnavailable`) rather than served on a port
+/// it does not name. `None` (manifest mode): every HTTP listener is served
+/// on the one HTTP socket and every HTTPS listener on the one HTTPS
+/// socket, whatever their port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerPorts {
+    pub http: Option<u16>,
+    pub https: Option<u16>,
+}
+
+/// [`plan_all`], with listeners held to the ports the process listens on.
+pub fn plan_all_on(
+    state: &ClusterState,
+    ingress_controller: &str,
+    gateway_controller: &str,
+    only: Option<&[ObjectKey]>,
+    ports: Option<ListenerPorts>,
+) -> (crate::plan::RouteTable, GatewayStatuses) {
     let mut table = crate::plan::plan(state, ingress_controller);
-    let gateways = plan_gateways(state, gateway_controller, only);
+    let gateways = plan_gateways_on(state, gateway_controller, only, ports);
     table.gateway = gateways.table;
     table.certificates.extend(gateways.certificates);
     (table, gateways.status)
@@ -922,6 +944,16 @@ pub fn plan_gateways(
     controller: &str,
     only: Option<&[ObjectKey]>,
 ) -> GatewayPlan {
+    plan_gateways_on(state, controller, only, None)
+}
+
+/// [`plan_gateways`], with listeners held to `ports` (see [`ListenerPorts`]).
+pub fn plan_gateways_on(
+    state: &ClusterState,
+    controller: &str,
+    only: Option<&[ObjectKey]>,
+    ports: Option<ListenerPorts>,
+) -> GatewayPlan {
     let mut plan = GatewayPlan::default();
     let grants = Grants::of(state);
     // Classes.
@@ -977,6 +1009,7 @@ pub fn plan_gateways(
                 &key,
                 l,
                 generation,
+                ports,
                 &mut taken,
                 &mut port_protocols,
             ));
@@ -1139,6 +1172,7 @@ fn plan_listener<'a>(
     key: &ObjectKey,
     l: &'a Listener,
     generation: Option<i64>,
+    ports: Option<ListenerPorts>,
     taken: &mut HashMap<(u16, HostPattern), ObjectKey>,
     port_protocols: &mut HashMap<u16, (String, ObjectKey)>,
 ) -> PlannedListener<'a> {
@@ -1195,6 +1229,35 @@ fn plan_listener<'a>(
             false,
             "UnsupportedProtocol",
             "TLS mode Passthrough is not supported for HTTPS: Terminate is",
+            generation,
+        ));
+    } else if let Some(listening) = ports.and_then(|p| {
+        let (on, flag) = if l.protocol == "HTTPS" {
+            (p.https, "--tls-listen")
+        } else {
+            (p.http, "--listen")
+        };
+        (on != Some(port)).then_some((on, flag))
+    }) {
+        // Served on a socket of another port, clients of the listener's
+        // port would find nothing: not accepted, and said why.
+        accepts = false;
+        serves = false;
+        let message = match listening {
+            (Some(on), flag) => format!(
+                "strait serves {} listeners on port {on} ({flag}), not {port}",
+                l.protocol
+            ),
+            (None, flag) => format!(
+                "strait does not serve {} here: no {flag} address",
+                l.protocol
+            ),
+        };
+        conditions.push(cond(
+            "Accepted",
+            false,
+            "PortUnavailable",
+            message,
             generation,
         ));
     } else {

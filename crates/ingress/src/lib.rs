@@ -14,6 +14,7 @@
 
 mod error;
 pub mod gateway;
+pub mod gateway_status;
 mod h1;
 mod metrics;
 mod plan;
@@ -22,7 +23,8 @@ mod tls;
 
 pub use error::{Error, Result};
 pub use gateway::{
-    plan_all, plan_gateways, GatewayPlan, GatewayStatuses, GatewayTable, GATEWAY_CONTROLLER,
+    plan_all, plan_all_on, plan_gateways, plan_gateways_on, GatewayPlan, GatewayStatuses,
+    GatewayTable, ListenerPorts, GATEWAY_CONTROLLER,
 };
 pub use plan::{
     plan, Backend, HostRoutes, PathType, Problem, Route, RouteTable, TlsCertificate,

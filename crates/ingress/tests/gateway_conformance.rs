@@ -1414,3 +1414,52 @@ spec:
     assert_eq!(g.listener("http").unwrap().attached_routes, 1);
     assert_eq!(g.listener("http-alt").unwrap().attached_routes, 1);
 }
+
+/// Held to the ports the process listens on (cluster mode): a listener on
+/// another port is not accepted (`PortUnavailable`) and its routes are not
+/// served on a port it does not name; the others are.
+#[test]
+fn listeners_on_ports_not_listened_on_are_refused_when_ports_are_held() {
+    let gw = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ports, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: strait
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: http-alt, port: 8080, protocol: HTTP, hostname: alt.example}
+";
+    let a = route("on-80", INFRA, "{name: ports, sectionName: http}", "  rules: [{matches: [{path: {type: PathPrefix, value: /a}}], backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n");
+    let b = route("on-8080", INFRA, "{name: ports, sectionName: http-alt}", "  rules: [{matches: [{path: {type: PathPrefix, value: /b}}], backendRefs: [{name: infra-backend-v2, port: 8080}]}]\n");
+    let ports = strait_ingress::ListenerPorts {
+        http: Some(80),
+        https: Some(443),
+    };
+    let (table, status) = strait_ingress::plan_all_on(
+        &state(&format!("{gw}{a}{b}")),
+        CONTROLLER,
+        GATEWAY_CONTROLLER,
+        None,
+        Some(ports),
+    );
+    assert_eq!(to(&table, "x", "/a"), V1);
+    assert_eq!(to(&table, "alt.example", "/b"), "404");
+    let g = &status.gateways[&ObjectKey::new(Kind::Gateway, INFRA, "ports")];
+    let alt = g.listener("http-alt").unwrap();
+    let accepted = condition(&alt.conditions, "Accepted").unwrap();
+    assert_eq!(
+        (accepted.status, accepted.reason),
+        (false, "PortUnavailable"),
+        "{accepted:?}"
+    );
+    assert!(accepted.message.contains("port 80"), "{accepted:?}");
+    assert!(!condition(&alt.conditions, "Programmed").unwrap().status);
+    let ok = g.listener("http").unwrap();
+    assert!(condition(&ok.conditions, "Programmed").unwrap().status);
+    // The Gateway is accepted (some listeners are valid) and programmed.
+    assert!(condition(&g.conditions, "Programmed").unwrap().status);
+    // The same manifests unheld (manifest mode) serve both on the one socket.
+    let (table, _) = plan(&format!("{gw}{a}{b}"));
+    assert_eq!(to(&table, "alt.example", "/b"), V2);
+}

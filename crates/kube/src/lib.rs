@@ -23,7 +23,8 @@ pub use error::{Error, Result};
 pub use metrics::KubeMetrics;
 pub use source::{
     api_resource, ClientConfig, Health, HealthReport, KubeSource, Options, AGENT_KINDS,
-    AGENT_OPTIONAL_KINDS, DNS_KINDS, INGRESS_KINDS, POLICY_KINDS, PROXY_KINDS,
+    AGENT_OPTIONAL_KINDS, DNS_KINDS, INGRESS_KINDS, INGRESS_OPTIONAL_KINDS, POLICY_KINDS,
+    PROXY_KINDS,
 };
 
 /// Re-exported for tests and callers that build clients themselves.

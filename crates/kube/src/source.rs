@@ -74,6 +74,18 @@ pub const INGRESS_KINDS: &[Kind] = &[
     Kind::Service,
     Kind::EndpointSlice,
     Kind::Secret,
+    // Their labels: a Gateway listener's `allowedRoutes.namespaces.selector`.
+    Kind::Namespace,
+];
+
+/// What the Ingress controller watches when the API server serves it:
+/// Gateway API is a set of CRDs a cluster may not have installed, and
+/// Ingress must be served without them.
+pub const INGRESS_OPTIONAL_KINDS: &[Kind] = &[
+    Kind::GatewayClass,
+    Kind::Gateway,
+    Kind::HTTPRoute,
+    Kind::ReferenceGrant,
 ];
 
 /// Where the client's configuration comes from.

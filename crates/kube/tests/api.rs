@@ -493,3 +493,93 @@ fn cluster_network_policies_are_watched_when_the_server_serves_them() {
     assert!(!seen.iter().any(|c| c.key().name == "bad"), "{seen:?}");
     assert_eq!(source.refused(), 1);
 }
+
+/// The Ingress controller's source: the Gateway API's kinds are watched
+/// (optional kinds the lab serves), and `patch_status` writes a
+/// cluster-scoped GatewayClass's status and refuses to overwrite a route
+/// whose resourceVersion moved on (409), which the controller relies on
+/// to keep other controllers' `status.parents`.
+#[test]
+fn the_ingress_controller_watches_gateway_api_and_writes_its_status() {
+    let cluster = Cluster::start(Tokens::default());
+    cluster.create_cluster::<strait_model::GatewayClass>(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": "strait"},
+        "spec": {"controllerName": "strait.dev/gateway-controller"}
+    }));
+    cluster.create::<strait_model::HTTPRoute>(
+        None,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}]}
+        }),
+    );
+    let mut source = KubeSource::start(
+        ClientConfig::KubeconfigYaml(cluster.kubeconfig()),
+        Options {
+            kinds: strait_kube::INGRESS_KINDS.to_vec(),
+            optional: strait_kube::INGRESS_OPTIONAL_KINDS.to_vec(),
+            ..Options::default()
+        },
+    )
+    .expect("source starts");
+    let first = source
+        .next_timeout(Some(WAIT))
+        .unwrap()
+        .expect("a first update once every kind is listed");
+    assert_eq!(first.state.gateway_classes.len(), 1);
+    let route = first.state.http_routes.get("default", "r").expect("route");
+    let stale = route.metadata.resource_version.clone().expect("version");
+
+    let condition = json!({"type": "Accepted", "status": "True", "reason": "Accepted",
+        "message": "", "observedGeneration": 1, "lastTransitionTime": "2026-12-01T00:00:00Z"});
+    source
+        .patch_status(
+            Kind::GatewayClass,
+            "",
+            "strait",
+            &json!({"status": {"conditions": [condition.clone()]}}),
+        )
+        .expect("the class's status is written");
+    let parents = |controller: &str| {
+        json!({"metadata": {"resourceVersion": stale}, "status": {"parents": [
+            {"parentRef": {"name": "gw"}, "controllerName": controller, "conditions": [condition.clone()]}
+        ]}})
+    };
+    source
+        .patch_status(Kind::HTTPRoute, "default", "r", &parents("a.example/one"))
+        .expect("written over the version read");
+    // The same version again: the route moved on (the first write), 409.
+    let e = source
+        .patch_status(Kind::HTTPRoute, "default", "r", &parents("b.example/two"))
+        .expect_err("a stale resourceVersion is refused");
+    assert!(e.to_string().contains("Conflict"), "{e}");
+    assert!(
+        e.to_string().contains("HTTPRoute default/r"),
+        "the error names the object: {e}"
+    );
+
+    // Both writes that went through come back through the watches.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the status never came back");
+        let Some(u) = source.next_timeout(Some(WAIT)).unwrap() else {
+            continue;
+        };
+        let class = u.state.gateway_classes.get("", "strait").unwrap();
+        let route = u.state.http_routes.get("default", "r").unwrap();
+        let class_ok = class
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.len() == 1 && s.conditions[0].reason == "Accepted");
+        let route_ok = route.status.as_ref().is_some_and(|s| {
+            s.parents.len() == 1 && s.parents[0].controller_name == "a.example/one"
+        });
+        if class_ok && route_ok {
+            break;
+        }
+    }
+}

@@ -458,6 +458,16 @@ fn desired_objects(
         addons.push_str(r#"{"apiVersion":"networking.k8s.io/v1","kind":"IngressClass","metadata":{"name":"strait","annotations":{"ingressclass.kubernetes.io/is-default-class":"true"}},"spec":{"controller":"strait.dev/ingress"}}"#);
         addons.push('\n');
     }
+    // The GatewayClass of the nodes' Gateway API controllers, as
+    // deploy/45-gatewayclass.yaml makes it on a cluster.
+    let has_gateway_class = loaded.objects.iter().any(|(o, _)| {
+        o.kind().as_str() == "GatewayClass" && o.metadata().name.as_deref() == Some("strait")
+    });
+    if !has_gateway_class {
+        // strait_ingress::GATEWAY_CONTROLLER.
+        addons.push_str(r#"{"apiVersion":"gateway.networking.k8s.io/v1","kind":"GatewayClass","metadata":{"name":"strait"},"spec":{"controllerName":"strait.dev/gateway-controller"}}"#);
+        addons.push('\n');
+    }
     let extra = parse_str("lab addons", &addons, Format::Json)?;
     loaded.objects.extend(extra.objects);
     Ok(loaded.objects)

@@ -659,9 +659,12 @@ pub struct IngressArgs {
     #[command(flatten)]
     pub manifests: ApiOrManifestArgs,
 
-    /// Read IngressClasses, Ingresses, Services, EndpointSlices and TLS
-    /// Secrets from the Kubernetes API (cluster mode) instead of manifests;
-    /// nothing is served before the first full list.
+    /// Read IngressClasses, Ingresses, Services, EndpointSlices, TLS
+    /// Secrets, Namespaces and, where the API server serves them, the
+    /// Gateway API's kinds from the Kubernetes API (cluster mode) instead
+    /// of manifests; nothing is served before the first full list. The
+    /// status of the Gateway API objects of the classes served is written
+    /// back.
     #[arg(long)]
     pub kubernetes: bool,
 
@@ -672,7 +675,8 @@ pub struct IngressArgs {
 
     /// With --kubernetes: the addresses clients reach this controller at,
     /// written to `status.loadBalancer.ingress` of every Ingress it serves
-    /// (comma-separated or repeated; none: the status is left alone).
+    /// and `status.addresses` of every Gateway (comma-separated or
+    /// repeated; none: the Ingresses' status is left alone).
     #[arg(
         long,
         value_name = "IP",
@@ -698,13 +702,16 @@ pub struct IngressArgs {
 
     /// The `spec.controllerName` of the GatewayClasses to serve (Gateway
     /// API): their Gateways' HTTP listeners are served on --listen, their
-    /// HTTPS listeners on --tls-listen.
+    /// HTTPS listeners on --tls-listen (with --kubernetes, only listeners
+    /// whose port is that address's port; the others are not accepted:
+    /// PortUnavailable).
     #[arg(long, value_name = "NAME", default_value = strait_ingress::GATEWAY_CONTROLLER)]
     pub gateway_controller: String,
 
     /// Serve only these Gateways (NAMESPACE/NAME, comma-separated or
     /// repeated; default: every Gateway of the classes served). The status
-    /// of the others is still planned.
+    /// of the others is still planned; with --kubernetes it is written for
+    /// these only (and their entries of routes' `status.parents`).
     #[arg(long, value_name = "NS/NAME", value_delimiter = ',')]
     pub gateway: Vec<String>,
 

@@ -8,8 +8,13 @@ use std::sync::Arc;
 
 use strait_agent::{FileSource, Source};
 use strait_ingress::gateway::GatewayStatuses;
-use strait_ingress::{plan_all, Balance, Config, IngressServer, RouteTable};
-use strait_kube::{ClientConfig, KubeSource, Options as KubeOptions, INGRESS_KINDS};
+use strait_ingress::gateway_status::{status_patches, StatusScope};
+use strait_ingress::{plan_all_on, Balance, Config, IngressServer, ListenerPorts, RouteTable};
+use strait_kube::{
+    ClientConfig, KubeSource, Options as KubeOptions, INGRESS_KINDS, INGRESS_OPTIONAL_KINDS,
+};
+use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use strait_model::k8s_openapi::jiff::Timestamp;
 use strait_model::{ClusterState, Kind, ObjectKey};
 
 use crate::cli::IngressArgs;
@@ -90,13 +95,14 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
             }
         }),
     )?;
-    let table = planned(source.state(), args);
+    let (table, statuses) = planned(source.state(), args, None);
+    log_statuses(&statuses);
     let server = start(serving, table, workers)?;
     // The first snapshot is the table already served.
     let _ = source.next()?;
     loop {
         if let Some(update) = source.wait_batch(None)? {
-            reload(&server, &update.state, args);
+            log_statuses(&reload(&server, &update.state, args, None));
         }
     }
 }
@@ -105,9 +111,15 @@ pub fn run(args: &IngressArgs) -> Result<(), Error> {
 /// list (a client is refused and tries another node rather than getting a
 /// 404 for a route that exists); then each update is planned and swapped
 /// in, and the Ingresses served get this controller's addresses in their
-/// status.
+/// status. Gateway API is watched where the API server serves it; its
+/// objects' status is written whether or not addresses are published, and
+/// a listener is served only on the port it names (see [`ListenerPorts`]).
 fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
     let workers = config.workers;
+    let ports = Some(ListenerPorts {
+        http: config.http.map(|a| a.port()),
+        https: config.https.map(|a| a.port()),
+    });
     let client = match &args.kubeconfig {
         Some(path) => ClientConfig::Kubeconfig(path.into()),
         None => ClientConfig::Infer,
@@ -116,21 +128,39 @@ fn run_kubernetes(args: &IngressArgs, config: Config) -> Result<(), Error> {
         client,
         KubeOptions {
             kinds: INGRESS_KINDS.to_vec(),
-            optional: Vec::new(),
+            optional: INGRESS_OPTIONAL_KINDS.to_vec(),
             ..KubeOptions::default()
         },
     )?;
-    tracing::info!("waiting for the first full list of IngressClasses, Ingresses, Services, EndpointSlices and Secrets");
+    tracing::info!("waiting for the first full list of IngressClasses, Ingresses, Services, EndpointSlices, Secrets, Namespaces and (where served) the Gateway API's kinds");
     let Some(first) = source.next()? else {
         return Ok(());
     };
-    let server = start(config, planned(&first.state, args), workers)?;
+    let (table, statuses) = planned(&first.state, args, ports);
+    log_statuses(&statuses);
+    let server = start(config, table, workers)?;
     let mut status = StatusWriter::new(&args.publish_status_address);
+    let only = gateways_served(args)?;
+    let published = status.addresses.clone();
+    let gateway_status = GatewayStatusWriter {
+        controller: &args.gateway_controller,
+        addresses: &published,
+        only: only.as_deref(),
+    };
     status.write(&source, &first.state, &server.table());
+    gateway_status.write(&source, &first.state, &statuses);
+    let mut logged = statuses;
     while let Some(update) = source.next()? {
-        reload(&server, &update.state, args);
+        let statuses = reload(&server, &update.state, args, ports);
         source.health().updated();
         status.write(&source, &update.state, &server.table());
+        gateway_status.write(&source, &update.state, &statuses);
+        // Said once per change (every update is planned again, the status
+        // writes' own included), not at every update.
+        if statuses != logged {
+            log_statuses(&statuses);
+            logged = statuses;
+        }
     }
     Ok(())
 }
@@ -168,13 +198,47 @@ fn start(config: Config, table: RouteTable, workers: usize) -> Result<IngressSer
     Ok(server)
 }
 
-fn reload(server: &IngressServer, state: &Arc<ClusterState>, args: &IngressArgs) {
-    let table = planned(state, args);
-    let (ingresses, paths) = (table.ingresses.len(), table.len());
+fn reload(
+    server: &IngressServer,
+    state: &Arc<ClusterState>,
+    args: &IngressArgs,
+    ports: Option<ListenerPorts>,
+) -> GatewayStatuses {
+    let (table, statuses) = planned(state, args, ports);
+    let (ingresses, paths, gateway) = (table.ingresses.len(), table.len(), table.gateway.len());
     for problem in server.swap(table) {
         tracing::warn!("{problem}");
     }
-    tracing::info!(ingresses, paths, "routes reloaded");
+    tracing::info!(ingresses, paths, gateway, "routes reloaded");
+    statuses
+}
+
+/// The status of the Gateway API objects of strait's classes, as the
+/// planner decided it (with the published addresses as the Gateways'
+/// `status.addresses`), written through the `status` subresource where
+/// the API holds something else. A write that fails is tried again with
+/// the next update (a 409 brings one: the object changed).
+struct GatewayStatusWriter<'a> {
+    controller: &'a str,
+    addresses: &'a [IpAddr],
+    only: Option<&'a [ObjectKey]>,
+}
+
+impl GatewayStatusWriter<'_> {
+    fn write(&self, source: &KubeSource, state: &ClusterState, statuses: &GatewayStatuses) {
+        let scope = StatusScope {
+            controller: self.controller,
+            addresses: self.addresses,
+            only: self.only,
+        };
+        let now = Time(Timestamp::now());
+        for p in status_patches(state, statuses, &scope, &now) {
+            match source.patch_status(p.kind, &p.namespace, &p.name, &p.patch) {
+                Ok(()) => tracing::info!(object = %p.key(), "status written"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
 }
 
 /// `status.loadBalancer.ingress`, as Ingress controllers keep it: the
@@ -257,26 +321,30 @@ fn gateways_served(args: &IngressArgs) -> Result<Option<Vec<ObjectKey>>, Error> 
         .map(Some)
 }
 
-/// The table of a snapshot (Ingresses and Gateway API), its problems and
-/// the Gateway API conditions that are not True logged (each names the
-/// object).
-fn planned(state: &Arc<ClusterState>, args: &IngressArgs) -> RouteTable {
+/// The table of a snapshot (Ingresses and Gateway API) and the Gateway API
+/// objects' status; its problems and the conditions that are not as they
+/// should be logged (each names the object).
+fn planned(
+    state: &Arc<ClusterState>,
+    args: &IngressArgs,
+    ports: Option<ListenerPorts>,
+) -> (RouteTable, GatewayStatuses) {
     let only = gateways_served(args).ok().flatten();
-    let (table, statuses) = plan_all(
+    let (table, statuses) = plan_all_on(
         state,
         &args.controller,
         &args.gateway_controller,
         only.as_deref(),
+        ports,
     );
     for problem in &table.problems {
         tracing::warn!("{problem}");
     }
-    log_statuses(&statuses);
-    table
+    (table, statuses)
 }
 
-/// Writing Gateway API status back is not done yet: what is wrong is said
-/// in the log instead, with the spec's reason.
+/// What is wrong is said in the log too, with the spec's reason (in
+/// manifest mode the log is the only place it is said).
 fn log_statuses(statuses: &GatewayStatuses) {
     for (key, report) in &statuses.gateways {
         let listeners = report

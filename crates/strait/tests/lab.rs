@@ -1544,3 +1544,177 @@ fn the_nodes_serve_ingresses_to_the_outside() {
     });
     assert!(ok, "{last}\n{}", logs());
 }
+
+/// GET from `node_ip:80` with `Host: host`, as a client outside the
+/// cluster sends it: the status, the `x-gateway` response header and the
+/// body.
+fn http_get_header(lab: &Lab, node_ip: &str, host: &str, path: &str) -> (bool, String) {
+    from_underlay(
+        lab,
+        &format!(
+            "import http.client as h\n\
+             c = h.HTTPConnection('{node_ip}', 80, timeout=3)\n\
+             c.request('GET', '{path}', headers={{'Host': '{host}'}})\n\
+             r = c.getresponse()\n\
+             print(r.status, r.getheader('x-gateway'), r.read().decode().strip())"
+        ),
+    )
+}
+
+/// The condition of `type_` in a JSON `conditions` list: (status, reason,
+/// observedGeneration).
+fn condition_of(conditions: &serde_json::Value, type_: &str) -> (String, String, i64) {
+    let c = conditions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default();
+    (
+        c["status"].as_str().unwrap_or_default().to_owned(),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+        c["observedGeneration"].as_i64().unwrap_or(-1),
+    )
+}
+
+fn object_named<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|o| o["metadata"]["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn the_nodes_serve_gateways_to_the_outside_and_write_their_status() {
+    if !common::root_or_skip("the_nodes_serve_gateways_to_the_outside_and_write_their_status") {
+        return;
+    }
+    let lab = Lab::up(&[], &["examples/gateway-lab.yaml"]);
+    let logs = || {
+        let ingress_log = |n: usize| {
+            std::fs::read_to_string(format!("/run/strait/{}/ingress-node{n}.log", lab.name))
+                .unwrap_or_default()
+        };
+        format!(
+            "{}\n--- ingress node-1:\n{}\n--- ingress node-2:\n{}",
+            lab.log(),
+            ingress_log(1),
+            ingress_log(2)
+        )
+    };
+    // Both nodes route the HTTPRoute by path prefix, straight to the pods,
+    // with the rule's response header; a host no listener covers is 404;
+    // the route whose Service is missing answers 500 and hurts no other.
+    for node_ip in ["172.18.0.2", "172.18.0.3"] {
+        let mut last = String::new();
+        let ok = common::wait_for(Duration::from_secs(30), || {
+            last = http_get_header(&lab, node_ip, "shop.gateway.example", "/api/v1").1;
+            last.starts_with("200 None api gw-api-")
+        });
+        assert!(ok, "{node_ip}: {last}\n{}", logs());
+        let (_, web) = http_get_header(&lab, node_ip, "shop.gateway.example", "/index");
+        assert!(
+            web.starts_with("200 strait web gw-web-") && web.ends_with(" /index"),
+            "{web}"
+        );
+        let (_, broken) = http_get_header(&lab, node_ip, "broken.gateway.example", "/");
+        assert!(broken.starts_with("500 "), "{broken}");
+        let (_, other) = http_get_header(&lab, node_ip, "other.example", "/");
+        assert!(other.starts_with("404 "), "{other}");
+    }
+
+    // The status, as the spec asks it and `lab get -o json` shows it.
+    let mut seen = String::new();
+    let ok = common::wait_for(Duration::from_secs(30), || {
+        let classes = lab.get_json("gatewayclasses");
+        let gateways = lab.get_json("gateways");
+        let routes = lab.get_json("httproutes");
+        let class = object_named(&classes, "strait");
+        let gateway = object_named(&gateways, "lab");
+        let shop = object_named(&routes, "shop");
+        let broken = object_named(&routes, "broken");
+        seen = format!("{class}\n{gateway}\n{shop}\n{broken}");
+        let gen = |o: &serde_json::Value| o["metadata"]["generation"].as_i64().unwrap_or(0);
+        let listener = &gateway["status"]["listeners"][0];
+        let shop_parent = &shop["status"]["parents"][0];
+        let broken_parent = &broken["status"]["parents"][0];
+        condition_of(&class["status"]["conditions"], "Accepted")
+            == ("True".into(), "Accepted".into(), gen(class))
+            && condition_of(&gateway["status"]["conditions"], "Accepted")
+                == ("True".into(), "Accepted".into(), gen(gateway))
+            && condition_of(&gateway["status"]["conditions"], "Programmed")
+                == ("True".into(), "Programmed".into(), gen(gateway))
+            && gateway["status"]["addresses"]
+                == serde_json::json!([
+                    {"type": "IPAddress", "value": "172.18.0.2"},
+                    {"type": "IPAddress", "value": "172.18.0.3"}
+                ])
+            && listener["name"] == "http"
+            && listener["attachedRoutes"] == 2
+            && condition_of(&listener["conditions"], "Programmed").0 == "True"
+            && shop["status"]["parents"].as_array().map(Vec::len) == Some(1)
+            && shop_parent["controllerName"] == "strait.dev/gateway-controller"
+            && shop_parent["parentRef"]["name"] == "lab"
+            && shop_parent["parentRef"]["sectionName"] == "http"
+            && condition_of(&shop_parent["conditions"], "Accepted")
+                == ("True".into(), "Accepted".into(), gen(shop))
+            && condition_of(&shop_parent["conditions"], "ResolvedRefs")
+                == ("True".into(), "ResolvedRefs".into(), gen(shop))
+            && condition_of(&broken_parent["conditions"], "Accepted").0 == "True"
+            && condition_of(&broken_parent["conditions"], "ResolvedRefs")
+                == ("False".into(), "BackendNotFound".into(), gen(broken))
+    });
+    assert!(ok, "{seen}\n{}", logs());
+
+    // A change of the Gateway is followed: a listener on a port the nodes
+    // do not listen on is not accepted (PortUnavailable), at the new
+    // generation; the other listener and its routes stay served.
+    lab.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: lab}\nspec:\n\
+         \x20 gatewayClassName: strait\n  listeners:\n\
+         \x20 - {name: http, port: 80, protocol: HTTP, hostname: '*.gateway.example'}\n\
+         \x20 - {name: alt, port: 8080, protocol: HTTP, hostname: alt.example}\n",
+    );
+    let ok = common::wait_for(Duration::from_secs(30), || {
+        let gateways = lab.get_json("gateways");
+        let gateway = object_named(&gateways, "lab");
+        seen = gateway.to_string();
+        let gen = gateway["metadata"]["generation"].as_i64().unwrap_or(0);
+        let listeners = gateway["status"]["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let alt = listeners.iter().find(|l| l["name"] == "alt");
+        gen == 2
+            && condition_of(&gateway["status"]["conditions"], "Programmed")
+                == ("True".into(), "Programmed".into(), 2)
+            && alt.is_some_and(|alt| {
+                condition_of(&alt["conditions"], "Accepted")
+                    == ("False".into(), "PortUnavailable".into(), 2)
+            })
+    });
+    assert!(ok, "{seen}\n{}", logs());
+    let (_, web) = http_get_header(&lab, "172.18.0.2", "shop.gateway.example", "/");
+    assert!(web.starts_with("200 strait web gw-web-"), "{web}");
+
+    // Fixed, the broken route's Service appears: its refs resolve and it
+    // is served.
+    lab.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: no-such-service}\nspec:\n\
+         \x20 selector: {app: gw-web}\n  ports:\n  - {port: 80, targetPort: http}\n",
+    );
+    let mut last = String::new();
+    let ok = common::wait_for(Duration::from_secs(30), || {
+        last = http_get_header(&lab, "172.18.0.3", "broken.gateway.example", "/fixed").1;
+        let routes = lab.get_json("httproutes");
+        let broken = object_named(&routes, "broken");
+        last.starts_with("200 None web gw-web-")
+            && condition_of(
+                &broken["status"]["parents"][0]["conditions"],
+                "ResolvedRefs",
+            )
+            .0 == "True"
+    });
+    assert!(ok, "{last}\n{}", logs());
+}
