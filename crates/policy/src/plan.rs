@@ -16,13 +16,12 @@
 //! chain egress-<hash> {            # one per policy class
 //!     ip daddr @egress-<hash>-any return                               # peers on every port
 //!     ip daddr . meta l4proto . th dport @egress-<hash>-nets return     # ipBlocks x ports
-//!     ip daddr vmap @egress-<hash>-pods                                 # peer pod -> goto its ports
-//!     drop
+//!     ip daddr @egress-<hash>-pods-ports-<p1> meta l4proto . th dport @ports-<p1> return
+//!     ip daddr @egress-<hash>-pods-ports-<p2> meta l4proto . th dport @ports-<p2> return
+//!     drop                         # one rule per port set the class's peer pods use
 //! }
-//! chain ports-<hash> {             # one per distinct set of ports, shared
-//!     meta l4proto . th dport @ports-<hash>-set return
-//!     drop
-//! }
+//! set ports-<p1> { type inet_proto . inet_service; flags interval; }   # shared by the table
+//! set egress-<hash>-pods-ports-<p1> { type ipv4_addr; }                 # peer pods, no verdicts
 //! ```
 //!
 //! Why this shape (measured: see `tests/scale.rs` and the report):
@@ -36,10 +35,23 @@
 //! - **No peers x ports product.** A first cut kept one
 //!   `peer . protocol . port` set per class; at 10,000 policies over 10,000
 //!   pods that is millions of elements (the peers of a class times its
-//!   ports, again per class). Peer pods now map to a chain per distinct set
-//!   of ports, shared by the whole table, so a class costs one element per
-//!   peer pod. Only ipBlocks (few, and networks) keep the concatenation,
-//!   which needs interval (pipapo) sets.
+//!   ports, again per class). Peer pods are grouped by the set of ports
+//!   they are allowed (port sets are shared by the whole table), so a class
+//!   costs one element per peer pod. Only ipBlocks (few, and networks) keep
+//!   the concatenation, which needs interval (pipapo) sets.
+//! - **No verdicts in the big sets.** The peer-pod sets are plain address
+//!   sets. A second cut mapped each peer to `goto ports-<hash>` in a
+//!   verdict map per class: then every transaction that adds an element
+//!   with a jump or goto makes the kernel validate the whole table at
+//!   commit (`nf_tables_validate` walks every verdict-map element, ~200,000
+//!   at the scale test: 15–80 ms for one element). Verdicts are now only in
+//!   the `ingress`/`egress` maps (one element per local pod) and the tiers,
+//!   so that walk is a few hundred elements. The price is a rule per port
+//!   set in a class chain instead of one lookup; one lookup of `(peer map
+//!   value . protocol . port)` would keep it at one, but nft 1.0.6 has no
+//!   text for a map inside a concatenation, and `nft list` of such a rule
+//!   loaded over netlink aborts (`netlink_parse_concat_expr: Assertion
+//!   consumed > 0`), which would break `nft list ruleset` on the node.
 //! - **ClusterNetworkPolicy tiers** wrap this: see [`tiers`] (an Admin
 //!   tier chain before `egress-np`/`ingress-np`, a Baseline one after,
 //!   first-match resolved while planning into per-class interval maps).
@@ -390,7 +402,7 @@ impl<'a> Analysis<'a> {
     }
 
     /// The tables of `node`, with the classes (key, chain name, local
-    /// members) and the port-set chains of each family, which the
+    /// members) and the port sets of each family, which the
     /// incremental planner keeps.
     fn plan_parts(&self, node: &str) -> (Plan, Vec<(ClassKey, String)>, [PortSets; 2]) {
         // Per local pod and direction, the policies isolating it.
@@ -720,7 +732,7 @@ fn skeleton(family: Family, l3: L3) -> Table {
 }
 
 /// Add one class's chain and sets to `table`; returns the element count.
-/// Port-set chains (`ports-<hash>`) are shared by every class of the table.
+/// Port sets (`ports-<hash>`) are shared by every class of the table.
 fn render_class(
     table: &mut Table,
     l3: L3,
@@ -731,14 +743,9 @@ fn render_class(
     port_sets: &mut PortSets,
 ) -> usize {
     let in_family = |n: &IpNet| L3::of(n.addr()) == l3;
-    let peer = match d {
-        Direction::Ingress => Field::saddr(l3),
-        Direction::Egress => Field::daddr(l3),
-    };
     let addr = DataType::addr(l3);
     let any_name = format!("{name}-any");
     let nets_name = format!("{name}-nets");
-    let pods_name = format!("{name}-pods");
 
     let mut any = Set::new(&[addr]).interval();
     let any_nets: Vec<IpNet> = g.any.iter().copied().filter(in_family).collect();
@@ -766,44 +773,90 @@ fn render_class(
         }
     }
 
-    let mut by_pod = Set::map(&[addr], MapData::Verdict);
-    // In pod order, so that port-set names (suffixes on a hash collision)
-    // do not depend on a hash map's order.
+    // Peer pods by the port set they are allowed: one plain set of
+    // addresses per (class, port set), no verdict in any element (an
+    // element with a jump or goto makes the kernel validate the whole
+    // table when it is added). In pod order, so that port-set names
+    // (suffixes on a hash collision) do not depend on a hash map's order.
+    let mut by_ports: BTreeMap<String, Set> = BTreeMap::new();
     let mut peers: Vec<_> = g.pods.iter().collect();
     peers.sort_unstable_by_key(|(p, _)| **p);
     for (&p, ranges) in peers {
-        // Only for a peer of this family: a port-set chain exists while an
-        // element goes to it (what the incremental planner counts).
+        // Only for a peer of this family: a port set exists while a peer
+        // element goes with it (what the incremental planner counts).
         if !pods[p].ips.iter().any(|ip| L3::of(*ip) == l3) {
             continue;
         }
-        let chain = port_set(table, port_sets, ranges);
+        let ports = port_set(table, port_sets, ranges);
+        let set = by_ports.entry(ports).or_insert_with(|| Set::new(&[addr]));
         for ip in pods[p].ips.iter().filter(|ip| L3::of(**ip) == l3) {
-            by_pod.insert(
-                vec![Value::Addr(*ip)],
-                Some(ElementValue::Verdict(Verdict::Goto(chain.clone()))),
-            );
+            set.insert(vec![Value::Addr(*ip)], None);
         }
     }
 
-    let count = any.elements.len() + nets.elements.len() + by_pod.elements.len();
+    let count = any.elements.len()
+        + nets.elements.len()
+        + by_ports.values().map(|s| s.elements.len()).sum::<usize>();
     table.set(&any_name, any);
     table.set(&nets_name, nets);
-    table.set(&pods_name, by_pod);
+    let ports: Vec<String> = by_ports.keys().cloned().collect();
+    for (p, set) in by_ports {
+        table.set(&pods_set(name, &p), set);
+    }
+    class_chain(table, l3, name, d, &ports);
+    count
+}
+
+/// The set of a class's peer pods allowed on port set `ports`.
+fn pods_set(class: &str, ports: &str) -> String {
+    format!("{class}-pods-{ports}")
+}
+
+/// The port sets a class's peer pods go with in `table` (the names after
+/// `<class>-pods-`), sorted.
+fn class_port_sets(table: &Table, class: &str) -> Vec<String> {
+    let prefix = format!("{class}-pods-");
+    let mut out: Vec<String> = table
+        .sets
+        .keys()
+        .filter_map(|s| s.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// (Re)write a class's chain: peers on every port, networks on some
+/// ports, then one rule per port set its peer pods go with, in name order.
+fn class_chain(table: &mut Table, l3: L3, name: &str, d: Direction, ports: &[String]) {
+    let peer = match d {
+        Direction::Ingress => Field::saddr(l3),
+        Direction::Egress => Field::daddr(l3),
+    };
     let chain = table.chain(
         name,
         Chain::regular().with_note(format!("NetworkPolicy {} class", d.as_str())),
     );
-    chain.rule(vec![Expr::lookup(&[peer], &any_name), Expr::ret()]);
     chain.rule(vec![
-        Expr::lookup(&[peer, Field::L4Proto, Field::ThDport], &nets_name),
+        Expr::lookup(&[peer], &format!("{name}-any")),
         Expr::ret(),
     ]);
-    // A peer pod: on to the chain of its ports, which returns to the
-    // forward chain when the port is one of them.
-    chain.rule(vec![Expr::vmap(&[peer], &pods_name)]);
+    chain.rule(vec![
+        Expr::lookup(
+            &[peer, Field::L4Proto, Field::ThDport],
+            &format!("{name}-nets"),
+        ),
+        Expr::ret(),
+    ]);
+    // A peer pod on one of its ports returns to the forward chain.
+    for p in ports {
+        chain.rule(vec![
+            Expr::lookup(&[peer], &pods_set(name, p)),
+            Expr::lookup(&[Field::L4Proto, Field::ThDport], p),
+            Expr::ret(),
+        ]);
+    }
     chain.rule(vec![Expr::drop()]);
-    count
 }
 
 fn port(lo: u16, hi: u16) -> Value {
@@ -814,11 +867,11 @@ fn port(lo: u16, hi: u16) -> Value {
     }
 }
 
-/// The port-set chains of a table, by their merged ranges.
+/// The port sets of a table, by their merged ranges.
 type PortSets = HashMap<Vec<(u8, u16, u16)>, String>;
 
-/// The chain that returns for these (protocol, first, last) ports and
-/// drops the rest, added to `table` once; its name.
+/// The set of these (protocol, first, last) ports, added to `table` once;
+/// its name.
 fn port_set(table: &mut Table, known: &mut PortSets, ranges: &[(u8, u16, u16)]) -> String {
     // Merged per protocol: sorted, overlapping and touching ranges joined.
     let mut sorted = ranges.to_vec();
@@ -841,28 +894,17 @@ fn port_set(table: &mut Table, known: &mut PortSets, ranges: &[(u8, u16, u16)]) 
     // Another set of ports with the same hash gets a suffix.
     let mut name = base.clone();
     let mut n = 2;
-    while table.chains.contains_key(&name) {
+    while table.sets.contains_key(&name) {
         name = format!("{base}-{n}");
         n += 1;
     }
-    add_port_set(table, &merged, &name);
-    known.insert(merged, name.clone());
-    name
-}
-
-fn add_port_set(table: &mut Table, merged: &[(u8, u16, u16)], name: &str) {
-    let set_name = format!("{name}-set");
     let mut set = Set::new(&[DataType::InetProto, DataType::InetService]).interval();
-    for (proto, lo, hi) in merged {
+    for (proto, lo, hi) in &merged {
         set.insert(vec![Value::Proto(*proto), port(*lo, *hi)], None);
     }
-    table.set(&set_name, set);
-    let chain = table.chain(name, Chain::regular().with_note("NetworkPolicy ports"));
-    chain.rule(vec![
-        Expr::lookup(&[Field::L4Proto, Field::ThDport], &set_name),
-        Expr::ret(),
-    ]);
-    chain.rule(vec![Expr::drop()]);
+    table.set(&name, set);
+    known.insert(merged, name.clone());
+    name
 }
 
 /// Cut (peers, port range) pieces into pieces whose port ranges do not

@@ -10,7 +10,7 @@
 //!   select it (a podSelector is only ever matched in the policy's
 //!   namespace), so a local pod is classified again by reading its
 //!   namespace's policies, not the cluster's;
-//! - **its element in each class's peer map** (`<class>-pods`): for each
+//! - **its element in each class's peer sets** (`<class>-pods-<ports>`): for each
 //!   class of the node, the rules whose peer selectors it matches give its
 //!   ports — asked of the selectors directly ([`super::GroupSel`]), no
 //!   cluster-wide group lists;
@@ -19,8 +19,8 @@
 //!   again whole, as is a class that appears (from the pods its rules can
 //!   reach: the namespaces its selectors cover) or loses its last member.
 //!
-//! Port-set chains are shared by the table and exist while an element goes
-//! to them: they are counted, and removed at zero. The transaction is the
+//! Port sets are shared by the table and exist while a peer element goes
+//! with them: they are counted, and removed at zero. The transaction is the
 //! difference of only the sets and chains touched.
 //!
 //! What is not incremental (the caller plans in full): a change to a
@@ -35,12 +35,12 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_model::{ClusterState, CompactPod, Kind, ObjectKey};
-use strait_nft::{ElementValue, Set, Table, Transaction, Value, Verdict, L3};
+use strait_nft::{DataType, ElementValue, Set, Table, Transaction, Value, Verdict, L3};
 
 use super::{
-    class_name, describe, host, named_ports, namespace_labels, read_pod, render_class, resolve,
-    Analysis, ClassKey, Direction, Grants, Peers, Plan, PodInfo, PolicyInfo, PortEntry, PortSets,
-    Ports, Stats,
+    class_chain, class_name, class_port_sets, describe, host, named_ports, namespace_labels,
+    pods_set, read_pod, render_class, resolve, Analysis, ClassKey, Direction, Grants, Peers, Plan,
+    PodInfo, PolicyInfo, PortEntry, PortSets, Ports, Stats,
 };
 use crate::{Error, Protocol};
 
@@ -78,7 +78,7 @@ pub struct Incremental {
     /// the old pod is gone), an element cannot be said to be one pod's,
     /// so changes touching a shared address are planned in full.
     owners: HashMap<IpAddr, u32>,
-    /// Per family: port-set chains by ranges, and how many elements go
+    /// Per family: port sets by ranges, and how many peer elements go
     /// to each.
     port_sets: [PortSets; 2],
     port_refs: [HashMap<String, usize>; 2],
@@ -166,9 +166,7 @@ impl Incremental {
         let mut port_refs: [HashMap<String, usize>; 2] = Default::default();
         for (i, table) in plan.tables().into_iter().enumerate() {
             for name in classes.keys() {
-                if let Some(set) = table.sets.get(&format!("{name}-pods")) {
-                    count_refs(set, &mut port_refs[i], true);
-                }
+                count_refs(table, name, &mut port_refs[i], true);
             }
         }
         let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
@@ -483,7 +481,9 @@ impl Incremental {
         true
     }
 
-    /// The pod as a peer of every class: its `-pods` elements.
+    /// The pod as a peer of every class: its `-pods-<ports>` elements (a
+    /// set and its rule in the class chain come with the first peer on those
+    /// ports and go with the last).
     fn patch_peers(&mut self, d: &Delta, touched: &mut Touched, rerender: &mut BTreeSet<String>) {
         let names: Vec<String> = self.classes.keys().cloned().collect();
         for name in names {
@@ -519,19 +519,32 @@ impl Incremental {
             if old == new {
                 continue;
             }
-            let pods_set = format!("{name}-pods");
-            if let Some((_, ips)) = &old {
+            let dir = class.key.direction;
+            if let Some((merged, ips)) = &old {
                 for ip in ips {
-                    let f = fam(L3::of(*ip));
-                    let table = self.table(L3::of(*ip), touched, Some(&pods_set), None);
+                    let l3 = L3::of(*ip);
+                    let f = fam(l3);
+                    let Some(ports) = self.port_sets[f].get(merged).cloned() else {
+                        continue; // the class is not in this family
+                    };
+                    let set = pods_set(&name, &ports);
+                    let table = self.table(l3, touched, Some(&set), None);
                     let removed = table
                         .sets
-                        .get_mut(&pods_set)
-                        .and_then(|set| set.elements.remove(&vec![Value::Addr(*ip)]));
-                    if let Some(ElementValue::Verdict(Verdict::Goto(c))) =
-                        removed.and_then(|e| e.value)
-                    {
-                        unref(&mut self.port_refs[f], &c);
+                        .get_mut(&set)
+                        .and_then(|s| s.elements.remove(&vec![Value::Addr(*ip)]));
+                    let emptied = table.sets.get(&set).is_some_and(|s| s.elements.is_empty());
+                    if removed.is_some() {
+                        unref(&mut self.port_refs[f], &ports);
+                    }
+                    if emptied {
+                        let table = self.table_mut(l3);
+                        // The last peer on these ports: its set and rule go.
+                        table.sets.shift_remove(&set);
+                        let sets = class_port_sets(table, &name);
+                        self.table(l3, touched, None, Some(&name));
+                        let table = self.table_mut(l3);
+                        class_chain(table, l3, &name, dir, &sets);
                     }
                 }
             }
@@ -539,16 +552,23 @@ impl Incremental {
                 for ip in ips {
                     let l3 = L3::of(*ip);
                     let f = fam(l3);
-                    if !self.plan_table(l3).sets.contains_key(&pods_set) {
+                    if !self.plan_table(l3).chains.contains_key(&name) {
                         continue; // the class is not in this family
                     }
-                    let chain = self.port_chain(l3, merged, touched);
-                    let table = self.table(l3, touched, Some(&pods_set), None);
-                    table.sets[pods_set.as_str()].insert(
-                        vec![Value::Addr(*ip)],
-                        Some(ElementValue::Verdict(Verdict::Goto(chain.clone()))),
-                    );
-                    *self.port_refs[f].entry(chain).or_default() += 1;
+                    let ports = self.port_chain(l3, merged, touched);
+                    let set = pods_set(&name, &ports);
+                    let table = self.table(l3, touched, Some(&set), None);
+                    if !table.sets.contains_key(&set) {
+                        // The first peer on these ports: a set and a rule.
+                        table.set(&set, Set::new(&[DataType::addr(l3)]));
+                        let sets = class_port_sets(table, &name);
+                        self.table(l3, touched, None, Some(&name));
+                        let table = self.table_mut(l3);
+                        class_chain(table, l3, &name, dir, &sets);
+                    }
+                    let table = self.table_mut(l3);
+                    table.sets[set.as_str()].insert(vec![Value::Addr(*ip)], None);
+                    *self.port_refs[f].entry(ports).or_default() += 1;
                 }
             }
         }
@@ -587,7 +607,7 @@ impl Incremental {
     }
 
     /// What a class allows one pod as a peer: on every port (its address
-    /// goes to `-any`), and on these ports (its `-pods` element), exactly
+    /// goes to `-any`), and on these ports (its `-pods-<ports>` element), exactly
     /// as [`Analysis::grants`] reads the rules.
     fn element(
         &self,
@@ -650,21 +670,23 @@ impl Incremental {
         // Out with the old, in both families.
         for l3 in [L3::V4, L3::V6] {
             let f = fam(l3);
-            let sets = [
-                format!("{name}-any"),
-                format!("{name}-nets"),
-                format!("{name}-pods"),
-            ];
             if self.plan_table(l3).chains.contains_key(name) {
+                let table = match l3 {
+                    L3::V4 => &self.plan.v4,
+                    L3::V6 => &self.plan.v6,
+                };
+                count_refs(table, name, &mut self.port_refs[f], false);
+                let mut sets = vec![format!("{name}-any"), format!("{name}-nets")];
+                sets.extend(
+                    class_port_sets(self.plan_table(l3), name)
+                        .iter()
+                        .map(|p| pods_set(name, p)),
+                );
                 let table = self.table(l3, touched, None, Some(name));
                 table.chains.shift_remove(name);
                 for s in &sets {
                     let table = self.table(l3, touched, Some(s), None);
-                    if let Some(old) = table.sets.shift_remove(s) {
-                        if s.ends_with("-pods") {
-                            count_refs(&old, &mut self.port_refs[f], false);
-                        }
-                    }
+                    table.sets.shift_remove(s);
                 }
             }
         }
@@ -773,11 +795,11 @@ impl Incremental {
             if !present[f] {
                 continue;
             }
-            for s in ["any", "nets", "pods"] {
+            for s in ["any", "nets"] {
                 self.table(l3, touched, Some(&format!("{name}-{s}")), None);
             }
             self.table(l3, touched, None, Some(name));
-            // New port-set chains are noted as touched afterwards.
+            // New port sets are noted as touched afterwards.
             let before: BTreeSet<String> = self.port_sets[f].values().cloned().collect();
             let table = match l3 {
                 L3::V4 => &mut self.plan.v4,
@@ -792,23 +814,23 @@ impl Incremental {
                 &candidates,
                 &mut self.port_sets[f],
             );
-            let pods_set = table.sets[format!("{name}-pods").as_str()].clone();
-            count_refs(&pods_set, &mut self.port_refs[f], true);
+            // Its peer sets were not there before (removed above).
+            for p in class_port_sets(table, name) {
+                touched.sets[f].entry(pods_set(name, &p)).or_insert(None);
+            }
+            count_refs(table, name, &mut self.port_refs[f], true);
             let added: Vec<String> = self.port_sets[f]
                 .values()
                 .filter(|n| !before.contains(*n))
                 .cloned()
                 .collect();
-            for chain in added {
-                touched.chains[f].entry(chain.clone()).or_insert(None);
-                touched.sets[f]
-                    .entry(format!("{chain}-set"))
-                    .or_insert(None);
+            for ports in added {
+                touched.sets[f].entry(ports).or_insert(None);
             }
         }
     }
 
-    /// The port-set chain for `merged` in family `l3`, added when new.
+    /// The port set for `merged` in family `l3`, added when new.
     fn port_chain(&mut self, l3: L3, merged: &Ranges, touched: &mut Touched) -> String {
         let f = fam(l3);
         if let Some(name) = self.port_sets[f].get(merged) {
@@ -819,12 +841,18 @@ impl Incremental {
             L3::V6 => &mut self.plan.v6,
         };
         let name = super::port_set(table, &mut self.port_sets[f], merged);
-        touched.chains[f].entry(name.clone()).or_insert(None);
-        touched.sets[f].entry(format!("{name}-set")).or_insert(None);
+        touched.sets[f].entry(name.clone()).or_insert(None);
         name
     }
 
-    /// Remove the port-set chains no element goes to any more.
+    fn table_mut(&mut self, l3: L3) -> &mut Table {
+        match l3 {
+            L3::V4 => &mut self.plan.v4,
+            L3::V6 => &mut self.plan.v6,
+        }
+    }
+
+    /// Remove the port sets no peer element goes with any more.
     fn collect_port_sets(&mut self, touched: &mut Touched) {
         for l3 in [L3::V4, L3::V6] {
             let f = fam(l3);
@@ -833,13 +861,11 @@ impl Incremental {
                 .filter(|(_, n)| **n == 0)
                 .map(|(c, _)| c.clone())
                 .collect();
-            for chain in dead {
-                self.port_refs[f].remove(&chain);
-                let set = format!("{chain}-set");
-                let table = self.table(l3, touched, Some(&set), Some(&chain));
-                table.chains.shift_remove(&chain);
-                table.sets.shift_remove(&set);
-                self.port_sets[f].retain(|_, n| *n != chain);
+            for ports in dead {
+                self.port_refs[f].remove(&ports);
+                let table = self.table(l3, touched, Some(&ports), None);
+                table.sets.shift_remove(&ports);
+                self.port_sets[f].retain(|_, n| *n != ports);
             }
         }
     }
@@ -918,11 +944,14 @@ impl Incremental {
             for name in self.classes.keys() {
                 if table.chains.contains_key(name) {
                     s.classes += 1;
-                    for part in ["any", "nets", "pods"] {
+                    for part in ["any", "nets"] {
                         s.elements += table
                             .sets
                             .get(&format!("{name}-{part}"))
                             .map_or(0, |set| set.elements.len());
+                    }
+                    for p in class_port_sets(table, name) {
+                        s.elements += table.sets[pods_set(name, &p).as_str()].elements.len();
                     }
                 }
             }
@@ -964,15 +993,15 @@ fn merge(mut ranges: Ranges) -> Ranges {
     merged
 }
 
-/// Count (or uncount) the port-set chains a `-pods` map's elements go to.
-fn count_refs(set: &Set, refs: &mut HashMap<String, usize>, add: bool) {
-    for e in set.elements.values() {
-        if let Some(ElementValue::Verdict(Verdict::Goto(c))) = &e.value {
-            if add {
-                *refs.entry(c.clone()).or_default() += 1;
-            } else {
-                unref(refs, c);
-            }
+/// Count (or uncount) the peer elements of class `name` that go with
+/// each port set.
+fn count_refs(table: &Table, name: &str, refs: &mut HashMap<String, usize>, add: bool) {
+    for p in class_port_sets(table, name) {
+        let n = table.sets[pods_set(name, &p).as_str()].elements.len();
+        if add {
+            *refs.entry(p).or_default() += n;
+        } else if let Some(r) = refs.get_mut(&p) {
+            *r = r.saturating_sub(n);
         }
     }
 }
