@@ -29,6 +29,8 @@ ns=strait-l7i-$$
 work=$(mktemp -d /tmp/strait-l7-instr.XXXXXX)
 pids=()
 cleanup() {
+  # Ours: started here, the only processes naming this run's directory.
+  for p in $(pgrep -f "$work/"); do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
@@ -131,20 +133,21 @@ callgrind() { # name -> "instructions requests"
   # shellcheck disable=SC2046
   inns valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
     --collect-atstart=yes $(proxy_cmd "$name" "$port") >"$work/$name-cg.log" 2>&1 &
-  local vpid=$!
-  pids+=("$vpid")
   ready "$port"
+  # valgrind itself (not the shell that started it), by its output file.
+  local vpid
+  vpid=$(pgrep -n -f "callgrind-out-file=$out")
   drive "$port" 2 >/dev/null
-  callgrind_control -z "$vpid" >/dev/null 2>&1 || callgrind_control -z >/dev/null
+  callgrind_control -z "$vpid" >/dev/null
   local n
   n=$(drive "$port" "$secs")
-  callgrind_control -d "$vpid" >/dev/null 2>&1 || callgrind_control -d >/dev/null
-  kill "$vpid"; wait "$vpid" 2>/dev/null || true
+  callgrind_control -d "$vpid" >/dev/null
+  kill "$vpid"
+  while kill -0 "$vpid" 2>/dev/null; do sleep 0.1; done
   # The dump after the zeroing is the one with a ".1" (or higher) part;
   # its "totals:" lines summed over threads.
   local ir
-  ir=$(cat "$out".*.[1-9]* 2>/dev/null | awk '/^(summary|totals):/ {s += $2} END {print s + 0}')
-  if [ "$ir" = 0 ]; then ir=$(cat "$out".* | awk '/^(summary|totals):/ {s += $2} END {print s + 0}'); fi
+  ir=$(cat "$out".*.[1-9]* | awk '/^(summary|totals):/ {s += $2} END {print s + 0}')
   echo "$ir $n"
 }
 
@@ -153,9 +156,9 @@ syscalls() { # name -> "syscalls requests" plus the table in $work/strace-name
   port=$(port_of "$name")
   # shellcheck disable=SC2046
   inns $(proxy_cmd "$name" "$port") >"$work/$name-st.log" 2>&1 &
-  local ppid=$!
-  pids+=("$ppid")
   ready "$port"
+  local ppid
+  case $name in nginx) ppid=$(pgrep -n -f "nginx -c $work/nginx.conf") ;; *) ppid=$(pgrep -n -f -- "--listen 10.77.9.1:$port") ;; esac
   drive "$port" 2 >/dev/null
   # strace -c -f: the process's threads (nginx: one, strait: its worker).
   strace -c -f -p "$ppid" -o "$work/strace-$name" &
@@ -165,7 +168,8 @@ syscalls() { # name -> "syscalls requests" plus the table in $work/strace-name
   local n
   n=$(drive "$port" "$secs")
   kill -INT "$spid"; wait "$spid" 2>/dev/null || true
-  kill "$ppid"; wait "$ppid" 2>/dev/null || true
+  kill "$ppid"
+  while kill -0 "$ppid" 2>/dev/null; do sleep 0.1; done
   local total
   total=$(awk '$NF == "total" {print $4}' "$work/strace-$name")
   echo "$total $n"
@@ -176,8 +180,10 @@ order=(strait nginx)
 echo "load: $(uptime)"
 printf '%-8s %12s %10s %14s %10s %14s\n' proxy instructions requests "instr/request" syscalls "syscalls/req"
 for p in "${order[@]}"; do
-  read -r ir n < <(callgrind "$p")
-  read -r sc m < <(syscalls "$p")
+  callgrind "$p" >"$work/cg-result"
+  syscalls "$p" >"$work/st-result"
+  read -r ir n <"$work/cg-result"
+  read -r sc m <"$work/st-result"
   awk -v p="$p" -v ir="$ir" -v n="$n" -v sc="$sc" -v m="$m" \
     'BEGIN {printf "%-8s %12d %10d %14.0f %10d %14.2f\n", p, ir, n, ir / n, sc, sc / m}'
 done
