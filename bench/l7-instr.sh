@@ -109,11 +109,16 @@ ready() { # port
   done
   echo "proxy on port $1 did not come up" >&2; cat "$work"/*.log >&2; return 1
 }
-# wrk's request count of a run (it fails the script on non-2xx answers).
+# wrk's request count of a run (it fails the script on errors).
 drive() { # port seconds
   local out
   out=$(inns wrk -t1 -c"$conns" -d"$2s" "http://10.77.9.1:$1/" 2>&1)
-  if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "errors: $out" >&2; return 1; fi
+  # wrk's timeouts (2 s: a proxy slowed by valgrind at 256 connections)
+  # are no failure of the proxy; errors and non-2xx answers are.
+  if grep -q 'Non-2xx\|connect [1-9]\|read [1-9]\|write [1-9]' <<<"$out"; then
+    echo "errors: $out" >&2
+    return 1
+  fi
   awk '/requests in/ {print $1}' <<<"$out"
 }
 # One proxy under a tool: start, warm up, zero, run, stop; prints requests.
