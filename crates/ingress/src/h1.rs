@@ -15,6 +15,7 @@
 //! as bytes, so what the endpoint reads is exactly what was checked.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -97,6 +98,50 @@ impl<IO: AsyncRead + Unpin> Conn<IO> {
     }
 }
 
+/// A timer kept across a connection's requests for one kind of wait, and
+/// moved only when it fires before the wait in progress is over: a tokio
+/// timeout made per wait is put in and taken out of the timer wheel (two
+/// locks) each time, per request. Deadlines of one kind mostly only grow,
+/// so the timer fires about once per timeout period, and waits that end
+/// in time never touch it.
+pub(crate) struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timer {
+    pub(crate) fn new() -> Timer {
+        // Far off: moved nearer by the first wait that needs it.
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+        }
+    }
+
+    /// `work`, or `None` if `deadline` passes first.
+    pub(crate) async fn within<F: std::future::Future>(
+        &mut self,
+        deadline: tokio::time::Instant,
+        work: F,
+    ) -> Option<F::Output> {
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return Some(done),
+                () = self.sleep.as_mut() => {
+                    // Fired for an earlier wait's deadline, or this one's.
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
 /// How a message body is delimited (RFC 9112 6.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Framing {
@@ -123,8 +168,6 @@ pub(crate) type Upstream = Conn<TcpStream>;
 /// What one request asked, once its head is read.
 struct Request {
     head_len: usize,
-    /// The head as the endpoint gets it.
-    upstream_head: Vec<u8>,
     framing: Framing,
     http10: bool,
     keep_alive: bool,
@@ -165,14 +208,19 @@ pub(crate) async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = Vec::with_capacity(4096);
+    // The head as the endpoint gets it: one buffer for the connection's
+    // requests, not one allocated per request.
+    let mut first = Vec::with_capacity(1024);
     let peer_ip = peer.ip().to_string();
+    // For the waits for a head, and for each request's response head.
+    let (mut idle, mut request_timer) = (Timer::new(), Timer::new());
     loop {
         // A head: wait for it (idle keep-alive connections are closed
         // after a while), then parse it.
         let mut waited = false;
         let request = loop {
             if !client.buffered().is_empty() {
-                match parse_request(&worker, client.buffered(), &peer_ip, https) {
+                match parse_request(&worker, client.buffered(), &peer_ip, https, &mut first) {
                     Ok(Some(r)) => break r,
                     Ok(None) => {}
                     Err(refusal) => {
@@ -198,13 +246,24 @@ pub(crate) async fn serve<IO>(
                 worker.config.keep_alive_timeout
             };
             waited = true;
-            match tokio::time::timeout(timeout, client.fill()).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                Ok(Ok(_)) => {}
+            let deadline = tokio::time::Instant::now() + timeout;
+            match idle.within(deadline, client.fill()).await {
+                Some(Ok(0)) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
             }
         };
         client.consume(request.head_len);
-        match exchange(&worker, &mut client, &mut out, request, peer.ip()).await {
+        match exchange(
+            &worker,
+            &mut client,
+            &mut out,
+            &mut first,
+            &mut request_timer,
+            request,
+            peer.ip(),
+        )
+        .await
+        {
             Next::KeepAlive => {}
             Next::Close => {
                 linger(client).await;
@@ -290,16 +349,20 @@ fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Parse a request head at the start of `buf`: `Ok(None)` if incomplete.
+/// The head as the endpoint gets it is written to `up`.
 fn parse_request(
     worker: &Worker,
     buf: &[u8],
     peer_ip: &str,
     https: bool,
+    up: &mut Vec<u8>,
 ) -> Result<Option<Request>, Refusal> {
     let bad = |m| refuse(400, "Bad Request", m);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised: httparse fills only what it uses (an initialised
+    // array is 4 KiB written per head).
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -472,7 +535,7 @@ fn parse_request(
         ),
         _ => (origin, None),
     };
-    let mut up = Vec::with_capacity(head_len + 128);
+    up.clear();
     up.extend_from_slice(method.as_bytes());
     up.push(b' ');
     up.extend_from_slice(target.as_bytes());
@@ -550,7 +613,6 @@ fn parse_request(
     let log = worker.observing();
     Ok(Some(Request {
         head_len,
-        upstream_head: up,
         framing,
         http10,
         keep_alive,
@@ -679,6 +741,8 @@ async fn exchange<IO>(
     worker: &Rc<Worker>,
     client: &mut Conn<IO>,
     out: &mut Vec<u8>,
+    first: &mut Vec<u8>,
+    timer: &mut Timer,
     request: Request,
     peer: IpAddr,
 ) -> Next
@@ -687,7 +751,6 @@ where
 {
     let started = Instant::now();
     let Request {
-        upstream_head: mut first,
         framing,
         http10,
         keep_alive,
@@ -812,7 +875,7 @@ where
         let sending = async {
             upstream
                 .io
-                .write_all(&first)
+                .write_all(first)
                 .await
                 .map_err(BodyError::Write)?;
             if !body_sent {
@@ -865,9 +928,26 @@ where
         body_sent = true;
         let head = match write_error {
             Some(e) => Err(e),
-            None => tokio::time::timeout_at(deadline, read_response_head(&mut upstream, is_head))
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+            None => {
+                // The client's head is written while the endpoint's is
+                // parsed (once).
+                let write_head = |res: &httparse::Response<'_, '_>, head: &ResponseHead| {
+                    out.clear();
+                    if head.status == 101 {
+                        response_head(res, out, Framing::Empty, http10, true, None);
+                    } else {
+                        let keep_alive = keeps_alive(keep_alive, head.framing, http10);
+                        response_head(res, out, head.framing, http10, keep_alive, edits.as_deref());
+                    }
+                };
+                timer
+                    .within(
+                        deadline,
+                        read_response_head(&mut upstream, is_head, write_head),
+                    )
+                    .await
+                    .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
+            }
         };
         match head {
             Ok(head) => break (upstream, head),
@@ -907,16 +987,7 @@ where
             fail!(BAD_GATEWAY, 502, true)
         }
         worker.observe(&log, 101, 0, Some(endpoint), started);
-        out.clear();
-        response_head(
-            upstream.buffered(),
-            head.len,
-            out,
-            Framing::Empty,
-            http10,
-            true,
-            None,
-        );
+        // `out` holds the client's head (`read_response_head` wrote it).
         upstream.consume(head.len);
         if client.io.write_all(out).await.is_err() || client.io.flush().await.is_err() {
             return Next::Close;
@@ -927,20 +998,9 @@ where
 
     // The response: chunked to an HTTP/1.1 client when the endpoint chose
     // it, decoded for HTTP/1.0 ones (which then see the end by the close).
+    // `out` holds the client's head already.
     let chunked_out = head.framing == Framing::Chunked && !http10;
-    let keep_alive = keep_alive
-        && head.framing != Framing::Close
-        && !(head.framing == Framing::Chunked && http10);
-    out.clear();
-    response_head(
-        upstream.buffered(),
-        head.len,
-        out,
-        head.framing,
-        http10,
-        keep_alive,
-        edits.as_deref(),
-    );
+    let keep_alive = keeps_alive(keep_alive, head.framing, http10);
     upstream.consume(head.len);
     let head_bytes = out.len() as u64;
     let copied = copy_body(
@@ -1019,16 +1079,30 @@ where
     }
 }
 
-/// Read a response head (skipping interim 1xx ones other than 101).
+/// Whether the client connection stays open after a response framed so:
+/// one that ends by the close does not, nor a chunked one to an HTTP/1.0
+/// client (which is sent decoded, ending by the close).
+fn keeps_alive(asked: bool, framing: Framing, http10: bool) -> bool {
+    asked && framing != Framing::Close && !(framing == Framing::Chunked && http10)
+}
+
+/// Read a response head (skipping interim 1xx ones other than 101), and
+/// give the parsed final one to `parsed` (the head is parsed once: what
+/// the client gets is written from it there).
 pub(crate) async fn read_response_head(
     upstream: &mut Upstream,
     is_head: bool,
+    mut parsed: impl FnMut(&httparse::Response<'_, '_>, &ResponseHead),
 ) -> io::Result<ResponseHead> {
     loop {
         if !upstream.buffered().is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(upstream.buffered()) {
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                upstream.buffered(),
+                &mut headers,
+            ) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = res.code.unwrap_or(0);
                     if (100..200).contains(&status) && status != 101 {
@@ -1078,12 +1152,14 @@ pub(crate) async fn read_response_head(
                             None => Framing::Close,
                         }
                     };
-                    return Ok(ResponseHead {
+                    let head = ResponseHead {
                         len,
                         status,
                         reusable: !close && framing != Framing::Close && status != 101,
                         framing,
-                    });
+                    };
+                    parsed(&res, &head);
+                    return Ok(head);
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(e) => {
@@ -1102,12 +1178,10 @@ pub(crate) async fn read_response_head(
     }
 }
 
-/// The response head for the client from the endpoint's (parsed again:
-/// the first parse's borrows are gone): hop-by-hop headers out, the
-/// framing and connection headers of this hop in.
+/// The response head for the client from the endpoint's: hop-by-hop
+/// headers out, the framing and connection headers of this hop in.
 fn response_head(
-    buf: &[u8],
-    len: usize,
+    res: &httparse::Response<'_, '_>,
     out: &mut Vec<u8>,
     framing: Framing,
     http10: bool,
@@ -1116,10 +1190,6 @@ fn response_head(
 ) {
     // Chunked to an HTTP/1.1 client when the endpoint chose it.
     let chunked_out = framing == Framing::Chunked && !http10;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    // Parsed once already: cannot fail now.
-    let _ = res.parse(&buf[..len]);
     let status = res.code.unwrap_or(502);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());

@@ -676,7 +676,7 @@ impl Worker {
                 tokio::io::AsyncWriteExt::write_all(&mut upstream.io, &head)
                     .await
                     .map_err(|e| format!("writing failed: {e}"))?;
-                h1::read_response_head(&mut upstream, false)
+                h1::read_response_head(&mut upstream, false, |_, _| {})
                     .await
                     .map_err(|e| format!("no answer: {e}"))?;
                 Ok::<_, String>(())

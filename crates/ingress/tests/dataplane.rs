@@ -1048,3 +1048,55 @@ async fn requests_are_counted_by_route_and_status() {
         assert!(metrics.contains(line), "{line} not in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn idle_and_slow_client_connections_are_closed_busy_ones_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = backend("a").await;
+    let keep_alive = std::time::Duration::from_millis(1200);
+    let server = start_with(one_backend(&[a.address]), |c| {
+        c.keep_alive_timeout = keep_alive;
+        c.header_read_timeout = std::time::Duration::from_millis(300);
+    });
+    let address = server.http_address.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+    // Requests spread over more than one keep-alive timeout, each well
+    // within it: the connection's timer is moved on, not fired.
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let began = std::time::Instant::now();
+    let mut served = 0;
+    while began.elapsed() < keep_alive * 2 {
+        stream.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        read_until(&mut stream, &mut out, b"a GET /").await;
+        served += 1;
+        tokio::time::sleep(keep_alive / 8).await;
+    }
+    assert!(served >= 4, "{served}");
+    // Then idle: closed (EOF) after the keep-alive timeout.
+    let idle = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("an idle connection was not closed")
+    .unwrap();
+    assert!(idle.elapsed() >= keep_alive / 2, "{:?}", idle.elapsed());
+    // A head begun and not finished: closed after the header timeout,
+    // without an answer.
+    let mut slow = TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: a.te")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.read_to_end(&mut rest),
+    )
+    .await
+    .expect("a slow head's connection was not closed")
+    .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
