@@ -490,7 +490,7 @@ async fn routes_endpoints_and_certificates_change_under_load_without_an_error() 
     for c in clients {
         c.await.unwrap();
     }
-    let failures = seen.failures.lock().unwrap();
+    let failures = std::mem::take(&mut *seen.failures.lock().unwrap());
     assert!(
         failures.is_empty(),
         "{} failures during {changes} changes, {} requests served; the first: {:?}",
@@ -503,7 +503,6 @@ async fn routes_endpoints_and_certificates_change_under_load_without_an_error() 
     assert!(seen.requests.load(Ordering::Relaxed) > changes as usize);
     assert!(seen.handshakes.load(Ordering::Relaxed) > 0);
     assert!(seen.echoes.load(Ordering::Relaxed) > changes as usize / 2);
-    drop(failures);
     // Rotation was served: the HTTPS client saw both certificates, and
     // the one served now is the last rotated in (trusting only it).
     assert_eq!(seen.certificates.lock().unwrap().len(), 2);
