@@ -973,6 +973,16 @@ where
                     && attempts <= worker.config.max_attempts
                 {
                     tracing::debug!(%endpoint, "kept-alive connection closed under the request ({e}); sent again");
+                    // The endpoint closed it: its other idle connections
+                    // are likely closing too (it is stopping, or they
+                    // were idle as long), and a removed endpoint is left
+                    // for another (it stops listening next).
+                    worker.failed(endpoint);
+                    if !worker.serves(endpoint) {
+                        if let Some(other) = worker.pick_other(&backend, endpoint) {
+                            endpoint = other;
+                        }
+                    }
                     continue;
                 }
                 tracing::debug!(%endpoint, "request failed: {e}");

@@ -270,13 +270,35 @@ fn listen_in_runtime(address: SocketAddr) -> Result<std::net::TcpListener> {
 }
 
 fn acceptor(shared: Arc<Shared>) -> Result<TlsAcceptor> {
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    use tokio_rustls::rustls::CipherSuite;
+    // AES-128-GCM with SHA-256 first, whatever the client lists first:
+    // TLS 1.3's key schedule is a score of HMACs of the suite's hash, and
+    // ring computes SHA-256 with the CPU's SHA extensions but SHA-384 in
+    // software (a sixth of a handshake's CPU with AES-256-GCM-SHA384,
+    // which OpenSSL clients list first). AES-128-GCM is the suite every
+    // TLS 1.3 implementation must have.
+    let mut provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni(shared)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    // Resumption by stateless tickets (keys random per process, rotated
+    // every 6 hours), as nginx and haproxy do by default: rustls' default
+    // is a cache of 256 sessions, which many clients overrun, and then
+    // each of them pays a full handshake again.
+    config.ticketer = tokio_rustls::rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| Error::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -585,18 +607,8 @@ impl Worker {
     /// (then idle connections to endpoints it no longer names are closed:
     /// requests in flight to them finish, no new one goes there).
     pub(crate) fn decide(&self, head: &Head<'_>) -> Decision {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        let mut cached = self.cached.borrow_mut();
-        if cached.0 != generation {
-            let table = self
-                .shared
-                .table
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            *cached = (generation, table);
-            self.drain_removed(&cached.1);
-        }
+        self.refresh();
+        let cached = self.cached.borrow();
         let table = &cached.1;
         if !table.gateway.is_empty() {
             return self.decide_gateway(table, head);
@@ -609,6 +621,29 @@ impl Worker {
                 None => Decision::NoEndpoints(backend.clone()),
             },
         }
+    }
+
+    /// Read the table again if a swap bumped the generation (then idle
+    /// connections to endpoints it no longer names are closed).
+    fn refresh(&self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != generation {
+            let table = self
+                .shared
+                .table
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            *cached = (generation, table);
+            self.drain_removed(&cached.1);
+        }
+    }
+
+    /// Whether the table served now names `endpoint`.
+    pub(crate) fn serves(&self, endpoint: SocketAddr) -> bool {
+        self.refresh();
+        self.served.borrow().contains(&endpoint)
     }
 
     /// Gateway API listeners for the hosts they cover, then the Ingress
@@ -751,9 +786,21 @@ impl Worker {
         Some(if load(b) < load(a) { b } else { a })
     }
 
-    /// Another endpoint of `backend` than `failed`, if it has one.
+    /// Another endpoint of `backend` than `failed`, if it has one: one the
+    /// table served now still names, if any (the request was routed on the
+    /// table of its arrival; an endpoint removed since then is stopping,
+    /// and another failure there would use up the tries).
     pub(crate) fn pick_other(&self, backend: &Backend, failed: SocketAddr) -> Option<SocketAddr> {
-        let others: Vec<_> = backend.endpoints.iter().filter(|e| **e != failed).collect();
+        self.refresh();
+        let served = self.served.borrow();
+        let mut others: Vec<_> = backend
+            .endpoints
+            .iter()
+            .filter(|e| **e != failed && served.contains(e))
+            .collect();
+        if others.is_empty() {
+            others = backend.endpoints.iter().filter(|e| **e != failed).collect();
+        }
         if others.is_empty() {
             return None;
         }
