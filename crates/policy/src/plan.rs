@@ -258,7 +258,13 @@ impl GroupSel {
             None => namespace == self.namespace,
             Some(sel) => sel.matches(ns_labels),
         };
-        in_namespace && self.pods.as_ref().is_none_or(|s| s.matches_opt(labels))
+        in_namespace && self.matches_pod(labels)
+    }
+
+    /// Whether a pod so labelled is in the group, its namespace covered
+    /// ([`Self::covers`]; the two together are [`Self::matches`]).
+    fn matches_pod(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.pods.as_ref().is_none_or(|s| s.matches_opt(labels))
     }
 
     /// Whether the group can hold pods of a namespace so labelled.

@@ -37,6 +37,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_model::{ClusterState, CompactPod, Kind, ObjectKey};
 use strait_nft::{DataType, ElementValue, Set, Table, Transaction, Value, Verdict, L3};
 
+use super::GroupSel;
 use super::{
     class_chain, class_name, class_port_sets, describe, host, named_ports, namespace_labels,
     pods_set, read_pod, render_class, resolve, Analysis, ClassKey, Direction, Grants, Peers, Plan,
@@ -45,8 +46,6 @@ use super::{
 use crate::{Error, Protocol};
 
 type PodKey = (String, String);
-
-type Labels = BTreeMap<String, String>;
 
 /// Port ranges of one peer: (protocol, first, last).
 type Ranges = Vec<(u8, u16, u16)>;
@@ -618,15 +617,35 @@ impl Incremental {
         pod: &CompactPod,
         ips: &[IpAddr],
     ) -> (bool, Ranges) {
+        self.element_by(key, pod, ips, |_, _, s| {
+            s.matches(namespace, ns_labels, labels)
+        })
+    }
+
+    /// [`Self::element`], asking `in_group(rule number, selector number in the rule, selector)` whether
+    /// the pod is in a peer group (rules numbered over the class's policies
+    /// in order, as [`PeerIndex`] numbers them): rendering a class asks it
+    /// of ~2,000 pods, and then each distinct selector is matched once per
+    /// pod instead of once per rule naming it.
+    fn element_by(
+        &self,
+        key: &ClassKey,
+        pod: &CompactPod,
+        ips: &[IpAddr],
+        in_group: impl Fn(usize, usize, &GroupSel) -> bool,
+    ) -> (bool, Ranges) {
         let mut any = false;
         let mut ranges = Vec::new();
+        let mut rule_no = 0;
         for &pi in &key.policies {
             for rule in self.policies[pi].rules(key.direction).into_iter().flatten() {
+                let no = rule_no;
+                rule_no += 1;
                 let (everyone, in_groups, in_nets) = match &rule.peers {
                     Peers::Any => (true, false, false),
                     Peers::Some { nets, sels, .. } => (
                         false,
-                        sels.iter().any(|s| s.matches(namespace, ns_labels, labels)),
+                        sels.iter().enumerate().any(|(j, s)| in_group(no, j, s)),
                         ips.iter().any(|ip| nets.iter().any(|n| n.contains(ip))),
                     ),
                 };
@@ -757,18 +776,25 @@ impl Incremental {
                 }
             }
         }
+        // The distinct selectors of the class's rules (groups are shared
+        // between rules naming the same selectors: ten policies' rules
+        // often name four), each matched once per pod below.
+        let index = PeerIndex::new(&self.policies, &key);
         // The pods of the namespaces the selectors cover (owned here, as
-        // the table changes below).
-        let mut scanned: Vec<(Arc<Labels>, Arc<CompactPod>)> = Vec::new();
+        // the table changes below), with which selectors cover each.
+        let mut scanned: Vec<(usize, Arc<CompactPod>)> = Vec::new();
+        let mut covering: Vec<Vec<bool>> = Vec::new();
         for (ns, pods) in &self.pods {
             let labels = self.ns_labels.get(ns.as_str()).cloned().unwrap_or_else(|| {
                 BTreeMap::from([(super::NAMESPACE_NAME_LABEL.to_owned(), ns.clone())])
             });
-            if !everyone && !sels.iter().any(|s| s.covers(ns, &labels)) {
+            let covers: Vec<bool> = index.sels.iter().map(|s| s.covers(ns, &labels)).collect();
+            if !everyone && !covers.iter().any(|c| *c) {
                 continue;
             }
-            let labels = Arc::new(labels);
-            scanned.extend(pods.values().map(|p| (labels.clone(), p.clone())));
+            let at = covering.len();
+            covering.push(covers);
+            scanned.extend(pods.values().map(|p| (at, p.clone())));
         }
         let mut candidates: Vec<PodInfo> = Vec::new();
         let mut g = Grants {
@@ -777,10 +803,25 @@ impl Incremental {
             pods: Default::default(),
         };
         {
-            for (labels, p) in &scanned {
+            let mut matched = vec![false; index.sels.len()];
+            for (at, p) in &scanned {
+                // GroupSel::matches: the namespace covered, then the pods.
+                let labels = p.metadata.labels.as_ref();
+                let mut some = false;
+                for (i, s) in index.sels.iter().enumerate() {
+                    matched[i] = covering[*at][i] && s.matches_pod(labels);
+                    some |= matched[i];
+                }
+                // In no group, a pod is a peer only through a named egress
+                // port of a rule reaching everyone or networks (`everyone`):
+                // most of the scanned pods are skipped here, unread.
+                if !some && !everyone {
+                    continue;
+                }
                 let Some(info) = read_pod(p) else { continue };
-                let (a, ranges) =
-                    self.element(&key, info.namespace, labels, info.labels, p, &info.ips);
+                let (a, ranges) = self.element_by(&key, p, &info.ips, |rule, j, _| {
+                    matched[index.rules[rule][j]]
+                });
                 if a {
                     g.any.extend(info.ips.iter().map(host));
                 }
@@ -935,7 +976,11 @@ impl Incremental {
         [v4, v6]
     }
 
-    /// The stats of the NetworkPolicy part, counted from the tables.
+    /// The stats of the NetworkPolicy part, counted from the tables: one
+    /// pass over each table's sets (each is `<class>-any`, `<class>-nets`,
+    /// `<class>-pods-<ports>` or not a class's; class names never hold
+    /// `-pods-`), not a scan of every set per class: with 200 classes and
+    /// 800 sets that was most of a remote pod's planning.
     fn np_stats(&self) -> Stats {
         let mut s = Stats::default();
         for table in self.plan.tables() {
@@ -944,20 +989,58 @@ impl Incremental {
             for name in self.classes.keys() {
                 if table.chains.contains_key(name) {
                     s.classes += 1;
-                    for part in ["any", "nets"] {
-                        s.elements += table
-                            .sets
-                            .get(&format!("{name}-{part}"))
-                            .map_or(0, |set| set.elements.len());
-                    }
-                    for p in class_port_sets(table, name) {
-                        s.elements += table.sets[pods_set(name, &p).as_str()].elements.len();
-                    }
+                }
+            }
+            for (set_name, set) in &table.sets {
+                let class = match set_name.find("-pods-") {
+                    Some(at) => &set_name[..at],
+                    None => match set_name
+                        .strip_suffix("-any")
+                        .or_else(|| set_name.strip_suffix("-nets"))
+                    {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                };
+                if self.classes.contains_key(class) && table.chains.contains_key(class) {
+                    s.elements += set.elements.len();
                 }
             }
         }
         s.elements += s.isolated_ingress + s.isolated_egress;
         s
+    }
+}
+
+/// The distinct peer selectors of a class's rules, and for each rule
+/// (numbered over the class's policies in order) the index of each of its
+/// selectors.
+struct PeerIndex {
+    sels: Vec<Arc<GroupSel>>,
+    rules: Vec<Vec<usize>>,
+}
+
+impl PeerIndex {
+    fn new(policies: &[PolicyInfo], key: &ClassKey) -> PeerIndex {
+        let mut sels: Vec<Arc<GroupSel>> = Vec::new();
+        let mut at: HashMap<*const GroupSel, usize> = HashMap::new();
+        let mut rules = Vec::new();
+        for &pi in &key.policies {
+            for rule in policies[pi].rules(key.direction).into_iter().flatten() {
+                let mut of_rule = Vec::new();
+                if let Peers::Some { sels: s, .. } = &rule.peers {
+                    for sel in s {
+                        let i = *at.entry(Arc::as_ptr(sel)).or_insert_with(|| {
+                            sels.push(sel.clone());
+                            sels.len() - 1
+                        });
+                        of_rule.push(i);
+                    }
+                }
+                rules.push(of_rule);
+            }
+        }
+        PeerIndex { sels, rules }
     }
 }
 
