@@ -1632,7 +1632,7 @@ fn the_nodes_serve_gateways_to_the_outside_and_write_their_status() {
         let routes = lab.get_json("httproutes");
         let class = object_named(&classes, "strait");
         let gateway = object_named(&gateways, "lab");
-        let shop = object_named(&routes, "shop");
+        let shop = object_named(&routes, "lab-shop");
         let broken = object_named(&routes, "broken");
         seen = format!("{class}\n{gateway}\n{shop}\n{broken}");
         let gen = |o: &serde_json::Value| o["metadata"]["generation"].as_i64().unwrap_or(0);
