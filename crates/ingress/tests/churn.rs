@@ -8,6 +8,9 @@
 //! the WebSocket must echo throughout. `bench/l7-churn.sh` does the same
 //! with processes in namespaces, beside nginx.
 
+mod common;
+use common::loopback_slice;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,9 +23,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use strait_ingress::{plan, Config, IngressServer, RouteTable, CONTROLLER};
-use strait_model::k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use strait_model::{parse_str, ClusterState, Format, Object};
+use strait_model::{parse_str, ClusterState, Format};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -218,27 +219,12 @@ spec:
     ];
     for (service, addresses) in endpoints {
         for address in addresses {
-            state.insert(Object::EndpointSlice(Arc::new(EndpointSlice {
-                metadata: ObjectMeta {
-                    name: Some(format!("{service}-{}", address.port())),
-                    namespace: Some("default".into()),
-                    labels: Some(
-                        [("kubernetes.io/service-name".to_owned(), service.to_owned())].into(),
-                    ),
-                    ..ObjectMeta::default()
-                },
-                address_type: "IPv4".into(),
-                ports: Some(vec![EndpointPort {
-                    name: Some("http".into()),
-                    port: Some(address.port().into()),
-                    protocol: Some("TCP".into()),
-                    ..EndpointPort::default()
-                }]),
-                endpoints: vec![Endpoint {
-                    addresses: vec![address.ip().to_string()],
-                    ..Endpoint::default()
-                }],
-            })));
+            state.insert(loopback_slice(
+                format!("{service}-{}", address.port()),
+                service,
+                Some("http"),
+                address,
+            ));
         }
     }
     let table = plan(&state, CONTROLLER);

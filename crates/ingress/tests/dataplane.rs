@@ -2,6 +2,9 @@
 //! routing, round robin, keep-alive to endpoints, the error statuses, a
 //! table swap under an open connection, TLS by SNI.
 
+mod common;
+use common::loopback_slice;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,9 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use strait_ingress::{plan, Config, IngressServer, RouteTable, CONTROLLER};
-use strait_model::k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use strait_model::{parse_str, ClusterState, Format, Object};
+use strait_model::{parse_str, ClusterState, Format};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that answers `NAME METHOD PATH BODY-LENGTH` and shows the
@@ -87,27 +88,12 @@ fn table(yaml: &str, endpoints: &[(&str, &[SocketAddr])]) -> RouteTable {
     for (service, addresses) in endpoints {
         // One slice per endpoint: their ports differ.
         for (i, address) in addresses.iter().enumerate() {
-            state.insert(Object::EndpointSlice(Arc::new(EndpointSlice {
-                metadata: ObjectMeta {
-                    name: Some(format!("{service}-{i}")),
-                    namespace: Some("default".into()),
-                    labels: Some(
-                        [("kubernetes.io/service-name".to_owned(), service.to_string())].into(),
-                    ),
-                    ..ObjectMeta::default()
-                },
-                address_type: "IPv4".into(),
-                ports: Some(vec![EndpointPort {
-                    name: Some("http".into()),
-                    port: Some(address.port().into()),
-                    protocol: Some("TCP".into()),
-                    ..EndpointPort::default()
-                }]),
-                endpoints: vec![Endpoint {
-                    addresses: vec![address.ip().to_string()],
-                    ..Endpoint::default()
-                }],
-            })));
+            state.insert(loopback_slice(
+                format!("{service}-{i}"),
+                service,
+                Some("http"),
+                *address,
+            ));
         }
     }
     let table = plan(&state, CONTROLLER);

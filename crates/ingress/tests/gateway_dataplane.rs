@@ -3,6 +3,9 @@
 //! modifiers on both ways, a redirect, a path rewrite, weights, the 500 of
 //! an invalid backend share, a route timeout, a mirror.
 
+mod common;
+use common::loopback_slice;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,9 +18,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use strait_ingress::{plan_all, Config, IngressServer, CONTROLLER, GATEWAY_CONTROLLER};
-use strait_model::k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use strait_model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use strait_model::{parse_str, ClusterState, Format, Object};
+use strait_model::{parse_str, ClusterState, Format};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that answers `NAME URI` and the request headers it got (one
@@ -199,24 +200,7 @@ async fn served_as_planned(h2: bool) {
         ("silent", silent),
         ("mirror", mirror),
     ] {
-        state.insert(Object::EndpointSlice(Arc::new(EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(format!("{name}-1")),
-                namespace: Some("default".into()),
-                labels: Some([("kubernetes.io/service-name".to_owned(), name.to_owned())].into()),
-                ..ObjectMeta::default()
-            },
-            address_type: "IPv4".into(),
-            ports: Some(vec![EndpointPort {
-                port: Some(address.port().into()),
-                protocol: Some("TCP".into()),
-                ..EndpointPort::default()
-            }]),
-            endpoints: vec![Endpoint {
-                addresses: vec![address.ip().to_string()],
-                ..Endpoint::default()
-            }],
-        })));
+        state.insert(loopback_slice(format!("{name}-1"), name, None, address));
     }
     let (table, _) = plan_all(&state, CONTROLLER, GATEWAY_CONTROLLER, None);
     assert!(!table.gateway.is_empty());
