@@ -66,6 +66,20 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// The controller's log, then each node's Ingress controller's.
+    fn log_with_ingress(&self) -> String {
+        let ingress_log = |n: usize| {
+            std::fs::read_to_string(format!("/run/strait/{}/ingress-node{n}.log", self.name))
+                .unwrap_or_default()
+        };
+        format!(
+            "{}\n--- ingress node-1:\n{}\n--- ingress node-2:\n{}",
+            self.log(),
+            ingress_log(1),
+            ingress_log(2)
+        )
+    }
+
     /// `lab exec POD -- sh -c SCRIPT`: stdout, and whether it succeeded.
     fn sh(&self, pod: &str, ns: &str, script: &str) -> (bool, String) {
         let out = self.strait(&[
@@ -1412,18 +1426,7 @@ fn the_nodes_serve_ingresses_to_the_outside() {
         return;
     }
     let lab = Lab::up(&[], &["examples/ingress-lab.yaml"]);
-    let logs = || {
-        let ingress_log = |n: usize| {
-            std::fs::read_to_string(format!("/run/strait/{}/ingress-node{n}.log", lab.name))
-                .unwrap_or_default()
-        };
-        format!(
-            "{}\n--- ingress node-1:\n{}\n--- ingress node-2:\n{}",
-            lab.log(),
-            ingress_log(1),
-            ingress_log(2)
-        )
-    };
+    let logs = || lab.log_with_ingress();
     // Every node answers for the Ingress, by host and longest path prefix,
     // straight to the Services' pods.
     for node_ip in ["172.18.0.2", "172.18.0.3"] {
@@ -1591,18 +1594,7 @@ fn the_nodes_serve_gateways_to_the_outside_and_write_their_status() {
         return;
     }
     let lab = Lab::up(&[], &["examples/gateway-lab.yaml"]);
-    let logs = || {
-        let ingress_log = |n: usize| {
-            std::fs::read_to_string(format!("/run/strait/{}/ingress-node{n}.log", lab.name))
-                .unwrap_or_default()
-        };
-        format!(
-            "{}\n--- ingress node-1:\n{}\n--- ingress node-2:\n{}",
-            lab.log(),
-            ingress_log(1),
-            ingress_log(2)
-        )
-    };
+    let logs = || lab.log_with_ingress();
     // Both nodes route the HTTPRoute by path prefix, straight to the pods,
     // with the rule's response header; a host no listener covers is 404;
     // the route whose Service is missing answers 500 and hurts no other.
