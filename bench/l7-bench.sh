@@ -12,124 +12,19 @@
 # "before", on core 1 too, e.g. the build of the previous commit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+source bench/l7-lib.sh
 secs=${1:-10}
 runs=${2:-3}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-command -v haproxy >/dev/null || need+=(haproxy)
-if [ ${#need[@]} -gt 0 ]; then apt-get install -y -qq "${need[@]}" >/dev/null; fi
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxy on one, wrk and backends on the other)" >&2; exit 1; }
-# STRAIT=PATH measures that binary instead of building this checkout's.
-if [ -n "${STRAIT:-}" ]; then
-  strait=$(realpath "$STRAIT")
-else
-  cargo build --release -q -p strait
-  strait=$PWD/target/release/strait
-fi
-
-tag=strait-l7b-$$
-cns=$tag-client pns=$tag-proxy bns=$tag-backends
-work=$(mktemp -d /tmp/strait-l7-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for ns in "$cns" "$pns" "$bns"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# client 10.77.1.2 -- 10.77.1.1 proxy 10.77.2.1 -- 10.77.2.2, 10.77.2.3 backends
-for ns in "$cns" "$pns" "$bns"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip link add l7c0 netns "$cns" type veth peer name l7p0 netns "$pns"
-ip link add l7p1 netns "$pns" type veth peer name l7b0 netns "$bns"
-ip -n "$cns" addr add 10.77.1.2/24 dev l7c0; ip -n "$cns" link set l7c0 up
-ip -n "$pns" addr add 10.77.1.1/24 dev l7p0; ip -n "$pns" link set l7p0 up
-ip -n "$pns" addr add 10.77.2.1/24 dev l7p1; ip -n "$pns" link set l7p1 up
-ip -n "$bns" addr add 10.77.2.2/24 dev l7b0; ip -n "$bns" addr add 10.77.2.3/24 dev l7b0
-ip -n "$bns" link set l7b0 up
-
-# The backends: nginx, one worker each, a static body of 612 bytes (nginx's
-# own welcome page size), keep-alive without a request limit.
-mkdir -p "$work/www"
-head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
-for ip in 10.77.2.2 10.77.2.3; do
-  cat >"$work/backend-$ip.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/backend-$ip.pid;
-error_log $work/backend-$ip.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen $ip:8080 backlog=4096; root $work/www; location / { index index.html; } }
-}
-CONF
-  ip netns exec "$bns" taskset -c 0 nginx -c "$work/backend-$ip.conf" -e "$work/backend-$ip.log" &
-  pids+=($!)
-done
+l7_init wrk nginx haproxy
+l7_work l7-bench
+l7_topology "strait-l7b-$$" 10.77.2.2 10.77.2.3
+l7_backends
 
 # The proxies, on core 1, one worker each, keep-alive to the backends.
-cat >"$work/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  upstream web { server 10.77.2.2:8080; server 10.77.2.3:8080; keepalive 512; keepalive_requests 100000000; }
-  server {
-    listen 10.77.1.1:8002 backlog=4096;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-cat >"$work/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  option http-keep-alive
-  http-reuse always
-frontend web
-  bind 10.77.1.1:8003
-  default_backend web
-backend web
-  balance roundrobin
-  server b1 10.77.2.2:8080
-  server b2 10.77.2.3:8080
-CONF
-cat >"$work/ingress.yaml" <<'YAML'
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: strait
-  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
-spec: {controller: strait.dev/ingress}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints: [{addresses: [10.77.2.2]}, {addresses: [10.77.2.3]}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: web, namespace: default}
-spec:
-  rules:
-  - http:
-      paths: [{pathType: Prefix, path: /, backend: {service: {name: web, port: {number: 80}}}}]
-YAML
+l7_nginx_proxy_conf "$work/nginx.conf" "listen 10.77.1.1:8002 backlog=4096;"
+l7_haproxy_cfg "$work/haproxy.cfg" 10.77.1.1:8003
+{ l7_web_manifests 10.77.2.2 10.77.2.3; l7_web_ingress; } >"$work/ingress.yaml"
 ip netns exec "$pns" taskset -c 1 "$strait" ingress -f "$work/ingress.yaml" --listen 10.77.1.1:8001 \
   --workers 1 2>"$work/strait.log" &
 pids+=($!); strait_pid=$!
@@ -169,11 +64,6 @@ parse() {
 }
 declare -A port=([strait]=8001 [nginx]=8002 [haproxy]=8003 [before]=8004)
 declare -A pid=([strait]=$strait_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid [before]=${before_pid:-0})
-# The CPU time a process used so far (user + system, in clock ticks): per
-# request, it says how much of its core each proxy spends, whether or not
-# the core was the bottleneck of the run.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 order=(strait nginx haproxy)
 [ -n "${BEFORE:-}" ] && order+=(before)
 n=${#order[@]}
@@ -186,12 +76,12 @@ for c in 10 256; do
     for i in $(seq 0 $((n - 1))); do
       p=${order[$(( (i + run) % n ))]}
       threads=2; [ "$c" -lt 2 ] && threads=1
-      before=$(cpu_ticks "${pid[$p]}")
+      before=$(l7_cpu_ticks "${pid[$p]}")
       out=$(ip netns exec "$cns" taskset -c 0 wrk -t"$threads" -c"$c" -d"${secs}s" --latency "http://10.77.1.1:${port[$p]}/" 2>&1)
-      after=$(cpu_ticks "${pid[$p]}")
+      after=$(l7_cpu_ticks "${pid[$p]}")
       read -r rps p50 p99 err < <(parse <<<"$out")
       requests=$(awk '/requests in/ {print $1}' <<<"$out")
-      cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+      cpu=$(awk -v t=$((after - before)) -v hz="$l7_hz" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
       printf '%-5s %-4s %-8s %10s %9s %9s %6s %12s\n' "$c" "$run" "$p" "$rps" "$p50" "$p99" "$err" "$cpu"
       echo "$c $p $rps $p50 $p99 $err $cpu" >>"$results"
     done
@@ -200,14 +90,13 @@ done
 echo
 echo "medians over $runs runs of ${secs}s (wrk -t2, the proxy alone on core 1):"
 printf '%-5s %-8s %10s %9s %9s %12s\n' conns proxy req/s p50/ms p99/ms "cpu-us/req"
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 for c in 10 256; do
   declare -A med_rps=() med_p99=()
   for p in "${order[@]}"; do
-    rps=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $3}' "$results" | median)
-    p50=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $4}' "$results" | median)
-    p99=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $5}' "$results" | median)
-    cpu=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $7}' "$results" | median)
+    rps=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $3}' "$results" | l7_median)
+    p50=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $4}' "$results" | l7_median)
+    p99=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $5}' "$results" | l7_median)
+    cpu=$(awk -v c="$c" -v p="$p" '$1 == c && $2 == p {print $7}' "$results" | l7_median)
     med_rps[$p]=$rps; med_p99[$p]=$p99
     printf '%-5s %-8s %10.0f %9.3f %9.3f %12.1f\n' "$c" "$p" "$rps" "$p50" "$p99" "$cpu"
   done

@@ -31,54 +31,27 @@
 # STRAIT=PATH: that binary; PHASES=…; GRACE=seconds, default 1; SEED=n)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+source bench/l7-lib.sh
 secs=${1:-10}
 targets=${2:-strait nginx}
 phases=${PHASES:-routes,endpoints,certs,all}
 grace=${GRACE:-1}
 seed=${SEED:-7}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then apt-get install -y -qq "${need[@]}" >/dev/null; fi
-if [ -n "${STRAIT:-}" ]; then
-  strait=$(realpath "$STRAIT")
-else
-  cargo build --release -q -p strait
-  strait=$PWD/target/release/strait
-fi
+l7_init wrk nginx
 helper=$PWD/bench/l7-churn.py
-
-tag=strait-l7c-$$
-cns=$tag-client pns=$tag-proxy bns=$tag-backends
-work=$(mktemp -d /tmp/strait-l7-churn.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  # The backends the driver started (one nginx per endpoint address).
+l7_work l7-churn
+# The backends the driver started (one nginx per endpoint address).
+l7_cleanup_more() {
+  local p
   if [ -f "$work/pids" ]; then
     while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
   fi
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for ns in "$cns" "$pns" "$bns"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "/etc/netns/$cns" "$work"
 }
-trap cleanup EXIT INT TERM
 
 # client 10.77.1.2 -- 10.77.1.1 proxy 10.77.2.1 -- backends: web-a's
 # addresses 10.77.2.2-7, web-b's 10.77.2.12-17, the WebSocket echo 10.77.2.20
-for ns in "$cns" "$pns" "$bns"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip link add l7c0 netns "$cns" type veth peer name l7p0 netns "$pns"
-ip link add l7p1 netns "$pns" type veth peer name l7b0 netns "$bns"
-ip -n "$cns" addr add 10.77.1.2/24 dev l7c0; ip -n "$cns" link set l7c0 up
-ip -n "$pns" addr add 10.77.1.1/24 dev l7p0; ip -n "$pns" link set l7p0 up
-ip -n "$pns" addr add 10.77.2.1/24 dev l7p1; ip -n "$pns" link set l7p1 up
-for i in 2 3 4 5 6 7 12 13 14 15 16 17 20; do ip -n "$bns" addr add "10.77.2.$i/24" dev l7b0; done
-ip -n "$bns" link set l7b0 up
-# The client resolves churn.example to the proxy (so that wrk sends it as
-# SNI): `ip netns exec` puts /etc/netns/NS/hosts over /etc/hosts.
-mkdir -p "/etc/netns/$cns"
-echo "10.77.1.1 churn.example" >"/etc/netns/$cns/hosts"
+l7_topology "strait-l7c-$$" 10.77.2.{2,3,4,5,6,7,12,13,14,15,16,17,20}
+l7_client_hosts churn.example
 
 # A CA and three certificates for churn.example (ECDSA P-256) to rotate.
 cd "$work"

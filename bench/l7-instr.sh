@@ -12,33 +12,22 @@
 #   BEFORE=PATH: another strait binary counted the same way, as "before".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+source bench/l7-lib.sh
 conns=${1:-10}
 secs=${2:-5}
-for tool in valgrind strace wrk nginx callgrind_control; do
+for tool in valgrind strace callgrind_control; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
-if [ -n "${STRAIT:-}" ]; then
-  strait=$(realpath "$STRAIT")
-else
-  cargo build --release -q -p strait
-  strait=$PWD/target/release/strait
-fi
-
-ns=strait-l7i-$$
-work=$(mktemp -d /tmp/strait-l7-instr.XXXXXX)
-pids=()
-cleanup() {
-  # Ours: started here, the only processes naming this run's directory.
+l7_init wrk nginx
+l7_work l7-instr
+# Ours: started here under valgrind, the only processes naming this run's
+# directory.
+l7_cleanup_more() {
+  local p
   for p in $(pgrep -f "$work/"); do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+ns=strait-l7i-$$
+l7_netns "$ns"
 # Not loopback addresses: strait refuses endpoints in 127.0.0.0/8.
 ip -n "$ns" link add l7i0 type veth peer name l7i1
 ip -n "$ns" addr add 10.77.9.1/24 dev l7i0
@@ -47,60 +36,11 @@ ip -n "$ns" addr add 10.77.9.3/24 dev l7i0
 ip -n "$ns" link set l7i0 up
 inns() { ip netns exec "$ns" "$@"; }
 
-mkdir -p "$work/www"
-head -c 612 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
-cat >"$work/backends.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/backends.pid;
-error_log $work/backends.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 10.77.9.2:8080; listen 10.77.9.3:8080; root $work/www; location / { index index.html; } }
-}
-CONF
+l7_backend_conf "$work/backends.conf" 10.77.9.2 10.77.9.3
 inns nginx -c "$work/backends.conf" -e "$work/backends.log" &
 pids+=($!)
-cat >"$work/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  upstream web { server 10.77.9.2:8080; server 10.77.9.3:8080; keepalive 512; keepalive_requests 100000000; }
-  server {
-    listen 10.77.9.1:8002;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-cat >"$work/ingress.yaml" <<'YAML'
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: strait
-  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
-spec: {controller: strait.dev/ingress}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints: [{addresses: [10.77.9.2]}, {addresses: [10.77.9.3]}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: web, namespace: default}
-spec:
-  rules:
-  - http:
-      paths: [{pathType: Prefix, path: /, backend: {service: {name: web, port: {number: 80}}}}]
-YAML
+L7_BACKENDS="10.77.9.2 10.77.9.3" l7_nginx_proxy_conf "$work/nginx.conf" "listen 10.77.9.1:8002;"
+{ l7_web_manifests 10.77.9.2 10.77.9.3; l7_web_ingress; } >"$work/ingress.yaml"
 
 ready() { # port
   for _ in $(seq 1 600); do

@@ -9,32 +9,16 @@
 # Usage (root): bench/l7-routes.sh [ROUTES] [CHANGES]   (STRAIT=PATH: that binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+source bench/l7-lib.sh
 routes=${1:-3000}
 changes=${2:-20}
-command -v nginx >/dev/null || apt-get install -y -qq nginx >/dev/null
-if [ -n "${STRAIT:-}" ]; then
-  strait=$(realpath "$STRAIT")
-else
-  cargo build --release -q -p strait
-  strait=$PWD/target/release/strait
-fi
-
-ns=strait-l7r-$$
-work=$(mktemp -d /tmp/strait-l7-routes.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+l7_init nginx
+l7_work l7-routes
 
 # One namespace; its address on a veth pair of its own (admission refuses
 # loopback endpoints, as kube-apiserver does).
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+ns=strait-l7r-$$
+l7_netns "$ns"
 ip -n "$ns" link add d0 type veth peer name d1
 ip -n "$ns" addr add 10.78.0.1/24 dev d0
 ip -n "$ns" link set d0 up
